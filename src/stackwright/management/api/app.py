@@ -1,0 +1,102 @@
+"""The HTTP side of the API: one endpoint, /client/api, GET and POST.
+
+Requests are parsed here and executed on a bounded thread pool (database work is blocking);
+one log line per request records the command, caller, duration, status and job id.
+"""
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from .execute import execute, response_key
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("stackwright.management.access")
+
+ENGINE = web.AppKey("engine", object)
+POOL = web.AppKey("pool", concurrent.futures.ThreadPoolExecutor)
+
+REDACTED = {"signature", "apikey", "password", "secretkey", "sessionkey", "secret", "token"}
+INTERNAL_ERROR = "Internal error executing command, please contact your system administrator (request id %s)"
+
+
+async def _params(request):
+    raw = {}
+    for k, v in request.query.items():
+        raw.setdefault(k, v)
+    if request.method == "POST" and request.can_read_body:
+        form = await request.post()
+        for k, v in form.items():
+            if isinstance(v, str):
+                raw[k] = v
+    return raw
+
+
+def _json(body, status):
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        charset="UTF-8",
+    )
+
+
+async def api_handler(request):
+    engine = request.app[ENGINE]
+    started = time.monotonic()
+    request_id = uuid.uuid4().hex[:12]
+    raw = await _params(request)
+    command = raw.get("command", "")
+    cookies = dict(request.cookies)
+    loop = asyncio.get_running_loop()
+    try:
+        key, body, status, set_cookies = await loop.run_in_executor(
+            request.app[POOL], execute, engine, raw, request.method, cookies, request_id
+        )
+    except Exception:
+        log.exception("request %s (%s) failed with an internal error", request_id, command)
+        key = response_key(command)
+        body = {key: {"uuidList": [], "errorcode": 530, "cserrorcode": 4250,
+                      "errortext": INTERNAL_ERROR % request_id}}
+        status, set_cookies = 530, {}
+    response = _json(body, status)
+    for name, value in set_cookies.items():
+        response.set_cookie(name, value, httponly=True, path="/client")
+    inner = body.get(key, {}) if isinstance(body, dict) else {}
+    access_log.info(
+        "%s %s %s status=%d %.1fms%s%s",
+        request_id, request.method, command or "-", status,
+        (time.monotonic() - started) * 1000,
+        " job=%s" % inner["jobid"] if isinstance(inner, dict) and "jobid" in inner else "",
+        " error=%r" % inner.get("errortext") if status != 200 and isinstance(inner, dict) else "",
+    )
+    return response
+
+
+async def root_handler(request):
+    raise web.HTTPFound("/client/api")
+
+
+def make_app(engine, workers=8):
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[ENGINE] = engine
+    app[POOL] = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api")
+    app.router.add_route("GET", "/client/api", api_handler)
+    app.router.add_route("POST", "/client/api", api_handler)
+    app.router.add_route("GET", "/client/api/", api_handler)
+    app.router.add_route("POST", "/client/api/", api_handler)
+
+    async def close_pool(app):
+        app[POOL].shutdown(wait=True, cancel_futures=True)
+
+    app.on_cleanup.append(close_pool)
+    return app
+
+
+def redact(raw):
+    return {k: ("***" if k.lower() in REDACTED else v) for k, v in raw.items()}

@@ -1,0 +1,159 @@
+"""Running a command: authenticate, validate, execute in one transaction, shape the answer.
+
+The HTTP layer and the job workers both come through here, so a command behaves the same
+whether it runs in the request or later as an async job.
+"""
+
+import logging
+import time
+
+from sqlalchemy import select
+
+from ..context import Context
+from ..errors import ApiError, AuthenticationError, MethodNotAllowed
+from ..persistence.models import User
+from . import params as paramlib
+from . import signing
+from .registry import REGISTRY, ListResult, Success
+
+log = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
+
+
+def response_key(command_name):
+    cmd = REGISTRY.get(command_name)
+    if cmd is None:
+        return "errorresponse"
+    return cmd.key
+
+
+def shape(cmd, out):
+    """The body under `<command>response` for a handler's return value."""
+    if isinstance(out, ListResult):
+        if out.count == 0:
+            return {}
+        body = {"count": out.count}
+        if out.items:
+            body[cmd.response] = out.items
+        return body
+    if cmd.response is None and isinstance(out, dict):
+        return out
+    if isinstance(out, Success) or out is True or out is None:
+        body = {"success": True}
+        if isinstance(out, Success) and out.displaytext:
+            body["displaytext"] = out.displaytext
+        return body
+    return {cmd.response: out}
+
+
+def _find_key(raw, name):
+    for k, v in raw.items():
+        if k.lower() == name:
+            return v
+    return None
+
+
+class Caller:
+    """Who is calling, resolved once per request."""
+
+    def __init__(self, user_id, via):
+        self.user_id = user_id
+        self.via = via
+
+
+def authenticate(engine, session, raw, method, cookies):
+    """The calling User, or AuthenticationError (401) with CloudStack's text."""
+    api_key = _find_key(raw, "apikey")
+    if api_key is not None:
+        entry = engine.keys.lookup(session, api_key)
+        if entry is None:
+            raise AuthenticationError(BAD_CREDENTIALS)
+        signature = _find_key(raw, "signature")
+        version = _find_key(raw, "signatureversion")
+        expires = _find_key(raw, "expires")
+        enforce = engine.settings.typed("enforce.post.requests.and.timestamps")
+        if enforce and (method != "POST" or version != "3"):
+            raise AuthenticationError(BAD_CREDENTIALS)
+        if version == "3" or enforce:
+            if expires is None:
+                raise AuthenticationError(BAD_CREDENTIALS)
+            reason = signing.expired(expires)
+            if reason:
+                log.info("refused request with apiKey %s...: %s", api_key[:6], reason)
+                raise AuthenticationError(BAD_CREDENTIALS)
+        if not signing.verify(raw, entry.secret, signature):
+            raise AuthenticationError(BAD_CREDENTIALS)
+        user = session.get(User, entry.user_id)
+    else:
+        session_id = cookies.get("JSESSIONID")
+        if not session_id:
+            raise AuthenticationError(BAD_CREDENTIALS)
+        session_key = raw.get("sessionkey") or cookies.get("sessionkey")
+        user = engine.sessions_user(session, session_id, session_key)
+        if user is None:
+            raise AuthenticationError("unable to verify user credentials")
+    if user is None or user.removed is not None or user.state != "enabled" or user.account.state != "enabled":
+        raise AuthenticationError(BAD_CREDENTIALS)
+    return user
+
+
+def execute(engine, raw, method="GET", cookies=None, request_id=None):
+    """Run one API request; returns (response_key, body, http_status, cookies_to_set)."""
+    command_name = raw.get("command", "")
+    cmd = REGISTRY.get(command_name)
+    key = cmd.key if cmd else "errorresponse"
+    try:
+        if cmd is not None and cmd.login_free:
+            if cmd.name == "login" and method != "POST":
+                raise MethodNotAllowed("Please use HTTP POST to authenticate using this API")
+            with engine.db.transaction() as session:
+                ctx = Context(engine, session, None, cmd.name, request_id)
+                ctx.cookies_in = cookies or {}
+                p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
+                out = cmd.handler(ctx, p)
+            return key, {key: shape(cmd, out)}, 200, ctx.cookies
+        readonly = cmd.readonly if cmd else True
+        with engine.db.transaction(readonly=readonly and not (cmd and cmd.async_job)) as session:
+            user = authenticate(engine, session, raw, method, cookies or {})
+            engine.throttle.check(user)
+            if cmd is None:
+                raise AuthenticationError(BAD_CREDENTIALS)
+            ctx = Context(engine, session, user, cmd.name, request_id)
+            if cmd.admin_only and not ctx.is_root_admin:
+                raise AuthenticationError(
+                    "The given command '%s' either does not exist, is not available for user." % cmd.name
+                )
+            p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
+            if cmd.async_job:
+                instance_uuid = cmd.prepare(ctx, p) if cmd.prepare else getattr(getattr(p, "id", None), "uuid", None)
+                job = ctx.jobs.create(cmd, raw, instance_uuid=instance_uuid)
+                body = {"jobid": job.uuid}
+                if cmd.prepare is not None:
+                    body = {"id": instance_uuid, "jobid": job.uuid}
+                job_uuid = job.uuid
+                ctx.after_commit(lambda: engine.jobs.submit(job_uuid))
+            else:
+                body = shape(cmd, cmd.handler(ctx, p))
+        ctx.run_after_commit()
+        return key, {key: body}, 200, ctx.cookies
+    except ApiError as e:
+        from .render import error_body
+
+        return key, error_body(key, e), e.errorcode, {}
+
+
+def run_job(engine, session, job):
+    """Run a pending job's command in `session`; returns the jobresult dict."""
+    cmd = REGISTRY[job.command]
+    user = session.get(User, job.user_id)
+    ctx = Context(engine, session, user, cmd.name, job=job)
+    p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
+    started = time.monotonic()
+    out = cmd.handler(ctx, p)
+    log.debug("job %s ran %s in %.3fs", job.uuid, cmd.name, time.monotonic() - started)
+    body = shape(cmd, out)
+    if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):
+        # jobresult carries exactly one object
+        body = {cmd.response: body[cmd.response][0]}
+    return body

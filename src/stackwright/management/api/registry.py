@@ -1,0 +1,130 @@
+"""The command registry: every API command is declared once, next to its family.
+
+`@api_command` records the name, parameters, response object and execution mode. The HTTP
+layer finds commands here, validation reads the parameter declarations, and `listApis` is
+generated from the same records, so documentation cannot drift from behaviour.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .params import Param
+
+
+@dataclass
+class ResponseField:
+    name: str
+    description: str = ""
+    type: str = "string"
+
+
+@dataclass
+class Command:
+    name: str
+    handler: Callable
+    params: list
+    description: str
+    response: str | None = None          # object name, e.g. "zone"; None: success / job result
+    response_key: str | None = None      # overrides "<lowercase name>response"
+    returns_list: bool = False           # handler returns a ListResult
+    async_job: bool = False              # runs as an async job
+    prepare: Callable | None = None      # async create: runs in the request, returns instance ids
+    instance_type: str | None = None     # jobinstancetype of its jobs
+    cmd_class: str = ""                  # Java class name reported as the job's `cmd`
+    admin_only: bool = True
+    readonly: bool = False
+    login_free: bool = False
+    since: str = "4.0.0"
+    related: tuple = ()
+    fields: list = field(default_factory=list)
+
+    @property
+    def key(self):
+        return self.response_key or self.name.lower() + "response"
+
+
+REGISTRY: dict[str, Command] = {}
+
+
+def api_command(
+    name,
+    *,
+    params=(),
+    response=None,
+    description="",
+    returns_list=None,
+    async_job=False,
+    prepare=None,
+    instance_type=None,
+    response_key=None,
+    admin_only=True,
+    readonly=None,
+    cmd_class=None,
+    since="4.0.0",
+    related=(),
+    fields=(),
+):
+    """Declare an API command; the decorated function is `handler(ctx, p)`."""
+
+    def wrap(fn):
+        if name in REGISTRY:
+            raise ValueError("command %s is declared twice" % name)
+        is_list = name.startswith("list") if returns_list is None else returns_list
+        all_params = list(params)
+        if is_list and name != "listApis":
+            names = {p.name for p in all_params}
+            from .params import Integer, String
+
+            for extra in (
+                Param("keyword", String(), description="List by keyword"),
+                Param("page", Integer(), description="Page number, 1-based"),
+                Param("pagesize", Integer(), description="Items per page"),
+            ):
+                if extra.name not in names:
+                    all_params.append(extra)
+        REGISTRY[name] = Command(
+            name=name,
+            handler=fn,
+            params=all_params,
+            description=description or ((fn.__doc__ or "").strip().splitlines() or [name])[0],
+            response=response,
+            response_key=response_key,
+            returns_list=is_list,
+            async_job=async_job,
+            prepare=prepare,
+            instance_type=instance_type,
+            cmd_class=cmd_class or _java_class(name),
+            admin_only=admin_only,
+            login_free=name in ("login", "logout"),
+            readonly=(name.startswith(("list", "get", "query")) if readonly is None else readonly),
+            since=since,
+            related=tuple(related),
+            fields=[f if isinstance(f, ResponseField) else ResponseField(*f) for f in fields],
+        )
+        return fn
+
+    return wrap
+
+
+def _java_class(name):
+    return "org.apache.cloudstack.api.command.admin.%sCmd" % (name[0].upper() + name[1:])
+
+
+@dataclass
+class ListResult:
+    """A page of items and the total number of matches."""
+
+    items: list
+    count: int
+
+
+@dataclass
+class Success:
+    displaytext: str | None = None
+
+
+def load_all():
+    """Import every command family so that their declarations fill the registry."""
+    from .. import commands  # noqa: F401  (imports register the commands)
+
+    return REGISTRY

@@ -1,0 +1,36 @@
+"""Rendering of values and envelopes the way CloudStack clients expect them."""
+
+import datetime as dt
+
+
+def date(value):
+    """CloudStack's date form, always UTC: 2024-05-01T12:34:56+0000."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def ratio(value):
+    """Over-commit ratios and factors are strings that keep a decimal point: "1.0", "2.5"."""
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return repr(f) if f != int(f) else "%.1f" % f
+
+
+def compact(obj):
+    """Drop None-valued fields (CloudStack omits nulls); keeps empty lists such as zone tags."""
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def error_body(key, error):
+    body = {"uuidList": list(error.uuid_list), "errorcode": error.errorcode}
+    if error.cserrorcode is not None:
+        body["cserrorcode"] = error.cserrorcode
+    body["errortext"] = error.text
+    return {key: body}

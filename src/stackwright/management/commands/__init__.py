@@ -1,0 +1,7 @@
+"""API command families. Importing this package registers every command."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module("%s.%s" % (__name__, _module.name))

@@ -1,0 +1,64 @@
+"""listApis (generated from the registry) and listHypervisors."""
+
+from sqlalchemy import select
+
+from ..api.params import Param, String, Uuid
+from ..api.registry import REGISTRY, ListResult, api_command
+from ..persistence.models import Cluster, Zone
+
+
+def api_view(cmd):
+    return {
+        "name": cmd.name,
+        "description": cmd.description,
+        "isasync": cmd.async_job,
+        "since": cmd.since,
+        "related": ",".join(cmd.related),
+        "params": [
+            {
+                "name": p.name,
+                "description": p.description,
+                "type": p.type.api_type,
+                "length": p.length or (255 if p.type.api_type == "string" else 0),
+                "required": p.required,
+                "related": "",
+                "since": p.since or "",
+            }
+            for p in cmd.params
+        ],
+        "response": [
+            {"name": f.name, "description": f.description, "type": f.type} for f in cmd.fields
+        ],
+        "type": "",
+    }
+
+
+@api_command("listApis", response="api", admin_only=False, readonly=True, returns_list=True, params=[
+    Param("name", String(), description="API name"),
+])
+def list_apis(ctx, p):
+    """Lists all available APIs and their parameters, for the caller's role."""
+    commands = [c for c in sorted(REGISTRY.values(), key=lambda c: c.name)
+                if ctx.is_root_admin or not c.admin_only]
+    if p.name:
+        commands = [c for c in commands if c.name == p.name]
+        if not commands:
+            from ..errors import InvalidParameterValue
+
+            raise InvalidParameterValue("Unable to find API: %s" % p.name)
+    return ListResult([api_view(c) for c in commands], len(commands))
+
+
+@api_command("listHypervisors", response="hypervisor", admin_only=False, params=[
+    Param("zoneid", Uuid(Zone), description="the zone id for listing hypervisors."),
+])
+def list_hypervisors(ctx, p):
+    """List hypervisors."""
+    if p.zoneid is not None:
+        names = ctx.session.execute(
+            select(Cluster.hypervisor).where(Cluster.zone_id == p.zoneid.id, Cluster.removed.is_(None))
+            .distinct().order_by(Cluster.hypervisor)
+        ).scalars().all()
+    else:
+        names = [h.strip() for h in ctx.config.get("hypervisor.list").split(",") if h.strip()]
+    return ListResult([{"name": n} for n in names], len(names))

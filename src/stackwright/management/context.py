@@ -1,0 +1,97 @@
+"""The context a command runs in: one transaction, the caller, and the domain services."""
+
+import functools
+
+from .services.accounts import ROOT_ADMIN
+
+
+class Context:
+    def __init__(self, engine, session, user, command=None, request_id=None, job=None):
+        self.engine = engine
+        self.session = session
+        self.user = user
+        self.command = command
+        self.request_id = request_id
+        self.job = job
+        self._after_commit = []
+        self.cookies = {}
+
+    @property
+    def config(self):
+        return self.engine.settings
+
+    @property
+    def account(self):
+        return self.user.account if self.user is not None else None
+
+    @property
+    def is_root_admin(self):
+        return self.account is not None and self.account.account_type == ROOT_ADMIN
+
+    def after_commit(self, fn):
+        """Run `fn` once the transaction has committed (e.g. hand a job to the workers)."""
+        self._after_commit.append(fn)
+
+    def run_after_commit(self):
+        for fn in self._after_commit:
+            fn()
+        self._after_commit.clear()
+
+    # Services are created on first use and share this context's transaction.
+
+    @functools.cached_property
+    def configuration(self):
+        from .services.configuration import ConfigurationService
+
+        return ConfigurationService(self.session, self.engine.settings)
+
+    @functools.cached_property
+    def accounts(self):
+        from .services.accounts import AccountService
+
+        return AccountService(self.session)
+
+    @functools.cached_property
+    def hierarchy(self):
+        from .services.hierarchy import HierarchyService
+
+        return HierarchyService(self)
+
+    @functools.cached_property
+    def hosts(self):
+        from .services.hosts import HostService
+
+        return HostService(self)
+
+    @functools.cached_property
+    def storage(self):
+        from .services.storage import StorageService
+
+        return StorageService(self)
+
+    @functools.cached_property
+    def networks(self):
+        from .services.networks import NetworkService
+
+        return NetworkService(self)
+
+    @functools.cached_property
+    def capacity(self):
+        from .services.capacity import CapacityService
+
+        return CapacityService(self)
+
+    @functools.cached_property
+    def jobs(self):
+        from .services.jobs import JobService
+
+        return JobService(self)
+
+    def event(self, type, description, resource_uuid=None, level="INFO"):
+        from .persistence.models import Event
+
+        self.session.add(Event(
+            type=type, level=level, description=description, resource_uuid=resource_uuid,
+            account_id=self.account.id if self.account else None,
+            user_id=self.user.id if self.user else None,
+        ))

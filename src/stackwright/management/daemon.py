@@ -1,0 +1,87 @@
+"""`stackwright-management`: the engine's daemon."""
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from . import options as optionslib
+from .api.app import make_app
+from .engine import Engine
+from .persistence.db import redact_url
+
+log = logging.getLogger("stackwright.management")
+
+
+def setup_logging(log_file, level):
+    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if log_file and log_file != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(log_file)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(opts, engine):
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    app = make_app(engine, workers=opts.api_workers)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
+    await site.start()
+    agentlink = None
+    try:
+        from .agentlink.service import start_agent_channel
+    except ImportError:
+        start_agent_channel = None
+    if start_agent_channel is not None:
+        agentlink = await start_agent_channel(engine, opts)
+    log.info(
+        "management engine up: API http://%s:%d/client/api, database %s",
+        opts.listen_host, opts.listen_port, redact_url(opts.db_url),
+    )
+    await stop.wait()
+    log.info("shutting down")
+    if agentlink is not None:
+        await agentlink.close()
+    await runner.cleanup()
+
+
+def main(argv=None):
+    opts = optionslib.load(argv)
+    setup_logging(opts.log_file, opts.log_level)
+    engine = Engine(opts)
+    try:
+        engine.start()
+    except Exception as e:
+        log.error("cannot start: %s", e)
+        return 1
+    try:
+        asyncio.run(serve(opts, engine))
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        return 1
+    finally:
+        engine.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

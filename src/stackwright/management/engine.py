@@ -1,0 +1,136 @@
+"""The management engine's composition root: database, settings, caches, job workers."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .api.registry import load_all
+from .errors import Throttled
+from .persistence.db import Database
+from .services.accounts import ROOT_ADMIN, AccountService
+from .services.configuration import GlobalSettings
+from .services.jobs import JobExecutor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeyEntry:
+    user_id: int
+    account_id: int
+    secret: str
+    root_admin: bool
+    loaded: float
+
+
+class KeyCache:
+    """API key -> (user, secret) for a few seconds, so signature checks skip a query."""
+
+    TTL = 5.0
+
+    def __init__(self):
+        self._entries = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, session, api_key):
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(api_key)
+        if entry is not None and now - entry.loaded < self.TTL:
+            return entry
+        user = AccountService(session).user_by_key(api_key)
+        if user is None or not user.secret_key:
+            return None
+        entry = KeyEntry(user.id, user.account_id, user.secret_key,
+                         user.account.account_type == ROOT_ADMIN, now)
+        with self._lock:
+            if len(self._entries) > 10000:
+                self._entries.clear()
+            self._entries[api_key] = entry
+        return entry
+
+    def invalidate(self):
+        with self._lock:
+            self._entries.clear()
+
+
+class Throttle:
+    """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
+
+    def __init__(self, enabled, interval, maximum, cachesize):
+        self.enabled = enabled
+        self.interval = interval
+        self.maximum = maximum
+        self.cachesize = cachesize
+        self._windows = {}
+        self._lock = threading.Lock()
+
+    def check(self, user):
+        if not self.enabled or user.account.account_type == ROOT_ADMIN:
+            return
+        now = time.monotonic()
+        with self._lock:
+            start, count = self._windows.get(user.account_id, (now, 0))
+            if now - start >= self.interval:
+                start, count = now, 0
+            count += 1
+            if len(self._windows) >= self.cachesize and user.account_id not in self._windows:
+                self._windows.clear()
+            self._windows[user.account_id] = (start, count)
+        if count > self.maximum:
+            retry_ms = int((start + self.interval - now) * 1000)
+            raise Throttled(
+                "The given user has reached his/her account api limit, please retry after [%d] ms."
+                % max(retry_ms, 0)
+            )
+
+    def status(self, account_id):
+        now = time.monotonic()
+        with self._lock:
+            start, count = self._windows.get(account_id, (now, 0))
+        if now - start >= self.interval:
+            start, count = now, 0
+        return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
+
+    def reset(self, account_id=None):
+        with self._lock:
+            if account_id is None:
+                self._windows.clear()
+            else:
+                self._windows.pop(account_id, None)
+
+
+class Engine:
+    def __init__(self, settings):
+        self.options = settings
+        self.db = Database(settings.db_url)
+        self.registry = load_all()
+        self.settings = GlobalSettings(self.db)
+        self.keys = KeyCache()
+        self.jobs = JobExecutor(self, workers=settings.job_workers)
+        self.throttle = None
+        self.agents = None       # the agent channel's server side, when it runs
+        self.started = time.time()
+
+    def start(self):
+        """Check the schema, load settings, start the job workers."""
+        if not self.db.has_schema():
+            raise RuntimeError(
+                "the database at %s has no Stackwright schema; run stackwright-setup-databases first"
+                % self.db.url.split("@")[-1]
+            )
+        self.settings.load()
+        s = self.settings
+        self.throttle = Throttle(
+            s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
+            s.typed("api.throttling.max"), s.typed("api.throttling.cachesize"),
+        )
+        self.jobs.start()
+
+    def stop(self):
+        self.jobs.stop()
+        self.db.dispose()
+
+    def sessions_user(self, session, session_id, session_key):
+        return AccountService(session).session_user(session_id, session_key)

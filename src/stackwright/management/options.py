@@ -1,0 +1,99 @@
+"""Start-up options of the engine: a properties file plus command-line overrides.
+
+Keys of the file (all optional), in the spirit of CloudStack's db.properties/server.properties:
+  db.url         SQLAlchemy URL (sqlite:////var/lib/stackwright/cloud.db or mysql+pymysql://...)
+  api.listen     HOST:PORT of the HTTP API (127.0.0.1:8080)
+  agent.listen   HOST:PORT of the agent channel (0.0.0.0:8250)
+  agent.tls      true/false: TLS on the agent channel (true)
+  pki.dir        directory of the engine's certificate authority
+  log.file       log file path
+  log.level      DEBUG, INFO, WARNING
+  api.workers    threads serving API requests
+  jobs.workers   threads running async jobs
+"""
+
+import argparse
+from dataclasses import dataclass
+
+from .. import properties
+
+DEFAULT_CONFIG = "/etc/cloudstack/management/server.properties"
+DEFAULT_DB_URL = "sqlite:////var/lib/stackwright/cloud.db"
+DEFAULT_LOG = "/var/log/cloudstack/management/management-server.log"
+DEFAULT_PKI = "/var/lib/stackwright/pki"
+
+
+@dataclass
+class Options:
+    db_url: str = DEFAULT_DB_URL
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    agent_host: str = "0.0.0.0"
+    agent_port: int = 8250
+    agent_tls: bool = True
+    pki_dir: str = DEFAULT_PKI
+    log_file: str = DEFAULT_LOG
+    log_level: str = "INFO"
+    api_workers: int = 8
+    job_workers: int = 4
+    config_file: str | None = None
+
+
+def split_address(text, default_host):
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    try:
+        port = int(port)
+    except ValueError:
+        raise SystemExit("invalid address %r: expected HOST:PORT" % text) from None
+    if not 0 < port < 65536:
+        raise SystemExit("invalid port in %r: expected 1-65535" % text)
+    return host.strip("[]") or default_host, port
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        prog="stackwright-management",
+        description="Stackwright management engine: serves the CloudStack API on /client/api.",
+    )
+    ap.add_argument("--config", help="properties file (default %s when it exists)" % DEFAULT_CONFIG)
+    ap.add_argument("--db-url", help="database URL (default %s)" % DEFAULT_DB_URL)
+    ap.add_argument("--listen", help="HOST:PORT of the API (default 127.0.0.1:8080)")
+    ap.add_argument("--agent-listen", help="HOST:PORT of the agent channel (default 0.0.0.0:8250)")
+    ap.add_argument("--agent-plain", action="store_true",
+                    help="serve the agent channel without TLS (insecure; for isolated test networks)")
+    ap.add_argument("--pki-dir", help="directory of the certificate authority (default %s)" % DEFAULT_PKI)
+    ap.add_argument("--log-file", help="log file (default %s); '-' logs to stderr only" % DEFAULT_LOG)
+    ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ap.add_argument("--api-workers", type=int)
+    ap.add_argument("--job-workers", type=int)
+    return ap
+
+
+def load(argv=None):
+    import os
+
+    args = parser().parse_args(argv)
+    config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if args.config and not os.path.exists(args.config):
+        raise SystemExit("configuration file %s does not exist" % args.config)
+    values = properties.read(config) if config else {}
+    o = Options(config_file=config)
+    o.db_url = args.db_url or values.get("db.url") or o.db_url
+    listen = args.listen or values.get("api.listen")
+    if listen:
+        o.listen_host, o.listen_port = split_address(listen, "127.0.0.1")
+    agent = args.agent_listen or values.get("agent.listen")
+    if agent:
+        o.agent_host, o.agent_port = split_address(agent, "0.0.0.0")
+    if args.agent_plain:
+        o.agent_tls = False
+    elif "agent.tls" in values:
+        o.agent_tls = values["agent.tls"].lower() != "false"
+    o.pki_dir = args.pki_dir or values.get("pki.dir") or o.pki_dir
+    o.log_file = args.log_file or values.get("log.file") or o.log_file
+    o.log_level = args.log_level or values.get("log.level", o.log_level).upper()
+    o.api_workers = args.api_workers or int(values.get("api.workers", o.api_workers))
+    o.job_workers = args.job_workers or int(values.get("jobs.workers", o.job_workers))
+    return o

@@ -1,0 +1,169 @@
+"""Database access: engine creation, one transaction per unit of work, schema upgrades.
+
+SQLite is the embedded default. It runs in WAL mode with synchronous=FULL so that a
+kill -9 of the engine never loses a committed change. MySQL/MariaDB goes through PyMySQL
+with pre-ping, so a database that went away and came back is picked up again without a
+restart of the engine.
+"""
+
+import contextlib
+import logging
+import pathlib
+
+from sqlalchemy import create_engine, event, exc, inspect
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
+
+
+def redact_url(url):
+    """The URL with its password hidden, for logs and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparsable database URL>"
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url, immediate=True, **kwargs):
+    """An SQLAlchemy engine for `url` with the settings each backend needs.
+
+    For SQLite, `immediate` makes every transaction take the write lock at BEGIN, so two
+    writers queue on the busy timeout instead of failing on a lock upgrade; read-only work
+    uses an engine without it, so reads never wait for writers (WAL).
+    """
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine, "connect")
+        def _no_implicit_begin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            conn.exec_driver_sql(begin)
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", 3600)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("isolation_level", "READ COMMITTED")
+    if url.startswith("mysql"):
+        kwargs.setdefault("connect_args", {"connect_timeout": 5, "charset": "utf8mb4"})
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """The engine's database: a session factory and the schema's upgrade path."""
+
+    def __init__(self, url, **engine_kwargs):
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.engine.dialect.name == "sqlite":
+            self.read_engine = make_engine(url, immediate=False, **engine_kwargs)
+        else:
+            self.read_engine = self.engine
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self):
+        return self.engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def transaction(self, readonly=False):
+        """One unit of work: commits when the block ends cleanly, rolls back otherwise."""
+        session = (self._read_sessions if readonly else self._sessions)()
+        try:
+            yield session
+            session.commit()
+        except exc.OperationalError as e:
+            session.rollback()
+            if _is_connection_error(e):
+                raise DatabaseUnavailable(
+                    "The database is unavailable (%s); nothing was changed, retry the "
+                    "request once it is back" % _short(e)
+                ) from e
+            raise
+        except exc.InterfaceError as e:
+            session.rollback()
+            raise DatabaseUnavailable(
+                "The database is unavailable (%s); nothing was changed, retry the request "
+                "once it is back" % _short(e)
+            ) from e
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # --- schema -------------------------------------------------------------
+
+    def alembic_config(self):
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def upgrade(self):
+        """Create or upgrade the schema to the newest revision (idempotent)."""
+        from alembic import command
+
+        command.upgrade(self.alembic_config(), "head")
+
+    def current_revision(self):
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def has_schema(self):
+        return inspect(self.engine).has_table("alembic_version")
+
+    def dispose(self):
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+_CONNECTION_ERRORS = (2002, 2003, 2006, 2013, 2055, 1927, 1053)
+
+
+def _is_connection_error(e):
+    orig = getattr(e, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _CONNECTION_ERRORS:
+        return True
+    return bool(getattr(e, "connection_invalidated", False))
+
+
+def _short(e):
+    orig = getattr(e, "orig", e)
+    return str(orig).splitlines()[0][:200]

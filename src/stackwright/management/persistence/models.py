@@ -1,0 +1,336 @@
+"""Database schema of the management engine (SQLAlchemy declarative models).
+
+Every entity has an internal integer id (never shown by the API, except configuration ids),
+a UUID that the API exposes, and a `removed` timestamp: rows are soft-deleted, so a UUID of
+a removed entity is still recognised, as CloudStack does.
+"""
+
+import datetime as dt
+import uuid as uuidlib
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_uuid():
+    return str(uuidlib.uuid4())
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entity:
+    """Columns shared by every API-visible entity."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    removed: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+class Domain(Entity, Base):
+    __tablename__ = "domain"
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(255))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="Active")
+    network_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Account(Entity, Base):
+    __tablename__ = "account"
+    name: Mapped[str] = mapped_column(String(255))
+    account_type: Mapped[int] = mapped_column(Integer, default=0)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
+    state: Mapped[str] = mapped_column(String(32), default="enabled")
+    network_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    domain: Mapped[Domain] = relationship(lazy="joined")
+
+
+class User(Entity, Base):
+    __tablename__ = "user"
+    username: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    firstname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lastname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    state: Mapped[str] = mapped_column(String(32), default="enabled")
+    api_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    secret_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    account: Mapped[Account] = relationship(lazy="joined")
+
+
+class LoginSession(Base):
+    __tablename__ = "login_session"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_key: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+# --- infrastructure hierarchy ----------------------------------------------
+
+
+class Zone(Entity, Base):
+    __tablename__ = "zone"
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    dns1: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dns2: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    internal_dns1: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    internal_dns2: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ip6_dns1: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ip6_dns2: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    guest_cidr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    network_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+    network_type: Mapped[str] = mapped_column(String(16))
+    security_groups_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    allocation_state: Mapped[str] = mapped_column(String(16), default="Disabled")
+    zone_token: Mapped[str] = mapped_column(String(64), default=new_uuid)
+    dhcp_provider: Mapped[str] = mapped_column(String(64), default="VirtualRouter")
+    local_storage_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Pod(Entity, Base):
+    __tablename__ = "pod"
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"), index=True)
+    gateway: Mapped[str] = mapped_column(String(64))
+    netmask: Mapped[str] = mapped_column(String(64))
+    start_ip: Mapped[str] = mapped_column(String(64))
+    end_ip: Mapped[str] = mapped_column(String(64))
+    allocation_state: Mapped[str] = mapped_column(String(16), default="Enabled")
+    zone: Mapped[Zone] = relationship(lazy="joined")
+
+
+class Cluster(Entity, Base):
+    __tablename__ = "cluster"
+    name: Mapped[str] = mapped_column(String(255))
+    pod_id: Mapped[int] = mapped_column(ForeignKey("pod.id"), index=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"), index=True)
+    hypervisor: Mapped[str] = mapped_column(String(32))
+    cluster_type: Mapped[str] = mapped_column(String(32), default="CloudManaged")
+    allocation_state: Mapped[str] = mapped_column(String(16), default="Enabled")
+    managed_state: Mapped[str] = mapped_column(String(32), default="Managed")
+    arch: Mapped[str] = mapped_column(String(16), default="x86_64")
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    pod: Mapped[Pod] = relationship(lazy="joined")
+    zone: Mapped[Zone] = relationship(lazy="joined")
+    details: Mapped[list["ClusterDetail"]] = relationship(
+        back_populates="cluster", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    def detail(self, name, default=None):
+        for d in self.details:
+            if d.name == name:
+                return d.value
+        return default
+
+    def set_detail(self, name, value):
+        for d in self.details:
+            if d.name == name:
+                d.value = value
+                return
+        self.details.append(ClusterDetail(name=name, value=value))
+
+
+class ClusterDetail(Base):
+    __tablename__ = "cluster_detail"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("cluster.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    cluster: Mapped[Cluster] = relationship(back_populates="details")
+
+
+class Host(Entity, Base):
+    __tablename__ = "host"
+    __table_args__ = (
+        Index("ix_host_zone_removed", "zone_id", "removed"),
+        Index("ix_host_cluster", "cluster_id"),
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    guid: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    type: Mapped[str] = mapped_column(String(32), default="Routing")
+    state: Mapped[str] = mapped_column(String(32), default="Connecting")
+    resource_state: Mapped[str] = mapped_column(String(32), default="Enabled")
+    status_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    pod_id: Mapped[int] = mapped_column(ForeignKey("pod.id"))
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("cluster.id"))
+    hypervisor: Mapped[str] = mapped_column(String(32))
+    hypervisor_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    private_mac: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    cpu_sockets: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpu_speed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cpu_used_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    capabilities: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    host_tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    last_pinged: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disconnected: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    mgmt_server_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    cluster: Mapped[Cluster] = relationship(lazy="joined")
+
+    @property
+    def tag_list(self):
+        return [t for t in (self.host_tags or "").split(",") if t]
+
+
+# --- storage ----------------------------------------------------------------
+
+
+class StoragePool(Entity, Base):
+    __tablename__ = "storage_pool"
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    pod_id: Mapped[int | None] = mapped_column(ForeignKey("pod.id"), nullable=True)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("cluster.id"), nullable=True)
+    scope: Mapped[str] = mapped_column(String(16), default="CLUSTER")
+    pool_type: Mapped[str] = mapped_column(String(32))
+    host_address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    url: Mapped[str] = mapped_column(String(2048))
+    state: Mapped[str] = mapped_column(String(32), default="Up")
+    status_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    hypervisor: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    provider: Mapped[str] = mapped_column(String(64), default="DefaultPrimary")
+    tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    managed: Mapped[bool] = mapped_column(Boolean, default=False)
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    capacity_iops: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ImageStore(Entity, Base):
+    __tablename__ = "image_store"
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zone.id"), nullable=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    protocol: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(64), default="NFS")
+    scope: Mapped[str] = mapped_column(String(16), default="ZONE")
+    readonly: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(32), default="Up")
+    status_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- networks -----------------------------------------------------------------
+
+
+class PhysicalNetwork(Entity, Base):
+    __tablename__ = "physical_network"
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    state: Mapped[str] = mapped_column(String(16), default="Disabled")
+    vlan: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tags: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    isolation_methods: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    broadcast_domain_range: Mapped[str] = mapped_column(String(16), default="ZONE")
+    network_speed: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class TrafficType(Entity, Base):
+    __tablename__ = "traffic_type"
+    physical_network_id: Mapped[int] = mapped_column(ForeignKey("physical_network.id"))
+    traffic_type: Mapped[str] = mapped_column(String(32))
+    kvm_label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    xen_label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vmware_label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vlan: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+# --- configuration -------------------------------------------------------------
+
+
+class ConfigValue(Base):
+    """A configuration value: global (scope 'global', resource_id 0) or scoped to one resource."""
+
+    __tablename__ = "config_value"
+    __table_args__ = (UniqueConstraint("name", "scope", "resource_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- async jobs and events ---------------------------------------------------------
+
+
+class AsyncJob(Entity, Base):
+    __tablename__ = "async_job"
+    __table_args__ = (Index("ix_async_job_status", "status", "id"),)
+    command: Mapped[str] = mapped_column(String(255))
+    cmd_class: Mapped[str] = mapped_column(String(255))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    instance_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    instance_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # 0 pending, 1 succeeded, 2 failed, 3 cancelled (CloudStack's jobstatus)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    result_code: Mapped[int] = mapped_column(Integer, default=0)
+    result_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    completed: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Event(Entity, Base):
+    __tablename__ = "event"
+    type: Mapped[str] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(16), default="INFO")
+    state: Mapped[str] = mapped_column(String(16), default="Completed")
+    description: Mapped[str] = mapped_column(Text)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), nullable=True)
+    resource_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class SchemaInfo(Base):
+    """Key/value facts about this installation (e.g. the management server id)."""
+
+    __tablename__ = "schema_info"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))

@@ -1,0 +1,173 @@
+"""Domains, accounts, users, API keys and login sessions."""
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+
+from ..errors import InvalidParameterValue
+from ..persistence.models import Account, Domain, LoginSession, User, utcnow
+
+ROOT_ADMIN, USER, DOMAIN_ADMIN = 1, 0, 2
+ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin"}
+SESSION_LIFETIME = dt.timedelta(minutes=30)
+
+
+def new_key():
+    """An API key or secret: URL-safe Base64 of 64 random bytes (86 characters), as CloudStack."""
+    return secrets.token_urlsafe(64)
+
+
+def hash_password(password):
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return "scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def check_password(password, stored):
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=2**14, r=8, p=1)
+    return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+class AccountService:
+    def __init__(self, session):
+        self.session = session
+
+    def root_domain(self):
+        return self.session.execute(
+            select(Domain).where(Domain.parent_id.is_(None), Domain.removed.is_(None))
+        ).scalar_one_or_none()
+
+    def ensure_root(self, admin_password=None):
+        """Create the ROOT domain and the `admin` root-admin account if missing.
+
+        Returns the admin user; its keys are generated when it has none.
+        """
+        root = self.root_domain()
+        if root is None:
+            root = Domain(name="ROOT", path="ROOT", level=0)
+            self.session.add(root)
+            self.session.flush()
+        admin = self.session.execute(
+            select(User).join(Account).where(
+                User.username == "admin", Account.domain_id == root.id, User.removed.is_(None)
+            )
+        ).scalar_one_or_none()
+        if admin is None:
+            account = Account(name="admin", account_type=ROOT_ADMIN, domain_id=root.id)
+            self.session.add(account)
+            self.session.flush()
+            admin = User(
+                username="admin",
+                password_hash=hash_password(admin_password or secrets.token_urlsafe(24)),
+                account_id=account.id,
+                firstname="Admin",
+                lastname="User",
+            )
+            self.session.add(admin)
+            self.session.flush()
+        elif admin_password:
+            admin.password_hash = hash_password(admin_password)
+        if not admin.api_key:
+            self.register_keys(admin)
+        return admin
+
+    def register_keys(self, user):
+        user.api_key = new_key()
+        user.secret_key = new_key()
+        self.session.flush()
+        return user
+
+    def user_by_key(self, api_key):
+        return self.session.execute(
+            select(User).where(User.api_key == api_key, User.removed.is_(None))
+        ).scalar_one_or_none()
+
+    def create_account(self, *, username, password, email, firstname, lastname, account_type,
+                       account_name=None, domain=None, network_domain=None, timezone=None):
+        domain = domain or self.root_domain()
+        name = account_name or username
+        clash = self.session.execute(
+            select(Account).where(Account.name == name, Account.domain_id == domain.id,
+                                  Account.removed.is_(None))
+        ).scalar_one_or_none()
+        if clash is not None:
+            raise InvalidParameterValue(
+                "The specified account: %s already exists" % name
+            )
+        user_clash = self.session.execute(
+            select(User).join(Account).where(User.username == username,
+                                              Account.domain_id == domain.id,
+                                              User.removed.is_(None))
+        ).scalar_one_or_none()
+        if user_clash is not None:
+            raise InvalidParameterValue(
+                "The user %s already exists in domain %s" % (username, domain.path)
+            )
+        account = Account(name=name, account_type=account_type, domain_id=domain.id,
+                          network_domain=network_domain)
+        self.session.add(account)
+        self.session.flush()
+        user = User(username=username, password_hash=hash_password(password), email=email,
+                    firstname=firstname, lastname=lastname, account_id=account.id,
+                    timezone=timezone)
+        self.session.add(user)
+        self.session.flush()
+        return account
+
+    def users_of(self, account):
+        return list(self.session.execute(
+            select(User).where(User.account_id == account.id, User.removed.is_(None)).order_by(User.id)
+        ).scalars())
+
+    # --- login sessions -------------------------------------------------------------
+
+    def login(self, username, password, domain):
+        user = self.session.execute(
+            select(User).join(Account).where(
+                User.username == username, Account.domain_id == domain.id, User.removed.is_(None)
+            )
+        ).scalar_one_or_none()
+        if user is None or not check_password(password, user.password_hash):
+            return None, None
+        if user.state != "enabled" or user.account.state != "enabled":
+            return None, None
+        record = LoginSession(
+            session_key=secrets.token_urlsafe(24),
+            session_id=secrets.token_hex(16).upper(),
+            user_id=user.id,
+            expires=utcnow() + SESSION_LIFETIME,
+        )
+        self.session.add(record)
+        self.session.flush()
+        return user, record
+
+    def session_user(self, session_id, session_key):
+        record = self.session.execute(
+            select(LoginSession).where(LoginSession.session_id == session_id)
+        ).scalar_one_or_none()
+        if record is None or record.expires < utcnow():
+            return None
+        if session_key is not None and not hmac.compare_digest(record.session_key, session_key):
+            return None
+        user = self.session.get(User, record.user_id)
+        if user is None or user.removed is not None:
+            return None
+        record.expires = utcnow() + SESSION_LIFETIME
+        return user
+
+    def logout(self, session_id):
+        record = self.session.execute(
+            select(LoginSession).where(LoginSession.session_id == session_id)
+        ).scalar_one_or_none()
+        if record is not None:
+            self.session.delete(record)

@@ -1,0 +1,149 @@
+"""Async jobs: rows in the database, run by a bounded pool of worker threads.
+
+A job's own changes and its final status are committed in one transaction, so a kill of
+the engine at any point leaves the job either pending (its work not committed; it runs
+again after the restart) or final (its work committed exactly once).
+"""
+
+import logging
+import queue
+import threading
+import time
+
+from sqlalchemy import select
+
+from ..errors import ApiError, InvalidParameterValue, PermissionDenied
+from ..persistence.models import AsyncJob, utcnow
+
+log = logging.getLogger(__name__)
+
+PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
+
+
+class JobService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def create(self, command, raw_params, instance_type=None, instance_uuid=None):
+        params = {k: v for k, v in raw_params.items()
+                  if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
+        job = AsyncJob(
+            command=command.name,
+            cmd_class=command.cmd_class,
+            params=params,
+            user_id=self.ctx.user.id,
+            account_id=self.ctx.user.account_id,
+            instance_type=instance_type or command.instance_type,
+            instance_uuid=instance_uuid,
+        )
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get_visible(self, job_uuid):
+        job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
+        if job is None:
+            raise InvalidParameterValue("Unable to find a job with id %s" % job_uuid)
+        if not self.ctx.is_root_admin and job.account_id != self.ctx.user.account_id:
+            raise PermissionDenied("Account %s does not have permission to access job %s"
+                                   % (self.ctx.account.name, job_uuid))
+        return job
+
+
+class JobExecutor:
+    """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart."""
+
+    def __init__(self, engine, workers=4):
+        self.engine = engine
+        self.workers = workers
+        self._queue = queue.Queue()
+        self._threads = []
+        self._stopping = threading.Event()
+        self._running = set()
+        self._lock = threading.Lock()
+
+    def start(self):
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name="job-worker-%d" % i, daemon=True)
+            t.start()
+            self._threads.append(t)
+        with self.engine.db.transaction(readonly=True) as s:
+            pending = s.execute(
+                select(AsyncJob.uuid).where(AsyncJob.status == PENDING).order_by(AsyncJob.id)
+            ).scalars().all()
+        if pending:
+            log.info("resuming %d pending async job(s) after restart", len(pending))
+        for job_uuid in pending:
+            self.submit(job_uuid)
+
+    def submit(self, job_uuid):
+        self._queue.put(job_uuid)
+
+    def stop(self, timeout=10.0):
+        """Stop taking jobs; wait (bounded) for running ones to finish."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def busy(self):
+        with self._lock:
+            return len(self._running)
+
+    def _work(self):
+        while not self._stopping.is_set():
+            job_uuid = self._queue.get()
+            if job_uuid is None:
+                return
+            with self._lock:
+                if job_uuid in self._running:
+                    continue
+                self._running.add(job_uuid)
+            try:
+                self.run(job_uuid)
+            except Exception:  # a worker must survive anything a job does
+                log.exception("async job %s crashed its worker", job_uuid)
+            finally:
+                with self._lock:
+                    self._running.discard(job_uuid)
+
+    def run(self, job_uuid):
+        from ..api.execute import run_job
+
+        started = time.monotonic()
+        try:
+            with self.engine.db.transaction() as s:
+                job = s.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
+                if job is None or job.status != PENDING:
+                    return
+                job.result = run_job(self.engine, s, job)
+                job.status, job.result_code = SUCCEEDED, 0
+                job.result_type = "object"
+                job.completed = utcnow()
+                cmd = job.command
+            log.info("job %s %s succeeded in %.3fs", job_uuid, cmd, time.monotonic() - started)
+        except Exception as e:
+            if isinstance(e, ApiError):
+                code, text = e.errorcode, e.text
+                log.info("job %s failed: %s (%d)", job_uuid, text, code)
+            else:
+                code, text = 530, str(e) or e.__class__.__name__
+                log.exception("job %s failed with an internal error", job_uuid)
+            if getattr(e, "retry_job", False):
+                return
+            try:
+                with self.engine.db.transaction() as s:
+                    job = s.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one()
+                    if job.status != PENDING:
+                        return
+                    job.status, job.result_code = FAILED, code
+                    job.result_type = "object"
+                    job.result = {"errorcode": code, "errortext": text}
+                    job.completed = utcnow()
+            except Exception:
+                # The database is away; the job stays pending and runs again later.
+                log.exception("could not record the failure of job %s", job_uuid)

@@ -1,0 +1,168 @@
+"""Physical networks and their traffic types, with the KVM network label of each.
+
+The label is the bridge name (e.g. cloudbr0) that agents attach guests and system traffic
+to. A zone may only be enabled once it has a physical network carrying Management traffic
+(and, for Advanced zones without security groups, Public traffic too).
+"""
+
+from sqlalchemy import select
+
+from ..errors import CloudRuntimeError, InvalidParameterValue
+from ..persistence.models import PhysicalNetwork, TrafficType, utcnow
+
+TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
+ISOLATION_METHODS = ("VLAN", "VXLAN", "GRE", "L3", "STT", "BCF_SEGMENT", "SSP", "ODL", "L3VPN", "VCS")
+
+
+def traffic_type_name(value):
+    for t in TRAFFIC_TYPES:
+        if value.lower() == t.lower():
+            return t
+    raise InvalidParameterValue(
+        "Unable to resolve trafficType '%s' to a supported value; use one of %s"
+        % (value, ", ".join(TRAFFIC_TYPES))
+    )
+
+
+class NetworkService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def physical_networks(self, zone):
+        return self.session.execute(
+            select(PhysicalNetwork).where(PhysicalNetwork.zone_id == zone.id,
+                                          PhysicalNetwork.removed.is_(None))
+            .order_by(PhysicalNetwork.id)
+        ).scalars().all()
+
+    def traffic_types(self, network):
+        return self.session.execute(
+            select(TrafficType).where(TrafficType.physical_network_id == network.id,
+                                      TrafficType.removed.is_(None))
+            .order_by(TrafficType.id)
+        ).scalars().all()
+
+    def zone_traffic(self, zone):
+        """{traffic type: TrafficType} over all physical networks of `zone`."""
+        out = {}
+        for network in self.physical_networks(zone):
+            for tt in self.traffic_types(network):
+                out.setdefault(tt.traffic_type, tt)
+        return out
+
+    def zone_enable_blocker(self, zone):
+        """Why `zone` cannot be enabled yet, or None."""
+        traffic = self.zone_traffic(zone)
+        if not self.physical_networks(zone):
+            return "No physical network is set up in the zone; create one with createPhysicalNetwork"
+        if "Management" not in traffic:
+            return ("No physical network in the zone carries Management traffic; add it with "
+                    "addTrafficType traffictype=Management")
+        if zone.network_type == "Advanced" and not zone.security_groups_enabled and "Public" not in traffic:
+            return ("No physical network in the zone carries Public traffic, which an Advanced zone "
+                    "without security groups needs; add it with addTrafficType traffictype=Public")
+        if "Storage" not in traffic:
+            # CloudStack adds Storage traffic next to Management automatically.
+            management = traffic["Management"]
+            self.session.add(TrafficType(
+                physical_network_id=management.physical_network_id, traffic_type="Storage",
+                kvm_label=management.kvm_label,
+            ))
+        return None
+
+    def create_physical_network(self, *, zone, name, isolation_methods=None, broadcast_domain_range=None,
+                                vlan=None, tags=None, network_speed=None):
+        if zone.removed is not None:
+            raise InvalidParameterValue("Please specify a valid zone.")
+        methods = []
+        for m in isolation_methods or []:
+            match = next((x for x in ISOLATION_METHODS if x.lower() == m.lower()), None)
+            if match is None:
+                raise InvalidParameterValue(
+                    "Invalid isolation method %s; use one of %s" % (m, ", ".join(ISOLATION_METHODS))
+                )
+            methods.append(match)
+        bdr = (broadcast_domain_range or ("POD" if zone.network_type == "Basic" else "ZONE")).upper()
+        if bdr not in ("ZONE", "POD"):
+            raise InvalidParameterValue("Invalid broadcast domain range %s; use ZONE or POD" % broadcast_domain_range)
+        if tags and len(tags) > 1:
+            raise InvalidParameterValue("Only one tag can be specified for a physical network at this time")
+        network = PhysicalNetwork(
+            name=name, zone_id=zone.id, state="Disabled", vlan=vlan,
+            tags=",".join(tags) if tags else None, isolation_methods=",".join(methods) or None,
+            broadcast_domain_range=bdr, network_speed=network_speed,
+        )
+        self.session.add(network)
+        self.session.flush()
+        return network
+
+    def update_physical_network(self, network, *, state=None, vlan=None, tags=None, network_speed=None):
+        self._live(network)
+        if state is not None:
+            match = next((s for s in ("Enabled", "Disabled") if s.lower() == state.lower()), None)
+            if match is None:
+                raise InvalidParameterValue("Unable to resolve state '%s' to a supported value (Enabled or Disabled)" % state)
+            network.state = match
+        if vlan is not None:
+            network.vlan = vlan or None
+        if tags is not None:
+            if len(tags) > 1:
+                raise InvalidParameterValue("Only one tag can be specified for a physical network at this time")
+            network.tags = ",".join(tags) or None
+        if network_speed is not None:
+            network.network_speed = network_speed
+        self.session.flush()
+        return network
+
+    def delete_physical_network(self, network):
+        self._live(network)
+        from ..persistence.models import Zone
+
+        zone = self.session.get(Zone, network.zone_id)
+        if zone is not None and zone.removed is None and zone.allocation_state == "Enabled":
+            remaining = [n for n in self.physical_networks(zone) if n.id != network.id]
+            if not remaining:
+                raise CloudRuntimeError(
+                    "Unable to delete physical network %s: zone %s is enabled and this is its only "
+                    "physical network; disable the zone first" % (network.uuid, zone.name)
+                )
+        for tt in self.traffic_types(network):
+            tt.removed = utcnow()
+        network.removed = utcnow()
+
+    def add_traffic_type(self, network, traffic_type, *, kvm_label=None, xen_label=None,
+                         vmware_label=None, vlan=None):
+        self._live(network)
+        name = traffic_type_name(traffic_type)
+        for existing in self.traffic_types(network):
+            if existing.traffic_type == name:
+                raise InvalidParameterValue(
+                    "This physical network already supports the traffic type: %s" % name
+                )
+        tt = TrafficType(physical_network_id=network.id, traffic_type=name, kvm_label=kvm_label,
+                         xen_label=xen_label, vmware_label=vmware_label, vlan=vlan)
+        self.session.add(tt)
+        self.session.flush()
+        return tt
+
+    def update_traffic_type(self, tt, *, kvm_label=None, xen_label=None, vmware_label=None):
+        if tt.removed is not None:
+            raise InvalidParameterValue("Unable to find traffic type %s" % tt.uuid)
+        if kvm_label is not None:
+            tt.kvm_label = kvm_label or None
+        if xen_label is not None:
+            tt.xen_label = xen_label or None
+        if vmware_label is not None:
+            tt.vmware_label = vmware_label or None
+        self.session.flush()
+        return tt
+
+    def delete_traffic_type(self, tt):
+        if tt.removed is not None:
+            raise InvalidParameterValue("Unable to find traffic type %s" % tt.uuid)
+        tt.removed = utcnow()
+
+    def _live(self, network):
+        if network.removed is not None:
+            raise InvalidParameterValue("Unable to find physical network by id %s" % network.uuid)

@@ -1,0 +1,102 @@
+"""`stackwright-setup-databases`: create or upgrade the schema and the root admin, idempotently.
+
+Writes the admin's API credentials as a cloudstack.ini (mode 0600) that the `cs` client and
+other CloudStack tools read: `CLOUDSTACK_CONFIG=PATH cs listZones` works at once.
+"""
+
+import argparse
+import configparser
+import io
+import logging
+import os
+import sys
+
+from .. import properties
+from .persistence.db import Database, redact_url
+from .services.accounts import AccountService
+
+log = logging.getLogger(__name__)
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        prog="stackwright-setup-databases",
+        description="Create or upgrade the Stackwright database and its root admin account.",
+    )
+    ap.add_argument("--db-url", required=True,
+                    help="sqlite:////path/cloud.db or mysql+pymysql://user:password@host:port/db")
+    ap.add_argument("--credentials-file", required=True,
+                    help="where to write the admin's cloudstack.ini (mode 0600)")
+    ap.add_argument("--endpoint", default="http://127.0.0.1:8080/client/api",
+                    help="API endpoint written into the credentials file")
+    ap.add_argument("--admin-password-file",
+                    help="file holding the admin user's password (for session login); "
+                         "without it the admin gets a random password")
+    ap.add_argument("--rotate-keys", action="store_true",
+                    help="issue a new API key/secret for admin even if it has one")
+    ap.add_argument("--region", default="cloudstack", help="section name in the ini file")
+    return ap
+
+
+def render_ini(region, endpoint, key, secret):
+    cp = configparser.ConfigParser(interpolation=None)
+    cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
+    buf = io.StringIO()
+    cp.write(buf)
+    return buf.getvalue()
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    args = parser().parse_args(argv)
+    password = None
+    if args.admin_password_file:
+        try:
+            with open(args.admin_password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as e:
+            print("cannot read the admin password file: %s" % e, file=sys.stderr)
+            return 2
+    db = Database(args.db_url)
+    try:
+        before = db.current_revision() if db.has_schema() else None
+        db.upgrade()
+        after = db.current_revision()
+        with db.transaction() as s:
+            svc = AccountService(s)
+            admin = svc.ensure_root(admin_password=password)
+            if args.rotate_keys:
+                svc.register_keys(admin)
+            key, secret = admin.api_key, admin.secret_key
+    except Exception as e:
+        print("cannot set up the database at %s: %s" % (redact_url(args.db_url), str(e).splitlines()[0]),
+              file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    if db.is_sqlite:
+        # The database holds API secrets: keep it (and its WAL files) owner-only.
+        path = args.db_url.split(":///", 1)[1]
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+    text = render_ini(args.region, args.endpoint, key, secret)
+    existing = None
+    if os.path.exists(args.credentials_file):
+        with open(args.credentials_file, encoding="utf-8") as f:
+            existing = f.read()
+    if existing != text:
+        properties.write_atomic(args.credentials_file, text, mode=0o600)
+        wrote = "written"
+    else:
+        os.chmod(args.credentials_file, 0o600)
+        wrote = "unchanged"
+    if before == after:
+        print("schema at revision %s (unchanged); credentials %s: %s" % (after, wrote, args.credentials_file))
+    else:
+        print("schema upgraded %s -> %s; credentials %s: %s" % (before or "empty", after, wrote, args.credentials_file))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
