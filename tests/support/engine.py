@@ -104,7 +104,7 @@ class EngineProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise RuntimeError("engine did not stop within %ss of SIGTERM" % timeout)
+            raise RuntimeError("engine did not stop within %ss of SIGTERM" % timeout) from None
 
     def kill(self):
         """SIGKILL: the crash case."""

@@ -82,6 +82,18 @@ class Context:
         return CapacityService(self)
 
     @functools.cached_property
+    def catalog(self):
+        from .services.catalog import CatalogService
+
+        return CatalogService(self)
+
+    @functools.cached_property
+    def vms(self):
+        from .services.vms import VmService
+
+        return VmService(self)
+
+    @functools.cached_property
     def jobs(self):
         from .services.jobs import JobService
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from . import options as optionslib
 from .api.app import make_app
 from .engine import Engine
+from .services.agents import AgentManager
 from .persistence.db import redact_url
 
 log = logging.getLogger("stackwright.management")
@@ -45,22 +46,22 @@ async def serve(opts, engine):
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
     await site.start()
-    agentlink = None
+    agents = AgentManager(engine, opts)
     try:
-        from .agentlink.service import start_agent_channel
-    except ImportError:
-        start_agent_channel = None
-    if start_agent_channel is not None:
-        agentlink = await start_agent_channel(engine, opts)
+        await agents.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
+    engine.agents = agents
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
     )
     await stop.wait()
     log.info("shutting down")
-    if agentlink is not None:
-        await agentlink.close()
     await runner.cleanup()
+    engine.agents = None
+    await agents.close()
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ import sys
 
 from .. import properties
 from .persistence.db import Database, redact_url
+from .services import catalog
 from .services.accounts import AccountService
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def main(argv=None):
         with db.transaction() as s:
             svc = AccountService(s)
             admin = svc.ensure_root(admin_password=password)
+            catalog.seed(s)
             if args.rotate_keys:
                 svc.register_keys(admin)
             key, secret = admin.api_key, admin.secret_key

@@ -7,7 +7,6 @@ whether it runs in the request or later as an async job.
 import logging
 import time
 
-from sqlalchemy import select
 
 from ..context import Context
 from ..errors import ApiError, AuthenticationError, MethodNotAllowed

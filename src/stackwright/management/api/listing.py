@@ -41,16 +41,26 @@ def keyword_filter(query, p, *columns):
     return query
 
 
-def page_of(ctx, p, statement, order_by, render):
-    """Run the select `statement` for the requested page; `count` is the total of matches."""
+def page_of(ctx, p, statement, order_by, render, render_many=None):
+    """Run the select `statement` for the requested page; `count` is the total of matches.
+
+    `render(row)` shapes one item; `render_many(rows)`, when given, shapes the whole page at
+    once, so that what the items refer to can be loaded once per page.
+    """
     offset, limit = check_paging(ctx, p)
-    total = ctx.session.execute(
-        select(func.count()).select_from(statement.order_by(None).subquery())
-    ).scalar_one()
-    if total == 0:
-        return ListResult([], 0)
     q = statement.order_by(order_by).offset(offset)
     if limit is not None:
         q = q.limit(limit)
     rows = ctx.session.execute(q).unique().scalars().all()
+    if limit is None or (len(rows) < limit and (rows or offset == 0)):
+        # The last page: the total is known without counting.
+        total = offset + len(rows)
+    else:
+        total = ctx.session.execute(
+            select(func.count()).select_from(statement.order_by(None).subquery())
+        ).scalar_one()
+    if total == 0:
+        return ListResult([], 0)
+    if render_many is not None:
+        return ListResult(render_many(rows), total)
     return ListResult([render(row) for row in rows], total)

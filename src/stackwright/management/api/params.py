@@ -199,3 +199,14 @@ def parse(cmd, params, raw, ctx):
 def given(p, name):
     """True when the request carried parameter `name` (with a usable value)."""
     return name in p._given
+
+
+def map_dict(entries):
+    """A map parameter as one dict: entries are {key, value} pairs or {<key>: <value>} groups."""
+    out = {}
+    for entry in entries or ():
+        if set(entry) == {"key", "value"}:
+            out[entry["key"]] = entry["value"]
+        else:
+            out.update(entry)
+    return out

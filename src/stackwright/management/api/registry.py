@@ -71,7 +71,7 @@ def api_command(
             raise ValueError("command %s is declared twice" % name)
         is_list = name.startswith("list") if returns_list is None else returns_list
         all_params = list(params)
-        if is_list and name != "listApis":
+        if is_list and name.startswith("list") and name != "listApis":
             names = {p.name for p in all_params}
             from .params import Integer, String
 

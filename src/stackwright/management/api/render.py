@@ -9,7 +9,8 @@ def date(value):
         return None
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
+    # isoformat() is several times faster than strftime(), which matters on long lists.
+    return value.isoformat(timespec="seconds") + "+0000"
 
 
 def ratio(value):

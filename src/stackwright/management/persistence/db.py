@@ -50,6 +50,9 @@ def make_engine(url, immediate=True, **kwargs):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Enough pooled connections for every API and job thread: connections opened past the
+        # pool are closed after use, and reopening one (with its PRAGMAs) costs each request.
+        kwargs.setdefault("pool_size", 20)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

@@ -177,6 +177,7 @@ class Host(Entity, Base):
     __table_args__ = (
         Index("ix_host_zone_removed", "zone_id", "removed"),
         Index("ix_host_cluster", "cluster_id"),
+        Index("ix_host_ip_address", "ip_address"),
     )
     name: Mapped[str] = mapped_column(String(255))
     guid: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
@@ -254,6 +255,109 @@ class ImageStore(Entity, Base):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
+# --- offerings, templates, guests ----------------------------------------------------
+
+
+class ServiceOffering(Entity, Base):
+    """A compute offering: what a guest gets of CPU and memory.
+
+    A customized offering leaves the three sizes empty; deployVirtualMachine then passes
+    them in its `details`.
+    """
+
+    __tablename__ = "service_offering"
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    cpu_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpu_speed: Mapped[int | None] = mapped_column(Integer, nullable=True)          # MHz
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    offer_ha: Mapped[bool] = mapped_column(Boolean, default=False)
+    limit_cpu_use: Mapped[bool] = mapped_column(Boolean, default=False)
+    storage_type: Mapped[str] = mapped_column(String(16), default="shared")
+    host_tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    is_system: Mapped[bool] = mapped_column(Boolean, default=False)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+    # Seeded offerings carry a stable name, so setup never seeds one the operator deleted.
+    unique_name: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    sort_key: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def is_customized(self):
+        return self.cpu_number is None
+
+
+class Template(Entity, Base):
+    """A root disk image guests are deployed from. `zone_id` None: available in every zone."""
+
+    __tablename__ = "vm_template"
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    format: Mapped[str] = mapped_column(String(16))
+    hypervisor: Mapped[str] = mapped_column(String(32))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zone.id"), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
+    template_type: Mapped[str] = mapped_column(String(16), default="USER")
+    os_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_featured: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    checksum: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    unique_name: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+
+
+class VmInstance(Entity, Base):
+    """A guest. CPU and memory are copied from the offering when the guest is deployed, so
+    capacity sums never depend on offerings that may change or be deleted later."""
+
+    __tablename__ = "vm_instance"
+    __table_args__ = (
+        Index("ix_vm_instance_host_state", "host_id", "state"),
+        Index("ix_vm_instance_account", "account_id", "removed"),
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    instance_name: Mapped[str] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(32), default="Stopped")
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), nullable=True)
+    last_host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), nullable=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
+    service_offering_id: Mapped[int] = mapped_column(ForeignKey("service_offering.id"))
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"))
+    hypervisor: Mapped[str] = mapped_column(String(32))
+    cpu_number: Mapped[int] = mapped_column(Integer)
+    cpu_speed: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    ha_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    mac_address: Mapped[str] = mapped_column(String(17))
+    nic_uuid: Mapped[str] = mapped_column(String(36), default=new_uuid)
+    state_changed: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Volume(Entity, Base):
+    """A guest disk. `disk` is how a hypervisor reaches it (what the agent answered when it
+    created it); `pool_id` is None until the first start places it."""
+
+    __tablename__ = "volume"
+    __table_args__ = (Index("ix_volume_pool", "pool_id", "removed"),)
+    name: Mapped[str] = mapped_column(String(255))
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vm_instance.id"), nullable=True, index=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("storage_pool.id"), nullable=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    volume_type: Mapped[str] = mapped_column(String(16), default="ROOT")
+    device_id: Mapped[int] = mapped_column(Integer, default=0)
+    format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32), default="Allocated")
+    disk: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
 # --- networks -----------------------------------------------------------------
 
 
@@ -326,6 +430,17 @@ class Event(Entity, Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), nullable=True)
     resource_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class EnrollmentToken(Base):
+    """A one-time agent enrollment token: only the SHA-256 digest of its secret is kept."""
+
+    __tablename__ = "enrollment_token"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+    guid: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class SchemaInfo(Base):

@@ -7,6 +7,7 @@ are special at cluster scope: they live in the cluster details `cpuOvercommitRat
 `memoryOvercommitRatio`, which is what capacity arithmetic reads.
 """
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class Key:
     minimum: float | None = None
     group: str = "Miscellaneous"
     subgroup: str = "Others"
+    maximum: float | None = None
+    choices: tuple = ()             # allowed values of a String key, any case
 
     def validate(self, value):
         """Raise InvalidParameterValue unless `value` fits the key's type and range."""
@@ -48,16 +51,26 @@ class Key:
         if self.type in ("Integer", "Long", "Float"):
             try:
                 number = float(value) if self.type == "Float" else int(value)
+                if not math.isfinite(number):
+                    raise ValueError(value)
             except ValueError:
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
                     "Please enter a valid %s value for parameter %s" % (kind, self.name)
                 ) from None
+            if self.maximum is not None and not (self.minimum or 0) <= number <= self.maximum:
+                raise InvalidParameterValue(
+                    "Please enter a value between %g and %g for the configuration parameter: %s"
+                    % (self.minimum or 0, self.maximum, self.name)
+                )
             if self.minimum is not None and number < self.minimum:
                 bound = ("%g" % self.minimum)
                 raise InvalidParameterValue(
                     "%s should be greater than or equal to %s" % (self.name, bound)
                 )
+            return
+        if self.choices and value.lower() not in (c.lower() for c in self.choices):
+            raise InvalidParameterValue("Please enter : %s" % ",".join(self.choices))
 
     def typed(self, value):
         if value is None:
@@ -87,25 +100,25 @@ KEYS = {k.name: k for k in (
        minimum=1, component="StorageManager", group="Storage", subgroup="Overprovisioning"),
     _k("cluster.cpu.allocated.capacity.disablethreshold", "0.85", "Float", ["cluster"],
        "Percentage (as a value between 0 and 1) of cpu utilization above which allocators will disable using the cluster for low cpu available",
-       component="CapacityManager", group="Compute"),
+       component="CapacityManager", group="Compute", maximum=1),
     _k("cluster.memory.allocated.capacity.disablethreshold", "0.85", "Float", ["cluster"],
        "Percentage (as a value between 0 and 1) of memory utilization above which allocators will disable using the cluster for low memory available",
-       component="CapacityManager", group="Compute"),
+       component="CapacityManager", group="Compute", maximum=1),
     _k("cluster.cpu.allocated.capacity.notificationthreshold", "0.75", "Float", ["cluster"],
        "Percentage (as a value between 0 and 1) of cpu utilization above which alerts will be sent about low cpu available",
-       component="AlertManager", group="Compute"),
+       component="AlertManager", group="Compute", maximum=1),
     _k("cluster.memory.allocated.capacity.notificationthreshold", "0.75", "Float", ["cluster"],
        "Percentage (as a value between 0 and 1) of memory utilization above which alerts will be sent about low memory available",
-       component="AlertManager", group="Compute"),
+       component="AlertManager", group="Compute", maximum=1),
     _k("cluster.threshold.enabled", "true", "Boolean", [],
        "Enable/Disable cluster thresholds. If disabled, an instance can start in a cluster even if the threshold is crossed",
        component="CapacityManager"),
     _k("pool.storage.capacity.disablethreshold", "0.85", "Float", ["zone"],
        "Percentage (as a value between 0 and 1) of storage utilization above which allocators will disable using the pool for low storage available",
-       component="CapacityManager", group="Storage"),
+       component="CapacityManager", group="Storage", maximum=1),
     _k("pool.storage.allocated.capacity.disablethreshold", "0.85", "Float", ["zone"],
        "Percentage (as a value between 0 and 1) of allocated storage utilization above which allocators will disable using the pool for low allocated storage available",
-       component="CapacityManager", group="Storage"),
+       component="CapacityManager", group="Storage", maximum=1),
     _k("ping.interval", "60", "Integer", [], "Interval in seconds at which agents ping the management server",
        minimum=1, component="AgentManager", dynamic=False, group="Agent"),
     _k("ping.timeout", "2.5", "Float", [],
@@ -144,14 +157,15 @@ KEYS = {k.name: k for k in (
        component="CapacityManager"),
     _k("agent.load.threshold", "0.7", "Float", [],
        "Percentage (as a value between 0 and 1) of connected agents after which agent load balancing will start happening",
-       component="ClusteredAgentManager"),
+       component="ClusteredAgentManager", maximum=1),
     _k("use.external.dns", "false", "Boolean", ["zone"], "Bypass internal dns, use external dns1 and dns2",
        component="NetworkOrchestrationService"),
     _k("allow.public.user.templates", "true", "Boolean", ["account"],
        "If false, users will not be able to create public templates.", component="TemplateManager"),
     _k("network.loadbalancer.haproxy.stats.visibility", "global", "String", [],
        "Load Balancer(haproxy) stats visibility, the value can be one of the following six parameters : global,guest-network,link-local,disabled,all,default",
-       component="NetworkOrchestrationService"),
+       component="NetworkOrchestrationService",
+       choices=("global", "guest-network", "link-local", "disabled", "all", "default")),
     _k("vmware.recycle.hung.wokervm", "false", "Boolean", [], "Specify whether or not to recycle hung worker VMs",
        component="VMwareManager"),
     _k("hypervisor.list", "KVM,Simulator", "String", [], "The list of hypervisors that this deployment will use.",
@@ -164,6 +178,9 @@ KEYS = {k.name: k for k in (
     _k("simulator.host.cpuspeed", "2000", "Integer", [], "CPU speed (MHz) of a Simulator host added without a cpuspeed= URL parameter",
        minimum=1, component="SimulatorManager"),
     _k("simulator.host.memory", "8589934592", "Long", [], "Memory (bytes) of a Simulator host added without a memory= URL parameter",
+       minimum=1, component="SimulatorManager"),
+    _k("simulator.pool.capacity", "1099511627776", "Long", [],
+       "Capacity (bytes) of a primary storage pool of a Simulator cluster created without capacitybytes",
        minimum=1, component="SimulatorManager"),
     _k("kvm.host.connect.timeout", "300", "Integer", [],
        "Seconds addHost waits for a KVM host's agent to connect before giving up",
@@ -241,6 +258,26 @@ class ConfigurationService:
         if row is not None:
             return row.value
         return self.global_value(name)
+
+    def listing(self, scope=None, resource=None):
+        """[(Key, effective value)] ordered by name; with a scope, only the keys valid there."""
+        rows = self.session.execute(
+            select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
+        ).all()
+        values = {name: k.default for name, k in KEYS.items()}
+        values.update({name: value for name, value in rows if name in KEYS})
+        keys = [k for k in KEYS.values() if scope is None or scope in k.scopes]
+        if scope is not None:
+            scoped = self.session.execute(
+                select(ConfigValue.name, ConfigValue.value).where(
+                    ConfigValue.scope == scope, ConfigValue.resource_id == resource.id)
+            ).all()
+            values.update(dict(scoped))
+            if scope == "cluster":
+                for name, detail in CLUSTER_DETAIL_OF.items():
+                    if resource.detail(detail) is not None:
+                        values[name] = resource.detail(detail)
+        return [(k, values.get(k.name)) for k in sorted(keys, key=lambda k: k.name)]
 
     def set_global(self, name, value):
         k = key(name)

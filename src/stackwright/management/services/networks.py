@@ -8,9 +8,11 @@ to. A zone may only be enabled once it has a physical network carrying Managemen
 from sqlalchemy import select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import PhysicalNetwork, TrafficType, utcnow
+from ..persistence.models import PhysicalNetwork, TrafficType, Zone, utcnow
 
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
+# System traffic a zone routes through exactly one physical network (Guest may span several).
+ZONE_WIDE_TRAFFIC = ("Management", "Public", "Storage")
 ISOLATION_METHODS = ("VLAN", "VXLAN", "GRE", "L3", "STT", "BCF_SEGMENT", "SSP", "ODL", "L3VPN", "VCS")
 
 
@@ -67,7 +69,8 @@ class NetworkService:
             management = traffic["Management"]
             self.session.add(TrafficType(
                 physical_network_id=management.physical_network_id, traffic_type="Storage",
-                kvm_label=management.kvm_label,
+                kvm_label=management.kvm_label, xen_label=management.xen_label,
+                vmware_label=management.vmware_label,
             ))
         return None
 
@@ -117,8 +120,6 @@ class NetworkService:
 
     def delete_physical_network(self, network):
         self._live(network)
-        from ..persistence.models import Zone
-
         zone = self.session.get(Zone, network.zone_id)
         if zone is not None and zone.removed is None and zone.allocation_state == "Enabled":
             remaining = [n for n in self.physical_networks(zone) if n.id != network.id]
@@ -139,6 +140,15 @@ class NetworkService:
             if existing.traffic_type == name:
                 raise InvalidParameterValue(
                     "This physical network already supports the traffic type: %s" % name
+                )
+        if name in ZONE_WIDE_TRAFFIC:
+            zone = self.session.get(Zone, network.zone_id)
+            elsewhere = self.zone_traffic(zone).get(name)
+            if elsewhere is not None:
+                other = self.session.get(PhysicalNetwork, elsewhere.physical_network_id)
+                raise InvalidParameterValue(
+                    "Zone %s already has a physical network with traffic type %s (%s); a zone carries "
+                    "%s traffic on one physical network each" % (zone.name, name, other.name, ", ".join(ZONE_WIDE_TRAFFIC))
                 )
         tt = TrafficType(physical_network_id=network.id, traffic_type=name, kvm_label=kvm_label,
                          xen_label=xen_label, vmware_label=vmware_label, vlan=vlan)

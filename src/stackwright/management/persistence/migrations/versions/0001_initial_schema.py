@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:44:48.511637
+Create Date: 2026-11-23 12:08:05.298318
 """
 from alembic import op
 import sqlalchemy as sa
@@ -41,6 +41,14 @@ def upgrade():
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('uuid')
     )
+    op.create_table('enrollment_token',
+    sa.Column('digest', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', sa.Float(), nullable=False),
+    sa.Column('guid', sa.String(length=255), nullable=True),
+    sa.Column('note', sa.String(length=255), nullable=True),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('digest')
+    )
     op.create_table('schema_info',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('value', sa.String(length=1024), nullable=False),
@@ -58,6 +66,29 @@ def upgrade():
     sa.Column('removed', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['domain_id'], ['domain.id'], ),
     sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('uuid')
+    )
+    op.create_table('service_offering',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('display_text', sa.String(length=4096), nullable=True),
+    sa.Column('cpu_number', sa.Integer(), nullable=True),
+    sa.Column('cpu_speed', sa.Integer(), nullable=True),
+    sa.Column('memory_mb', sa.Integer(), nullable=True),
+    sa.Column('offer_ha', sa.Boolean(), nullable=False),
+    sa.Column('limit_cpu_use', sa.Boolean(), nullable=False),
+    sa.Column('storage_type', sa.String(length=16), nullable=False),
+    sa.Column('host_tags', sa.String(length=4096), nullable=True),
+    sa.Column('is_system', sa.Boolean(), nullable=False),
+    sa.Column('domain_id', sa.Integer(), nullable=True),
+    sa.Column('unique_name', sa.String(length=64), nullable=True),
+    sa.Column('sort_key', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('removed', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['domain_id'], ['domain.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('unique_name'),
     sa.UniqueConstraint('uuid')
     )
     op.create_table('zone',
@@ -163,6 +194,33 @@ def upgrade():
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('api_key'),
+    sa.UniqueConstraint('uuid')
+    )
+    op.create_table('vm_template',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('display_text', sa.String(length=4096), nullable=True),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('hypervisor', sa.String(length=32), nullable=False),
+    sa.Column('zone_id', sa.Integer(), nullable=True),
+    sa.Column('account_id', sa.Integer(), nullable=True),
+    sa.Column('template_type', sa.String(length=16), nullable=False),
+    sa.Column('os_type', sa.String(length=255), nullable=True),
+    sa.Column('is_public', sa.Boolean(), nullable=False),
+    sa.Column('is_featured', sa.Boolean(), nullable=False),
+    sa.Column('is_ready', sa.Boolean(), nullable=False),
+    sa.Column('status', sa.String(length=255), nullable=True),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=True),
+    sa.Column('checksum', sa.String(length=255), nullable=True),
+    sa.Column('unique_name', sa.String(length=64), nullable=True),
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('removed', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], ),
+    sa.ForeignKeyConstraint(['zone_id'], ['zone.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('unique_name'),
     sa.UniqueConstraint('uuid')
     )
     op.create_table('async_job',
@@ -308,6 +366,7 @@ def upgrade():
     with op.batch_alter_table('host', schema=None) as batch_op:
         batch_op.create_index('ix_host_cluster', ['cluster_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_host_guid'), ['guid'], unique=False)
+        batch_op.create_index('ix_host_ip_address', ['ip_address'], unique=False)
         batch_op.create_index('ix_host_zone_removed', ['zone_id', 'removed'], unique=False)
 
     op.create_table('storage_pool',
@@ -340,14 +399,93 @@ def upgrade():
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('uuid')
     )
+    op.create_table('vm_instance',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('display_name', sa.String(length=255), nullable=True),
+    sa.Column('instance_name', sa.String(length=255), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('zone_id', sa.Integer(), nullable=False),
+    sa.Column('host_id', sa.Integer(), nullable=True),
+    sa.Column('last_host_id', sa.Integer(), nullable=True),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('domain_id', sa.Integer(), nullable=False),
+    sa.Column('service_offering_id', sa.Integer(), nullable=False),
+    sa.Column('template_id', sa.Integer(), nullable=False),
+    sa.Column('hypervisor', sa.String(length=32), nullable=False),
+    sa.Column('cpu_number', sa.Integer(), nullable=False),
+    sa.Column('cpu_speed', sa.Integer(), nullable=False),
+    sa.Column('memory_mb', sa.Integer(), nullable=False),
+    sa.Column('ha_enabled', sa.Boolean(), nullable=False),
+    sa.Column('mac_address', sa.String(length=17), nullable=False),
+    sa.Column('nic_uuid', sa.String(length=36), nullable=False),
+    sa.Column('state_changed', sa.DateTime(), nullable=False),
+    sa.Column('details', sa.JSON(), nullable=False),
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('removed', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], ),
+    sa.ForeignKeyConstraint(['domain_id'], ['domain.id'], ),
+    sa.ForeignKeyConstraint(['host_id'], ['host.id'], ),
+    sa.ForeignKeyConstraint(['last_host_id'], ['host.id'], ),
+    sa.ForeignKeyConstraint(['service_offering_id'], ['service_offering.id'], ),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_template.id'], ),
+    sa.ForeignKeyConstraint(['zone_id'], ['zone.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('uuid')
+    )
+    with op.batch_alter_table('vm_instance', schema=None) as batch_op:
+        batch_op.create_index('ix_vm_instance_account', ['account_id', 'removed'], unique=False)
+        batch_op.create_index('ix_vm_instance_host_state', ['host_id', 'state'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_instance_instance_name'), ['instance_name'], unique=False)
+
+    op.create_table('volume',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('vm_id', sa.Integer(), nullable=True),
+    sa.Column('zone_id', sa.Integer(), nullable=False),
+    sa.Column('pool_id', sa.Integer(), nullable=True),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('volume_type', sa.String(length=16), nullable=False),
+    sa.Column('device_id', sa.Integer(), nullable=False),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('disk', sa.JSON(), nullable=True),
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('removed', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], ),
+    sa.ForeignKeyConstraint(['pool_id'], ['storage_pool.id'], ),
+    sa.ForeignKeyConstraint(['vm_id'], ['vm_instance.id'], ),
+    sa.ForeignKeyConstraint(['zone_id'], ['zone.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('uuid')
+    )
+    with op.batch_alter_table('volume', schema=None) as batch_op:
+        batch_op.create_index('ix_volume_pool', ['pool_id', 'removed'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volume_vm_id'), ['vm_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('volume', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_volume_vm_id'))
+        batch_op.drop_index('ix_volume_pool')
+
+    op.drop_table('volume')
+    with op.batch_alter_table('vm_instance', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_vm_instance_instance_name'))
+        batch_op.drop_index('ix_vm_instance_host_state')
+        batch_op.drop_index('ix_vm_instance_account')
+
+    op.drop_table('vm_instance')
     op.drop_table('storage_pool')
     with op.batch_alter_table('host', schema=None) as batch_op:
         batch_op.drop_index('ix_host_zone_removed')
+        batch_op.drop_index('ix_host_ip_address')
         batch_op.drop_index(batch_op.f('ix_host_guid'))
         batch_op.drop_index('ix_host_cluster')
 
@@ -365,6 +503,7 @@ def downgrade():
         batch_op.drop_index('ix_async_job_status')
 
     op.drop_table('async_job')
+    op.drop_table('vm_template')
     op.drop_table('user')
     with op.batch_alter_table('pod', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_pod_zone_id'))
@@ -373,8 +512,10 @@ def downgrade():
     op.drop_table('physical_network')
     op.drop_table('image_store')
     op.drop_table('zone')
+    op.drop_table('service_offering')
     op.drop_table('account')
     op.drop_table('schema_info')
+    op.drop_table('enrollment_token')
     op.drop_table('domain')
     op.drop_table('config_value')
     # ### end Alembic commands ###

@@ -1,0 +1,514 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) Stackwright maintainers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+"""Shared shape of the cs_* modules: find -> compare -> create/update/delete -> result.
+
+Each object type is described once by a `Kind`: how to list it and a field table
+mapping result keys (the module's option names, CloudStack names split into words)
+to API fields.  The same table builds the request, the comparison and the result,
+so check mode, diff and the real answer always agree on names.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.stackwright.cloudstack.plugins.module_utils.cs_client import (
+    CloudStackClient,
+    CloudStackError,
+    resolve_connection,
+)
+
+DEFAULT_WAIT_TIMEOUT = 300
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def cs_argument_spec():
+    """Connection options of every cs_* module (documented in the cloudstack doc fragment)."""
+    return dict(
+        api_url=dict(type="str", fallback=(env_fallback, ["CLOUDSTACK_ENDPOINT"])),
+        api_key=dict(type="str", fallback=(env_fallback, ["CLOUDSTACK_KEY"]), no_log=False),
+        api_secret=dict(type="str", fallback=(env_fallback, ["CLOUDSTACK_SECRET"]), no_log=True),
+        api_timeout=dict(type="int", fallback=(env_fallback, ["CLOUDSTACK_TIMEOUT"])),
+        api_http_method=dict(type="str", choices=["get", "post"], fallback=(env_fallback, ["CLOUDSTACK_METHOD"])),
+        api_config_file=dict(type="path", fallback=(env_fallback, ["CLOUDSTACK_CONFIG"])),
+        api_region=dict(type="str", default="cloudstack", fallback=(env_fallback, ["CLOUDSTACK_REGION"])),
+        validate_certs=dict(type="bool", default=True),
+    )
+
+
+class ResourceError(Exception):
+    """A failure the module explains itself (not found, invalid combination, ...)."""
+
+
+def looks_like_uuid(value):
+    return bool(_UUID.match(str(value).lower()))
+
+
+def first_item(value):
+    """Pod ranges come as lists (one entry per range); the module manages the first."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def comma_list(value):
+    """Tags come as one comma-separated string."""
+    if isinstance(value, list):
+        return value
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+class Field(object):
+    """One entry of a field table.
+
+    api: key in API answers; param: request parameter when it differs;
+    convert: turns the API value into the result value;
+    create_only: sent on create, never compared nor updated.
+    """
+
+    def __init__(self, api, param=None, convert=None, create_only=False):
+        self.api = api
+        self.param = param or api
+        self.convert = convert
+        self.create_only = create_only
+
+
+class Kind(object):
+    """How one CloudStack object type is listed, named and shown."""
+
+    def __init__(self, label, list_command, item_key, fields, plural):
+        self.label = label
+        self.list_command = list_command
+        self.item_key = item_key
+        self.plural = plural
+        self.fields = dict((key, spec if isinstance(spec, Field) else Field(spec)) for key, spec in fields.items())
+
+    def to_result(self, obj):
+        """API object -> result dict keyed like the module options."""
+        result = {}
+        for key, field in self.fields.items():
+            if field.api in obj:
+                value = obj[field.api]
+                result[key] = field.convert(value) if field.convert else value
+        return result
+
+
+# Scope keys of results; sent as zoneid/podid/clusterid from lookups, never from the field table.
+_SCOPE_KEYS = ("zone", "zone_id", "pod", "pod_id", "cluster", "cluster_id")
+_SCOPE_FIELDS = {"zone_id": "zoneid", "zone": "zonename", "pod_id": "podid", "pod": "podname"}
+
+ZONE = Kind("zone", "listZones", "zone", plural="zones", fields={
+    "id": "id",
+    "name": "name",
+    "dns1": "dns1",
+    "dns2": "dns2",
+    "internal_dns1": "internaldns1",
+    "internal_dns2": "internaldns2",
+    "dns1_ipv6": "ip6dns1",
+    "dns2_ipv6": "ip6dns2",
+    "network_type": Field("networktype", create_only=True),
+    "network_domain": "domain",
+    "guest_cidr_address": "guestcidraddress",
+    "security_groups_enabled": Field("securitygroupsenabled", param="securitygroupenabled", create_only=True),
+    "local_storage_enabled": "localstorageenabled",
+    "dhcp_provider": "dhcpprovider",
+    "allocation_state": "allocationstate",
+    "zone_token": "zonetoken",
+    "tags": "tags",
+})
+
+POD = Kind("pod", "listPods", "pod", plural="pods", fields=dict(_SCOPE_FIELDS, **{
+    "id": "id",
+    "name": "name",
+    "gateway": "gateway",
+    "netmask": "netmask",
+    "start_ip": Field("startip", convert=first_item, create_only=True),
+    "end_ip": Field("endip", convert=first_item, create_only=True),
+    "allocation_state": "allocationstate",
+}))
+
+CLUSTER = Kind("cluster", "listClusters", "cluster", plural="clusters", fields=dict(_SCOPE_FIELDS, **{
+    "id": "id",
+    "name": Field("name", param="clustername"),
+    "hypervisor": Field("hypervisortype", param="hypervisor", create_only=True),
+    "cluster_type": Field("clustertype", create_only=True),
+    "arch": Field("arch", create_only=True),
+    "allocation_state": "allocationstate",
+    "managed_state": "managedstate",
+    "cpu_overcommit_ratio": "cpuovercommitratio",
+    "memory_overcommit_ratio": "memoryovercommitratio",
+}))
+
+HOST = Kind("host", "listHosts", "host", plural="hosts", fields=dict(_SCOPE_FIELDS, **{
+    "id": "id",
+    "name": "name",
+    "ip_address": "ipaddress",
+    "type": "type",
+    "state": "state",
+    "resource_state": "resourcestate",
+    "hypervisor": Field("hypervisor", create_only=True),
+    "hypervisor_version": "hypervisorversion",
+    "cluster_id": "clusterid",
+    "cluster": "clustername",
+    "host_tags": Field("hosttags", convert=comma_list),
+    "cpu_sockets": "cpusockets",
+    "cpu_number": "cpunumber",
+    "cpu_speed": "cpuspeed",
+    "memory_total": "memorytotal",
+    "version": "version",
+    "created": "created",
+}))
+
+STORAGE_POOL = Kind("storage pool", "listStoragePools", "storagepool", plural="storage_pools",
+                    fields=dict(_SCOPE_FIELDS, **{
+                        "id": "id",
+                        "name": "name",
+                        "cluster_id": "clusterid",
+                        "cluster": "clustername",
+                        "scope": Field("scope", create_only=True),
+                        "type": "type",
+                        "ip_address": "ipaddress",
+                        "path": "path",
+                        "state": "state",
+                        "hypervisor": Field("hypervisor", create_only=True),
+                        "provider": Field("provider", create_only=True),
+                        "storage_tags": Field("tags", convert=comma_list),
+                        "capacity_bytes": Field("disksizetotal", param="capacitybytes", create_only=True),
+                        "capacity_iops": Field("capacityiops", create_only=True),
+                        "disk_size_allocated": "disksizeallocated",
+                        "disk_size_used": "disksizeused",
+                        "overprovision_factor": "overprovisionfactor",
+                    }))
+
+IMAGE_STORE = Kind("image store", "listImageStores", "imagestore", plural="image_stores", fields={
+    "id": "id",
+    "name": "name",
+    "url": Field("url", create_only=True),
+    "zone_id": "zoneid",
+    "zone": "zonename",
+    "provider": Field("providername", param="provider", create_only=True),
+    "protocol": "protocol",
+    "scope": "scope",
+})
+
+CONFIGURATION = Kind("configuration", "listConfigurations", "configuration", plural="configurations", fields={
+    "name": "name",
+    "value": "value",
+    "default_value": "defaultvalue",
+    "scope": "scope",
+    "category": "category",
+    "description": "description",
+    "is_dynamic": "isdynamic",
+})
+
+PHYSICAL_NETWORK = Kind("physical network", "listPhysicalNetworks", "physicalnetwork", plural="physical_networks",
+                        fields={
+                            "id": "id",
+                            "name": "name",
+                            "zone_id": "zoneid",
+                            "zone": "zonename",
+                            "state": "state",
+                            "vlan": "vlan",
+                            "tags": Field("tags", convert=comma_list),
+                            "isolation_methods": Field("isolationmethods", convert=comma_list, create_only=True),
+                            "broadcast_domain_range": Field("broadcastdomainrange", create_only=True),
+                            "network_speed": "networkspeed",
+                        })
+
+ACCOUNT = Kind("account", "listAccounts", "account", plural="accounts", fields={"id": "id", "name": "name"})
+DOMAIN = Kind("domain", "listDomains", "domain", plural="domains", fields={"id": "id", "name": "name", "path": "path"})
+
+
+def after_values(changes):
+    """{key: after} of a {key: (before, after)} comparison."""
+    return dict((key, change[1]) for key, change in changes.items())
+
+
+def values_differ(want, have):
+    """Compare a wanted option value with the current one.
+
+    Lists compare as sets of strings (tags are unordered); everything else as
+    strings, so 8080 and "8080" agree.
+    """
+    if isinstance(want, list):
+        return sorted(str(item) for item in want) != sorted(str(item) for item in comma_list(have))
+    if isinstance(want, bool) or isinstance(have, bool):
+        return str(want).lower() != str(have).lower()
+    return str(want) != ("" if have is None else str(have))
+
+
+class CloudStackModule(object):
+    """Connection, calls, memoised lookups and the single place that fails the module."""
+
+    def __init__(self, argument_spec, **kwargs):
+        spec = cs_argument_spec()
+        spec.update(argument_spec)
+        self.module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
+        self.params = self.module.params
+        self._client = None
+        self._lookups = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            settings = resolve_connection(self.params)
+            self._client = CloudStackClient(
+                settings["endpoint"], settings["key"], settings["secret"], timeout=settings["timeout"],
+                method=settings["method"], validate_certs=self.params["validate_certs"])
+        return self._client
+
+    @property
+    def wait_timeout(self):
+        value = self.params.get("wait_timeout")
+        return DEFAULT_WAIT_TIMEOUT if value is None else value
+
+    def call(self, command, **params):
+        """Run a command, waiting for its job if it is asynchronous."""
+        return self.client.run(command, self.wait_timeout, **params)
+
+    def list(self, kind, **filters):
+        return self.client.list(kind.list_command, kind.item_key, **filters)
+
+    def run(self):
+        """The only place a cs_* module fails."""
+        try:
+            result = self.execute()
+        except CloudStackError as exc:
+            self.module.fail_json(msg=str(exc), **exc.details())
+        except ResourceError as exc:
+            self.module.fail_json(msg=str(exc))
+        self.module.exit_json(**result)
+
+    def execute(self):
+        raise NotImplementedError
+
+    # Name-or-id lookups -------------------------------------------------
+
+    def lookup(self, kind, value, where="", **scope):
+        """Find one object by id or (case-insensitive) name within scope; memoised."""
+        memo_key = (kind.label, str(value), tuple(sorted(scope.items())))
+        if memo_key not in self._lookups:
+            if looks_like_uuid(value):
+                matches = self.list(kind, id=value, **scope)
+            else:
+                matches = [item for item in self.list(kind, name=value, **scope)
+                           if str(item.get("name", "")).lower() == str(value).lower()]
+            if not matches:
+                raise ResourceError("%s '%s' not found%s" % (kind.label, value, where))
+            if len(matches) > 1:
+                raise ResourceError("%d %ss named '%s'%s; use the id instead" % (len(matches), kind.label, value, where))
+            self._lookups[memo_key] = matches[0]
+        return self._lookups[memo_key]
+
+    def zone(self):
+        return self.lookup(ZONE, self.params["zone"])
+
+    def pod(self):
+        zone = self.zone()
+        return self.lookup(POD, self.params["pod"], " in zone '%s'" % zone["name"], zoneid=zone["id"])
+
+    def cluster(self):
+        zone = self.zone()
+        scope = dict(zoneid=zone["id"])
+        if self.params.get("pod"):
+            scope["podid"] = self.pod()["id"]
+        return self.lookup(CLUSTER, self.params["cluster"], " in zone '%s'" % zone["name"], **scope)
+
+    def scope_ids(self):
+        """zoneid/podid/clusterid of the options the user set, for create requests and filters."""
+        ids = {}
+        if self.params.get("zone"):
+            ids["zoneid"] = self.zone()["id"]
+        if self.params.get("pod"):
+            ids["podid"] = self.pod()["id"]
+        if self.params.get("cluster"):
+            ids["clusterid"] = self.cluster()["id"]
+        return ids
+
+    def scope_result(self):
+        """zone/pod/cluster names and ids as a created object would show them."""
+        result = {}
+        for option, lookup in (("zone", self.zone), ("pod", self.pod), ("cluster", self.cluster)):
+            if option in self.params and self.params[option]:
+                obj = lookup()
+                result[option] = obj["name"]
+                result[option + "_id"] = obj["id"]
+        return result
+
+
+class CloudStackResource(CloudStackModule):
+    """find -> compare -> create/update/delete -> result, with check mode and diff.
+
+    Subclasses set `kind` and the command names, and override the hooks whose
+    default does not fit (`find`, `create`, `update`, `delete`).
+    """
+
+    kind = None
+    create_command = None
+    update_command = None
+    delete_command = None
+    # Options that locate the object; never compared nor sent to update.
+    identity = ("name", "zone", "pod", "cluster")
+    # Options CloudStack needs to create the object (beyond the required ones).
+    required_for_create = ()
+    # Result keys the API fills in on creation, for check mode predictions.
+    create_defaults = {}
+    # Whether find() passes the name to the list command (hosts match name or address instead).
+    filter_by_name = True
+    # Result key set from `state` (enabled/disabled/...), with the value per state.
+    state_field = None
+    state_values = {}
+
+    @property
+    def state(self):
+        return self.params.get("state") or "present"
+
+    # Flow -----------------------------------------------------------------
+
+    def execute(self):
+        found = self.find()
+        before = self.to_result(found) if found else {}
+        if self.state == "absent":
+            after = {}
+            changed = found is not None
+            if changed and not self.module.check_mode:
+                self.delete(found)
+            resource = before
+        elif found is None:
+            want = self.desired()
+            self.check_create(want)
+            changed = True
+            after = self.predict_create(want) if self.module.check_mode else self.to_result(self.create(want))
+            resource = after
+        else:
+            want = self.desired()
+            changes = self.compare(want, before)
+            changed = bool(changes)
+            if not changed:
+                after = before
+            elif self.module.check_mode:
+                after = self.predict_update(before, changes)
+            else:
+                after = self.to_result(self.update(found, changes))
+            resource = after
+        return {"changed": changed, "diff": {"before": before, "after": after}, self.result_key: resource}
+
+    def to_result(self, obj):
+        return self.kind.to_result(obj)
+
+    @property
+    def result_key(self):
+        return self.kind.label.replace(" ", "_")
+
+    def desired(self):
+        """Result-shaped dict of what the user asked for (options left unset are not managed)."""
+        want = dict((key, self.params[key]) for key in self.kind.fields
+                    if key in self.params and key != "state" and self.params[key] is not None)
+        if self.state_field and self.state in self.state_values:
+            want[self.state_field] = self.state_values[self.state]
+        return want
+
+    def compare(self, want, current):
+        """{key: (before, after)} for managed keys whose value differs."""
+        changes = {}
+        for key, value in want.items():
+            if key in self.identity or self.kind.fields[key].create_only:
+                continue
+            if values_differ(value, current.get(key)):
+                changes[key] = (current.get(key), value)
+        return changes
+
+    def check_create(self, want):
+        missing = [option for option in self.required_for_create if self.params.get(option) in (None, "", [])]
+        if missing:
+            raise ResourceError("creating %s '%s' needs %s"
+                                % (self.kind.label, self.params.get("name"), ", ".join(missing)))
+
+    def predict_create(self, want):
+        predicted = dict(self.create_defaults)
+        predicted.update(want)
+        predicted.update(self.scope_result())
+        return predicted
+
+    def predict_update(self, before, changes):
+        predicted = dict(before)
+        predicted.update(after_values(changes))
+        return predicted
+
+    # Hooks -----------------------------------------------------------------
+
+    def find_filters(self):
+        return self.scope_ids()
+
+    def matches(self, obj):
+        return str(obj.get("name", "")).lower() == str(self.params["name"]).lower()
+
+    def find(self):
+        """The object the options designate, or None."""
+        filters = self.find_filters()
+        if self.filter_by_name and self.params.get("name"):
+            filters["name"] = self.params["name"]
+        found = [obj for obj in self.list(self.kind, **filters) if self.matches(obj)]
+        if len(found) > 1:
+            raise ResourceError("%d %ss match '%s'; remove the duplicates or narrow the scope"
+                                % (len(found), self.kind.label, self.params.get("name")))
+        return found[0] if found else None
+
+    def request_params(self, values):
+        """Request parameters for result-keyed values, through the field table."""
+        return dict((self.kind.fields[key].param, value) for key, value in values.items()
+                    if key in self.kind.fields and key not in _SCOPE_KEYS)
+
+    def create_params(self, want):
+        params = self.request_params(want)
+        params.update(self.scope_ids())
+        return params
+
+    def unwrap(self, answer):
+        """The object inside a create/update answer (list-returning adds included)."""
+        obj = answer.get(self.kind.item_key, answer)
+        if isinstance(obj, list):
+            obj = obj[0] if obj else {}
+        return obj
+
+    def create(self, want):
+        return self.unwrap(self.call(self.create_command, **self.create_params(want)))
+
+    def update(self, current, changes):
+        params = self.request_params(after_values(changes))
+        return self.unwrap(self.call(self.update_command, id=current["id"], **params))
+
+    def delete(self, current):
+        self.call(self.delete_command, id=current["id"])
+
+
+class CloudStackInfo(CloudStackModule):
+    """List objects of one kind with filters; results under the kind's plural key."""
+
+    kind = None
+    # option -> list filter; zone/pod/cluster are resolved to ids.
+    filters = {}
+    # Filters always sent (hosts: only hypervisor hosts).
+    fixed_filters = {}
+
+    def execute(self):
+        params = dict(self.fixed_filters)
+        params.update(self.scope_ids())
+        for option, api_filter in self.filters.items():
+            if self.params.get(option) is not None:
+                params[api_filter] = self.params[option]
+        items = self.list(self.kind, **params)
+        if self.params.get("name"):
+            items = [item for item in items if str(item.get("name", "")).lower() == self.params["name"].lower()]
+        return {"changed": False, self.kind.plural: [self.kind.to_result(item) for item in items]}
+
+
+def info_argument_spec(*scopes):
+    """Options of an _info module: name plus the given scope options."""
+    spec = dict(name=dict(type="str"))
+    for scope in scopes:
+        spec[scope] = dict(type="str")
+    return spec

@@ -1,0 +1,307 @@
+"""agent.properties: reading, validating, and rewriting it without losing anything.
+
+Key names follow CloudStack's agent (``host``, ``port``, ``zone``, ``pod``,
+``cluster``, ``guid``, ``*.network.device``, ``workers``); Stackwright's own keys
+are listed in `OWN_KEYS` and documented in docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackwright.agent.errors import ConfigError
+from stackwright.protocol.pki import write_file_atomic
+
+CONFIG_DIR = Path("/etc/cloudstack/agent")
+DEFAULT_PROPERTIES = CONFIG_DIR / "agent.properties"
+DEFAULT_LOG_FILE = Path("/var/log/cloudstack/agent/agent.log")
+DEFAULT_PORT = 8250
+
+# Stackwright keys (CloudStack's own keys are read by their usual names).
+OWN_KEYS = {
+    "hypervisor.driver": "libvirt | simulator (default libvirt)",
+    "libvirt.uri": "libvirt connection URI (default qemu:///system)",
+    "tls.enabled": "true | false (default true); false means plain TCP",
+    "tls.key.file": "agent private key (default /etc/cloudstack/agent/cloud.key)",
+    "tls.cert.file": "agent certificate (default /etc/cloudstack/agent/cloud.crt)",
+    "tls.ca.file": "engine CA certificate (default /etc/cloudstack/agent/cloud.ca.crt)",
+    "storage.mode": "NFS primary storage attach mode: auto | kernel | userspace (default auto)",
+    "storage.mount.dir": "where kernel NFS mounts go (default: the storage driver's)",
+    "reconnect.backoff.initial": "first reconnect delay in seconds (default 2, at most 5)",
+    "reconnect.backoff.max": "longest reconnect delay in seconds (default 60)",
+    "simulator.cpus": "simulator: logical CPUs (default 8)",
+    "simulator.cpu.mhz": "simulator: CPU speed in MHz (default 2400)",
+    "simulator.memory.mb": "simulator: memory in MiB (default 16384)",
+}
+
+SECRET_KEY_PATTERN = re.compile(r"(pass|secret|token|password|passphrase)", re.IGNORECASE)
+HYPERVISOR_DRIVERS = ("libvirt", "simulator")
+STORAGE_MODES = ("auto", "kernel", "userspace")
+
+
+# -- the file format ---------------------------------------------------------------
+
+
+def _unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for char in chars:
+        if char != "\\":
+            out.append(char)
+            continue
+        nxt = next(chars, "")
+        if nxt == "u":
+            code = "".join(next(chars, "") for _ in range(4))
+            try:
+                out.append(chr(int(code, 16)))
+            except ValueError:
+                out.append("\\u" + code)
+        else:
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+    return "".join(out)
+
+
+def _escape(text: str, is_key: bool) -> str:
+    out = []
+    for index, char in enumerate(text):
+        if char == "\\":
+            out.append("\\\\")
+        elif char in "\t\n\r\f":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[char])
+        elif char in "=:#!" and is_key:
+            out.append("\\" + char)
+        elif char == " " and (is_key or index == 0):
+            out.append("\\ ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _split_entry(logical: str) -> tuple[str, str]:
+    """Split a logical line into key and value the way java.util.Properties does."""
+    index = 0
+    while index < len(logical):
+        char = logical[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char in "=: \t\f":
+            break
+        index += 1
+    rest = logical[index:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return _unescape(logical[:index]), _unescape(rest)
+
+
+class PropertiesFile:
+    """An agent.properties file kept as lines, so comments, order and unknown keys survive edits."""
+
+    def __init__(self, path: Path, lines: list[str]):
+        self.path = path
+        self.lines = lines
+
+    @classmethod
+    def read(cls, path: Path | str) -> PropertiesFile:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path, [])
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        return cls(path, text.splitlines())
+
+    def _entries(self) -> list[tuple[int, int, str, str]]:
+        """(first line, last line, key, value) of each entry, continuation lines joined."""
+        entries, index = [], 0
+        while index < len(self.lines):
+            start = index
+            logical = self.lines[index].lstrip(" \t\f")
+            while _continues(logical) and index + 1 < len(self.lines):
+                index += 1
+                logical = logical[:-1] + self.lines[index].lstrip(" \t\f")
+            index += 1
+            if not logical or logical[0] in "#!":
+                continue
+            key, value = _split_entry(logical)
+            entries.append((start, index - 1, key, value))
+        return entries
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: value for _, _, key, value in self._entries()}
+
+    def set(self, key: str, value: str) -> bool:
+        """Set ``key``; True when the file content changes.  The last occurrence wins, as in Java."""
+        line = f"{_escape(key, True)}={_escape(value, False)}"
+        matches = [entry for entry in self._entries() if entry[2] == key]
+        if not matches:
+            self.lines.append(line)
+            return True
+        first, last, _, current = matches[-1]
+        if current == value:
+            return False
+        self.lines[first:last + 1] = [line]
+        return True
+
+    def render(self) -> str:
+        return "\n".join(self.lines) + "\n" if self.lines else ""
+
+    def holds_secrets(self) -> bool:
+        return any(SECRET_KEY_PATTERN.search(key) for key in self.as_dict())
+
+    def save(self) -> bool:
+        """Write atomically if the content differs; 0600 when it holds secrets. True when written."""
+        data = self.render().encode()
+        try:
+            current = self.path.read_bytes()
+            current_mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            current, current_mode = None, None
+        mode = 0o600 if self.holds_secrets() else (current_mode if current_mode is not None else 0o644)
+        if current == data and current_mode == mode:
+            return False
+        write_file_atomic(self.path, data, mode)
+        return True
+
+
+def _continues(line: str) -> bool:
+    trailing = len(line) - len(line.rstrip("\\"))
+    return trailing % 2 == 1
+
+
+# -- typed configuration -------------------------------------------------------------
+
+
+@dataclass
+class AgentConfig:
+    """The agent's settings, validated."""
+
+    hosts: list[str]
+    port: int = DEFAULT_PORT
+    zone: str = ""
+    pod: str = ""
+    cluster: str = ""
+    guid: str = ""
+    private_network_device: str = ""
+    public_network_device: str = ""
+    guest_network_device: str = ""
+    workers: int = 5
+    hypervisor_driver: str = "libvirt"
+    libvirt_uri: str = "qemu:///system"
+    tls: bool = True
+    key_file: Path = CONFIG_DIR / "cloud.key"
+    cert_file: Path = CONFIG_DIR / "cloud.crt"
+    ca_file: Path = CONFIG_DIR / "cloud.ca.crt"
+    storage_mode: str = "auto"
+    storage_mount_dir: str = ""
+    backoff_initial: float = 2.0
+    backoff_max: float = 60.0
+    simulator_cpus: int = 8
+    simulator_cpu_mhz: int = 2400
+    simulator_memory_mb: int = 16384
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | str) -> AgentConfig:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(
+                f"{path} does not exist; create it with stackwright-setup-agent "
+                "(or pass --properties with the right path)"
+            )
+        return cls.from_properties(PropertiesFile.read(path).as_dict(), source=str(path))
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str], source: str = "agent.properties") -> AgentConfig:
+        reader = _Reader(props, source)
+        hosts = [h.strip() for h in reader.text("host", "").split(",") if h.strip()]
+        if not hosts:
+            raise ConfigError(f"{source}: host is not set; set host to the engine address(es), comma separated")
+        guid = reader.text("guid", "")
+        if not guid:
+            raise ConfigError(f"{source}: guid is not set; run stackwright-setup-agent to generate one")
+        config = cls(
+            hosts=hosts,
+            port=reader.integer("port", DEFAULT_PORT, 1, 65535),
+            zone=reader.text("zone", ""),
+            pod=reader.text("pod", ""),
+            cluster=reader.text("cluster", ""),
+            guid=guid,
+            private_network_device=reader.text("private.network.device", ""),
+            public_network_device=reader.text("public.network.device", ""),
+            guest_network_device=reader.text("guest.network.device", ""),
+            workers=reader.integer("workers", 5, 1, 256),
+            hypervisor_driver=reader.choice("hypervisor.driver", "libvirt", HYPERVISOR_DRIVERS),
+            libvirt_uri=reader.text("libvirt.uri", "qemu:///system"),
+            tls=reader.boolean("tls.enabled", True),
+            key_file=Path(reader.text("tls.key.file", str(CONFIG_DIR / "cloud.key"))),
+            cert_file=Path(reader.text("tls.cert.file", str(CONFIG_DIR / "cloud.crt"))),
+            ca_file=Path(reader.text("tls.ca.file", str(CONFIG_DIR / "cloud.ca.crt"))),
+            storage_mode=reader.choice("storage.mode", "auto", STORAGE_MODES),
+            storage_mount_dir=reader.text("storage.mount.dir", ""),
+            backoff_initial=reader.number("reconnect.backoff.initial", 2.0, 0.1, 5.0),
+            backoff_max=reader.number("reconnect.backoff.max", 60.0, 1.0, 3600.0),
+            simulator_cpus=reader.integer("simulator.cpus", 8, 1, 4096),
+            simulator_cpu_mhz=reader.integer("simulator.cpu.mhz", 2400, 100, 10000),
+            simulator_memory_mb=reader.integer("simulator.memory.mb", 16384, 64, 1 << 24),
+        )
+        config.extra = {k: v for k, v in props.items() if k not in reader.used}
+        return config
+
+    def tls_problems(self) -> list[str]:
+        """What is missing for a TLS connection, phrased for the operator."""
+        problems = []
+        for label, path in (("key", self.key_file), ("certificate", self.cert_file), ("CA certificate", self.ca_file)):
+            if not path.is_file():
+                problems.append(f"agent {label} {path} is missing")
+            elif not os.access(path, os.R_OK):
+                problems.append(f"agent {label} {path} is not readable")
+        return problems
+
+
+class _Reader:
+    def __init__(self, props: dict[str, str], source: str):
+        self.props = props
+        self.source = source
+        self.used: set[str] = set()
+
+    def text(self, key: str, default: str) -> str:
+        self.used.add(key)
+        return self.props.get(key, default).strip() or default
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        return self._ranged(key, default, low, high, int, "a whole number")
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        return self._ranged(key, default, low, high, float, "a number")
+
+    def _ranged(self, key: str, default, low, high, parse, kind: str):
+        raw = self.text(key, str(default))
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise ConfigError(f"{self.source}: {key}={raw!r} is not {kind}; use {_number(low)}..{_number(high)}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{self.source}: {key}={_number(value)} is out of range; use {_number(low)}..{_number(high)}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self.text(key, "true" if default else "false").lower()
+        if raw in ("true", "yes", "1", "on"):
+            return True
+        if raw in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{self.source}: {key}={raw!r} is not a boolean; use true or false")
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value not in allowed:
+            raise ConfigError(f"{self.source}: {key}={value!r} is not supported; use one of: {', '.join(allowed)}")
+        return value
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"

@@ -1,0 +1,210 @@
+"""Command handlers: one function per engine command, found through a registry.
+
+Handlers are plain functions run in a worker thread (drivers block); they take
+the `HandlerContext` and the command and return the command's answer.  Drivers
+take and return the protocol's value types directly (`VmSpec`, `PoolStats`,
+...), and every `AgentError` becomes an ``ErrorAnswer`` with its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from stackwright.agent.errors import AgentError, UnsupportedCommand
+from stackwright.agent.hypervisor.base import HypervisorDriver
+from stackwright.agent.storage.base import StorageDriver
+from stackwright.protocol import messages as m
+from stackwright.protocol.framing import Frame, describe
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=m.Request)
+T = TypeVar("T")
+Handler = Callable[["HandlerContext", R], m.Answer]
+HANDLERS: dict[type[m.Request], Handler] = {}
+
+
+def handles(*command_types: type[m.Request]) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``command_types``."""
+
+    def register(function: Handler) -> Handler:
+        for command_type in command_types:
+            if command_type in HANDLERS:
+                raise RuntimeError(f"{command_type.__name__} already handled by {HANDLERS[command_type].__name__}")
+            HANDLERS[command_type] = function
+        return function
+
+    return register
+
+
+class HandlerContext:
+    """What handlers work with: the hypervisor driver and, built on first use, the storage driver."""
+
+    def __init__(
+        self,
+        hypervisor: HypervisorDriver,
+        storage_factory: Callable[[], StorageDriver] | None = None,
+        storage_mode: str = "auto",
+    ):
+        self.hypervisor = hypervisor
+        self.storage_mode = storage_mode
+        self._storage_factory = storage_factory
+        self._storage: StorageDriver | None = None
+        self._storage_lock = threading.Lock()
+
+    @property
+    def storage(self) -> StorageDriver:
+        with self._storage_lock:
+            if self._storage is None:
+                if self._storage_factory is None:
+                    raise UnsupportedCommand("this agent has no storage driver configured")
+                self._storage = self._storage_factory()
+            return self._storage
+
+    def pool(self, pool: m.PoolSpec) -> m.PoolSpec:
+        """The pool as the driver gets it: the agent's storage.mode applies when the engine leaves it to ``auto``."""
+        if pool.mode == "auto" and self.storage_mode != "auto":
+            return dataclasses.replace(pool, mode=self.storage_mode)
+        return pool
+
+    def vm_states(self) -> dict[str, m.VmState]:
+        return self.hypervisor.list_vms()
+
+    def close(self) -> None:
+        self.hypervisor.close()
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+@handles(m.Ready, m.CheckHealth)
+def check_health(ctx: HandlerContext, command: m.Ready | m.CheckHealth) -> m.Answer:
+    try:
+        info = ctx.hypervisor.host_info()
+        ctx.hypervisor.list_vms()
+    except AgentError as exc:
+        return m.ReadyAnswer(healthy=False, detail=f"{exc.code}: {exc}")
+    return m.ReadyAnswer(healthy=True, detail="hypervisor reachable", host=info)
+
+
+@handles(m.GetHostStats)
+def get_host_stats(ctx: HandlerContext, command: m.GetHostStats) -> m.Answer:
+    return m.HostStatsAnswer(stats=ctx.hypervisor.host_stats())
+
+
+@handles(m.StartVm)
+def start_vm(ctx: HandlerContext, command: m.StartVm) -> m.Answer:
+    return m.VmStateAnswer(name=command.spec.name, state=ctx.hypervisor.start(command.spec))
+
+
+@handles(m.StopVm)
+def stop_vm(ctx: HandlerContext, command: m.StopVm) -> m.Answer:
+    return m.VmStateAnswer(name=command.name, state=ctx.hypervisor.stop(command.name, force=command.force))
+
+
+@handles(m.RebootVm)
+def reboot_vm(ctx: HandlerContext, command: m.RebootVm) -> m.Answer:
+    ctx.hypervisor.reboot(command.name)
+    return m.VmStateAnswer(name=command.name, state=ctx.hypervisor.query(command.name))
+
+
+@handles(m.QueryVm)
+def query_vm(ctx: HandlerContext, command: m.QueryVm) -> m.Answer:
+    return m.VmStateAnswer(name=command.name, state=ctx.hypervisor.query(command.name))
+
+
+@handles(m.AttachPool)
+def attach_pool(ctx: HandlerContext, command: m.AttachPool) -> m.Answer:
+    return m.PoolStatsAnswer(stats=ctx.storage.attach(ctx.pool(command.pool)))
+
+
+@handles(m.GetPoolStats)
+def get_pool_stats(ctx: HandlerContext, command: m.GetPoolStats) -> m.Answer:
+    return m.PoolStatsAnswer(stats=ctx.storage.stats(ctx.pool(command.pool)))
+
+
+@handles(m.DetachPool)
+def detach_pool(ctx: HandlerContext, command: m.DetachPool) -> m.Answer:
+    ctx.storage.detach(ctx.pool(command.pool))
+    return m.Ack()
+
+
+@handles(m.CheckSecondary)
+def check_secondary(ctx: HandlerContext, command: m.CheckSecondary) -> m.Answer:
+    return m.PoolStatsAnswer(stats=ctx.storage.check_secondary(command.url))
+
+
+@handles(m.CreateVolume)
+def create_volume(ctx: HandlerContext, command: m.CreateVolume) -> m.Answer:
+    disk = ctx.storage.create_volume(ctx.pool(command.pool), command.name, command.size_bytes, fmt=command.format)
+    return m.VolumeAnswer(disk=disk)
+
+
+@handles(m.DeleteVolume)
+def delete_volume(ctx: HandlerContext, command: m.DeleteVolume) -> m.Answer:
+    ctx.storage.delete_volume(ctx.pool(command.pool), command.name)
+    return m.Ack()
+
+
+# -- dispatch -------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """Runs each command from the engine through its handler on a bounded pool of worker threads.
+
+    ``workers=0`` runs handlers on the event loop itself, for drivers that never
+    block (the simulator), so thousands of simulated hosts need no threads.
+    """
+
+    def __init__(self, context: HandlerContext, workers: int = 5, host_label: str = ""):
+        self.context = context
+        self.host_label = host_label
+        self._executor = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-worker") if workers > 0 else None
+        )
+
+    def run(self, command: m.Request, seq: int = 0) -> m.Answer:
+        """Execute one command synchronously and return its answer (never raises for command failures)."""
+        handler = HANDLERS.get(type(command))
+        started = time.monotonic()
+        log.info("host=%s seq=%s executing %s", self.host_label, seq, describe(command))
+        try:
+            if handler is None:
+                raise UnsupportedCommand(f"this agent does not implement {command.type_name()}; upgrade the agent")
+            answer = handler(self.context, command)
+        except AgentError as exc:
+            log.warning("host=%s seq=%s %s failed: %s: %s", self.host_label, seq, command.type_name(), exc.code, exc)
+            return m.ErrorAnswer(code=exc.code, message=str(exc))
+        except Exception:
+            log.exception("host=%s seq=%s %s failed unexpectedly", self.host_label, seq, command.type_name())
+            return m.ErrorAnswer(code="internal_error", message=f"{command.type_name()} failed; see the agent log")
+        log.info(
+            "host=%s seq=%s %s -> %s in %.0f ms", self.host_label, seq, command.type_name(),
+            answer.type_name(), (time.monotonic() - started) * 1000,
+        )
+        return answer
+
+    async def __call__(self, frame: Frame) -> m.Answer:
+        command = frame.message
+        assert isinstance(command, m.Request)
+        if command.origin != m.ENGINE:
+            return m.ErrorAnswer(code="unsupported_command", message=f"an agent does not serve {command.type_name()}")
+        return await self.call(lambda: self.run(command, frame.seq))
+
+    async def call(self, function: Callable[[], T]) -> T:
+        """Run a (possibly blocking) driver call on the worker pool."""
+        if self._executor is None:
+            return function()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.context.close()

@@ -1,0 +1,111 @@
+"""The neutral hypervisor driver interface used by the agent's command handlers.
+
+Drivers (libvirt, simulator) implement :class:`HypervisorDriver`; handlers only
+see the typed specs and results re-exported here, never driver-specific objects.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+# The value types travel between engine and agent, so the protocol owns them;
+# drivers take and return exactly those objects.
+from stackwright.protocol.messages import (
+    DiskSpec,
+    FileSource,
+    HostInfo,
+    HostStats,
+    NfsSource,
+    NicSpec,
+    VmSpec,
+    VmState,
+)
+
+__all__ = [
+    "DiskSpec",
+    "FileSource",
+    "HostInfo",
+    "HostStats",
+    "HypervisorDriver",
+    "NfsSource",
+    "NicSpec",
+    "VmSpec",
+    "VmState",
+    "join_export_path",
+    "nfs_path",
+    "nfs_url",
+]
+
+
+def join_export_path(export: str, path: str) -> str:
+    """Join an export and a path inside it into one absolute server path."""
+    return "/" + "/".join(part for part in (export.strip("/"), path.strip("/")) if part)
+
+
+def nfs_path(source: NfsSource) -> str:
+    """Absolute path of the image on the server, as libvirt's ``name`` attribute wants it."""
+    return join_export_path(source.export, source.path)
+
+
+def nfs_url(source: NfsSource) -> str:
+    """The ``nfs://`` URL of the image, as qemu-img and libnfs take it."""
+    authority = source.server if source.port is None else f"{source.server}:{source.port}"
+    return f"nfs://{authority}{nfs_path(source)}"
+
+
+class HypervisorDriver(ABC):
+    """Operations the agent performs on its hypervisor.
+
+    Semantics every driver follows (so the simulator and libvirt agree):
+
+    * ``start`` of a guest that is already running returns ``RUNNING`` without change.
+    * ``stop`` of a guest the hypervisor does not know returns ``STOPPED``
+      (stopping is idempotent, as CloudStack's StopCommand is).
+    * ``query`` and ``reboot`` of an unknown guest raise
+      :class:`stackwright.agent.errors.VmNotFound`.
+    * A stopped guest may be forgotten: libvirt undefines it on ``stop`` (the
+      engine keeps the definition), so it leaves ``list_vms`` and ``query``
+      raises ``VmNotFound``; the simulator keeps it as ``STOPPED``.  Callers
+      read ``VmNotFound`` and absence from ``list_vms`` as ``STOPPED``.
+    * Failures raise :class:`stackwright.agent.errors.AgentError` subclasses;
+      no driver-specific exception escapes.
+    """
+
+    kind: str = ""
+
+    @abstractmethod
+    def host_info(self) -> HostInfo:
+        """Describe the host: CPU topology, memory, hypervisor, private NIC, bridges."""
+
+    @abstractmethod
+    def host_stats(self) -> HostStats:
+        """Sample CPU utilisation and memory."""
+
+    @abstractmethod
+    def start(self, spec: VmSpec) -> VmState:
+        """Define and boot a guest; return its state afterwards."""
+
+    @abstractmethod
+    def stop(self, name: str, force: bool = False) -> VmState:
+        """Shut a guest down (ACPI, then power off after a bounded grace), or power it off at once when forced."""
+
+    @abstractmethod
+    def reboot(self, name: str) -> None:
+        """Reboot a running guest."""
+
+    @abstractmethod
+    def query(self, name: str) -> VmState:
+        """Return the power state of one guest."""
+
+    @abstractmethod
+    def list_vms(self) -> dict[str, VmState]:
+        """Return every guest the hypervisor knows, by instance name."""
+
+    def close(self) -> None:  # noqa: B027 - optional: drivers without connections keep this
+        """Release connections held by the driver."""
+
+    def __enter__(self) -> HypervisorDriver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,248 @@
+"""The libvirt hypervisor driver: `HypervisorDriver` on top of `Host` and `Guest`.
+
+Policy lives here: `build_domain` decides the domain type (``kvm`` when
+/dev/kvm works, ``qemu`` for TCG otherwise, ``test`` on libvirt's test
+driver), the CPU mode and the devices, and fills the XML objects with it.
+
+Guests are persistent only while they run: ``start`` defines and boots,
+``stop`` powers off and undefines, because the engine holds the definitive
+definition and hands it over again on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+from stackwright.agent.errors import HypervisorError, InvalidSpec
+from stackwright.agent.hypervisor.base import (
+    DiskSpec,
+    FileSource,
+    HostInfo,
+    HostStats,
+    HypervisorDriver,
+    NfsSource,
+    VmSpec,
+    VmState,
+    nfs_path,
+)
+from stackwright.agent.hypervisor.libvirt import xml
+from stackwright.agent.hypervisor.libvirt.guest import Guest
+from stackwright.agent.hypervisor.libvirt.host import Host, list_bridges, nic_address
+
+log = logging.getLogger(__name__)
+
+DISK_DEVICE = re.compile(r"(vd|sd|hd)[a-z]{1,2}")
+MAC_ADDRESS = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+DISK_FORMATS = ("qcow2", "raw")
+DOMAIN_TYPES = {"kvm": "kvm", "tcg": "qemu", "none": "test"}
+NFS_PORT = 2049
+
+
+def validate_spec(spec: VmSpec) -> None:
+    """Reject a spec libvirt would refuse, naming the field and the fix."""
+    if not spec.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", spec.name):
+        raise InvalidSpec(f"VM name {spec.name!r} must be 1-80 letters, digits, '.', '_' or '-'")
+    for label, value in (("vcpus", spec.vcpus), ("memory_mb", spec.memory_mb), ("cpu_mhz", spec.cpu_mhz)):
+        if not isinstance(value, int) or value <= 0:
+            raise InvalidSpec(f"VM {spec.name}: {label} must be a positive integer, got {value!r}")
+    devices = [disk.device for disk in spec.disks]
+    for disk in spec.disks:
+        if not DISK_DEVICE.fullmatch(disk.device):
+            raise InvalidSpec(f"VM {spec.name}: disk device {disk.device!r} must look like vda, vdb, ...")
+        if disk.format not in DISK_FORMATS:
+            raise InvalidSpec(f"VM {spec.name}: disk {disk.device} format {disk.format!r} must be qcow2 or raw")
+        if isinstance(disk.source, NfsSource) and disk.source.port not in (None, NFS_PORT):
+            raise InvalidSpec(
+                f"VM {spec.name}: disk {disk.device} is on NFS port {disk.source.port}; QEMU's NFS "
+                "client only uses the standard ports, so serve the export there or mount it on the host"
+            )
+    if len(set(devices)) != len(devices):
+        raise InvalidSpec(f"VM {spec.name}: disk devices {devices} are not unique")
+    for nic in spec.nics:
+        if not MAC_ADDRESS.fullmatch(nic.mac or ""):
+            raise InvalidSpec(f"VM {spec.name}: NIC MAC {nic.mac!r} must look like 02:00:00:aa:bb:cc")
+        if not nic.bridge:
+            raise InvalidSpec(f"VM {spec.name}: NIC {nic.mac} names no bridge")
+
+
+def build_disk(disk: DiskSpec, nfs_identity: tuple[str, str] | None) -> xml.Disk:
+    if isinstance(disk.source, FileSource):
+        return xml.Disk(target_dev=disk.device, driver_type=disk.format, source_file=disk.source.path)
+    if isinstance(disk.source, NfsSource):
+        user, group = nfs_identity or (None, None)
+        # libvirt rejects a port on NFS hosts; the portmapper finds the services.
+        return xml.Disk(
+            target_dev=disk.device,
+            driver_type=disk.format,
+            source_protocol="nfs",
+            source_name=nfs_path(disk.source),
+            hosts=[xml.DiskHost(name=disk.source.server)],
+            identity_user=user,
+            identity_group=group,
+        )
+    raise InvalidSpec(f"disk {disk.device} has an unsupported source {type(disk.source).__name__}")
+
+
+def build_domain(
+    spec: VmSpec,
+    accel: str,
+    arch: str,
+    nfs_identity: tuple[str, str] | None = None,
+    cpu_mode: str | None = None,
+) -> xml.Domain:
+    """Turn a `VmSpec` into domain XML objects for this host's acceleration.
+
+    ``cpu_mode`` is agent.properties' ``guest.cpu.mode`` (host-model,
+    host-passthrough); without it libvirt's default CPU model is used, which
+    also works under nested virtualisation where passthrough may not.
+    """
+    domain_type = DOMAIN_TYPES[accel]
+    return xml.Domain(
+        name=spec.name,
+        uuid=spec.uuid,
+        type=domain_type,
+        memory=xml.Memory(spec.memory_mb * 1024),
+        current_memory=xml.Memory(spec.memory_mb * 1024, "currentMemory"),
+        vcpus=spec.vcpus,
+        # CloudStack weighs guests by the CPU speed their offering promises.
+        cputune=xml.CpuTune(shares=spec.vcpus * spec.cpu_mhz),
+        cpu=xml.Cpu(mode=cpu_mode) if cpu_mode and accel == "kvm" else None,
+        os=xml.Os(type="hvm", arch=arch, boot=["hd"]),
+        features=["acpi", "apic"] if domain_type != "test" else [],
+        disks=[build_disk(disk, nfs_identity) for disk in spec.disks],
+        interfaces=[xml.Interface(mac=nic.mac.lower(), bridge=nic.bridge, model=nic.model) for nic in spec.nics],
+        serials=[xml.CharDevice(element_name="serial", target_port=0)],
+        consoles=[xml.CharDevice(element_name="console", target_type="serial", target_port=0)],
+        graphics=[xml.Graphics(listen=spec.vnc_listen, password=spec.vnc_password)],
+    )
+
+
+class LibvirtDriver(HypervisorDriver):
+    """KVM (or TCG) guests through libvirt."""
+
+    kind = "libvirt"
+
+    def __init__(
+        self,
+        uri: str = "qemu:///system",
+        private_device: str | None = None,
+        stop_grace: float = 30.0,
+        nfs_identity: tuple[str, str] | None = ("root", "root"),
+        accel: str | None = None,
+        cpu_mode: str | None = None,
+    ) -> None:
+        if accel is not None and accel not in DOMAIN_TYPES:
+            raise InvalidSpec(f"acceleration {accel!r} is not one of: {', '.join(DOMAIN_TYPES)}")
+        self.host = Host(uri)
+        self.private_device = private_device
+        self.stop_grace = stop_grace
+        # Volumes are created by the agent as root with mode 0600, and QEMU
+        # runs as another user: it must present root's identity to the server.
+        self.nfs_identity = nfs_identity
+        self._accel = accel
+        self.cpu_mode = cpu_mode
+        self._cpu_sample: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    # -- host --------------------------------------------------------------
+
+    @property
+    def accel(self) -> str:
+        if self._accel is None:
+            if self.host.driver_type.upper() == "TEST":
+                self._accel = "none"
+            elif self.host.kvm_available(self.host.cpu_topology().arch):
+                self._accel = "kvm"
+            else:
+                self._accel = "tcg"
+            log.info("libvirt at %s: guests use %s", self.host.uri, self._accel)
+        return self._accel
+
+    def host_info(self) -> HostInfo:
+        topology = self.host.cpu_topology()
+        total, _free = self.host.memory()
+        nic = nic_address(self.private_device)
+        return HostInfo(
+            hostname=self.host.hostname(),
+            hypervisor="KVM",
+            hypervisor_version=self.host.hypervisor_version(),
+            arch=topology.arch,
+            cpu_sockets=topology.sockets,
+            cpu_cores=topology.cores,
+            cpu_threads=topology.threads,
+            cpus=topology.cpus,
+            cpu_mhz=topology.mhz,
+            memory_bytes=total,
+            private_ip=nic.ip,
+            private_mac=nic.mac,
+            bridges=list_bridges(),
+            accel=self.accel,
+        )
+
+    def host_stats(self) -> HostStats:
+        """CPU use since the previous call (since boot on the first), and memory now."""
+        busy, total = self.host.cpu_times()
+        with self._lock:
+            previous, self._cpu_sample = self._cpu_sample, (busy, total)
+        if previous is not None and total > previous[1]:
+            busy, total = busy - previous[0], total - previous[1]
+        utilization = min(100.0, max(0.0, 100.0 * busy / total)) if total > 0 else 0.0
+        memory_total, memory_free = self.host.memory()
+        return HostStats(cpu_utilization=round(utilization, 2), memory_total_bytes=memory_total,
+                         memory_free_bytes=memory_free)
+
+    # -- guests ------------------------------------------------------------
+
+    def domain_xml(self, spec: VmSpec) -> str:
+        validate_spec(spec)
+        return build_domain(spec, self.accel, self.host.cpu_topology().arch, self.nfs_identity,
+                            self.cpu_mode).to_xml()
+
+    def start(self, spec: VmSpec) -> VmState:
+        domain_xml = self.domain_xml(spec)
+        existing = self.host.find_domain(spec.name)
+        if existing is not None:
+            leftover = Guest(self.host, existing)
+            if leftover.is_active:
+                log.info("domain %s is already running", spec.name)
+                return VmState.RUNNING
+            # A stale definition (an earlier stop that did not finish) yields to the engine's.
+            leftover.undefine()
+        guest = Guest(self.host, self.host.define(domain_xml))
+        try:
+            guest.launch()
+        except Exception:
+            # Leave nothing half-made behind: a guest that did not boot is not defined.
+            guest.undefine()
+            raise
+        return guest.state
+
+    def stop(self, name: str, force: bool = False) -> VmState:
+        domain = self.host.find_domain(name)
+        if domain is None:
+            return VmState.STOPPED
+        guest = Guest(self.host, domain)
+        if guest.is_active:
+            if force or not guest.shutdown(self.stop_grace):
+                if not force:
+                    log.warning("domain %s ignored shutdown for %ss; powering it off", name, self.stop_grace)
+                guest.poweroff()
+        guest.undefine()
+        return VmState.STOPPED
+
+    def reboot(self, name: str) -> None:
+        guest = Guest(self.host, self.host.get_domain(name))
+        if not guest.is_active:
+            raise HypervisorError(f"cannot reboot {name}: it is not running; start it instead")
+        guest.reboot()
+
+    def query(self, name: str) -> VmState:
+        return Guest(self.host, self.host.get_domain(name)).state
+
+    def list_vms(self) -> dict[str, VmState]:
+        return {guest.name: guest.state for guest in (Guest(self.host, d) for d in self.host.list_domains())}
+
+    def close(self) -> None:
+        self.host.close()

@@ -1,0 +1,46 @@
+"""The neutral storage driver interface used by the agent's command handlers."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from stackwright.agent.hypervisor.base import DiskSpec
+from stackwright.protocol.messages import PoolSpec, PoolStats
+
+__all__ = ["POOL_MODES", "PoolSpec", "PoolStats", "StorageDriver"]
+
+# PoolSpec.mode: mount with the kernel, use QEMU's user-space client, or detect.
+POOL_MODES = ("auto", "kernel", "userspace")
+
+
+class StorageDriver(ABC):
+    """Operations the agent performs on primary and secondary storage."""
+
+    kind: str = ""
+
+    @abstractmethod
+    def attach(self, pool: PoolSpec) -> PoolStats:
+        """Make a pool usable on this host (mount if needed) and prove it is writable."""
+
+    @abstractmethod
+    def stats(self, pool: PoolSpec) -> PoolStats:
+        """Report a pool's capacity and usage."""
+
+    @abstractmethod
+    def detach(self, pool: PoolSpec) -> None:
+        """Release a pool (unmount if this driver mounted it)."""
+
+    @abstractmethod
+    def create_volume(self, pool: PoolSpec, name: str, size_bytes: int, fmt: str = "qcow2") -> DiskSpec:
+        """Create an empty volume on a pool; return how a guest reaches it.
+
+        The returned ``DiskSpec`` has ``device`` left as ``"vda"``; callers set the device name.
+        """
+
+    @abstractmethod
+    def delete_volume(self, pool: PoolSpec, name: str) -> None:
+        """Remove a volume; removing a volume that is already gone is not an error."""
+
+    @abstractmethod
+    def check_secondary(self, url: str) -> PoolStats:
+        """Prove a secondary storage URL is reachable and writable; report its capacity."""

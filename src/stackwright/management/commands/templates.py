@@ -1,0 +1,102 @@
+"""Templates: listTemplates.
+
+A template available in every zone (the built-in ones) is shown with the zone asked for
+(`zoneid`), else once, without a zone, marked `crossZones`.
+"""
+
+from sqlalchemy import select
+
+from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.params import Param, String, Uuid
+from ..api.registry import api_command
+from ..api.render import compact, date
+from ..persistence.models import Account, Domain, Template, Zone
+from ..services.hierarchy import HYPERVISORS, choose
+
+TEMPLATE_FIELDS = (
+    ("id", "the template ID"), ("name", "the template name"), ("displaytext", "the template display text"),
+    ("isready", "true if the template is ready to be deployed from, false otherwise.", "boolean"),
+    ("status", "the status of the template"), ("format", "the format of the template."),
+    ("hypervisor", "the hypervisor on which the template runs"), ("ostypename", "the name of the OS type"),
+    ("zoneid", "the ID of the zone for this template"), ("zonename", "the name of the zone for this template"),
+    ("ispublic", "true if this template is a public template, false otherwise", "boolean"),
+    ("isfeatured", "true if this template is a featured template, false otherwise", "boolean"),
+    ("templatetype", "the type of the template"), ("size", "the size of the template", "long"),
+    ("crossZones", "true if the template is managed across all Zones, false otherwise", "boolean"),
+    ("created", "the date this template was created", "date"),
+)
+
+
+def template_view(template, zone=None, account=None, domain=None):
+    return compact({
+        "id": template.uuid,
+        "name": template.name,
+        "displaytext": template.display_text,
+        "isready": template.is_ready,
+        "status": template.status,
+        "format": template.format,
+        "hypervisor": template.hypervisor,
+        "ostypename": template.os_type,
+        "zoneid": zone.uuid if zone else None,
+        "zonename": zone.name if zone else None,
+        "ispublic": template.is_public,
+        "isfeatured": template.is_featured,
+        "templatetype": template.template_type,
+        "size": template.size_bytes,
+        "physicalsize": template.size_bytes,
+        "crossZones": template.zone_id is None,
+        "account": account.name if account else "system",
+        "domainid": domain.uuid if domain else None,
+        "domain": domain.name if domain else None,
+        "checksum": template.checksum,
+        "passwordenabled": False,
+        "sshkeyenabled": False,
+        "isextractable": False,
+        "bootable": True,
+        "requireshvm": True,
+        "isdynamicallyscalable": False,
+        "directdownload": False,
+        "deployasis": False,
+        "tags": [],
+        "created": date(template.created),
+    })
+
+
+@api_command("listTemplates", response="template", admin_only=False, fields=TEMPLATE_FIELDS,
+             cmd_class="org.apache.cloudstack.api.command.user.template.ListTemplatesCmd", params=[
+    Param("templatefilter", String(), required=True,
+          description="possible values are featured, self, selfexecutable, sharedexecutable, executable, community, all"),
+    Param("id", Uuid(Template), description="the template ID"),
+    Param("name", String(), description="the template name"),
+    Param("zoneid", Uuid(Zone), description="list templates by zoneId"),
+    Param("hypervisor", String(), description="the hypervisor for which to restrict the search"),
+    Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
+    Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
+])
+def list_templates(ctx, p):
+    """List all public, private, and privileged templates."""
+    hypervisor = choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
+                        % (p.hypervisor, " or ".join(HYPERVISORS))) if p.hypervisor else None
+    q = ctx.catalog.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor)
+    if p.id is not None:
+        q = q.where(Template.id == p.id.id)
+    if p.name:
+        q = q.where(ci_equals(Template.name, p.name))
+    if p.account:
+        q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
+    q = keyword_filter(q, p, Template.name, Template.display_text)
+
+    def render_many(templates):
+        zone_ids = {t.zone_id for t in templates if t.zone_id is not None}
+        zones = {z.id: z for z in ctx.session.execute(select(Zone).where(Zone.id.in_(zone_ids))).scalars()}
+        accounts = {a.id: a for a in ctx.session.execute(
+            select(Account).where(Account.id.in_({t.account_id for t in templates if t.account_id}))).unique().scalars()}
+        root = ctx.accounts.root_domain()
+        out = []
+        for t in templates:
+            account = accounts.get(t.account_id)
+            zone = zones.get(t.zone_id) if t.zone_id is not None else p.zoneid
+            out.append(template_view(t, zone, account, account.domain if account else root))
+        return out
+
+    return page_of(ctx, p, q, Template.id, None, render_many=render_many)

@@ -1,0 +1,280 @@
+"""Virtual machines: deployVirtualMachine, startVirtualMachine, stopVirtualMachine,
+rebootVirtualMachine, destroyVirtualMachine, listVirtualMachines.
+
+deployVirtualMachine is an async create: the VM exists (Stopped) when the request
+returns, and the job starts it. The other changes are async jobs whose result is the VM.
+"""
+
+from sqlalchemy import func, select
+
+from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
+from ..api.registry import api_command
+from ..api.render import compact, date
+from ..errors import PermissionDenied
+from ..persistence.models import (
+    Account,
+    AsyncJob,
+    Cluster,
+    Domain,
+    Host,
+    Pod,
+    ServiceOffering,
+    Template,
+    VmInstance,
+    Zone,
+)
+from ..services.hierarchy import HYPERVISORS, choose
+from ..services.vms import EXPUNGING
+
+VM_FIELDS = (
+    ("id", "the ID of the virtual machine"), ("name", "the name of the virtual machine"),
+    ("displayname", "user generated name. The name of the virtual machine is returned if no displayname exists."),
+    ("instancename", "instance name of the user vm; this parameter is returned to the ROOT admin only"),
+    ("state", "the state of the virtual machine"),
+    ("hostid", "the ID of the host for the virtual machine"), ("hostname", "the name of the host for the virtual machine"),
+    ("haenable", "true if high-availability is enabled, false otherwise", "boolean"),
+    ("cpunumber", "the number of vCPUs this virtual machine is using", "integer"),
+    ("cpuspeed", "the speed of each vCPU", "integer"), ("memory", "the memory allocated for the virtual machine", "integer"),
+    ("zoneid", "the ID of the availability zone for the virtual machine"),
+    ("zonename", "the name of the availability zone for the virtual machine"),
+    ("templateid", "the ID of the template for the virtual machine"),
+    ("serviceofferingid", "the ID of the service offering of the virtual machine"),
+    ("hypervisor", "the hypervisor on which the template runs"),
+    ("account", "the account associated with the virtual machine"),
+    ("domainid", "the ID of the domain in which the virtual machine exists"),
+    ("created", "the date when this virtual machine was created", "date"),
+    ("nic", "the list of nics associated with vm", "list"), ("tags", "the list of resource tags associated", "list"),
+    ("details", "Vm details in key/value pairs.", "map"),
+)
+VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
+VM_ID = Param("id", Uuid(VmInstance), required=True, description="The ID of the virtual machine")
+PLACEMENT_PARAMS = [
+    Param("%sid" % what, Uuid(model),
+          description="destination %s ID to deploy the VM to - parameter available for root admin only" % label)
+    for what, model, label in (("host", Host, "Host"), ("pod", Pod, "Pod"), ("cluster", Cluster, "Cluster"))
+]
+
+
+def render_vms(ctx, vms):
+    """API views of `vms`, loading what they refer to once per page."""
+    if not vms:
+        return []
+    session = ctx.session
+
+    def by_id(model, ids):
+        ids = {i for i in ids if i is not None}
+        if not ids:
+            return {}
+        return {row.id: row for row in session.execute(select(model).where(model.id.in_(ids))).unique().scalars()}
+
+    zones = by_id(Zone, (v.zone_id for v in vms))
+    hosts = by_id(Host, (v.host_id for v in vms))
+    templates = by_id(Template, (v.template_id for v in vms))
+    offerings = by_id(ServiceOffering, (v.service_offering_id for v in vms))
+    accounts = by_id(Account, (v.account_id for v in vms))
+    jobs = select(AsyncJob.instance_uuid, AsyncJob.uuid).where(
+        AsyncJob.instance_uuid.in_([v.uuid for v in vms]), AsyncJob.status == 0)
+    if ctx.job is not None:
+        # A job's own result does not show the job as pending.
+        jobs = jobs.where(AsyncJob.id != ctx.job.id)
+    pending = dict(session.execute(jobs).all())
+    admin = ctx.is_root_admin
+    return [vm_view(v, zones[v.zone_id], hosts.get(v.host_id), templates.get(v.template_id),
+                    offerings.get(v.service_offering_id), accounts.get(v.account_id), pending.get(v.uuid), admin)
+            for v in vms]
+
+
+def vm_view(vm, zone, host, template, offering, account, job_uuid=None, admin=True):
+    return compact({
+        "id": vm.uuid,
+        "name": vm.name,
+        "displayname": vm.display_name,
+        "instancename": vm.instance_name if admin else None,
+        "state": vm.state,
+        "hostid": host.uuid if host and admin else None,
+        "hostname": host.name if host and admin else None,
+        "haenable": vm.ha_enabled,
+        "cpunumber": vm.cpu_number,
+        "cpuspeed": vm.cpu_speed,
+        "memory": vm.memory_mb,
+        "zoneid": zone.uuid,
+        "zonename": zone.name,
+        "templateid": template.uuid if template else None,
+        "templatename": template.name if template else None,
+        "templatedisplaytext": template.display_text if template else None,
+        "serviceofferingid": offering.uuid if offering else None,
+        "serviceofferingname": offering.name if offering else None,
+        "hypervisor": vm.hypervisor,
+        "account": account.name if account else None,
+        "domainid": account.domain.uuid if account else None,
+        "domain": account.domain.name if account else None,
+        "ostypename": template.os_type if template else None,
+        "rootdevicetype": "ROOT",
+        "rootdeviceid": 0,
+        "passwordenabled": False,
+        "isdynamicallyscalable": False,
+        "created": date(vm.created),
+        "nic": [{"id": vm.nic_uuid, "macaddress": vm.mac_address, "isdefault": True, "traffictype": "Guest",
+                 "deviceid": "0"}],
+        "tags": [],
+        "details": dict(vm.details or {}),
+        "jobid": job_uuid,
+        "jobstatus": 0 if job_uuid else None,
+    })
+
+
+def one_vm(ctx, vm):
+    return render_vms(ctx, [vm])[0]
+
+
+def _job_vm(ctx):
+    return ctx.session.execute(select(VmInstance).where(VmInstance.uuid == ctx.job.instance_uuid)).scalar_one()
+
+
+def _prepare_deploy(ctx, p):
+    owner = ctx.vms.owner(p.account, p.domainid)
+    vm = ctx.vms.create(
+        zone=p.zoneid, offering=p.serviceofferingid, template=p.templateid, owner=owner, name=p.name,
+        display_name=p.displayname, hypervisor=p.hypervisor, host=p.hostid, pod=p.podid, cluster=p.clusterid,
+        details=map_dict(p.details), root_disk_gb=p.rootdisksize,
+    )
+    return vm.uuid
+
+
+@api_command("deployVirtualMachine", response="virtualmachine", async_job=True, prepare=_prepare_deploy,
+             instance_type="VirtualMachine", admin_only=False, fields=VM_FIELDS,
+             cmd_class=VM_PACKAGE + "DeployVMCmd", params=[
+    Param("serviceofferingid", Uuid(ServiceOffering), required=True,
+          description="the ID of the service offering for the virtual machine"),
+    Param("templateid", Uuid(Template), required=True, description="the ID of the template for the virtual machine"),
+    Param("zoneid", Uuid(Zone), required=True, description="availability zone for the virtual machine"),
+    Param("name", String(), description="host name for the virtual machine"),
+    Param("displayname", String(), description="an optional user generated name for the virtual machine"),
+    *PLACEMENT_PARAMS,
+    Param("hypervisor", String(), description="the hypervisor on which to deploy the virtual machine"),
+    Param("startvm", Boolean(), default=True, description="true by default - deploy the VM and start it; false: only deploy it"),
+    Param("account", String(), description="an optional account for the virtual machine. Must be used with domainId."),
+    Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
+    Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
+    Param("rootdisksize", Long(), description="Optional field to resize root disk on deploy (GB)"),
+])
+def deploy_virtual_machine(ctx, p):
+    """Creates and automatically starts a virtual machine based on a service offering and template."""
+    vm = ctx.vms.deploy(_job_vm(ctx), start=p.startvm, host=p.hostid, pod=p.podid, cluster=p.clusterid)
+    return one_vm(ctx, vm)
+
+
+@api_command("startVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StartVMCmd", params=[
+    VM_ID,
+    *PLACEMENT_PARAMS,
+    Param("considerlasthost", Boolean(), default=True,
+          description="True by default, the last host of the VM is tried first when it has capacity"),
+])
+def start_virtual_machine(ctx, p):
+    """Starts a virtual machine."""
+    vm = ctx.vms.check_access(p.id)
+    ctx.vms.check_placement(ctx.session.get(Zone, vm.zone_id), host=p.hostid, pod=p.podid, cluster=p.clusterid)
+    vm = ctx.vms.start(vm, host=p.hostid, pod=p.podid, cluster=p.clusterid, consider_last_host=p.considerlasthost)
+    return one_vm(ctx, vm)
+
+
+@api_command("stopVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StopVMCmd", params=[
+    VM_ID,
+    Param("forced", Boolean(), description="Force stop the VM (vm is marked as Stopped even when command fails to "
+                                           "be send to the backend, otherwise a force poweroff is attempted)."),
+])
+def stop_virtual_machine(ctx, p):
+    """Stops a virtual machine."""
+    return one_vm(ctx, ctx.vms.stop(ctx.vms.check_access(p.id), forced=bool(p.forced)))
+
+
+@api_command("rebootVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "RebootVMCmd", params=[VM_ID])
+def reboot_virtual_machine(ctx, p):
+    """Reboots a virtual machine."""
+    return one_vm(ctx, ctx.vms.reboot(ctx.vms.check_access(p.id)))
+
+
+@api_command("destroyVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "DestroyVMCmd", params=[
+    VM_ID,
+    Param("expunge", Boolean(), description="If true is passed, the vm is expunged immediately. False by default."),
+])
+def destroy_virtual_machine(ctx, p):
+    """Destroys a virtual machine."""
+    vm = ctx.vms.check_access(p.id)
+    if p.expunge and not ctx.is_root_admin:
+        raise PermissionDenied("Parameter expunge can be passed by Admin only. Or when the "
+                               "allow.user.expunge.recover.vm key is set.")
+    return one_vm(ctx, ctx.vms.destroy(vm, expunge=bool(p.expunge)))
+
+
+@api_command("listVirtualMachines", response="virtualmachine", admin_only=False, fields=VM_FIELDS,
+             cmd_class=VM_PACKAGE + "ListVMsCmd", params=[
+    Param("id", Uuid(VmInstance), description="the ID of the virtual machine"),
+    Param("ids", List(Uuid(VmInstance)), description="the IDs of the virtual machines, mutually exclusive with id"),
+    Param("name", String(), description="name of the virtual machine (a substring match is not done)"),
+    Param("state", String(), description="state of the virtual machine"),
+    Param("zoneid", Uuid(Zone), description="the availability zone ID"),
+    Param("hostid", Uuid(Host), description="the host ID"),
+    Param("podid", Uuid(Pod), description="the pod ID"),
+    Param("clusterid", Uuid(Cluster), description="the cluster ID"),
+    Param("templateid", Uuid(Template), description="list vms by template"),
+    Param("serviceofferingid", Uuid(ServiceOffering), description="list by the service offering"),
+    Param("hypervisor", String(), description="the target hypervisor for the template"),
+    Param("haenable", Boolean(), description="list by the High Availability offering; true if filtering VMs with HA enabled"),
+    Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
+    Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
+    Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
+    Param("details", List(), description="comma separated list of vm details requested"),
+])
+def list_virtual_machines(ctx, p):
+    """List the virtual machines owned by the account."""
+    q = select(VmInstance).where(VmInstance.removed.is_(None), VmInstance.state != EXPUNGING)
+    if p.id is not None:
+        q = q.where(VmInstance.id == p.id.id)
+    if p.ids:
+        q = q.where(VmInstance.id.in_([v.id for v in p.ids]))
+    if p.name:
+        q = q.where(ci_equals(VmInstance.name, p.name))
+    if p.state:
+        q = q.where(ci_equals(VmInstance.state, p.state))
+    for param, column in ((p.zoneid, VmInstance.zone_id), (p.hostid, VmInstance.host_id),
+                          (p.templateid, VmInstance.template_id),
+                          (p.serviceofferingid, VmInstance.service_offering_id)):
+        if param is not None:
+            q = q.where(column == param.id)
+    if p.podid is not None or p.clusterid is not None:
+        hosts = select(Host.id)
+        hosts = hosts.where(Host.pod_id == p.podid.id) if p.podid is not None else hosts
+        hosts = hosts.where(Host.cluster_id == p.clusterid.id) if p.clusterid is not None else hosts
+        q = q.where(VmInstance.host_id.in_(hosts))
+    if p.hypervisor:
+        q = q.where(VmInstance.hypervisor == choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
+                                                    % (p.hypervisor, " or ".join(HYPERVISORS))))
+    if given(p, "haenable"):
+        q = q.where(VmInstance.ha_enabled.is_(p.haenable))
+    q = _owned(ctx, p, q)
+    q = keyword_filter(q, p, VmInstance.name, VmInstance.display_name, VmInstance.instance_name)
+    return page_of(ctx, p, q, VmInstance.id, None, render_many=lambda vms: render_vms(ctx, vms))
+
+
+def _owned(ctx, p, q):
+    """Whose VMs: an account named (admins), everything (admins with listall), else the caller's."""
+    admin = ctx.is_root_admin
+    if p.account:
+        domain_id = p.domainid.id if p.domainid is not None else ctx.account.domain_id
+        account_ids = select(Account.id).where(func.lower(Account.name) == p.account.lower(),
+                                               Account.domain_id == domain_id)
+        if not admin and p.account.lower() != ctx.account.name.lower():
+            raise PermissionDenied("Account %s does not have permission to list the VMs of account %s"
+                                   % (ctx.account.name, p.account))
+        return q.where(VmInstance.account_id.in_(account_ids))
+    if admin and p.domainid is not None:
+        return q.where(VmInstance.domain_id == p.domainid.id)
+    if admin and (p.listall or p.id is not None or p.ids):
+        return q
+    return q.where(VmInstance.account_id == ctx.account.id)

@@ -1,0 +1,477 @@
+"""The engine's side of its hosts' agents: registration, heartbeats, storage attachment.
+
+`AgentManager` owns the agent channel's listener (`agentlink.AgentLinkServer`), the
+certificate authority and the enrollment tokens, and implements the channel's
+`AgentEvents` on top of the host and storage services. Database work runs on a small
+thread pool, never on the event loop.
+
+The host key of a session is the agent's guid. An agent that registers before any
+`addHost` names it stays connected as *pending*; `addHost` then completes at once.
+Heartbeats only touch the database when they change something (a host coming back from
+Alert); `last_pinged` is written in batches, so thousands of hosts pinging cost little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from stackwright.management.agentlink import (
+    AgentLinkServer,
+    AgentUnavailable,
+    CommandTimeout,
+    LinkSettings,
+    PingLevel,
+    RegistrationRefused,
+    RemoteError,
+)
+from stackwright.protocol import messages as m
+from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
+
+from ..context import Context
+from ..errors import ResourceUnavailable
+from ..persistence.models import Cluster, EnrollmentToken, Host, ImageStore, Pod, StoragePool, Zone, utcnow
+
+log = logging.getLogger(__name__)
+
+PING_FLUSH_SECONDS = 5.0
+
+
+class DbTokenStore:
+    """Enrollment tokens in the database, keyed by the SHA-256 digest of the secret."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def add(self, digest, record: TokenRecord):
+        with self.db.transaction() as s:
+            s.add(EnrollmentToken(digest=digest, expires_at=record.expires_at, guid=record.guid,
+                                  note=record.note))
+
+    def take(self, digest):
+        with self.db.transaction() as s:
+            row = s.get(EnrollmentToken, digest)
+            if row is None:
+                return None
+            s.delete(row)
+            return TokenRecord(expires_at=row.expires_at, guid=row.guid, note=row.note or "")
+
+
+@dataclass
+class Pending:
+    """An agent that registered before its host was added."""
+
+    request: m.RegisterRequest
+    since: float
+
+
+class AgentManager:
+    def __init__(self, engine, opts):
+        self.engine = engine
+        self.opts = opts
+        self.server: AgentLinkServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="agents")
+        self.pending: dict[str, Pending] = {}
+        self.simulated: dict[str, object] = {}
+        self._pings: dict[str, int] = {}
+        self._pings_lock = threading.Lock()
+        self._flusher: asyncio.Task | None = None
+        self._registered: dict[str, threading.Event] = {}
+        # Hosts marked Alert or Disconnected: their next ping brings them back Up.
+        self.degraded: set[str] = set()
+        self.ca = None
+        self.tokens = None
+        # Last guest states each host reported, so unchanged pings cost nothing.
+        self._vm_reports: dict[str, dict[str, str]] = {}
+        self._vm_reports_lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        settings = self.engine.settings
+        self.ca = CertificateAuthority.load_or_create(self.opts.pki_dir)
+        self.tokens = EnrollmentTokens(DbTokenStore(self.engine.db), self.ca)
+        names = tuple(n.strip() for n in settings.get("host").split(",") if n.strip())
+        link = LinkSettings(
+            host=self.opts.agent_host, port=self.opts.agent_port, tls=self.opts.agent_tls,
+            server_names=names + ("localhost", "127.0.0.1"),
+            ping_interval=float(settings.typed("ping.interval")),
+            ping_timeout=float(settings.typed("ping.timeout")),
+        )
+        self.server = AgentLinkServer(_Events(self), link, self.ca, self.tokens)
+        await self.server.start()
+        self._flusher = asyncio.create_task(self._flush_pings_forever(), name="ping-flusher")
+        log.info("agent channel listening on %s:%d (%s), ping.interval=%ss ping.timeout=%s",
+                 self.opts.agent_host, self.server.port, "TLS" if self.opts.agent_tls else "PLAIN TCP",
+                 link.ping_interval, link.ping_timeout)
+        await self._start_simulated_hosts()
+        return self
+
+    async def close(self):
+        for agent in list(self.simulated.values()):
+            await agent.stop()
+        self.simulated.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._run(self._flush_pings)
+        if self.server is not None:
+            await self.server.stop()
+        self.pool.shutdown(wait=True)
+
+    # --- helpers for worker threads (API requests, jobs) ---------------------------------
+
+    def call(self, host_key, command, timeout=60.0):
+        """Send `command` to a host's agent from a worker thread; returns the answer."""
+        if self.loop is None:
+            raise ResourceUnavailable("The agent channel is not running")
+        future = asyncio.run_coroutine_threadsafe(self.server.send(host_key, command, timeout), self.loop)
+        try:
+            return future.result(timeout + 5)
+        except (AgentUnavailable, CommandTimeout, concurrent.futures.TimeoutError) as e:
+            raise ResourceUnavailable("Host %s did not answer %s: %s" % (host_key, type(command).__name__, e or "timeout")) from None
+        except RemoteError as e:
+            raise ResourceUnavailable("Host %s failed %s: %s" % (host_key, type(command).__name__, e)) from None
+
+    def issue_token(self, ttl, guid=None, note=""):
+        future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)
+        return future.result(30)
+
+    def schedule(self, coro_fn, *args):
+        """Run `coro_fn(*args)` on the event loop, from any thread, without waiting."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(coro_fn(*args)))
+
+    def registration_event(self, guid):
+        return self._registered.setdefault(guid, threading.Event())
+
+    def pending_for(self, address=None, guid=None):
+        for key, pending in self.pending.items():
+            if guid and key == guid:
+                return key, pending
+            if address and pending.request.host.private_ip == address:
+                return key, pending
+        return None
+
+    # --- simulated agents of Simulator hosts ------------------------------------------------
+
+    async def _start_simulated_hosts(self):
+        def load():
+            with self.engine.db.transaction(readonly=True) as s:
+                return s.execute(
+                    select(Host.guid, Host.url).where(Host.hypervisor == "Simulator", Host.removed.is_(None),
+                                                      Host.guid.is_not(None))
+                ).all()
+
+        rows = await self._run(load)
+        for guid, url in rows:
+            await self.start_simulated(guid, url, wait=False)
+        if rows:
+            log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
+
+    async def start_simulated(self, guid, url, wait=True):
+        from stackwright.agent.hypervisor.simulator import SimulatorDriver
+        from stackwright.agent.link import Registration
+        from stackwright.agent.simulated import SimulatedAgent
+
+        from ..simulator.agent import SimulatedAgent as SimulatedHost
+
+        if guid in self.simulated:
+            return
+        sizes = SimulatedHost(url, self.engine.settings.get)
+        driver = SimulatorDriver(hostname=guid, cpus=sizes.cpus, cpu_mhz=sizes.cpu_speed,
+                                 memory_mb=sizes.memory >> 20)
+        agent = SimulatedAgent.local(self.server.connect_local, Registration(guid=guid), driver=driver)
+        self.simulated[guid] = agent
+        await agent.start(wait_registered=10 if wait else None)
+
+    async def stop_simulated(self, guid):
+        agent = self.simulated.pop(guid, None)
+        if agent is not None:
+            await agent.stop()
+        self.server.forget(guid)
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _context(self, session):
+        return Context(self.engine, session, None, "agent")
+
+    def register(self, request: m.RegisterRequest):
+        """Match a registering agent to its host; returns (host uuid or None, host name)."""
+        with self.engine.db.transaction() as s:
+            ctx = self._context(s)
+            hosts = ctx.hosts
+            host = hosts.by_guid(request.guid)
+            if host is None and request.host.private_ip:
+                host = s.execute(
+                    select(Host).where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
+                                       Host.hypervisor == request.host.hypervisor, Host.removed.is_(None))
+                ).scalars().first()
+            if host is None:
+                return None, ""
+            _check_location(s, host, request)
+            hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
+            return host.uuid, host.name
+
+    async def after_register(self, guid):
+        """Attach the primary pools of the host's cluster and check its zone's image stores."""
+        def targets():
+            with self.engine.db.transaction(readonly=True) as s:
+                host = s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
+                if host is None:
+                    return []
+                pools = _ctx_pools(self._context(s), host)
+                return [p.uuid for p in pools]
+
+        for pool_uuid in await self._run(targets):
+            await self.attach_pool_on(guid, pool_uuid)
+
+    async def attach_pool_on(self, guid, pool_uuid):
+        """Ask host `guid` to attach pool `pool_uuid`; record Up with real figures, or why not."""
+        def spec():
+            with self.engine.db.transaction(readonly=True) as s:
+                pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+                if pool is None or pool.removed is not None:
+                    return None
+                return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
+
+        pool_spec = await self._run(spec)
+        if pool_spec is None:
+            return
+        try:
+            answer = await self.server.send(guid, m.AttachPool(pool=pool_spec), timeout=120)
+        except (RemoteError, AgentUnavailable, CommandTimeout) as e:
+            message = str(e) or type(e).__name__
+            log.warning("host %s could not attach pool %s (%s): %s", guid, pool_spec.uuid, pool_spec.url, message)
+            await self._run(self._pool_result, pool_uuid, None, message)
+            return
+        await self._run(self._pool_result, pool_uuid, answer.stats, None)
+
+    async def attach_pool_everywhere(self, pool_uuid):
+        """A new pool: every connected KVM host in its scope attaches it."""
+        def hosts_in_scope():
+            with self.engine.db.transaction(readonly=True) as s:
+                pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+                if pool is None or pool.removed is not None or not pool.url.lower().startswith("nfs://"):
+                    return []
+                q = select(Host.guid).where(Host.state == "Up", Host.removed.is_(None), Host.hypervisor == "KVM",
+                                            Host.zone_id == pool.zone_id)
+                if pool.cluster_id is not None:
+                    q = q.where(Host.cluster_id == pool.cluster_id)
+                return [g for g in s.execute(q).scalars() if g]
+
+        for guid in await self._run(hosts_in_scope):
+            if self.server.session(guid) is not None:
+                await self.attach_pool_on(guid, pool_uuid)
+
+    def _pool_result(self, pool_uuid, stats, message):
+        with self.engine.db.transaction() as s:
+            pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+            if pool is None or pool.removed is not None:
+                return
+            storage = self._context(s).storage
+            if stats is not None:
+                storage.pool_attached(pool, stats.capacity_bytes, stats.used_bytes)
+            else:
+                storage.pool_unreachable(pool, message)
+
+    async def check_image_store(self, store_uuid):
+        """Have an Up KVM host of the store's zone check reachability and write access."""
+        def target():
+            with self.engine.db.transaction(readonly=True) as s:
+                store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
+                if store is None or store.removed is not None or not store.url.lower().startswith("nfs://"):
+                    return None, None
+                q = select(Host.guid).where(Host.state == "Up", Host.removed.is_(None), Host.hypervisor == "KVM")
+                if store.zone_id is not None:
+                    q = q.where(Host.zone_id == store.zone_id)
+                return store.url, [g for g in s.execute(q).scalars() if g]
+
+        url, guids = await self._run(target)
+        if not url or not guids:
+            return
+        for guid in guids:
+            if self.server.session(guid) is None:
+                continue
+            try:
+                answer = await self.server.send(guid, m.CheckSecondary(url=url), timeout=60)
+            except (RemoteError, AgentUnavailable, CommandTimeout) as e:
+                await self._run(self._store_result, store_uuid, None, str(e) or type(e).__name__)
+                return
+            await self._run(self._store_result, store_uuid, answer.stats, None)
+            return
+
+    def _store_result(self, store_uuid, stats, message):
+        with self.engine.db.transaction() as s:
+            store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
+            if store is None:
+                return
+            storage = self._context(s).storage
+            if stats is not None:
+                storage.image_store_checked(store, stats.capacity_bytes, stats.used_bytes)
+            else:
+                storage.image_store_unreachable(store, message)
+
+    def host_state(self, guid, state):
+        with self.engine.db.transaction() as s:
+            host = s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
+            if host is None:
+                return None
+            hosts = self._context(s).hosts
+            if state == "Up":
+                hosts.agent_pinged(host)
+            else:
+                hosts.agent_lost(host, state)
+            return host.state
+
+    def pinged(self, guid):
+        with self._pings_lock:
+            self._pings[guid] = int(time.time())
+
+    def _flush_pings(self):
+        with self._pings_lock:
+            batch, self._pings = self._pings, {}
+        if not batch:
+            return
+        with self.engine.db.transaction() as s:
+            for guid, when in batch.items():
+                s.execute(update(Host).where(Host.guid == guid, Host.removed.is_(None)).values(last_pinged=when))
+
+    async def _flush_pings_forever(self):
+        while True:
+            await asyncio.sleep(PING_FLUSH_SECONDS)
+            try:
+                await self._run(self._flush_pings)
+            except Exception:
+                log.exception("could not record heartbeats; retrying in %ss", PING_FLUSH_SECONDS)
+
+
+    # --- guest states reported by agents, reconciled by the VM service ---------------------
+
+    def vms_reported(self, guid, reported, always=False):
+        """Host `guid` reported its guests ({instance name: state}); reconcile them with the
+        database when they differ from its previous report (or `always`, on registration)."""
+        snapshot = {name: str(state) for name, state in reported.items()}
+        with self._vm_reports_lock:
+            if not always and self._vm_reports.get(guid) == snapshot:
+                return
+            self._vm_reports[guid] = snapshot
+        asyncio.ensure_future(self._run(self._reconcile_vms, guid, snapshot, utcnow()))
+
+    def _reconcile_vms(self, guid, snapshot, received):
+        from .vms import VmService
+
+        settled = False
+        try:
+            with self.engine.db.transaction() as s:
+                host = s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
+                if host is None:
+                    return
+                settled = VmService(self._context(s)).reconcile(host, snapshot, reported_at=received)
+        except Exception:
+            log.exception("could not reconcile the guests reported by host %s; retrying on its next ping", guid)
+        if not settled:
+            # A job is moving one of its VMs: look again at the next ping, even if unchanged.
+            with self._vm_reports_lock:
+                if self._vm_reports.get(guid) == snapshot:
+                    del self._vm_reports[guid]
+
+
+def _check_location(session, host, request):
+    """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id)."""
+    for model, value, row_id, what in (
+        (Zone, request.zone, host.zone_id, "zone"),
+        (Pod, request.pod, host.pod_id, "pod"),
+        (Cluster, request.cluster, host.cluster_id, "cluster"),
+    ):
+        if not value:
+            continue
+        row = session.get(model, row_id)
+        if value not in (row.uuid, row.name) and value != str(row.id):
+            raise RegistrationRefused(
+                "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
+                % (what, value, host.name, what, row.name, row.uuid, what)
+            )
+
+
+def _ctx_pools(ctx, host):
+    if host.hypervisor == "Simulator":
+        # Pools of Simulator clusters are simulated by the storage service (Up at creation,
+        # with their configured capacity); an attach would overwrite those figures.
+        return []
+    return [p for p in ctx.storage.pools_for_host(host) if p.url.lower().startswith("nfs://")]
+
+
+class _Events:
+    """`agentlink.AgentEvents` on top of the AgentManager."""
+
+    def __init__(self, manager: AgentManager):
+        self.manager = manager
+
+    async def on_register(self, session, request):
+        mgr = self.manager
+        try:
+            host_uuid, name = await mgr._run(mgr.register, request)
+        except RegistrationRefused:
+            raise
+        except Exception as e:
+            log.warning("registration of agent %s refused: %s", request.guid, e)
+            raise RegistrationRefused(getattr(e, "text", None) or str(e)) from None
+        if host_uuid is None:
+            mgr.pending[request.guid] = Pending(request, time.time())
+            log.info("agent %s at %s registered but no host was added for it yet; waiting for addHost "
+                     "(zone=%r pod=%r cluster=%r)", request.guid, request.host.private_ip,
+                     request.zone, request.pod, request.cluster)
+        else:
+            mgr.pending.pop(request.guid, None)
+            log.info("agent %s connected: host %s (%s) is Up", request.guid, name, host_uuid)
+            mgr.registration_event(request.guid).set()
+            asyncio.ensure_future(mgr.after_register(request.guid))
+            mgr.vms_reported(request.guid, request.vms, always=True)
+        return m.RegisterAnswer(host_id=request.guid, host_name=name or request.host.hostname)
+
+    async def on_ping(self, session, ping):
+        mgr = self.manager
+        guid = session.host_key
+        if guid in mgr.pending:
+            return
+        mgr.pinged(guid)
+        if guid in mgr.degraded:
+            mgr.degraded.discard(guid)
+            await mgr._run(mgr.host_state, guid, "Up")
+        if ping.vms_reported:
+            mgr.vms_reported(guid, ping.vms)
+
+    async def on_disconnect(self, session, clean):
+        mgr = self.manager
+        guid = session.host_key
+        if mgr.pending.pop(guid, None) is not None:
+            return
+        mgr.registration_event(guid).clear()
+        state = "Disconnected" if clean else "Alert"
+        mgr.degraded.add(guid)
+        new = await mgr._run(mgr.host_state, guid, state)
+        if new is not None:
+            log.info("agent of host %s disconnected (%s): host is %s", guid, "clean" if clean else "connection lost", new)
+
+    async def on_ping_timeout(self, host_key, level, session):
+        mgr = self.manager
+        if host_key in mgr.pending:
+            return
+        # Without a connection the host is gone once it has been silent for
+        # interval x timeout; with one, it is first Alert and Down after twice that.
+        state = "Down" if (level == PingLevel.DOWN or session is None) else "Alert"
+        mgr.degraded.add(host_key)
+        new = await mgr._run(mgr.host_state, host_key, state)
+        log.warning("host %s missed its pings (%s): now %s", host_key, level, new)

@@ -1,0 +1,182 @@
+"""What guests are made of: service offerings (CPU, memory) and templates (root disks).
+
+`seed()` puts the built-in offerings and templates of a new installation in place; it is
+run by `stackwright-setup-databases` and is idempotent. Seeded rows carry a `unique_name`,
+so an offering or template the operator deleted is not brought back by the next setup.
+"""
+
+import logging
+
+from sqlalchemy import false, or_, select
+
+from ..errors import InvalidParameterValue
+from ..persistence.models import ServiceOffering, Template, utcnow
+from .hosts import tag_string
+
+log = logging.getLogger(__name__)
+
+GiB = 1024 ** 3
+MAX_INT = 2 ** 31 - 1
+MIN_MEMORY_MB = 32
+STORAGE_TYPES = ("shared", "local")
+TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable", "executable", "community", "all")
+READY = "Download Complete"
+
+BUILTIN_OFFERINGS = (
+    dict(unique_name="Cloud.Com-Small Instance", name="Small Instance",
+         display_text="Small Instance, 1 CPU, 500 MHz, 512 MB", cpu_number=1, cpu_speed=500, memory_mb=512),
+    dict(unique_name="Cloud.Com-Medium Instance", name="Medium Instance",
+         display_text="Medium Instance, 1 CPU, 1000 MHz, 1024 MB", cpu_number=1, cpu_speed=1000, memory_mb=1024),
+)
+
+# A blank qcow2 root disk: the guest boots into its firmware, which is enough to define,
+# start, stop and reboot it. The Simulator template keeps the name CloudStack's simulator
+# seeds, which existing playbooks and test suites look up.
+BUILTIN_TEMPLATES = (
+    dict(unique_name="stackwright-blank-kvm", name="Blank disk (no OS)",
+         display_text="Empty 1 GiB qcow2 root disk; the guest boots into its firmware",
+         format="QCOW2", hypervisor="KVM", size_bytes=GiB, os_type="Other (64-bit)"),
+    dict(unique_name="centos56-x86_64-simulator", name="CentOS 5.6 (64-bit) no GUI (Simulator)",
+         display_text="CentOS 5.6 (64-bit) no GUI (Simulator)",
+         format="QCOW2", hypervisor="Simulator", size_bytes=2 * GiB, os_type="CentOS 5.6 (64-bit)"),
+)
+
+
+def seed(session):
+    """Create the built-in offerings and templates that are missing; returns what was added."""
+    added = []
+    for spec in BUILTIN_OFFERINGS:
+        if _by_unique_name(session, ServiceOffering, spec["unique_name"]) is None:
+            session.add(ServiceOffering(storage_type="shared", **spec))
+            added.append(spec["name"])
+    for spec in BUILTIN_TEMPLATES:
+        if _by_unique_name(session, Template, spec["unique_name"]) is None:
+            session.add(Template(template_type="BUILTIN", is_public=True, is_featured=True, is_ready=True,
+                                 status=READY, **spec))
+            added.append(spec["name"])
+    session.flush()
+    if added:
+        log.info("seeded %s", ", ".join(added))
+    return added
+
+
+def _by_unique_name(session, model, unique_name):
+    return session.execute(select(model).where(model.unique_name == unique_name)).scalar_one_or_none()
+
+
+class CatalogService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    # --- service offerings -------------------------------------------------------------
+
+    def create_offering(self, *, name, display_text=None, cpu_number=None, cpu_speed=None, memory=None,
+                        offer_ha=False, limit_cpu_use=False, host_tags=None, storage_type=None, domain=None):
+        sizes = (cpu_number, cpu_speed, memory)
+        if any(v is not None for v in sizes) and any(v is None for v in sizes):
+            raise InvalidParameterValue(
+                "For creating a custom compute offering cpu, cpu speed and memory all should be null; "
+                "otherwise pass all three of cpunumber, cpuspeed and memory")
+        if cpu_number is not None and not 1 <= cpu_number <= MAX_INT:
+            raise InvalidParameterValue(
+                "Failed to create service offering %s: specify the cpu number value between 1 and %d"
+                % (name, MAX_INT))
+        if cpu_speed is not None and not 1 <= cpu_speed <= MAX_INT:
+            raise InvalidParameterValue(
+                "Failed to create service offering %s: specify the cpu speed value between 1 and %d"
+                % (name, MAX_INT))
+        if memory is not None and not MIN_MEMORY_MB <= memory <= MAX_INT:
+            raise InvalidParameterValue(
+                "Failed to create service offering %s: specify the memory value between %d and %d MB"
+                % (name, MIN_MEMORY_MB, MAX_INT))
+        storage_type = (storage_type or "shared").lower()
+        if storage_type not in STORAGE_TYPES:
+            raise InvalidParameterValue(
+                "Invalid storage type %s specified, valid types are: 'local' and 'shared'" % storage_type)
+        if not name.strip():
+            raise InvalidParameterValue("Failed to create service offering: the name cannot be blank")
+        offering = ServiceOffering(
+            name=name, display_text=display_text or name, cpu_number=cpu_number, cpu_speed=cpu_speed,
+            memory_mb=memory, offer_ha=bool(offer_ha), limit_cpu_use=bool(limit_cpu_use),
+            host_tags=tag_string(host_tags), storage_type=storage_type,
+            domain_id=domain.id if domain is not None else None,
+        )
+        self.session.add(offering)
+        self.session.flush()
+        self.ctx.event("SERVICE.OFFERING.CREATE", "Successfully created service offering %s" % name, offering.uuid)
+        return offering
+
+    def update_offering(self, offering, *, name=None, display_text=None, sort_key=None):
+        self.live_offering(offering)
+        if name is not None:
+            if not name.strip():
+                raise InvalidParameterValue("the name of a service offering cannot be blank")
+            offering.name = name
+        if display_text is not None:
+            offering.display_text = display_text
+        if sort_key is not None:
+            offering.sort_key = sort_key
+        self.session.flush()
+        self.ctx.event("SERVICE.OFFERING.EDIT", "Successfully updated service offering %s" % offering.name,
+                       offering.uuid)
+        return offering
+
+    def delete_offering(self, offering):
+        self.live_offering(offering)
+        # Guests copy their sizes at deploy time, so they keep running on a deleted offering.
+        offering.removed = utcnow()
+        self.ctx.event("SERVICE.OFFERING.DELETE", "Successfully deleted service offering %s" % offering.name,
+                       offering.uuid)
+
+    @staticmethod
+    def live_offering(offering):
+        if offering.removed is not None:
+            raise InvalidParameterValue("Unable to find service offering by id %s" % offering.uuid)
+        return offering
+
+    # --- templates -----------------------------------------------------------------------
+
+    def templates(self, template_filter, *, zone=None, hypervisor=None):
+        """A select of the templates `template_filter` shows the caller (CloudStack's filters)."""
+        wanted = template_filter.lower()
+        if wanted not in TEMPLATE_FILTERS:
+            raise InvalidParameterValue(
+                "Please specify a valid template filter; templatefilter must be one of %s"
+                % ", ".join(TEMPLATE_FILTERS))
+        q = select(Template).where(Template.removed.is_(None))
+        account_id = self.ctx.account.id if self.ctx.account is not None else None
+        own = Template.account_id == account_id if account_id is not None else false()
+        if wanted == "featured":
+            q = q.where(Template.is_featured.is_(True), Template.is_public.is_(True))
+        elif wanted == "self":
+            q = q.where(own)
+        elif wanted == "selfexecutable":
+            q = q.where(own, Template.is_ready.is_(True))
+        elif wanted == "sharedexecutable":
+            # Templates shared with an account by permission: none are, yet.
+            q = q.where(false())
+        elif wanted == "executable":
+            q = q.where(or_(own, Template.is_public.is_(True)), Template.is_ready.is_(True))
+        elif wanted == "community":
+            q = q.where(Template.is_public.is_(True), Template.is_featured.is_(False))
+        elif not self.ctx.is_root_admin:
+            q = q.where(or_(own, Template.is_public.is_(True)))
+        if zone is not None:
+            q = q.where(or_(Template.zone_id.is_(None), Template.zone_id == zone.id))
+        if hypervisor:
+            q = q.where(Template.hypervisor == hypervisor)
+        return q
+
+    def usable_template(self, template, zone):
+        """The template a guest of `zone` may be deployed from, or CloudStack's 431."""
+        if template.removed is not None:
+            raise InvalidParameterValue("Unable to use template %s: it was deleted" % template.uuid)
+        if not template.is_ready or (template.zone_id is not None and template.zone_id != zone.id):
+            raise InvalidParameterValue(
+                "Template %s has not been completely downloaded to zone %s" % (template.uuid, zone.uuid))
+        if not template.is_public and not self.ctx.is_root_admin and (
+                self.ctx.account is None or template.account_id != self.ctx.account.id):
+            raise InvalidParameterValue(
+                "Unable to use template %s: it is private to another account" % template.uuid)
+        return template

@@ -1,0 +1,453 @@
+"""Hypervisor hosts: registration, the host state machine, resource states and maintenance.
+
+A host has two states (cloudstack-api.md §8): `state`, the link to its agent (Connecting,
+Up, Alert, Disconnected, Down, Removed...), and `resource_state`, what the administrator
+allows (Enabled, Disabled, and the maintenance states). Maintenance changes only the
+resource state; a host in Maintenance stays Up.
+
+How a host gets its agent depends on the hypervisor and sits behind `HostConnector`:
+Simulator hosts are answered by the engine itself (management/simulator) and come Up at
+once; KVM hosts wait in Connecting until their agent registers over the agent channel,
+which then calls `HostService.agent_connected`.
+"""
+
+import logging
+import time
+import urllib.parse
+
+from sqlalchemy import func, select
+
+from ..errors import ApiError, CloudRuntimeError, InvalidParameterValue
+from ..persistence.models import Host, VmInstance, utcnow
+from ..simulator import agent as simulator
+from .hierarchy import allocation_state, hypervisor_type
+from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
+
+log = logging.getLogger(__name__)
+
+# resource states (§8)
+ENABLED, DISABLED = "Enabled", "Disabled"
+PREPARE, MAINTENANCE = "PrepareForMaintenance", "Maintenance"
+ERROR_IN_PREPARE, ERROR_IN_MAINTENANCE = "ErrorInPrepareForMaintenance", "ErrorInMaintenance"
+MAINTENANCE_STATES = (PREPARE, MAINTENANCE, ERROR_IN_PREPARE, ERROR_IN_MAINTENANCE)
+
+# updateHost allocationstate event -> resource states it may be applied in
+ALLOCATION_EVENTS = {
+    "Enable": ((ENABLED, DISABLED), ENABLED),
+    "Disable": ((ENABLED, DISABLED, ERROR_IN_PREPARE, ERROR_IN_MAINTENANCE), DISABLED),
+}
+
+
+def tag_string(tags):
+    """Host tags as CloudStack shows them: comma-joined, first occurrence order, no blanks."""
+    seen = []
+    for tag in tags or ():
+        tag = tag.strip()
+        if tag and tag not in seen:
+            seen.append(tag)
+    return ",".join(seen) or None
+
+
+# --- how hosts get their agents ------------------------------------------------------
+
+
+class HostConnector:
+    """The engine's way to reach the agent of one hypervisor kind.
+
+    `address(url)` validates the URL at addHost and returns the address it names (None when
+    the engine chooses one). `connect(service, host)` returns `(HostInfo, guid, agent version)`
+    when the agent answers right away, or None when the agent registers later by itself; in
+    that case `waiting_message(service, host)` tells the administrator what the host waits for.
+    """
+
+    def address(self, url):
+        raise NotImplementedError
+
+    def connect(self, service, host):
+        raise NotImplementedError
+
+    def waiting_message(self, service, host):
+        return None
+
+
+class SimulatorConnector(HostConnector):
+    """Simulator hosts: the engine plays the agent, so they are Up as soon as they are added."""
+
+    def address(self, url):
+        return None
+
+    def agent(self, service, url):
+        try:
+            return simulator.SimulatedAgent(url, service.ctx.config.get)
+        except simulator.SimulatorUrlError as e:
+            raise InvalidParameterValue(str(e)) from None
+
+    def connect(self, service, host):
+        agent = self.agent(service, host.url)
+        ip = host.ip_address or simulator.address(host.id, service.address_taken)
+        # A reconnect keeps the name the host registered with.
+        name = host.name if host.guid else None
+        # A guid the engine makes up itself is unique; no need to look for another owner.
+        host.guid = host.guid or agent.new_guid()
+        return agent.host_info(ip, hostname=name), host.guid, agent.version
+
+
+class AgentConnector(HostConnector):
+    """KVM hosts: a stackwright-agent on the host connects to the engine's agent channel."""
+
+    def address(self, url):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise InvalidParameterValue(
+                "%s is not a valid KVM host URL; use http://<address of the host>" % url
+            )
+        return parts.hostname
+
+    def connect(self, service, host):
+        """An agent that registered before this addHost completes the host at once."""
+        agents = getattr(service.ctx.engine, "agents", None)
+        found = agents.pending_for(address=host.ip_address) if agents is not None else None
+        if found is None:
+            return None
+        guid, pending = found
+
+        def adopt():
+            # What the agent channel does when a registration finds its host.
+            agents.pending.pop(guid, None)
+            agents.registration_event(guid).set()
+            agents.schedule(agents.after_register, guid)
+
+        service.ctx.after_commit(adopt)
+        return pending.request.host, guid, pending.request.agent_version
+
+    def waiting_message(self, service, host):
+        options = getattr(service.ctx.engine, "options", None)
+        port = getattr(options, "agent_port", None) or service.ctx.config.get("port")
+        return (
+            "waiting for the agent on %s to connect to the management server on port %s; check that "
+            "stackwright-agent runs there and that agent.properties names this zone/pod/cluster"
+            % (host.ip_address, port)
+        )
+
+
+CONNECTORS = {"Simulator": SimulatorConnector(), "KVM": AgentConnector()}
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+class HostService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    # lookups
+
+    def address_taken(self, ip):
+        return self.session.execute(
+            select(Host.id).where(Host.ip_address == ip, Host.removed.is_(None)).limit(1)
+        ).first() is not None
+
+    def by_guid(self, guid):
+        return self.session.execute(
+            select(Host).where(Host.guid == guid, Host.removed.is_(None))
+        ).scalars().first()
+
+    def by_address(self, ip, zone_id=None):
+        q = select(Host).where(Host.ip_address == ip, Host.removed.is_(None))
+        if zone_id is not None:
+            q = q.where(Host.zone_id == zone_id)
+        return self.session.execute(q.order_by(Host.id)).scalars().first()
+
+    def _live(self, host):
+        if host.removed is not None:
+            raise InvalidParameterValue("Unable to find host by id %s; it was removed" % host.uuid)
+        return host
+
+    # addHost
+
+    def add_host(self, *, zone, pod, url, hypervisor, cluster=None, cluster_name=None, host_tags=None,
+                 allocation=None):
+        """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
+        kind = hypervisor_type(hypervisor)
+        if pod.zone_id != zone.id:
+            raise InvalidParameterValue(
+                "Pod with specified id %s doesn't belong to the zone with specified id %s" % (pod.uuid, zone.uuid)
+            )
+        if zone.removed is not None or pod.removed is not None:
+            raise InvalidParameterValue("Cannot add a host to a removed zone or pod")
+        cluster = self._cluster_for(zone, pod, kind, cluster, cluster_name)
+        resource_state = allocation_state(allocation) if allocation else ENABLED
+        connector = CONNECTORS[kind]
+        ip = connector.address(url)
+        if ip is not None:
+            existing = self.by_address(ip, zone.id)
+            if existing is not None:
+                raise InvalidParameterValue(
+                    "A host with address %s already exists in zone %s: %s (id %s); delete it before adding it again"
+                    % (ip, zone.name, existing.name, existing.uuid)
+                )
+        host = Host(
+            name=ip or "", url=url, hypervisor=kind, type="Routing", state="Connecting",
+            resource_state=resource_state, zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
+            ip_address=ip, host_tags=tag_string(host_tags), details={},
+        )
+        host.cluster = cluster
+        self.session.add(host)
+        self.session.flush()
+        self._connect(connector, host)
+        self._simulated_agent(host, start=True)
+        self.ctx.event("HOST.ADD", "Added host %s (%s) to cluster %s" % (host.name, kind, cluster.name), host.uuid)
+        return host
+
+    def _cluster_for(self, zone, pod, kind, cluster, cluster_name):
+        if cluster is None and cluster_name:
+            # Like CloudStack, a cluster named but not found is created on the way.
+            cluster = self.ctx.hierarchy.cluster_by_name(pod, cluster_name) or self.ctx.hierarchy.add_cluster(
+                zone=zone, pod=pod, name=cluster_name, hypervisor=kind, kind="CloudManaged")
+        if cluster is None:
+            raise InvalidParameterValue(
+                "Cluster id or cluster name is required to add a host; pass clusterid of an existing "
+                "cluster (addCluster) or clustername"
+            )
+        if cluster.removed is not None:
+            raise InvalidParameterValue("Unable to find cluster by id %s; it was removed" % cluster.uuid)
+        if cluster.pod_id != pod.id:
+            raise InvalidParameterValue(
+                "Cluster with specified id %s doesn't belong to the pod with specified id %s" % (cluster.uuid, pod.uuid)
+            )
+        if cluster.hypervisor.lower() != kind.lower():
+            raise InvalidParameterValue(
+                "Can't add host whose hypervisor type is: %s into cluster: %s whose hypervisor type is: %s"
+                % (kind, cluster.name, cluster.hypervisor)
+            )
+        return cluster
+
+    def _connect(self, connector, host):
+        answer = connector.connect(self, host)
+        if answer is None:
+            host.state = "Connecting"
+            host.status_message = connector.waiting_message(self, host)
+            log.info("host %s (%s) waits for its agent", host.name, host.uuid)
+            return
+        info, guid, version = answer
+        self.agent_connected(host, info, guid=guid, agent_version=version)
+
+    def _simulated_agent(self, host, start):
+        """Start (or stop) the in-engine agent of a Simulator host once the change is committed,
+        when the agent channel runs; without it the host service answers for the host alone."""
+        agents = getattr(self.ctx.engine, "agents", None)
+        if agents is None or host.hypervisor != simulator.HYPERVISOR or not host.guid:
+            return
+        guid, url = host.guid, host.url
+        if start:
+            self.ctx.after_commit(lambda: agents.schedule(agents.start_simulated, guid, url))
+        else:
+            self.ctx.after_commit(lambda: agents.schedule(agents.stop_simulated, guid))
+
+    # the agent side
+
+    def agent_connected(self, host, info, guid=None, agent_version=None):
+        """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
+        if guid and guid != host.guid:
+            other = self.by_guid(guid)
+            if other is not None and other.id != host.id:
+                raise InvalidParameterValue(
+                    "A host with guid %s already exists: %s (id %s)" % (guid, other.name, other.uuid)
+                )
+            host.guid = guid
+        if not (host.hypervisor == simulator.HYPERVISOR and host.ip_address):
+            # A Simulator host keeps the name and address the engine chose for it.
+            host.name = info.hostname or host.name
+            host.ip_address = info.private_ip or host.ip_address
+            host.private_mac = info.private_mac
+        host.hypervisor_version = info.hypervisor_version
+        host.version = agent_version or host.version
+        host.cpu_sockets = info.cpu_sockets
+        host.cpus = info.cpus
+        host.cpu_speed = info.cpu_mhz
+        host.memory_bytes = info.memory_bytes
+        host.capabilities = "hvm" if info.accel == "kvm" or host.hypervisor == "Simulator" else None
+        host.details = dict(host.details or {}, arch=info.arch, accel=info.accel,
+                            bridges=",".join(info.bridges), cpucores=info.cpu_cores,
+                            cputhreads=info.cpu_threads)
+        host.state = "Up"
+        host.status_message = None
+        host.disconnected = None
+        host.last_pinged = int(time.time())
+        self.session.flush()
+        log.info("host %s (%s) is Up: %d x %d MHz, %d bytes", host.name, host.uuid,
+                 host.cpus, host.cpu_speed, host.memory_bytes)
+        return host
+
+    def agent_pinged(self, host, stats=None):
+        """A heartbeat: the host is Up again if it was Alert or Disconnected."""
+        host.last_pinged = int(time.time())
+        if stats is not None:
+            host.cpu_used_percent = stats.cpu_utilization
+            host.memory_used_bytes = stats.memory_total_bytes - stats.memory_free_bytes
+        if host.state in ("Alert", "Disconnected", "Connecting"):
+            host.state = "Up"
+            host.disconnected = None
+
+    def agent_lost(self, host, state="Disconnected"):
+        """The agent's session ended or stopped pinging (`state` Disconnected or Alert)."""
+        if host.removed is None and host.state != state:
+            host.state = state
+            if host.disconnected is None:
+                host.disconnected = utcnow()
+
+    # updateHost
+
+    def update_host(self, host, *, allocation=None, host_tags=None, tags_given=False, name=None,
+                    annotation=None):
+        """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
+        try:
+            self._live(host)
+            event = None
+            if allocation is not None:
+                event = next((e for e in ALLOCATION_EVENTS if e.lower() == allocation.lower()), None)
+                if event is None:
+                    raise InvalidParameterValue(
+                        "Invalid allocation state: %s, only Enable/Disable are allowed" % allocation
+                    )
+                allowed, target = ALLOCATION_EVENTS[event]
+                if host.resource_state not in allowed:
+                    raise InvalidParameterValue(
+                        "No next resource state found for current state = %s event = %s; cancel the "
+                        "maintenance first (cancelHostMaintenance)" % (host.resource_state, event)
+                    )
+            if name is not None and not name.strip():
+                raise InvalidParameterValue("the host name cannot be blank")
+        except ApiError as e:
+            raise CloudRuntimeError(
+                "Failed to update host: %s with id %s, %s" % (host.name, host.uuid, e.text)
+            ) from None
+        if event is not None:
+            host.resource_state = ALLOCATION_EVENTS[event][1]
+        if tags_given:
+            host.host_tags = tag_string(host_tags)
+        if name is not None:
+            host.name = name.strip()
+        if annotation is not None:
+            host.details = dict(host.details or {}, annotation=annotation)
+        self.session.flush()
+        self.ctx.event("HOST.UPDATE", "Updated host %s" % host.name, host.uuid)
+        return host
+
+    # deleteHost
+
+    def delete_host(self, host, forced=False):
+        self._live(host)
+        if host.resource_state != MAINTENANCE and not forced:
+            raise CloudRuntimeError(
+                "Host %s cannot be deleted as it is not in maintenance mode. Either put the host into "
+                "maintenance or perform a forced deletion." % host.uuid
+            )
+        guests = self._guests_on(host)
+        if guests:
+            raise CloudRuntimeError(
+                "Host %s cannot be deleted: VMs still run on it (%s); migrate or stop them first"
+                % (host.uuid, ", ".join(name for name, _ in guests))
+            )
+        host.removed = utcnow()
+        host.state = "Removed"
+        self._simulated_agent(host, start=False)
+        self.ctx.event("HOST.DELETE", "Deleted host %s" % host.name, host.uuid)
+
+    # reconnectHost
+
+    def reconnect(self, host):
+        self._live(host)
+        if host.resource_state in MAINTENANCE_STATES:
+            raise CloudRuntimeError(
+                "Failed to reconnect host %s: it is in resource state %s; cancel the maintenance first"
+                % (host.name, host.resource_state)
+            )
+        self._connect(CONNECTORS[host.hypervisor], host)
+        self.ctx.event("HOST.RECONNECT", "Reconnected host %s" % host.name, host.uuid)
+        return host
+
+    # maintenance
+
+    def prepare_maintenance(self, host):
+        """PrepareForMaintenance, then Maintenance once no guest runs on the host."""
+        self._live(host)
+        state = host.resource_state
+        if state in (PREPARE, MAINTENANCE, ERROR_IN_PREPARE):
+            self._maintenance_failure(
+                "Host is already in state %s. Cannot recall for maintenance until resolved." % state
+            )
+        if state not in (ENABLED, ERROR_IN_MAINTENANCE, "Degraded"):
+            self._maintenance_failure(
+                "No next resource state found for current state = %s event = AdminAskMaintenance; "
+                "enable the host first (updateHost allocationstate=Enable)" % state
+            )
+        preparing = self.session.execute(
+            select(Host.name).where(Host.cluster_id == host.cluster_id, Host.id != host.id,
+                                    Host.resource_state == PREPARE, Host.removed.is_(None))
+        ).scalars().all()
+        if preparing:
+            self._maintenance_failure(
+                "There are other servers attempting migrations for maintenance. Found hosts in "
+                "PrepareForMaintenance status in cluster %s: %s" % (host.cluster.name, ", ".join(preparing))
+            )
+        guests = self._guests_on(host)
+        unsettled = [name for name, state in guests if state != RUNNING]
+        if unsettled:
+            self._maintenance_failure(
+                "There are VMs in transition or error state on host %s: %s; wait for them to settle or "
+                "repair them first" % (host.name, ", ".join(unsettled))
+            )
+        if guests:
+            # The engine does not move guests on its own; nothing changes until they are gone.
+            self._maintenance_failure(
+                "VMs still run on host %s: %s; migrate them (migrateVirtualMachine) or stop them first"
+                % (host.name, ", ".join(name for name, _ in guests))
+            )
+        host.resource_state = PREPARE
+        self.session.flush()
+        host.resource_state = MAINTENANCE
+        self.session.flush()
+        self.ctx.event("MAINT.PREPARE", "Host %s is in maintenance" % host.name, host.uuid)
+        return host
+
+    def _guests_on(self, host):
+        """(name, state) of the guests that occupy `host`: anything not Stopped or gone."""
+        return self.session.execute(
+            select(VmInstance.name, VmInstance.state).where(
+                VmInstance.host_id == host.id, VmInstance.removed.is_(None),
+                VmInstance.state.not_in((STOPPED, DESTROYED, EXPUNGING)))
+            .order_by(VmInstance.id)
+        ).all()
+
+    @staticmethod
+    def _maintenance_failure(reason):
+        raise CloudRuntimeError("Failed to prepare host for maintenance due to: %s" % reason)
+
+    def cancel_maintenance(self, host):
+        self._live(host)
+        if host.resource_state not in MAINTENANCE_STATES:
+            raise CloudRuntimeError(
+                "Failed to cancel maintenance for host %s: its resource state is %s, which is not a "
+                "maintenance state" % (host.name, host.resource_state)
+            )
+        host.resource_state = ENABLED
+        if host.hypervisor == "Simulator":
+            self._connect(CONNECTORS["Simulator"], host)
+        self.session.flush()
+        self.ctx.event("MAINT.CANCEL", "Cancelled maintenance of host %s" % host.name, host.uuid)
+        return host
+
+    # counting, for guards elsewhere
+
+    def count_in(self, *, zone=None, pod=None, cluster=None):
+        q = select(func.count(Host.id)).where(Host.removed.is_(None))
+        if zone is not None:
+            q = q.where(Host.zone_id == zone.id)
+        if pod is not None:
+            q = q.where(Host.pod_id == pod.id)
+        if cluster is not None:
+            q = q.where(Host.cluster_id == cluster.id)
+        return self.session.execute(q).scalar_one()
+

@@ -1,0 +1,826 @@
+"""Guests: deployment planning, the VM life cycle, and reconciliation with what hosts report.
+
+A VM moves through CloudStack's states (cloudstack-api.md §8): deploy creates it Stopped
+with an Allocated root volume; start plans a host and a primary pool, has the host's
+agent create the root volume on the pool (CreateVolume) and boot the guest (StartVm);
+stop, reboot and destroy go to the agent of the host the guest runs on.
+
+Agent calls can take seconds (a guest ignoring ACPI takes the agent's whole grace period
+to stop), so a job never holds a database transaction across one: each state change is
+committed before the agent is asked (Starting, Stopping, Expunging) and again after it
+answered. A job interrupted by a restart finds the VM in that transitional state and
+resumes from it; the agent's commands are idempotent (starting a running guest or
+stopping an absent one changes nothing), so nothing is started twice.
+
+Reports of guest states (agent registration and pings) are reconciled by `reconcile()`,
+which only ever corrects the database: the engine never starts or stops a guest because
+of a report.
+"""
+
+import contextlib
+import datetime as dt
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from stackwright.protocol import codec
+from stackwright.protocol import messages as m
+
+from ..errors import (
+    ApiError,
+    CloudRuntimeError,
+    InsufficientCapacity,
+    InvalidParameterValue,
+    PermissionDenied,
+    ResourceUnavailable,
+)
+from ..persistence.models import (
+    Account,
+    Cluster,
+    Host,
+    ServiceOffering,
+    StoragePool,
+    VmInstance,
+    Volume,
+    Zone,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+STARTING, RUNNING, STOPPING, STOPPED = "Starting", "Running", "Stopping", "Stopped"
+MIGRATING, DESTROYED, EXPUNGING, ERROR = "Migrating", "Destroyed", "Expunging", "Error"
+# States in which a guest takes CPU and memory of its host (capacity counts them as used).
+HOLDING_CAPACITY = (STARTING, RUNNING, STOPPING, MIGRATING)
+# States a job is moving a VM through; reports never override them.
+IN_TRANSITION = (STARTING, STOPPING, MIGRATING, EXPUNGING)
+
+# Root volume states
+ALLOCATED, CREATING, READY, DESTROY, EXPUNGED = "Allocated", "Creating", "Ready", "Destroy", "Expunged"
+
+START_ATTEMPTS = 3          # hosts tried before a start gives up
+AGENT_WAIT = 10.0           # seconds to wait for a host's agent to (re)connect
+CLEANUP_TIMEOUT = 30.0
+# How much older than its receipt a guest report may be (taken by the agent, then sent).
+REPORT_GRACE = dt.timedelta(seconds=5)
+TIMEOUTS = {
+    m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
+}
+DEFAULT_GUEST_BRIDGE = "cloudbr0"
+ROOT_DEVICE = "vda"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+HOSTNAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+INVALID_NAME = (
+    "Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' through '9', and "
+    "the hyphen ('-'), must be between 1 and 63 characters long, and can't start or end with \"-\" and "
+    "can't start with digit"
+)
+
+
+def random_mac():
+    """A locally administered unicast MAC in 02:00:xx:xx:xx:xx."""
+    return "02:00:" + ":".join("%02x" % b for b in secrets.token_bytes(4))
+
+
+def vm_label(vm):
+    """How CloudStack names a VM in messages: VM[User|i-2-10-VM]."""
+    return "VM[User|%s]" % vm.instance_name
+
+
+def disk_of(volume):
+    """The protocol DiskSpec of a volume the agent created."""
+    disk = codec.decode(m.DiskSpec, volume.disk)
+    disk.device = ROOT_DEVICE
+    return disk
+
+
+def pool_spec(pool):
+    return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
+
+
+# --- planning ------------------------------------------------------------------------------
+
+
+@dataclass
+class Demand:
+    """What a guest needs from a host and, when its root volume is not placed yet, a pool."""
+
+    cpu_number: int
+    cpu_speed: int              # MHz per vCPU
+    memory_mb: int
+    hypervisor: str
+    host_tags: list = field(default_factory=list)
+    volume_bytes: int = 0       # size of a root volume still to be placed
+    pool: StoragePool | None = None   # the pool the root volume already lives on
+
+    @property
+    def cpu_mhz(self):
+        return self.cpu_number * self.cpu_speed
+
+    @property
+    def memory_bytes(self):
+        return self.memory_mb * MiB
+
+
+@dataclass
+class Plan:
+    host: Host
+    pool: StoragePool
+
+
+class Planner:
+    """First fit over enabled pods and clusters, Up and Enabled hosts, and Up pools.
+
+    A host fits when its unallocated CPU (cpus x speed x the cluster's CPU over-commit
+    ratio, minus what guests hold) and memory (x the memory ratio) cover the demand and
+    each of its cores is at least as fast as the offering's; a cluster whose allocation
+    would pass its disable thresholds is skipped (`cluster.threshold.enabled`). A pool
+    fits when it is Up, reachable from the host's cluster (its own or zone-wide) and its
+    allocated bytes plus the volume stay within size x storage.overprovisioning.factor
+    and under `pool.storage.allocated.capacity.disablethreshold`.
+    When nothing fits, the error names the first requirement no candidate met.
+    """
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def plan(self, label, zone, demand, *, host=None, pod=None, cluster=None, last_host_id=None,
+             avoid_hosts=(), avoid_pools=(), failures=()):
+        def fail(reason, storage=False):
+            if failures:
+                reason += "; earlier attempts: " + "; ".join(failures)
+            # InsufficientServerCapacityException (4335) or InsufficientStorageCapacityException (4340)
+            raise InsufficientCapacity("Unable to create a deployment for %s: %s" % (label, reason),
+                                       cserrorcode=4340 if storage else 4335)
+
+        if zone.allocation_state != "Enabled":
+            fail("zone %s is Disabled; enable it with updateZone allocationstate=Enabled" % zone.name)
+        clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
+        if not clusters:
+            fail(why)
+        hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
+        if not hosts:
+            fail(why)
+        fitting, why = self._with_capacity(hosts, clusters, demand)
+        if not fitting:
+            fail(why)
+        if last_host_id is not None:
+            fitting.sort(key=lambda h: h.id != last_host_id)
+        chosen_pools, raced = {}, False
+        for candidate in fitting:
+            c = clusters[candidate.cluster_id]
+            if c.id not in chosen_pools:
+                chosen_pools[c.id] = self._pool_for(c, demand, avoid_pools)
+            pool = chosen_pools[c.id]
+            if pool is None:
+                continue
+            if self._still_fits(candidate, clusters, demand):
+                return Plan(candidate, pool)
+            raced = True
+        if raced:
+            fail("the hosts with room were taken by concurrent deployments; retry")
+        if demand.pool is not None:
+            fail("storage pool %s holding the root volume is not Up or not reachable from any host with "
+                 "capacity (state %s)" % (demand.pool.name, demand.pool.state), storage=True)
+        names = ", ".join(sorted({clusters[h.cluster_id].name for h in fitting}))
+        fail("no Up primary storage pool of cluster(s) %s (or zone-wide) has room for a %s root volume; add "
+             "a pool with createStoragePool or free space" % (names, _size(demand.volume_bytes)), storage=True)
+
+    def _clusters(self, zone, hypervisor, host, pod, cluster):
+        q = select(Cluster).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))
+        if host is not None:
+            q = q.where(Cluster.id == host.cluster_id)
+        if cluster is not None:
+            q = q.where(Cluster.id == cluster.id)
+        if pod is not None:
+            q = q.where(Cluster.pod_id == pod.id)
+        rows = self.session.execute(q.order_by(Cluster.id)).unique().scalars().all()
+        where = self._where(zone, host, pod, cluster)
+        if not rows:
+            return {}, "no cluster in %s" % where
+        matching = [c for c in rows if c.hypervisor == hypervisor]
+        if not matching:
+            return {}, "no %s cluster in %s (the template is for %s)" % (hypervisor, where, hypervisor)
+        enabled = [c for c in matching if c.allocation_state == "Enabled" and c.pod.allocation_state == "Enabled"
+                   and c.pod.removed is None]
+        if not enabled:
+            return {}, ("every %s cluster in %s is Disabled or in a Disabled pod; enable one with updateCluster "
+                        "or updatePod allocationstate=Enabled" % (hypervisor, where))
+        return {c.id: c for c in enabled}, None
+
+    def _hosts(self, zone, clusters, demand, host, avoid):
+        q = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None),
+                               Host.type == "Routing")
+        if host is not None:
+            q = q.where(Host.id == host.id)
+        rows = self.session.execute(q.order_by(Host.id)).unique().scalars().all()
+        where = self._where(zone, host, None, None)
+        usable = [h for h in rows if h.state == "Up" and h.resource_state == "Enabled"]
+        if not usable:
+            states = ", ".join("%s is %s/%s" % (h.name, h.state, h.resource_state) for h in rows[:5])
+            return [], "no Up and Enabled %s host in %s%s" % (
+                demand.hypervisor, where, " (%s)" % states if states else "")
+        tagged = [h for h in usable if set(demand.host_tags) <= set(h.tag_list)]
+        if not tagged:
+            return [], "no Up and Enabled host in %s carries the host tags %s of the service offering" % (
+                where, ",".join(demand.host_tags))
+        left = [h for h in tagged if h.id not in avoid]
+        if not left:
+            return [], "no other Up and Enabled host left in %s" % where
+        return left, None
+
+    def _with_capacity(self, hosts, clusters, demand):
+        capacity = self.ctx.capacity
+        config = self.ctx.configuration
+        by_host = capacity.host_allocations([h.id for h in hosts])
+        by_cluster = capacity.allocations(Host.cluster_id, list({h.cluster_id for h in hosts}))
+        thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
+        cluster_totals = self._cluster_totals(clusters) if thresholds_on else {}
+        fitting, shortfalls = [], []
+        for h in hosts:
+            c = clusters[h.cluster_id]
+            if (h.cpus or 0) < demand.cpu_number or (h.cpu_speed or 0) < demand.cpu_speed:
+                shortfalls.append("%s has %s CPUs of %s MHz" % (h.name, h.cpus, h.cpu_speed))
+                continue
+            used = by_host.get(h.id)
+            used_cpu, used_memory = (used.cpu_mhz, used.memory_bytes) if used else (0, 0)
+            cpu_total = int(h.cpus * h.cpu_speed * config.cluster_ratio(c, "cpu.overprovisioning.factor"))
+            memory_total = int((h.memory_bytes or 0) * config.cluster_ratio(c, "mem.overprovisioning.factor"))
+            cpu_free, memory_free = cpu_total - used_cpu, memory_total - used_memory
+            if cpu_free < demand.cpu_mhz or memory_free < demand.memory_bytes:
+                shortfalls.append("%s has %d MHz and %s free" % (h.name, max(cpu_free, 0), _size(max(memory_free, 0))))
+                continue
+            if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), cluster_totals.get(c.id), demand):
+                shortfalls.append("cluster %s is above its allocated capacity disable threshold" % c.name)
+                continue
+            fitting.append(h)
+        if not fitting:
+            return [], "no host has %d x %d MHz CPU and %s of memory unallocated (%s)" % (
+                demand.cpu_number, demand.cpu_speed, _size(demand.memory_bytes), "; ".join(shortfalls[:5]))
+        return fitting, None
+
+    def _still_fits(self, host, clusters, demand):
+        """Lock the chosen host's row and check its capacity again: a concurrent plan (MySQL)
+        that took it first has committed its guest by the time the lock is granted. One row
+        at a time, so plans and heartbeat updates cannot deadlock."""
+        self.session.execute(select(Host.id).where(Host.id == host.id).with_for_update())
+        fitting, _ = self._with_capacity([host], clusters, demand)
+        return bool(fitting)
+
+    def _cluster_totals(self, clusters):
+        rows = self.session.execute(
+            select(Host.cluster_id, func.sum(Host.cpus * Host.cpu_speed), func.sum(Host.memory_bytes)).where(
+                Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.state == "Up",
+                Host.resource_state == "Enabled").group_by(Host.cluster_id)
+        ).all()
+        return {cid: (int(cpu or 0), int(memory or 0)) for cid, cpu, memory in rows}
+
+    def _over_threshold(self, cluster, used, totals, demand):
+        if not totals:
+            return False
+        config = self.ctx.configuration
+        cpu_total = totals[0] * config.cluster_ratio(cluster, "cpu.overprovisioning.factor")
+        memory_total = totals[1] * config.cluster_ratio(cluster, "mem.overprovisioning.factor")
+        used_cpu, used_memory = (used.cpu_mhz, used.memory_bytes) if used else (0, 0)
+        cpu_limit = float(config.scoped_value("cluster.cpu.allocated.capacity.disablethreshold", "cluster", cluster))
+        memory_limit = float(config.scoped_value("cluster.memory.allocated.capacity.disablethreshold", "cluster",
+                                                 cluster))
+        return ((cpu_total and (used_cpu + demand.cpu_mhz) / cpu_total > cpu_limit)
+                or (memory_total and (used_memory + demand.memory_bytes) / memory_total > memory_limit))
+
+    def _pool_for(self, cluster, demand, avoid):
+        storage = self.ctx.storage
+        if demand.pool is not None:
+            reachable = {p.id for p in storage.allocatable_pools(cluster)}
+            return demand.pool if demand.pool.id in reachable and demand.pool.id not in avoid else None
+        pools = [p for p in storage.allocatable_pools(cluster) if p.id not in avoid]
+        if not pools:
+            return None
+        allocated = storage.allocated_by_pool([p.id for p in pools])
+        factors = self.ctx.capacity.storage_factors([p.id for p in pools])
+        limit = float(self.ctx.configuration.scoped_value(
+            "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
+        for pool in pools:
+            total = (pool.capacity_bytes or 0) * factors[pool.id]
+            after = allocated.get(pool.id, 0) + demand.volume_bytes
+            if total > 0 and after <= total and after / total <= limit:
+                return pool
+        return None
+
+    @staticmethod
+    def _where(zone, host, pod, cluster):
+        if host is not None:
+            return "host %s" % host.name
+        if cluster is not None:
+            return "cluster %s" % cluster.name
+        if pod is not None:
+            return "pod %s" % pod.name
+        return "zone %s" % zone.name
+
+
+def _size(n):
+    if n >= GiB and n % GiB == 0:
+        return "%d GiB" % (n // GiB)
+    return "%d MiB" % (n // MiB)
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+class VmService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    # --- lookups and ownership -------------------------------------------------------
+
+    def root_volume(self, vm):
+        return self.session.execute(
+            select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
+        ).scalars().first()
+
+    def check_access(self, vm):
+        """Non-admin callers may only act on the VMs of their own account."""
+        if vm.removed is not None:
+            raise InvalidParameterValue("Unable to find virtual machine by id %s; it was expunged" % vm.uuid)
+        if not self.ctx.is_root_admin and vm.account_id != self.ctx.account.id:
+            raise PermissionDenied("Account %s does not have permission to operate with resource %s"
+                                   % (self.ctx.account.name, vm.uuid))
+        return vm
+
+    def owner(self, account_name=None, domain=None):
+        """The account a new VM belongs to: the caller's, or (admins) the one named."""
+        caller = self.ctx.account
+        if account_name is None:
+            return caller
+        domain_id = domain.id if domain is not None else caller.domain_id
+        account = self.session.execute(
+            select(Account).where(func.lower(Account.name) == account_name.lower(), Account.domain_id == domain_id,
+                                  Account.removed.is_(None))
+        ).scalars().first()
+        if account is None:
+            raise InvalidParameterValue("Unable to find account %s in domain %s" % (
+                account_name, domain.uuid if domain is not None else caller.domain.uuid))
+        if account.id != caller.id and not self.ctx.is_root_admin:
+            raise PermissionDenied("Account %s does not have permission to deploy VMs for account %s"
+                                   % (caller.name, account.name))
+        return account
+
+    def check_placement(self, zone, host=None, pod=None, cluster=None):
+        """Where an admin asks a VM to go must be in its zone; other callers may not ask."""
+        for row, what in ((host, "host"), (pod, "pod"), (cluster, "cluster")):
+            if row is None:
+                continue
+            if not self.ctx.is_root_admin:
+                raise PermissionDenied("Parameter %sid can only be specified by a Root Admin, permission denied" % what)
+            if row.removed is not None or row.zone_id != zone.id:
+                raise InvalidParameterValue("%s %s is not in zone %s" % (what.capitalize(), row.name, zone.name))
+
+    # --- deployVirtualMachine (the part that runs in the request) ---------------------
+
+    def create(self, *, zone, offering, template, owner, name=None, display_name=None, hypervisor=None,
+               host=None, pod=None, cluster=None, details=None, root_disk_gb=None):
+        """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
+        catalog = self.ctx.catalog
+        if zone.removed is not None:
+            raise InvalidParameterValue("Unable to find zone by id %s; it was deleted" % zone.uuid)
+        catalog.live_offering(offering)
+        catalog.usable_template(template, zone)
+        if hypervisor and hypervisor.lower() != template.hypervisor.lower():
+            raise InvalidParameterValue(
+                "Hypervisor passed to the deployVm call, is different from the hypervisor type of the template "
+                "(%s is for %s)" % (template.name, template.hypervisor))
+        self.check_placement(zone, host=host, pod=pod, cluster=cluster)
+        cpu_number, cpu_speed, memory_mb = self._sizes(offering, details or {})
+        if name is not None and not HOSTNAME.match(name):
+            raise InvalidParameterValue(INVALID_NAME)
+        if name is not None and self._name_taken(name, zone, owner):
+            raise InvalidParameterValue(
+                "A virtual machine with name %s already exists in zone %s for account %s; choose another name"
+                % (name, zone.name, owner.name))
+        size = template.size_bytes
+        if root_disk_gb is not None:
+            if root_disk_gb * GiB < template.size_bytes or root_disk_gb <= 0:
+                raise InvalidParameterValue(
+                    "Root disk size override (%s GB) is smaller than template size %s; pass rootdisksize >= %d"
+                    % (root_disk_gb, _size(template.size_bytes), -(-template.size_bytes // GiB)))
+            size = root_disk_gb * GiB
+        vm = VmInstance(
+            name=name or "pending", display_name=display_name, instance_name="pending", state=STOPPED,
+            zone_id=zone.id, account_id=owner.id, domain_id=owner.domain_id, service_offering_id=offering.id,
+            template_id=template.id, hypervisor=template.hypervisor, cpu_number=cpu_number, cpu_speed=cpu_speed,
+            memory_mb=memory_mb, ha_enabled=offering.offer_ha, mac_address=self._free_mac(), details={},
+        )
+        self.session.add(vm)
+        self.session.flush()
+        vm.instance_name = "i-%d-%d-VM" % (owner.id, vm.id)
+        if name is None:
+            vm.name = "VM-%s" % vm.uuid
+        vm.display_name = display_name or vm.name
+        self.session.add(Volume(
+            name="ROOT-%d" % vm.id, vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type="ROOT",
+            device_id=0, format=template.format.lower(), size_bytes=size, state=ALLOCATED,
+        ))
+        self.session.flush()
+        self.ctx.event("VM.CREATE", "Created VM %s (%s) from template %s with offering %s"
+                       % (vm.name, vm.instance_name, template.name, offering.name), vm.uuid)
+        log.info("created VM %s (%s) in zone %s", vm.instance_name, vm.uuid, zone.name)
+        return vm
+
+    @staticmethod
+    def _sizes(offering, details):
+        if not offering.is_customized:
+            return offering.cpu_number, offering.cpu_speed, offering.memory_mb
+        wanted = {}
+        for key in ("cpuNumber", "cpuSpeed", "memory"):
+            raw = details.get(key)
+            try:
+                wanted[key] = int(raw)
+            except (TypeError, ValueError):
+                raise InvalidParameterValue(
+                    "Need to specify custom parameter values cpu, cpu speed and memory when using custom "
+                    "offering: pass details[0].cpuNumber, details[0].cpuSpeed and details[0].memory (MB)") from None
+        if wanted["cpuNumber"] < 1 or wanted["cpuSpeed"] < 1 or wanted["memory"] < 32:
+            raise InvalidParameterValue(
+                "Invalid custom offering values: cpuNumber and cpuSpeed must be at least 1 and memory at least 32 MB")
+        return wanted["cpuNumber"], wanted["cpuSpeed"], wanted["memory"]
+
+    def _name_taken(self, name, zone, owner):
+        return self.session.execute(
+            select(VmInstance.id).where(func.lower(VmInstance.name) == name.lower(), VmInstance.zone_id == zone.id,
+                                        VmInstance.account_id == owner.id, VmInstance.removed.is_(None),
+                                        VmInstance.state.notin_((DESTROYED, EXPUNGING))).limit(1)
+        ).first() is not None
+
+    def _free_mac(self):
+        for _ in range(16):
+            mac = random_mac()
+            taken = self.session.execute(
+                select(VmInstance.id).where(VmInstance.mac_address == mac, VmInstance.removed.is_(None)).limit(1)
+            ).first()
+            if taken is None:
+                return mac
+        raise CloudRuntimeError("Unable to allocate a unique MAC address; retry the deployment")
+
+    # --- start ------------------------------------------------------------------------
+
+    def deploy(self, vm, *, start=True, host=None, pod=None, cluster=None):
+        """The job part of deployVirtualMachine: start the VM, or leave it Stopped."""
+        vm = self._reload(vm)
+        if not start or vm.state in (RUNNING, ERROR, DESTROYED, EXPUNGING):
+            return vm
+        try:
+            return self.start(vm, host=host, pod=pod, cluster=cluster, consider_last_host=False)
+        except InsufficientCapacity:
+            # CloudStack leaves a VM it could not deploy in Error; destroying it cleans up.
+            vm = self._reload(vm)
+            if vm.state == STOPPED:
+                vm.state, vm.state_changed = ERROR, utcnow()
+                self.ctx.event("VM.CREATE", "Failed to deploy VM %s" % vm.instance_name, vm.uuid, level="ERROR")
+                self._commit()
+            raise
+
+    def start(self, vm, *, host=None, pod=None, cluster=None, consider_last_host=True):
+        vm = self._reload(vm)
+        if vm.state == RUNNING:
+            return vm
+        if vm.state not in (STOPPED, STARTING):
+            raise CloudRuntimeError(
+                "Unable to start VM %s: it is %s; only a Stopped VM can be started" % (vm.instance_name, vm.state))
+        zone = self.session.get(Zone, vm.zone_id)
+        volume = self.root_volume(vm)
+        label = vm_label(vm)
+        bridge = self._guest_bridge(zone)
+        offering_tags = self._offering_tags(vm)
+        avoid_hosts, avoid_pools, failures = set(), set(), []
+        resume = self.session.get(Host, vm.host_id) if vm.state == STARTING and vm.host_id else None
+        for _ in range(START_ATTEMPTS):
+            if resume is not None:
+                target, pool = resume, self.session.get(StoragePool, volume.pool_id) if volume.pool_id else None
+                resume = None
+            else:
+                placed = self.session.get(StoragePool, volume.pool_id) if volume.state == READY else None
+                demand = Demand(vm.cpu_number, vm.cpu_speed, vm.memory_mb, vm.hypervisor, offering_tags,
+                                volume_bytes=volume.size_bytes, pool=placed)
+                plan = Planner(self.ctx).plan(
+                    label, zone, demand, host=host, pod=pod, cluster=cluster,
+                    last_host_id=vm.last_host_id if consider_last_host else None,
+                    avoid_hosts=avoid_hosts, avoid_pools=avoid_pools, failures=failures)
+                target, pool = plan.host, plan.pool
+            if pool is None:
+                raise CloudRuntimeError("Unable to start %s: its root volume has no storage pool" % label)
+            with self._unstuck(vm, STOPPED, host_id=None):
+                outcome = self._start_on(vm, volume, target, pool, bridge)
+            if outcome is None:
+                return vm
+            failed_pool, reason = outcome
+            failures.append("%s: %s" % (target.name, reason))
+            avoid_hosts.add(target.id)
+            if failed_pool:
+                avoid_pools.add(pool.id)
+        raise InsufficientCapacity("Unable to create a deployment for %s: %s" % (label, "; ".join(failures)),
+                                   cserrorcode=4335)
+
+    def _start_on(self, vm, volume, host, pool, bridge):
+        """One attempt on `host`; None when the guest runs, else (pool at fault, reason)."""
+        recreate = volume.state == CREATING
+        create = volume.state in (ALLOCATED, CREATING)
+        vm.state, vm.host_id, vm.state_changed = STARTING, host.id, utcnow()
+        if create:
+            volume.pool_id, volume.state = pool.id, CREATING
+        guid, host_name, host_ip = host.guid, host.name, host.ip_address
+        bridges = set(filter(None, (host.details or {}).get("bridges", "").split(",")))
+        target_pool = pool_spec(pool)
+        self._commit()
+
+        if create:
+            if recreate:
+                # An interrupted creation may have left an image behind; it never held data.
+                self._try(guid, m.DeleteVolume(pool=target_pool, name=volume.uuid))
+            try:
+                answer = self._call(guid, host_name, m.CreateVolume(
+                    pool=target_pool, name=volume.uuid, size_bytes=volume.size_bytes, format=volume.format))
+            except ResourceUnavailable as e:
+                vm = self._reload(vm)
+                vm.state, vm.host_id = STOPPED, None
+                volume.pool_id, volume.state = None, ALLOCATED
+                self._commit()
+                log.warning("could not create the root volume of %s on pool %s from host %s: %s",
+                            vm.instance_name, pool.name, host_name, e.text)
+                return True, "creating the root volume on storage pool %s failed: %s" % (pool.name, e.text)
+            volume.state, volume.disk = READY, codec.encode_as(answer.disk, m.DiskSpec)
+            self.ctx.event("VOLUME.CREATE", "Created root volume %s of %s on storage pool %s"
+                           % (volume.name, vm.instance_name, pool.name), volume.uuid)
+            self._commit()
+
+        nics = []
+        if bridge in bridges:
+            nics.append(m.NicSpec(mac=vm.mac_address, bridge=bridge))
+        spec = m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
+                        memory_mb=vm.memory_mb, disks=[disk_of(volume)], nics=nics,
+                        vnc_listen=host_ip or "127.0.0.1")
+        try:
+            answer = self._call(guid, host_name, m.StartVm(spec=spec))
+            if answer.state != m.VmState.RUNNING:
+                raise ResourceUnavailable("host %s reports the guest %s after starting it" % (host_name, answer.state))
+        except ResourceUnavailable as e:
+            # Whatever the agent got done is undone; a start that timed out may still have booted it.
+            self._try(guid, m.StopVm(name=vm.instance_name, force=True))
+            vm = self._reload(vm)
+            vm.state, vm.host_id, vm.state_changed = STOPPED, None, utcnow()
+            self._commit()
+            log.warning("could not start %s on host %s: %s", vm.instance_name, host_name, e.text)
+            return False, "starting the guest failed: %s" % e.text
+
+        vm = self._reload(vm)
+        vm.state, vm.host_id, vm.last_host_id, vm.state_changed = RUNNING, host.id, host.id, utcnow()
+        if not nics:
+            self.ctx.event("VM.START", "VM %s started on host %s without a NIC: the host does not report bridge %s "
+                           "(the zone's Guest traffic KVM label); create the bridge on the host or change the label"
+                           % (vm.instance_name, host_name, bridge), vm.uuid, level="WARN")
+        self.ctx.event("VM.START", "Started VM %s on host %s" % (vm.instance_name, host_name), vm.uuid)
+        log.info("started %s (%s) on host %s", vm.instance_name, vm.uuid, host_name)
+        return None
+
+    def _guest_bridge(self, zone):
+        """The bridge guests attach to: the KVM label of the zone's Guest traffic, else cloudbr0."""
+        guest = self.ctx.networks.zone_traffic(zone).get("Guest")
+        return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
+
+    def _offering_tags(self, vm):
+        offering = self.session.get(ServiceOffering, vm.service_offering_id)
+        return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
+
+    # --- stop, reboot -------------------------------------------------------------------
+
+    def stop(self, vm, forced=False):
+        vm = self._reload(vm)
+        if vm.state == STOPPED:
+            return vm
+        if vm.state not in (RUNNING, STOPPING):
+            raise CloudRuntimeError(
+                "Unable to stop VM %s: it is %s; only a Running VM can be stopped" % (vm.instance_name, vm.state))
+        host = self.session.get(Host, vm.host_id) if vm.host_id else None
+        vm.state, vm.state_changed = STOPPING, utcnow()
+        self._commit()
+        with self._unstuck(vm, RUNNING):
+            return self._stopped(vm, host, forced)
+
+    def _stopped(self, vm, host, forced):
+        if host is not None:
+            try:
+                self._call(host.guid, host.name, m.StopVm(name=vm.instance_name, force=forced))
+            except ResourceUnavailable as e:
+                vm = self._reload(vm)
+                if not forced:
+                    vm.state = RUNNING
+                    self._commit()
+                    raise CloudRuntimeError(
+                        "Failed to stop VM instance %s: %s; retry, or pass forced=true to mark it Stopped without "
+                        "the host's confirmation" % (vm.instance_name, e.text)) from None
+                self.ctx.event("VM.STOP", "Marked VM %s Stopped without confirmation from host %s: %s"
+                               % (vm.instance_name, host.name, e.text), vm.uuid, level="WARN")
+        vm = self._reload(vm)
+        vm.state, vm.state_changed = STOPPED, utcnow()
+        vm.last_host_id = vm.host_id or vm.last_host_id
+        vm.host_id = None
+        self.ctx.event("VM.STOP", "Stopped VM %s" % vm.instance_name, vm.uuid)
+        log.info("stopped %s (%s)%s", vm.instance_name, vm.uuid, " (forced)" if forced else "")
+        return vm
+
+    def reboot(self, vm):
+        vm = self._reload(vm)
+        if vm.state != RUNNING or vm.host_id is None:
+            raise CloudRuntimeError(
+                "Failed to reboot vm instance: VM %s is %s; only a Running VM can be rebooted (start it instead)"
+                % (vm.instance_name, vm.state))
+        host = self.session.get(Host, vm.host_id)
+        self._commit()
+        try:
+            self._call(host.guid, host.name, m.RebootVm(name=vm.instance_name))
+        except ResourceUnavailable as e:
+            raise CloudRuntimeError("Failed to reboot vm instance %s: %s" % (vm.instance_name, e.text)) from None
+        vm = self._reload(vm)
+        self.ctx.event("VM.REBOOT", "Rebooted VM %s on host %s" % (vm.instance_name, host.name), vm.uuid)
+        return vm
+
+    # --- destroy, expunge -------------------------------------------------------------
+
+    def destroy(self, vm, expunge=False):
+        vm = self._reload(vm)
+        if vm.state in (STARTING, MIGRATING):
+            raise CloudRuntimeError("Unable to destroy VM %s while it is %s; wait for its job to finish"
+                                    % (vm.instance_name, vm.state))
+        if vm.state in (RUNNING, STOPPING):
+            vm = self.stop(vm)
+        if vm.state != DESTROYED and vm.state != EXPUNGING:
+            vm.state, vm.state_changed = DESTROYED, utcnow()
+            volume = self.root_volume(vm)
+            if volume is not None:
+                volume.state = DESTROY if volume.state != ALLOCATED else volume.state
+            self.ctx.event("VM.DESTROY", "Destroyed VM %s" % vm.instance_name, vm.uuid)
+        if expunge:
+            vm = self.expunge(vm)
+        return vm
+
+    def expunge(self, vm):
+        """Delete the root volume from its pool, then the VM. The VM stays Destroyed when that fails."""
+        volume = self.root_volume(vm)
+        vm.state = EXPUNGING
+        target = None
+        if volume is not None and volume.pool_id is not None:
+            pool = self.session.get(StoragePool, volume.pool_id)
+            host = self._host_for_pool(pool, vm.last_host_id)
+            if host is None:
+                vm.state = DESTROYED
+                self._commit()
+                raise CloudRuntimeError(
+                    "Failed to expunge VM %s: no Up host can reach storage pool %s to delete its root volume; "
+                    "bring a host of the pool's cluster Up and retry" % (vm.instance_name, pool.name))
+            target = (host.guid, host.name, pool_spec(pool), pool.name)
+        self._commit()
+        with self._unstuck(vm, DESTROYED):
+            return self._expunged(vm, volume, target)
+
+    def _expunged(self, vm, volume, target):
+        if target is not None:
+            guid, host_name, spec, pool_name = target
+            try:
+                self._call(guid, host_name, m.DeleteVolume(pool=spec, name=volume.uuid))
+            except ResourceUnavailable as e:
+                vm = self._reload(vm)
+                vm.state = DESTROYED
+                self._commit()
+                raise CloudRuntimeError("Failed to expunge VM %s: could not delete its root volume from storage "
+                                        "pool %s: %s" % (vm.instance_name, pool_name, e.text)) from None
+        vm = self._reload(vm)
+        now = utcnow()
+        if volume is not None:
+            volume = self.session.get(Volume, volume.id)
+            volume.state, volume.removed = EXPUNGED, now
+            self.ctx.event("VOLUME.DELETE", "Deleted root volume %s of %s" % (volume.name, vm.instance_name),
+                           volume.uuid)
+        vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
+        self.ctx.event("VM.EXPUNGE", "Expunged VM %s" % vm.instance_name, vm.uuid)
+        log.info("expunged %s (%s)", vm.instance_name, vm.uuid)
+        return vm
+
+    def _host_for_pool(self, pool, preferred_id):
+        if pool.scope == "ZONE":
+            q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
+        else:
+            q = select(Host).where(Host.cluster_id == pool.cluster_id)
+        hosts = self.session.execute(
+            q.where(Host.removed.is_(None), Host.state == "Up", Host.guid.is_not(None)).order_by(Host.id)
+        ).unique().scalars().all()
+        hosts.sort(key=lambda h: h.id != preferred_id)
+        return hosts[0] if hosts else None
+
+    # --- reconciliation with hypervisor reports ------------------------------------------
+
+    def reconcile(self, host, reported, reported_at=None):
+        """Correct the VM rows of `host` after its agent reported `reported` ({instance name: state}).
+
+        A VM the database has Running on this host that the hypervisor does not run is
+        Stopped; a Stopped VM the hypervisor runs is Running here. VMs a job is moving
+        (Starting, Stopping...) are left to the job, and so are VMs whose state changed
+        after (or just before) the report was received at `reported_at`: the report may
+        predate that change. Nothing is started or stopped.
+        Returns False when a VM was left alone, so the caller reconciles again later.
+        """
+        reported = {name: str(state) for name, state in reported.items()}
+        newer_than = (reported_at or utcnow()) - REPORT_GRACE
+        settled = True
+        on_host = self.session.execute(
+            select(VmInstance).where(VmInstance.host_id == host.id, VmInstance.removed.is_(None))
+        ).scalars().all()
+        seen = set()
+        for vm in on_host:
+            seen.add(vm.instance_name)
+            state = reported.get(vm.instance_name)
+            if vm.state in IN_TRANSITION or vm.state_changed > newer_than:
+                settled = False
+            elif vm.state == RUNNING and state in (None, STOPPED):
+                vm.state, vm.last_host_id, vm.host_id, vm.state_changed = STOPPED, host.id, None, utcnow()
+                self.ctx.event("VM.STOP", "VM %s stopped outside the engine: host %s reports it %s"
+                               % (vm.instance_name, host.name, "absent" if state is None else state),
+                               vm.uuid, level="WARN")
+                log.warning("VM %s is no longer running on host %s; marked Stopped", vm.instance_name, host.name)
+        running = [name for name, state in reported.items() if state == RUNNING and name not in seen]
+        if running:
+            elsewhere = self.session.execute(
+                select(VmInstance).where(VmInstance.instance_name.in_(running), VmInstance.removed.is_(None))
+            ).scalars().all()
+            for vm in elsewhere:
+                if vm.state in IN_TRANSITION or vm.state_changed > newer_than:
+                    settled = False
+                elif vm.state == STOPPED:
+                    vm.state, vm.host_id, vm.last_host_id, vm.state_changed = RUNNING, host.id, host.id, utcnow()
+                    self.ctx.event("VM.START", "VM %s found running on host %s: it was started outside the engine"
+                                   % (vm.instance_name, host.name), vm.uuid, level="WARN")
+                    log.warning("VM %s runs on host %s although it was Stopped; marked Running",
+                                vm.instance_name, host.name)
+                else:
+                    log.warning("host %s runs a guest %s that the engine has %s%s; leaving it alone",
+                                host.name, vm.instance_name, vm.state,
+                                " on another host" if vm.state == RUNNING else "")
+        self.session.flush()
+        return settled
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _reload(self, vm):
+        """The VM row as committed now, locked for this transaction (MySQL)."""
+        return self.session.execute(
+            select(VmInstance).where(VmInstance.id == vm.id).with_for_update().execution_options(populate_existing=True)
+        ).scalar_one()
+
+    @contextlib.contextmanager
+    def _unstuck(self, vm, state, **fields):
+        """Put the VM back in `state` when something unexpected escapes a phase that left it in
+        a transitional state; the expected failures (ApiError) are handled where they occur."""
+        try:
+            yield
+        except ApiError:
+            raise
+        except Exception:
+            try:
+                self.session.rollback()
+                row = self._reload(vm)
+                if row.state in IN_TRANSITION:
+                    row.state, row.state_changed = state, utcnow()
+                    for name, value in fields.items():
+                        setattr(row, name, value)
+                    self._commit()
+            except Exception:
+                log.exception("could not return %s to %s", vm.instance_name, state)
+            raise
+
+    def _commit(self):
+        # Commit what the job decided so far before the agent is asked anything: an agent
+        # call must never hold the database's write lock (SQLite) or row locks (MySQL).
+        self.session.commit()
+
+    def _call(self, guid, host_name, command):
+        agents = self.ctx.engine.agents
+        if agents is None:
+            raise ResourceUnavailable("the agent channel is not running on this management server")
+        if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
+            raise ResourceUnavailable("the agent of host %s is not connected" % host_name)
+        return agents.call(guid, command, TIMEOUTS[type(command)])
+
+    def _try(self, guid, command):
+        """Best effort: a clean-up command whose failure changes nothing."""
+        agents = self.ctx.engine.agents
+        if agents is None or not guid:
+            return
+        try:
+            agents.call(guid, command, CLEANUP_TIMEOUT)
+        except ResourceUnavailable as e:
+            log.info("clean-up %s on %s did not succeed: %s", type(command).__name__, guid, e.text)

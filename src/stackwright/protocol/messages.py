@@ -1,0 +1,394 @@
+"""Every message exchanged between the engine and its host agents.
+
+Messages are dataclasses registered by class name; the name is the ``type`` of
+the frame that carries them (see `stackwright.protocol.framing`).  Three kinds:
+
+* `Request`: expects exactly one answer, either its declared ``answer`` class or
+  an `ErrorAnswer`.  ``origin`` says which side may send it.
+* `Answer`: the reply to a request, carrying the request's sequence number.
+* `Notice`: one-way (`Goodbye`).
+
+The value types below (`HostInfo`, `VmSpec`, `PoolSpec`, ...) are defined once,
+here: the agent's hypervisor and storage drivers take and return them
+directly (`stackwright.agent.hypervisor.base` and
+`stackwright.agent.storage.base` re-export them).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+ENGINE = "engine"
+AGENT = "agent"
+
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+# -- value types -----------------------------------------------------------------
+
+
+class VmState(enum.StrEnum):
+    """Guest power states, spelled as CloudStack spells them."""
+
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    STARTING = "Starting"
+    STOPPING = "Stopping"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(kw_only=True)
+class HostInfo:
+    hostname: str
+    hypervisor: str
+    hypervisor_version: str
+    arch: str
+    cpu_sockets: int
+    cpu_cores: int
+    cpu_threads: int
+    cpus: int
+    cpu_mhz: int
+    memory_bytes: int
+    private_ip: str | None
+    private_mac: str | None
+    bridges: list[str] = field(default_factory=list)
+    accel: str = "none"
+
+
+@dataclass(kw_only=True)
+class HostStats:
+    cpu_utilization: float
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSource:
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NfsSource:
+    server: str
+    export: str
+    path: str
+    port: int | None = None
+
+
+@dataclass(kw_only=True)
+class DiskSpec:
+    device: str
+    source: FileSource | NfsSource
+    format: str = "qcow2"
+    size_bytes: int = 0
+
+
+@dataclass(kw_only=True)
+class NicSpec:
+    mac: str
+    bridge: str
+    model: str = "virtio"
+
+
+@dataclass(kw_only=True)
+class VmSpec:
+    name: str
+    uuid: str
+    vcpus: int
+    cpu_mhz: int
+    memory_mb: int
+    disks: list[DiskSpec] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
+    vnc_listen: str = "127.0.0.1"
+    vnc_password: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSpec:
+    uuid: str
+    url: str
+    mode: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolStats:
+    capacity_bytes: int
+    used_bytes: int
+    available_bytes: int
+
+
+# -- message kinds ---------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Message:
+    """Base of every message; subclasses register themselves by class name."""
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and cls.__name__ not in ("Request", "Answer", "Notice"):
+            MESSAGE_TYPES[cls.__name__] = cls
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+@dataclass(kw_only=True)
+class Answer(Message):
+    """The reply to a `Request`."""
+
+
+@dataclass(kw_only=True)
+class Request(Message):
+    """A message that expects one `Answer` (or an `ErrorAnswer`)."""
+
+    origin: ClassVar[str] = ENGINE
+    answer: ClassVar[type[Answer]] = Answer
+
+
+@dataclass(kw_only=True)
+class Notice(Message):
+    """A one-way message."""
+
+
+@dataclass(kw_only=True)
+class ErrorAnswer(Answer):
+    """A request failed; ``code`` is stable, ``message`` is meant for an operator."""
+
+    code: str
+    message: str
+
+
+@dataclass(kw_only=True)
+class Ack(Answer):
+    """A request succeeded and has nothing to report."""
+
+
+@dataclass(kw_only=True)
+class Goodbye(Notice):
+    """The sender is closing the session; ``reason`` says why."""
+
+    reason: str
+
+
+# -- agent -> engine ---------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class CaAnswer(Answer):
+    ca_pem: str
+
+
+@dataclass(kw_only=True)
+class GetCa(Request):
+    """First step of enrollment: fetch the engine's CA certificate to check its fingerprint."""
+
+    origin: ClassVar[str] = AGENT
+    answer: ClassVar[type[Answer]] = CaAnswer
+
+
+@dataclass(kw_only=True)
+class EnrollAnswer(Answer):
+    cert_pem: str
+    ca_pem: str
+
+
+@dataclass(kw_only=True)
+class Enroll(Request):
+    """Trade a one-time token and a CSR for a client certificate issued to ``guid``."""
+
+    origin: ClassVar[str] = AGENT
+    answer: ClassVar[type[Answer]] = EnrollAnswer
+    secret_fields: ClassVar[tuple[str, ...]] = ("token",)
+
+    token: str
+    csr_pem: str
+    guid: str
+    hostname: str = ""
+
+
+@dataclass(kw_only=True)
+class RegisterAnswer(Answer):
+    """The engine accepted the host.
+
+    ``host_id`` is the engine's id for the host (the session's host key);
+    ``ping_interval`` (seconds) is how often the agent must ping.
+    """
+
+    host_id: str
+    host_name: str = ""
+    ping_interval: float = 60.0
+
+
+@dataclass(kw_only=True)
+class RegisterRequest(Request):
+    """Sent once per connection, before anything else but enrollment."""
+
+    origin: ClassVar[str] = AGENT
+    answer: ClassVar[type[Answer]] = RegisterAnswer
+
+    guid: str
+    zone: str = ""
+    pod: str = ""
+    cluster: str = ""
+    host: HostInfo
+    vms: dict[str, VmState] = field(default_factory=dict)
+    agent_version: str = ""
+    private_network_device: str = ""
+    public_network_device: str = ""
+    guest_network_device: str = ""
+
+
+@dataclass(kw_only=True)
+class PingAnswer(Answer):
+    pass
+
+
+@dataclass(kw_only=True)
+class Ping(Request):
+    """Heartbeat with the state of every guest the hypervisor knows.
+
+    ``vms_reported`` is false when the hypervisor could not be asked; ``vms``
+    is then empty and says nothing about the guests.
+    """
+
+    origin: ClassVar[str] = AGENT
+    answer: ClassVar[type[Answer]] = PingAnswer
+
+    vms: dict[str, VmState] = field(default_factory=dict)
+    vms_reported: bool = True
+
+
+# -- engine -> agent ---------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class ReadyAnswer(Answer):
+    healthy: bool
+    detail: str = ""
+    host: HostInfo | None = None
+
+
+@dataclass(kw_only=True)
+class Ready(Request):
+    """The engine finished registering the host; the agent reports whether it can serve."""
+
+    answer: ClassVar[type[Answer]] = ReadyAnswer
+
+
+@dataclass(kw_only=True)
+class CheckHealth(Request):
+    """Probe the hypervisor (and only the hypervisor)."""
+
+    answer: ClassVar[type[Answer]] = ReadyAnswer
+
+
+@dataclass(kw_only=True)
+class HostStatsAnswer(Answer):
+    stats: HostStats
+
+
+@dataclass(kw_only=True)
+class GetHostStats(Request):
+    answer: ClassVar[type[Answer]] = HostStatsAnswer
+
+
+@dataclass(kw_only=True)
+class VmStateAnswer(Answer):
+    name: str
+    state: VmState
+
+
+@dataclass(kw_only=True)
+class StartVm(Request):
+    answer: ClassVar[type[Answer]] = VmStateAnswer
+    secret_fields: ClassVar[tuple[str, ...]] = ("spec.vnc_password",)
+
+    spec: VmSpec
+
+
+@dataclass(kw_only=True)
+class StopVm(Request):
+    answer: ClassVar[type[Answer]] = VmStateAnswer
+
+    name: str
+    force: bool = False
+
+
+@dataclass(kw_only=True)
+class RebootVm(Request):
+    answer: ClassVar[type[Answer]] = VmStateAnswer
+
+    name: str
+
+
+@dataclass(kw_only=True)
+class QueryVm(Request):
+    answer: ClassVar[type[Answer]] = VmStateAnswer
+
+    name: str
+
+
+@dataclass(kw_only=True)
+class PoolStatsAnswer(Answer):
+    stats: PoolStats
+
+
+@dataclass(kw_only=True)
+class AttachPool(Request):
+    """Attach a primary storage pool and prove it writable."""
+
+    answer: ClassVar[type[Answer]] = PoolStatsAnswer
+
+    pool: PoolSpec
+
+
+@dataclass(kw_only=True)
+class GetPoolStats(Request):
+    answer: ClassVar[type[Answer]] = PoolStatsAnswer
+
+    pool: PoolSpec
+
+
+@dataclass(kw_only=True)
+class DetachPool(Request):
+    answer: ClassVar[type[Answer]] = Ack
+
+    pool: PoolSpec
+
+
+@dataclass(kw_only=True)
+class CheckSecondary(Request):
+    """Check a secondary storage URL for reachability and write access."""
+
+    answer: ClassVar[type[Answer]] = PoolStatsAnswer
+
+    url: str
+
+
+@dataclass(kw_only=True)
+class VolumeAnswer(Answer):
+    disk: DiskSpec
+
+
+@dataclass(kw_only=True)
+class CreateVolume(Request):
+    answer: ClassVar[type[Answer]] = VolumeAnswer
+
+    pool: PoolSpec
+    name: str
+    size_bytes: int
+    format: str = "qcow2"
+
+
+@dataclass(kw_only=True)
+class DeleteVolume(Request):
+    answer: ClassVar[type[Answer]] = Ack
+
+    pool: PoolSpec
+    name: str

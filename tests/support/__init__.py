@@ -1,0 +1,1 @@
+"""Helpers that start and drive real services for the test suite."""

@@ -1,0 +1,212 @@
+"""VM starts, stops and expunges against the agent's real command handlers, simulator
+hypervisor and simulator storage, without the network channel in between: failures on one
+host or pool, a start resumed after an interruption, and VMs never left in transition.
+
+The VM service commits between its phases, so this module works on its own database and
+each test builds its own zone.
+"""
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from stackwright.agent.handlers import Dispatcher, HandlerContext
+from stackwright.agent.hypervisor.simulator import SimulatorDriver
+from stackwright.agent.storage.simulator import SimulatorStorageDriver
+from stackwright.management.context import Context
+from stackwright.management.errors import CloudRuntimeError, InsufficientCapacity, ResourceUnavailable
+from stackwright.management.persistence.models import Event, VmInstance, Volume
+from stackwright.management.services.configuration import GlobalSettings
+from stackwright.protocol import messages as m
+from tests.unit.management.services.test_vms import GiB, World
+
+
+class LocalAgents:
+    """The engine's `agents.call` served by in-process agents: real handlers and drivers,
+    errors mapped the way the agent channel maps them."""
+
+    def __init__(self):
+        self.hosts = {}
+        self.broken = None          # when set, every call raises it (an unexpected failure)
+        self.connected = threading.Event()
+        self.connected.set()
+
+    def add(self, guid, memory_mb=16384, storage_bytes=1 << 40):
+        driver = SimulatorDriver(hostname=guid, memory_mb=memory_mb)
+        storage = SimulatorStorageDriver(capacity_bytes=storage_bytes)
+        self.hosts[guid] = Dispatcher(HandlerContext(driver, storage_factory=lambda: storage), workers=0)
+        return driver, storage
+
+    def registration_event(self, guid):
+        return self.connected
+
+    def call(self, guid, command, timeout=60.0):
+        if self.broken is not None:
+            raise self.broken
+        dispatcher = self.hosts.get(guid)
+        if dispatcher is None:
+            raise ResourceUnavailable("Host %s did not answer %s: not connected" % (guid, type(command).__name__))
+        answer = dispatcher.run(command)
+        if isinstance(answer, m.ErrorAnswer):
+            raise ResourceUnavailable("Host %s failed %s: %s" % (guid, type(command).__name__, answer.message))
+        return answer
+
+
+@pytest.fixture
+def agents():
+    return LocalAgents()
+
+
+@pytest.fixture
+def ctx(db, agents):
+    """A context whose service commits for real (this module's own database)."""
+    session = db.session()
+    try:
+        yield Context(SimpleNamespace(settings=GlobalSettings(db), agents=agents), session, user=None)
+    finally:
+        session.rollback()
+        session.close()
+
+
+@pytest.fixture
+def world(ctx):
+    return World(ctx)
+
+
+def new_vm(ctx, world):
+    """A VM as deployVirtualMachine leaves it: Stopped, with an Allocated root volume."""
+    vm = world.vm(None, state="Stopped", memory=512)
+    ctx.session.add(Volume(name="ROOT-%d" % vm.id, vm_id=vm.id, zone_id=world.zone.id, account_id=world.account.id,
+                           size_bytes=GiB, format="qcow2", state="Allocated"))
+    ctx.session.flush()
+    return vm
+
+
+def root(ctx, vm):
+    return ctx.session.execute(select(Volume).where(Volume.vm_id == vm.id)).scalar_one()
+
+
+def start(ctx, vm):
+    return ctx.vms.start(vm)
+
+
+def test_start_runs_the_guest_on_the_planned_host_with_its_volume(ctx, world, agents):
+    host = world.host()
+    pool = world.pool()
+    driver, storage = agents.add(host.guid)
+    vm = start(ctx, new_vm(ctx, world))
+    assert (vm.state, vm.host_id, vm.last_host_id) == ("Running", host.id, host.id)
+    volume = root(ctx, vm)
+    assert (volume.state, volume.pool_id) == ("Ready", pool.id)
+    assert storage.volumes(pool.uuid) == {volume.uuid: GiB}
+    assert driver.query(vm.instance_name) == m.VmState.RUNNING
+    assert volume.disk["source"]["@type"] == "NfsSource" and volume.disk["source"]["path"] == volume.uuid
+
+
+def test_a_host_that_refuses_the_guest_is_avoided(ctx, world, agents):
+    small, big = world.host(), world.host()
+    world.pool()
+    agents.add(small.guid, memory_mb=256)      # the hypervisor has less memory than the engine believes
+    agents.add(big.guid)
+    vm = start(ctx, new_vm(ctx, world))
+    assert (vm.state, vm.host_id) == ("Running", big.id)
+
+
+def test_when_every_host_refuses_the_failures_are_named(ctx, world, agents):
+    only = world.host()
+    world.pool()
+    agents.add(only.guid, memory_mb=256)
+    vm = new_vm(ctx, world)
+    with pytest.raises(InsufficientCapacity) as caught:
+        start(ctx, vm)
+    text = caught.value.text
+    assert text.startswith("Unable to create a deployment for VM[User|%s]: no other Up and Enabled host left"
+                           % vm.instance_name)
+    assert "earlier attempts: %s: starting the guest failed:" % only.name in text
+    vm = ctx.session.get(VmInstance, vm.id)
+    assert (vm.state, vm.host_id) == ("Stopped", None)
+    assert root(ctx, vm).state == "Ready"              # the volume was made; the next start reuses it
+
+
+def test_a_pool_that_cannot_hold_the_volume_is_avoided(ctx, world, agents):
+    host = world.host()
+    world.pool()
+    agents.add(host.guid, storage_bytes=GiB // 2)
+    vm = new_vm(ctx, world)
+    with pytest.raises(InsufficientCapacity) as caught:
+        start(ctx, vm)
+    assert "creating the root volume on storage pool" in caught.value.text
+    volume = root(ctx, vm)
+    assert (volume.state, volume.pool_id) == ("Allocated", None)
+    assert ctx.session.get(VmInstance, vm.id).state == "Stopped"
+
+
+def test_an_interrupted_start_resumes_on_its_host_and_boots_once(ctx, world, agents):
+    host = world.host()
+    pool = world.pool()
+    driver, storage = agents.add(host.guid)
+    vm = new_vm(ctx, world)
+    # What a restart finds after a kill between CreateVolume and its commit.
+    volume = root(ctx, vm)
+    storage.create_volume(m.PoolSpec(uuid=pool.uuid, url=pool.url), volume.uuid, GiB)
+    vm.state, vm.host_id = "Starting", host.id
+    volume.state, volume.pool_id = "Creating", pool.id
+    ctx.session.commit()
+    vm = start(ctx, vm)
+    assert (vm.state, root(ctx, vm).state) == ("Running", "Ready")
+    assert driver.boot_count(vm.instance_name) == 1
+
+
+def test_an_unexpected_failure_does_not_leave_the_vm_starting(ctx, world, agents):
+    world.host()
+    world.pool()
+    agents.broken = RuntimeError("the agent channel broke")
+    vm = new_vm(ctx, world)
+    with pytest.raises(RuntimeError):
+        start(ctx, vm)
+    vm = ctx.session.get(VmInstance, vm.id)
+    ctx.session.refresh(vm)
+    assert (vm.state, vm.host_id) == ("Stopped", None)
+
+
+def test_stop_without_an_answer_needs_forced(ctx, world, agents):
+    host = world.host()
+    world.pool()
+    agents.add(host.guid)
+    vm = start(ctx, new_vm(ctx, world))
+    del agents.hosts[host.guid]                # the host's agent went away
+    with pytest.raises(CloudRuntimeError) as caught:
+        ctx.vms.stop(vm)
+    assert caught.value.text.startswith("Failed to stop VM instance %s: Host %s did not answer StopVm"
+                                        % (vm.instance_name, host.guid))
+    assert ctx.session.get(VmInstance, vm.id).state == "Running"
+    vm = ctx.vms.stop(vm, forced=True)
+    assert (vm.state, vm.host_id, vm.last_host_id) == ("Stopped", None, host.id)
+    warnings = ctx.session.execute(select(Event).where(Event.resource_uuid == vm.uuid, Event.level == "WARN",
+                                                       Event.type == "VM.STOP"))
+    assert "without confirmation from host" in warnings.scalars().one().description
+
+
+def test_expunge_deletes_the_volume_or_stays_destroyed(ctx, world, agents):
+    host = world.host()
+    pool = world.pool()
+    driver, storage = agents.add(host.guid)
+    vm = start(ctx, new_vm(ctx, world))
+    vm = ctx.vms.stop(vm)
+    agents.broken = ResourceUnavailable("Host %s did not answer DeleteVolume: timeout" % host.guid)
+    with pytest.raises(CloudRuntimeError) as caught:
+        ctx.vms.destroy(vm, expunge=True)
+    assert "could not delete its root volume from storage pool %s" % pool.name in caught.value.text
+    assert ctx.session.get(VmInstance, vm.id).state == "Destroyed"
+    agents.broken = None
+    vm = ctx.vms.destroy(vm, expunge=True)
+    assert vm.state == "Expunging" and vm.removed is not None
+    assert storage.volumes(pool.uuid) == {}
+    assert root_removed(ctx, vm)
+
+
+def root_removed(ctx, vm):
+    volume = ctx.session.execute(select(Volume).where(Volume.vm_id == vm.id)).scalar_one()
+    return volume.removed is not None and volume.state == "Expunged"
