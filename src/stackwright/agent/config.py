@@ -53,7 +53,7 @@ def _unescape(text: str) -> str:
             continue
         nxt = next(chars, "")
         if nxt == "u":
-            code = "".join(next(chars, "") for _ in range(4))
+            code = "".join(next(chars, "") for _digit in range(4))
             try:
                 out.append(chr(int(code, 16)))
             except ValueError:
@@ -131,7 +131,7 @@ class PropertiesFile:
         return entries
 
     def as_dict(self) -> dict[str, str]:
-        return {key: value for _, _, key, value in self._entries()}
+        return {key: value for _first, _last, key, value in self._entries()}
 
     def set(self, key: str, value: str) -> bool:
         """Set ``key``; True when the file content changes.  The last occurrence wins, as in Java."""
@@ -140,7 +140,7 @@ class PropertiesFile:
         if not matches:
             self.lines.append(line)
             return True
-        first, last, _, current = matches[-1]
+        first, last, _key, current = matches[-1]
         if current == value:
             return False
         self.lines[first:last + 1] = [line]

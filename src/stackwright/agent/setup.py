@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if not config.tls:
             raise ConfigError("--token given but tls.enabled is false; enrollment needs TLS")
         try:
-            _, ca_fp = split_token(token)
+            _secret, ca_fp = split_token(token)
         except ValueError as exc:
             raise EnrollmentError(str(exc)) from None
         if args.force_enroll or not already_enrolled(config, ca_fp):

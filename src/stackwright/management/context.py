@@ -5,11 +5,28 @@ import functools
 from .services.accounts import ROOT_ADMIN
 
 
+class Principal:
+    """Who calls, as known from the API key cache: enough to authorise without a query."""
+
+    __slots__ = ("user_id", "account_id", "root_admin")
+
+    def __init__(self, user_id, account_id, root_admin):
+        self.user_id = user_id
+        self.account_id = account_id
+        self.root_admin = root_admin
+
+
 class Context:
     def __init__(self, engine, session, user, command=None, request_id=None, job=None):
+        """`user` is a User row, a Principal (the row is loaded on first use), or None."""
         self.engine = engine
         self.session = session
-        self.user = user
+        if isinstance(user, Principal):
+            self.principal, self._user = user, None
+        else:
+            self._user = user
+            self.principal = None if user is None else Principal(
+                user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
         self.command = command
         self.request_id = request_id
         self.job = job
@@ -21,12 +38,20 @@ class Context:
         return self.engine.settings
 
     @property
+    def user(self):
+        if self._user is None and self.principal is not None:
+            from .persistence.models import User
+
+            self._user = self.session.get(User, self.principal.user_id)
+        return self._user
+
+    @property
     def account(self):
         return self.user.account if self.user is not None else None
 
     @property
     def is_root_admin(self):
-        return self.account is not None and self.account.account_type == ROOT_ADMIN
+        return self.principal is not None and self.principal.root_admin
 
     def after_commit(self, fn):
         """Run `fn` once the transaction has committed (e.g. hand a job to the workers)."""

@@ -21,11 +21,15 @@ class KeyEntry:
     account_id: int
     secret: str
     root_admin: bool
+    enabled: bool
     loaded: float
 
 
 class KeyCache:
-    """API key -> (user, secret) for a few seconds, so signature checks skip a query."""
+    """API key -> (user, secret, enabled) for a few seconds, so requests skip the user query.
+
+    Disabling a user or account therefore takes effect within TTL seconds.
+    """
 
     TTL = 5.0
 
@@ -42,8 +46,9 @@ class KeyCache:
         user = AccountService(session).user_by_key(api_key)
         if user is None or not user.secret_key:
             return None
+        enabled = user.state == "enabled" and user.account.state == "enabled"
         entry = KeyEntry(user.id, user.account_id, user.secret_key,
-                         user.account.account_type == ROOT_ADMIN, now)
+                         user.account.account_type == ROOT_ADMIN, enabled, now)
         with self._lock:
             if len(self._entries) > 10000:
                 self._entries.clear()
@@ -66,18 +71,19 @@ class Throttle:
         self._windows = {}
         self._lock = threading.Lock()
 
-    def check(self, user):
-        if not self.enabled or user.account.account_type == ROOT_ADMIN:
+    def check(self, caller):
+        """`caller` is a context Principal."""
+        if not self.enabled or caller.root_admin:
             return
         now = time.monotonic()
         with self._lock:
-            start, count = self._windows.get(user.account_id, (now, 0))
+            start, count = self._windows.get(caller.account_id, (now, 0))
             if now - start >= self.interval:
                 start, count = now, 0
             count += 1
-            if len(self._windows) >= self.cachesize and user.account_id not in self._windows:
+            if len(self._windows) >= self.cachesize and caller.account_id not in self._windows:
                 self._windows.clear()
-            self._windows[user.account_id] = (start, count)
+            self._windows[caller.account_id] = (start, count)
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(

@@ -61,7 +61,7 @@ def encode_as(value: Any, annotation: Any) -> Any:
         (item_type,) = typing.get_args(annotation)
         return [encode_as(item, item_type) for item in value]
     if origin is dict and isinstance(value, dict):
-        _, item_type = typing.get_args(annotation)
+        _key_type, item_type = typing.get_args(annotation)
         return {str(key): encode_as(item, item_type) for key, item in value.items()}
     return encode(value)
 
@@ -92,7 +92,7 @@ def _decode(annotation: Any, data: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(data, dict):
             raise CodecError(f"{path}: expected an object, got {_kind(data)}")
-        _, item_type = typing.get_args(annotation)
+        _key_type, item_type = typing.get_args(annotation)
         return {key: _decode(item_type, item, f"{path}.{key}") for key, item in data.items()}
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return _decode_dataclass(annotation, data, path)

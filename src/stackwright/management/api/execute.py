@@ -8,9 +8,10 @@ import logging
 import time
 
 
-from ..context import Context
+from ..context import Context, Principal
 from ..errors import ApiError, AuthenticationError, MethodNotAllowed
 from ..persistence.models import User
+from ..services.accounts import ROOT_ADMIN
 from . import params as paramlib
 from . import signing
 from .registry import REGISTRY, ListResult, Success
@@ -83,7 +84,10 @@ def authenticate(engine, session, raw, method, cookies):
                 raise AuthenticationError(BAD_CREDENTIALS)
         if not signing.verify(raw, entry.secret, signature):
             raise AuthenticationError(BAD_CREDENTIALS)
-        user = session.get(User, entry.user_id)
+        if not entry.enabled:
+            raise AuthenticationError(BAD_CREDENTIALS)
+        # The key cache knows enough to authorise; the User row is loaded only if a command needs it.
+        return Principal(entry.user_id, entry.account_id, entry.root_admin)
     else:
         session_id = cookies.get("JSESSIONID")
         if not session_id:
@@ -94,7 +98,7 @@ def authenticate(engine, session, raw, method, cookies):
             raise AuthenticationError("unable to verify user credentials")
     if user is None or user.removed is not None or user.state != "enabled" or user.account.state != "enabled":
         raise AuthenticationError(BAD_CREDENTIALS)
-    return user
+    return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
 
 
 def execute(engine, raw, method="GET", cookies=None, request_id=None):

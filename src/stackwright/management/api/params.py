@@ -157,7 +157,7 @@ def _maps(raw):
         if not m:
             continue
         groups.setdefault(m["name"], {}).setdefault(int(m["index"]), {})[m["key"]] = value
-    return {name: [entry for _, entry in sorted(by_index.items())] for name, by_index in groups.items()}
+    return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
 
 
 def parse(cmd, params, raw, ctx):

@@ -24,7 +24,7 @@ SCOPE_PARAMS = (
     ("imagestoreuuid", "imagestore", ImageStore,
      "the ID of the Image Store to update the parameter value for corresponding image store"),
 )
-SCOPE_ID_PARAMS = [Param(name, Uuid(model), description=text) for name, _, model, text in SCOPE_PARAMS]
+SCOPE_ID_PARAMS = [Param(name, Uuid(model), description=text) for name, _scope, model, text in SCOPE_PARAMS]
 
 # configuration.id is the one numeric id CloudStack shows; ours is the key's stable position.
 _KEY_IDS = {name: i for i, name in enumerate(KEYS, 1)}
@@ -60,7 +60,7 @@ def configuration_view(k, value, scope=None):
 
 def requested_scope(p):
     """(scope, resource) named by the request, or (None, None); more than one is an error."""
-    named = [(scope, getattr(p, param)) for param, scope, _, _ in SCOPE_PARAMS if getattr(p, param) is not None]
+    named = [(scope, getattr(p, param)) for param, scope, _model, _text in SCOPE_PARAMS if getattr(p, param) is not None]
     if len(named) > 1:
         raise InvalidParameterValue("cannot handle multiple IDs, provide only one ID corresponding to the scope")
     return named[0] if named else (None, None)

@@ -46,30 +46,32 @@ def _prepare_physical_network(ctx, p):
     return network.uuid
 
 
-@api_command("createPhysicalNetwork", response="physicalnetwork", async_job=True,
-             prepare=_prepare_physical_network, instance_type="PhysicalNetwork", params=[
-    Param("name", String(), required=True, description="the name of the physical network"),
-    Param("zoneid", Uuid(Zone), required=True, description="the Zone ID for the physical network"),
-    Param("isolationmethods", List(), description="the isolation method for the physical network[VLAN/L3/GRE/VXLAN]"),
-    Param("broadcastdomainrange", String(), description="the broadcast domain range for the physical network[Pod or Zone]"),
-    Param("vlan", String(), description="the VLAN for the physical network"),
-    Param("tags", List(), description="Tag the physical network"),
-    Param("networkspeed", String(), description="the speed for the physical network[1G/10G]"),
-    Param("domainid", String(), description="domain ID of the account owning a physical network"),
-])
+@api_command(
+    "createPhysicalNetwork", response="physicalnetwork", async_job=True,
+    prepare=_prepare_physical_network, instance_type="PhysicalNetwork", params=[
+        Param("name", String(), required=True, description="the name of the physical network"),
+        Param("zoneid", Uuid(Zone), required=True, description="the Zone ID for the physical network"),
+        Param("isolationmethods", List(), description="the isolation method for the physical network[VLAN/L3/GRE/VXLAN]"),
+        Param("broadcastdomainrange", String(), description="the broadcast domain range for the physical network[Pod or Zone]"),
+        Param("vlan", String(), description="the VLAN for the physical network"),
+        Param("tags", List(), description="Tag the physical network"),
+        Param("networkspeed", String(), description="the speed for the physical network[1G/10G]"),
+        Param("domainid", String(), description="domain ID of the account owning a physical network"),
+    ])
 def create_physical_network(ctx, p):
     """Creates a physical network."""
     return physical_network_view(ctx, _job_row(ctx, PhysicalNetwork))
 
 
-@api_command("updatePhysicalNetwork", response="physicalnetwork", async_job=True,
-             instance_type="PhysicalNetwork", params=[
-    Param("id", Uuid(PhysicalNetwork), required=True, description="physical network id"),
-    Param("state", String(), description="Enabled/Disabled"),
-    Param("vlan", String(), description="the VLAN for the physical network"),
-    Param("tags", List(), description="Tag the physical network"),
-    Param("networkspeed", String(), description="the speed for the physical network[1G/10G]"),
-])
+@api_command(
+    "updatePhysicalNetwork", response="physicalnetwork", async_job=True,
+    instance_type="PhysicalNetwork", params=[
+        Param("id", Uuid(PhysicalNetwork), required=True, description="physical network id"),
+        Param("state", String(), description="Enabled/Disabled"),
+        Param("vlan", String(), description="the VLAN for the physical network"),
+        Param("tags", List(), description="Tag the physical network"),
+        Param("networkspeed", String(), description="the speed for the physical network[1G/10G]"),
+    ])
 def update_physical_network(ctx, p):
     """Updates a physical network."""
     network = ctx.networks.update_physical_network(
@@ -111,16 +113,17 @@ def _prepare_traffic_type(ctx, p):
     return tt.uuid
 
 
-@api_command("addTrafficType", response="traffictype", async_job=True,
-             prepare=_prepare_traffic_type, instance_type="TrafficType", params=[
-    Param("physicalnetworkid", Uuid(PhysicalNetwork), required=True, description="the Physical Network ID"),
-    Param("traffictype", String(), required=True, description="the trafficType to be added to the physical network"),
-    Param("kvmnetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a KVM host"),
-    Param("xennetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a XenServer host"),
-    Param("vmwarenetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a VMware host"),
-    Param("vlan", String(), description="The VLAN id to be used for Management traffic by VMware host"),
-    Param("isolationmethod", String(), description="Used if physical network has multiple isolation types"),
-])
+@api_command(
+    "addTrafficType", response="traffictype", async_job=True,
+    prepare=_prepare_traffic_type, instance_type="TrafficType", params=[
+        Param("physicalnetworkid", Uuid(PhysicalNetwork), required=True, description="the Physical Network ID"),
+        Param("traffictype", String(), required=True, description="the trafficType to be added to the physical network"),
+        Param("kvmnetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a KVM host"),
+        Param("xennetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a XenServer host"),
+        Param("vmwarenetworklabel", String(), description="The network name label of the physical device dedicated to this traffic on a VMware host"),
+        Param("vlan", String(), description="The VLAN id to be used for Management traffic by VMware host"),
+        Param("isolationmethod", String(), description="Used if physical network has multiple isolation types"),
+    ])
 def add_traffic_type(ctx, p):
     """Adds traffic type to a physical network."""
     return traffic_type_view(ctx, _job_row(ctx, TrafficType))

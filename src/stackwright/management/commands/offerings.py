@@ -51,19 +51,20 @@ def _domain(ctx, offering):
     return ctx.session.get(Domain, offering.domain_id) if offering.domain_id else None
 
 
-@api_command("createServiceOffering", response="serviceoffering", fields=OFFERING_FIELDS,
-             cmd_class=CMD_PACKAGE + "CreateServiceOfferingCmd", params=[
-    Param("name", String(), required=True, description="the name of the service offering"),
-    Param("displaytext", String(4096), description="the display text of the service offering, defaults to 'name'"),
-    Param("cpunumber", Integer(), description="the CPU number of the service offering"),
-    Param("cpuspeed", Integer(), description="the CPU speed of the service offering in MHz."),
-    Param("memory", Integer(), description="the total memory of the service offering in MB"),
-    Param("offerha", Boolean(), description="the HA for the service offering"),
-    Param("limitcpuuse", Boolean(), description="restrict the CPU usage to committed service offering"),
-    Param("hosttags", List(), description="the host tag for this service offering."),
-    Param("storagetype", String(), description="the storage type of the service offering. Values are local and shared."),
-    Param("domainid", Uuid(Domain), description="the ID of the containing domain(s), null for public offerings"),
-])
+@api_command(
+    "createServiceOffering", response="serviceoffering", fields=OFFERING_FIELDS,
+    cmd_class=CMD_PACKAGE + "CreateServiceOfferingCmd", params=[
+        Param("name", String(), required=True, description="the name of the service offering"),
+        Param("displaytext", String(4096), description="the display text of the service offering, defaults to 'name'"),
+        Param("cpunumber", Integer(), description="the CPU number of the service offering"),
+        Param("cpuspeed", Integer(), description="the CPU speed of the service offering in MHz."),
+        Param("memory", Integer(), description="the total memory of the service offering in MB"),
+        Param("offerha", Boolean(), description="the HA for the service offering"),
+        Param("limitcpuuse", Boolean(), description="restrict the CPU usage to committed service offering"),
+        Param("hosttags", List(), description="the host tag for this service offering."),
+        Param("storagetype", String(), description="the storage type of the service offering. Values are local and shared."),
+        Param("domainid", Uuid(Domain), description="the ID of the containing domain(s), null for public offerings"),
+    ])
 def create_service_offering(ctx, p):
     """Creates a service offering."""
     offering = ctx.catalog.create_offering(
@@ -73,13 +74,14 @@ def create_service_offering(ctx, p):
     return offering_view(offering, _domain(ctx, offering))
 
 
-@api_command("updateServiceOffering", response="serviceoffering", fields=OFFERING_FIELDS,
-             cmd_class=CMD_PACKAGE + "UpdateServiceOfferingCmd", params=[
-    Param("id", Uuid(ServiceOffering), required=True, description="the ID of the service offering to be updated"),
-    Param("name", String(), description="the name of the service offering to be updated"),
-    Param("displaytext", String(4096), description="the display text of the service offering to be updated"),
-    Param("sortkey", Integer(), description="sort key of the service offering, integer"),
-])
+@api_command(
+    "updateServiceOffering", response="serviceoffering", fields=OFFERING_FIELDS,
+    cmd_class=CMD_PACKAGE + "UpdateServiceOfferingCmd", params=[
+        Param("id", Uuid(ServiceOffering), required=True, description="the ID of the service offering to be updated"),
+        Param("name", String(), description="the name of the service offering to be updated"),
+        Param("displaytext", String(4096), description="the display text of the service offering to be updated"),
+        Param("sortkey", Integer(), description="sort key of the service offering, integer"),
+    ])
 def update_service_offering(ctx, p):
     """Updates a service offering."""
     offering = ctx.catalog.update_offering(p.id, name=p.name, display_text=p.displaytext, sort_key=p.sortkey)
@@ -95,16 +97,17 @@ def delete_service_offering(ctx, p):
     return Success()
 
 
-@api_command("listServiceOfferings", response="serviceoffering", admin_only=False, fields=OFFERING_FIELDS,
-             cmd_class="org.apache.cloudstack.api.command.user.offering.ListServiceOfferingsCmd", params=[
-    Param("id", Uuid(ServiceOffering), description="ID of the service offering"),
-    Param("name", String(), description="name of the service offering"),
-    Param("zoneid", Uuid(Zone), description="id of zone the offering is associated with"),
-    Param("domainid", Uuid(Domain), description="the ID of the domain associated with the service offering"),
-    Param("issystem", Boolean(), description="is this a system vm offering"),
-    Param("isrecursive", Boolean(), description="defaults to false"),
-    Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
-])
+@api_command(
+    "listServiceOfferings", response="serviceoffering", admin_only=False, fields=OFFERING_FIELDS,
+    cmd_class="org.apache.cloudstack.api.command.user.offering.ListServiceOfferingsCmd", params=[
+        Param("id", Uuid(ServiceOffering), description="ID of the service offering"),
+        Param("name", String(), description="name of the service offering"),
+        Param("zoneid", Uuid(Zone), description="id of zone the offering is associated with"),
+        Param("domainid", Uuid(Domain), description="the ID of the domain associated with the service offering"),
+        Param("issystem", Boolean(), description="is this a system vm offering"),
+        Param("isrecursive", Boolean(), description="defaults to false"),
+        Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
+    ])
 def list_service_offerings(ctx, p):
     """Lists all available service offerings."""
     q = select(ServiceOffering).where(ServiceOffering.removed.is_(None),

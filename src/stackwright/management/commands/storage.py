@@ -174,21 +174,23 @@ def list_storage_providers(ctx, p):
     return ListResult(items, len(items))
 
 
-@api_command("enableStorageMaintenance", response="storagepool", fields=POOL_FIELDS, async_job=True,
-             instance_type="StoragePool", response_key="prepareprimarystorageformaintenanceresponse",
-             cmd_class=CMD_PACKAGE + "PreparePrimaryStorageForMaintenanceCmd", params=[
-    Param("id", Uuid(StoragePool), required=True, description="Primary storage ID"),
-])
+@api_command(
+    "enableStorageMaintenance", response="storagepool", fields=POOL_FIELDS, async_job=True,
+    instance_type="StoragePool", response_key="prepareprimarystorageformaintenanceresponse",
+    cmd_class=CMD_PACKAGE + "PreparePrimaryStorageForMaintenanceCmd", params=[
+        Param("id", Uuid(StoragePool), required=True, description="Primary storage ID"),
+    ])
 def enable_storage_maintenance(ctx, p):
     """Puts storage pool into maintenance state."""
     return storage_pool_view(ctx, ctx.storage.enable_maintenance(p.id))
 
 
-@api_command("cancelStorageMaintenance", response="storagepool", fields=POOL_FIELDS, async_job=True,
-             instance_type="StoragePool", response_key="cancelprimarystoragemaintenanceresponse",
-             cmd_class=CMD_PACKAGE + "CancelPrimaryStorageMaintenanceCmd", params=[
-    Param("id", Uuid(StoragePool), required=True, description="the primary storage ID"),
-])
+@api_command(
+    "cancelStorageMaintenance", response="storagepool", fields=POOL_FIELDS, async_job=True,
+    instance_type="StoragePool", response_key="cancelprimarystoragemaintenanceresponse",
+    cmd_class=CMD_PACKAGE + "CancelPrimaryStorageMaintenanceCmd", params=[
+        Param("id", Uuid(StoragePool), required=True, description="the primary storage ID"),
+    ])
 def cancel_storage_maintenance(ctx, p):
     """Cancels maintenance for primary storage."""
     return storage_pool_view(ctx, ctx.storage.cancel_maintenance(p.id))

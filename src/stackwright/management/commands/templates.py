@@ -62,17 +62,18 @@ def template_view(template, zone=None, account=None, domain=None):
     })
 
 
-@api_command("listTemplates", response="template", admin_only=False, fields=TEMPLATE_FIELDS,
-             cmd_class="org.apache.cloudstack.api.command.user.template.ListTemplatesCmd", params=[
-    Param("templatefilter", String(), required=True,
-          description="possible values are featured, self, selfexecutable, sharedexecutable, executable, community, all"),
-    Param("id", Uuid(Template), description="the template ID"),
-    Param("name", String(), description="the template name"),
-    Param("zoneid", Uuid(Zone), description="list templates by zoneId"),
-    Param("hypervisor", String(), description="the hypervisor for which to restrict the search"),
-    Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
-    Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
-])
+@api_command(
+    "listTemplates", response="template", admin_only=False, fields=TEMPLATE_FIELDS,
+    cmd_class="org.apache.cloudstack.api.command.user.template.ListTemplatesCmd", params=[
+        Param("templatefilter", String(), required=True,
+              description="possible values are featured, self, selfexecutable, sharedexecutable, executable, community, all"),
+        Param("id", Uuid(Template), description="the template ID"),
+        Param("name", String(), description="the template name"),
+        Param("zoneid", Uuid(Zone), description="list templates by zoneId"),
+        Param("hypervisor", String(), description="the hypervisor for which to restrict the search"),
+        Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
+        Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
+    ])
 def list_templates(ctx, p):
     """List all public, private, and privileged templates."""
     hypervisor = choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"

@@ -142,36 +142,38 @@ def _prepare_deploy(ctx, p):
     return vm.uuid
 
 
-@api_command("deployVirtualMachine", response="virtualmachine", async_job=True, prepare=_prepare_deploy,
-             instance_type="VirtualMachine", admin_only=False, fields=VM_FIELDS,
-             cmd_class=VM_PACKAGE + "DeployVMCmd", params=[
-    Param("serviceofferingid", Uuid(ServiceOffering), required=True,
-          description="the ID of the service offering for the virtual machine"),
-    Param("templateid", Uuid(Template), required=True, description="the ID of the template for the virtual machine"),
-    Param("zoneid", Uuid(Zone), required=True, description="availability zone for the virtual machine"),
-    Param("name", String(), description="host name for the virtual machine"),
-    Param("displayname", String(), description="an optional user generated name for the virtual machine"),
-    *PLACEMENT_PARAMS,
-    Param("hypervisor", String(), description="the hypervisor on which to deploy the virtual machine"),
-    Param("startvm", Boolean(), default=True, description="true by default - deploy the VM and start it; false: only deploy it"),
-    Param("account", String(), description="an optional account for the virtual machine. Must be used with domainId."),
-    Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
-    Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
-    Param("rootdisksize", Long(), description="Optional field to resize root disk on deploy (GB)"),
-])
+@api_command(
+    "deployVirtualMachine", response="virtualmachine", async_job=True, prepare=_prepare_deploy,
+    instance_type="VirtualMachine", admin_only=False, fields=VM_FIELDS,
+    cmd_class=VM_PACKAGE + "DeployVMCmd", params=[
+        Param("serviceofferingid", Uuid(ServiceOffering), required=True,
+              description="the ID of the service offering for the virtual machine"),
+        Param("templateid", Uuid(Template), required=True, description="the ID of the template for the virtual machine"),
+        Param("zoneid", Uuid(Zone), required=True, description="availability zone for the virtual machine"),
+        Param("name", String(), description="host name for the virtual machine"),
+        Param("displayname", String(), description="an optional user generated name for the virtual machine"),
+        *PLACEMENT_PARAMS,
+        Param("hypervisor", String(), description="the hypervisor on which to deploy the virtual machine"),
+        Param("startvm", Boolean(), default=True, description="true by default - deploy the VM and start it; false: only deploy it"),
+        Param("account", String(), description="an optional account for the virtual machine. Must be used with domainId."),
+        Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
+        Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
+        Param("rootdisksize", Long(), description="Optional field to resize root disk on deploy (GB)"),
+    ])
 def deploy_virtual_machine(ctx, p):
     """Creates and automatically starts a virtual machine based on a service offering and template."""
     vm = ctx.vms.deploy(_job_vm(ctx), start=p.startvm, host=p.hostid, pod=p.podid, cluster=p.clusterid)
     return one_vm(ctx, vm)
 
 
-@api_command("startVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
-             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StartVMCmd", params=[
-    VM_ID,
-    *PLACEMENT_PARAMS,
-    Param("considerlasthost", Boolean(), default=True,
-          description="True by default, the last host of the VM is tried first when it has capacity"),
-])
+@api_command(
+    "startVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+    admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StartVMCmd", params=[
+        VM_ID,
+        *PLACEMENT_PARAMS,
+        Param("considerlasthost", Boolean(), default=True,
+              description="True by default, the last host of the VM is tried first when it has capacity"),
+    ])
 def start_virtual_machine(ctx, p):
     """Starts a virtual machine."""
     vm = ctx.vms.check_access(p.id)
@@ -180,12 +182,13 @@ def start_virtual_machine(ctx, p):
     return one_vm(ctx, vm)
 
 
-@api_command("stopVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
-             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StopVMCmd", params=[
-    VM_ID,
-    Param("forced", Boolean(), description="Force stop the VM (vm is marked as Stopped even when command fails to "
-                                           "be send to the backend, otherwise a force poweroff is attempted)."),
-])
+@api_command(
+    "stopVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+    admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "StopVMCmd", params=[
+        VM_ID,
+        Param("forced", Boolean(), description="Force stop the VM (vm is marked as Stopped even when command fails to "
+                                               "be send to the backend, otherwise a force poweroff is attempted)."),
+    ])
 def stop_virtual_machine(ctx, p):
     """Stops a virtual machine."""
     return one_vm(ctx, ctx.vms.stop(ctx.vms.check_access(p.id), forced=bool(p.forced)))
@@ -198,11 +201,12 @@ def reboot_virtual_machine(ctx, p):
     return one_vm(ctx, ctx.vms.reboot(ctx.vms.check_access(p.id)))
 
 
-@api_command("destroyVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
-             admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "DestroyVMCmd", params=[
-    VM_ID,
-    Param("expunge", Boolean(), description="If true is passed, the vm is expunged immediately. False by default."),
-])
+@api_command(
+    "destroyVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+    admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "DestroyVMCmd", params=[
+        VM_ID,
+        Param("expunge", Boolean(), description="If true is passed, the vm is expunged immediately. False by default."),
+    ])
 def destroy_virtual_machine(ctx, p):
     """Destroys a virtual machine."""
     vm = ctx.vms.check_access(p.id)
@@ -212,25 +216,26 @@ def destroy_virtual_machine(ctx, p):
     return one_vm(ctx, ctx.vms.destroy(vm, expunge=bool(p.expunge)))
 
 
-@api_command("listVirtualMachines", response="virtualmachine", admin_only=False, fields=VM_FIELDS,
-             cmd_class=VM_PACKAGE + "ListVMsCmd", params=[
-    Param("id", Uuid(VmInstance), description="the ID of the virtual machine"),
-    Param("ids", List(Uuid(VmInstance)), description="the IDs of the virtual machines, mutually exclusive with id"),
-    Param("name", String(), description="name of the virtual machine (a substring match is not done)"),
-    Param("state", String(), description="state of the virtual machine"),
-    Param("zoneid", Uuid(Zone), description="the availability zone ID"),
-    Param("hostid", Uuid(Host), description="the host ID"),
-    Param("podid", Uuid(Pod), description="the pod ID"),
-    Param("clusterid", Uuid(Cluster), description="the cluster ID"),
-    Param("templateid", Uuid(Template), description="list vms by template"),
-    Param("serviceofferingid", Uuid(ServiceOffering), description="list by the service offering"),
-    Param("hypervisor", String(), description="the target hypervisor for the template"),
-    Param("haenable", Boolean(), description="list by the High Availability offering; true if filtering VMs with HA enabled"),
-    Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
-    Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
-    Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
-    Param("details", List(), description="comma separated list of vm details requested"),
-])
+@api_command(
+    "listVirtualMachines", response="virtualmachine", admin_only=False, fields=VM_FIELDS,
+    cmd_class=VM_PACKAGE + "ListVMsCmd", params=[
+        Param("id", Uuid(VmInstance), description="the ID of the virtual machine"),
+        Param("ids", List(Uuid(VmInstance)), description="the IDs of the virtual machines, mutually exclusive with id"),
+        Param("name", String(), description="name of the virtual machine (a substring match is not done)"),
+        Param("state", String(), description="state of the virtual machine"),
+        Param("zoneid", Uuid(Zone), description="the availability zone ID"),
+        Param("hostid", Uuid(Host), description="the host ID"),
+        Param("podid", Uuid(Pod), description="the pod ID"),
+        Param("clusterid", Uuid(Cluster), description="the cluster ID"),
+        Param("templateid", Uuid(Template), description="list vms by template"),
+        Param("serviceofferingid", Uuid(ServiceOffering), description="list by the service offering"),
+        Param("hypervisor", String(), description="the target hypervisor for the template"),
+        Param("haenable", Boolean(), description="list by the High Availability offering; true if filtering VMs with HA enabled"),
+        Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
+        Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
+        Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
+        Param("details", List(), description="comma separated list of vm details requested"),
+    ])
 def list_virtual_machines(ctx, p):
     """List the virtual machines owned by the account."""
     q = select(VmInstance).where(VmInstance.removed.is_(None), VmInstance.state != EXPUNGING)

@@ -41,6 +41,8 @@ from ..persistence.models import Cluster, EnrollmentToken, Host, ImageStore, Pod
 log = logging.getLogger(__name__)
 
 PING_FLUSH_SECONDS = 5.0
+SIMULATED_BATCH = 200      # simulated agents started together at engine start
+SIMULATED_PAUSE = 0.5      # seconds between two batches
 
 
 class DbTokenStore:
@@ -83,6 +85,7 @@ class AgentManager:
         self._pings: dict[str, int] = {}
         self._pings_lock = threading.Lock()
         self._flusher: asyncio.Task | None = None
+        self._sim_start: asyncio.Task | None = None
         self._registered: dict[str, threading.Event] = {}
         # Hosts marked Alert or Disconnected: their next ping brings them back Up.
         self.degraded: set[str] = set()
@@ -112,10 +115,13 @@ class AgentManager:
         log.info("agent channel listening on %s:%d (%s), ping.interval=%ss ping.timeout=%s",
                  self.opts.agent_host, self.server.port, "TLS" if self.opts.agent_tls else "PLAIN TCP",
                  link.ping_interval, link.ping_timeout)
-        await self._start_simulated_hosts()
+        self._sim_start = asyncio.create_task(self._start_simulated_hosts(), name="simulated-agents")
         return self
 
     async def close(self):
+        if self._sim_start is not None:
+            self._sim_start.cancel()
+            await asyncio.gather(self._sim_start, return_exceptions=True)
         for agent in list(self.simulated.values()):
             await agent.stop()
         self.simulated.clear()
@@ -172,8 +178,12 @@ class AgentManager:
                 ).all()
 
         rows = await self._run(load)
-        for guid, url in rows:
+        # Paced, so that thousands of Simulator hosts do not all register at once
+        # (the in-process equivalent of a reconnect storm) and starve the API.
+        for i, (guid, url) in enumerate(rows):
             await self.start_simulated(guid, url, wait=False)
+            if i % SIMULATED_BATCH == SIMULATED_BATCH - 1:
+                await asyncio.sleep(SIMULATED_PAUSE)
         if rows:
             log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
 

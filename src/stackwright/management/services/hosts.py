@@ -348,7 +348,7 @@ class HostService:
         if guests:
             raise CloudRuntimeError(
                 "Host %s cannot be deleted: VMs still run on it (%s); migrate or stop them first"
-                % (host.uuid, ", ".join(name for name, _ in guests))
+                % (host.uuid, ", ".join(name for name, _state in guests))
             )
         host.removed = utcnow()
         host.state = "Removed"
@@ -403,7 +403,7 @@ class HostService:
             # The engine does not move guests on its own; nothing changes until they are gone.
             self._maintenance_failure(
                 "VMs still run on host %s: %s; migrate them (migrateVirtualMachine) or stop them first"
-                % (host.name, ", ".join(name for name, _ in guests))
+                % (host.name, ", ".join(name for name, _state in guests))
             )
         host.resource_state = PREPARE
         self.session.flush()

@@ -83,7 +83,7 @@ class JobExecutor:
     def stop(self, timeout=10.0):
         """Stop taking jobs; wait (bounded) for running ones to finish."""
         self._stopping.set()
-        for _ in self._threads:
+        for _thread in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
         for t in self._threads:

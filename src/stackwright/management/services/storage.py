@@ -85,9 +85,9 @@ def _parse_rbd(rest):
     # The secret is base64 and may hold '/', so split at the last '@' before the pool name.
     user_info = None
     if "@" in rest:
-        user_info, _, rest = rest.rpartition("@")
-    host_port, _, pool = rest.partition("/")
-    host, _, port = host_port.partition(":")
+        user_info, _sep, rest = rest.rpartition("@")
+    host_port, _sep, pool = rest.partition("/")
+    host, _sep, port = host_port.partition(":")
     if not host or not pool.strip("/"):
         raise InvalidParameterValue("host or path is null, should be rbd://user:secret@monitor/pool")
     if port and not port.isdigit():
@@ -400,7 +400,7 @@ class StorageService:
 
     @staticmethod
     def _image_store_protocol(provider, url, details):
-        scheme, sep, _ = url.partition("://")
+        scheme, sep, _rest = url.partition("://")
         if provider == "S3" and not sep:
             # An S3 endpoint is a bare host name; the protocol comes from `usehttps`.
             return "https" if str(details.get("usehttps", "")).lower() == "true" else "http"

@@ -270,7 +270,7 @@ class Planner:
         that took it first has committed its guest by the time the lock is granted. One row
         at a time, so plans and heartbeat updates cannot deadlock."""
         self.session.execute(select(Host.id).where(Host.id == host.id).with_for_update())
-        fitting, _ = self._with_capacity([host], clusters, demand)
+        fitting, _shortfall = self._with_capacity([host], clusters, demand)
         return bool(fitting)
 
     def _cluster_totals(self, clusters):
@@ -459,7 +459,7 @@ class VmService:
         ).first() is not None
 
     def _free_mac(self):
-        for _ in range(16):
+        for _attempt in range(16):
             mac = random_mac()
             taken = self.session.execute(
                 select(VmInstance.id).where(VmInstance.mac_address == mac, VmInstance.removed.is_(None)).limit(1)
@@ -500,7 +500,7 @@ class VmService:
         offering_tags = self._offering_tags(vm)
         avoid_hosts, avoid_pools, failures = set(), set(), []
         resume = self.session.get(Host, vm.host_id) if vm.state == STARTING and vm.host_id else None
-        for _ in range(START_ATTEMPTS):
+        for _attempt in range(START_ATTEMPTS):
             if resume is not None:
                 target, pool = resume, self.session.get(StoragePool, volume.pool_id) if volume.pool_id else None
                 resume = None

@@ -74,7 +74,7 @@ def test_token_for_another_engine_is_not_sent(pki, tmp_path):
         with pytest.raises(EnrollmentError, match=f"presents CA {pki.ca.fingerprint}, but the token expects"):
             await enroll(config, token)
         # the secret never reached the engine, so it is still unused
-        secret, _ = split_token(token)
+        secret, _ca_fingerprint = split_token(token)
         await pki.tokens.redeem(secret, "guid-e1")
         await server.stop()
 

@@ -23,7 +23,7 @@ def ctx(db):
     """A context on a transaction that is rolled back after the test."""
     session = db.session()
     try:
-        yield Context(SimpleNamespace(settings=GlobalSettings(db)), session, user=None)
+        yield Context(SimpleNamespace(settings=GlobalSettings(db), agents=None), session, user=None)
     finally:
         session.rollback()
         session.close()

@@ -76,7 +76,7 @@ def test_every_default_is_valid():
 def test_listing_global_values_in_name_order(service):
     service.set_global("agent.load.threshold", "0.81")
     listing = service.listing()
-    names = [k.name for k, _ in listing]
+    names = [k.name for k, _value in listing]
     assert names == sorted(KEYS)
     values = dict((k.name, v) for k, v in listing)
     assert values["agent.load.threshold"] == "0.81"

@@ -25,7 +25,7 @@ def db(tmp_path):
 @pytest.fixture
 def run(db):
     """run(fn) calls fn(ctx) in one transaction, committed unless fn raises."""
-    engine = SimpleNamespace(settings=GlobalSettings(db))
+    engine = SimpleNamespace(settings=GlobalSettings(db), agents=None)
 
     def run(fn):
         with db.transaction() as session:
