@@ -29,7 +29,7 @@ PYTEST_FLAGS := -ra --timeout=$(TEST_TIMEOUT) --durations=15
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k mariadb -x'
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint venv system-deps clean cloud cloud-down molecule collection
+.PHONY: test unit lint sanity venv system-deps clean cloud cloud-down molecule collection
 
 # The molecule scenarios run in a pytest session of their own, after the rest: they bring
 # up nfs-ganesha on 127.0.0.1:2049 like the NFS fixture does, and only one can hold it.
@@ -43,6 +43,13 @@ unit: venv
 lint: venv collection
 	$(VENV)/bin/ruff check src plugins tests
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint --profile production roles playbooks molecule
+
+# ansible-test sanity on a scratch copy of the collection (see scripts/sanity.sh).
+# Extra ansible-test arguments, e.g. make sanity SANITY_ARGS='--test pep8 --test pylint'
+SANITY_ARGS ?=
+
+sanity: venv
+	VENV=$(abspath $(VENV)) bash scripts/sanity.sh $(SANITY_ARGS)
 
 # The collection as Ansible looks for it: ansible_collections/stackwright/cloudstack.
 COLLECTIONS_DIR := .ansible/collections

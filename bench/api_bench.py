@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """API benchmark of the management engine, loopback only, bounded in time.
 
 What it does, in one run:
@@ -78,7 +77,7 @@ def load_hosts(db_url, zone_name, count, hosts_per_cluster=1000, batch=1000):
                 ctx = Context(engine, session, admin)
                 zone, pod = session.get(Zone, ids[0]), session.get(Pod, ids[1])
                 cluster = session.get(Cluster, cluster_id) if cluster_id else None
-                for _ in range(min(batch, count - added)):
+                for _host in range(min(batch, count - added)):
                     if added % hosts_per_cluster == 0:
                         cluster = ctx.hierarchy.add_cluster(
                             zone=zone, pod=pod, name="%s-c%d" % (zone_name, added // hosts_per_cluster),
@@ -228,7 +227,7 @@ async def measure(endpoint, key, secret, make_params, requests, concurrency):
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(session) for _worker in range(concurrency)))
         elapsed = time.perf_counter() - started
     if failures:
         raise RuntimeError("%d of %d requests failed (HTTP %s)" % (len(failures), requests, sorted(set(failures))))
@@ -243,8 +242,8 @@ def percentile(values, q):
 def run_case(name, endpoint, key, secret, make_params, requests, concurrency, warmup, samples):
     """Throughput over `requests` with `concurrency` in flight; latency over `samples` sent one by one."""
     asyncio.run(measure(endpoint, key, secret, make_params, warmup, 1))
-    rate, _ = asyncio.run(measure(endpoint, key, secret, make_params, requests, concurrency))
-    _, latencies = asyncio.run(measure(endpoint, key, secret, make_params, samples, 1))
+    rate, _latencies = asyncio.run(measure(endpoint, key, secret, make_params, requests, concurrency))
+    _rate, latencies = asyncio.run(measure(endpoint, key, secret, make_params, samples, 1))
     result = {
         "case": name, "requests": requests, "concurrency": concurrency, "rps": rate,
         "p50_ms": statistics.median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
@@ -290,7 +289,7 @@ def main(argv=None):
                "cases": []}
     try:
         engine.setup_database()
-        _, took = load_hosts(db_url, "bench-zones", args.zone_hosts)
+        _loaded, took = load_hosts(db_url, "bench-zones", args.zone_hosts)
         print("loaded %d Simulator hosts through the service layer in %.1f s" % (args.zone_hosts, took), flush=True)
         if args.no_simulated_agents:
             detach_simulated_agents(db_url)

@@ -88,9 +88,9 @@ def test_bad_signature_is_401_without_cserrorcode(engine):
 
 
 def test_wrong_secret_unknown_key_and_unsigned_are_refused(engine):
-    status, body, _ = raw_call(engine, {"command": "listZones"}, secret="not-the-secret")
+    status, body, _headers = raw_call(engine, {"command": "listZones"}, secret="not-the-secret")
     assert status == 401
-    status, body, _ = raw_call(engine, {"command": "listZones"}, sign=False)
+    status, body, _headers = raw_call(engine, {"command": "listZones"}, sign=False)
     assert status == 401 and body["listzonesresponse"]["errorcode"] == 401
     fake = CloudStack(endpoint=engine.endpoint, key="nokey", secret="nosecret")
     with pytest.raises(CloudStackApiException) as e:
@@ -99,7 +99,7 @@ def test_wrong_secret_unknown_key_and_unsigned_are_refused(engine):
 
 
 def test_unknown_command_is_401_errorresponse(engine):
-    status, body, _ = raw_call(engine, {"command": "noSuchCommand"})
+    status, body, _headers = raw_call(engine, {"command": "noSuchCommand"})
     assert status == 401
     assert body == {"errorresponse": {
         "uuidList": [], "errorcode": 401,
@@ -107,18 +107,18 @@ def test_unknown_command_is_401_errorresponse(engine):
 
 
 def test_command_names_are_case_sensitive(engine):
-    status, body, _ = raw_call(engine, {"command": "listzones"})
+    status, body, _headers = raw_call(engine, {"command": "listzones"})
     assert status == 401 and "errorresponse" in body
 
 
 def test_signature_version_3_expiry(engine):
-    ok, _, _ = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": expires_in(300)})
+    ok, _body, _headers = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": expires_in(300)})
     assert ok == 200
-    status, body, _ = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": expires_in(-5)})
+    status, body, _headers = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": expires_in(-5)})
     assert status == 401
-    status, _, _ = raw_call(engine, {"command": "listZones", "signatureVersion": "3"})
+    status, _body, _headers = raw_call(engine, {"command": "listZones", "signatureVersion": "3"})
     assert status == 401, "signatureVersion 3 without expires must be refused"
-    status, _, _ = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": "tomorrow"})
+    status, _body, _headers = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": "tomorrow"})
     assert status == 401
 
 
@@ -127,22 +127,27 @@ def test_signature_version_3_expiry(engine):
 ])
 def test_expires_forms(engine, form):
     when = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)).strftime(form)
-    status, _, _ = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": when})
+    status, _body, _headers = raw_call(engine, {"command": "listZones", "signatureVersion": "3", "expires": when})
     assert status == 200, form
 
 
 def test_client_encoding_variants_are_accepted(engine):
     params = {"command": "listZones", "keyword": "A b/c*~"}
-    java = lambda v: urllib.parse.quote(v, safe="*").replace("~", "%7E")  # noqa: E731
-    go = lambda v: urllib.parse.quote(v, safe="~").replace("*", "%2A")  # noqa: E731
+
+    def java(value):
+        return urllib.parse.quote(value, safe="*").replace("~", "%7E")
+
+    def go(value):
+        return urllib.parse.quote(value, safe="~").replace("*", "%2A")
+
     for encode in (None, java, go):
-        status, body, _ = raw_call(engine, params, encode=encode)
+        status, body, _headers = raw_call(engine, params, encode=encode)
         assert status == 200, body
 
 
 def test_post_requests(engine, unique):
-    status, body, _ = raw_call(engine, {"command": "createZone", "name": "post-" + unique,
-                                        "dns1": "1.1.1.1", "networktype": "Advanced"}, method="POST")
+    status, body, _headers = raw_call(engine, {"command": "createZone", "name": "post-" + unique,
+                                               "dns1": "1.1.1.1", "networktype": "Advanced"}, method="POST")
     assert status == 200
     assert body["createzoneresponse"]["zone"]["networktype"] == "Advanced"
 
@@ -166,7 +171,7 @@ def test_uuid_parameters(api, engine, unique):
     assert e.value.error["errorcode"] == 431
     assert "Invalid parameter id value=6f0e1c1a-0000-4000-8000-000000000000" in e.value.error["errortext"]
     # A non-UUID on an optional uuid parameter is treated as absent (CloudStack behaviour).
-    status, body, _ = raw_call(engine, {"command": "listZones", "id": "not-a-uuid", "name": "nothing-" + unique})
+    status, body, _headers = raw_call(engine, {"command": "listZones", "id": "not-a-uuid", "name": "nothing-" + unique})
     assert status == 200 and body == {"listzonesresponse": {}}
 
 
@@ -208,7 +213,7 @@ def test_paging(api, engine, unique):
                       ({"page": 1}, '"pagesize" parameter is required when "page" is specified'),
                       ({"page": 1, "pagesize": 501}, "Page size can't exceed max allowed page size value: 500")):
         # Sent by hand: the cs client adds `page` itself when given `pagesize`.
-        status, body, _ = raw_call(engine, dict({"command": "listZones"}, **{k: str(v) for k, v in bad.items()}))
+        status, body, _headers = raw_call(engine, dict({"command": "listZones"}, **{k: str(v) for k, v in bad.items()}))
         assert status == 431
         assert body["listzonesresponse"]["errortext"] == text
         assert body["listzonesresponse"]["cserrorcode"] == 9999
@@ -238,7 +243,7 @@ def test_async_create_and_job_polling(api, unique):
     result = api.queryAsyncJobResult(jobid=started["jobid"])
     assert result["jobid"] == started["jobid"]
     job = api.queryAsyncJobResult(jobid=started["jobid"])
-    for _ in range(100):
+    for _poll in range(100):
         if job["jobstatus"] != 0:
             break
         import time
@@ -301,8 +306,8 @@ def test_user_keys_and_role_denial(api, engine, unique):
 def test_session_login(engine, api, unique):
     api.createAccount(username="s" + unique, password="secret-" + unique, email="s@example.org",
                       firstname="S", lastname="User", accounttype=1)
-    status, body, _ = raw_call(engine, {"command": "login", "username": "s" + unique,
-                                        "password": "secret-" + unique}, sign=False)
+    status, body, _headers = raw_call(engine, {"command": "login", "username": "s" + unique,
+                                               "password": "secret-" + unique}, sign=False)
     assert status == 405
     assert body["loginresponse"]["errortext"] == "Please use HTTP POST to authenticate using this API"
     import http.cookiejar
@@ -337,7 +342,7 @@ def test_no_traceback_ever(engine):
                    {"command": "listZones", "page": "-1", "pagesize": "5"},
                    {"command": "updateZone", "id": ""},
                    {"command": "listZones", "tags[0].key": "a"}):
-        status, body, _ = raw_call(engine, params)
+        status, body, _headers = raw_call(engine, params)
         text = json.dumps(body)
         assert "Traceback" not in text and "File \"" not in text
         assert len(body) == 1

@@ -149,13 +149,13 @@ def test_left_out_of_capacity(api, world, unique):
 
 
 def test_percentused_of_a_zone_without_hosts(api, world):
-    zone, _, _ = world
+    zone, _pod, _cluster = world
     row = one(api, CPU, zoneid=zone["id"])
     assert (row["capacitytotal"], row["capacityused"], row["percentused"]) == (0, 0, "0")
 
 
 def test_bad_sortby(api, world):
-    zone, _, _ = world
+    zone, _pod, _cluster = world
     api_error(api.listCapacity, 431, "Invalid sortby value size; the only supported value is Usage",
               zoneid=zone["id"], sortby="size")
     assert capacity(api, zoneid=zone["id"], sortby="usage")

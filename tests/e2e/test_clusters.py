@@ -245,7 +245,7 @@ def test_list_clusters_filters(api, unique):
 
 
 def test_list_clusters_paging(api, pod, unique):
-    clusters = [new_cluster(api, pod, unique) for _ in range(3)]
+    clusters = [new_cluster(api, pod, unique) for _index in range(3)]
     assert api.listClusters(podid=pod["id"], page=1, pagesize=2) == {"count": 3, "cluster": clusters[:2]}
     assert api.listClusters(podid=pod["id"], page=2, pagesize=2) == {"count": 3, "cluster": clusters[2:]}
     assert api.listClusters(podid=pod["id"], page=9, pagesize=2) == {"count": 3}

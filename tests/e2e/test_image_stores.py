@@ -93,7 +93,10 @@ def test_missing_provider(api):
 def test_list_filters_paging_and_readonly(api, zone, unique):
     a = add_nfs(api, zone, "is-list-a-%s" % unique)
     b = add_nfs(api, zone, "is-list-b-%s" % unique)
-    ids = lambda res: [s["id"] for s in res.get("imagestore", [])]  # noqa: E731
+
+    def ids(res):
+        return [s["id"] for s in res.get("imagestore", [])]
+
     assert ids(api.listImageStores(name="IS-LIST-A-%s" % unique.upper())) == [a["id"]]
     assert ids(api.listImageStores(id=b["id"])) == [b["id"]]
     mine = dict(zoneid=zone["id"], keyword="is-list-")

@@ -78,7 +78,7 @@ class Agent:
             token_file.write_text(token)
             token_file.chmod(0o600)
             command += ["--token-file", str(token_file)]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         (self.workdir / "token").unlink(missing_ok=True)
         return run.returncode, json.loads(run.stdout)
 
@@ -177,7 +177,7 @@ class Site:
             return wait_for("host %s state %s" % (self.host["id"], state), reached, timeout)
         except AssertionError as exc:
             raise AssertionError("%s\nhost is %s (%s)\n%s" % (exc, seen.get("state"), seen.get("details"),
-                                                               self.diagnostics())) from None
+                                                              self.diagnostics())) from None
 
     def diagnostics(self):
         agent_log = tail(self.agent.log_file) if self.agent else "(no agent)"
@@ -410,7 +410,7 @@ def test_wrong_and_reused_tokens_are_refused(site):
 
 
 def virsh(site, *args):
-    run = subprocess.run(["virsh", "-c", site.libvirtd.uri, *args], capture_output=True, text=True, timeout=30)
+    run = subprocess.run(["virsh", "-c", site.libvirtd.uri, *args], capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 0, "virsh %s: %s" % (" ".join(args), run.stderr)
     return run.stdout.strip()
 

@@ -252,7 +252,10 @@ def test_list_filters_and_paging(api, site):
                               name="ps-list-a-%s" % unique, url="nfs://10.1.1.1/list/a")["storagepool"]
     b = api.createStoragePool(zoneid=site.zone["id"], podid=site.pod["id"], clusterid=site.kvm["id"],
                               name="ps-list-b-%s" % unique, url="nfs://10.1.1.2/list/b")["storagepool"]
-    ids = lambda res: [p["id"] for p in res.get("storagepool", [])]  # noqa: E731
+
+    def ids(res):
+        return [p["id"] for p in res.get("storagepool", [])]
+
     assert ids(api.listStoragePools(name="PS-LIST-A-%s" % unique.upper())) == [a["id"]]
     assert ids(api.listStoragePools(zoneid=site.zone["id"], podid=site.pod["id"], clusterid=site.sim["id"],
                                     name="ps-list-a-%s" % unique)) == [a["id"]]

@@ -40,13 +40,13 @@ SIM_HOST = "http://sim/vm/h%d?cpus=2&cpuspeed=1000&memory=" + str(2 * GiB)
 
 def vm_job(api, command, **params):
     """Run an async VM command that must succeed; returns the VM of its job result."""
-    _, job = run_job(api, command, **params)
+    _answer, job = run_job(api, command, **params)
     assert (job["jobstatus"], job["jobresultcode"]) == (1, 0), job.get("jobresult")
     return job["jobresult"]["virtualmachine"]
 
 
 def failed_job(api, command, code, **params):
-    _, job = run_job(api, command, **params)
+    _answer, job = run_job(api, command, **params)
     assert job["jobstatus"] == 2, job
     assert job["jobresultcode"] == code and job["jobresult"]["errorcode"] == code, job
     return job["jobresult"]["errortext"]
@@ -214,7 +214,7 @@ def test_deploy_runs_the_vm_and_reports_it_in_the_job(api, engine, world, unique
     assert list(job["jobresult"]) == ["virtualmachine"]
     vm = job["jobresult"]["virtualmachine"]
     assert (vm["id"], vm["name"], vm["displayname"], vm["state"]) == (answer["id"], "web-" + unique,
-                                                                       "Web " + unique, "Running")
+                                                                      "Web " + unique, "Running")
     assert re.fullmatch(r"i-\d+-\d+-VM", vm["instancename"])
     assert vm["hostid"] in world.host_ids() and vm["hostname"]
     assert (vm["cpunumber"], vm["cpuspeed"], vm["memory"], vm["haenable"]) == (1, 500, 512, False)

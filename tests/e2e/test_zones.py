@@ -172,7 +172,7 @@ def test_list_zones_filters(api, unique):
 
 
 def test_list_zones_paging(api, unique):
-    zones = [new_zone(api, unique) for _ in range(3)]
+    zones = [new_zone(api, unique) for _index in range(3)]
     assert api.listZones(keyword=unique, page=1, pagesize=2) == {"count": 3, "zone": zones[:2]}
     assert api.listZones(keyword=unique, page=2, pagesize=2) == {"count": 3, "zone": zones[2:]}
     assert api.listZones(keyword=unique, page=3, pagesize=2) == {"count": 3}

@@ -43,7 +43,7 @@ class EngineProcess:
         out = subprocess.run(
             [str(BIN / "stackwright-setup-databases"), "--db-url", self.db_url,
              "--credentials-file", str(self.credentials_file), "--endpoint", self.endpoint],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, check=False,
         )
         if out.returncode != 0:
             raise RuntimeError("stackwright-setup-databases failed: %s%s" % (out.stdout, out.stderr))

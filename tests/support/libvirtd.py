@@ -22,6 +22,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -38,15 +39,24 @@ log = logging.getLogger(__name__)
 
 SYSTEM_URI = "qemu:///system"
 SYSTEM_CONFIG = Path("/etc/libvirt/libvirtd.conf")
+LISTEN_SETTINGS = re.compile(r"^\s*(listen_tcp|listen_tls|tcp_port|listen_addr|auth_tcp|LIBVIRTD_ARGS)\s*=")
+
 SYSTEM_PID_FILE = Path("/run/libvirtd.pid")
 VIRTLOGD_PID_FILE = Path("/run/virtlogd.pid")
 # Directories the isolated daemon gets fresh (tmpfs) copies of.
 PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt")
+
 # Domain and network definitions of the host stay invisible to the isolated daemon.
 PRIVATE_IF_PRESENT = ("/etc/libvirt/qemu",)
 QEMU_CACHE = "/var/cache/libvirt/qemu"
 ISOLATED_PID_FILE = "/run/libvirt/libvirtd.pid"
 ISOLATED_VIRTLOGD_PID_FILE = "/run/libvirt/virtlogd.pid"
+
+
+def _without_listen_settings(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not LISTEN_SETTINGS.match(line))
+
+
 START_TIMEOUT = 30.0
 
 
@@ -138,7 +148,7 @@ def stop_pid(pid: int, name: str, timeout: float = 20.0) -> None:
 
 def virsh(uri: str, *args: str, timeout: float = 30, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
     argv = [*(wrap or []), "virsh", "-c", uri, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, "LANG": "C"})
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, "LANG": "C"}, check=False)
 
 
 def wait_until_answers(uri: str, timeout: float = START_TIMEOUT, wrap: list[str] | None = None) -> None:
@@ -181,7 +191,7 @@ class SystemLibvirtd:
 
     def _daemon(self, name: str, argv: list[str], pid_file: Path) -> None:
         # --daemon returns once the daemon is up or has failed to start.
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT, cwd="/")
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT, cwd="/", check=False)
         pid = _read_pid(pid_file)
         if result.returncode != 0 or pid is None:
             raise LibvirtdError("%s did not start (exit %s): %s" % (name, result.returncode, result.stderr.strip()))
@@ -225,9 +235,11 @@ class IsolatedLibvirtd:
         return self
 
     def _start(self) -> None:
-        shutil.copyfile(SYSTEM_CONFIG, self.config_file)
-        self.defaults_file.write_text(Path("/etc/default/libvirtd").read_text()
-                                      if Path("/etc/default/libvirtd").exists() else "")
+        # Start from the packaged defaults whatever this machine's libvirtd was told before
+        # (e.g. by a local cloud): the settings libvirt_tcp manages are left out.
+        self.config_file.write_text(_without_listen_settings(SYSTEM_CONFIG.read_text()))
+        defaults = Path("/etc/default/libvirtd")
+        self.defaults_file.write_text(_without_listen_settings(defaults.read_text()) if defaults.exists() else "")
         for directory in PRIVATE_DIRS:
             os.makedirs(directory, exist_ok=True)
         self.namespace = self._namespaces.create()
@@ -279,7 +291,7 @@ class IsolatedLibvirtd:
     def run(self, argv: list[str], check: bool = True, timeout: float = START_TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        result = subprocess.run(self.exec_argv(argv), timeout=timeout, cwd="/", **kwargs)
+        result = subprocess.run(self.exec_argv(argv), timeout=timeout, cwd="/", check=False, **kwargs)
         if check and result.returncode != 0:
             raise LibvirtdError("%s failed inside %s (exit %d): %s" % (
                 " ".join(argv), self.namespace.name if self.namespace else "?", result.returncode,

@@ -30,7 +30,7 @@ class NamespaceError(RuntimeError):
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, env={**os.environ, "LANG": "C"})
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, env={**os.environ, "LANG": "C"}, check=False)
     if check and result.returncode != 0:
         raise NamespaceError("ip %s failed: %s" % (" ".join(args), result.stderr.strip()))
     return result
@@ -52,7 +52,7 @@ class Namespace:
     def run(self, argv: Sequence[str], check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        result = subprocess.run(self.exec_argv(argv), timeout=timeout, **kwargs)
+        result = subprocess.run(self.exec_argv(argv), timeout=timeout, check=False, **kwargs)
         if check and result.returncode != 0:
             raise NamespaceError("%s in %s failed (%s): %s" % (" ".join(argv), self.name, result.returncode,
                                                                (result.stderr or result.stdout or "").strip()))

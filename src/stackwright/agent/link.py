@@ -218,7 +218,6 @@ class AgentLink:
                 await channel.close(f"ping rejected: {exc.message}")
                 return
 
-
     async def _ping_message(self) -> Ping:
         try:
             return Ping(vms=await self.dispatcher.call(self.dispatcher.context.vm_states))

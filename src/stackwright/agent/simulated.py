@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import ssl
@@ -135,9 +136,11 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
     else:
         contexts = await asyncio.to_thread(_tls_contexts, args.ca_dir, guids)
     agents = []
-    for guid, context in zip(guids, contexts):
+    for index, (guid, context) in enumerate(zip(guids, contexts, strict=True)):
         registration = Registration(guid=guid, zone=args.zone, pod=args.pod, cluster=args.cluster)
-        driver = SimulatorDriver(hostname=guid, cpus=args.cpus, memory_mb=args.memory_mb)
+        # A distinct loopback label per simulated host; nothing ever connects to it.
+        label = str(ipaddress.IPv4Address("127.64.0.1") + index)
+        driver = SimulatorDriver(hostname=guid, cpus=args.cpus, memory_mb=args.memory_mb, private_ip=label)
         agents.append(SimulatedAgent(registration, tcp_connector([args.host], args.port, context), driver))
     started = time.monotonic()
     deadline = started + args.duration

@@ -119,7 +119,8 @@ def _decode_scalar(annotation: Any, data: Any, path: str) -> Any:
             return data
         raise CodecError(f"{path}: expected an integer, got {_kind(data)}")
     if annotation in (str, bool):
-        if type(data) is annotation:
+        # Exact type: decoded JSON holds plain str and bool; a subclass is refused, not passed through.
+        if type(data) is annotation:  # pylint: disable=unidiomatic-typecheck
             return data
         raise CodecError(f"{path}: expected {annotation.__name__}, got {_kind(data)}")
     raise TypeError(f"{path}: cannot decode type {annotation!r}")

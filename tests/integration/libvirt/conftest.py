@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# The shared libvirtd fixture, imported so this directory works whichever plugins the root loads.
-from tests.support.fixtures_libvirt import libvirtd  # noqa: F401
-
 from stackwright.agent.hypervisor.libvirt.driver import LibvirtDriver
 from stackwright.agent.storage.nfs import NfsStorageDriver
 
@@ -20,7 +17,7 @@ GUEST_PREFIX = "sw-it-"
 
 
 @pytest.fixture
-def kvm_driver(libvirtd):  # noqa: F811
+def kvm_driver(libvirtd):
     """The libvirt driver on qemu:///system; removes the guests a test leaves running."""
     driver = LibvirtDriver(uri=libvirtd.uri, stop_grace=1.0)
     yield driver

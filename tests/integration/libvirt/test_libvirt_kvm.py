@@ -44,7 +44,7 @@ def kvm_expected() -> bool:
 def test_host_info_reports_this_machine(kvm_driver, libvirtd):
     info = kvm_driver.host_info()
     assert info.hypervisor == "KVM"
-    qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False).stdout
     assert f"version {info.hypervisor_version}" in qemu_version
     assert info.arch == os.uname().machine
     assert info.cpus == os.cpu_count()

@@ -56,7 +56,7 @@ def test_every_engine_command_has_a_handler():
 
 
 def test_vm_commands(tmp_path, caplog):
-    d, _ = dispatcher(tmp_path)
+    d, _storage = dispatcher(tmp_path)
     spec = m.VmSpec(name="i-1-2-VM", uuid="u", vcpus=1, cpu_mhz=500, memory_mb=128,
                     disks=[m.DiskSpec(device="vda", source=m.FileSource(path="/x.qcow2"))])
     with caplog.at_level("INFO"):
@@ -74,7 +74,7 @@ def test_vm_commands(tmp_path, caplog):
 def test_storage_commands_and_mode_override(tmp_path):
     d, storage = dispatcher(tmp_path, storage_mode="userspace")
     assert d.run(m.AttachPool(pool=POOL)) == m.PoolStatsAnswer(stats=m.PoolStats(capacity_bytes=100, used_bytes=0,
-                                                                                  available_bytes=50))
+                                                                                 available_bytes=50))
     assert storage.attached == [PoolSpec(uuid="p1", url="nfs://127.0.0.1/export", mode="userspace")]
     kernel_pool = m.PoolSpec(uuid="p2", url="nfs://127.0.0.1/export", mode="kernel")
     d.run(m.AttachPool(pool=kernel_pool))
@@ -106,7 +106,7 @@ def test_unexpected_exceptions_become_internal_errors(tmp_path, caplog):
 
 
 def test_dispatcher_serves_frames_on_its_workers(tmp_path):
-    d, _ = dispatcher(tmp_path)
+    d, _storage = dispatcher(tmp_path)
     answer = asyncio.run(d(Frame(seq=1, message=m.QueryVm(name="x"))))
     assert answer.code == "vm_not_found"
     assert asyncio.run(d(Frame(seq=2, message=m.Ping()))).code == "unsupported_command"

@@ -65,7 +65,7 @@ def test_client_certificate_from_csr(ca):
 
 def test_foreign_certificate_does_not_verify(tmp_path, ca):
     other = CertificateAuthority.load_or_create(tmp_path / "other")
-    _, cert_pem = other.issue_client_cert("intruder")
+    _key_pem, cert_pem = other.issue_client_cert("intruder")
     with pytest.raises(CertificateError, match="was not issued by CA"):
         ca.verify(cert_pem)
 
@@ -110,11 +110,11 @@ def test_expired_and_host_bound_tokens(ca):
     tokens = EnrollmentTokens(MemoryTokenStore(), ca, clock=lambda: now[0])
 
     async def scenario():
-        expired, _ = split_token(await tokens.issue(ttl=10))
+        expired, _ca_fingerprint = split_token(await tokens.issue(ttl=10))
         now[0] += 11
         with pytest.raises(EnrollmentRefused, match="has expired"):
             await tokens.redeem(expired, "g1")
-        bound, _ = split_token(await tokens.issue(ttl=10, guid="g2"))
+        bound, _ca_fingerprint = split_token(await tokens.issue(ttl=10, guid="g2"))
         with pytest.raises(EnrollmentRefused, match="issued for host guid g2, not g1"):
             await tokens.redeem(bound, "g1")
 
@@ -126,7 +126,7 @@ def test_file_store_keeps_only_digests(tmp_path, ca):
     tokens = EnrollmentTokens(FileTokenStore(path), ca)
 
     async def scenario():
-        secret, _ = split_token(await tokens.issue(ttl=60, note="kvm1"))
+        secret, _ca_fingerprint = split_token(await tokens.issue(ttl=60, note="kvm1"))
         text = path.read_text()
         assert secret not in text and token_digest(secret) in text
         assert mode(path) == 0o600

@@ -47,16 +47,12 @@ class AgentEvents(Protocol):
         server's setting.  ``session.identity`` is the certificate's common name
         (the host guid), already checked against ``request.guid``.
         """
-        ...
 
     async def on_ping(self, session: AgentSession, ping: Ping) -> None:
         """A heartbeat with the state of every guest on the host."""
-        ...
 
     async def on_disconnect(self, session: AgentSession, clean: bool) -> None:
         """A registered session ended; ``clean`` when either side closed it in an orderly way."""
-        ...
 
     async def on_ping_timeout(self, host_key: str, level: PingLevel, session: AgentSession | None) -> None:
         """A host missed its pings; ``session`` is None when it is no longer connected."""
-        ...

@@ -53,7 +53,8 @@ def add_image_store(ctx, p):
 
 @api_command("updateImageStore", response="imagestore", fields=IMAGE_STORE_FIELDS, since="4.15.0", params=[
     Param("id", Uuid(ImageStore), required=True, description="Image Store UUID"),
-    Param("readonly", Boolean(), description="If set to true, it designates the corresponding image store to read-only, hence not considering them during storage migration"),
+    Param("readonly", Boolean(), description="If set to true, it designates the corresponding image store to read-only, "
+                                             "hence not considering them during storage migration"),
     Param("name", String(), description="The new name for the Image Store."),
 ])
 def update_image_store(ctx, p):

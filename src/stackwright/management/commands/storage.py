@@ -74,7 +74,8 @@ def storage_pool_view(ctx, pool):
     Param("podid", Uuid(Pod), description="the Pod ID for the storage pool"),
     Param("clusterid", Uuid(Cluster), description="the cluster ID for the storage pool"),
     Param("scope", String(), description="the scope of the storage: cluster (default) or zone"),
-    Param("hypervisor", String(), description="hypervisor type of the hosts in zone that will be attached to this storage pool. KVM, VMware supported as of now."),
+    Param("hypervisor", String(), description="hypervisor type of the hosts in zone that will be attached to this storage pool. "
+                                              "KVM, VMware supported as of now."),
     Param("provider", String(), description="the storage provider name"),
     Param("tags", String(), description="the tags for the storage pool"),
     Param("istagarule", Boolean(), description="Whether the informed tag is a JS interpretable rule or not."),

@@ -150,6 +150,7 @@ def list_zones(ctx, p):
     if not ctx.is_root_admin:
         q = q.where(Zone.allocation_state == "Enabled")
     q = keyword_filter(q, p, Zone.name, Zone.description)
+
     def domain_name(domain_id):
         # Public zones (most of them) have no domain: no query for those.
         return ctx.session.get(Domain, domain_id).name if domain_id is not None else None

@@ -106,8 +106,8 @@ class AccountService:
             )
         user_clash = self.session.execute(
             select(User).join(Account).where(User.username == username,
-                                              Account.domain_id == domain.id,
-                                              User.removed.is_(None))
+                                             Account.domain_id == domain.id,
+                                             User.removed.is_(None))
         ).scalar_one_or_none()
         if user_clash is not None:
             raise InvalidParameterValue(

@@ -228,6 +228,8 @@ class AgentManager:
                     select(Host).where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
                                        Host.hypervisor == request.host.hypervisor, Host.removed.is_(None))
                 ).scalars().first()
+            if host is None and request.host.hypervisor == "Simulator":
+                host = _adopt_simulated(s, request)
             if host is None:
                 return None, ""
             _check_location(s, host, request)
@@ -366,7 +368,6 @@ class AgentManager:
             except Exception:
                 log.exception("could not record heartbeats; retrying in %ss", PING_FLUSH_SECONDS)
 
-
     # --- guest states reported by agents, reconciled by the VM service ---------------------
 
     def vms_reported(self, guid, reported, always=False):
@@ -413,6 +414,34 @@ def _check_location(session, host, request):
                 "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
                 % (what, value, host.name, what, row.name, row.uuid, what)
             )
+
+
+def _adopt_simulated(session, request):
+    """A simulated agent (e.g. a load generator) joins the Simulator cluster it names.
+
+    Real hypervisors keep the explicit addHost flow; simulated hosts exist for rehearsals
+    and scale tests, where adding thousands of hosts one by one would be the bottleneck.
+    """
+    if not request.cluster:
+        return None
+    ref = request.cluster
+    q = select(Cluster).where(Cluster.removed.is_(None), Cluster.hypervisor == "Simulator")
+    cluster = session.execute(q.where(Cluster.uuid == ref)).scalar_one_or_none()
+    if cluster is None:
+        named = session.execute(q.where(Cluster.name == ref)).scalars().all()
+        if len(named) != 1:
+            raise RegistrationRefused(
+                "simulated agent %s names cluster %r, which is not exactly one Simulator cluster; "
+                "use the cluster's id" % (request.guid, ref))
+        cluster = named[0]
+    host = Host(name=request.host.hostname or request.guid, guid=request.guid, zone_id=cluster.zone_id,
+                pod_id=cluster.pod_id, cluster_id=cluster.id, hypervisor="Simulator",
+                url="http://sim/%s/%s" % (cluster.name, request.guid), ip_address=request.host.private_ip,
+                state="Connecting", resource_state="Enabled", details={})
+    session.add(host)
+    session.flush()
+    log.info("simulated agent %s joined cluster %s as host %s", request.guid, cluster.name, host.uuid)
+    return host
 
 
 def _ctx_pools(ctx, host):

@@ -117,7 +117,8 @@ KEYS = {k.name: k for k in (
        "Percentage (as a value between 0 and 1) of storage utilization above which allocators will disable using the pool for low storage available",
        component="CapacityManager", group="Storage", maximum=1),
     _k("pool.storage.allocated.capacity.disablethreshold", "0.85", "Float", ["zone"],
-       "Percentage (as a value between 0 and 1) of allocated storage utilization above which allocators will disable using the pool for low allocated storage available",
+       "Percentage (as a value between 0 and 1) of allocated storage utilization above which allocators will disable "
+       "using the pool for low allocated storage available",
        component="CapacityManager", group="Storage", maximum=1),
     _k("ping.interval", "60", "Integer", [], "Interval in seconds at which agents ping the management server",
        minimum=1, component="AgentManager", dynamic=False, group="Agent"),

@@ -450,4 +450,3 @@ class HostService:
         if cluster is not None:
             q = q.where(Host.cluster_id == cluster.id)
         return self.session.execute(q).scalar_one()
-

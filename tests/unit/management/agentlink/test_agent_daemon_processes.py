@@ -46,7 +46,7 @@ def processes():
 
 
 def setup_agent(*args):
-    return subprocess.run([*SETUP, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*SETUP, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def start_agent(processes, properties, log_file):
@@ -137,12 +137,12 @@ def test_agent_without_enrollment_explains_what_to_do(processes, tmp_path):
     properties.write_text(f"host=127.0.0.1\nguid=g\ntls.cert.file={tmp_path}/missing.crt\n"
                           f"tls.key.file={tmp_path}/missing.key\ntls.ca.file={tmp_path}/missing.ca\n")
     proc = subprocess.run([*AGENT, "--properties", str(properties), "--log-file", str(tmp_path / "a.log")],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1
     assert f"agent certificate {tmp_path}/missing.crt is missing" in proc.stderr
     assert "Enroll this host first: stackwright-setup-agent --token <token from the engine>" in proc.stderr
     assert "Traceback" not in proc.stderr
     missing = subprocess.run([*AGENT, "--properties", str(tmp_path / "nope"), "--log-file", "-"],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, check=False)
     assert missing.returncode == 1 and "does not exist; create it with stackwright-setup-agent" in missing.stderr
     assert os.path.exists(tmp_path / "a.log")

@@ -110,7 +110,7 @@ def test_agent_reconnects_without_touching_guests(pki):
         # engine away: the guest keeps running and is not restarted
         assert driver.query("i-1-1-VM").value == "Running"
         server = await start_server(pki, events, port=port)
-        await eventually(lambda: agent.link.registered.is_set(), timeout=15)
+        await eventually(agent.link.registered.is_set, timeout=15)
         await eventually(lambda: any(c[2] == {"i-1-1-VM": m.VmState.RUNNING} for c in events.of("ping")[-1:]))
         assert driver.boot_count("i-1-1-VM") == 1
         assert [c[1] for c in events.of("register")] == ["guid-r", "guid-r"]

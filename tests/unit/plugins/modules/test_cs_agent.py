@@ -138,8 +138,8 @@ def test_identity_problems_are_named(tmp_path, ca):
     assert problem.startswith("agent certificate %s does not hold up against %s: " % (files[1], files[2]))
     assert problem.endswith("unable to get local issuer certificate")
 
-    other_key, _ = ca.issue_client_cert("guid-1")
-    _, cert = ca.issue_client_cert("guid-1")
+    other_key, _other_cert = ca.issue_client_cert("guid-1")
+    _key, cert = ca.issue_client_cert("guid-1")
     files = write_identity(tmp_path / "mismatch", ca, "guid-1", other_key, cert)
     assert "KEY_VALUES_MISMATCH" in cs_agent.certificate_problem(*files, guid="guid-1")
 
@@ -168,7 +168,7 @@ def test_file_written_once_with_comments_kept_and_stable_guid(run_module, tmp_pa
     values = props.read_values(path.read_text())
     assert (values["host"], values["zone"], values["workers"], values["guid"]) == ("127.0.0.1", "z1", "3", first["guid"])
     assert values["tls.cert.file"] == str(tmp_path / "cloud.crt")
-    assert path.read_text().startswith(SHIPPED.split("host=")[0])
+    assert path.read_text().startswith(SHIPPED.split("host=", maxsplit=1)[0])
     assert first["diff"]["before"] == SHIPPED and first["diff"]["after"] == path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 

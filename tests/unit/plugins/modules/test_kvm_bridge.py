@@ -69,8 +69,8 @@ def test_ifupdown_stanzas(tmp_path):
 def test_ifupdown_dhcp_and_vlan_names(tmp_path):
     dynamic = [{"family": "inet", "cidr": "192.0.2.50/24", "dynamic": True}]
     vlans = [{"name": "eth0.20", "id": 20, "dev": "eth0"}, {"name": "guest30", "id": 30, "dev": "eth0"}]
-    (_, text), = files_for("ifupdown", config(addresses=dynamic, routes=ROUTES[:1], vxlans=[], vlans=vlans),
-                            str(tmp_path)).items()
+    (_path, text), = files_for("ifupdown", config(addresses=dynamic, routes=ROUTES[:1], vxlans=[], vlans=vlans),
+                               str(tmp_path)).items()
     assert "iface cloudbr0 inet dhcp" in text
     assert "gateway" not in text and "inet6" not in text
     assert "    vlan-raw-device eth0" in text
