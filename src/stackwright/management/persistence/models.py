@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -437,7 +438,8 @@ class EnrollmentToken(Base):
 
     __tablename__ = "enrollment_token"
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[float] = mapped_column(Float)
+    # Epoch seconds: DOUBLE, since MySQL's FLOAT is single precision (minutes off at today's epoch).
+    expires_at: Mapped[float] = mapped_column(Double)
     guid: Mapped[str | None] = mapped_column(String(255), nullable=True)
     note: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

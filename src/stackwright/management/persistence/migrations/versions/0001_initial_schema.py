@@ -50,7 +50,7 @@ def upgrade():
     op.create_table(
         "enrollment_token",
         sa.Column("digest", sa.String(length=64), nullable=False),
-        sa.Column("expires_at", sa.Float(), nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=False),
         sa.Column("guid", sa.String(length=255), nullable=True),
         sa.Column("note", sa.String(length=255), nullable=True),
         sa.Column("created", sa.DateTime(), nullable=False),
