@@ -1,7 +1,7 @@
 """Zones: createZone, updateZone, deleteZone, listZones."""
 
 from ..api.listing import ci_equals, keyword_filter, page_of
-from ..api.params import Boolean, List, Map, Param, String, Uuid, given
+from ..api.params import Boolean, List, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import Success, api_command
 from ..api.render import compact, date
 from ..persistence.models import Domain, Zone
@@ -104,15 +104,8 @@ def update_zone(ctx, p):
     if p.domain == "":
         changes["network_domain"] = None
     if p.details:
-        changes["details"] = {k: v for entry in p.details for k, v in _detail_pairs(entry)}
+        changes["details"] = map_dict(p.details)
     return zone_view(ctx.hierarchy.update_zone(p.id, changes))
-
-
-def _detail_pairs(entry):
-    if set(entry) == {"key", "value"}:
-        yield entry["key"], entry["value"]
-    else:
-        yield from entry.items()
 
 
 @api_command("deleteZone", params=[

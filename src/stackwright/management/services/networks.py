@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import PhysicalNetwork, TrafficType, Zone, utcnow
+from .hierarchy import choose
 
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
 # System traffic a zone routes through exactly one physical network (Guest may span several).
@@ -17,13 +18,8 @@ ISOLATION_METHODS = ("VLAN", "VXLAN", "GRE", "L3", "STT", "BCF_SEGMENT", "SSP", 
 
 
 def traffic_type_name(value):
-    for t in TRAFFIC_TYPES:
-        if value.lower() == t.lower():
-            return t
-    raise InvalidParameterValue(
-        "Unable to resolve trafficType '%s' to a supported value; use one of %s"
-        % (value, ", ".join(TRAFFIC_TYPES))
-    )
+    return choose(value, TRAFFIC_TYPES, "Unable to resolve trafficType '%s' to a supported value; use one of %s"
+                  % (value, ", ".join(TRAFFIC_TYPES)))
 
 
 class NetworkService:
@@ -78,14 +74,9 @@ class NetworkService:
                                 vlan=None, tags=None, network_speed=None):
         if zone.removed is not None:
             raise InvalidParameterValue("Please specify a valid zone.")
-        methods = []
-        for m in isolation_methods or []:
-            match = next((x for x in ISOLATION_METHODS if x.lower() == m.lower()), None)
-            if match is None:
-                raise InvalidParameterValue(
-                    "Invalid isolation method %s; use one of %s" % (m, ", ".join(ISOLATION_METHODS))
-                )
-            methods.append(match)
+        methods = [choose(m, ISOLATION_METHODS, "Invalid isolation method %s; use one of %s"
+                          % (m, ", ".join(ISOLATION_METHODS)))
+                   for m in isolation_methods or []]
         bdr = (broadcast_domain_range or ("POD" if zone.network_type == "Basic" else "ZONE")).upper()
         if bdr not in ("ZONE", "POD"):
             raise InvalidParameterValue("Invalid broadcast domain range %s; use ZONE or POD" % broadcast_domain_range)
@@ -103,10 +94,8 @@ class NetworkService:
     def update_physical_network(self, network, *, state=None, vlan=None, tags=None, network_speed=None):
         self._live(network)
         if state is not None:
-            match = next((s for s in ("Enabled", "Disabled") if s.lower() == state.lower()), None)
-            if match is None:
-                raise InvalidParameterValue("Unable to resolve state '%s' to a supported value (Enabled or Disabled)" % state)
-            network.state = match
+            network.state = choose(state, ("Enabled", "Disabled"),
+                                   "Unable to resolve state '%s' to a supported value (Enabled or Disabled)" % state)
         if vlan is not None:
             network.vlan = vlan or None
         if tags is not None:

@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, Volume, utcnow
-from .hierarchy import HYPERVISORS
+from .hierarchy import HYPERVISORS, choose
 from .hosts import tag_string  # pool tags follow the host tag rules
 
 log = logging.getLogger(__name__)
@@ -426,12 +426,8 @@ class StorageService:
 
     @staticmethod
     def _zone_wide_hypervisor(value):
-        for name in HYPERVISORS:
-            if value.lower() == name.lower():
-                return name
-        raise InvalidParameterValue(
-            "zone wide storage pool is not supported for hypervisor type %s; use %s"
-            % (value, " or ".join(HYPERVISORS)))
+        return choose(value, HYPERVISORS, "zone wide storage pool is not supported for hypervisor type %s; use %s"
+                      % (value, " or ".join(HYPERVISORS)))
 
     @staticmethod
     def _check_capacity(value, what):
