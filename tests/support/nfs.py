@@ -52,22 +52,9 @@ RPCBIND_SOCKET = Path("/run/rpcbind.sock")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 
-# Runs in a child process: move the listening sockets to fds 3.. and exec rpcbind
-# with the socket-activation variables naming its own PID (exec keeps the PID).
-_RPCBIND_LAUNCHER = """
-import fcntl, os, sys
-rpcbind, fds = sys.argv[1], [int(fd) for fd in sys.argv[2:]]
-# Copy above the target range first so no target overwrites a source.
-copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
-for index, fd in enumerate(copies):
-    os.dup2(fd, 3 + index, inheritable=True)
-for fd in fds:
-    if not 3 <= fd < 3 + len(copies):
-        os.close(fd)
-os.environ["LISTEN_PID"] = str(os.getpid())
-os.environ["LISTEN_FDS"] = str(len(copies))
-os.execv(rpcbind, [rpcbind, "-f"])
-"""
+# The nfs_server role's launcher: opens the portmapper's sockets on the given address
+# (and ::1) and hands them to rpcbind the way socket activation does.
+RPCBIND_LISTEN = Path(__file__).resolve().parents[2] / "roles" / "nfs_server" / "files" / "rpcbind-listen"
 
 GANESHA_CONFIG = """\
 NFS_CORE_PARAM {{
@@ -304,49 +291,21 @@ class NfsTestServer:
         if _registered(self.host, PMAP_PROGRAM, 2):
             log.info("using the portmapper already listening on %s:%s", self.host, PORTMAP_PORT)
             return
-        rpcbind = shutil.which("rpcbind")
-        if rpcbind is None:
+        if shutil.which("rpcbind") is None:
             raise NfsServerError("rpcbind not found; NFSv3 needs it (apt-get install rpcbind)")
-        sockets = self._portmapper_sockets()
-        fds = [sock.fileno() for sock in sockets]
         with open(self.state_dir / "rpcbind.log", "ab") as output:
             process = subprocess.Popen(
-                [sys.executable, "-c", _RPCBIND_LAUNCHER, rpcbind, *map(str, fds)],
-                pass_fds=fds,
+                [sys.executable, str(RPCBIND_LISTEN), self.host],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
                 start_new_session=True,
             )
-        for sock in sockets:
-            sock.close()
         self._processes.append(process)
         self._started.append((process.pid, "rpcbind"))
         self.rpcbind_pid_path.write_text(f"{process.pid}\n")
         self._wait(lambda: _registered(self.host, PMAP_PROGRAM, 2), process, "rpcbind")
         log.info("started rpcbind pid %s on %s:%s", process.pid, self.host, PORTMAP_PORT)
-
-    @staticmethod
-    def _portmapper_sockets() -> list[socket.socket]:
-        # One socket per transport in /etc/netconfig; rpcbind binds the
-        # wildcard address for any transport it is not handed.
-        sockets = []
-        RPCBIND_SOCKET.unlink(missing_ok=True)
-        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        local.bind(str(RPCBIND_SOCKET))
-        local.listen(64)
-        sockets.append(local)
-        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                sock = socket.socket(family, kind)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((address, PORTMAP_PORT))
-                if kind == socket.SOCK_STREAM:
-                    sock.listen(64)
-                sockets.append(sock)
-        return sockets
 
     def _write_config(self) -> None:
         recovery = self.state_dir / "recovery"
