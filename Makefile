@@ -29,13 +29,21 @@ PYTEST_FLAGS := -ra --timeout=$(TEST_TIMEOUT) --durations=15
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k mariadb -x'
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint sanity venv system-deps clean cloud cloud-down molecule collection
+.PHONY: test unit lint sanity venv system-deps clean cloud cloud-down molecule collection bench faults
 
 # The molecule scenarios run in a pytest session of their own, after the rest: they bring
 # up nfs-ganesha on 127.0.0.1:2049 like the NFS fixture does, and only one can hold it.
 test: venv collection
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) tests --ignore=tests/molecule
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) --timeout=$(MOLECULE_TIMEOUT) $(PYTEST_ARGS) tests/molecule
+
+# Benchmarks (bench/) and fault tests (tests/faults/): each records its figures in its own
+# section of docs/benchmarks.md or docs/reliability.md. Both are bounded; see those files.
+bench: venv collection
+	$(VENV_PYTHON) bench/run_all.py $(BENCH_ARGS)
+
+faults: venv collection
+	STACKWRIGHT_RECORD=1 $(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) tests/faults
 
 unit: venv
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) tests/unit
