@@ -5,6 +5,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .api.cache import ResponseCache
 from .api.registry import load_all
 from .errors import Throttled
 from .persistence.db import Database
@@ -37,12 +38,19 @@ class KeyCache:
         self._entries = {}
         self._lock = threading.Lock()
 
-    def lookup(self, session, api_key):
-        now = time.monotonic()
+    def fresh(self, api_key):
+        """The entry for `api_key` if it was loaded less than TTL seconds ago, else None."""
         with self._lock:
             entry = self._entries.get(api_key)
-        if entry is not None and now - entry.loaded < self.TTL:
+        if entry is not None and time.monotonic() - entry.loaded < self.TTL:
             return entry
+        return None
+
+    def lookup(self, session, api_key):
+        entry = self.fresh(api_key)
+        if entry is not None:
+            return entry
+        now = time.monotonic()
         user = AccountService(session).user_by_key(api_key)
         if user is None or not user.secret_key:
             return None
@@ -114,6 +122,7 @@ class Engine:
         self.registry = load_all()
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
+        self.responses = ResponseCache(self.db, size=settings.api_cache_size)
         self.jobs = JobExecutor(self, workers=settings.job_workers)
         self.throttle = None
         self.agents = None       # the agent channel's server side, when it runs

@@ -10,6 +10,8 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   log.level      DEBUG, INFO, WARNING
   api.workers    threads serving API requests
   jobs.workers   threads running async jobs
+  api.cache.size answers of list commands kept until the database changes (256; 0: none;
+                 SQLite only, since there the engine is the database's only writer)
 """
 
 import argparse
@@ -36,6 +38,7 @@ class Options:
     log_level: str = "INFO"
     api_workers: int = 8
     job_workers: int = 4
+    api_cache_size: int = 256
     config_file: str | None = None
 
 
@@ -68,6 +71,8 @@ def parser():
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--api-workers", type=int)
     ap.add_argument("--job-workers", type=int)
+    ap.add_argument("--api-cache-size", type=int,
+                    help="answers of list commands kept until the database changes (default 256; 0: none)")
     return ap
 
 
@@ -96,4 +101,8 @@ def load(argv=None):
     o.log_level = args.log_level or values.get("log.level", o.log_level).upper()
     o.api_workers = args.api_workers or int(values.get("api.workers", o.api_workers))
     o.job_workers = args.job_workers or int(values.get("jobs.workers", o.job_workers))
+    o.api_cache_size = (args.api_cache_size if args.api_cache_size is not None
+                        else int(values.get("api.cache.size", o.api_cache_size)))
+    if o.api_cache_size < 0:
+        raise SystemExit("invalid api.cache.size %d: expected 0 or more" % o.api_cache_size)
     return o

@@ -6,14 +6,14 @@ one log line per request records the command, caller, duration, status and job i
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import time
 import uuid
 
 from aiohttp import web
 
-from .execute import execute, response_key
+from .execute import cached_answer, execute, response_key
+from .render import encode
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("stackwright.management.access")
@@ -39,7 +39,7 @@ async def _params(request):
 
 def _json(body, status):
     return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=body if isinstance(body, bytes) else encode(body),
         status=status,
         content_type="application/json",
         charset="UTF-8",
@@ -55,9 +55,14 @@ async def api_handler(request):
     cookies = dict(request.cookies)
     loop = asyncio.get_running_loop()
     try:
-        key, body, status, set_cookies = await loop.run_in_executor(
-            request.app[POOL], execute, engine, raw, request.method, cookies, request_id
-        )
+        # A stored answer needs no database work: it is served here, without the thread hop.
+        answer = cached_answer(engine, raw, request.method)
+        if answer is not None:
+            (key, body, status), set_cookies = answer, {}
+        else:
+            key, body, status, set_cookies = await loop.run_in_executor(
+                request.app[POOL], execute, engine, raw, request.method, cookies, request_id
+            )
     except Exception:
         log.exception("request %s (%s) failed with an internal error", request_id, command)
         key = response_key(command)

@@ -15,6 +15,7 @@ from ..services.accounts import ROOT_ADMIN
 from . import params as paramlib
 from . import signing
 from .registry import REGISTRY, ListResult, Success
+from .render import encode
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,29 @@ class Caller:
         self.via = via
 
 
+def check_signed(engine, entry, raw, method, api_key):
+    """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
+    signature = _find_key(raw, "signature")
+    version = _find_key(raw, "signatureversion")
+    expires = _find_key(raw, "expires")
+    enforce = engine.settings.typed("enforce.post.requests.and.timestamps")
+    if enforce and (method != "POST" or version != "3"):
+        raise AuthenticationError(BAD_CREDENTIALS)
+    if version == "3" or enforce:
+        if expires is None:
+            raise AuthenticationError(BAD_CREDENTIALS)
+        reason = signing.expired(expires)
+        if reason:
+            log.info("refused request with apiKey %s...: %s", api_key[:6], reason)
+            raise AuthenticationError(BAD_CREDENTIALS)
+    if not signing.verify(raw, entry.secret, signature):
+        raise AuthenticationError(BAD_CREDENTIALS)
+    if not entry.enabled:
+        raise AuthenticationError(BAD_CREDENTIALS)
+    # The key cache knows enough to authorise; the User row is loaded only if a command needs it.
+    return Principal(entry.user_id, entry.account_id, entry.root_admin)
+
+
 def authenticate(engine, session, raw, method, cookies):
     """The calling User, or AuthenticationError (401) with CloudStack's text."""
     api_key = _find_key(raw, "apikey")
@@ -69,40 +93,51 @@ def authenticate(engine, session, raw, method, cookies):
         entry = engine.keys.lookup(session, api_key)
         if entry is None:
             raise AuthenticationError(BAD_CREDENTIALS)
-        signature = _find_key(raw, "signature")
-        version = _find_key(raw, "signatureversion")
-        expires = _find_key(raw, "expires")
-        enforce = engine.settings.typed("enforce.post.requests.and.timestamps")
-        if enforce and (method != "POST" or version != "3"):
-            raise AuthenticationError(BAD_CREDENTIALS)
-        if version == "3" or enforce:
-            if expires is None:
-                raise AuthenticationError(BAD_CREDENTIALS)
-            reason = signing.expired(expires)
-            if reason:
-                log.info("refused request with apiKey %s...: %s", api_key[:6], reason)
-                raise AuthenticationError(BAD_CREDENTIALS)
-        if not signing.verify(raw, entry.secret, signature):
-            raise AuthenticationError(BAD_CREDENTIALS)
-        if not entry.enabled:
-            raise AuthenticationError(BAD_CREDENTIALS)
-        # The key cache knows enough to authorise; the User row is loaded only if a command needs it.
-        return Principal(entry.user_id, entry.account_id, entry.root_admin)
-    else:
-        session_id = cookies.get("JSESSIONID")
-        if not session_id:
-            raise AuthenticationError(BAD_CREDENTIALS)
-        session_key = raw.get("sessionkey") or cookies.get("sessionkey")
-        user = engine.sessions_user(session, session_id, session_key)
-        if user is None:
-            raise AuthenticationError("unable to verify user credentials")
-    if user is None or user.removed is not None or user.state != "enabled" or user.account.state != "enabled":
+        return check_signed(engine, entry, raw, method, api_key)
+    session_id = cookies.get("JSESSIONID")
+    if not session_id:
+        raise AuthenticationError(BAD_CREDENTIALS)
+    session_key = raw.get("sessionkey") or cookies.get("sessionkey")
+    user = engine.sessions_user(session, session_id, session_key)
+    if user is None:
+        raise AuthenticationError("unable to verify user credentials")
+    if user.removed is not None or user.state != "enabled" or user.account.state != "enabled":
         raise AuthenticationError(BAD_CREDENTIALS)
     return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
 
 
+def cached_answer(engine, raw, method):
+    """(response_key, body, status) for a cacheable command whose answer is stored and
+    whose caller's key is in the key cache, checked without the database; else None, and
+    the request takes the full path."""
+    cmd = REGISTRY.get(raw.get("command", ""))
+    cache = engine.responses
+    if cmd is None or not cmd.cacheable or not cache.enabled:
+        return None
+    api_key = _find_key(raw, "apikey")
+    entry = engine.keys.fresh(api_key) if api_key is not None else None
+    if entry is None:
+        return None
+    try:
+        user = check_signed(engine, entry, raw, method, api_key)
+        if cmd.admin_only and not user.root_admin:
+            return None
+        data = cache.get(cache.token(user, raw))
+        if data is None:
+            return None
+        engine.throttle.check(user)
+    except ApiError as e:
+        from .render import error_body
+
+        return cmd.key, error_body(cmd.key, e), e.errorcode
+    return cmd.key, data, 200
+
+
 def execute(engine, raw, method="GET", cookies=None, request_id=None):
-    """Run one API request; returns (response_key, body, http_status, cookies_to_set)."""
+    """Run one API request; returns (response_key, body, http_status, cookies_to_set).
+
+    `body` is the response as a dict, or as encoded JSON bytes for cacheable commands.
+    """
     command_name = raw.get("command", "")
     cmd = REGISTRY.get(command_name)
     key = cmd.key if cmd else "errorresponse"
@@ -127,6 +162,12 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
                 raise AuthenticationError(
                     "The given command '%s' either does not exist, is not available for user." % cmd.name
                 )
+            cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
+            if cache is not None:
+                token, generation = cache.token(user, raw), cache.generation
+                data = cache.get(token)
+                if data is not None:
+                    return key, data, 200, {}
             p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
             if cmd.async_job:
                 instance_uuid = cmd.prepare(ctx, p) if cmd.prepare else getattr(getattr(p, "id", None), "uuid", None)
@@ -139,6 +180,10 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
             else:
                 body = shape(cmd, cmd.handler(ctx, p))
         ctx.run_after_commit()
+        if cache is not None:
+            data = encode({key: body})
+            cache.put(token, generation, data)
+            return key, data, 200, ctx.cookies
         return key, {key: body}, 200, ctx.cookies
     except ApiError as e:
         from .render import error_body

@@ -33,6 +33,7 @@ class Command:
     cmd_class: str = ""                  # Java class name reported as the job's `cmd`
     admin_only: bool = True
     readonly: bool = False
+    cacheable: bool = False              # answer depends only on the database, caller and params
     login_free: bool = False
     since: str = "4.0.0"
     related: tuple = ()
@@ -59,6 +60,7 @@ def api_command(
     response_key=None,
     admin_only=True,
     readonly=None,
+    cacheable=False,
     cmd_class=None,
     since="4.0.0",
     related=(),
@@ -97,6 +99,7 @@ def api_command(
             admin_only=admin_only,
             login_free=name in ("login", "logout"),
             readonly=(name.startswith(("list", "get", "query")) if readonly is None else readonly),
+            cacheable=cacheable,
             since=since,
             related=tuple(related),
             fields=[f if isinstance(f, ResponseField) else ResponseField(*f) for f in fields],

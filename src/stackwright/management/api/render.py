@@ -1,6 +1,7 @@
 """Rendering of values and envelopes the way CloudStack clients expect them."""
 
 import datetime as dt
+import json
 
 
 def date(value):
@@ -35,3 +36,8 @@ def error_body(key, error):
         body["cserrorcode"] = error.cserrorcode
     body["errortext"] = error.text
     return {key: body}
+
+
+def encode(body):
+    """The JSON bytes of a response body, compact as CloudStack sends them."""
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -90,7 +90,7 @@ def delete_cluster(ctx, p):
     return Success()
 
 
-@api_command("listClusters", response="cluster", fields=CLUSTER_FIELDS, params=[
+@api_command("listClusters", response="cluster", cacheable=True, fields=CLUSTER_FIELDS, params=[
     Param("id", Uuid(Cluster), description="lists clusters by the cluster ID"),
     Param("name", String(), description="lists clusters by the cluster name"),
     Param("zoneid", Uuid(Zone), description="lists clusters by Zone ID"),

@@ -229,7 +229,7 @@ def cancel_host_maintenance(ctx, p):
     return _one_host(ctx, ctx.hosts.cancel_maintenance(p.id))
 
 
-@api_command("listHosts", response="host", fields=HOST_FIELDS, params=[
+@api_command("listHosts", response="host", cacheable=True, fields=HOST_FIELDS, params=[
     Param("id", Uuid(Host), description="the id of the host"),
     Param("name", String(), description="the name of the host"),
     Param("type", String(), description="the host type"),

@@ -83,7 +83,7 @@ def delete_pod(ctx, p):
     return Success()
 
 
-@api_command("listPods", response="pod", fields=POD_FIELDS, params=[
+@api_command("listPods", response="pod", cacheable=True, fields=POD_FIELDS, params=[
     Param("id", Uuid(Pod), description="list Pods by ID"),
     Param("name", String(), description="list Pods by name"),
     Param("zoneid", Uuid(Zone), description="list Pods by Zone ID"),

@@ -117,7 +117,7 @@ def delete_zone(ctx, p):
     return Success()
 
 
-@api_command("listZones", response="zone", admin_only=False, fields=ZONE_FIELDS, params=[
+@api_command("listZones", response="zone", admin_only=False, cacheable=True, fields=ZONE_FIELDS, params=[
     Param("id", Uuid(Zone), description="the ID of the zone"),
     Param("ids", List(Uuid(Zone)), description="the IDs of the zones, mutually exclusive with id"),
     Param("name", String(), description="the name of the zone"),

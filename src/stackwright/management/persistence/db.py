@@ -9,6 +9,7 @@ restart of the engine.
 import contextlib
 import logging
 import pathlib
+import threading
 
 from sqlalchemy import create_engine, event, exc, inspect
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,6 +91,9 @@ class Database:
         else:
             self.read_engine = self.engine
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        # Committed write transactions so far; the API's answer cache keys on it.
+        self.write_generation = 0
+        self._generation_lock = threading.Lock()
 
     @property
     def is_sqlite(self):
@@ -102,6 +106,9 @@ class Database:
         try:
             yield session
             session.commit()
+            if not readonly:
+                with self._generation_lock:
+                    self.write_generation += 1
         except exc.OperationalError as e:
             session.rollback()
             if _is_connection_error(e):

@@ -1,0 +1,54 @@
+"""Answers of cacheable read-only commands, kept until the database next changes.
+
+On SQLite the engine is the database's only writer, and every write goes through
+`Database.transaction`, which counts committed write transactions. An answer is stored
+with the count seen before it was computed and served only while the count is unchanged,
+so whatever a request, a job or an agent update commits is seen by the very next request.
+On MySQL/MariaDB other engines or tools may write too, so nothing is cached there.
+"""
+
+import threading
+from collections import OrderedDict
+
+# Parameters that authenticate a request rather than choose what it returns.
+_CREDENTIALS = frozenset({"apikey", "signature", "signatureversion", "expires", "sessionkey"})
+
+
+class ResponseCache:
+    def __init__(self, db, size=256):
+        self._db = db
+        self.enabled = db.is_sqlite and size > 0
+        self._size = size
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def token(principal, raw):
+        """What an answer depends on besides the data: the caller and the other parameters."""
+        params = tuple(sorted((k.lower(), v) for k, v in raw.items() if k.lower() not in _CREDENTIALS))
+        return principal.user_id, params
+
+    @property
+    def generation(self):
+        return self._db.write_generation
+
+    def get(self, token):
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if entry[0] != self._db.write_generation:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry[1]
+
+    def put(self, token, generation, data):
+        """Keep `data`, computed from the database as of `generation`, unless it changed since."""
+        with self._lock:
+            if generation != self._db.write_generation:
+                return
+            self._entries[token] = (generation, data)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
