@@ -1,6 +1,7 @@
 """The engine as an operator runs it: setup, credentials file, the cs CLI, signals, config file."""
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from cs import CloudStackApiException
 
 from tests.support.engine import EngineProcess, free_port
+from tests.support.hierarchy import new_cluster, new_pod, new_zone
 
 BIN = Path(sys.executable).parent
 
@@ -54,10 +56,27 @@ def test_cs_cli_works_with_the_written_credentials(engine, unique):
     assert listed.returncode == 0 and '"name": "cli-%s"' % unique in listed.stdout
 
 
-def test_sigterm_is_a_clean_shutdown(fresh_engine):
+def test_sigterm_is_a_clean_shutdown(fresh_engine, unique):
+    api = fresh_engine.client()
+    pod = new_pod(api, new_zone(api, unique), unique)
+    cluster = new_cluster(api, pod, unique)
+    hosts = [api.addHost(zoneid=pod["zoneid"], podid=pod["id"], clusterid=cluster["id"], hypervisor="Simulator",
+                         url="http://sim/%s/h%d" % (unique, i), username="root", password="password")["host"][0]
+             for i in range(3)]
+    assert {h["state"] for h in api.listHosts(clusterid=cluster["id"])["host"]} == {"Up"}
     assert fresh_engine.stop() == 0
     log = fresh_engine.log_file.read_text()
     assert "shutting down" in log and "stopped" in log
+    assert "Traceback" not in log and "CancelledError" not in log
+    assert "3 host(s) left Disconnected at shutdown" in log
+    # The hosts whose agents the engine served are Disconnected, as CloudStack leaves them.
+    db = sqlite3.connect(fresh_engine.db_url.split(":///", 1)[1])
+    try:
+        states = dict(db.execute("SELECT uuid, state FROM host WHERE cluster_id = "
+                                 "(SELECT id FROM cluster WHERE uuid = ?)", (cluster["id"],)).fetchall())
+    finally:
+        db.close()
+    assert states == {h["id"]: "Disconnected" for h in hosts}
 
 
 def test_config_file_and_overrides(tmp_path):

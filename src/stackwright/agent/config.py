@@ -31,7 +31,7 @@ OWN_KEYS = {
     "storage.mode": "NFS primary storage attach mode: auto | kernel | userspace (default auto)",
     "storage.mount.dir": "where kernel NFS mounts go (default: the storage driver's)",
     "reconnect.backoff.initial": "first reconnect delay in seconds (default 2, at most 5)",
-    "reconnect.backoff.max": "longest reconnect delay in seconds (default 60)",
+    "reconnect.backoff.max": "longest reconnect delay in seconds (default 5, like CloudStack's agent)",
     "simulator.cpus": "simulator: logical CPUs (default 8)",
     "simulator.cpu.mhz": "simulator: CPU speed in MHz (default 2400)",
     "simulator.memory.mb": "simulator: memory in MiB (default 16384)",
@@ -198,7 +198,7 @@ class AgentConfig:
     storage_mode: str = "auto"
     storage_mount_dir: str = ""
     backoff_initial: float = 2.0
-    backoff_max: float = 60.0
+    backoff_max: float = 5.0
     simulator_cpus: int = 8
     simulator_cpu_mhz: int = 2400
     simulator_memory_mb: int = 16384
@@ -243,7 +243,7 @@ class AgentConfig:
             storage_mode=reader.choice("storage.mode", "auto", STORAGE_MODES),
             storage_mount_dir=reader.text("storage.mount.dir", ""),
             backoff_initial=reader.number("reconnect.backoff.initial", 2.0, 0.1, 5.0),
-            backoff_max=reader.number("reconnect.backoff.max", 60.0, 1.0, 3600.0),
+            backoff_max=reader.number("reconnect.backoff.max", 5.0, 1.0, 3600.0),
             simulator_cpus=reader.integer("simulator.cpus", 8, 1, 4096),
             simulator_cpu_mhz=reader.integer("simulator.cpu.mhz", 2400, 100, 10000),
             simulator_memory_mb=reader.integer("simulator.memory.mb", 16384, 64, 1 << 24),

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -102,6 +103,8 @@ class AgentLink:
         self.host_id: str | None = None
         self.ping_interval: float | None = None
         self.registered = asyncio.Event()
+        # Called with (ping interval, seconds until the answer) after every answered ping.
+        self.on_ping_answer: Callable[[float, float], None] | None = None
         self._stopping = asyncio.Event()
         self._channel: Channel | None = None
 
@@ -207,7 +210,10 @@ class AgentLink:
             await asyncio.sleep(interval)
             try:
                 ping = await self._ping_message()
+                sent = time.monotonic()
                 await channel.request(ping, timeout=max(2 * interval, 5.0))
+                if self.on_ping_answer is not None:
+                    self.on_ping_answer(interval, time.monotonic() - sent)
             except TimeoutError:
                 await channel.close(f"engine did not answer a ping within {max(2 * interval, 5.0):g} s")
                 return

@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import signal
 import ssl
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import AgentLink, Backoff, Connector, Registration, Streams, tcp_connector
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
-from stackwright.protocol.pki import CertificateAuthority, CertificateError, client_context, write_file_atomic
+from stackwright.protocol.pki import CertificateAuthority, CertificateError, client_context
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class SimulatedAgent:
         self.storage = SimulatorStorageDriver()
         self.dispatcher = Dispatcher(HandlerContext(self.driver, storage_factory=lambda: self.storage),
                                      workers=workers, host_label=registration.guid)
-        self.link = AgentLink(registration, self.dispatcher, connector, backoff or Backoff(0.5, 10.0))
+        self.link = AgentLink(registration, self.dispatcher, connector, backoff or Backoff(0.5, 5.0))
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -118,12 +119,16 @@ def _tls_contexts(ca_dir: Path, guids: list[str]) -> list[ssl.SSLContext]:
     except CertificateError as exc:
         raise SystemExit(f"cannot load the engine CA: {exc}") from None
     contexts = []
+    # ssl loads keys only from files: each one passes through a private scratch file that
+    # is overwritten at once (no fsync; nothing here needs to survive a crash).
     with tempfile.TemporaryDirectory(prefix="sw-load-") as scratch:
+        key_file, cert_file = Path(scratch) / "k.pem", Path(scratch) / "c.pem"
+        for path in (key_file, cert_file):
+            path.touch(mode=0o600)
         for guid in guids:
             key_pem, cert_pem = ca.issue_client_cert(guid, days=2)
-            key_file, cert_file = Path(scratch) / "k.pem", Path(scratch) / "c.pem"
-            write_file_atomic(key_file, key_pem, 0o600)
-            write_file_atomic(cert_file, cert_pem, 0o600)
+            key_file.write_bytes(key_pem)
+            cert_file.write_bytes(cert_pem)
             contexts.append(client_context(ca.cert_path, cert_file, key_file))
     return contexts
 
@@ -142,6 +147,14 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
         label = str(ipaddress.IPv4Address("127.64.0.1") + index)
         driver = SimulatorDriver(hostname=guid, cpus=args.cpus, memory_mb=args.memory_mb, private_ip=label)
         agents.append(SimulatedAgent(registration, tcp_connector([args.host], args.port, context), driver))
+    # Ping round trips, by the ping interval the engine gave at registration.
+    round_trips: dict[float, list[float]] = {}
+
+    def answered(interval: float, seconds: float) -> None:
+        round_trips.setdefault(interval, []).append(seconds)
+
+    for agent in agents:
+        agent.link.on_ping_answer = answered
     started = time.monotonic()
     deadline = started + args.duration
     registered_at: list[float] = []
@@ -162,14 +175,31 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
 
     step = args.ramp / max(1, args.count)
     trackers = [asyncio.create_task(track(agent, index * step)) for index, agent in enumerate(agents)]
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    # SIGTERM or SIGINT end the run early, still with its summary.
+    finish = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, finish.set)
+    try:
+        await asyncio.wait_for(finish.wait(), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        pass
     connected_at_end = sum(1 for agent in agents if agent.link.registered.is_set())
     for task in trackers:
         task.cancel()
     await asyncio.gather(*trackers, return_exceptions=True)
     await asyncio.gather(*(agent.stop() for agent in agents), return_exceptions=True)
     latencies = sorted(registered_at)
+    pings = {}
+    for interval, samples in sorted(round_trips.items()):
+        samples.sort()
+        pings["%g" % interval] = {
+            "answered": len(samples),
+            "rtt_p50_ms": round(1000 * samples[len(samples) // 2], 2),
+            "rtt_p99_ms": round(1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2),
+        }
     return {
+        "pings_by_interval_s": pings,
         "count": args.count,
         "duration_s": round(time.monotonic() - started, 2),
         "registered": len(latencies),

@@ -11,6 +11,7 @@ import logging
 import pathlib
 import threading
 
+import orjson
 from sqlalchemy import create_engine, event, exc, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +41,10 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
+def _json_text(value):
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url, immediate=True, **kwargs):
     """An SQLAlchemy engine for `url` with the settings each backend needs.
 
@@ -47,6 +52,10 @@ def make_engine(url, immediate=True, **kwargs):
     writers queue on the busy timeout instead of failing on a lock upgrade; read-only work
     uses an engine without it, so reads never wait for writers (WAL).
     """
+    # JSON columns (host details, job parameters and results) through orjson: a page of hosts
+    # decodes one per row.
+    kwargs.setdefault("json_serializer", _json_text)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -94,6 +103,7 @@ class Database:
         # Committed write transactions so far; the API's answer cache keys on it.
         self.write_generation = 0
         self._generation_lock = threading.Lock()
+        self._write_lock = threading.RLock() if self.is_sqlite else None
 
     @property
     def is_sqlite(self):
@@ -102,6 +112,17 @@ class Database:
     @contextlib.contextmanager
     def transaction(self, readonly=False):
         """One unit of work: commits when the block ends cleanly, rolls back otherwise."""
+        if readonly or self._write_lock is None:
+            with self._unit(readonly) as session:
+                yield session
+            return
+        # SQLite admits one writer at a time and makes the others poll with growing sleeps
+        # (up to 100 ms each); queueing writers here hands the lock on as soon as it is free.
+        with self._write_lock, self._unit(readonly) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _unit(self, readonly):
         session = (self._read_sessions if readonly else self._sessions)()
         try:
             yield session

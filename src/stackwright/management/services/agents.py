@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 
 from stackwright.management.agentlink import (
     AgentLinkServer,
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 PING_FLUSH_SECONDS = 5.0
 SIMULATED_BATCH = 200      # simulated agents started together at engine start
 SIMULATED_PAUSE = 0.5      # seconds between two batches
+# Host detail `agent` of a Simulator host whose simulated agent runs outside the engine.
+EXTERNAL = "external"
 
 
 class DbTokenStore:
@@ -83,12 +85,15 @@ class AgentManager:
         self.pending: dict[str, Pending] = {}
         self.simulated: dict[str, object] = {}
         self._pings: dict[str, int] = {}
+        self._recovered: set[str] = set()
         self._pings_lock = threading.Lock()
         self._flusher: asyncio.Task | None = None
         self._sim_start: asyncio.Task | None = None
         self._registered: dict[str, threading.Event] = {}
         # Hosts marked Alert or Disconnected: their next ping brings them back Up.
         self.degraded: set[str] = set()
+        # Set while the engine shuts down: sessions then end without a write per host.
+        self.closing = False
         self.ca = None
         self.tokens = None
         # Last guest states each host reported, so unchanged pings cost nothing.
@@ -119,6 +124,9 @@ class AgentManager:
         return self
 
     async def close(self):
+        """Shut the agent channel down; the hosts it served are left Disconnected."""
+        self.closing = True
+        served = [s.host_key for s in self.server.sessions() if s.host_key] if self.server is not None else []
         if self._sim_start is not None:
             self._sim_start.cancel()
             await asyncio.gather(self._sim_start, return_exceptions=True)
@@ -129,6 +137,7 @@ class AgentManager:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self._run(self._flush_pings)
+        await self._run(self._disconnect_all, served)
         if self.server is not None:
             await self.server.stop()
         self.pool.shutdown(wait=True)
@@ -172,10 +181,13 @@ class AgentManager:
     async def _start_simulated_hosts(self):
         def load():
             with self.engine.db.transaction(readonly=True) as s:
-                return s.execute(
-                    select(Host.guid, Host.url).where(Host.hypervisor == "Simulator", Host.removed.is_(None),
-                                                      Host.guid.is_not(None))
+                rows = s.execute(
+                    select(Host.guid, Host.url, Host.details).where(
+                        Host.hypervisor == "Simulator", Host.removed.is_(None), Host.guid.is_not(None))
                 ).all()
+            # Hosts whose simulated agent runs elsewhere reconnect by themselves; a second,
+            # in-engine agent with the same guid would keep replacing their connection.
+            return [(guid, url) for guid, url, details in rows if (details or {}).get("agent") != EXTERNAL]
 
         rows = await self._run(load)
         # Paced, so that thousands of Simulator hosts do not all register at once
@@ -351,18 +363,55 @@ class AgentManager:
         with self._pings_lock:
             self._pings[guid] = int(time.time())
 
+    def recovered(self, guid):
+        """A host that was Alert or Disconnected pinged: Up again with the next flush."""
+        with self._pings_lock:
+            self._recovered.add(guid)
+
     def _flush_pings(self):
         with self._pings_lock:
             batch, self._pings = self._pings, {}
-        if not batch:
+            recovered, self._recovered = self._recovered, set()
+        # Flagged again since their ping: the monitor's state stands.
+        recovered -= self.degraded
+        if not batch and not recovered:
             return
+        # One executemany of a plain statement: thousands of hosts a second at short intervals.
+        table = Host.__table__
+        statement = (update(table).where(table.c.guid == bindparam("g"), table.c.removed.is_(None))
+                     .values(last_pinged=bindparam("w")))
         with self.engine.db.transaction() as s:
-            for guid, when in batch.items():
-                s.execute(update(Host).where(Host.guid == guid, Host.removed.is_(None)).values(last_pinged=when))
+            if batch:
+                s.connection().execute(statement, [{"g": guid, "w": when} for guid, when in batch.items()])
+            guids = sorted(recovered)
+            for start in range(0, len(guids), 500):
+                s.execute(update(Host).where(Host.guid.in_(guids[start:start + 500]), Host.removed.is_(None),
+                                             Host.state.in_(("Alert", "Disconnected", "Connecting")))
+                          .values(state="Up", disconnected=None).execution_options(synchronize_session=False))
+        if recovered:
+            log.info("%d host(s) Up again after their pings resumed", len(recovered))
+
+    def _disconnect_all(self, guids):
+        """At shutdown: every host whose agent was connected is Disconnected, in one transaction."""
+        if not guids:
+            return
+        now = utcnow()
+        with self.engine.db.transaction() as s:
+            for start in range(0, len(guids), 500):
+                chunk = guids[start:start + 500]
+                s.execute(update(Host).where(Host.guid.in_(chunk), Host.removed.is_(None), Host.state != "Disconnected")
+                          .values(state="Disconnected", disconnected=func.coalesce(Host.disconnected, now))
+                          .execution_options(synchronize_session=False))
+        log.info("%d host(s) left Disconnected at shutdown", len(guids))
 
     async def _flush_pings_forever(self):
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(PING_FLUSH_SECONDS)
+            # Heartbeats are written every PING_FLUSH_SECONDS; hosts coming back Up within a second.
+            await asyncio.sleep(1.0)
+            if not self._recovered and time.monotonic() - last < PING_FLUSH_SECONDS:
+                continue
+            last = time.monotonic()
             try:
                 await self._run(self._flush_pings)
             except Exception:
@@ -437,7 +486,7 @@ def _adopt_simulated(session, request):
     host = Host(name=request.host.hostname or request.guid, guid=request.guid, zone_id=cluster.zone_id,
                 pod_id=cluster.pod_id, cluster_id=cluster.id, hypervisor="Simulator",
                 url="http://sim/%s/%s" % (cluster.name, request.guid), ip_address=request.host.private_ip,
-                state="Connecting", resource_state="Enabled", details={})
+                state="Connecting", resource_state="Enabled", details={"agent": EXTERNAL})
     session.add(host)
     session.flush()
     log.info("simulated agent %s joined cluster %s as host %s", request.guid, cluster.name, host.uuid)
@@ -487,14 +536,18 @@ class _Events:
             return
         mgr.pinged(guid)
         if guid in mgr.degraded:
+            # The answer does not wait for the database: the host is Up again with the next
+            # batch of heartbeats, so a storm of recoveries costs one transaction a second.
             mgr.degraded.discard(guid)
-            await mgr._run(mgr.host_state, guid, "Up")
+            mgr.recovered(guid)
         if ping.vms_reported:
             mgr.vms_reported(guid, ping.vms)
 
     async def on_disconnect(self, session, clean):
         mgr = self.manager
         guid = session.host_key
+        if mgr.closing:
+            return
         if mgr.pending.pop(guid, None) is not None:
             return
         mgr.registration_event(guid).clear()
@@ -514,3 +567,5 @@ class _Events:
         mgr.degraded.add(host_key)
         new = await mgr._run(mgr.host_state, host_key, state)
         log.warning("host %s missed its pings (%s): now %s", host_key, level, new)
+        if host_key not in mgr.degraded and session is not None:
+            mgr.recovered(host_key)  # it pinged while the state was being written
