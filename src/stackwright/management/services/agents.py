@@ -36,11 +36,14 @@ from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, Tok
 
 from ..context import Context
 from ..errors import ResourceUnavailable
-from ..persistence.models import Cluster, EnrollmentToken, Host, ImageStore, Pod, StoragePool, Zone, utcnow
+from ..persistence.models import (Cluster, EnrollmentToken, Host, ImageStore, Pod, StoragePool, VmInstance,
+                                  Zone, utcnow)
 
 log = logging.getLogger(__name__)
 
 PING_FLUSH_SECONDS = 5.0
+REGISTER_GATHER = 0.02     # seconds registrations wait for others to share their transaction
+REGISTER_BATCH = 200       # registrations per transaction at most
 SIMULATED_BATCH = 200      # simulated agents started together at engine start
 SIMULATED_PAUSE = 0.5      # seconds between two batches
 # Host detail `agent` of a Simulator host whose simulated agent runs outside the engine.
@@ -86,6 +89,8 @@ class AgentManager:
         self.simulated: dict[str, object] = {}
         self._pings: dict[str, int] = {}
         self._recovered: set[str] = set()
+        self._registrations: list = []
+        self._registrar: asyncio.Task | None = None
         self._pings_lock = threading.Lock()
         self._flusher: asyncio.Task | None = None
         self._sim_start: asyncio.Task | None = None
@@ -231,22 +236,66 @@ class AgentManager:
 
     def register(self, request: m.RegisterRequest):
         """Match a registering agent to its host; returns (host uuid or None, host name)."""
+        result = self.register_many([request])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def register_many(self, requests):
+        """Register agents in one transaction, each in a savepoint of its own: one refusal does
+        not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
+        results = []
         with self.engine.db.transaction() as s:
-            ctx = self._context(s)
-            hosts = ctx.hosts
-            host = hosts.by_guid(request.guid)
-            if host is None and request.host.private_ip:
-                host = s.execute(
-                    select(Host).where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
-                                       Host.hypervisor == request.host.hypervisor, Host.removed.is_(None))
-                ).scalars().first()
-            if host is None and request.host.hypervisor == "Simulator":
-                host = _adopt_simulated(s, request)
-            if host is None:
-                return None, ""
-            _check_location(s, host, request)
-            hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
-            return host.uuid, host.name
+            for request in requests:
+                try:
+                    with s.begin_nested():
+                        results.append(self._register_in(s, request))
+                except Exception as e:  # noqa: BLE001 - handed to that agent's session
+                    results.append(e)
+        return results
+
+    async def register_soon(self, request):
+        """Register `request` with others that arrive within REGISTER_GATHER seconds: during a
+        reconnect storm, hundreds of registrations then share one transaction."""
+        future = asyncio.get_running_loop().create_future()
+        self._registrations.append((request, future))
+        if self._registrar is None or self._registrar.done():
+            self._registrar = asyncio.create_task(self._register_queued(), name="registrations")
+        return await future
+
+    async def _register_queued(self):
+        while self._registrations:
+            await asyncio.sleep(REGISTER_GATHER)
+            batch = self._registrations[:REGISTER_BATCH]
+            del self._registrations[:REGISTER_BATCH]
+            try:
+                results = await self._run(self.register_many, [request for request, _ in batch])
+            except Exception as e:  # noqa: BLE001 - e.g. the database is unavailable
+                results = [e] * len(batch)
+            for (_request, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _register_in(self, s, request):
+        ctx = self._context(s)
+        hosts = ctx.hosts
+        host = hosts.by_guid(request.guid)
+        if host is None and request.host.private_ip:
+            host = s.execute(
+                select(Host).where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
+                                   Host.hypervisor == request.host.hypervisor, Host.removed.is_(None))
+            ).scalars().first()
+        if host is None and request.host.hypervisor == "Simulator":
+            host = _adopt_simulated(s, request)
+        if host is None:
+            return None, ""
+        _check_location(s, host, request)
+        hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
+        return host.uuid, host.name
 
     async def after_register(self, guid):
         """Attach the primary pools of the host's cluster and check its zone's image stores."""
@@ -429,10 +478,19 @@ class AgentManager:
             self._vm_reports[guid] = snapshot
         asyncio.ensure_future(self._run(self._reconcile_vms, guid, snapshot, utcnow()))
 
+    def _has_guests(self, guid):
+        with self.engine.db.transaction(readonly=True) as s:
+            return s.execute(
+                select(VmInstance.id).join(Host, VmInstance.host_id == Host.id)
+                .where(Host.guid == guid, Host.removed.is_(None), VmInstance.removed.is_(None)).limit(1)
+            ).first() is not None
+
     def _reconcile_vms(self, guid, snapshot, received):
         from .vms import VmService
 
         settled = False
+        if not snapshot and not self._has_guests(guid):
+            return  # nothing reported, nothing recorded: no write (a reconnect storm sends thousands)
         try:
             with self.engine.db.transaction() as s:
                 host = s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
@@ -510,7 +568,7 @@ class _Events:
     async def on_register(self, session, request):
         mgr = self.manager
         try:
-            host_uuid, name = await mgr._run(mgr.register, request)
+            host_uuid, name = await mgr.register_soon(request)
         except RegistrationRefused:
             raise
         except Exception as e:
@@ -525,7 +583,9 @@ class _Events:
             mgr.pending.pop(request.guid, None)
             log.info("agent %s connected: host %s (%s) is Up", request.guid, name, host_uuid)
             mgr.registration_event(request.guid).set()
-            asyncio.ensure_future(mgr.after_register(request.guid))
+            if request.host.hypervisor != "Simulator":
+                # Pools of Simulator clusters are not attached by agents (see _ctx_pools).
+                asyncio.ensure_future(mgr.after_register(request.guid))
             mgr.vms_reported(request.guid, request.vms, always=True)
         return m.RegisterAnswer(host_id=request.guid, host_name=name or request.host.hostname)
 
