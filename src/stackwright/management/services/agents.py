@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import lazyload
 
 from stackwright.management.agentlink import (
     AgentLinkServer,
@@ -281,13 +282,14 @@ class AgentManager:
                     future.set_result(result)
 
     def _register_in(self, s, request):
-        ctx = self._context(s)
-        hosts = ctx.hosts
-        host = hosts.by_guid(request.guid)
+        hosts = self._context(s).hosts
+        # Only the host's own columns are needed: no eager loads of its cluster, pod and zone.
+        light = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
+        host = s.execute(light.where(Host.guid == request.guid)).scalars().first()
         if host is None and request.host.private_ip:
             host = s.execute(
-                select(Host).where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
-                                   Host.hypervisor == request.host.hypervisor, Host.removed.is_(None))
+                light.where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
+                            Host.hypervisor == request.host.hypervisor)
             ).scalars().first()
         if host is None and request.host.hypervisor == "Simulator":
             host = _adopt_simulated(s, request)
@@ -515,7 +517,7 @@ def _check_location(session, host, request):
     ):
         if not value:
             continue
-        row = session.get(model, row_id)
+        row = session.execute(select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
         if value not in (row.uuid, row.name) and value != str(row.id):
             raise RegistrationRefused(
                 "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
@@ -532,7 +534,7 @@ def _adopt_simulated(session, request):
     if not request.cluster:
         return None
     ref = request.cluster
-    q = select(Cluster).where(Cluster.removed.is_(None), Cluster.hypervisor == "Simulator")
+    q = select(Cluster).options(lazyload("*")).where(Cluster.removed.is_(None), Cluster.hypervisor == "Simulator")
     cluster = session.execute(q.where(Cluster.uuid == ref)).scalar_one_or_none()
     if cluster is None:
         named = session.execute(q.where(Cluster.name == ref)).scalars().all()
