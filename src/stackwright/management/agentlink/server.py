@@ -169,8 +169,10 @@ class AgentLinkServer:
                 "encrypted; enable TLS unless this network is fully trusted",
                 self.settings.host, self.settings.port,
             )
+        # A deep accept queue: after an engine restart every agent reconnects at once, and
+        # connections the kernel drops retry only after seconds of SYN backoff.
         self._server = await asyncio.start_server(
-            self._accept, self.settings.host or None, self.settings.port, reuse_address=True
+            self._accept, self.settings.host or None, self.settings.port, reuse_address=True, backlog=4096
         )
         self.monitor.start()
         log.info(
