@@ -193,12 +193,32 @@ class Channel:
             return
         self.close_reason = reason
         self._closed.set()
-        if notify_peer and not self.writer.is_closing():
+        try:
+            if notify_peer and not self.writer.is_closing():
+                try:
+                    async with asyncio.timeout(2):
+                        await self._write(Frame(seq=0, message=Goodbye(reason=reason)))
+                except (ConnectionError, OSError, TimeoutError, ChannelClosed):
+                    pass
+            self._drop_requests(reason)
+            self.writer.close()
             try:
                 async with asyncio.timeout(2):
-                    await self._write(Frame(seq=0, message=Goodbye(reason=reason)))
-            except (ConnectionError, OSError, TimeoutError, ChannelClosed):
-                pass
+                    await self.writer.wait_closed()
+            except (ConnectionError, OSError, TimeoutError):
+                # A peer that cannot be reached never answers TLS's closing handshake, and the
+                # transport would wait for it (30 s) before the reader sees the end: a cut link
+                # would hold up the next connection that long.
+                self.writer.transport.abort()
+        except asyncio.CancelledError:
+            # The closing task was cancelled midway (the session it served is being torn
+            # down): drop the connection now rather than leave it open with a reader on it.
+            self._drop_requests(reason)
+            self.writer.transport.abort()
+            raise
+
+    def _drop_requests(self, reason: str) -> None:
+        """Fail the requests still waiting for an answer and cancel the ones being served."""
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ChannelClosed(f"session with {self.peer} closed: {reason}"))
@@ -206,9 +226,3 @@ class Channel:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        self.writer.close()
-        try:
-            async with asyncio.timeout(2):
-                await self.writer.wait_closed()
-        except (ConnectionError, OSError, TimeoutError):
-            pass

@@ -104,6 +104,12 @@ class Database:
         self.write_generation = 0
         self._generation_lock = threading.Lock()
         self._write_lock = threading.RLock() if self.is_sqlite else None
+        # Every commit of a write session counts, including those a job makes midway.
+        event.listen(self._sessions, "after_commit", self._committed)
+
+    def _committed(self, _session):
+        with self._generation_lock:
+            self.write_generation += 1
 
     @property
     def is_sqlite(self):
@@ -122,28 +128,43 @@ class Database:
             yield session
 
     @contextlib.contextmanager
+    def writers_admitted(self):
+        """Let other writers in while the block runs, inside a write transaction() block that
+        has committed what it did so far: a job waiting seconds for an agent between two
+        commits must not hold the API's writes (or a heartbeat's) back all that time."""
+        lock = self._write_lock
+        if lock is None:
+            yield
+            return
+        held = 0
+        while True:
+            try:
+                lock.release()    # every level this thread holds (an RLock)
+            except RuntimeError:
+                break
+            held += 1
+        try:
+            yield
+        finally:
+            for _level in range(held):
+                lock.acquire()
+
+    @contextlib.contextmanager
     def _unit(self, readonly):
         session = (self._read_sessions if readonly else self._sessions)()
+        committing = False
         try:
             yield session
+            committing = True
             session.commit()
-            if not readonly:
-                with self._generation_lock:
-                    self.write_generation += 1
         except exc.OperationalError as e:
             session.rollback()
             if _is_connection_error(e):
-                raise DatabaseUnavailable(
-                    "The database is unavailable (%s); nothing was changed, retry the "
-                    "request once it is back" % _short(e)
-                ) from e
+                raise DatabaseUnavailable(_unavailable_text(e, committing)) from e
             raise
         except exc.InterfaceError as e:
             session.rollback()
-            raise DatabaseUnavailable(
-                "The database is unavailable (%s); nothing was changed, retry the request "
-                "once it is back" % _short(e)
-            ) from e
+            raise DatabaseUnavailable(_unavailable_text(e, committing)) from e
         except BaseException:
             session.rollback()
             raise
@@ -193,6 +214,15 @@ def _is_connection_error(e):
     if args and isinstance(args[0], int) and args[0] in _CONNECTION_ERRORS:
         return True
     return bool(getattr(e, "connection_invalidated", False))
+
+
+def _unavailable_text(e, committing):
+    if committing:
+        # The COMMIT was sent and no answer came back: the server may have applied it.
+        return ("The database became unavailable while the change was being committed (%s); it may or "
+                "may not have been applied: check before retrying the request" % _short(e))
+    return ("The database is unavailable (%s); nothing was changed, retry the request once it is back"
+            % _short(e))
 
 
 def _short(e):

@@ -291,7 +291,11 @@ class HostService:
             host.disconnected = None
 
     def agent_lost(self, host, state="Disconnected"):
-        """The agent's session ended or stopped pinging (`state` Disconnected or Alert)."""
+        """The agent's session ended or stopped pinging (`state` Disconnected, Alert or Down)."""
+        if state == "Alert" and host.state == "Down":
+            # The silent connection of a host found Down is dropped after the fact; that
+            # does not make the host any less Down. Only a registration or a ping does.
+            return
         if host.removed is None and host.state != state:
             host.state = state
             if host.disconnected is None:

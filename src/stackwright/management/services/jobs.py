@@ -3,6 +3,9 @@
 A job's own changes and its final status are committed in one transaction, so a kill of
 the engine at any point leaves the job either pending (its work not committed; it runs
 again after the restart) or final (its work committed exactly once).
+
+A job that meets an unavailable database changed nothing and stays pending: it is tried
+again every few seconds until the database is back, without a restart of the engine.
 """
 
 import logging
@@ -12,12 +15,14 @@ import time
 
 from sqlalchemy import select
 
-from ..errors import ApiError, InvalidParameterValue, PermissionDenied
+from ..errors import ApiError, DatabaseUnavailable, InvalidParameterValue, PermissionDenied
 from ..persistence.models import AsyncJob, utcnow
 
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
+# Seconds before a job that met an unavailable database is tried again.
+RETRY_SECONDS = 2.0
 
 
 class JobService:
@@ -62,12 +67,17 @@ class JobExecutor:
         self._stopping = threading.Event()
         self._running = set()
         self._lock = threading.Lock()
+        # Jobs waiting for the database to come back, resubmitted by the retry thread.
+        self._deferred = set()
+        self._retry_thread = None
 
     def start(self):
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name="job-worker-%d" % i, daemon=True)
             t.start()
             self._threads.append(t)
+        self._retry_thread = threading.Thread(target=self._retry_deferred, name="job-retry", daemon=True)
+        self._retry_thread.start()
         with self.engine.db.transaction(readonly=True) as s:
             pending = s.execute(
                 select(AsyncJob.uuid).where(AsyncJob.status == PENDING).order_by(AsyncJob.id)
@@ -80,13 +90,25 @@ class JobExecutor:
     def submit(self, job_uuid):
         self._queue.put(job_uuid)
 
+    def defer(self, job_uuid):
+        """Run the job again once RETRY_SECONDS have passed (the database was away)."""
+        with self._lock:
+            self._deferred.add(job_uuid)
+
+    def _retry_deferred(self):
+        while not self._stopping.wait(RETRY_SECONDS):
+            with self._lock:
+                due, self._deferred = self._deferred, set()
+            for job_uuid in sorted(due):
+                self.submit(job_uuid)
+
     def stop(self, timeout=10.0):
         """Stop taking jobs; wait (bounded) for running ones to finish."""
         self._stopping.set()
         for _thread in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        for t in self._threads + ([self._retry_thread] if self._retry_thread else []):
             t.join(max(0.0, deadline - time.monotonic()))
 
     @property
@@ -126,6 +148,12 @@ class JobExecutor:
                 job.completed = utcnow()
                 cmd = job.command
             log.info("job %s %s succeeded in %.3fs", job_uuid, cmd, time.monotonic() - started)
+        except DatabaseUnavailable as e:
+            # Nothing of the job was committed (or, if its commit did reach the database,
+            # the job is final and the next run sees that and stops): try again later.
+            log.warning("job %s waits for the database: %s", job_uuid, e.text)
+            self.defer(job_uuid)
+            return
         except Exception as e:
             if isinstance(e, ApiError):
                 code, text = e.errorcode, e.text
@@ -144,6 +172,8 @@ class JobExecutor:
                     job.result_type = "object"
                     job.result = {"errorcode": code, "errortext": text}
                     job.completed = utcnow()
+            except DatabaseUnavailable as e:
+                log.warning("could not record the failure of job %s, it runs again: %s", job_uuid, e.text)
+                self.defer(job_uuid)
             except Exception:
-                # The database is away; the job stays pending and runs again later.
                 log.exception("could not record the failure of job %s", job_uuid)

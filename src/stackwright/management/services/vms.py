@@ -807,13 +807,19 @@ class VmService:
         # call must never hold the database's write lock (SQLite) or row locks (MySQL).
         self.session.commit()
 
+    def _writers_admitted(self):
+        """Other writers go while an agent works (see Database.writers_admitted)."""
+        db = getattr(self.ctx.engine, "db", None)
+        return db.writers_admitted() if db is not None else contextlib.nullcontext()
+
     def _call(self, guid, host_name, command):
         agents = self.ctx.engine.agents
         if agents is None:
             raise ResourceUnavailable("the agent channel is not running on this management server")
-        if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
-            raise ResourceUnavailable("the agent of host %s is not connected" % host_name)
-        return agents.call(guid, command, TIMEOUTS[type(command)])
+        with self._writers_admitted():
+            if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
+                raise ResourceUnavailable("the agent of host %s is not connected" % host_name)
+            return agents.call(guid, command, TIMEOUTS[type(command)])
 
     def _try(self, guid, command):
         """Best effort: a clean-up command whose failure changes nothing."""
@@ -821,6 +827,11 @@ class VmService:
         if agents is None or not guid:
             return
         try:
-            agents.call(guid, command, CLEANUP_TIMEOUT)
+            with self._writers_admitted():
+                # A job resumed after a restart of the engine gets here before the host's agent
+                # is back; without it the clean-up would be skipped and the next step fail on
+                # what it should have cleaned up.
+                agents.registration_event(guid).wait(AGENT_WAIT)
+                agents.call(guid, command, CLEANUP_TIMEOUT)
         except ResourceUnavailable as e:
             log.info("clean-up %s on %s did not succeed: %s", type(command).__name__, guid, e.text)
