@@ -91,6 +91,7 @@ class AgentManager:
         self._pings: dict[str, int] = {}
         self._recovered: set[str] = set()
         self._registrations: list = []
+        self._registrar_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="registrar")
         self._registrar: asyncio.Task | None = None
         self._pings_lock = threading.Lock()
         self._flusher: asyncio.Task | None = None
@@ -147,6 +148,7 @@ class AgentManager:
         if self.server is not None:
             await self.server.stop()
         self.pool.shutdown(wait=True)
+        self._registrar_pool.shutdown(wait=True)
 
     # --- helpers for worker threads (API requests, jobs) ---------------------------------
 
@@ -270,7 +272,10 @@ class AgentManager:
             batch = self._registrations[:REGISTER_BATCH]
             del self._registrations[:REGISTER_BATCH]
             try:
-                results = await self._run(self.register_many, [request for request, _ in batch])
+                # A thread of their own: registrations never queue behind the per-host state
+                # writes that a storm of disconnects and missed pings puts on the shared pool.
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._registrar_pool, self.register_many, [request for request, _ in batch])
             except Exception as e:  # noqa: BLE001 - e.g. the database is unavailable
                 results = [e] * len(batch)
             for (_request, future), result in zip(batch, results, strict=True):
