@@ -197,16 +197,18 @@ class Api:
     def __init__(self, endpoint, key, secret):
         self.endpoint, self.key, self.secret = endpoint, key, secret
 
-    async def call(self, session, params):
+    async def call(self, session, params, decode=True):
         async with session.get(signed_url(self.endpoint, self.key, self.secret, params)) as response:
             body = await response.read()
             if response.status != 200:
                 raise RuntimeError("%s answered HTTP %d: %s" % (params["command"], response.status, body[:300]))
-            return json.loads(body)
+            return json.loads(body) if decode else body
 
     def get(self, make_params):
+        """Reads: the answer is received whole but not parsed, so the client's JSON decoding
+        (5 ms for a page of 500 hosts) is not counted as the server's latency."""
         async def operation(session, i):
-            await self.call(session, make_params(i))
+            await self.call(session, make_params(i), decode=False)
         return operation
 
 
@@ -264,6 +266,9 @@ def summary(results):
     hosts = case_of(results, HOSTS % "{:,}".format(results["list_hosts"]), 1)
     rows.append(("`listHosts` page of 500 of %s hosts: p99 < 50 ms (1 client, every page computed)"
                  % "{:,}".format(results["list_hosts"]), "%.1f ms" % hosts["p99_ms"], hosts["p99_ms"] < 50))
+    cached = case_of(results, HOSTS_CACHED % "{:,}".format(results["list_hosts"]), 1)
+    rows.append(("`listHosts` page of 500 of %s hosts: p99 < 50 ms (1 client, as the engine runs by default)"
+                 % "{:,}".format(results["list_hosts"]), "%.1f ms" % cached["p99_ms"], cached["p99_ms"] < 50))
     if results.get("large_hosts"):
         large = case_of(results, HOSTS % "{:,}".format(results["large_hosts"]), 1)
         rows.append(("`listHosts` page of 500 of %s hosts: p99 < 100 ms (1 client, every page computed)"
