@@ -133,7 +133,9 @@ class AgentManager:
     async def close(self):
         """Shut the agent channel down; the hosts it served are left Disconnected."""
         self.closing = True
-        served = [s.host_key for s in self.server.sessions() if s.host_key] if self.server is not None else []
+        # Connected agents, and the engine's own simulated agents even if not registered yet.
+        served = {s.host_key for s in self.server.sessions() if s.host_key} if self.server is not None else set()
+        served = sorted(served | set(self.simulated))
         if self._sim_start is not None:
             self._sim_start.cancel()
             await asyncio.gather(self._sim_start, return_exceptions=True)
