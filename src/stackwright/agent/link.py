@@ -206,8 +206,12 @@ class AgentLink:
     async def _ping_loop(self, channel: Channel, interval: float) -> None:
         """Ping every ``interval`` seconds with the VM states; a missed answer ends the session."""
         interval = max(interval, 0.05)
+        # The first ping comes at a random point of the first interval: after an engine restart
+        # thousands of agents register within seconds, and their pings must not stay in step.
+        delay = random.uniform(0.1, 1.0) * interval
         while not channel.closed:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
+            delay = interval
             try:
                 ping = await self._ping_message()
                 sent = time.monotonic()
