@@ -76,7 +76,8 @@ def decode_payload(payload: bytes) -> Frame:
     if not isinstance(envelope, dict):
         raise MalformedFrame("frame is not a JSON object")
     version = envelope.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    # Only an integer names a version: 1.0, true and lists are refused (lists are not even hashable).
+    if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
         raise UnsupportedVersion(f"protocol version {version!r} is not supported (this side speaks {supported})")
     seq = envelope.get("seq")

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+import urllib.parse
 import uuid
 
 from aiohttp import web
@@ -30,7 +31,13 @@ async def _params(request):
     for k, v in request.query.items():
         raw.setdefault(k, v)
     if request.method == "POST" and request.can_read_body:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError, AssertionError):
+            # Not UTF-8, an unknown charset, a broken multipart body: read it as a servlet
+            # container would, undecodable bytes replaced, instead of failing the request.
+            body = (await request.read()).decode("utf-8", "replace")
+            form = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
         for k, v in form.items():
             if isinstance(v, str):
                 raw[k] = v

@@ -74,7 +74,7 @@ def check_signed(engine, entry, raw, method, api_key):
     if version == "3" or enforce:
         if expires is None:
             raise AuthenticationError(BAD_CREDENTIALS)
-        reason = signing.expired(expires)
+        reason = signing.expired(expires, max_ahead=signing.MAX_AHEAD if enforce else None)
         if reason:
             log.info("refused request with apiKey %s...: %s", api_key[:6], reason)
             raise AuthenticationError(BAD_CREDENTIALS)

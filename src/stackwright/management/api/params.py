@@ -49,12 +49,16 @@ class Boolean(ParamType):
 
 class _Number(ParamType):
     pytype = int
+    bits = None     # integers outside a Java int/long of this size are invalid, as in CloudStack
 
     def convert(self, cmd, name, raw, ctx):
         if raw.strip() == "":
             return None
         try:
-            return self.pytype(raw.strip())
+            value = self.pytype(raw.strip())
+            if self.bits and not -(1 << (self.bits - 1)) <= value < (1 << (self.bits - 1)):
+                raise ValueError(raw)
+            return value
         except ValueError:
             raise ParameterError(
                 "Unable to execute API command %s due to invalid value %s for parameter %s"
@@ -64,10 +68,12 @@ class _Number(ParamType):
 
 class Integer(_Number):
     api_type = "integer"
+    bits = 32
 
 
 class Long(_Number):
     api_type = "long"
+    bits = 64
 
 
 class Float(_Number):

@@ -88,12 +88,22 @@ def parse_expires(text):
     return when
 
 
-def expired(expires_text, now=None):
-    """None when the request may go on, else the reason it is refused."""
+# How far ahead `expires` may be when enforce.post.requests.and.timestamps is on.
+MAX_AHEAD = dt.timedelta(minutes=15)
+
+
+def expired(expires_text, now=None, max_ahead=None):
+    """None when the request may go on, else the reason it is refused.
+
+    `max_ahead` (a timedelta; MAX_AHEAD under enforce.post.requests.and.timestamps) also
+    refuses an `expires` further in the future than that.
+    """
     when = parse_expires(expires_text)
     if when is None:
         return "the expires parameter cannot be parsed"
     now = now or dt.datetime.now(dt.timezone.utc)
     if when <= now:
         return "the request expired at %s" % when.isoformat()
+    if max_ahead is not None and when > now + max_ahead:
+        return "the request expires at %s, more than %s ahead" % (when.isoformat(), max_ahead)
     return None

@@ -53,7 +53,14 @@ class Key:
                 number = float(value) if self.type == "Float" else int(value)
                 if not math.isfinite(number):
                     raise ValueError(value)
-            except ValueError:
+                # What a Java Integer, Long or Float holds: larger values cannot be stored, and
+                # a factor beyond a float's range turns capacities into infinities.
+                bits = {"Integer": 32, "Long": 64}.get(self.type)
+                if bits and not -(1 << (bits - 1)) <= number < (1 << (bits - 1)):
+                    raise ValueError(value)
+                if self.type == "Float" and abs(number) > JAVA_FLOAT_MAX:
+                    raise ValueError(value)
+            except (ValueError, OverflowError):     # isfinite() of an int beyond any float
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
                     "Please enter a valid %s value for parameter %s" % (kind, self.name)
@@ -82,6 +89,9 @@ class Key:
         if self.type == "Float":
             return float(value)
         return value
+
+
+JAVA_FLOAT_MAX = 3.4028235e38
 
 
 def _k(name, default, type="String", scopes=(), description="", **kw):

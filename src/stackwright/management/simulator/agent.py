@@ -24,11 +24,12 @@ from stackwright.protocol.messages import HostInfo, HostStats
 HYPERVISOR = "Simulator"
 ADDRESS_POOL = ipaddress.IPv4Network("172.16.0.0/12")
 
-# URL query parameter -> (global key, smallest accepted value)
+# URL query parameter -> (global key, smallest and largest accepted value); the largest are
+# what the host's columns hold (a Java int, a long for bytes).
 _SIZES = {
-    "cpus": ("simulator.host.cpus", 1),
-    "cpuspeed": ("simulator.host.cpuspeed", 1),
-    "memory": ("simulator.host.memory", 1),
+    "cpus": ("simulator.host.cpus", 1, 2**31 - 1),
+    "cpuspeed": ("simulator.host.cpuspeed", 1, 2**31 - 1),
+    "memory": ("simulator.host.memory", 1, 2**63 - 1),
 }
 
 
@@ -59,7 +60,7 @@ def parse_size(url, defaults):
             % (", ".join(unknown), url)
         )
     values = {}
-    for name, (setting, minimum) in _SIZES.items():
+    for name, (setting, minimum, maximum) in _SIZES.items():
         raw = query.get(name, [None])[-1]
         if raw is None:
             values[name] = int(defaults(setting))
@@ -68,10 +69,10 @@ def parse_size(url, defaults):
             value = int(raw)
         except ValueError:
             value = None
-        if value is None or value < minimum:
+        if value is None or not minimum <= value <= maximum:
             raise SimulatorUrlError(
-                "invalid %s=%s in Simulator host URL %s; expected a whole number >= %d"
-                % (name, raw, url, minimum)
+                "invalid %s=%s in Simulator host URL %s; expected a whole number from %d to %d"
+                % (name, raw, url, minimum, maximum)
             )
         values[name] = value
     return SimulatedSize(values["cpus"], values["cpuspeed"], values["memory"])
