@@ -9,7 +9,8 @@ strings in double quotes) and shell variable files such as ``/etc/default/libvir
 (``LIBVIRTD_ARGS="--listen"``).  A setting already at the wanted value is left byte for
 byte; a different value is rewritten on its own line; a missing setting goes right
 after its commented-out example (``#listen_tcp = 1``) when the file has one, else at
-the end.  Comments, blank lines and other settings never move.
+the end; a removed setting loses its active lines only, so a file the edits started
+from comes back byte for byte.  Comments, blank lines and other settings never move.
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ def set_values(text, wanted, dialect=LIBVIRT):
             lines.insert(examples[0] + 1, dialect.line(key, value))
         else:
             lines.append(dialect.line(key, value))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def remove_values(text, keys, dialect=LIBVIRT):
+    """`text` without the active settings of `keys`; their commented-out examples stay."""
+    patterns = [dialect.active(key) for key in keys]
+    lines = [line for line in text.splitlines() if not any(p.match(line) for p in patterns)]
     return "\n".join(lines) + "\n" if lines else ""
 
 

@@ -21,10 +21,24 @@ description:
     Running guests are not affected by a libvirtd restart.
   - With O(verify=true) it connects to C(qemu+tcp://ADDRESS:PORT/system) afterwards, through the libvirt
     Python binding when the target has it, else with C(virsh), and fails when that does not work.
+  - With O(state=absent) it takes all of this back (see O(state)).
 version_added: "0.1.0"
 author:
   - Stackwright maintainers (@stackwright)
 options:
+  state:
+    description:
+      - V(present) makes libvirtd listen as the other options say.
+      - V(absent) removes the active C(listen_tcp), C(listen_tls), C(tcp_port), C(listen_addr) and C(auth_tcp)
+        lines from C(libvirtd.conf), so libvirt's defaults apply again and the shipped commented-out examples are
+        all that is left of them; drops C(--listen) from C(LIBVIRTD_ARGS) (and the variable when nothing else is in
+        it); under systemd removes the drop-in, stops and disables C(libvirtd-tcp.socket) and unmasks
+        C(libvirtd-tls.socket). A running libvirtd is restarted without C(--listen); a stopped one stays stopped.
+      - With V(absent), O(listen_tls), O(tcp_port), O(listen_addr), O(auth_tcp) and O(verify) must not be set and
+        O(listen_tcp) is not used.
+    type: str
+    choices: [present, absent]
+    default: present
   listen_tcp:
     description:
       - Whether libvirtd accepts unencrypted TCP connections.
@@ -121,6 +135,10 @@ EXAMPLES = r"""
     listen_addr: 127.0.0.1
     tcp_port: 16599
     auth_tcp: sasl
+
+- name: Stop listening on TCP and go back to libvirt's defaults
+  stackwright.cloudstack.libvirt_tcp:
+    state: absent
 """
 
 RETURN = r"""
@@ -130,7 +148,7 @@ service_manager:
   type: str
   sample: direct
 restarted:
-  description: Whether libvirtd was (or, in check mode, would be) restarted or started.
+  description: Whether libvirtd was (or, in check mode, would be) restarted or started (never started with O(state=absent)).
   returned: always
   type: bool
   sample: true
@@ -168,11 +186,13 @@ from ansible_collections.stackwright.cloudstack.plugins.module_utils.libvirtd_co
     SHELL,
     ConfError,
     current_values,
+    remove_values,
     set_values,
     shell_words,
 )
 
 ARGUMENT_SPEC = dict(
+    state=dict(type="str", choices=["present", "absent"], default="present"),
     listen_tcp=dict(type="bool", default=True),
     listen_tls=dict(type="bool"),
     tcp_port=dict(type="int"),
@@ -190,6 +210,9 @@ ARGUMENT_SPEC = dict(
 )
 
 DEFAULT_TCP_PORT = 16509
+CONF_KEYS = ("listen_tls", "listen_tcp", "tcp_port", "listen_addr", "auth_tcp")
+# What state=absent refuses, because it would have to ignore it.
+PRESENT_ONLY = ("listen_tls", "tcp_port", "listen_addr", "auth_tcp")
 LISTEN_FLAGS = ("--listen", "-l")
 DAEMON_FLAGS = ("--daemon", "-d")
 TCP_SOCKET = "libvirtd-tcp.socket"
@@ -210,6 +233,7 @@ class LibvirtTcp(object):
         self.writes = []          # (path, content or None to delete)
         self.diffs = []
         self.restarted = False
+        self.absent = self.params["state"] == "absent"
 
     # -- wanted state ------------------------------------------------------------------
 
@@ -225,13 +249,22 @@ class LibvirtTcp(object):
             "auth_tcp": self.params["auth_tcp"],
         }
 
+    def check_absent(self):
+        given = [name for name in PRESENT_ONLY if self.params[name] is not None]
+        if self.params["verify"]:
+            given.append("verify")
+        if given:
+            raise LibvirtTcpError("state=absent removes the listen settings and cannot also set %s; drop %s from "
+                                  "the task" % (", ".join(given), "it" if len(given) == 1 else "them"))
+
     def effective(self, conf_text):
         """What libvirtd will do with the new file: listen flags, address and port."""
         values = current_values(conf_text, ["listen_tcp", "listen_tls", "tcp_port", "listen_addr"])
         return {
             "listen_tcp": values.get("listen_tcp", "0") not in ("0", ""),
-            # libvirtd listens for TLS by default whenever it listens at all.
-            "listen_tls": values.get("listen_tls", "1") not in ("0", ""),
+            # libvirtd listens for TLS by default whenever it listens at all, which
+            # without --listen (state=absent) it does not.
+            "listen_tls": not self.absent and values.get("listen_tls", "1") not in ("0", ""),
             "tcp_port": int(values.get("tcp_port") or DEFAULT_TCP_PORT),
             "listen_addr": values.get("listen_addr", ""),
         }
@@ -255,6 +288,9 @@ class LibvirtTcp(object):
         wanted = kept + ["--listen"] if want_listen else kept
         if wanted == words:
             return False
+        if self.absent and not wanted:
+            # Unset is the same as empty, and gives back the file as shipped.
+            return self.plan_file(path, remove_values(text, ["LIBVIRTD_ARGS"], SHELL))
         return self.plan_file(path, set_values(text, {"LIBVIRTD_ARGS": " ".join(wanted)}, SHELL))
 
     # -- file writes -------------------------------------------------------------------
@@ -281,6 +317,9 @@ class LibvirtTcp(object):
     def direct(self, files_changed, effective):
         pid = self.running_pid()
         want_listen = effective["listen_tcp"] or effective["listen_tls"]
+        if pid is None and self.absent:
+            # The settings apply whenever it is started next.
+            return None
         if pid is None:
             needs = True
         else:
@@ -372,9 +411,13 @@ class LibvirtTcp(object):
         if effective["listen_tcp"] and tcp_enabled != "enabled":
             actions.append(("enable", TCP_SOCKET))
         if not effective["listen_tcp"] and tcp_enabled == "enabled":
-            actions.append(("disable", TCP_SOCKET))
+            # Disabling alone would leave the socket listening until the next boot.
+            actions += [("stop", TCP_SOCKET), ("disable", TCP_SOCKET)]
         tls_enabled = self.systemctl("is-enabled", TLS_SOCKET, check=False)[1]
-        if effective["listen_tls"]:
+        if self.absent:
+            if tls_enabled == "masked":
+                actions.append(("unmask", TLS_SOCKET))
+        elif effective["listen_tls"]:
             if tls_enabled == "masked":
                 actions.append(("unmask", TLS_SOCKET))
             if tls_enabled != "enabled":
@@ -387,12 +430,21 @@ class LibvirtTcp(object):
         actions = self.socket_actions(effective)
         if not (files_changed or actions):
             return
-        self.restarted = self.params["restart"]
+        if self.absent:
+            # Socket activation starts a stopped libvirtd on demand; only a running one is restarted.
+            self.restarted = (self.params["restart"]
+                              and self.systemctl("is-active", "libvirtd.service", check=False)[1] == "active")
+        else:
+            self.restarted = self.params["restart"]
         if self.module.check_mode:
             return
         for action in actions:
             self.systemctl(*action)
         self.systemctl("daemon-reload")
+        if self.absent:
+            if self.restarted:
+                self.systemctl("restart", "libvirtd.service")
+            return
         if self.params["restart"]:
             # A socket unit takes new ListenStream values only while its service is stopped.
             self.systemctl("stop", "libvirtd.service")
@@ -464,12 +516,17 @@ class LibvirtTcp(object):
         manager = self.service_manager()
         config_file = self.params["config_file"]
         conf_text = read_text(config_file)
-        if conf_text is None:
+        if self.absent:
+            self.check_absent()
+            # Without the file there is nothing of ours in it to take out.
+            new_conf = remove_values(conf_text, CONF_KEYS, LIBVIRT) if conf_text is not None else None
+        elif conf_text is None:
             raise LibvirtTcpError("%s does not exist; install libvirt-daemon-system (or point config_file at the "
                                   "libvirtd configuration)" % config_file)
-        new_conf = set_values(conf_text, self.conf_settings(), LIBVIRT)
-        effective = self.effective(new_conf)
-        changed = self.plan_file(config_file, new_conf)
+        else:
+            new_conf = set_values(conf_text, self.conf_settings(), LIBVIRT)
+        effective = self.effective(new_conf or "")
+        changed = new_conf is not None and self.plan_file(config_file, new_conf)
         if manager == "systemd":
             # Socket activation refuses --listen.
             changed = self.plan_defaults(False) | changed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.support.libvirtd import virsh
 
 TCP_URI = "qemu+tcp://127.0.0.1:16509/system"
@@ -69,3 +71,29 @@ def test_unreachable_verify_fails_clearly(isolated_libvirtd, run_module):
     result = run_module("libvirt_tcp", module_args(instance, verify_address="127.0.0.2", timeout=2), wrap=wrap)
     assert result["failed"] is True
     assert "could not connect to qemu+tcp://127.0.0.2:16509/system" in result["msg"]
+
+
+def test_absent_restarts_a_running_daemon_without_listening(isolated_libvirtd, run_module):
+    instance = isolated_libvirtd
+    wrap = instance.exec_argv([])
+    shipped_conf = instance.config_file.read_text()
+    shipped_defaults = instance.defaults_file.read_text()
+    run_module("libvirt_tcp", module_args(instance), wrap=wrap)
+    listening_pid = instance.daemon_pid()
+    assert virsh(TCP_URI, "version", timeout=10, wrap=wrap).returncode == 0
+    absent = {"state": "absent", "service_manager": "direct", "config_file": str(instance.config_file),
+              "defaults_file": str(instance.defaults_file), "pid_file": instance.pid_file}
+
+    removed = run_module("libvirt_tcp", absent, wrap=wrap)
+    assert removed["changed"] is True and removed["restarted"] is True, removed
+    pid = instance.daemon_pid()
+    assert pid is not None and pid != listening_pid and removed["pid"] == pid
+    assert "--listen" not in Path("/proc/%d/cmdline" % pid).read_text().split("\0")
+    assert virsh(TCP_URI, "version", timeout=10, wrap=wrap).returncode != 0
+    assert virsh("qemu:///system", "version", timeout=10, wrap=wrap).returncode == 0
+    assert instance.config_file.read_text() == shipped_conf
+    assert instance.defaults_file.read_text() == shipped_defaults
+
+    again = run_module("libvirt_tcp", absent, wrap=wrap)
+    assert again["changed"] is False and again["restarted"] is False, again
+    assert instance.daemon_pid() == pid

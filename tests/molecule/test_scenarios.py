@@ -1,5 +1,7 @@
 """The molecule scenarios: the whole cloud on this machine, built, rebuilt without
-changes, verified through the API and torn down by `molecule test`.
+changes, verified through the API and torn down by `molecule test`; `default` also rolls
+its hosts through maintenance (side_effect), `mariadb` checks that the teardown dropped
+the engine's database and user.
 
 They need root and the ports the local inventory uses (API 8080, agent channel 8250,
 NFS 2049 and the portmapper on 127.0.0.1). The test suite's own NFS fixture uses 2049
@@ -20,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
-# converge + idempotence + verify + destroy, with room for a cold pip cache
+# converge + idempotence + side_effect + verify + destroy, with room for a cold pip cache
 SCENARIO_TIMEOUT = 1500
 LOCAL_PORTS = {8080: "the engine's API", 8250: "the agent channel", 2049: "NFS"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.stackwright.cloudstack.plugins.module_utils.libvirtd_conf import (
@@ -9,6 +11,7 @@ from ansible_collections.stackwright.cloudstack.plugins.module_utils.libvirtd_co
     SHELL,
     ConfError,
     current_values,
+    remove_values,
     set_values,
 )
 from ansible_collections.stackwright.cloudstack.plugins.modules import libvirt_tcp
@@ -123,3 +126,60 @@ def test_missing_config_file_names_the_package(run_module, files, tmp_path):
     result = run_module(libvirt_tcp.main, args_for(files, config_file=str(tmp_path / "absent.conf")), connection=False)
     assert result["failed"] is True
     assert "install libvirt-daemon-system" in result["msg"]
+
+
+def test_removed_settings_leave_comments_and_other_settings():
+    applied = set_values(SHIPPED_CONF, {"listen_tcp": True, "tcp_port": "16509", "auth_tcp": "none"})
+    assert remove_values(applied, ["listen_tcp", "tcp_port", "auth_tcp", "listen_addr"]) == SHIPPED_CONF
+    edited = "  listen_tcp = 0\nmax_clients = 10\nlisten_tcp=1 # again\n"
+    assert remove_values(edited, ["listen_tcp"]) == "max_clients = 10\n"
+    assert remove_values("listen_tcp = 1\n", ["listen_tcp"]) == ""
+
+
+def test_absent_gives_back_the_shipped_files_and_starts_nothing(run_module, files):
+    run_module(libvirt_tcp.main, args_for(files, restart=False), connection=False)
+    assert files[0].read_text() != SHIPPED_CONF
+    # A PID file naming a process that is not libvirtd: libvirtd counts as stopped.
+    files[2].write_text("%d\n" % os.getpid())
+    absent = {"config_file": str(files[0]), "defaults_file": str(files[1]), "pid_file": str(files[2]),
+              "service_manager": "direct", "state": "absent"}
+    checked = run_module(libvirt_tcp.main, dict(absent, _ansible_check_mode=True, _ansible_diff=True),
+                         connection=False)
+    assert checked["changed"] is True and checked["restarted"] is False
+    assert [d["after_header"] for d in checked["diff"]] == [str(files[0]), str(files[1])]
+    assert 'LIBVIRTD_ARGS="--listen"' in files[1].read_text().splitlines()
+
+    removed = run_module(libvirt_tcp.main, absent, connection=False)
+    assert removed["changed"] is True and removed["restarted"] is False
+    assert "pid" not in removed
+    assert files[0].read_text() == SHIPPED_CONF
+    assert files[1].read_text() == SHIPPED_DEFAULTS
+    again = run_module(libvirt_tcp.main, absent, connection=False)
+    assert again["changed"] is False and again["changed_files"] == []
+
+
+def test_absent_keeps_other_daemon_arguments(run_module, files):
+    files[1].write_text(SHIPPED_DEFAULTS + 'LIBVIRTD_ARGS="--timeout 120 --listen"\n')
+    result = run_module(libvirt_tcp.main, {"config_file": str(files[0]), "defaults_file": str(files[1]),
+                                           "pid_file": str(files[2]), "service_manager": "direct",
+                                           "state": "absent"}, connection=False)
+    assert result["changed"] is True
+    assert files[1].read_text() == SHIPPED_DEFAULTS + 'LIBVIRTD_ARGS="--timeout 120"\n'
+    assert files[0].read_text() == SHIPPED_CONF
+
+
+def test_absent_without_libvirt_installed_changes_nothing(run_module, tmp_path):
+    result = run_module(libvirt_tcp.main, {"config_file": str(tmp_path / "libvirtd.conf"),
+                                           "defaults_file": str(tmp_path / "libvirtd"),
+                                           "pid_file": str(tmp_path / "libvirtd.pid"), "service_manager": "direct",
+                                           "state": "absent"}, connection=False)
+    assert result["changed"] is False and result["changed_files"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_absent_refuses_settings_it_would_ignore(run_module, files):
+    result = run_module(libvirt_tcp.main, args_for(files, state="absent", verify=True), connection=False)
+    assert result["failed"] is True
+    assert result["msg"] == ("state=absent removes the listen settings and cannot also set listen_tls, tcp_port, "
+                             "listen_addr, auth_tcp, verify; drop them from the task")
+    assert files[0].read_text() == SHIPPED_CONF

@@ -1,0 +1,190 @@
+"""playbooks/host_maintenance.yml against a live engine.
+
+Simulator hosts stand in for the inventory's KVM hosts: the playbook reaches a host only to
+read its address when the inventory does not give one, and speaks to the engine about it
+through the API. The order of the engine's maintenance jobs (listAsyncJobs), the resource
+states listed while each host is in maintenance, and the hosts' states afterwards show
+that the hosts went one at a time and came back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
+from tests.support.jobs import run_job
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+PLAYBOOK = REPO / "playbooks" / "host_maintenance.yml"
+RUN_TIMEOUT = 240
+SIM_HOST = "http://sim/vm/h%d?cpus=2&cpuspeed=1000&memory=" + str(2 * 1024 ** 3)
+SIM_TEMPLATE = "CentOS 5.6 (64-bit) no GUI (Simulator)"
+PREPARE, CANCEL = "PrepareHostForMaintenanceCmd", "CancelHostMaintenanceCmd"
+
+# Run against every host while it is in maintenance: what the engine lists at that moment.
+WORK_TASKS = """\
+- name: List the zone's hosts while this one is in maintenance
+  stackwright.cloudstack.cs_host_info:
+    zone: "{{ kvm_host_zone }}"
+  delegate_to: "{{ groups['management'][0] }}"
+  register: during
+
+- name: Keep what the engine listed
+  ansible.builtin.copy:
+    content: "{{ during.hosts | to_json }}"
+    dest: "{{ snapshot_dir }}/{{ inventory_hostname }}.json"
+    mode: "0644"
+"""
+
+
+@pytest.fixture(scope="module")
+def collections_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("collections")
+    namespace = root / "ansible_collections" / "stackwright"
+    namespace.mkdir(parents=True)
+    (namespace / "cloudstack").symlink_to(REPO, target_is_directory=True)
+    return root
+
+
+class Cloud:
+    """An Enabled zone with a Simulator cluster of three hosts, a pool and the inventory naming them."""
+
+    def __init__(self, api, engine, unique, workdir, collections):
+        self.api, self.engine, self.workdir, self.collections = api, engine, workdir, collections
+        zone = new_zone(api, unique)
+        physical_network(api, zone, unique)
+        self.zone = api.updateZone(id=zone["id"], allocationstate="Enabled")["zone"]
+        pod = new_pod(api, self.zone, unique)
+        cluster = new_cluster(api, pod, unique)
+        hosts = [api.addHost(zoneid=self.zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="Simulator",
+                             url=SIM_HOST % i)["host"][0] for i in range(3)]
+        api.createStoragePool(zoneid=self.zone["id"], podid=pod["id"], clusterid=cluster["id"], name="ps-" + unique,
+                              url="nfs://127.0.0.1/export/primary-" + unique, capacitybytes=100 * 1024 ** 3)
+        # Inventory name -> the host as the engine lists it; the inventory knows it by address.
+        self.hosts = {"kvm%d" % (i + 1): host for i, host in enumerate(hosts)}
+        self.snapshots = workdir / "snapshots"
+        self.snapshots.mkdir()
+        tasks = workdir / "work.yml"
+        tasks.write_text(WORK_TASKS)
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        self.inventory = workdir / "inventory.json"
+        self.inventory.write_text(json.dumps({"all": {"children": {
+            "management": {"hosts": {"engine": local}},
+            "kvm_hosts": {"hosts": {name: dict(local, kvm_host_address=host["ipaddress"],
+                                               kvm_host_zone=self.zone["name"])
+                                    for name, host in self.hosts.items()}},
+        }}}))
+        self.extra_vars = workdir / "extra.json"
+        self.extra_vars.write_text(json.dumps({
+            "management_server_api": {"url": engine.endpoint, "key": engine.api_key, "secret": engine.api_secret},
+            "host_maintenance_tasks": str(tasks), "snapshot_dir": str(self.snapshots),
+        }))
+
+    def run(self, *args):
+        for stale in self.snapshots.iterdir():
+            stale.unlink()
+        env = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=str(self.collections),
+            ANSIBLE_HOME=str(self.workdir / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_RETRY_FILES_ENABLED="0",
+            ANSIBLE_LOCALHOST_WARNING="0",
+        )
+        for name in ("CLOUDSTACK_ENDPOINT", "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET", "CLOUDSTACK_CONFIG"):
+            env.pop(name, None)
+        return subprocess.run(
+            [str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory), "-e", "@%s" % self.extra_vars, *args, str(PLAYBOOK)],
+            cwd=str(self.workdir), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+        )
+
+    def maintenance_jobs(self, seen=()):
+        """(command, inventory name, job) of the maintenance jobs on our hosts not in `seen`, oldest first."""
+        names = {host["id"]: name for name, host in self.hosts.items()}
+        jobs = self.api.listAsyncJobs(listall=True).get("asyncjobs", [])
+        return [(job["cmd"].rsplit(".", 1)[-1], names[job["jobinstanceid"]], job) for job in jobs
+                if job.get("jobinstanceid") in names and job["jobid"] not in seen
+                and job["cmd"].endswith((PREPARE, CANCEL))]
+
+    def states(self):
+        listed = self.api.listHosts(zoneid=self.zone["id"])["host"]
+        by_id = {host["id"]: (host["resourcestate"], host["state"]) for host in listed}
+        return {name: by_id[host["id"]] for name, host in self.hosts.items()}
+
+    def snapshot(self, name):
+        """Resource states the engine listed while `name` was in maintenance, by inventory name."""
+        path = self.snapshots / ("%s.json" % name)
+        if not path.exists():
+            return None
+        names = {host["id"]: name for name, host in self.hosts.items()}
+        return {names[host["id"]]: host["resource_state"] for host in json.loads(path.read_text())}
+
+
+@pytest.fixture
+def cloud(api, engine, unique, tmp_path, collections_path):
+    return Cloud(api, engine, unique, tmp_path, collections_path)
+
+
+def succeeded(run):
+    assert run.returncode == 0, "rc=%d\n%s\n%s" % (run.returncode, run.stdout[-8000:], run.stderr[-3000:])
+    recaps = dict(re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=(\d+)", run.stdout, re.M))
+    assert set(recaps) >= {"kvm1", "kvm2", "kvm3"} and set(recaps.values()) == {"0"}, run.stdout[-3000:]
+
+
+def test_hosts_go_into_maintenance_one_at_a_time_and_come_back(cloud):
+    seen = set()
+    for _round in range(2):
+        succeeded(cloud.run())
+        jobs = cloud.maintenance_jobs(seen)
+        seen.update(job["jobid"] for _cmd, _name, job in jobs)
+        # Each host is taken out of maintenance before the next one goes in.
+        assert [(cmd, name) for cmd, name, _job in jobs] == [
+            (cmd, name) for name in ("kvm1", "kvm2", "kvm3") for cmd in (PREPARE, CANCEL)]
+        for cmd, name, job in jobs:
+            assert job["jobstatus"] == 1, job
+            wanted = "Maintenance" if cmd == PREPARE else "Enabled"
+            assert job["jobresult"]["host"]["resourcestate"] == wanted, (name, job)
+        for name in ("kvm1", "kvm2", "kvm3"):
+            during = cloud.snapshot(name)
+            assert during == {other: "Maintenance" if other == name else "Enabled" for other in cloud.hosts}, name
+        assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
+
+
+def test_running_guests_stop_the_run_with_what_to_do(cloud, api):
+    offering = api.listServiceOfferings(name="Small Instance")["serviceoffering"][0]
+    template = api.listTemplates(templatefilter="executable", name=SIM_TEMPLATE,
+                                 zoneid=cloud.zone["id"])["template"][0]
+    _answer, deployed = run_job(api, "deployVirtualMachine", serviceofferingid=offering["id"],
+                                templateid=template["id"], zoneid=cloud.zone["id"], hostid=cloud.hosts["kvm2"]["id"])
+    assert deployed["jobstatus"] == 1, deployed
+    vm = deployed["jobresult"]["virtualmachine"]
+
+    run = cloud.run()
+    assert run.returncode != 0, run.stdout[-5000:]
+    output = " ".join(run.stdout.split())
+    assert ("host kvm2 (%s) cannot go into maintenance: guests run on it (%s) and the engine does not migrate "
+            "them. Stop them, or move them to another host with migrateVirtualMachine, then run again with "
+            "-l kvm2,kvm3. It is still in service; done before it: kvm1."
+            % (cloud.hosts["kvm2"]["ipaddress"], vm["name"])) in output, run.stdout[-5000:]
+    jobs = cloud.maintenance_jobs()
+    assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs] == [
+        (PREPARE, "kvm1", 1), (CANCEL, "kvm1", 1), (PREPARE, "kvm2", 2)]
+    assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
+
+    _answer, stopped = run_job(api, "stopVirtualMachine", id=vm["id"])
+    assert stopped["jobstatus"] == 1, stopped
+    succeeded_rest = cloud.run("-l", "kvm2,kvm3")
+    assert succeeded_rest.returncode == 0, succeeded_rest.stdout[-8000:]
+    jobs = cloud.maintenance_jobs()
+    assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs][3:] == [
+        (PREPARE, "kvm2", 1), (CANCEL, "kvm2", 1), (PREPARE, "kvm3", 1), (CANCEL, "kvm3", 1)]
+    assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
