@@ -145,6 +145,12 @@ class AgentManager:
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
+        # A batch of registrations still being written would mark its hosts Up after the
+        # Disconnected below: let it finish first, and take no more.
+        if self._registrar is not None:
+            self._registrar.cancel()
+            await asyncio.gather(self._registrar, return_exceptions=True)
+        await asyncio.to_thread(self._registrar_pool.shutdown, True)
         await self._run(self._flush_pings)
         await self._run(self._disconnect_all, served)
         if self.server is not None:
@@ -262,6 +268,8 @@ class AgentManager:
     async def register_soon(self, request):
         """Register `request` with others that arrive within REGISTER_GATHER seconds: during a
         reconnect storm, hundreds of registrations then share one transaction."""
+        if self.closing:
+            raise RegistrationRefused("the management engine is shutting down; the agent will retry")
         future = asyncio.get_running_loop().create_future()
         self._registrations.append((request, future))
         if self._registrar is None or self._registrar.done():
