@@ -25,6 +25,7 @@ import pytest
 from stackwright.protocol.pki import CertificateAuthority
 from tests.support.engine import EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow]
 
@@ -36,18 +37,6 @@ PING_TIMEOUT = 2
 # Scheduling on a loaded 2-core machine, the heartbeat monitor's tick and the API round trip.
 SLACK = 10.0
 VM_COMMANDS = {"deployVirtualMachine", "stopVirtualMachine", "startVirtualMachine", "destroyVirtualMachine"}
-
-
-def wait_for(what, probe, timeout, interval=0.2):
-    """Poll `probe()` until it returns something true; fail naming `what` and the last value seen."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("%s: not reached within %ss (last seen: %r)" % (what, timeout, value))
 
 
 def tail(path, lines=40):

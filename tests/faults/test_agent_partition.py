@@ -28,6 +28,7 @@ from bench.report import table
 from tests.support.engine import BIN, EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.netns import NamespaceSet, namespaces_supported
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow]
 
@@ -38,17 +39,6 @@ BACKOFF_MAX = 5              # the agent's longest reconnect delay (reconnect.ba
 SLACK = 15.0
 KVM_TEMPLATE = "Blank disk (no OS)"
 SESSION_ENDED = re.compile(r"^(\S+ \S+) WARNING \[stackwright\.agent\.link\] session with engine \S+ ended", re.MULTILINE)
-
-
-def wait_for(what, probe, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("%s: not reached within %ss (last seen: %r)" % (what, timeout, value))
 
 
 def run(*argv, timeout=60):

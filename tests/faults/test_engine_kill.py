@@ -35,6 +35,7 @@ from stackwright.management.persistence.models import Event, VmInstance, Volume
 from stackwright.protocol.pki import CertificateAuthority, client_context, write_file_atomic
 from tests.support.engine import EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -48,17 +49,6 @@ SIM_TEMPLATE = "CentOS 5.6 (64-bit) no GUI (Simulator)"
 TiB = 1024 ** 4
 BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MariaDB"}
 FINAL_LINE = re.compile(r"job ([0-9a-f-]{36}) (?:\S+ succeeded in|failed)")
-
-
-def wait_for(what, probe, timeout, interval=0.5):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("%s: not reached within %ss (last seen: %r)" % (what, timeout, value))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
@@ -189,7 +179,7 @@ def test_engine_killed_with_500_jobs_running(database_url, tmp_path, record_reli
         hosts = SimulatedHosts(engine, cluster["id"], "kill-%s" % unique)
         hosts.start()
         wait_for("two simulated hosts Up", lambda: len([
-            h for h in api.listHosts(clusterid=cluster["id"]).get("host", []) if h["state"] == "Up"]) == 2, 60)
+            h for h in api.listHosts(clusterid=cluster["id"]).get("host", []) if h["state"] == "Up"]) == 2, 60, interval=0.5)
         host_ids = {h["id"] for h in api.listHosts(clusterid=cluster["id"])["host"]}
         world = {
             "template": api.listTemplates(templatefilter="executable", name=SIM_TEMPLATE,
@@ -225,7 +215,7 @@ def test_engine_killed_with_500_jobs_running(database_url, tmp_path, record_reli
             before.update(all_jobs(api))
             return sum(1 for jobid in queued.jobs if before.get(jobid, {}).get("jobstatus", 0) != 0) >= KILL_AFTER
 
-        wait_for("%d jobs final before the kill" % KILL_AFTER, some_final, 120)
+        wait_for("%d jobs final before the kill" % KILL_AFTER, some_final, 120, interval=0.5)
         engine.kill()
         killed = time.monotonic()
         final_before = {jobid: job for jobid, job in before.items() if job["jobstatus"] != 0}
