@@ -245,15 +245,8 @@ class AgentManager:
     def _context(self, session):
         return Context(self.engine, session, None, "agent")
 
-    def register(self, request: m.RegisterRequest):
-        """Match a registering agent to its host; returns (host uuid or None, host name)."""
-        result = self.register_many([request])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
     def register_many(self, requests):
-        """Register agents in one transaction, each in a savepoint of its own: one refusal does
+        """Match registering agents to their hosts in one transaction, each in a savepoint of its own: one refusal does
         not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
         results = []
         with self.engine.db.transaction() as s:
