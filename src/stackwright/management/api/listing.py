@@ -41,17 +41,19 @@ def keyword_filter(query, p, *columns):
     return query
 
 
-def page_of(ctx, p, statement, order_by, render, render_many=None):
+def page_of(ctx, p, statement, order_by, render, render_many=None, whole_rows=False):
     """Run the select `statement` for the requested page; `count` is the total of matches.
 
     `render(row)` shapes one item; `render_many(rows)`, when given, shapes the whole page at
-    once, so that what the items refer to can be loaded once per page.
+    once, so that what the items refer to can be loaded once per page. With `whole_rows`
+    the items are the statement's rows of columns rather than its first column's values.
     """
     offset, limit = check_paging(ctx, p)
     q = statement.order_by(order_by).offset(offset)
     if limit is not None:
         q = q.limit(limit)
-    rows = ctx.session.execute(q).unique().scalars().all()
+    result = ctx.session.execute(q)
+    rows = result.all() if whole_rows else result.unique().scalars().all()
     if limit is None or (len(rows) < limit and (rows or offset == 0)):
         # The last page: the total is known without counting.
         total = offset + len(rows)

@@ -72,10 +72,13 @@ class CapacityService:
         """
         if not ids:
             return {}
+        return self._allocations(by.in_(list(ids)), by)
+
+    def _allocations(self, which, by):
         rows = self.session.execute(
             select(by, func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
             .join(Host, Host.id == VmInstance.host_id)
-            .where(by.in_(list(ids)), VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
+            .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
             .group_by(by)
         ).all()
         # SUM() is a Decimal on MySQL.
@@ -83,6 +86,11 @@ class CapacityService:
 
     def host_allocations(self, host_ids):
         return self.allocations(Host.id, host_ids)
+
+    def host_allocations_between(self, first_id, last_id):
+        """{host id: Allocation} for the hosts with ids first_id..last_id: a page of hosts in id
+        order is asked for by its bounds, two parameters instead of one per host."""
+        return self._allocations(Host.id.between(first_id, last_id), Host.id)
 
     # --- listCapacity / showcapacities ------------------------------------------------
 
