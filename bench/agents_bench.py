@@ -7,10 +7,12 @@ For each N in --counts, on a fresh engine (SQLite, loopback):
    with client certificates from the engine's CA, spread over a ramp, into one Simulator
    cluster; the time until all N hosts are Up is measured.
 3. For each ping interval in --intervals: the engine's CPU and memory over a window of one
-   interval (20 s at least; 60 s at most), and the ping round trips the agents saw
+   interval (20 s at least; 30 s at most: pings are spread evenly over the interval), and the ping round trips the agents saw
    (p50/p99: the engine's ping handling, as an agent sees it). Before every interval after
    the first, `ping.interval` is changed and the engine is restarted (SIGTERM, start): the
-   time from the engine answering again until all N hosts are Up is the reconnect storm.
+   time from the engine answering again until all N hosts are Up is the reconnect storm
+   (waited for up to --storm-limit, by default the 60 s target; how many were Up by then
+   is recorded when not all were).
 
 Bounded: every wait has a limit and the load process stops by itself. Loopback only.
 
@@ -39,7 +41,7 @@ from bench import report  # noqa: E402
 from tests.support.engine import EngineProcess  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-IDLE_WINDOW = 10
+IDLE_WINDOW = 5
 
 
 def cpu_seconds(pid):
@@ -114,7 +116,7 @@ def run_count(count, intervals, args, work):
 
         ramp = max(10.0, count / args.connect_rate)
         settle = ramp + args.settle
-        windows = [min(60.0, max(20.0, float(i))) for i in intervals]
+        windows = [min(30.0, max(20.0, float(i))) for i in intervals]
         duration = 60 + settle + sum(windows) + (len(intervals) - 1) * (args.storm_limit + 30)
         out_file, err_file = work / ("load-%d.out" % count), work / ("load-%d.err" % count)
         with open(out_file, "w") as out, open(err_file, "w") as err:
@@ -131,13 +133,14 @@ def run_count(count, intervals, args, work):
         print("%d agents: all Up after %s s" % (count, result["all_up_after"]), flush=True)
 
         for index, interval in enumerate(intervals):
-            phase = {"interval": interval}
+            phase = {"interval": interval, "limit": args.storm_limit}
             if index > 0:
                 api.updateConfiguration(name="ping.interval", value="%d" % interval)
                 engine.stop(timeout=120)
                 engine.start(timeout=60)
                 api = engine.client()
                 phase["storm"] = wait_all_up(db_path, cluster["id"], count, args.storm_limit)
+                phase["up_at_limit"] = up_count(db_path, cluster["id"])
                 print("%d agents: all Up %s s after the engine answered again (ping %g s)" % (
                     count, phase["storm"], interval), flush=True)
             phase["window"] = windows[index]
@@ -171,7 +174,8 @@ def rows(results):
                 "{:,}".format(r["count"]), "%g s" % phase["interval"],
                 "%.1f s" % r["all_up_after"] if index == 0 and r["all_up_after"] is not None
                 else ("not all within the bound" if index == 0 else "–"),
-                "–" if index == 0 else ("%.1f s" % phase["storm"] if phase["storm"] is not None else "not all within the bound"),
+                "–" if index == 0 else ("%.1f s" % phase["storm"] if phase["storm"] is not None
+                                        else "{:,} Up after {:g} s".format(phase["up_at_limit"], phase["limit"])),
                 "%.3f (idle %.3f)" % (phase["engine_cpu"], r["idle_cpu"]),
                 "%.0f MiB (idle %.0f)" % (phase["engine_rss"], r["idle_rss"]),
                 "%s / %s ms" % (rtt.get("rtt_p50_ms", "–"), rtt.get("rtt_p99_ms", "–")),
@@ -187,7 +191,8 @@ def targets(results, interval_target=60.0):
             if "storm" in phase:
                 ok = phase["storm"] is not None and phase["storm"] <= 60
                 checks.append(("{:,} agents back Up within 60 s of an engine restart".format(r["count"]),
-                               "%.1f s" % phase["storm"] if phase["storm"] is not None else "not within %d s" % 60, ok))
+                               "%.1f s" % phase["storm"] if phase["storm"] is not None
+                               else "{:,} Up after {:g} s".format(phase["up_at_limit"], phase["limit"]), ok))
             if r["count"] >= 10000 and phase["interval"] == interval_target:
                 ok = phase["engine_cpu"] < 0.25
                 checks.append(("{:,} hosts at a 60 s interval: engine under 0.25 core".format(r["count"]),
@@ -221,7 +226,7 @@ def main():
     ap.add_argument("--intervals", default="60,5", help="ping intervals in seconds; the engine restarts between")
     ap.add_argument("--connect-rate", type=float, default=200.0, help="new agent connections per second at start")
     ap.add_argument("--settle", type=float, default=90.0, help="seconds allowed after the ramp for all to be Up")
-    ap.add_argument("--storm-limit", type=float, default=120.0, help="seconds to wait for all Up after a restart")
+    ap.add_argument("--storm-limit", type=float, default=60.0, help="seconds to wait for all Up after a restart")
     ap.add_argument("--section", default="Hosts per engine", help="section of docs/benchmarks.md to rewrite")
     ap.add_argument("--write-docs", action="store_true", help="record the figures in docs/benchmarks.md")
     args = ap.parse_args()

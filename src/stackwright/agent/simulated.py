@@ -33,7 +33,7 @@ from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import AgentLink, Backoff, Connector, Registration, Streams, tcp_connector
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
-from stackwright.protocol.pki import CertificateAuthority, CertificateError, client_context
+from stackwright.protocol.pki import CertificateAuthority, CertificateError, client_context, use_small_tls_buffers
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pass --ca-dir (the engine's CA directory) or --no-tls", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    use_small_tls_buffers()  # thousands of connections in one process
     print(json.dumps(asyncio.run(_load(args)), sort_keys=True))
     return 0
 

@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import secrets
+import asyncio.sslproto
 import ssl
 import tempfile
 import threading
@@ -437,6 +438,18 @@ class EnrollmentTokens:
 
 
 # -- TLS contexts ------------------------------------------------------------------------
+
+
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size (256 KiB),
+# allocated and zeroed when the connection opens. The agent channel's frames are small
+# and a TLS record carries at most 16 KiB, so 32 KiB loses nothing; for an engine holding
+# ten thousand agents it saves over 2 GiB and a share of every reconnect storm's CPU.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def use_small_tls_buffers() -> None:
+    """Give this process's asyncio TLS connections TLS_READ_BUFFER-sized read buffers."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def _base_context(purpose: int) -> ssl.SSLContext:

@@ -143,3 +143,42 @@ def test_file_store_keeps_only_digests(tmp_path, ca):
 def test_malformed_tokens(token):
     with pytest.raises(ValueError, match="enrollment token is malformed"):
         split_token(token)
+
+
+def test_small_tls_buffers_carry_large_messages_intact(tmp_path, ca, monkeypatch):
+    """With 32 KiB read buffers, a message many times that size crosses a TLS connection whole."""
+    import asyncio.sslproto
+    import os
+
+    from stackwright.protocol.pki import TLS_READ_BUFFER, client_context, server_context, use_small_tls_buffers
+
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)
+    use_small_tls_buffers()
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
+    cert, key = ca.ensure_server_cert(["127.0.0.1"])
+    agent_key, agent_cert = ca.issue_client_cert("host-1")
+    (tmp_path / "agent.key").write_bytes(agent_key)
+    (tmp_path / "agent.pem").write_bytes(agent_cert)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+
+    async def exchange():
+        async def echo(reader, writer):
+            writer.write(await reader.readexactly(len(payload)))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_context(cert, key, ca.cert_path))
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(ca.cert_path, tmp_path / "agent.pem", tmp_path / "agent.key"))
+            writer.write(payload)
+            await writer.drain()
+            echoed = await reader.readexactly(len(payload))
+            writer.close()
+            return echoed
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(exchange()) == payload

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from stackwright.protocol.channel import Channel
 from stackwright.protocol.framing import DEFAULT_MAX_FRAME
 from stackwright.protocol.messages import Answer, Request
-from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, peer_common_name, server_context
+from stackwright.protocol.pki import (
+    CertificateAuthority,
+    EnrollmentTokens,
+    peer_common_name,
+    server_context,
+    use_small_tls_buffers,
+)
 from stackwright.management.agentlink.events import AgentEvents, AgentUnavailable, PingLevel
 from stackwright.management.agentlink.session import AgentSession, peer_label
 
@@ -163,6 +169,7 @@ class AgentLinkServer:
                 names.add(self.settings.host)
             cert_path, key_path = self.ca.ensure_server_cert(names)
             self._ssl = server_context(cert_path, key_path, self.ca.cert_path)
+            use_small_tls_buffers()
         else:
             log.warning(
                 "agent listener on %s:%s runs WITHOUT TLS: agents are not authenticated and traffic is not "
