@@ -28,10 +28,47 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# What the decoder needs to know about a type is worked out once per type, not once per
+# message: every ping of every agent goes through here.
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type hint, required) of the fields ``cls()`` takes."""
+    hints = _hints(cls)
+    return tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls) if f.init
+    )
+
+
+@functools.cache
+def _shape(annotation: Any) -> tuple[str, Any]:
+    """How to decode ``annotation``: ("any"|"union"|"list"|"dict"|"dataclass"|"enum"|"scalar", detail)."""
+    if annotation is Any:
+        return "any", None
+    members = _union_members(annotation)
+    if members:
+        return "union", members
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return "list", typing.get_args(annotation)[0]
+    if origin is dict:
+        return "dict", typing.get_args(annotation)[1]
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return "dataclass", None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "enum", None
+    return "scalar", None
+
+
 def encode(value: Any) -> Any:
     """Turn dataclasses, enums, lists and dicts into JSON-able values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: encode(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):
@@ -55,7 +92,7 @@ def encode_as(value: Any, annotation: Any) -> Any:
             return _encode_tagged(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         hints = _hints(type(value))
-        return {f.name: encode_as(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(value)}
+        return {name: encode_as(getattr(value, name), hints[name]) for name in _field_names(type(value))}
     origin = typing.get_origin(annotation)
     if origin is list and isinstance(value, (list, tuple)):
         (item_type,) = typing.get_args(annotation)
@@ -78,25 +115,22 @@ def decode(cls: type, data: Any, path: str | None = None) -> Any:
 
 
 def _decode(annotation: Any, data: Any, path: str) -> Any:
-    if annotation is Any:
+    kind, detail = _shape(annotation)
+    if kind == "any":
         return data
-    members = _union_members(annotation)
-    if members:
-        return _decode_union(members, data, path)
-    origin = typing.get_origin(annotation)
-    if origin is list:
+    if kind == "union":
+        return _decode_union(detail, data, path)
+    if kind == "list":
         if not isinstance(data, list):
             raise CodecError(f"{path}: expected a list, got {_kind(data)}")
-        (item_type,) = typing.get_args(annotation)
-        return [_decode(item_type, item, f"{path}[{index}]") for index, item in enumerate(data)]
-    if origin is dict:
+        return [_decode(detail, item, f"{path}[{index}]") for index, item in enumerate(data)]
+    if kind == "dict":
         if not isinstance(data, dict):
             raise CodecError(f"{path}: expected an object, got {_kind(data)}")
-        _key_type, item_type = typing.get_args(annotation)
-        return {key: _decode(item_type, item, f"{path}.{key}") for key, item in data.items()}
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return {key: _decode(detail, item, f"{path}.{key}") for key, item in data.items()}
+    if kind == "dataclass":
         return _decode_dataclass(annotation, data, path)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+    if kind == "enum":
         try:
             return annotation(data)
         except ValueError:
@@ -156,15 +190,12 @@ def _decode_union(members: tuple[Any, ...], data: Any, path: str) -> Any:
 def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise CodecError(f"{path}: expected an object, got {_kind(data)}")
-    hints = _hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if f.name in data:
-            kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{path}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise CodecError(f"{path}.{f.name}: missing required field")
+    for name, hint, required in _init_fields(cls):
+        if name in data:
+            kwargs[name] = _decode(hint, data[name], f"{path}.{name}")
+        elif required:
+            raise CodecError(f"{path}.{name}: missing required field")
     return cls(**kwargs)
 
 

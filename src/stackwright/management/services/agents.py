@@ -250,10 +250,17 @@ class AgentManager:
         not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
         results = []
         with self.engine.db.transaction() as s:
+            # Read once for the whole batch: the hosts by guid, and (as they are needed) the
+            # zones, pods and clusters that agents name.
+            known = {}
+            guids = {r.guid for r in requests}
+            for host in s.execute(_LIGHT_HOST.where(Host.guid.in_(guids)).order_by(Host.id)).scalars():
+                known.setdefault(host.guid, host)
+            places = {}
             for request in requests:
                 try:
                     with s.begin_nested():
-                        results.append(self._register_in(s, request))
+                        results.append(self._register_in(s, request, known, places))
                 except Exception as e:  # noqa: BLE001 - handed to that agent's session
                     results.append(e)
         return results
@@ -289,22 +296,21 @@ class AgentManager:
                 else:
                     future.set_result(result)
 
-    def _register_in(self, s, request):
+    def _register_in(self, s, request, known, places):
         hosts = self._context(s).hosts
-        # Only the host's own columns are needed: no eager loads of its cluster, pod and zone.
-        light = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
-        host = s.execute(light.where(Host.guid == request.guid)).scalars().first()
+        host = known.get(request.guid)
         if host is None and request.host.private_ip:
             host = s.execute(
-                light.where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
-                            Host.hypervisor == request.host.hypervisor)
+                _LIGHT_HOST.where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
+                                  Host.hypervisor == request.host.hypervisor)
             ).scalars().first()
         if host is None and request.host.hypervisor == "Simulator":
             host = _adopt_simulated(s, request)
         if host is None:
             return None, ""
-        _check_location(s, host, request)
+        _check_location(s, host, request, places)
         hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
+        known[request.guid] = host  # the same agent twice in one batch finds the host it now has
         return host.uuid, host.name
 
     async def after_register(self, guid):
@@ -516,8 +522,14 @@ class AgentManager:
                     del self._vm_reports[guid]
 
 
-def _check_location(session, host, request):
-    """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id)."""
+# A host with only its own columns: no eager loads of its cluster, pod and zone.
+_LIGHT_HOST = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
+
+
+def _check_location(session, host, request, places):
+    """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id).
+
+    `places` keeps the rows read so far, for the other registrations of the same batch."""
     for model, value, row_id, what in (
         (Zone, request.zone, host.zone_id, "zone"),
         (Pod, request.pod, host.pod_id, "pod"),
@@ -525,7 +537,10 @@ def _check_location(session, host, request):
     ):
         if not value:
             continue
-        row = session.execute(select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
+        row = places.get((what, row_id))
+        if row is None:
+            row = places[(what, row_id)] = session.execute(
+                select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
         if value not in (row.uuid, row.name) and value != str(row.id):
             raise RegistrationRefused(
                 "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
