@@ -23,8 +23,10 @@ RELIABILITY = ROOT / "docs" / "reliability.md"
 def commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True, check=False).stdout.strip()
+    # The documents this module rewrites do not count: one run refreshes several sections.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!" + str(BENCHMARKS.relative_to(ROOT)), ":!" + str(RELIABILITY.relative_to(ROOT))],
+                           cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     rev = out.stdout.strip() or "unknown"
     return rev + (" (with uncommitted changes)" if dirty else "")
 

@@ -4,7 +4,7 @@ Each script measures its own baseline in the same run, prints its table and rewr
 own section of the document (`--write-docs`). One failing script does not stop the others;
 the exit status is non-zero if any failed. Loopback only; every script is bounded.
 
-    .venv/bin/python bench/run_all.py              # everything (about 30 minutes on 2 CPUs)
+    .venv/bin/python bench/run_all.py              # everything (about 15 minutes on 2 CPUs)
     .venv/bin/python bench/run_all.py api storage  # a selection, by name
 """
 
