@@ -5,6 +5,7 @@ import gc
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import sys
 
@@ -65,9 +66,33 @@ async def serve(opts, engine):
     await agents.close()
 
 
+# Enough descriptors for every agent connection plus the API's, the database's and the logs'.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_file_limit():
+    """Raise the soft limit on open files towards the hard limit.
+
+    Each connected agent holds one socket; with the usual soft limit of 1024 (systemd's
+    default, and most shells') the engine would refuse agents beyond about a thousand."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, e)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning("open-file limit is %d: the engine can hold at most about %d agent connections; "
+                    "raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn)", soft, soft - 200)
+    return soft
+
+
 def main(argv=None):
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
+    raise_open_file_limit()
     engine = Engine(opts)
     try:
         engine.start()
