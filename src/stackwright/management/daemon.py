@@ -54,7 +54,7 @@ async def serve(opts, engine):
     except OSError as e:
         await runner.cleanup()
         raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
-    engine.agents = agents
+    engine.attach_agents(agents)
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
@@ -62,7 +62,7 @@ async def serve(opts, engine):
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
-    engine.agents = None
+    engine.detach_agents()
     await agents.close()
 
 
@@ -94,6 +94,7 @@ def main(argv=None):
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()
     engine = Engine(opts)
+    engine.agents_coming = True
     try:
         engine.start()
     except Exception as e:

@@ -126,6 +126,10 @@ class Engine:
         self.jobs = JobExecutor(self, workers=settings.job_workers)
         self.throttle = None
         self.agents = None       # the agent channel's server side, when it runs
+        # Set by the daemon before start(): the agent channel will follow. Jobs resumed at
+        # start may then wait for it instead of failing because it is not up yet.
+        self.agents_coming = False
+        self._agents_up = threading.Event()
         self.started = time.time()
 
     def start(self):
@@ -146,6 +150,22 @@ class Engine:
     def stop(self):
         self.jobs.stop()
         self.db.dispose()
+
+    def attach_agents(self, agents):
+        self.agents = agents
+        self._agents_up.set()
+
+    def detach_agents(self):
+        self.agents_coming = False
+        self.agents = None
+        self._agents_up.set()  # wake waiters: the channel is not coming any more
+
+    def agent_channel(self, wait=0.0):
+        """The agent channel's server side, or None; waits up to `wait` seconds for one that
+        is still starting (after a restart, pending jobs resume before it is up)."""
+        if self.agents is None and self.agents_coming and wait > 0:
+            self._agents_up.wait(wait)
+        return self.agents
 
     def sessions_user(self, session, session_id, session_key):
         return AccountService(session).session_user(session_id, session_key)

@@ -813,10 +813,10 @@ class VmService:
         return db.writers_admitted() if db is not None else contextlib.nullcontext()
 
     def _call(self, guid, host_name, command):
-        agents = self.ctx.engine.agents
-        if agents is None:
-            raise ResourceUnavailable("the agent channel is not running on this management server")
         with self._writers_admitted():
+            agents = self.ctx.engine.agent_channel(wait=AGENT_WAIT)
+            if agents is None:
+                raise ResourceUnavailable("the agent channel is not running on this management server")
             if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
                 raise ResourceUnavailable("the agent of host %s is not connected" % host_name)
             return agents.call(guid, command, TIMEOUTS[type(command)])

@@ -23,7 +23,8 @@ def ctx(db):
     """A context on a transaction that is rolled back after the test."""
     session = db.session()
     try:
-        yield Context(SimpleNamespace(settings=GlobalSettings(db), agents=None), session, user=None)
+        engine = SimpleNamespace(settings=GlobalSettings(db), agents=None, agent_channel=lambda wait=0.0: None)
+        yield Context(engine, session, user=None)
     finally:
         session.rollback()
         session.close()

@@ -64,7 +64,8 @@ def ctx(db, agents):
     """A context whose service commits for real (this module's own database)."""
     session = db.session()
     try:
-        yield Context(SimpleNamespace(settings=GlobalSettings(db), agents=agents), session, user=None)
+        engine = SimpleNamespace(settings=GlobalSettings(db), agents=agents, agent_channel=lambda wait=0.0: agents)
+        yield Context(engine, session, user=None)
     finally:
         session.rollback()
         session.close()
