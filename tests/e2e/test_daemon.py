@@ -12,6 +12,7 @@ from cs import CloudStackApiException
 
 from tests.support.engine import EngineProcess, free_port
 from tests.support.hierarchy import new_cluster, new_pod, new_zone
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -77,6 +78,44 @@ def test_sigterm_is_a_clean_shutdown(fresh_engine, unique):
     finally:
         db.close()
     assert states == {h["id"]: "Disconnected" for h in hosts}
+
+
+def test_hosts_whose_agents_do_not_come_back_after_a_restart_go_down(tmp_path, unique):
+    engine = EngineProcess(tmp_path / "engine", "sqlite:///%s" % (tmp_path / "engine" / "cloud.db"),
+                           extra_args=["--agent-reconnect-grace", "3"])
+    try:
+        api = engine.start().client()
+        api.updateConfiguration(name="ping.interval", value="1")
+        api.updateConfiguration(name="ping.timeout", value="2")
+        cluster = new_cluster(api, new_pod(api, new_zone(api, unique), unique), unique)
+        # Two hosts with agents of their own that end, one whose agent the engine runs.
+        gone = subprocess.Popen(
+            [sys.executable, "-m", "stackwright.agent.simulated", "--host", "127.0.0.1", "--port",
+             str(engine.agent_port), "--count", "2", "--ramp", "0.2", "--duration", "6", "--ca-dir",
+             str(engine.workdir / "pki"), "--cluster", cluster["id"], "--guid-prefix", "gone-" + unique],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        staying = api.addHost(zoneid=cluster["zoneid"], podid=cluster["podid"], clusterid=cluster["id"],
+                              hypervisor="Simulator", url="http://sim/%s/stays" % unique, username="root",
+                              password="password")["host"][0]
+        wait_for("three hosts Up", lambda: api.listHosts(clusterid=cluster["id"], state="Up").get("count") == 3,
+                 timeout=30)
+        engine.stop()
+        gone.communicate(timeout=60)
+        engine.start()
+        api = engine.client()
+
+        def states():
+            return {h["name"]: h["state"] for h in api.listHosts(clusterid=cluster["id"])["host"]}
+
+        # grace 3 s (more than interval x timeout): Down about 3 s after the start
+        wait_for("the two hosts without an agent Down", lambda: sorted(states().values()) == ["Down", "Down", "Up"],
+                 timeout=30)
+        assert states()[staying["name"]] == "Up"
+        log = engine.log_file.read_text()
+        assert log.count("has not reconnected since the engine started") == 2
+        assert "Traceback" not in log
+    finally:
+        engine.kill()
 
 
 def test_config_file_and_overrides(tmp_path):

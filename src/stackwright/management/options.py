@@ -12,9 +12,13 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   jobs.workers   threads running async jobs
   api.cache.size answers of list commands kept until the database changes (256; 0: none;
                  SQLite only, since there the engine is the database's only writer)
+  agent.reconnect.grace
+                 seconds the agents of hosts served before a start have to reconnect
+                 before their hosts are marked Down (60; at least ping.interval x ping.timeout)
 """
 
 import argparse
+import math
 from dataclasses import dataclass
 
 from .. import properties
@@ -39,6 +43,7 @@ class Options:
     api_workers: int = 8
     job_workers: int = 4
     api_cache_size: int = 256
+    agent_reconnect_grace: float = 60.0
     config_file: str | None = None
 
 
@@ -73,6 +78,9 @@ def parser():
     ap.add_argument("--job-workers", type=int)
     ap.add_argument("--api-cache-size", type=int,
                     help="answers of list commands kept until the database changes (default 256; 0: none)")
+    ap.add_argument("--agent-reconnect-grace", type=float,
+                    help="seconds agents have to reconnect after a start before their hosts are marked Down "
+                         "(default 60; at least ping.interval x ping.timeout)")
     return ap
 
 
@@ -105,4 +113,12 @@ def load(argv=None):
                         else int(values.get("api.cache.size", o.api_cache_size)))
     if o.api_cache_size < 0:
         raise SystemExit("invalid api.cache.size %d: expected 0 or more" % o.api_cache_size)
+    grace = (args.agent_reconnect_grace if args.agent_reconnect_grace is not None
+             else values.get("agent.reconnect.grace", o.agent_reconnect_grace))
+    try:
+        o.agent_reconnect_grace = float(grace)
+    except ValueError:
+        o.agent_reconnect_grace = -1.0
+    if not (math.isfinite(o.agent_reconnect_grace) and o.agent_reconnect_grace >= 0):
+        raise SystemExit("invalid agent.reconnect.grace %s: expected a number of seconds, 0 or more" % grace)
     return o

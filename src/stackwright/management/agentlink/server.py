@@ -17,6 +17,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from stackwright.protocol.channel import Channel
@@ -50,10 +51,20 @@ class LinkSettings:
     command_timeout: float = 60.0
     handshake_timeout: float = 15.0
     max_frame: int = DEFAULT_MAX_FRAME
+    # After a start, how long the agents of hosts served before have to come back before
+    # their silence counts (at least alert_after): a reconnect storm of thousands of agents
+    # takes tens of seconds, and a host judged Down in the middle of it costs a write.
+    reconnect_grace: float = 60.0
 
     @property
     def alert_after(self) -> float:
         return self.ping_interval * self.ping_timeout
+
+    @property
+    def down_within(self) -> float:
+        """The longest a host whose agent went silent (or never came back after a start)
+        stays anything but Down."""
+        return 2 * self.alert_after + self.reconnect_grace
 
 
 class HeartbeatMonitor:
@@ -64,12 +75,27 @@ class HeartbeatMonitor:
         self._last: dict[str, float] = {}
         self._level: dict[str, PingLevel] = {}
         self._session: dict[str, AgentSession | None] = {}
+        # Hosts expected back after a start (when it was), not seen since.
+        self._awaited: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def seen(self, host_key: str, session: AgentSession) -> None:
         self._last[host_key] = asyncio.get_running_loop().time()
         self._level.pop(host_key, None)
         self._session[host_key] = session
+        self._awaited.pop(host_key, None)
+
+    def expect(self, host_keys: Iterable[str]) -> None:
+        """Watch hosts whose agents were connected before this start and have not come back:
+        they are silent from now on, with `reconnect_grace` to return before that counts."""
+        settings = self.server.settings
+        now = asyncio.get_running_loop().time()
+        start = now + max(0.0, settings.reconnect_grace - settings.alert_after)
+        for host_key in host_keys:
+            if host_key not in self._last:
+                self._last[host_key] = start
+                self._session[host_key] = None
+                self._awaited[host_key] = now
 
     def disconnected(self, host_key: str, session: AgentSession) -> None:
         if self._session.get(host_key) is session:
@@ -79,6 +105,7 @@ class HeartbeatMonitor:
         self._last.pop(host_key, None)
         self._level.pop(host_key, None)
         self._session.pop(host_key, None)
+        self._awaited.pop(host_key, None)
 
     def level(self, host_key: str) -> PingLevel | None:
         return self._level.get(host_key)
@@ -115,7 +142,11 @@ class HeartbeatMonitor:
                 continue
             self._level[host_key] = level
             session = self._session.get(host_key)
-            log.warning("host %s missed its pings: silent for %.1f s (%s)", host_key, silent, level)
+            if host_key in self._awaited:
+                log.warning("host %s has not reconnected since the engine started %.1f s ago (%s)",
+                            host_key, now - self._awaited[host_key], level)
+            else:
+                log.warning("host %s missed its pings: silent for %.1f s (%s)", host_key, silent, level)
             if level is PingLevel.DOWN and session is not None and not session.closed:
                 await session.channel.close(f"no ping for {silent:.0f} s")
                 session = None

@@ -120,6 +120,7 @@ class AgentManager:
             server_names=names + ("localhost", "127.0.0.1"),
             ping_interval=float(settings.typed("ping.interval")),
             ping_timeout=float(settings.typed("ping.timeout")),
+            reconnect_grace=self.opts.agent_reconnect_grace,
         )
         self.server = AgentLinkServer(_Events(self), link, self.ca, self.tokens)
         await self.server.start()
@@ -127,8 +128,17 @@ class AgentManager:
         log.info("agent channel listening on %s:%d (%s), ping.interval=%ss ping.timeout=%s",
                  self.opts.agent_host, self.server.port, "TLS" if self.opts.agent_tls else "PLAIN TCP",
                  link.ping_interval, link.ping_timeout)
+        self.server.monitor.expect(await self._run(self._hosts_served_before))
         self._sim_start = asyncio.create_task(self._start_simulated_hosts(), name="simulated-agents")
         return self
+
+    def _hosts_served_before(self):
+        """Guids of the hosts whose agents were connected before this start: the heartbeat
+        monitor judges them Down when they do not come back, as it would a silent one."""
+        with self.engine.db.transaction(readonly=True) as s:
+            return s.execute(select(Host.guid).where(
+                Host.removed.is_(None), Host.guid.is_not(None),
+                Host.state.in_(("Up", "Alert", "Disconnected", "Connecting")))).scalars().all()
 
     async def close(self):
         """Shut the agent channel down; the hosts it served are left Disconnected."""

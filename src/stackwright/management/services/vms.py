@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -29,6 +30,7 @@ from sqlalchemy import func, select
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
+from ..agentlink import LinkSettings
 from ..errors import (
     ApiError,
     CloudRuntimeError,
@@ -63,6 +65,7 @@ ALLOCATED, CREATING, READY, DESTROY, EXPUNGED = "Allocated", "Creating", "Ready"
 
 START_ATTEMPTS = 3          # hosts tried before a start gives up
 AGENT_WAIT = 10.0           # seconds to wait for a host's agent to (re)connect
+VERDICT_POLL = 5.0          # seconds between two looks at a host a guest may still run on
 CLEANUP_TIMEOUT = 30.0
 # How much older than its receipt a guest report may be (taken by the agent, then sent).
 REPORT_GRACE = dt.timedelta(seconds=5)
@@ -101,6 +104,10 @@ def disk_of(volume):
 
 def pool_spec(pool):
     return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
+
+
+class AgentAbsent(ResourceUnavailable):
+    """The host's agent was not connected: the command was never sent."""
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -501,7 +508,8 @@ class VmService:
         avoid_hosts, avoid_pools, failures = set(), set(), []
         resume = self.session.get(Host, vm.host_id) if vm.state == STARTING and vm.host_id else None
         for _attempt in range(START_ATTEMPTS):
-            if resume is not None:
+            resumed = resume is not None
+            if resumed:
                 target, pool = resume, self.session.get(StoragePool, volume.pool_id) if volume.pool_id else None
                 resume = None
             else:
@@ -516,7 +524,7 @@ class VmService:
             if pool is None:
                 raise CloudRuntimeError("Unable to start %s: its root volume has no storage pool" % label)
             with self._unstuck(vm, STOPPED, host_id=None):
-                outcome = self._start_on(vm, volume, target, pool, bridge)
+                outcome = self._start_on(vm, volume, target, pool, bridge, resumed)
             if outcome is None:
                 return vm
             failed_pool, reason = outcome
@@ -527,8 +535,9 @@ class VmService:
         raise InsufficientCapacity("Unable to create a deployment for %s: %s" % (label, "; ".join(failures)),
                                    cserrorcode=4335)
 
-    def _start_on(self, vm, volume, host, pool, bridge):
-        """One attempt on `host`; None when the guest runs, else (pool at fault, reason)."""
+    def _start_on(self, vm, volume, host, pool, bridge, resumed=False):
+        """One attempt on `host`; None when the guest runs, else (pool at fault, reason).
+        `resumed`: an earlier run of the job (before a restart) may have started it there."""
         recreate = volume.state == CREATING
         create = volume.state in (ALLOCATED, CREATING)
         vm.state, vm.host_id, vm.state_changed = STARTING, host.id, utcnow()
@@ -571,7 +580,18 @@ class VmService:
                 raise ResourceUnavailable("host %s reports the guest %s after starting it" % (host_name, answer.state))
         except ResourceUnavailable as e:
             # Whatever the agent got done is undone; a start that timed out may still have booted it.
-            self._try(guid, m.StopVm(name=vm.instance_name, force=True))
+            undone = self._try(guid, m.StopVm(name=vm.instance_name, force=True))
+            maybe_running = resumed or not isinstance(e, AgentAbsent)
+            if not undone and maybe_running and not self._await_stopped(vm, host.id, guid, host_name):
+                # Started anywhere else it could run twice, on two hosts, from the same disk.
+                vm = self._reload(vm)
+                vm.state, vm.host_id, vm.last_host_id, vm.state_changed = STOPPED, None, host.id, utcnow()
+                text = ("Unable to start VM %s: host %s did not answer (%s) and may be running the guest; it is not "
+                        "started on another host until the host's agent reconnects or the host is Down; start it "
+                        "again then" % (vm.instance_name, host_name, e.text))
+                self.ctx.event("VM.START", text, vm.uuid, level="ERROR")
+                self._commit()
+                raise CloudRuntimeError(text) from None
             vm = self._reload(vm)
             vm.state, vm.host_id, vm.state_changed = STOPPED, None, utcnow()
             self._commit()
@@ -816,16 +836,16 @@ class VmService:
         with self._writers_admitted():
             agents = self.ctx.engine.agent_channel(wait=AGENT_WAIT)
             if agents is None:
-                raise ResourceUnavailable("the agent channel is not running on this management server")
+                raise AgentAbsent("the agent channel is not running on this management server")
             if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
-                raise ResourceUnavailable("the agent of host %s is not connected" % host_name)
+                raise AgentAbsent("the agent of host %s is not connected" % host_name)
             return agents.call(guid, command, TIMEOUTS[type(command)])
 
     def _try(self, guid, command):
-        """Best effort: a clean-up command whose failure changes nothing."""
+        """Best effort: a clean-up command whose failure changes nothing. True when it was done."""
         agents = self.ctx.engine.agents
         if agents is None or not guid:
-            return
+            return False
         try:
             with self._writers_admitted():
                 # A job resumed after a restart of the engine gets here before the host's agent
@@ -833,5 +853,43 @@ class VmService:
                 # what it should have cleaned up.
                 agents.registration_event(guid).wait(AGENT_WAIT)
                 agents.call(guid, command, CLEANUP_TIMEOUT)
+            return True
         except ResourceUnavailable as e:
             log.info("clean-up %s on %s did not succeed: %s", type(command).__name__, guid, e.text)
+            return False
+
+    def _await_stopped(self, vm, host_id, guid, host_name):
+        """After a start whose outcome on a host is unknown: True once the guest is known not
+        to run there (the host's agent is back and stopped it, or the host is Down or gone),
+        False when neither happened in the time the engine takes to judge a silent host."""
+        log.warning("%s may be running on host %s, whose agent does not answer; waiting for the agent or for "
+                    "the host to be Down before starting it elsewhere", vm.instance_name, host_name)
+        deadline = time.monotonic() + self._verdict_time()
+        stop = m.StopVm(name=vm.instance_name, force=True)
+        while True:
+            self._commit()      # a new transaction: the heartbeat monitor's verdict shows
+            state, removed = self.session.execute(
+                select(Host.state, Host.removed).where(Host.id == host_id)).one()
+            if removed is not None or state == "Down":
+                log.warning("host %s is %s: %s may be started elsewhere", host_name,
+                            "removed" if removed is not None else state, vm.instance_name)
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            agents = self.ctx.engine.agents
+            with self._writers_admitted():
+                back = agents is not None and agents.registration_event(guid).wait(min(VERDICT_POLL, remaining))
+            if back and self._try(guid, stop):
+                return True
+            if back:
+                with self._writers_admitted():
+                    time.sleep(min(VERDICT_POLL, max(0.0, deadline - time.monotonic())))
+
+    def _verdict_time(self):
+        """The longest the heartbeat monitor takes to mark a silent host Down (LinkSettings.down_within)."""
+        settings = self.ctx.engine.settings
+        link = LinkSettings(ping_interval=float(settings.typed("ping.interval")),
+                            ping_timeout=float(settings.typed("ping.timeout")),
+                            reconnect_grace=self.ctx.engine.options.agent_reconnect_grace)
+        return link.down_within + AGENT_WAIT

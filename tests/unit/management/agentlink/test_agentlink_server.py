@@ -272,6 +272,33 @@ def test_heartbeat_monitor_levels(pki):
     asyncio.run(scenario())
 
 
+def test_hosts_served_before_a_start_are_watched_until_they_come_back(pki, caplog):
+    async def scenario():
+        events = Recorder()
+        # silence counts after interval x timeout (1500 s), or after the grace when that is longer
+        server = await start_server(pki, events, ping_interval=600, ping_timeout=2.5, reconnect_grace=2000)
+        client = await RawClient.connect(server.port, pki.client_context("g1"))
+        await client.send(register_request("g1"))
+        await client.receive()
+        monitor = server.monitor
+        seen_at = monitor._last["host-g1"]
+        monitor.expect(["host-g1", "host-gone"])
+        assert monitor._last["host-g1"] == seen_at          # back already: watched as any other
+        now = asyncio.get_running_loop().time()
+        assert monitor._last["host-gone"] - now == pytest.approx(500, abs=5)
+        await monitor.check()
+        assert events.of("timeout") == []
+        monitor._last["host-gone"] -= 2001
+        with caplog.at_level(logging.WARNING):
+            await monitor.check()
+        assert [c[1:] for c in events.of("timeout")] == [("host-gone", PingLevel.ALERT, None)]
+        assert "host host-gone has not reconnected since the engine started" in caplog.text
+        await client.close()
+        await server.stop()
+
+    asyncio.run(scenario())
+
+
 def test_plain_tcp_is_explicit_and_logged(pki, caplog):
     async def scenario():
         server = await start_server(pki, Recorder(), tls=False)

@@ -16,8 +16,10 @@ from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
 from stackwright.management.context import Context
+from stackwright.management.options import Options
 from stackwright.management.errors import CloudRuntimeError, InsufficientCapacity, ResourceUnavailable
-from stackwright.management.persistence.models import Event, VmInstance, Volume
+from stackwright.management.persistence.models import Event, Host, VmInstance, Volume
+from stackwright.management.services import vms
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.protocol import messages as m
 from tests.unit.management.services.test_vms import GiB, World
@@ -32,6 +34,10 @@ class LocalAgents:
         self.broken = None          # when set, every call raises it (an unexpected failure)
         self.connected = threading.Event()
         self.connected.set()
+        self.cut_after_start = set()    # guids whose link is cut once a StartVm reached them
+        self.unreachable = set()        # guids whose commands never arrive
+        self.log = []                   # (guid, command type) of the commands that arrived, and marks
+        self.events = {}                # registration events of guids not simply connected
 
     def add(self, guid, memory_mb=16384, storage_bytes=1 << 40):
         driver = SimulatorDriver(hostname=guid, memory_mb=memory_mb)
@@ -40,15 +46,20 @@ class LocalAgents:
         return driver, storage
 
     def registration_event(self, guid):
-        return self.connected
+        return self.events.get(guid, self.connected)
 
     def call(self, guid, command, timeout=60.0):
         if self.broken is not None:
             raise self.broken
         dispatcher = self.hosts.get(guid)
-        if dispatcher is None:
+        if dispatcher is None or guid in self.unreachable:
             raise ResourceUnavailable("Host %s did not answer %s: not connected" % (guid, type(command).__name__))
+        self.log.append((guid, type(command)))
         answer = dispatcher.run(command)
+        if guid in self.cut_after_start and isinstance(command, m.StartVm):
+            # The guest boots; its answer, and every command after it, is lost.
+            self.unreachable.add(guid)
+            raise ResourceUnavailable("Host %s did not answer StartVm: timeout" % guid)
         if isinstance(answer, m.ErrorAnswer):
             raise ResourceUnavailable("Host %s failed %s: %s" % (guid, type(command).__name__, answer.message))
         return answer
@@ -64,7 +75,7 @@ def ctx(db, agents):
     """A context whose service commits for real (this module's own database)."""
     session = db.session()
     try:
-        engine = SimpleNamespace(settings=GlobalSettings(db), agents=agents, agent_channel=lambda wait=0.0: agents)
+        engine = SimpleNamespace(settings=GlobalSettings(db), options=Options(), agents=agents, agent_channel=lambda wait=0.0: agents)
         yield Context(engine, session, user=None)
     finally:
         session.rollback()
@@ -158,6 +169,112 @@ def test_an_interrupted_start_resumes_on_its_host_and_boots_once(ctx, world, age
     vm = start(ctx, vm)
     assert (vm.state, root(ctx, vm).state) == ("Running", "Ready")
     assert driver.boot_count(vm.instance_name) == 1
+
+
+def resumed_on(ctx, world, host, pool):
+    """A VM whose start on `host` was interrupted by a restart (its volume being created)."""
+    vm = new_vm(ctx, world)
+    vm.state, vm.host_id = "Starting", host.id
+    volume = root(ctx, vm)
+    volume.state, volume.pool_id = "Creating", pool.id
+    ctx.session.commit()
+    return vm
+
+
+def later(seconds, fn):
+    timer = threading.Timer(seconds, fn)
+    timer.start()
+    return timer
+
+
+@pytest.fixture
+def quick_polls(monkeypatch):
+    monkeypatch.setattr(vms, "VERDICT_POLL", 0.05)
+
+
+def test_a_guest_that_may_run_on_a_silent_host_is_started_elsewhere_only_once_it_is_down(
+        ctx, db, world, agents, quick_polls):
+    first, second = world.host(), world.host()
+    pool = world.pool()
+    first_driver, _ = agents.add(first.guid)
+    second_driver, _ = agents.add(second.guid)
+    agents.cut_after_start.add(first.guid)
+    first_id = first.id
+    vm = resumed_on(ctx, world, first, pool)
+
+    def judged_down():
+        agents.log.append("first host Down")
+        with db.transaction() as s:
+            s.get(Host, first_id).state = "Down"
+
+    later(0.5, judged_down)
+    vm = start(ctx, vm)
+    assert (vm.state, vm.host_id) == ("Running", second.id)
+    assert second_driver.query(vm.instance_name) == m.VmState.RUNNING
+    assert agents.log.index("first host Down") < agents.log.index((second.guid, m.StartVm))
+
+
+def test_a_silent_host_whose_agent_returns_stops_the_guest_before_it_starts_elsewhere(
+        ctx, world, agents, quick_polls):
+    first, second = world.host(), world.host()
+    pool = world.pool()
+    first_driver, _ = agents.add(first.guid)
+    second_driver, _ = agents.add(second.guid)
+    agents.cut_after_start.add(first.guid)
+    vm = resumed_on(ctx, world, first, pool)
+    later(0.5, lambda: agents.unreachable.discard(first.guid))
+    vm = start(ctx, vm)
+    assert (vm.state, vm.host_id) == ("Running", second.id)
+    assert first_driver.boot_count(vm.instance_name) == 1
+    assert first_driver.query(vm.instance_name) != m.VmState.RUNNING
+    assert agents.log.index((first.guid, m.StopVm)) < agents.log.index((second.guid, m.StartVm))
+
+
+def test_without_a_verdict_on_the_silent_host_the_guest_is_not_started_elsewhere(
+        ctx, world, agents, quick_polls, monkeypatch):
+    monkeypatch.setattr(vms.VmService, "_verdict_time", lambda self: 0.5)
+    first, second = world.host(), world.host()
+    pool = world.pool()
+    agents.add(first.guid)
+    agents.add(second.guid)
+    agents.cut_after_start.add(first.guid)
+    vm = resumed_on(ctx, world, first, pool)
+    with pytest.raises(CloudRuntimeError) as caught:
+        start(ctx, vm)
+    assert caught.value.text.startswith("Unable to start VM %s: host %s did not answer" % (vm.instance_name, first.name))
+    assert "is not started on another host until the host's agent reconnects or the host is Down" in caught.value.text
+    assert (second.guid, m.StartVm) not in agents.log
+    vm = ctx.session.get(VmInstance, vm.id)
+    ctx.session.refresh(vm)
+    # Stopped here, Running again as soon as the host reports the guest.
+    assert (vm.state, vm.host_id, vm.last_host_id) == ("Stopped", None, first.id)
+    assert ctx.session.execute(select(Event).where(Event.resource_uuid == vm.uuid, Event.level == "ERROR")).first()
+
+
+class LeavingAfterOneCommand:
+    """The registration event of an agent that disconnects once it has run one command."""
+
+    def __init__(self, agents, guid):
+        self.agents, self.guid, self.waits = agents, guid, 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        if self.waits == 1:
+            return True
+        self.agents.unreachable.add(self.guid)
+        return False
+
+
+def test_a_start_never_sent_to_an_absent_agent_moves_on_at_once(ctx, world, agents, monkeypatch):
+    monkeypatch.setattr(vms.VmService, "_verdict_time", lambda self: pytest.fail("waited for a verdict"))
+    leaving, staying = world.host(), world.host()     # the planner tries the lower id first
+    world.pool()
+    agents.add(leaving.guid)
+    agents.add(staying.guid)
+    agents.events[leaving.guid] = LeavingAfterOneCommand(agents, leaving.guid)
+    vm = start(ctx, new_vm(ctx, world))
+    assert (vm.state, vm.host_id) == ("Running", staying.id)
+    assert (leaving.guid, m.CreateVolume) in agents.log and (leaving.guid, m.StartVm) not in agents.log
 
 
 def test_an_unexpected_failure_does_not_leave_the_vm_starting(ctx, world, agents):
