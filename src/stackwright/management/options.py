@@ -118,7 +118,7 @@ def load(argv=None):
     try:
         o.agent_reconnect_grace = float(grace)
     except ValueError:
-        o.agent_reconnect_grace = -1.0
+        o.agent_reconnect_grace = math.nan
     if not (math.isfinite(o.agent_reconnect_grace) and o.agent_reconnect_grace >= 0):
         raise SystemExit("invalid agent.reconnect.grace %s: expected a number of seconds, 0 or more" % grace)
     return o

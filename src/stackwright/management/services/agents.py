@@ -132,6 +132,12 @@ class AgentManager:
         self._sim_start = asyncio.create_task(self._start_simulated_hosts(), name="simulated-agents")
         return self
 
+    @property
+    def down_within(self):
+        """The longest a silent host stays anything but Down, by the settings the channel runs with
+        (ping.interval and ping.timeout as they were when it started)."""
+        return self.server.settings.down_within
+
     def _hosts_served_before(self):
         """Guids of the hosts whose agents were connected before this start: the heartbeat
         monitor judges them Down when they do not come back, as it would a silent one."""

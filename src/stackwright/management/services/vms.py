@@ -30,7 +30,6 @@ from sqlalchemy import func, select
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
-from ..agentlink import LinkSettings
 from ..errors import (
     ApiError,
     CloudRuntimeError,
@@ -880,16 +879,14 @@ class VmService:
             agents = self.ctx.engine.agents
             with self._writers_admitted():
                 back = agents is not None and agents.registration_event(guid).wait(min(VERDICT_POLL, remaining))
-            if back and self._try(guid, stop):
-                return True
             if back:
+                if self._try(guid, stop):
+                    return True
                 with self._writers_admitted():
                     time.sleep(min(VERDICT_POLL, max(0.0, deadline - time.monotonic())))
 
     def _verdict_time(self):
-        """The longest the heartbeat monitor takes to mark a silent host Down (LinkSettings.down_within)."""
-        settings = self.ctx.engine.settings
-        link = LinkSettings(ping_interval=float(settings.typed("ping.interval")),
-                            ping_timeout=float(settings.typed("ping.timeout")),
-                            reconnect_grace=self.ctx.engine.options.agent_reconnect_grace)
-        return link.down_within + AGENT_WAIT
+        """How long to wait for the heartbeat monitor to mark a silent host Down; without an
+        agent channel there is no monitor, and no verdict to wait for."""
+        agents = self.ctx.engine.agents
+        return agents.down_within + AGENT_WAIT if agents is not None else 0.0

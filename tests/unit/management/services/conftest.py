@@ -5,7 +5,6 @@ from types import SimpleNamespace
 import pytest
 
 from stackwright.management.context import Context
-from stackwright.management.options import Options
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Pod, Zone
 from stackwright.management.services.configuration import GlobalSettings
@@ -24,7 +23,7 @@ def ctx(db):
     """A context on a transaction that is rolled back after the test."""
     session = db.session()
     try:
-        engine = SimpleNamespace(settings=GlobalSettings(db), options=Options(), agents=None, agent_channel=lambda wait=0.0: None)
+        engine = SimpleNamespace(settings=GlobalSettings(db), agents=None, agent_channel=lambda wait=0.0: None)
         yield Context(engine, session, user=None)
     finally:
         session.rollback()

@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import select
 
 from stackwright.management.context import Context
-from stackwright.management.options import Options
 from stackwright.management.errors import CloudRuntimeError, InvalidParameterValue
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Base, Cluster, Event, Host, Pod, StoragePool
@@ -26,7 +25,7 @@ def db(tmp_path):
 @pytest.fixture
 def run(db):
     """run(fn) calls fn(ctx) in one transaction, committed unless fn raises."""
-    engine = SimpleNamespace(settings=GlobalSettings(db), options=Options(), agents=None)
+    engine = SimpleNamespace(settings=GlobalSettings(db), agents=None)
 
     def run(fn):
         with db.transaction() as session:

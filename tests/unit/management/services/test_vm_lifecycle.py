@@ -16,7 +16,6 @@ from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
 from stackwright.management.context import Context
-from stackwright.management.options import Options
 from stackwright.management.errors import CloudRuntimeError, InsufficientCapacity, ResourceUnavailable
 from stackwright.management.persistence.models import Event, Host, VmInstance, Volume
 from stackwright.management.services import vms
@@ -38,6 +37,7 @@ class LocalAgents:
         self.unreachable = set()        # guids whose commands never arrive
         self.log = []                   # (guid, command type) of the commands that arrived, and marks
         self.events = {}                # registration events of guids not simply connected
+        self.down_within = 30.0         # the channel's longest wait for a silent host's Down
 
     def add(self, guid, memory_mb=16384, storage_bytes=1 << 40):
         driver = SimulatorDriver(hostname=guid, memory_mb=memory_mb)
@@ -75,7 +75,7 @@ def ctx(db, agents):
     """A context whose service commits for real (this module's own database)."""
     session = db.session()
     try:
-        engine = SimpleNamespace(settings=GlobalSettings(db), options=Options(), agents=agents, agent_channel=lambda wait=0.0: agents)
+        engine = SimpleNamespace(settings=GlobalSettings(db), agents=agents, agent_channel=lambda wait=0.0: agents)
         yield Context(engine, session, user=None)
     finally:
         session.rollback()
