@@ -866,9 +866,10 @@ class VmService:
         deadline = time.monotonic() + self._verdict_time()
         stop = m.StopVm(name=vm.instance_name, force=True)
         while True:
-            self._commit()      # a new transaction: the heartbeat monitor's verdict shows
+            self._commit()      # a new transaction: the heartbeat monitor's verdict shows,
             state, removed = self.session.execute(
                 select(Host.state, Host.removed).where(Host.id == host_id)).one()
+            self._commit()      # and it is not held open (a write lock on SQLite) while waiting
             if removed is not None or state == "Down":
                 log.warning("host %s is %s: %s may be started elsewhere", host_name,
                             "removed" if removed is not None else state, vm.instance_name)
