@@ -23,7 +23,8 @@ from stackwright.management.persistence.models import (
     utcnow,
 )
 from stackwright.management.services.capacity import CPU, MEMORY, STORAGE_ALLOCATED, CapacityService
-from stackwright.management.services.vms import Demand, Planner, VmService
+from stackwright.management.services.placement import Demand, Planner
+from stackwright.management.services.vms import VmService
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
