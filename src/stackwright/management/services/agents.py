@@ -740,12 +740,12 @@ class EngineGateway:
     def issue_token(self, ttl: int, guid: str | None = None, note: str = "") -> str:
         agents = self._manager()
         if agents is None:
-            raise ResourceUnavailable("the agent channel is not running on this management server")
+            raise ResourceUnavailable("The agent channel is not running on this management server")
         return agents.issue_token(ttl, guid=guid, note=note)
 
     @property
     def ca_fingerprint(self) -> str:
         agents = self._manager()
         if agents is None:
-            raise ResourceUnavailable("the agent channel is not running on this management server")
+            raise ResourceUnavailable("The agent channel is not running on this management server")
         return agents.ca.fingerprint
