@@ -14,6 +14,11 @@ from stackwright.management.services.gateway import CONNECT_WAIT, AgentAbsent, H
 from stackwright.protocol import messages as m
 
 
+class EngineKilled(BaseException):
+    """Stands for a kill of the engine: nothing after it runs or is recorded (not an Exception,
+    so no job code can catch it)."""
+
+
 class RecordingGateway:
     """An `AgentGateway` whose hosts are in-process agents; errors are mapped the way the
     agent channel maps them."""
@@ -24,6 +29,9 @@ class RecordingGateway:
         self.cut_after_start: set[str] = set()  # guids whose link is cut once a StartVm reached them
         self.unreachable: set[str] = set()      # guids whose requests never arrive (sent, no answer)
         self.absent: set[str] = set()           # guids whose agent is not connected (never sent)
+        self.leave_after: dict[str, type] = {}  # guid -> request type after which its agent goes away
+        self.kill_after: set[type] = set()      # request types after which the engine is "killed"
+        self.max_connect_wait = 0.2             # seconds a call waits for an absent agent, at most
         self.log: list[tuple[str, type]] = []   # (guid, request type) of the requests that arrived
         self.background: list[tuple] = []       # background work asked of the channel
         self.down_within = 30.0
@@ -61,7 +69,7 @@ class RecordingGateway:
             raise self.broken
         guid = host.guid
         if guid in self.absent or guid not in self.hosts:
-            if not self.connected(guid, connect_wait):
+            if not self.connected(guid, min(connect_wait, self.max_connect_wait)):
                 raise AgentAbsent(f"the agent of host {host.name} is not connected")
         if guid in self.unreachable:
             raise ResourceUnavailable(f"Host {guid} did not answer {type(request).__name__}: timeout")
@@ -71,6 +79,11 @@ class RecordingGateway:
             # The guest boots; its answer, and every request after it, is lost.
             self.unreachable.add(guid)
             raise ResourceUnavailable(f"Host {guid} did not answer StartVm: timeout")
+        if self.leave_after.get(guid) is type(request):
+            self.absent.add(guid)
+        if type(request) in self.kill_after:
+            self.kill_after.discard(type(request))
+            raise EngineKilled(f"killed after {type(request).__name__} reached {guid}")
         if isinstance(answer, m.ErrorAnswer):
             raise ResourceUnavailable(f"Host {guid} failed {type(request).__name__}: {answer.message}")
         return answer
@@ -80,9 +93,6 @@ class RecordingGateway:
             return True
         event = self._reconnected.get(guid)
         return event is not None and event.wait(wait) and guid not in self.absent
-
-    def attach_pool(self, pool_uuid: str) -> None:
-        self.background.append(("attach_pool", pool_uuid))
 
     def check_image_store(self, store_uuid: str) -> None:
         self.background.append(("check_image_store", store_uuid))

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .api.cache import ResponseCache
+from .api.execute import ApiJobs
 from .api.registry import load_all
 from .errors import Throttled
 from .persistence.db import Database
@@ -124,7 +125,7 @@ class Engine:
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)
-        self.jobs = JobExecutor(self, workers=settings.job_workers)
+        self.jobs = JobExecutor(self, ApiJobs(self), workers=settings.job_workers)
         self.throttle = None
         self.agents = None       # the agent channel's server side, when it runs
         self.gateway = EngineGateway(self)

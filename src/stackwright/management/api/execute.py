@@ -4,14 +4,16 @@ The HTTP layer and the job workers both come through here, so a command behaves 
 whether it runs in the request or later as an async job.
 """
 
+import functools
 import logging
-import time
 
 
 from ..context import Context, Principal
 from ..errors import ApiError, AuthenticationError, MethodNotAllowed
 from ..persistence.models import User
 from ..services.accounts import ROOT_ADMIN
+from ..services.jobs import Begun
+from ..services.system_jobs import SYSTEM_JOBS
 from . import params as paramlib
 from . import signing
 from .registry import REGISTRY, ListResult, Success
@@ -53,14 +55,6 @@ def _find_key(raw, name):
         if k.lower() == name:
             return v
     return None
-
-
-class Caller:
-    """Who is calling, resolved once per request."""
-
-    def __init__(self, user_id, via):
-        self.user_id = user_id
-        self.via = via
 
 
 def check_signed(engine, entry, raw, method, api_key):
@@ -191,17 +185,32 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         return key, error_body(key, e), e.errorcode, {}
 
 
-def run_job(engine, session, job):
-    """Run a pending job's command in `session`; returns the jobresult dict."""
-    cmd = REGISTRY[job.command]
-    user = session.get(User, job.user_id)
-    ctx = Context(engine, session, user, cmd.name, job=job)
-    p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
-    started = time.monotonic()
-    out = cmd.handler(ctx, p)
-    log.debug("job %s ran %s in %.3fs", job.uuid, cmd.name, time.monotonic() - started)
+def job_result(cmd, out):
+    """The jobresult dict of a job's command output."""
     body = shape(cmd, out)
     if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):
         # jobresult carries exactly one object
         body = {cmd.response: body[cmd.response][0]}
     return body
+
+
+class ApiJobs:
+    """The job executor's way to the API commands (services.jobs.JobCommands): a job runs its
+    command's handler, which returns a result or a generator of steps."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def begin(self, session, job):
+        ctx = self.context(session, job)
+        cmd = REGISTRY.get(job.command)
+        if cmd is None:
+            return Begun(SYSTEM_JOBS[job.command](ctx, **job.params), lambda out: out or {}, ctx)
+        p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
+        return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd), ctx)
+
+    def context(self, session, job):
+        return Context(self.engine, session, session.get(User, job.user_id), job.command, job=job)
+
+    def after_commit(self, ctx):
+        ctx.run_after_commit()

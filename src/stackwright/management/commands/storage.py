@@ -9,6 +9,8 @@ from ..api.registry import ListResult, Success, api_command
 from ..api.render import compact, date, ratio
 from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, Host, Pod, StoragePool, Zone
+from ..services.pool_attach import attach_pool
+from ..services.steps import DbStep
 from ..services.storage import PROVIDER_TYPES
 
 POOL_FIELDS = (
@@ -194,4 +196,16 @@ def enable_storage_maintenance(ctx, p):
     ])
 def cancel_storage_maintenance(ctx, p):
     """Cancels maintenance for primary storage."""
-    return storage_pool_view(ctx, ctx.storage.cancel_maintenance(p.id))
+    pool_id = p.id.id
+    yield DbStep(_cancel_maintenance, pool_id)
+    # The hosts attach the pool again, as after its creation.
+    yield from attach_pool(pool_id)
+    return (yield DbStep(_pool_view, pool_id))
+
+
+def _cancel_maintenance(ctx, pool_id):
+    ctx.storage.cancel_maintenance(ctx.session.get(StoragePool, pool_id))
+
+
+def _pool_view(ctx, pool_id):
+    return storage_pool_view(ctx, ctx.session.get(StoragePool, pool_id))

@@ -25,6 +25,8 @@ from ..persistence.models import (
     Zone,
 )
 from ..services.hierarchy import HYPERVISORS, choose
+from ..services import vm_lifecycle as lifecycle
+from ..services.steps import DbStep
 from ..services.vms import EXPUNGING
 
 VM_FIELDS = (
@@ -128,8 +130,17 @@ def one_vm(ctx, vm):
     return render_vms(ctx, [vm])[0]
 
 
+def _view(ctx, vm_id):
+    """The job's result: the VM as its last step left it."""
+    return one_vm(ctx, ctx.session.get(VmInstance, vm_id))
+
+
 def _job_vm(ctx):
     return ctx.session.execute(select(VmInstance).where(VmInstance.uuid == ctx.job.instance_uuid)).scalar_one()
+
+
+def _id(row):
+    return row.id if row is not None else None
 
 
 def _prepare_deploy(ctx, p):
@@ -162,8 +173,10 @@ def _prepare_deploy(ctx, p):
     ])
 def deploy_virtual_machine(ctx, p):
     """Creates and automatically starts a virtual machine based on a service offering and template."""
-    vm = ctx.vms.deploy(_job_vm(ctx), start=p.startvm, host=p.hostid, pod=p.podid, cluster=p.clusterid)
-    return one_vm(ctx, vm)
+    vm_id = _job_vm(ctx).id
+    yield from lifecycle.deploy(vm_id, start=p.startvm, host_id=_id(p.hostid), pod_id=_id(p.podid),
+                                cluster_id=_id(p.clusterid))
+    return (yield DbStep(_view, vm_id))
 
 
 @api_command(
@@ -178,8 +191,9 @@ def start_virtual_machine(ctx, p):
     """Starts a virtual machine."""
     vm = ctx.vms.check_access(p.id)
     ctx.vms.check_placement(ctx.session.get(Zone, vm.zone_id), host=p.hostid, pod=p.podid, cluster=p.clusterid)
-    vm = ctx.vms.start(vm, host=p.hostid, pod=p.podid, cluster=p.clusterid, consider_last_host=p.considerlasthost)
-    return one_vm(ctx, vm)
+    yield from lifecycle.start_vm(vm.id, host_id=_id(p.hostid), pod_id=_id(p.podid), cluster_id=_id(p.clusterid),
+                                  consider_last_host=p.considerlasthost)
+    return (yield DbStep(_view, vm.id))
 
 
 @api_command(
@@ -191,14 +205,18 @@ def start_virtual_machine(ctx, p):
     ])
 def stop_virtual_machine(ctx, p):
     """Stops a virtual machine."""
-    return one_vm(ctx, ctx.vms.stop(ctx.vms.check_access(p.id), forced=bool(p.forced)))
+    vm_id = ctx.vms.check_access(p.id).id
+    yield from lifecycle.stop_vm(vm_id, forced=bool(p.forced))
+    return (yield DbStep(_view, vm_id))
 
 
 @api_command("rebootVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
              admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "RebootVMCmd", params=[VM_ID])
 def reboot_virtual_machine(ctx, p):
     """Reboots a virtual machine."""
-    return one_vm(ctx, ctx.vms.reboot(ctx.vms.check_access(p.id)))
+    vm_id = ctx.vms.check_access(p.id).id
+    yield from lifecycle.reboot_vm(vm_id)
+    return (yield DbStep(_view, vm_id))
 
 
 @api_command(
@@ -213,7 +231,8 @@ def destroy_virtual_machine(ctx, p):
     if p.expunge and not ctx.is_root_admin:
         raise PermissionDenied("Parameter expunge can be passed by Admin only. Or when the "
                                "allow.user.expunge.recover.vm key is set.")
-    return one_vm(ctx, ctx.vms.destroy(vm, expunge=bool(p.expunge)))
+    yield from lifecycle.destroy_vm(vm.id, expunge=bool(p.expunge))
+    return (yield DbStep(_view, vm.id))
 
 
 @api_command(

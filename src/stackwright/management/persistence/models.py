@@ -419,7 +419,13 @@ class AsyncJob(Entity, Base):
     result_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     completed: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # Runs of the job so far: a job run again after a restart (attempts > 1) settles an agent
+    # step whose outcome was not recorded by asking the host before repeating it.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Index of the job's next step, and the recorded outcomes of the steps before it
+    # (services/steps.py); NULL for jobs that are one transaction.
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step_results: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class Event(Entity, Base):

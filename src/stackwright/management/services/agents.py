@@ -701,11 +701,6 @@ class EngineGateway:
         agents = self._manager()
         return agents.down_within if agents is not None else 0.0
 
-    def attach_pool(self, pool_uuid: str) -> None:
-        agents = self._manager()
-        if agents is not None:
-            agents.schedule(agents.attach_pool_everywhere, pool_uuid)
-
     def check_image_store(self, store_uuid: str) -> None:
         agents = self._manager()
         if agents is not None:

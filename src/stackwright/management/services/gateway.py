@@ -47,9 +47,6 @@ class AgentGateway(Protocol):
     def down_within(self) -> float:
         """The longest a silent host stays anything but Down (0 without an agent channel)."""
 
-    def attach_pool(self, pool_uuid: str) -> None:
-        """In the background: every connected host in the pool's scope attaches it."""
-
     def check_image_store(self, store_uuid: str) -> None:
         """In the background: a connected host of the store's zone checks it."""
 

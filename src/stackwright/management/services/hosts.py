@@ -151,6 +151,10 @@ class HostService:
             q = q.where(Host.zone_id == zone_id)
         return self.session.execute(q.order_by(Host.id)).scalars().first()
 
+    def presence(self, host_id):
+        """(state, removed) of a host as committed now."""
+        return self.session.execute(select(Host.state, Host.removed).where(Host.id == host_id)).one()
+
     def _live(self, host):
         if host.removed is not None:
             raise InvalidParameterValue("Unable to find host by id %s; it was removed" % host.uuid)

@@ -1,22 +1,36 @@
 """Async jobs: rows in the database, run by a bounded pool of worker threads.
 
-A job's own changes and its final status are committed in one transaction, so a kill of
-the engine at any point leaves the job either pending (its work not committed; it runs
-again after the restart) or final (its work committed exactly once).
+A job is either one transaction (its changes and its final status commit together) or a
+sequence of recorded steps (services/steps.py): database steps, each one transaction that
+also records the outcomes so far and the next step, and agent steps, one call each made
+outside any transaction. A kill of the engine at any point leaves a job pending at its
+recorded step; the next run replays the recorded outcomes, settles an agent step whose
+outcome was not recorded by asking the host, and goes on from there. Services describe
+steps; only the executor commits.
 
-A job that meets an unavailable database changed nothing and stays pending: it is tried
+A job that meets an unavailable database stays pending at its recorded step: it is tried
 again every few seconds until the database is back, without a restart of the engine.
 """
 
+from __future__ import annotations
+
+import inspect
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from ..errors import ApiError, DatabaseUnavailable, InvalidParameterValue, PermissionDenied
+from ..errors import ApiError, DatabaseUnavailable, InvalidParameterValue, PermissionDenied, ResourceUnavailable
+from .gateway import AgentAbsent
 from ..persistence.models import AsyncJob, utcnow
+from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +60,17 @@ class JobService:
         self.session.flush()
         return job
 
+    def create_system(self, kind: str, params: dict, instance_type: str, instance_uuid: str) -> AsyncJob:
+        """A job the engine gives itself on behalf of the caller, run once this transaction commits."""
+        job = AsyncJob(command=kind, cmd_class=f"com.cloud.{kind}", params=params, user_id=self.ctx.user.id,
+                       account_id=self.ctx.user.account_id, instance_type=instance_type,
+                       instance_uuid=instance_uuid)
+        self.session.add(job)
+        self.session.flush()
+        job_uuid, jobs = job.uuid, self.ctx.engine.jobs
+        self.ctx.after_commit(lambda: jobs.submit(job_uuid))
+        return job
+
     def get_visible(self, job_uuid):
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
@@ -56,24 +81,76 @@ class JobService:
         return job
 
 
+@dataclass
+class Begun:
+    """A job's command as started in the job's first transaction: a finished `output`, or a
+    generator of steps; `shape` turns the output (or the generator's return value) into the
+    job's result."""
+
+    output: Any
+    shape: Callable[[Any], dict]
+    context: Any = None         # the context of the first transaction, for its after-commit work
+
+
+class JobCommands(Protocol):
+    """What the executor needs from the layer that knows the commands (injected)."""
+
+    def begin(self, session: Session, job: AsyncJob) -> Begun:
+        """Parse the job's parameters and run its command's handler in `session`."""
+
+    def context(self, session: Session, job: AsyncJob) -> Any:
+        """A context for one step's transaction, acting as the job's caller."""
+
+    def after_commit(self, context: Any) -> None:
+        """Run what the context deferred until its transaction committed."""
+
+
+class Waiter:
+    """What a WaitStep may use: the agent gateway, read-only looks at the database, sleep."""
+
+    def __init__(self, executor: JobExecutor, job: AsyncJob):
+        self._executor = executor
+        self._job_uuid = job.uuid
+        self.agents = executor.engine.gateway
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A context on a short read-only transaction (never held across a wait)."""
+        with self._executor.engine.db.transaction(readonly=True) as s:
+            job = _job(s, self._job_uuid)
+            yield self._executor.commands.context(s, job)
+
+    def sleep(self, seconds: float) -> None:
+        self._executor.stopping.wait(max(0.0, seconds))
+
+
+class _Failed(Exception):
+    """A step's failure, carried out of the transaction it rolled back."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
 class JobExecutor:
     """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart."""
 
-    def __init__(self, engine, workers=4):
+    def __init__(self, engine: Any, commands: JobCommands, workers: int = 4):
         self.engine = engine
+        self.commands = commands
         self.workers = workers
-        self._queue = queue.Queue()
-        self._threads = []
-        self._stopping = threading.Event()
-        self._running = set()
+        self._queue: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self._running: set[str] = set()
         self._lock = threading.Lock()
         # Jobs waiting for the database to come back, resubmitted by the retry thread.
-        self._deferred = set()
-        self._retry_thread = None
+        self._deferred: set[str] = set()
+        self._retry_thread: threading.Thread | None = None
 
-    def start(self):
+    def start(self) -> None:
         for i in range(self.workers):
-            t = threading.Thread(target=self._work, name="job-worker-%d" % i, daemon=True)
+            t = threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         self._retry_thread = threading.Thread(target=self._retry_deferred, name="job-retry", daemon=True)
@@ -87,24 +164,24 @@ class JobExecutor:
         for job_uuid in pending:
             self.submit(job_uuid)
 
-    def submit(self, job_uuid):
+    def submit(self, job_uuid: str) -> None:
         self._queue.put(job_uuid)
 
-    def defer(self, job_uuid):
+    def defer(self, job_uuid: str) -> None:
         """Run the job again once RETRY_SECONDS have passed (the database was away)."""
         with self._lock:
             self._deferred.add(job_uuid)
 
-    def _retry_deferred(self):
-        while not self._stopping.wait(RETRY_SECONDS):
+    def _retry_deferred(self) -> None:
+        while not self.stopping.wait(RETRY_SECONDS):
             with self._lock:
                 due, self._deferred = self._deferred, set()
             for job_uuid in sorted(due):
                 self.submit(job_uuid)
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; wait (bounded) for running ones to finish."""
-        self._stopping.set()
+        self.stopping.set()
         for _thread in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
@@ -112,12 +189,12 @@ class JobExecutor:
             t.join(max(0.0, deadline - time.monotonic()))
 
     @property
-    def busy(self):
+    def busy(self) -> int:
         with self._lock:
             return len(self._running)
 
-    def _work(self):
-        while not self._stopping.is_set():
+    def _work(self) -> None:
+        while not self.stopping.is_set():
             job_uuid = self._queue.get()
             if job_uuid is None:
                 return
@@ -133,47 +210,260 @@ class JobExecutor:
                 with self._lock:
                     self._running.discard(job_uuid)
 
-    def run(self, job_uuid):
-        from ..api.execute import run_job
+    # --- one job ------------------------------------------------------------------------
 
+    def run(self, job_uuid: str) -> None:
         started = time.monotonic()
         try:
-            with self.engine.db.transaction() as s:
-                job = s.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
-                if job is None or job.status != PENDING:
-                    return
-                job.result = run_job(self.engine, s, job)
-                job.status, job.result_code = SUCCEEDED, 0
-                job.result_type = "object"
-                job.completed = utcnow()
-                cmd = job.command
-            log.info("job %s %s succeeded in %.3fs", job_uuid, cmd, time.monotonic() - started)
+            command = self._run(job_uuid)
+            if command is not None:
+                log.info("job %s %s finished in %.3fs", job_uuid, command, time.monotonic() - started)
         except DatabaseUnavailable as e:
-            # Nothing of the job was committed (or, if its commit did reach the database,
-            # the job is final and the next run sees that and stops): try again later.
+            # Nothing after the last recorded step was committed (or, if a commit did reach the
+            # database, the record says so and the next run goes on from there): try again later.
             log.warning("job %s waits for the database: %s", job_uuid, e.text)
             self.defer(job_uuid)
-            return
         except Exception as e:
-            if isinstance(e, ApiError):
-                code, text = e.errorcode, e.text
-                log.info("job %s failed: %s (%d)", job_uuid, text, code)
+            self._fail(job_uuid, e)
+
+    def _run(self, job_uuid: str) -> str | None:
+        """Run (or go on with) one job; the command name once it is final, None when it was not pending."""
+        db = self.engine.db
+        with db.transaction() as s:
+            job = _job(s, job_uuid, lock=True)
+            if job is None or job.status != PENDING:
+                return None
+            command = job.command
+            job.attempts = (job.attempts or 0) + 1
+            resumed = job.attempts > 1
+            begun = self.commands.begin(s, job)
+            if inspect.isgenerator(begun.output):
+                cursor = _Cursor(begun.output, list(job.step_results or ()))
+                step = cursor.start()
+                result = begun.shape(cursor.value) if cursor.done else None
+                job.step = cursor.index
             else:
-                code, text = 530, str(e) or e.__class__.__name__
-                log.exception("job %s failed with an internal error", job_uuid)
-            if getattr(e, "retry_job", False):
-                return
+                cursor, result = None, begun.shape(begun.output)
+            if result is not None:
+                _finish(job, result)
+        if begun.context is not None:
+            self.commands.after_commit(begun.context)
+        if cursor is None or cursor.done:
+            return command
+        pending: list[dict] = []        # outcomes not recorded yet
+        # After a restart, the first step not recorded may have been carried out if it is an agent's.
+        settle = resumed
+        try:
+            while True:
+                if isinstance(step, DbStep):
+                    step = self._db_step(job_uuid, step, cursor, pending, begun)
+                    if step is None:
+                        return command
+                    pending, settle = [], False
+                    continue
+                if isinstance(step, AgentStep):
+                    ok, value = self._agent_step(step, settle)
+                else:
+                    ok, value = self._wait_step(job_uuid, step)
+                settle = False
+                pending.append(record_value(value) if ok else record_error(value))
+                try:
+                    step = cursor.send(ok, value)
+                except Exception as e:
+                    self._record(job_uuid, cursor, pending, begun, failure=e)
+                    return command
+                if cursor.done:
+                    self._record(job_uuid, cursor, pending, begun)
+                    return command
+                if not isinstance(step, DbStep):
+                    self._record(job_uuid, cursor, pending, begun)
+                    pending = []
+        finally:
+            cursor.close()
+
+    def _db_step(self, job_uuid: str, step: DbStep, cursor: _Cursor, pending: list[dict],
+                 begun: Begun) -> Step | None:
+        """Run a database step in one transaction with the recording of what came before and of
+        the next step; the next step, or None when the job is final."""
+        try:
+            with self.engine.db.transaction() as s:
+                job = _job(s, job_uuid, lock=True)
+                if job is None or job.status != PENDING:
+                    return None
+                ctx = self.commands.context(s, job)
+                try:
+                    value = step.fn(ctx, *step.args)
+                    s.flush()
+                except DatabaseUnavailable:
+                    raise
+                except Exception as e:
+                    raise _Failed(e) from e
+                recorded = pending + [record_value(value)]
+                try:
+                    following = cursor.send(True, value)
+                except DatabaseUnavailable:
+                    raise
+                except Exception as e:
+                    # The job ends here: the step's changes, the record and the failure commit together.
+                    _record_into(job, cursor, recorded)
+                    _fail_into(job, e)
+                    following = None
+                else:
+                    _record_into(job, cursor, recorded)
+                    if cursor.done:
+                        _finish(job, begun.shape(cursor.value))
+                        following = None
+            self.commands.after_commit(ctx)
+            return following
+        except _Failed as failed:
+            error = failed.error
+            _log_step_failure(job_uuid, step, error)
+            pending.append(record_error(error))
             try:
-                with self.engine.db.transaction() as s:
-                    job = s.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one()
-                    if job.status != PENDING:
-                        return
-                    job.status, job.result_code = FAILED, code
-                    job.result_type = "object"
-                    job.result = {"errorcode": code, "errortext": text}
-                    job.completed = utcnow()
-            except DatabaseUnavailable as e:
-                log.warning("could not record the failure of job %s, it runs again: %s", job_uuid, e.text)
-                self.defer(job_uuid)
-            except Exception:
-                log.exception("could not record the failure of job %s", job_uuid)
+                following = cursor.send(False, error)
+            except DatabaseUnavailable:
+                raise
+            except Exception as e:
+                self._record(job_uuid, cursor, pending, begun, failure=e)
+                return None
+            if cursor.done:
+                self._record(job_uuid, cursor, pending, begun)
+                return None
+            if not isinstance(following, DbStep):
+                self._record(job_uuid, cursor, pending, begun)
+                pending.clear()
+            return following
+
+    def _agent_step(self, step: AgentStep, settle: bool) -> tuple[bool, Any]:
+        gateway = self.engine.gateway
+
+        def ask(request):
+            return gateway.call(step.host, request, step.timeout, connect_wait=step.connect_wait)
+
+        try:
+            if settle and step.settle is not None:
+                answer = step.settle(ask)
+                if answer is not None:
+                    log.info("%s to host %s was already carried out before the restart; not sent again",
+                             type(step.request).__name__, step.host.name)
+                    return True, answer
+            return True, gateway.call(step.host, step.request, step.timeout, connect_wait=step.connect_wait)
+        except AgentAbsent as e:
+            if settle:
+                # Sent before the restart, perhaps: the host's agent is away and cannot say.
+                return False, ResourceUnavailable(f"{e.text}; {type(step.request).__name__} may have been carried "
+                                                  f"out before the engine restarted")
+            return False, e
+        except Exception as e:
+            return False, e
+
+    def _wait_step(self, job_uuid: str, step: WaitStep) -> tuple[bool, Any]:
+        with self.engine.db.transaction(readonly=True) as s:
+            job = _job(s, job_uuid)
+        try:
+            return True, step.fn(Waiter(self, job), *step.args)
+        except DatabaseUnavailable:
+            raise
+        except Exception as e:
+            return False, e
+
+    def _record(self, job_uuid: str, cursor: _Cursor, outcomes: list[dict], begun: Begun,
+                failure: BaseException | None = None) -> None:
+        """Record outcomes and the next step in a transaction of their own, with the final status
+        when the job ended."""
+        with self.engine.db.transaction() as s:
+            job = _job(s, job_uuid, lock=True)
+            if job is None or job.status != PENDING:
+                return
+            _record_into(job, cursor, outcomes)
+            if failure is not None:
+                _fail_into(job, failure)
+            elif cursor.done:
+                _finish(job, begun.shape(cursor.value))
+
+    def _fail(self, job_uuid: str, error: BaseException) -> None:
+        if getattr(error, "retry_job", False):
+            return
+        try:
+            with self.engine.db.transaction() as s:
+                job = _job(s, job_uuid, lock=True)
+                if job is None or job.status != PENDING:
+                    return
+                _fail_into(job, error)
+        except DatabaseUnavailable as e:
+            log.warning("could not record the failure of job %s, it runs again: %s", job_uuid, e.text)
+            self.defer(job_uuid)
+        except Exception:
+            log.exception("could not record the failure of job %s", job_uuid)
+
+
+class _Cursor:
+    """A job's generator, fed the recorded outcomes first and live ones after."""
+
+    def __init__(self, steps: Steps, recorded: list[dict]):
+        self.steps = steps
+        self.recorded = recorded
+        self.index = 0              # the index of the step the generator is waiting on
+        self.done = False
+        self.value: Any = None
+
+    def start(self) -> Step | None:
+        step = self._advance(lambda: next(self.steps))
+        for outcome in self.recorded:
+            if self.done:
+                break
+            ok, value = replay(outcome)
+            step = self._advance(lambda ok=ok, value=value: self.steps.send(value) if ok else self.steps.throw(value))
+            self.index += 1
+        return step
+
+    def send(self, ok: bool, value: Any) -> Step | None:
+        self.index += 1
+        return self._advance(lambda: self.steps.send(value) if ok else self.steps.throw(value))
+
+    def _advance(self, fn: Callable[[], Step]) -> Step | None:
+        try:
+            return fn()
+        except StopIteration as stop:
+            self.done, self.value = True, stop.value
+            return None
+
+    def close(self) -> None:
+        self.steps.close()
+
+
+def _job(session: Session, job_uuid: str, lock: bool = False) -> AsyncJob | None:
+    q = select(AsyncJob).where(AsyncJob.uuid == job_uuid)
+    if lock:
+        q = q.with_for_update()
+    return session.execute(q).scalar_one_or_none()
+
+
+def _record_into(job: AsyncJob, cursor: _Cursor, outcomes: list[dict]) -> None:
+    job.step_results = list(job.step_results or ()) + outcomes
+    job.step = cursor.index
+
+
+def _finish(job: AsyncJob, result: dict) -> None:
+    job.status, job.result_code, job.result_type = SUCCEEDED, 0, "object"
+    job.result = result
+    job.completed = utcnow()
+
+
+def _fail_into(job: AsyncJob, error: BaseException) -> None:
+    if isinstance(error, ApiError):
+        code, text = error.errorcode, error.text
+        log.info("job %s failed: %s (%d)", job.uuid, text, code)
+    else:
+        code, text = 530, str(error) or error.__class__.__name__
+        log.error("job %s failed with an internal error", job.uuid, exc_info=error)
+    job.status, job.result_code, job.result_type = FAILED, code, "object"
+    job.result = {"errorcode": code, "errortext": text}
+    job.completed = utcnow()
+
+
+def _log_step_failure(job_uuid: str, step: DbStep, error: BaseException) -> None:
+    if isinstance(error, ApiError):
+        log.debug("job %s: step %s failed: %s", job_uuid, step.fn.__name__, error.text)
+    else:
+        log.error("job %s: step %s failed with an internal error", job_uuid, step.fn.__name__, exc_info=error)

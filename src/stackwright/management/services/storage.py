@@ -21,6 +21,7 @@ from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, Volume, utcnow
 from .hierarchy import HYPERVISORS, choose
 from .hosts import tag_string  # pool tags follow the host tag rules
+from .pool_attach import ATTACH_JOB
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ class StorageService:
         self.session.add(pool)
         self.session.flush()
         if pool.state == WAITING:
-            self._notify_agents("attach_pool", pool.uuid)
+            # The hosts in its scope attach it in a job of the engine's own.
+            self.ctx.jobs.create_system(ATTACH_JOB, {"pool": pool.uuid}, "StoragePool", pool.uuid)
         log.info("created %s storage pool %s (%s) in zone %s, state %s", where.pool_type, name,
                  pool.uuid, zone.name, pool.state)
         self.ctx.event("SP.CREATE", "Successfully created storage pool %s" % name, pool.uuid)

@@ -1,28 +1,19 @@
-"""Guests: deployment planning, the VM life cycle, and reconciliation with what hosts report.
+"""Guests: their states, deployment (the part in the request), ownership, and reconciliation
+with what hosts report.
 
 A VM moves through CloudStack's states (cloudstack-api.md §8): deploy creates it Stopped
-with an Allocated root volume; start plans a host and a primary pool, has the host's
-agent create the root volume on the pool (CreateVolume) and boot the guest (StartVm);
-stop, reboot and destroy go to the agent of the host the guest runs on.
-
-Agent calls can take seconds (a guest ignoring ACPI takes the agent's whole grace period
-to stop), so a job never holds a database transaction across one: each state change is
-committed before the agent is asked (Starting, Stopping, Expunging) and again after it
-answered. A job interrupted by a restart finds the VM in that transitional state and
-resumes from it; the agent's commands are idempotent (starting a running guest or
-stopping an absent one changes nothing), so nothing is started twice.
+with an Allocated root volume; the life cycle after that (start, stop, reboot, destroy,
+expunge) runs as jobs of recorded steps in `vm_lifecycle`.
 
 Reports of guest states (agent registration and pings) are reconciled by `reconcile()`,
 which only ever corrects the database: the engine never starts or stops a guest because
 of a report.
 """
 
-import contextlib
 import datetime as dt
 import logging
 import re
 import secrets
-import time
 
 from sqlalchemy import func, select
 
@@ -30,24 +21,21 @@ from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
 from ..errors import (
-    ApiError,
     CloudRuntimeError,
-    InsufficientCapacity,
     InvalidParameterValue,
     PermissionDenied,
-    ResourceUnavailable,
 )
 from ..persistence.models import (
     Account,
+    Cluster,
     Host,
+    Pod,
     ServiceOffering,
-    StoragePool,
     VmInstance,
     Volume,
-    Zone,
     utcnow,
 )
-from .placement import GiB, Demand, Planner, size_text
+from .placement import GiB, size_text
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +49,8 @@ IN_TRANSITION = (STARTING, STOPPING, MIGRATING, EXPUNGING)
 # Root volume states
 ALLOCATED, CREATING, READY, DESTROY, EXPUNGED = "Allocated", "Creating", "Ready", "Destroy", "Expunged"
 
-START_ATTEMPTS = 3          # hosts tried before a start gives up
-AGENT_WAIT = 10.0           # seconds to wait for a host's agent to (re)connect
-VERDICT_POLL = 5.0          # seconds between two looks at a host a guest may still run on
-CLEANUP_TIMEOUT = 30.0
 # How much older than its receipt a guest report may be (taken by the agent, then sent).
 REPORT_GRACE = dt.timedelta(seconds=5)
-TIMEOUTS = {
-    m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
-}
 DEFAULT_GUEST_BRIDGE = "cloudbr0"
 ROOT_DEVICE = "vda"
 
@@ -102,13 +83,6 @@ def pool_spec(pool):
     return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
 
-class AgentAbsent(ResourceUnavailable):
-    """The host's agent was not connected: the command was never sent."""
-
-
-# --- the service ---------------------------------------------------------------------------------
-
-
 class VmService:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -120,6 +94,18 @@ class VmService:
         return self.session.execute(
             select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
         ).scalars().first()
+
+    def locked(self, vm_id):
+        """The VM row as committed now, locked for this transaction (MySQL)."""
+        return self.session.execute(
+            select(VmInstance).where(VmInstance.id == vm_id).with_for_update().execution_options(populate_existing=True)
+        ).scalar_one()
+
+    def pod(self, pod_id):
+        return self.session.get(Pod, pod_id) if pod_id is not None else None
+
+    def cluster(self, cluster_id):
+        return self.session.get(Cluster, cluster_id) if cluster_id is not None else None
 
     def check_access(self, vm):
         """Non-admin callers may only act on the VMs of their own account."""
@@ -244,263 +230,16 @@ class VmService:
                 return mac
         raise CloudRuntimeError("Unable to allocate a unique MAC address; retry the deployment")
 
-    # --- start ------------------------------------------------------------------------
-
-    def deploy(self, vm, *, start=True, host=None, pod=None, cluster=None):
-        """The job part of deployVirtualMachine: start the VM, or leave it Stopped."""
-        vm = self._reload(vm)
-        if not start or vm.state in (RUNNING, ERROR, DESTROYED, EXPUNGING):
-            return vm
-        try:
-            return self.start(vm, host=host, pod=pod, cluster=cluster, consider_last_host=False)
-        except InsufficientCapacity:
-            # CloudStack leaves a VM it could not deploy in Error; destroying it cleans up.
-            vm = self._reload(vm)
-            if vm.state == STOPPED:
-                vm.state, vm.state_changed = ERROR, utcnow()
-                self.ctx.event("VM.CREATE", "Failed to deploy VM %s" % vm.instance_name, vm.uuid, level="ERROR")
-                self._commit()
-            raise
-
-    def start(self, vm, *, host=None, pod=None, cluster=None, consider_last_host=True):
-        vm = self._reload(vm)
-        if vm.state == RUNNING:
-            return vm
-        if vm.state not in (STOPPED, STARTING):
-            raise CloudRuntimeError(
-                "Unable to start VM %s: it is %s; only a Stopped VM can be started" % (vm.instance_name, vm.state))
-        zone = self.session.get(Zone, vm.zone_id)
-        volume = self.root_volume(vm)
-        label = vm_label(vm)
-        bridge = self._guest_bridge(zone)
-        offering_tags = self._offering_tags(vm)
-        avoid_hosts, avoid_pools, failures = set(), set(), []
-        resume = self.session.get(Host, vm.host_id) if vm.state == STARTING and vm.host_id else None
-        for _attempt in range(START_ATTEMPTS):
-            resumed = resume is not None
-            if resumed:
-                target, pool = resume, self.session.get(StoragePool, volume.pool_id) if volume.pool_id else None
-                resume = None
-            else:
-                placed = self.session.get(StoragePool, volume.pool_id) if volume.state == READY else None
-                demand = Demand(vm.cpu_number, vm.cpu_speed, vm.memory_mb, vm.hypervisor, offering_tags,
-                                volume_bytes=volume.size_bytes, pool=placed)
-                plan = Planner(self.ctx).plan(
-                    label, zone, demand, host=host, pod=pod, cluster=cluster,
-                    last_host_id=vm.last_host_id if consider_last_host else None,
-                    avoid_hosts=avoid_hosts, avoid_pools=avoid_pools, failures=failures)
-                target, pool = plan.host, plan.pool
-            if pool is None:
-                raise CloudRuntimeError("Unable to start %s: its root volume has no storage pool" % label)
-            with self._unstuck(vm, STOPPED, host_id=None):
-                outcome = self._start_on(vm, volume, target, pool, bridge, resumed)
-            if outcome is None:
-                return vm
-            failed_pool, reason = outcome
-            failures.append("%s: %s" % (target.name, reason))
-            avoid_hosts.add(target.id)
-            if failed_pool:
-                avoid_pools.add(pool.id)
-        raise InsufficientCapacity("Unable to create a deployment for %s: %s" % (label, "; ".join(failures)),
-                                   cserrorcode=4335)
-
-    def _start_on(self, vm, volume, host, pool, bridge, resumed=False):
-        """One attempt on `host`; None when the guest runs, else (pool at fault, reason).
-        `resumed`: an earlier run of the job (before a restart) may have started it there."""
-        recreate = volume.state == CREATING
-        create = volume.state in (ALLOCATED, CREATING)
-        vm.state, vm.host_id, vm.state_changed = STARTING, host.id, utcnow()
-        if create:
-            volume.pool_id, volume.state = pool.id, CREATING
-        guid, host_name, host_ip = host.guid, host.name, host.ip_address
-        bridges = set(filter(None, (host.details or {}).get("bridges", "").split(",")))
-        target_pool = pool_spec(pool)
-        self._commit()
-
-        if create:
-            if recreate:
-                # An interrupted creation may have left an image behind; it never held data.
-                self._try(guid, m.DeleteVolume(pool=target_pool, name=volume.uuid))
-            try:
-                answer = self._call(guid, host_name, m.CreateVolume(
-                    pool=target_pool, name=volume.uuid, size_bytes=volume.size_bytes, format=volume.format))
-            except ResourceUnavailable as e:
-                vm = self._reload(vm)
-                vm.state, vm.host_id = STOPPED, None
-                volume.pool_id, volume.state = None, ALLOCATED
-                self._commit()
-                log.warning("could not create the root volume of %s on pool %s from host %s: %s",
-                            vm.instance_name, pool.name, host_name, e.text)
-                return True, "creating the root volume on storage pool %s failed: %s" % (pool.name, e.text)
-            volume.state, volume.disk = READY, codec.encode_as(answer.disk, m.DiskSpec)
-            self.ctx.event("VOLUME.CREATE", "Created root volume %s of %s on storage pool %s"
-                           % (volume.name, vm.instance_name, pool.name), volume.uuid)
-            self._commit()
-
-        nics = []
-        if bridge in bridges:
-            nics.append(m.NicSpec(mac=vm.mac_address, bridge=bridge))
-        spec = m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
-                        memory_mb=vm.memory_mb, disks=[disk_of(volume)], nics=nics,
-                        vnc_listen=host_ip or "127.0.0.1")
-        try:
-            answer = self._call(guid, host_name, m.StartVm(spec=spec))
-            if answer.state != m.VmState.RUNNING:
-                raise ResourceUnavailable("host %s reports the guest %s after starting it" % (host_name, answer.state))
-        except ResourceUnavailable as e:
-            # Whatever the agent got done is undone; a start that timed out may still have booted it.
-            undone = self._try(guid, m.StopVm(name=vm.instance_name, force=True))
-            maybe_running = resumed or not isinstance(e, AgentAbsent)
-            if not undone and maybe_running and not self._await_stopped(vm, host.id, guid, host_name):
-                # Started anywhere else it could run twice, on two hosts, from the same disk.
-                vm = self._reload(vm)
-                vm.state, vm.host_id, vm.last_host_id, vm.state_changed = STOPPED, None, host.id, utcnow()
-                text = ("Unable to start VM %s: host %s did not answer (%s) and may be running the guest; it is not "
-                        "started on another host until the host's agent reconnects or the host is Down; start it "
-                        "again then" % (vm.instance_name, host_name, e.text))
-                self.ctx.event("VM.START", text, vm.uuid, level="ERROR")
-                self._commit()
-                raise CloudRuntimeError(text) from None
-            vm = self._reload(vm)
-            vm.state, vm.host_id, vm.state_changed = STOPPED, None, utcnow()
-            self._commit()
-            log.warning("could not start %s on host %s: %s", vm.instance_name, host_name, e.text)
-            return False, "starting the guest failed: %s" % e.text
-
-        vm = self._reload(vm)
-        vm.state, vm.host_id, vm.last_host_id, vm.state_changed = RUNNING, host.id, host.id, utcnow()
-        if not nics:
-            self.ctx.event("VM.START", "VM %s started on host %s without a NIC: the host does not report bridge %s "
-                           "(the zone's Guest traffic KVM label); create the bridge on the host or change the label"
-                           % (vm.instance_name, host_name, bridge), vm.uuid, level="WARN")
-        self.ctx.event("VM.START", "Started VM %s on host %s" % (vm.instance_name, host_name), vm.uuid)
-        log.info("started %s (%s) on host %s", vm.instance_name, vm.uuid, host_name)
-        return None
-
-    def _guest_bridge(self, zone):
+    def guest_bridge(self, zone):
         """The bridge guests attach to: the KVM label of the zone's Guest traffic, else cloudbr0."""
         guest = self.ctx.networks.zone_traffic(zone).get("Guest")
         return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
 
-    def _offering_tags(self, vm):
+    def offering_tags(self, vm):
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
-    # --- stop, reboot -------------------------------------------------------------------
-
-    def stop(self, vm, forced=False):
-        vm = self._reload(vm)
-        if vm.state == STOPPED:
-            return vm
-        if vm.state not in (RUNNING, STOPPING):
-            raise CloudRuntimeError(
-                "Unable to stop VM %s: it is %s; only a Running VM can be stopped" % (vm.instance_name, vm.state))
-        host = self.session.get(Host, vm.host_id) if vm.host_id else None
-        vm.state, vm.state_changed = STOPPING, utcnow()
-        self._commit()
-        with self._unstuck(vm, RUNNING):
-            return self._stopped(vm, host, forced)
-
-    def _stopped(self, vm, host, forced):
-        if host is not None:
-            try:
-                self._call(host.guid, host.name, m.StopVm(name=vm.instance_name, force=forced))
-            except ResourceUnavailable as e:
-                vm = self._reload(vm)
-                if not forced:
-                    vm.state = RUNNING
-                    self._commit()
-                    raise CloudRuntimeError(
-                        "Failed to stop VM instance %s: %s; retry, or pass forced=true to mark it Stopped without "
-                        "the host's confirmation" % (vm.instance_name, e.text)) from None
-                self.ctx.event("VM.STOP", "Marked VM %s Stopped without confirmation from host %s: %s"
-                               % (vm.instance_name, host.name, e.text), vm.uuid, level="WARN")
-        vm = self._reload(vm)
-        vm.state, vm.state_changed = STOPPED, utcnow()
-        vm.last_host_id = vm.host_id or vm.last_host_id
-        vm.host_id = None
-        self.ctx.event("VM.STOP", "Stopped VM %s" % vm.instance_name, vm.uuid)
-        log.info("stopped %s (%s)%s", vm.instance_name, vm.uuid, " (forced)" if forced else "")
-        return vm
-
-    def reboot(self, vm):
-        vm = self._reload(vm)
-        if vm.state != RUNNING or vm.host_id is None:
-            raise CloudRuntimeError(
-                "Failed to reboot vm instance: VM %s is %s; only a Running VM can be rebooted (start it instead)"
-                % (vm.instance_name, vm.state))
-        host = self.session.get(Host, vm.host_id)
-        self._commit()
-        try:
-            self._call(host.guid, host.name, m.RebootVm(name=vm.instance_name))
-        except ResourceUnavailable as e:
-            raise CloudRuntimeError("Failed to reboot vm instance %s: %s" % (vm.instance_name, e.text)) from None
-        vm = self._reload(vm)
-        self.ctx.event("VM.REBOOT", "Rebooted VM %s on host %s" % (vm.instance_name, host.name), vm.uuid)
-        return vm
-
-    # --- destroy, expunge -------------------------------------------------------------
-
-    def destroy(self, vm, expunge=False):
-        vm = self._reload(vm)
-        if vm.state in (STARTING, MIGRATING):
-            raise CloudRuntimeError("Unable to destroy VM %s while it is %s; wait for its job to finish"
-                                    % (vm.instance_name, vm.state))
-        if vm.state in (RUNNING, STOPPING):
-            vm = self.stop(vm)
-        if vm.state != DESTROYED and vm.state != EXPUNGING:
-            vm.state, vm.state_changed = DESTROYED, utcnow()
-            volume = self.root_volume(vm)
-            if volume is not None:
-                volume.state = DESTROY if volume.state != ALLOCATED else volume.state
-            self.ctx.event("VM.DESTROY", "Destroyed VM %s" % vm.instance_name, vm.uuid)
-        if expunge:
-            vm = self.expunge(vm)
-        return vm
-
-    def expunge(self, vm):
-        """Delete the root volume from its pool, then the VM. The VM stays Destroyed when that fails."""
-        volume = self.root_volume(vm)
-        vm.state = EXPUNGING
-        target = None
-        if volume is not None and volume.pool_id is not None:
-            pool = self.session.get(StoragePool, volume.pool_id)
-            host = self._host_for_pool(pool, vm.last_host_id)
-            if host is None:
-                vm.state = DESTROYED
-                self._commit()
-                raise CloudRuntimeError(
-                    "Failed to expunge VM %s: no Up host can reach storage pool %s to delete its root volume; "
-                    "bring a host of the pool's cluster Up and retry" % (vm.instance_name, pool.name))
-            target = (host.guid, host.name, pool_spec(pool), pool.name)
-        self._commit()
-        with self._unstuck(vm, DESTROYED):
-            return self._expunged(vm, volume, target)
-
-    def _expunged(self, vm, volume, target):
-        if target is not None:
-            guid, host_name, spec, pool_name = target
-            try:
-                self._call(guid, host_name, m.DeleteVolume(pool=spec, name=volume.uuid))
-            except ResourceUnavailable as e:
-                vm = self._reload(vm)
-                vm.state = DESTROYED
-                self._commit()
-                raise CloudRuntimeError("Failed to expunge VM %s: could not delete its root volume from storage "
-                                        "pool %s: %s" % (vm.instance_name, pool_name, e.text)) from None
-        vm = self._reload(vm)
-        now = utcnow()
-        if volume is not None:
-            volume = self.session.get(Volume, volume.id)
-            volume.state, volume.removed = EXPUNGED, now
-            self.ctx.event("VOLUME.DELETE", "Deleted root volume %s of %s" % (volume.name, vm.instance_name),
-                           volume.uuid)
-        vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
-        self.ctx.event("VM.EXPUNGE", "Expunged VM %s" % vm.instance_name, vm.uuid)
-        log.info("expunged %s (%s)", vm.instance_name, vm.uuid)
-        return vm
-
-    def _host_for_pool(self, pool, preferred_id):
+    def host_for_pool(self, pool, preferred_id):
         if pool.scope == "ZONE":
             q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
         else:
@@ -561,103 +300,3 @@ class VmService:
                                 " on another host" if vm.state == RUNNING else "")
         self.session.flush()
         return settled
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def _reload(self, vm):
-        """The VM row as committed now, locked for this transaction (MySQL)."""
-        return self.session.execute(
-            select(VmInstance).where(VmInstance.id == vm.id).with_for_update().execution_options(populate_existing=True)
-        ).scalar_one()
-
-    @contextlib.contextmanager
-    def _unstuck(self, vm, state, **fields):
-        """Put the VM back in `state` when something unexpected escapes a phase that left it in
-        a transitional state; the expected failures (ApiError) are handled where they occur."""
-        try:
-            yield
-        except ApiError:
-            raise
-        except Exception:
-            try:
-                self.session.rollback()
-                row = self._reload(vm)
-                if row.state in IN_TRANSITION:
-                    row.state, row.state_changed = state, utcnow()
-                    for name, value in fields.items():
-                        setattr(row, name, value)
-                    self._commit()
-            except Exception:
-                log.exception("could not return %s to %s", vm.instance_name, state)
-            raise
-
-    def _commit(self):
-        # Commit what the job decided so far before the agent is asked anything: an agent
-        # call must never hold the database's write lock (SQLite) or row locks (MySQL).
-        self.session.commit()
-
-    def _writers_admitted(self):
-        """Other writers go while an agent works (see Database.writers_admitted)."""
-        db = getattr(self.ctx.engine, "db", None)
-        return db.writers_admitted() if db is not None else contextlib.nullcontext()
-
-    def _call(self, guid, host_name, command):
-        with self._writers_admitted():
-            agents = self.ctx.engine.agent_channel(wait=AGENT_WAIT)
-            if agents is None:
-                raise AgentAbsent("the agent channel is not running on this management server")
-            if not guid or not agents.registration_event(guid).wait(AGENT_WAIT):
-                raise AgentAbsent("the agent of host %s is not connected" % host_name)
-            return agents.call(guid, command, TIMEOUTS[type(command)])
-
-    def _try(self, guid, command):
-        """Best effort: a clean-up command whose failure changes nothing. True when it was done."""
-        agents = self.ctx.engine.agents
-        if agents is None or not guid:
-            return False
-        try:
-            with self._writers_admitted():
-                # A job resumed after a restart of the engine gets here before the host's agent
-                # is back; without it the clean-up would be skipped and the next step fail on
-                # what it should have cleaned up.
-                agents.registration_event(guid).wait(AGENT_WAIT)
-                agents.call(guid, command, CLEANUP_TIMEOUT)
-            return True
-        except ResourceUnavailable as e:
-            log.info("clean-up %s on %s did not succeed: %s", type(command).__name__, guid, e.text)
-            return False
-
-    def _await_stopped(self, vm, host_id, guid, host_name):
-        """After a start whose outcome on a host is unknown: True once the guest is known not
-        to run there (the host's agent is back and stopped it, or the host is Down or gone),
-        False when neither happened in the time the engine takes to judge a silent host."""
-        log.warning("%s may be running on host %s, whose agent does not answer; waiting for the agent or for "
-                    "the host to be Down before starting it elsewhere", vm.instance_name, host_name)
-        deadline = time.monotonic() + self._verdict_time()
-        stop = m.StopVm(name=vm.instance_name, force=True)
-        while True:
-            self._commit()      # a new transaction: the heartbeat monitor's verdict shows,
-            state, removed = self.session.execute(
-                select(Host.state, Host.removed).where(Host.id == host_id)).one()
-            self._commit()      # and it is not held open (a write lock on SQLite) while waiting
-            if removed is not None or state == "Down":
-                log.warning("host %s is %s: %s may be started elsewhere", host_name,
-                            "removed" if removed is not None else state, vm.instance_name)
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            agents = self.ctx.engine.agents
-            with self._writers_admitted():
-                back = agents is not None and agents.registration_event(guid).wait(min(VERDICT_POLL, remaining))
-            if back:
-                if self._try(guid, stop):
-                    return True
-                with self._writers_admitted():
-                    time.sleep(min(VERDICT_POLL, max(0.0, deadline - time.monotonic())))
-
-    def _verdict_time(self):
-        """How long to wait for the heartbeat monitor to mark a silent host Down; without an
-        agent channel there is no monitor, and no verdict to wait for."""
-        agents = self.ctx.engine.agents
-        return agents.down_within + AGENT_WAIT if agents is not None else 0.0

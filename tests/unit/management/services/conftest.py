@@ -7,7 +7,8 @@ import pytest
 from tests.support.gateway import RecordingGateway
 from stackwright.management.context import Context
 from stackwright.management.persistence.db import Database
-from stackwright.management.persistence.models import Pod, Zone
+from stackwright.management.persistence.models import Account, Domain, Pod, User, Zone
+from stackwright.management.services.accounts import ROOT_ADMIN
 from stackwright.management.services.configuration import GlobalSettings
 
 
@@ -19,13 +20,38 @@ def db(tmp_path_factory):
     database.dispose()
 
 
+def engine_for(db, submitted=None):
+    """What services reach of the engine: settings, the agent gateway, the job queue."""
+    queue = SimpleNamespace(submit=(submitted if submitted is not None else []).append)
+    return SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue)
+
+
+def root_admin(session):
+    """A root admin of the ROOT domain, as stackwright-setup-databases creates one."""
+    domain = Domain(name="ROOT", path="ROOT")
+    session.add(domain)
+    session.flush()
+    account = Account(name="admin", account_type=ROOT_ADMIN, domain_id=domain.id)
+    session.add(account)
+    session.flush()
+    user = User(username="admin", password_hash="-", account_id=account.id)
+    session.add(user)
+    session.flush()
+    return user
+
+
 @pytest.fixture
-def ctx(db):
-    """A context on a transaction that is rolled back after the test."""
+def submitted():
+    """Uuids of the jobs the services handed to the job queue."""
+    return []
+
+
+@pytest.fixture
+def ctx(db, submitted):
+    """A root admin's context on a transaction that is rolled back after the test."""
     session = db.session()
     try:
-        engine = SimpleNamespace(settings=GlobalSettings(db), gateway=RecordingGateway())
-        yield Context(engine, session, user=None)
+        yield Context(engine_for(db, submitted), session, user=root_admin(session))
     finally:
         session.rollback()
         session.close()

@@ -3,7 +3,9 @@
 import pytest
 
 from stackwright.management.errors import InvalidParameterValue
-from stackwright.management.persistence.models import Cluster, Host, Pod, Zone
+from sqlalchemy import select
+
+from stackwright.management.persistence.models import AsyncJob, Cluster, Host, Pod, Zone
 from stackwright.management.services.storage import PoolLocation, StorageUrlError, parse_pool_url
 
 GiB = 1024 ** 3
@@ -44,10 +46,16 @@ def test_unsupported_scheme():
         parse_pool_url("iscsi://target/iqn")
 
 
-def test_kvm_pool_joins_allocation_once_attached(ctx, site):
+def test_kvm_pool_joins_allocation_once_attached(ctx, site, submitted):
     zone, pod, sim, kvm = site
     pool = ctx.storage.create_pool(zone=zone, pod=pod, cluster=kvm, name="p1", url="nfs://10.0.0.5/p1")
     assert pool.state == "Initialized"
+    # The hosts attach it in a job of the engine's own, handed to the workers once committed.
+    job = ctx.session.execute(select(AsyncJob).where(AsyncJob.instance_uuid == pool.uuid)).scalar_one()
+    assert (job.command, job.params, job.status) == ("attachStoragePool", {"pool": pool.uuid}, 0)
+    assert submitted == []
+    ctx.run_after_commit()
+    assert submitted == [job.uuid]
     assert pool.status_message == "waiting for a host of cluster kvm to attach the pool"
     assert ctx.storage.allocatable_pools(kvm) == []
 

@@ -1,0 +1,11 @@
+"""Jobs the engine gives itself, with no API command behind them: name -> fn(ctx, **params)
+returning the job's steps. They run, are recorded and resume like the API's async jobs."""
+
+from collections.abc import Callable
+from typing import Any
+
+from . import pool_attach
+
+SYSTEM_JOBS: dict[str, Callable[..., Any]] = {
+    pool_attach.ATTACH_JOB: pool_attach.attach_job,
+}
