@@ -104,7 +104,7 @@ class Database:
         self.write_generation = 0
         self._generation_lock = threading.Lock()
         self._write_lock = threading.RLock() if self.is_sqlite else None
-        # Every commit of a write session counts, including those a job makes midway.
+        # Every commit of a write session counts, each step of a job included.
         event.listen(self._sessions, "after_commit", self._committed)
 
     def _committed(self, _session):
@@ -126,28 +126,6 @@ class Database:
         # (up to 100 ms each); queueing writers here hands the lock on as soon as it is free.
         with self._write_lock, self._unit(readonly) as session:
             yield session
-
-    @contextlib.contextmanager
-    def writers_admitted(self):
-        """Let other writers in while the block runs, inside a write transaction() block that
-        has committed what it did so far: a job waiting seconds for an agent between two
-        commits must not hold the API's writes (or a heartbeat's) back all that time."""
-        lock = self._write_lock
-        if lock is None:
-            yield
-            return
-        held = 0
-        while True:
-            try:
-                lock.release()    # every level this thread holds (an RLock)
-            except RuntimeError:
-                break
-            held += 1
-        try:
-            yield
-        finally:
-            for _level in range(held):
-                lock.acquire()
 
     @contextlib.contextmanager
     def _unit(self, readonly):
