@@ -55,14 +55,6 @@ def _find_key(raw, name):
     return None
 
 
-class Caller:
-    """Who is calling, resolved once per request."""
-
-    def __init__(self, user_id, via):
-        self.user_id = user_id
-        self.via = via
-
-
 def check_signed(engine, entry, raw, method, api_key):
     """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
     signature = _find_key(raw, "signature")
