@@ -5,8 +5,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import commands  # noqa: F401  (importing the command families fills the registry)
 from .api.cache import ResponseCache
-from .api.registry import load_all
+from .api.execute import run_job
+from .api.registry import REGISTRY
 from .errors import Throttled
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
@@ -119,11 +121,11 @@ class Engine:
     def __init__(self, settings):
         self.options = settings
         self.db = Database(settings.db_url)
-        self.registry = load_all()
+        self.registry = REGISTRY
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)
-        self.jobs = JobExecutor(self, workers=settings.job_workers)
+        self.jobs = JobExecutor(self, run_job, workers=settings.job_workers)
         self.throttle = None
         self.agents = None       # the agent channel's server side, when it runs
         # Set by the daemon before start(): the agent channel will follow. Jobs resumed at

@@ -57,10 +57,13 @@ class JobService:
 
 
 class JobExecutor:
-    """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart."""
+    """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart.
 
-    def __init__(self, engine, workers=4):
+    `run_job(engine, session, job)` runs one job's command in `session` and returns its result."""
+
+    def __init__(self, engine, run_job, workers=4):
         self.engine = engine
+        self.run_job = run_job
         self.workers = workers
         self._queue = queue.Queue()
         self._threads = []
@@ -134,15 +137,13 @@ class JobExecutor:
                     self._running.discard(job_uuid)
 
     def run(self, job_uuid):
-        from ..api.execute import run_job
-
         started = time.monotonic()
         try:
             with self.engine.db.transaction() as s:
                 job = s.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
                 if job is None or job.status != PENDING:
                     return
-                job.result = run_job(self.engine, s, job)
+                job.result = self.run_job(self.engine, s, job)
                 job.status, job.result_code = SUCCEEDED, 0
                 job.result_type = "object"
                 job.completed = utcnow()
