@@ -34,6 +34,11 @@ class Context:
         self.cookies = {}
 
     @property
+    def agents(self):
+        """The agent gateway (services.gateway.AgentGateway): the only way to a host's agent."""
+        return self.engine.gateway
+
+    @property
     def config(self):
         return self.engine.settings
 

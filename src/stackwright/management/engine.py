@@ -12,6 +12,7 @@ from .api.registry import REGISTRY
 from .errors import Throttled
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
+from .services.agents import EngineGateway
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
@@ -128,6 +129,7 @@ class Engine:
         self.jobs = JobExecutor(self, run_job, workers=settings.job_workers)
         self.throttle = None
         self.agents = None       # the agent channel's server side, when it runs
+        self.gateway = EngineGateway(self)
         # Set by the daemon before start(): the agent channel will follow. Jobs resumed at
         # start may then wait for it instead of failing because it is not up yet.
         self.agents_coming = False

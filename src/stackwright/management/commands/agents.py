@@ -10,7 +10,7 @@ import time
 
 from ..api.params import Integer, Param, String
 from ..api.registry import api_command
-from ..errors import InvalidParameterValue, ResourceUnavailable
+from ..errors import InvalidParameterValue
 from ..formatting import compact, date
 
 MAX_TTL = 7 * 24 * 3600
@@ -30,10 +30,7 @@ def create_agent_enrollment_token(ctx, p):
     """Issues a one-time token with which a host agent enrolls and receives its certificate."""
     if not 60 <= p.ttl <= MAX_TTL:
         raise InvalidParameterValue("ttl must be between 60 and %d seconds" % MAX_TTL)
-    agents = ctx.engine.agents
-    if agents is None:
-        raise ResourceUnavailable("The agent channel is not running on this management server")
-    token = agents.issue_token(p.ttl, guid=p.guid, note=p.description or "")
+    token = ctx.agents.issue_token(p.ttl, guid=p.guid, note=p.description or "")
     expires = dt.datetime.fromtimestamp(time.time() + p.ttl, dt.timezone.utc)
     return compact({"token": token, "expires": date(expires), "guid": p.guid,
-                    "cafingerprint": agents.ca.fingerprint})
+                    "cafingerprint": ctx.agents.ca_fingerprint})

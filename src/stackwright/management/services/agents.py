@@ -37,6 +37,7 @@ from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, Tok
 
 from ..context import Context
 from ..errors import ResourceUnavailable
+from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from ..persistence.models import (Cluster, EnrollmentToken, Host, ImageStore, Pod, StoragePool, VmInstance,
                                   Zone, utcnow)
 
@@ -667,3 +668,81 @@ class _Events:
         log.warning("host %s missed its pings (%s): now %s", host_key, level, new)
         if host_key not in mgr.degraded and session is not None:
             mgr.recovered(host_key)  # it pinged while the state was being written
+
+
+class EngineGateway:
+    """The `AgentGateway` of an engine whose agent channel may start after its job workers
+    (jobs resumed at start wait for it) or not run at all (then nothing is ever sent)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def _manager(self, wait: float = 0.0) -> AgentManager | None:
+        return self.engine.agent_channel(wait=wait)
+
+    def call(self, host: HostRef, request: m.Request, timeout: float, *,
+             connect_wait: float = CONNECT_WAIT) -> m.Answer:
+        agents = self._manager(connect_wait)
+        if agents is None:
+            raise AgentAbsent("the agent channel is not running on this management server")
+        if not host.guid or not agents.registration_event(host.guid).wait(connect_wait):
+            raise AgentAbsent(f"the agent of host {host.name} is not connected")
+        return agents.call(host.guid, request, timeout)
+
+    def connected(self, guid: str, wait: float = 0.0) -> bool:
+        agents = self._manager()
+        return agents is not None and bool(guid) and agents.registration_event(guid).wait(wait)
+
+    @property
+    def down_within(self) -> float:
+        agents = self._manager()
+        return agents.down_within if agents is not None else 0.0
+
+    def attach_pool(self, pool_uuid: str) -> None:
+        agents = self._manager()
+        if agents is not None:
+            agents.schedule(agents.attach_pool_everywhere, pool_uuid)
+
+    def check_image_store(self, store_uuid: str) -> None:
+        agents = self._manager()
+        if agents is not None:
+            agents.schedule(agents.check_image_store, store_uuid)
+
+    def adopt_pending(self, address: str) -> tuple[m.HostInfo, str, str] | None:
+        agents = self._manager()
+        found = agents.pending_for(address=address) if agents is not None else None
+        if found is None:
+            return None
+        guid, pending = found
+        return pending.request.host, guid, pending.request.agent_version
+
+    def adopted(self, guid: str) -> None:
+        """Once the new host is committed: what the channel does when a registration finds its host."""
+        agents = self._manager()
+        if agents is not None:
+            agents.pending.pop(guid, None)
+            agents.registration_event(guid).set()
+            agents.schedule(agents.after_register, guid)
+
+    def start_simulated(self, guid: str, url: str) -> None:
+        agents = self._manager()
+        if agents is not None:
+            agents.schedule(agents.start_simulated, guid, url)
+
+    def stop_simulated(self, guid: str) -> None:
+        agents = self._manager()
+        if agents is not None:
+            agents.schedule(agents.stop_simulated, guid)
+
+    def issue_token(self, ttl: int, guid: str | None = None, note: str = "") -> str:
+        agents = self._manager()
+        if agents is None:
+            raise ResourceUnavailable("The agent channel is not running on this management server")
+        return agents.issue_token(ttl, guid=guid, note=note)
+
+    @property
+    def ca_fingerprint(self) -> str:
+        agents = self._manager()
+        if agents is None:
+            raise ResourceUnavailable("The agent channel is not running on this management server")
+        return agents.ca.fingerprint

@@ -106,20 +106,12 @@ class AgentConnector(HostConnector):
 
     def connect(self, service, host):
         """An agent that registered before this addHost completes the host at once."""
-        agents = getattr(service.ctx.engine, "agents", None)
-        found = agents.pending_for(address=host.ip_address) if agents is not None else None
+        agents = service.ctx.agents
+        found = agents.adopt_pending(host.ip_address)
         if found is None:
             return None
-        guid, pending = found
-
-        def adopt():
-            # What the agent channel does when a registration finds its host.
-            agents.pending.pop(guid, None)
-            agents.registration_event(guid).set()
-            agents.schedule(agents.after_register, guid)
-
-        service.ctx.after_commit(adopt)
-        return pending.request.host, guid, pending.request.agent_version
+        service.ctx.after_commit(lambda: agents.adopted(found[1]))
+        return found
 
     def waiting_message(self, service, host):
         options = getattr(service.ctx.engine, "options", None)
@@ -237,14 +229,13 @@ class HostService:
     def _simulated_agent(self, host, start):
         """Start (or stop) the in-engine agent of a Simulator host once the change is committed,
         when the agent channel runs; without it the host service answers for the host alone."""
-        agents = getattr(self.ctx.engine, "agents", None)
-        if agents is None or host.hypervisor != simulator.HYPERVISOR or not host.guid:
+        if host.hypervisor != simulator.HYPERVISOR or not host.guid:
             return
-        guid, url = host.guid, host.url
+        agents, guid, url = self.ctx.agents, host.guid, host.url
         if start:
-            self.ctx.after_commit(lambda: agents.schedule(agents.start_simulated, guid, url))
+            self.ctx.after_commit(lambda: agents.start_simulated(guid, url))
         else:
-            self.ctx.after_commit(lambda: agents.schedule(agents.stop_simulated, guid))
+            self.ctx.after_commit(lambda: agents.stop_simulated(guid))
 
     # the agent side
 

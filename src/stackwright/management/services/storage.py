@@ -160,7 +160,7 @@ class StorageService:
         self.session.add(pool)
         self.session.flush()
         if pool.state == WAITING:
-            self._notify_agents("attach_pool_everywhere", pool.uuid)
+            self._notify_agents("attach_pool", pool.uuid)
         log.info("created %s storage pool %s (%s) in zone %s, state %s", where.pool_type, name,
                  pool.uuid, zone.name, pool.state)
         self.ctx.event("SP.CREATE", "Successfully created storage pool %s" % name, pool.uuid)
@@ -168,9 +168,8 @@ class StorageService:
 
     def _notify_agents(self, action, uuid):
         """Once committed, have the hosts' agents attach or check the new storage."""
-        agents = self.ctx.engine.agents
-        if agents is not None:
-            self.ctx.after_commit(lambda: agents.schedule(getattr(agents, action), uuid))
+        notify = getattr(self.ctx.agents, action)
+        self.ctx.after_commit(lambda: notify(uuid))
 
     def update_pool(self, pool, *, name=None, tags=None, capacity_bytes=None, capacity_iops=None,
                     enabled=None):

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.support.gateway import RecordingGateway
 from stackwright.management.context import Context
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Pod, Zone
@@ -23,7 +24,7 @@ def ctx(db):
     """A context on a transaction that is rolled back after the test."""
     session = db.session()
     try:
-        engine = SimpleNamespace(settings=GlobalSettings(db), agents=None, agent_channel=lambda wait=0.0: None)
+        engine = SimpleNamespace(settings=GlobalSettings(db), gateway=RecordingGateway())
         yield Context(engine, session, user=None)
     finally:
         session.rollback()
