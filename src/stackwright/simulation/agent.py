@@ -29,6 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+# `Registration` and `SimulatorDriver` are what a `SimulatedAgent` is built from; the engine,
+# which never imports the agent package, takes them from here.
 from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import AgentLink, Backoff, Connector, Registration, Streams, tcp_connector
