@@ -3,7 +3,7 @@
 For each N in --counts, on a fresh engine (SQLite, loopback):
 
 1. Baseline: the engine's CPU while idle, with no agent connected, over a fixed window.
-2. One load process (`python -m stackwright.agent.simulated`) opens N agent connections
+2. One load process (`python -m stackwright.simulation.agent`) opens N agent connections
    with client certificates from the engine's CA, spread over a ramp, into one Simulator
    cluster; the time until all N hosts are Up is measured.
 3. For each ping interval in --intervals: the engine's CPU and memory over a window of one
@@ -122,7 +122,7 @@ def run_count(count, intervals, args, work):
         with open(out_file, "w") as out, open(err_file, "w") as err:
             # Output goes to files: a full pipe would block the load process.
             load = subprocess.Popen(
-                [sys.executable, "-m", "stackwright.agent.simulated", "--host", "127.0.0.1",
+                [sys.executable, "-m", "stackwright.simulation.agent", "--host", "127.0.0.1",
                  "--port", str(engine.agent_port), "--count", str(count), "--ramp", "%g" % ramp,
                  "--duration", "%g" % duration, "--ca-dir", str(engine.workdir / "pki"),
                  "--zone", zone["id"], "--pod", pod["id"], "--cluster", cluster["id"]],

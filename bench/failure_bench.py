@@ -6,7 +6,7 @@ Three real engines on loopback (SQLite), measured at the same time to keep the r
   process (simulator driver, enrolled with a token like any host) is killed with SIGKILL;
   the time until listHosts shows the host Down. Bound: 60 × 2.5 = 150 s.
 - engine B, tuned heartbeat (5 s × 2): the same, several times. Bound: 10 s.
-- engine C: 50 simulated agents in one separate process (`python -m stackwright.agent.simulated`)
+- engine C: 50 simulated agents in one separate process (`python -m stackwright.simulation.agent`)
   are connected; the engine is restarted (SIGTERM, then SIGKILL variants) and the time from
   the engine answering again until every host has registered again is measured.
 
@@ -48,7 +48,7 @@ TUNED_PING = (5.0, 2.0)
 TARGET_SLACK = 1.0          # the heartbeat monitor looks once a second
 RECONNECT_TARGET = 5.0      # one backoff step
 # The load generator's agents back off from 0.5 s, doubling up to 10 s, each delay drawn
-# from [d/2, d] (stackwright.agent.simulated.SimulatedAgent).
+# from [d/2, d] (stackwright.simulation.agent.SimulatedAgent).
 LOAD_BACKOFF = (0.5, 10.0)
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 AGENT_UP = re.compile(r"\[stackwright\.management\.services\.agents\].* agent (\S+) connected: host ")
@@ -201,7 +201,7 @@ def restarts(work, count, runs, results):
         duration = 40 + 2 * runs * 25
         results["agents"] = count
         load = subprocess.Popen(
-            [sys.executable, "-m", "stackwright.agent.simulated", "--host", "127.0.0.1",
+            [sys.executable, "-m", "stackwright.simulation.agent", "--host", "127.0.0.1",
              "--port", str(engine.agent_port), "--count", str(count), "--ramp", "2", "--duration", str(duration),
              "--ca-dir", str(engine.workdir / "pki"), "--zone", zone["id"], "--pod", pod["id"],
              "--cluster", cluster["id"]],
@@ -328,7 +328,7 @@ DOC_INTRO = """`bench/failure_bench.py` measures on three real engines (SQLite, 
   last ping, so from the kill it can only be shorter than the bound; the heartbeat monitor
   looks once a second (the + 1 s). "engine: silent for" is the silence the engine logged
   when it decided.
-- **An engine restart.** 50 simulated agents (one `python -m stackwright.agent.simulated`
+- **An engine restart.** 50 simulated agents (one `python -m stackwright.simulation.agent`
   process, TLS, client certificates from the engine's CA) are connected; the engine is
   stopped with SIGTERM (agents get a goodbye) or SIGKILL (the kernel closes the
   connections) and started again. Measured from the moment the new engine answers on its

@@ -211,10 +211,10 @@ from ansible_collections.stackwright.cloudstack.plugins.module_utils.bridge_pers
     vxlan_ip_args,
 )
 from ansible_collections.stackwright.cloudstack.plugins.module_utils.host_files import read_text, write_atomically
-from ansible_collections.stackwright.cloudstack.plugins.module_utils.netlink_bridge import (
+from ansible_collections.stackwright.cloudstack.plugins.module_utils.iproute2_bridge import (
     VXLAN_DEFAULT_PORT,
+    IpCommandError,
     IpRoute2,
-    NetlinkError,
     add_address_args,
     bridge_settings,
     delete_address_args,
@@ -527,7 +527,7 @@ class KvmBridge(object):
                 continue
             try:
                 self.ip.run(step.args)
-            except NetlinkError as exc:
+            except IpCommandError as exc:
                 if step.cleanup and any(text in str(exc) for text in _ALREADY_GONE):
                     continue
                 undone = self._undo(done)
@@ -542,7 +542,7 @@ class KvmBridge(object):
             try:
                 self.ip.run(step.undo)
                 undone += 1
-            except NetlinkError as exc:
+            except IpCommandError as exc:
                 self.module.warn("could not undo '%s': %s" % (step, exc))
         return undone
 
@@ -620,7 +620,7 @@ class KvmBridge(object):
     def run(self):
         try:
             self.apply()
-        except (BridgeError, NetlinkError) as exc:
+        except (BridgeError, IpCommandError) as exc:
             self.module.fail_json(msg=str(exc), commands=self.commands)
         except (IOError, OSError) as exc:
             self.module.fail_json(msg="could not write the boot-time configuration: %s" % exc, commands=self.commands)

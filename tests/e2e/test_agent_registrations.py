@@ -10,7 +10,7 @@ from tests.support.hierarchy import new_cluster, new_pod, new_zone
 
 def load(engine, cluster, count, prefix, duration=12):
     return subprocess.Popen(
-        [sys.executable, "-m", "stackwright.agent.simulated", "--host", "127.0.0.1",
+        [sys.executable, "-m", "stackwright.simulation.agent", "--host", "127.0.0.1",
          "--port", str(engine.agent_port), "--count", str(count), "--ramp", "0.5", "--duration", str(duration),
          "--ca-dir", str(engine.workdir / "pki"), "--cluster", cluster, "--guid-prefix", prefix],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -90,7 +90,7 @@ def test_hosts_whose_agents_do_not_come_back_after_a_restart_go_down(tmp_path, u
         cluster = new_cluster(api, new_pod(api, new_zone(api, unique), unique), unique)
         # Two hosts with agents of their own that end, one whose agent the engine runs.
         gone = subprocess.Popen(
-            [sys.executable, "-m", "stackwright.agent.simulated", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "stackwright.simulation.agent", "--host", "127.0.0.1", "--port",
              str(engine.agent_port), "--count", "2", "--ramp", "0.2", "--duration", "6", "--ca-dir",
              str(engine.workdir / "pki"), "--cluster", cluster["id"], "--guid-prefix", "gone-" + unique],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

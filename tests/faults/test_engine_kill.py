@@ -29,7 +29,7 @@ from bench.report import table
 from stackwright.agent.hypervisor.base import VmState
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import Backoff, Registration, tcp_connector
-from stackwright.agent.simulated import SimulatedAgent
+from stackwright.simulation.agent import SimulatedAgent
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Event, VmInstance, Volume
 from stackwright.protocol.pki import CertificateAuthority, client_context, write_file_atomic

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from bench import report
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import Registration, tcp_connector
-from stackwright.agent.simulated import SimulatedAgent
+from stackwright.simulation.agent import SimulatedAgent
 from stackwright.management.api import signing
 from stackwright.protocol.framing import Frame, encode_frame, read_frame
 from stackwright.protocol.messages import GetCa, Goodbye, HostInfo, RegisterRequest

@@ -5,9 +5,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import commands  # noqa: F401  (importing the command families fills the registry)
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
-from .api.registry import load_all
+from .api.registry import REGISTRY
 from .errors import Throttled
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
@@ -121,7 +122,7 @@ class Engine:
     def __init__(self, settings):
         self.options = settings
         self.db = Database(settings.db_url)
-        self.registry = load_all()
+        self.registry = REGISTRY
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)

@@ -124,10 +124,3 @@ class ListResult:
 @dataclass
 class Success:
     displaytext: str | None = None
-
-
-def load_all():
-    """Import every command family so that their declarations fill the registry."""
-    from .. import commands  # noqa: F401  (imports register the commands)
-
-    return REGISTRY

@@ -1,34 +1,10 @@
-"""Rendering of values and envelopes the way CloudStack clients expect them."""
+"""The CloudStack envelope of an answer: error bodies and the encoded JSON.
 
-import datetime as dt
+Values inside answers (dates, ratios, objects without nulls) are written by
+`stackwright.management.formatting`.
+"""
 
 import orjson
-
-
-def date(value):
-    """CloudStack's date form, always UTC: 2024-05-01T12:34:56+0000."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    # isoformat() is several times faster than strftime(), which matters on long lists.
-    return value.isoformat(timespec="seconds") + "+0000"
-
-
-def ratio(value):
-    """Over-commit ratios and factors are strings that keep a decimal point: "1.0", "2.5"."""
-    if value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return repr(f) if f != int(f) else "%.1f" % f
-
-
-def compact(obj):
-    """Drop None-valued fields (CloudStack omits nulls); keeps empty lists such as zone tags."""
-    return {k: v for k, v in obj.items() if v is not None}
 
 
 def error_body(key, error):

@@ -5,8 +5,8 @@ from sqlalchemy import select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, Integer, Param, String, Uuid
 from ..api.registry import Success, api_command
-from ..api.render import compact, date
 from ..errors import InvalidParameterValue, LoginFailed, UnsupportedAction
+from ..formatting import compact, date
 from ..persistence.models import Account, Domain, User
 from ..services.accounts import ROLE_TYPES
 

@@ -10,8 +10,8 @@ import time
 
 from ..api.params import Integer, Param, String
 from ..api.registry import api_command
-from ..api.render import compact, date
 from ..errors import InvalidParameterValue
+from ..formatting import compact, date
 
 MAX_TTL = 7 * 24 * 3600
 

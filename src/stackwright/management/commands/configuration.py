@@ -8,8 +8,8 @@ there, with their effective value (the scoped value, else the global one).
 from ..api.listing import check_paging
 from ..api.params import Param, String, Uuid
 from ..api.registry import ListResult, api_command
-from ..api.render import compact
 from ..errors import InvalidParameterValue
+from ..formatting import compact
 from ..persistence.models import Account, Cluster, Domain, ImageStore, StoragePool, Zone
 from ..services.configuration import KEYS, key
 

@@ -7,7 +7,7 @@ from sqlalchemy import false, select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, List, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
-from ..api.render import date, ratio
+from ..formatting import date, ratio
 from ..persistence.models import Cluster, Host, Pod, Zone
 from ..services.capacity import Allocation, decimal
 

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, Map, Param, String, Uuid, map_dict
 from ..api.registry import Success, api_command
-from ..api.render import compact
+from ..formatting import compact
 from ..persistence.models import ImageStore, Zone
 
 IMAGE_STORE_FIELDS = (

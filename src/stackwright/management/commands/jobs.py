@@ -5,7 +5,7 @@ from sqlalchemy import select
 from ..api.listing import keyword_filter, page_of
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import api_command
-from ..api.render import compact, date
+from ..formatting import compact, date
 from ..persistence.models import Account, AsyncJob, Domain, User
 
 

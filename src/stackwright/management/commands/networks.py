@@ -9,7 +9,7 @@ from sqlalchemy import select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import List, Param, String, Uuid
 from ..api.registry import ListResult, Success, api_command
-from ..api.render import compact
+from ..formatting import compact
 from ..persistence.models import PhysicalNetwork, TrafficType, Zone
 
 

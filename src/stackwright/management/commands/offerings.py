@@ -6,7 +6,7 @@ from sqlalchemy import or_, select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, Integer, List, Param, String, Uuid
 from ..api.registry import Success, api_command
-from ..api.render import compact, date
+from ..formatting import compact, date
 from ..persistence.models import Domain, ServiceOffering, Zone
 
 OFFERING_FIELDS = (

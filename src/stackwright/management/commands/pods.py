@@ -3,7 +3,7 @@
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import Success, api_command
-from ..api.render import compact
+from ..formatting import compact
 from ..persistence.models import Pod, Zone
 from ..services.hierarchy import active
 

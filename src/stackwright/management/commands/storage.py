@@ -6,8 +6,8 @@ from sqlalchemy import select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
-from ..api.render import compact, date, ratio
 from ..errors import InvalidParameterValue
+from ..formatting import compact, date, ratio
 from ..persistence.models import Cluster, Host, Pod, StoragePool, Zone
 from ..services.pool_attach import attach_pool
 from ..services.steps import DbStep

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Param, String, Uuid
 from ..api.registry import api_command
-from ..api.render import compact, date
+from ..formatting import compact, date
 from ..persistence.models import Account, Domain, Template, Zone
 from ..services.hierarchy import HYPERVISORS, choose
 

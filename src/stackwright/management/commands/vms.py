@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import api_command
-from ..api.render import compact, date
 from ..errors import PermissionDenied
+from ..formatting import compact, date
 from ..persistence.models import (
     Account,
     AsyncJob,

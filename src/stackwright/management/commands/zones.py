@@ -3,7 +3,7 @@
 from ..api.listing import ci_equals, keyword_filter, page_of
 from ..api.params import Boolean, List, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import Success, api_command
-from ..api.render import compact, date
+from ..formatting import compact, date
 from ..persistence.models import Domain, Zone
 from ..services.hierarchy import active
 

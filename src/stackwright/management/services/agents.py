@@ -233,11 +233,8 @@ class AgentManager:
             log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
 
     async def start_simulated(self, guid, url, wait=True):
-        from stackwright.agent.hypervisor.simulator import SimulatorDriver
-        from stackwright.agent.link import Registration
-        from stackwright.agent.simulated import SimulatedAgent
-
-        from ..simulator.agent import SimulatedAgent as SimulatedHost
+        from stackwright.simulation.agent import Registration, SimulatedAgent, SimulatorDriver
+        from stackwright.simulation.host import SimulatedHost
 
         if guid in self.simulated:
             return

@@ -9,8 +9,8 @@ import ipaddress
 import netaddr
 from sqlalchemy import func, select
 
-from ..api.render import ratio
 from ..errors import CloudRuntimeError, InvalidParameterValue
+from ..formatting import ratio
 from ..persistence.models import (
     Cluster,
     Host,

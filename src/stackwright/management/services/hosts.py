@@ -6,7 +6,7 @@ allows (Enabled, Disabled, and the maintenance states). Maintenance changes only
 resource state; a host in Maintenance stays Up.
 
 How a host gets its agent depends on the hypervisor and sits behind `HostConnector`:
-Simulator hosts are answered by the engine itself (management/simulator) and come Up at
+Simulator hosts are answered by the engine itself (stackwright.simulation.host) and come Up at
 once; KVM hosts wait in Connecting until their agent registers over the agent channel,
 which then calls `HostService.agent_connected`.
 """
@@ -17,9 +17,10 @@ import urllib.parse
 
 from sqlalchemy import func, select
 
+from stackwright.simulation import host as simulator
+
 from ..errors import ApiError, CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import Host, VmInstance, utcnow
-from ..simulator import agent as simulator
 from .hierarchy import allocation_state, hypervisor_type
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 
@@ -78,7 +79,7 @@ class SimulatorConnector(HostConnector):
 
     def agent(self, service, url):
         try:
-            return simulator.SimulatedAgent(url, service.ctx.config.get)
+            return simulator.SimulatedHost(url, service.ctx.config.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 

@@ -133,7 +133,9 @@ class _Failed(Exception):
 
 
 class JobExecutor:
-    """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart."""
+    """Runs pending jobs on `workers` threads; picks up jobs left pending by a restart.
+
+    `commands` (JobCommands) starts a job's command; the composition root injects it."""
 
     def __init__(self, engine: Any, commands: JobCommands, workers: int = 4):
         self.engine = engine

@@ -11,7 +11,7 @@ from stackwright.agent.errors import EnrollmentError
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import Backoff, Registration, tcp_connector
 from stackwright.agent.setup import already_enrolled, enroll
-from stackwright.agent.simulated import SimulatedAgent
+from stackwright.simulation.agent import SimulatedAgent
 from stackwright.protocol import messages as m
 from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, client_context, split_token
 

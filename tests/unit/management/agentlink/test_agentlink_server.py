@@ -9,7 +9,7 @@ import pytest
 from agentlink_helpers import RawClient, Recorder, eventually, start_server
 
 from stackwright.agent.link import Registration, tcp_connector
-from stackwright.agent.simulated import SimulatedAgent
+from stackwright.simulation.agent import SimulatedAgent
 from stackwright.management.agentlink import AgentUnavailable, CommandTimeout, PingLevel, RemoteError
 from stackwright.protocol import messages as m
 from stackwright.protocol.codec import encode_as

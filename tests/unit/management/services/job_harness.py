@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from stackwright.management.api.execute import ApiJobs
-from stackwright.management.api.registry import load_all
+import stackwright.management.commands  # noqa: F401  (importing the command families fills the registry)
 from stackwright.management.persistence.models import AsyncJob, User
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.jobs import JobExecutor
@@ -17,7 +17,6 @@ from stackwright.management.services.jobs import JobExecutor
 
 class JobHarness:
     def __init__(self, db, gateway):
-        load_all()
         self.db = db
         self.gateway = gateway
         self.submitted: list[str] = []

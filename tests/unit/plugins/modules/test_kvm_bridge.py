@@ -1,4 +1,4 @@
-"""kvm_bridge's input checks and boot-time files; the netlink side is covered by tests/host."""
+"""kvm_bridge's input checks and boot-time files; the running-state side (iproute2) is covered by tests/host."""
 
 from __future__ import annotations
 

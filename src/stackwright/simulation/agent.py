@@ -7,7 +7,7 @@ hold many hosts in one process.
 
 Run as a module it is a bounded load generator against a running engine::
 
-    python -m stackwright.agent.simulated --host 127.0.0.1 --port 8250 \\
+    python -m stackwright.simulation.agent --host 127.0.0.1 --port 8250 \\
         --count 200 --duration 60 --ca-dir /var/lib/stackwright/ca
 
 With TLS (the default) it issues each simulated host a client certificate from
@@ -29,6 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+# `Registration` and `SimulatorDriver` are what a `SimulatedAgent` is built from; the engine,
+# which never imports the agent package, takes them from here.
 from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.link import AgentLink, Backoff, Connector, Registration, Streams, tcp_connector
@@ -95,7 +97,7 @@ class SimulatedAgent:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stackwright.agent.simulated", description="Open N simulated agent connections to an engine."
+        prog="python -m stackwright.simulation.agent", description="Open N simulated agent connections to an engine."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8250)

@@ -1,8 +1,10 @@
-"""The simulated agent of a Simulator host.
+"""What the engine knows of a Simulator host by itself.
 
-A Simulator host has no machine behind it: the engine answers for its agent. It reports
-the same facts a real agent's registration carries (`stackwright.protocol.messages.HostInfo`),
-so the host service treats both kinds alike once a host is connected.
+A Simulator host has no machine behind it: the engine describes it itself when it is
+added, with the same facts a real agent's registration carries
+(`stackwright.protocol.messages.HostInfo`), so the host service treats both kinds alike
+once a host is connected. When the agent channel runs, a simulated agent
+(`stackwright.simulation.agent`) registers for the host as well.
 
 The CPU and memory of a simulated host come from the query string of its URL
 (``http://sim/c0/h0?cpus=4&cpuspeed=2400&memory=4294967296``), else from the global
@@ -92,8 +94,8 @@ def address(index, taken=lambda _ip: False):
     raise SimulatorUrlError("the Simulator address pool %s is exhausted" % ADDRESS_POOL)
 
 
-class SimulatedAgent:
-    """Plays the agent of one Simulator host: registration facts and statistics.
+class SimulatedHost:
+    """One Simulator host as the engine describes it: registration facts and statistics.
 
     `cpus`, `cpu_speed` (MHz) and `memory` (bytes) are the host's size, from its URL or
     the global defaults.

@@ -20,7 +20,7 @@ _FOREVER = 4294967295
 VXLAN_DEFAULT_PORT = 4789
 
 
-class NetlinkError(Exception):
+class IpCommandError(Exception):
     """An ``ip`` command failed; the message names the command and the kernel's answer."""
 
 
@@ -38,7 +38,7 @@ class IpRoute2(object):
         if rc != 0:
             # The first line holds the kernel's answer; usage text after it only adds noise.
             answer = ((err or out).strip().splitlines() or ["exit status %d" % rc])[0]
-            raise NetlinkError("'ip %s' failed: %s" % (" ".join(args), answer))
+            raise IpCommandError("'ip %s' failed: %s" % (" ".join(args), answer))
         return out
 
     def query(self, args):
@@ -48,7 +48,7 @@ class IpRoute2(object):
         try:
             return json.loads(out)
         except ValueError as exc:
-            raise NetlinkError("'ip -json %s' printed something that is not JSON: %s" % (" ".join(args), exc)) from exc
+            raise IpCommandError("'ip -json %s' printed something that is not JSON: %s" % (" ".join(args), exc)) from exc
 
     def link(self, name):
         """The link called `name` with details (``ip -d``), or None when there is none."""
@@ -59,7 +59,7 @@ class IpRoute2(object):
         """Like query, but a missing device reads as nothing rather than an error."""
         try:
             return self.query(args)
-        except NetlinkError as exc:
+        except IpCommandError as exc:
             if "does not exist" in str(exc):
                 return []
             raise
