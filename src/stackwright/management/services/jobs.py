@@ -108,9 +108,9 @@ class JobCommands(Protocol):
 class Waiter:
     """What a WaitStep may use: the agent gateway, read-only looks at the database, sleep."""
 
-    def __init__(self, executor: JobExecutor, job: AsyncJob):
+    def __init__(self, executor: JobExecutor, job_uuid: str):
         self._executor = executor
-        self._job_uuid = job.uuid
+        self._job_uuid = job_uuid
         self.agents = executor.engine.gateway
 
     @contextmanager
@@ -360,10 +360,8 @@ class JobExecutor:
             return False, e
 
     def _wait_step(self, job_uuid: str, step: WaitStep) -> tuple[bool, Any]:
-        with self.engine.db.transaction(readonly=True) as s:
-            job = _job(s, job_uuid)
         try:
-            return True, step.fn(Waiter(self, job), *step.args)
+            return True, step.fn(Waiter(self, job_uuid), *step.args)
         except DatabaseUnavailable:
             raise
         except Exception as e:
