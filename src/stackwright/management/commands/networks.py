@@ -4,13 +4,12 @@ createPhysicalNetwork and addTrafficType are async creates: the row exists as so
 request returns (its id is in the answer), and the job reports the finished object.
 """
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import List, Param, String, Uuid
 from ..api.registry import ListResult, Success, api_command
 from ..api.render import compact
 from ..persistence.models import PhysicalNetwork, TrafficType, Zone
+from ..services.queries import by_uuid
 
 
 def physical_network_view(ctx, network):
@@ -34,7 +33,7 @@ def traffic_type_view(ctx, tt):
 
 
 def _job_row(ctx, model):
-    return ctx.session.execute(select(model).where(model.uuid == ctx.job.instance_uuid)).scalar_one()
+    return by_uuid(ctx.session, model, ctx.job.instance_uuid)
 
 
 def _prepare_physical_network(ctx, p):
@@ -95,15 +94,7 @@ def delete_physical_network(ctx, p):
 ])
 def list_physical_networks(ctx, p):
     """Lists physical networks."""
-    q = select(PhysicalNetwork).where(PhysicalNetwork.removed.is_(None))
-    if p.id is not None:
-        q = q.where(PhysicalNetwork.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(PhysicalNetwork.name, p.name))
-    if p.zoneid is not None:
-        q = q.where(PhysicalNetwork.zone_id == p.zoneid.id)
-    q = keyword_filter(q, p, PhysicalNetwork.name)
-    return page_of(ctx, p, q, PhysicalNetwork.id, lambda n: physical_network_view(ctx, n))
+    return listed(ctx.networks.list_physical_networks(p), lambda n: physical_network_view(ctx, n))
 
 
 def _prepare_traffic_type(ctx, p):

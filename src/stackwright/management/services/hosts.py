@@ -15,12 +15,13 @@ import logging
 import time
 import urllib.parse
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from ..errors import ApiError, CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import Host, VmInstance, utcnow
+from ..persistence.models import Cluster, Host, VmInstance, utcnow
 from ..simulator import agent as simulator
 from .hierarchy import allocation_state, hypervisor_type
+from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 
 log = logging.getLogger(__name__)
@@ -454,3 +455,58 @@ class HostService:
         if cluster is not None:
             q = q.where(Host.cluster_id == cluster.id)
         return self.session.execute(q).scalar_one()
+
+    # --- reads: listHosts and the views of hosts -----------------------------------------
+
+    def list_page(self, p):
+        """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
+        q = filtered(select(*VIEW_COLUMNS).where(Host.removed.is_(None)), HOST_FILTERS, p)
+        if p.hahost or p.outofbandmanagementenabled:
+            q = q.where(false())   # no host is dedicated to HA or has out-of-band management
+        return page(self.ctx, p, q, Host.id, whole_rows=True)
+
+    def view_rows(self, ids):
+        """The VIEW_COLUMNS of hosts `ids`, in id order."""
+        if not ids:
+            return []
+        self.session.flush()
+        return self.session.connection().execute(
+            select(*VIEW_COLUMNS).where(Host.id.in_(ids)).order_by(Host.id)).all()
+
+    def view_context(self, rows):
+        """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
+        all of them: ({cluster id: (Cluster, over-provisioning ratios)}, {host id: Allocation})."""
+        if not rows:
+            return {}, {}
+        clusters = {
+            c.id: (c, self.ctx.capacity.ratios(c)) for c in self.session.execute(
+                select(Cluster).where(Cluster.id.in_({row.cluster_id for row in rows}))).unique().scalars()
+        }
+        # A page of hosts in id order is asked for by its bounds: two parameters, not one per host.
+        allocations = self.ctx.capacity.host_allocations_between(rows[0].id, rows[-1].id)
+        return clusters, allocations
+
+
+# The host columns a view needs, read as plain rows rather than ORM objects; of `details` only
+# the two keys a view shows, extracted by the database.
+VIEW_COLUMNS = (
+    Host.id, Host.uuid, Host.name, Host.state, Host.resource_state, Host.type, Host.ip_address,
+    Host.cluster_id, Host.hypervisor, Host.hypervisor_version, Host.version, Host.host_tags,
+    Host.capabilities, Host.status_message, Host.details["arch"].as_string(),
+    Host.details["annotation"].as_string(), Host.created, Host.last_pinged, Host.disconnected,
+    Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes, Host.cpu_used_percent,
+    Host.memory_used_bytes,
+)
+
+HOST_FILTERS = (
+    Filter("id", Host.id, ROW),
+    Filter("zoneid", Host.zone_id, ROW),
+    Filter("podid", Host.pod_id, ROW),
+    Filter("clusterid", Host.cluster_id, ROW),
+    Filter("name", Host.name, NOCASE),
+    Filter("type", Host.type, NOCASE),
+    Filter("state", Host.state, NOCASE),
+    Filter("resourcestate", Host.resource_state, NOCASE),
+    Filter("hypervisor", Host.hypervisor, NOCASE),
+    keyword(Host.name, Host.ip_address),
+)
