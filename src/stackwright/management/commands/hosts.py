@@ -37,11 +37,11 @@ class Placement:
     """What every host of one cluster shares in its view, computed once per page."""
 
     def __init__(self, cluster, ratios):
-        pod, zone = cluster.pod, cluster.zone
         # The fields every host of the cluster has alike; each view starts as a copy.
         self.fields = {
-            "zoneid": zone.uuid, "zonename": zone.name, "podid": pod.uuid, "podname": pod.name,
-            "clusterid": cluster.uuid, "clustername": cluster.name, "clustertype": cluster.cluster_type,
+            "zoneid": cluster.zone_uuid, "zonename": cluster.zone_name, "podid": cluster.pod_uuid,
+            "podname": cluster.pod_name, "clusterid": cluster.uuid, "clustername": cluster.name,
+            "clustertype": cluster.cluster_type,
             "islocalstorageactive": False, "hahost": False,
             "hostha": {"haenable": False, "hastate": "Disabled"},
             "outofbandmanagement": {"enabled": False, "powerstate": "Disabled"},

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from ..persistence.models import Cluster, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
+from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
+from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY
 
 MEMORY, CPU, STORAGE, STORAGE_ALLOCATED, PRIVATE_IP, SECONDARY_STORAGE = 0, 1, 2, 3, 5, 6
@@ -156,9 +157,25 @@ class CapacityService:
 
     def ratios(self, cluster):
         """(CPU, memory) over-provisioning ratios of `cluster`: its own details, else the globals."""
+        return self._ratios(cluster.detail)
+
+    def cluster_ratios(self, cluster_ids):
+        """{cluster id: (CPU, memory) ratios} for `cluster_ids`, their details read in one query."""
+        details = {cid: {} for cid in cluster_ids}
+        for cluster_id, name, value in self.session.execute(
+                select(ClusterDetail.cluster_id, ClusterDetail.name, ClusterDetail.value).where(
+                    ClusterDetail.cluster_id.in_(list(details)), ClusterDetail.name.in_((CPU_RATIO, MEMORY_RATIO)))):
+            details[cluster_id][name] = value
+        return {cid: self._ratios(found.get) for cid, found in details.items()}
+
+    def _ratios(self, detail):
+        """The ratios from `detail(name)`, a cluster's detail or None; the global setting when None."""
         config = self.ctx.configuration
-        return (config.cluster_ratio(cluster, "cpu.overprovisioning.factor"),
-                config.cluster_ratio(cluster, "mem.overprovisioning.factor"))
+        out = []
+        for setting in ("cpu.overprovisioning.factor", "mem.overprovisioning.factor"):
+            value = detail(CLUSTER_DETAIL_OF[setting])
+            out.append(float(value if value is not None else config.global_value(setting)))
+        return tuple(out)
 
     def host_capacities(self, hosts, clusters):
         """{host id: Capacity} of Host rows `hosts`; `clusters` maps their cluster ids to Clusters."""

@@ -18,7 +18,7 @@ import urllib.parse
 from sqlalchemy import false, func, select
 
 from ..errors import ApiError, CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import Cluster, Host, VmInstance, utcnow
+from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone, utcnow
 from ..simulator import agent as simulator
 from .hierarchy import allocation_state, hypervisor_type
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
@@ -475,17 +475,28 @@ class HostService:
 
     def view_context(self, rows):
         """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
-        all of them: ({cluster id: (Cluster, over-provisioning ratios)}, {host id: Allocation})."""
+        all of them: ({cluster id: (cluster row of CLUSTER_VIEW_COLUMNS, over-provisioning
+        ratios)}, {host id: Allocation})."""
         if not rows:
             return {}, {}
+        capacity = self.ctx.capacity
+        cluster_ids = {row.cluster_id for row in rows}
+        ratios = capacity.cluster_ratios(cluster_ids)
         clusters = {
-            c.id: (c, self.ctx.capacity.ratios(c)) for c in self.session.execute(
-                select(Cluster).where(Cluster.id.in_({row.cluster_id for row in rows}))).unique().scalars()
+            c.id: (c, ratios[c.id]) for c in self.session.connection().execute(
+                select(*CLUSTER_VIEW_COLUMNS).join(Pod, Pod.id == Cluster.pod_id).join(Zone, Zone.id == Cluster.zone_id)
+                .where(Cluster.id.in_(cluster_ids)))
         }
         # A page of hosts in id order is asked for by its bounds: two parameters, not one per host.
-        allocations = self.ctx.capacity.host_allocations_between(rows[0].id, rows[-1].id)
+        allocations = capacity.host_allocations_between(rows[0].id, rows[-1].id)
         return clusters, allocations
 
+
+# What the views of a cluster's hosts share.
+CLUSTER_VIEW_COLUMNS = (
+    Cluster.id, Cluster.uuid, Cluster.name, Cluster.cluster_type, Cluster.arch, Pod.uuid.label("pod_uuid"),
+    Pod.name.label("pod_name"), Zone.uuid.label("zone_uuid"), Zone.name.label("zone_name"),
+)
 
 # The host columns a view needs, read as plain rows rather than ORM objects; of `details` only
 # the two keys a view shows, extracted by the database.
