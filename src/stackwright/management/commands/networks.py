@@ -13,7 +13,7 @@ from ..services.queries import by_uuid
 
 
 def physical_network_view(ctx, network):
-    zone = ctx.session.get(Zone, network.zone_id)
+    zone = ctx.networks.zone_of(network)
     return compact({
         "id": network.uuid, "name": network.name, "zoneid": zone.uuid, "zonename": zone.name,
         "state": network.state, "vlan": network.vlan, "tags": network.tags,
@@ -24,7 +24,7 @@ def physical_network_view(ctx, network):
 
 
 def traffic_type_view(ctx, tt):
-    network = ctx.session.get(PhysicalNetwork, tt.physical_network_id)
+    network = ctx.networks.network_of(tt)
     return compact({
         "id": tt.uuid, "physicalnetworkid": network.uuid, "traffictype": tt.traffic_type,
         "kvmnetworklabel": tt.kvm_label, "xennetworklabel": tt.xen_label,

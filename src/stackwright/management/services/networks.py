@@ -173,6 +173,12 @@ class NetworkService:
         q = select(PhysicalNetwork).where(PhysicalNetwork.removed.is_(None))
         return page(self.ctx, p, filtered(q, PHYSICAL_NETWORK_FILTERS, p), PhysicalNetwork.id)
 
+    def zone_of(self, network):
+        return self.session.get(Zone, network.zone_id)
+
+    def network_of(self, traffic_type):
+        return self.session.get(PhysicalNetwork, traffic_type.physical_network_id)
+
 
 PHYSICAL_NETWORK_FILTERS = (
     Filter("id", PhysicalNetwork.id, ROW),
