@@ -293,6 +293,8 @@ def document(results):
         "afresh. Latency is per request (per pair for `createPod` + `deletePod`) at that concurrency.",
         "Hosts were loaded through the engine's service layer in %.0f s (%s hosts)." % (
             results["load_seconds"], "{:,}".format(results["hosts_loaded"])),
+        "The machine is shared with other work and noisy: absolute figures move from run to run by",
+        "tens of percent; the ratios to the bare handler, measured side by side, move much less.",
         "", table, "", targets, "",
         "The engine keeps the answers of `listZones`, `listPods`, `listClusters` and `listHosts`",
         "until the next write transaction commits (SQLite only, where it is the only writer;",

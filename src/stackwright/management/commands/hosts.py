@@ -56,8 +56,18 @@ def render_hosts(ctx, rows):
     pods, zones, ratios and allocations read once for the whole list, never once per host."""
     clusters, allocations = ctx.hosts.view_context(rows)
     placements = {cid: Placement(cluster, ratios) for cid, (cluster, ratios) in clusters.items()}
-    sizes = {}
-    return [host_view(row, placements, allocations, sizes) for row in rows]
+    seen = Seen()
+    return [host_view(row, placements, allocations, seen) for row in rows]
+
+
+class Seen:
+    """What the views of one list have already printed: the hosts of a page mostly share
+    their sizes, ratios and allocations, and many were pinged in the same second."""
+
+    __slots__ = ("sizes", "pings")
+
+    def __init__(self):
+        self.sizes, self.pings = {}, {}
 
 
 def _epoch_date(seconds):
@@ -93,13 +103,13 @@ def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, me
     return fields
 
 
-def host_view(row, placements, allocations, sizes=None):
+def host_view(row, placements, allocations, seen=None):
     """One host's API view; fields that are None are left out, as CloudStack omits nulls.
 
     `placements` and `allocations` are by cluster and host id (render_hosts). Built field by
-    field rather than filtered afterwards: listHosts builds 500 of these per page. `sizes`
-    keeps the CPU and memory fields already worked out for this list: the hosts of a page
-    mostly share their sizes, ratios and allocations, so each set is printed once."""
+    field rather than filtered afterwards: listHosts builds 500 of these per page; `seen`
+    (a Seen) lets them print each set of CPU and memory figures and each ping time once."""
+    seen = seen or Seen()
     (host_id, uuid, name, state, resource_state, host_type, ip_address, cluster_id, hypervisor,
      hypervisor_version, version, host_tags, capabilities, status_message, arch, annotation, created,
      last_pinged, disconnected, cpu_sockets, cpus, cpu_speed, memory_bytes, cpu_used_percent,
@@ -132,18 +142,19 @@ def host_view(row, placements, allocations, sizes=None):
     if created is not None:
         view["created"] = date(created)
     if last_pinged is not None:
-        view["lastpinged"] = _epoch_date(last_pinged)
+        pinged = seen.pings.get(last_pinged)
+        if pinged is None:
+            pinged = seen.pings[last_pinged] = _epoch_date(last_pinged)
+        view["lastpinged"] = pinged
     if disconnected is not None:
         view["disconnected"] = date(disconnected)
     allocation = allocations.get(host_id)
     key = (cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, placement.ratios,
            (allocation.cpu_mhz, allocation.memory_bytes) if allocation is not None else None)
-    fields = sizes.get(key) if sizes is not None else None
+    fields = seen.sizes.get(key)
     if fields is None:
-        fields = size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes,
-                             placement.ratios, allocation)
-        if sizes is not None:
-            sizes[key] = fields
+        fields = seen.sizes[key] = size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent,
+                                               memory_used_bytes, placement.ratios, allocation)
     view.update(fields)
     return view
 

@@ -460,7 +460,7 @@ class HostService:
 
     def list_page(self, p):
         """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
-        q = filtered(select(*VIEW_COLUMNS).where(Host.removed.is_(None)), HOST_FILTERS, p)
+        q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
         if p.hahost or p.outofbandmanagementenabled:
             q = q.where(false())   # no host is dedicated to HA or has out-of-band management
         return page(self.ctx, p, q, Host.id, whole_rows=True)
@@ -471,7 +471,7 @@ class HostService:
             return []
         self.session.flush()
         return self.session.connection().execute(
-            select(*VIEW_COLUMNS).where(Host.id.in_(ids)).order_by(Host.id)).all()
+            _HOST_VIEWS.where(Host.id.in_(ids)).order_by(Host.id)).all()
 
     def view_context(self, rows):
         """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
@@ -484,8 +484,7 @@ class HostService:
         ratios = capacity.cluster_ratios(cluster_ids)
         clusters = {
             c.id: (c, ratios[c.id]) for c in self.session.connection().execute(
-                select(*CLUSTER_VIEW_COLUMNS).join(Pod, Pod.id == Cluster.pod_id).join(Zone, Zone.id == Cluster.zone_id)
-                .where(Cluster.id.in_(cluster_ids)))
+                _CLUSTER_VIEWS.where(Cluster.id.in_(cluster_ids)))
         }
         # A page of hosts in id order is asked for by its bounds: two parameters, not one per host.
         allocations = capacity.host_allocations_between(rows[0].id, rows[-1].id)
@@ -508,6 +507,11 @@ VIEW_COLUMNS = (
     Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes, Host.cpu_used_percent,
     Host.memory_used_bytes,
 )
+# Statements are immutable: built once here, each list only adds its conditions.
+_HOST_VIEWS = select(*VIEW_COLUMNS)
+_LIVE_HOST_VIEWS = _HOST_VIEWS.where(Host.removed.is_(None))
+_CLUSTER_VIEWS = (select(*CLUSTER_VIEW_COLUMNS).join(Pod, Pod.id == Cluster.pod_id)
+                  .join(Zone, Zone.id == Cluster.zone_id))
 
 HOST_FILTERS = (
     Filter("id", Host.id, ROW),
