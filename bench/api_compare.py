@@ -110,7 +110,8 @@ def document(results, clients, base_commit):
          for name, base, head, ratio, better in rows])
     return "\n".join([
         "`bench/api_compare.py` (method in its docstring) runs the API benchmark's cases for this",
-        "commit (head) and for base %s in alternating rounds, one database and one client process." % base_commit,
+        "commit (head) and for base %s in alternating rounds, one database and one client process" % base_commit,
+        "(the base checked out beside it with `git worktree add /tmp/base %s`)." % base_commit,
         "The machine is shared with other work and noisy: absolute figures move from run to run",
         "by tens of percent, so what counts are the ratios measured side by side in each round.",
         "",
