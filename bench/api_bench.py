@@ -14,7 +14,8 @@ What it does, in one run (about 3 minutes on 2 CPUs):
    and with the cache off (`--api-cache-size 0`); then, with a second zone of 10,000
    hosts loaded, `listHosts zoneid=<zone> page=<k> pagesize=500` cycling over all pages
    (cache off, so every page is computed; and cache on) and `createPod`/`deletePod` pairs.
-4. With `--large-hosts N`, loads that zone up to N hosts and measures the page at 1 client.
+4. Then grows that zone to `--large-hosts` hosts (25,000 by default; 0 skips it) and measures
+   the page of 500 again at 1 client with every page computed (cache off).
 
     .venv/bin/python bench/api_bench.py                 # as recorded in docs/benchmarks.md
     .venv/bin/python bench/api_bench.py --quick         # small numbers, a smoke run
@@ -271,8 +272,8 @@ def summary(results):
                  % "{:,}".format(results["list_hosts"]), "%.1f ms" % cached["p99_ms"], cached["p99_ms"] < 50))
     if results.get("large_hosts"):
         large = case_of(results, HOSTS % "{:,}".format(results["large_hosts"]), 1)
-        rows.append(("`listHosts` page of 500 of %s hosts: p99 < 100 ms (1 client, every page computed)"
-                     % "{:,}".format(results["large_hosts"]), "%.1f ms" % large["p99_ms"], large["p99_ms"] < 100))
+        rows.append(("`listHosts` page of 500 of %s hosts: p99 < 20 ms (1 client, every page computed)"
+                     % "{:,}".format(results["large_hosts"]), "%.1f ms" % large["p99_ms"], large["p99_ms"] < 20))
     return rows
 
 
@@ -292,6 +293,8 @@ def document(results):
         "afresh. Latency is per request (per pair for `createPod` + `deletePod`) at that concurrency.",
         "Hosts were loaded through the engine's service layer in %.0f s (%s hosts)." % (
             results["load_seconds"], "{:,}".format(results["hosts_loaded"])),
+        "The machine is shared with other work and noisy: absolute figures move from run to run by",
+        "tens of percent; the ratios to the bare handler, measured side by side, move much less.",
         "", table, "", targets, "",
         "The engine keeps the answers of `listZones`, `listPods`, `listClusters` and `listHosts`",
         "until the next write transaction commits (SQLite only, where it is the only writer;",
@@ -311,8 +314,8 @@ def main(argv=None):
     ap.add_argument("--workdir", help="work directory (default: a temporary one, removed afterwards)")
     ap.add_argument("--zone-hosts", type=int, default=1000, help="hosts in the database for listZones")
     ap.add_argument("--list-hosts", type=int, default=10000, help="hosts in the zone that listHosts pages through")
-    ap.add_argument("--large-hosts", type=int, default=0,
-                    help="then grow that zone to this many hosts and measure the page again (e.g. 25000)")
+    ap.add_argument("--large-hosts", type=int, default=25000,
+                    help="then grow that zone to this many hosts and measure the page again (0: skip)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per listZones/baseline case")
     ap.add_argument("--page-requests", type=int, default=200, help="requests per listHosts case")
     ap.add_argument("--pairs", type=int, default=300, help="createPod/deletePod pairs per case")
@@ -326,12 +329,14 @@ def main(argv=None):
         return 0
     if args.quick:
         args.zone_hosts, args.list_hosts, args.requests, args.page_requests, args.pairs = 100, 1500, 300, 40, 40
+        args.large_hosts = min(args.large_hosts, 3000)
     clients = [int(c) for c in args.clients.split(",")]
 
     workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="stackwright-bench-"))
     db_url = args.db_url or "sqlite:///%s" % (workdir / "cloud.db")
     quiet = ["--log-level", "WARNING"]
-    results = {"clients": clients, "list_hosts": args.list_hosts, "large_hosts": args.large_hosts, "cases": []}
+    results = {"clients": clients, "list_hosts": args.list_hosts, "cases": [],
+               "large_hosts": args.large_hosts if args.large_hosts > args.list_hosts else 0}
     try:
         cached = EngineProcess(workdir / "engine", db_url, extra_args=quiet)
         cached.setup_database()

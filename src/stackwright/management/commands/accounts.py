@@ -1,14 +1,12 @@
 """Accounts, users, domains, API keys, session login, API limits."""
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Integer, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..errors import InvalidParameterValue, LoginFailed, UnsupportedAction
 from ..formatting import compact, date
 from ..persistence.models import Account, Domain, User
-from ..services.accounts import ROLE_TYPES
+from ..services.accounts import ROLE_TYPES, AccountQueries
 
 
 def user_view(user, account, domain):
@@ -23,7 +21,7 @@ def user_view(user, account, domain):
 
 
 def account_view(ctx, account):
-    domain = ctx.session.get(Domain, account.domain_id)
+    domain = AccountQueries(ctx).domain(account.domain_id)
     return compact({
         "id": account.uuid, "name": account.name, "accounttype": account.account_type,
         "roletype": ROLE_TYPES.get(account.account_type), "domainid": domain.uuid,
@@ -34,10 +32,9 @@ def account_view(ctx, account):
 
 
 def domain_view(ctx, domain):
-    parent = ctx.session.get(Domain, domain.parent_id) if domain.parent_id else None
-    has_child = ctx.session.execute(
-        select(Domain.id).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).limit(1)
-    ).first() is not None
+    reads = AccountQueries(ctx)
+    parent = reads.domain(domain.parent_id)
+    has_child = reads.has_child(domain)
     return compact({
         "id": domain.uuid, "name": domain.name, "level": domain.level, "path": domain.path,
         "parentdomainid": parent.uuid if parent else None,
@@ -58,21 +55,7 @@ def domain_view(ctx, domain):
 ])
 def list_accounts(ctx, p):
     """Lists accounts and provides detailed account information for listed accounts."""
-    q = select(Account).where(Account.removed.is_(None))
-    if not ctx.is_root_admin:
-        q = q.where(Account.id == ctx.user.account_id)
-    if p.id is not None:
-        q = q.where(Account.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(Account.name, p.name))
-    if p.accounttype is not None:
-        q = q.where(Account.account_type == p.accounttype)
-    if p.domainid is not None:
-        q = q.where(Account.domain_id == p.domainid.id)
-    if p.state:
-        q = q.where(ci_equals(Account.state, p.state))
-    q = keyword_filter(q, p, Account.name)
-    return page_of(ctx, p, q, Account.id, lambda a: account_view(ctx, a))
+    return listed(AccountQueries(ctx).list_accounts(p), lambda a: account_view(ctx, a))
 
 
 @api_command("createAccount", response="account", params=[
@@ -114,23 +97,12 @@ def create_account(ctx, p):
 ])
 def list_users(ctx, p):
     """Lists user accounts."""
-    q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
-    if not ctx.is_root_admin:
-        q = q.where(User.id == ctx.user.id)
-    if p.id is not None:
-        q = q.where(User.id == p.id.id)
-    if p.username:
-        q = q.where(ci_equals(User.username, p.username))
-    if p.account:
-        q = q.where(ci_equals(Account.name, p.account))
-    if p.domainid is not None:
-        q = q.where(Account.domain_id == p.domainid.id)
-    q = keyword_filter(q, p, User.username)
+    reads = AccountQueries(ctx)
 
     def render(user):
-        return user_view(user, user.account, ctx.session.get(Domain, user.account.domain_id))
+        return user_view(user, user.account, reads.domain(user.account.domain_id))
 
-    return page_of(ctx, p, q, User.id, render)
+    return listed(reads.list_users(p), render)
 
 
 def _own_or_admin(ctx, user):
@@ -167,17 +139,7 @@ def get_user_keys(ctx, p):
 ])
 def list_domains(ctx, p):
     """Lists domains and provides detailed information for listed domains."""
-    q = select(Domain).where(Domain.removed.is_(None))
-    if p.id is not None:
-        q = q.where(Domain.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(Domain.name, p.name))
-    if p.level is not None:
-        q = q.where(Domain.level == p.level)
-    if not ctx.is_root_admin:
-        q = q.where(Domain.id == ctx.account.domain_id)
-    q = keyword_filter(q, p, Domain.name)
-    return page_of(ctx, p, q, Domain.id, lambda d: domain_view(ctx, d))
+    return listed(AccountQueries(ctx).list_domains(p), lambda d: domain_view(ctx, d))
 
 
 @api_command("login", response=None, admin_only=False, params=[
@@ -193,9 +155,7 @@ def login(ctx, p):
         path = (p.domain or "ROOT").strip("/") or "ROOT"
         if not path.upper().startswith("ROOT"):
             path = "ROOT/" + path
-        domain = ctx.session.execute(
-            select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))
-        ).scalar_one_or_none()
+        domain = AccountQueries(ctx).domain_by_path(path)
     user, record = (None, None) if domain is None else ctx.accounts.login(p.username, p.password, domain)
     if user is None:
         raise LoginFailed(

@@ -1,10 +1,8 @@
 """listApis (generated from the registry) and listHypervisors."""
 
-from sqlalchemy import select
-
 from ..api.params import Param, String, Uuid
 from ..api.registry import REGISTRY, ListResult, api_command
-from ..persistence.models import Cluster, Zone
+from ..persistence.models import Zone
 
 
 def api_view(cmd):
@@ -55,10 +53,7 @@ def list_apis(ctx, p):
 def list_hypervisors(ctx, p):
     """List hypervisors."""
     if p.zoneid is not None:
-        names = ctx.session.execute(
-            select(Cluster.hypervisor).where(Cluster.zone_id == p.zoneid.id, Cluster.removed.is_(None))
-            .distinct().order_by(Cluster.hypervisor)
-        ).scalars().all()
+        names = ctx.hierarchy.hypervisors_in(p.zoneid)
     else:
         names = [h.strip() for h in ctx.config.get("hypervisor.list").split(",") if h.strip()]
     return ListResult([{"name": n} for n in names], len(names))

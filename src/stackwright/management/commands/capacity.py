@@ -1,10 +1,10 @@
 """Capacity: listCapacity."""
 
-from ..api.listing import check_paging
 from ..api.params import Boolean, Integer, Param, String, Uuid
 from ..api.registry import ListResult, api_command
 from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, Pod, Zone
+from ..services.queries import check_paging
 
 CAPACITY_FIELDS = (
     ("type", "the capacity type", "short"), ("name", "the capacity name"),

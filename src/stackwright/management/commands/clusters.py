@@ -1,11 +1,10 @@
 """Clusters: addCluster, updateCluster, deleteCluster, listClusters."""
 
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import compact, ratio
 from ..persistence.models import Cluster, Pod, Zone
-from ..services.hierarchy import active
 
 CLUSTER_FIELDS = (
     ("id", "the cluster ID"), ("name", "the cluster name"),
@@ -104,19 +103,6 @@ def delete_cluster(ctx, p):
 ])
 def list_clusters(ctx, p):
     """Lists clusters."""
-    q = active(Cluster)
-    if p.id is not None:
-        q = q.where(Cluster.id == p.id.id)
-    if p.zoneid is not None:
-        q = q.where(Cluster.zone_id == p.zoneid.id)
-    if p.podid is not None:
-        q = q.where(Cluster.pod_id == p.podid.id)
-    for value, column in ((p.name, Cluster.name), (p.hypervisor, Cluster.hypervisor),
-                          (p.clustertype, Cluster.cluster_type), (p.allocationstate, Cluster.allocation_state),
-                          (p.managedstate, Cluster.managed_state), (p.arch, Cluster.arch)):
-        if value:
-            q = q.where(ci_equals(column, value))
-    q = keyword_filter(q, p, Cluster.name)
 
     def render(cluster):
         view = cluster_view(ctx, cluster)
@@ -124,4 +110,4 @@ def list_clusters(ctx, p):
             view["capacity"] = ctx.capacity.rows(cluster=cluster)
         return view
 
-    return page_of(ctx, p, q, Cluster.id, render)
+    return listed(ctx.hierarchy.list_clusters(p), render)

@@ -5,13 +5,13 @@ accountid, domainid, imagestoreuuid). With a scope, listings show only the keys 
 there, with their effective value (the scoped value, else the global one).
 """
 
-from ..api.listing import check_paging
 from ..api.params import Param, String, Uuid
 from ..api.registry import ListResult, api_command
 from ..errors import InvalidParameterValue
 from ..formatting import compact
 from ..persistence.models import Account, Cluster, Domain, ImageStore, StoragePool, Zone
 from ..services.configuration import KEYS, key
+from ..services.queries import check_paging
 
 # (request parameter, scope name, model); the order is CloudStack's precedence.
 SCOPE_PARAMS = (

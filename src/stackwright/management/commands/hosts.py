@@ -2,14 +2,12 @@
 
 import time
 
-from sqlalchemy import false, select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, List, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import date, ratio
 from ..persistence.models import Cluster, Host, Pod, Zone
-from ..services.capacity import Allocation, decimal
+from ..services.capacity import decimal, host_capacity, percent
 
 HOST_FIELDS = (
     ("id", "the ID of the host"), ("name", "the name of the host"),
@@ -35,62 +33,41 @@ HOST_FIELDS = (
 )
 
 
-# The host columns a view needs; listHosts reads these as plain rows, not ORM objects.
-VIEW_COLUMNS = (
-    Host.id, Host.uuid, Host.name, Host.state, Host.resource_state, Host.type, Host.ip_address,
-    Host.cluster_id, Host.hypervisor, Host.hypervisor_version, Host.version, Host.host_tags,
-    Host.capabilities, Host.status_message, Host.details, Host.created, Host.last_pinged,
-    Host.disconnected, Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes,
-    Host.cpu_used_percent, Host.memory_used_bytes,
-)
-
-
 class Placement:
     """What every host of one cluster shares in its view, computed once per page."""
 
-    def __init__(self, cluster, cpu_ratio, memory_ratio):
-        pod, zone = cluster.pod, cluster.zone
+    def __init__(self, cluster, ratios):
         # The fields every host of the cluster has alike; each view starts as a copy.
         self.fields = {
-            "zoneid": zone.uuid, "zonename": zone.name, "podid": pod.uuid, "podname": pod.name,
-            "clusterid": cluster.uuid, "clustername": cluster.name, "clustertype": cluster.cluster_type,
+            "zoneid": cluster.zone_uuid, "zonename": cluster.zone_name, "podid": cluster.pod_uuid,
+            "podname": cluster.pod_name, "clusterid": cluster.uuid, "clustername": cluster.name,
+            "clustertype": cluster.cluster_type,
             "islocalstorageactive": False, "hahost": False,
             "hostha": {"haenable": False, "hastate": "Disabled"},
             "outofbandmanagement": {"enabled": False, "powerstate": "Disabled"},
         }
         self.fields = {k: v for k, v in self.fields.items() if v is not None}
         self.arch = cluster.arch
-        self.cpu_ratio = cpu_ratio
-        self.memory_ratio = memory_ratio
+        self.ratios = ratios
 
 
 def render_hosts(ctx, rows):
-    """API views of host `rows` (of VIEW_COLUMNS), loading their clusters, pods, zones, ratios
-    and allocations once for the whole list, never once per host."""
-    if not rows:
-        return []
-    cluster_ids = {row.cluster_id for row in rows}
-    config = ctx.configuration
-    placements = {
-        c.id: Placement(c, config.cluster_ratio(c, "cpu.overprovisioning.factor"),
-                        config.cluster_ratio(c, "mem.overprovisioning.factor"))
-        for c in ctx.session.execute(select(Cluster).where(Cluster.id.in_(cluster_ids))).unique().scalars()
-    }
-    allocations = ctx.capacity.host_allocations_between(min(row.id for row in rows), max(row.id for row in rows))
-    return [host_view(row, placements[row.cluster_id], allocations.get(row.id)) for row in rows]
+    """API views of host `rows` (of the host service's VIEW_COLUMNS), with their clusters,
+    pods, zones, ratios and allocations read once for the whole list, never once per host."""
+    clusters, allocations = ctx.hosts.view_context(rows)
+    placements = {cid: Placement(cluster, ratios) for cid, (cluster, ratios) in clusters.items()}
+    seen = Seen()
+    return [host_view(row, placements, allocations, seen) for row in rows]
 
 
-def view_rows(ctx, ids):
-    """The VIEW_COLUMNS of hosts `ids`, in id order."""
-    if not ids:
-        return []
-    return ctx.session.execute(select(*VIEW_COLUMNS).where(Host.id.in_(ids)).order_by(Host.id)).all()
+class Seen:
+    """What the views of one list have already printed: the hosts of a page mostly share
+    their sizes, ratios and allocations, and many were pinged in the same second."""
 
+    __slots__ = ("sizes", "pings")
 
-def _percent_string(part, whole):
-    if not part or not whole:
-        return "0%"
-    return decimal(part * 100.0 / whole) + "%"
+    def __init__(self):
+        self.sizes, self.pings = {}, {}
 
 
 def _epoch_date(seconds):
@@ -98,18 +75,46 @@ def _epoch_date(seconds):
     return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(seconds))
 
 
-_IDLE = Allocation()
+def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, ratios,
+                allocation):
+    """The CPU and memory fields of a host's view, from its capacity (services.capacity)."""
+    capacity = host_capacity(cpus, cpu_speed, memory_bytes, ratios, allocation)
+    used = capacity.used
+    fields = {}
+    if cpus is not None and cpu_speed is not None:
+        allocated = percent(used.cpu_mhz, capacity.cpu_mhz) + "%"
+        if cpu_sockets is not None:
+            fields["cpusockets"] = cpu_sockets
+        fields["cpunumber"] = cpus
+        fields["cpuspeed"] = cpu_speed
+        fields["cpuallocated"] = allocated
+        fields["cpuallocatedpercentage"] = allocated
+        fields["cpuallocatedvalue"] = used.cpu_mhz
+        fields["cpuallocatedwithoverprovisioning"] = percent(used.cpu_mhz, capacity.cpu_total) + "%"
+        fields["cpuwithoverprovisioning"] = ratio(capacity.cpu_total)
+        fields["cpuused"] = decimal(cpu_used_percent or 0) + "%"
+    if memory_bytes is not None:
+        fields["memorytotal"] = memory_bytes
+        fields["memorywithoverprovisioning"] = decimal(capacity.memory_total)
+        fields["memoryallocated"] = used.memory_bytes
+        fields["memoryallocatedbytes"] = used.memory_bytes
+        fields["memoryallocatedpercentage"] = percent(used.memory_bytes, memory_bytes) + "%"
+        fields["memoryused"] = memory_used_bytes or 0
+    return fields
 
 
-def host_view(row, placement, allocation=None):
+def host_view(row, placements, allocations, seen=None):
     """One host's API view; fields that are None are left out, as CloudStack omits nulls.
 
-    Built field by field rather than filtered afterwards: listHosts builds 500 of these per page."""
-    (_host_id, uuid, name, state, resource_state, host_type, ip_address, _cluster_id, hypervisor,
-     hypervisor_version, version, host_tags, capabilities, status_message, details, created, last_pinged,
-     disconnected, cpu_sockets, cpus, cpu_speed, memory_bytes, cpu_used_percent, memory_used_bytes) = row
-    details = details or {}
-    allocation = allocation or _IDLE
+    `placements` and `allocations` are by cluster and host id (render_hosts). Built field by
+    field rather than filtered afterwards: listHosts builds 500 of these per page; `seen`
+    (a Seen) lets them print each set of CPU and memory figures and each ping time once."""
+    seen = seen or Seen()
+    (host_id, uuid, name, state, resource_state, host_type, ip_address, cluster_id, hypervisor,
+     hypervisor_version, version, host_tags, capabilities, status_message, arch, annotation, created,
+     last_pinged, disconnected, cpu_sockets, cpus, cpu_speed, memory_bytes, cpu_used_percent,
+     memory_used_bytes) = row
+    placement = placements[cluster_id]
     view = placement.fields.copy()
     view["id"] = uuid
     view["name"] = name
@@ -117,46 +122,46 @@ def host_view(row, placement, allocation=None):
     view["resourcestate"] = resource_state
     view["type"] = host_type
     view["hypervisor"] = hypervisor
-    for key, value in (("ipaddress", ip_address), ("hypervisorversion", hypervisor_version),
-                       ("version", version), ("arch", details.get("arch") or placement.arch),
-                       ("hosttags", host_tags), ("capabilities", capabilities),
-                       ("statusmessage", status_message), ("annotation", details.get("annotation"))):
-        if value is not None:
-            view[key] = value
+    if ip_address is not None:
+        view["ipaddress"] = ip_address
+    if hypervisor_version is not None:
+        view["hypervisorversion"] = hypervisor_version
+    if version is not None:
+        view["version"] = version
+    arch = arch or placement.arch
+    if arch is not None:
+        view["arch"] = arch
+    if host_tags is not None:
+        view["hosttags"] = host_tags
+    if capabilities is not None:
+        view["capabilities"] = capabilities
+    if status_message is not None:
+        view["statusmessage"] = status_message
+    if annotation is not None:
+        view["annotation"] = annotation
     if created is not None:
         view["created"] = date(created)
     if last_pinged is not None:
-        view["lastpinged"] = _epoch_date(last_pinged)
+        pinged = seen.pings.get(last_pinged)
+        if pinged is None:
+            pinged = seen.pings[last_pinged] = _epoch_date(last_pinged)
+        view["lastpinged"] = pinged
     if disconnected is not None:
         view["disconnected"] = date(disconnected)
-    if cpus is not None and cpu_speed is not None:
-        cpu_total = cpus * cpu_speed
-        allocated = _percent_string(allocation.cpu_mhz, cpu_total)
-        if cpu_sockets is not None:
-            view["cpusockets"] = cpu_sockets
-        view["cpunumber"] = cpus
-        view["cpuspeed"] = cpu_speed
-        view["cpuallocated"] = allocated
-        view["cpuallocatedpercentage"] = allocated
-        view["cpuallocatedvalue"] = allocation.cpu_mhz
-        view["cpuallocatedwithoverprovisioning"] = _percent_string(allocation.cpu_mhz,
-                                                                   cpu_total * placement.cpu_ratio)
-        view["cpuwithoverprovisioning"] = ratio(cpu_total * placement.cpu_ratio)
-        view["cpuused"] = decimal(cpu_used_percent or 0) + "%"
-    if memory_bytes is not None:
-        view["memorytotal"] = memory_bytes
-        view["memorywithoverprovisioning"] = decimal(memory_bytes * placement.memory_ratio)
-        view["memoryallocated"] = allocation.memory_bytes
-        view["memoryallocatedbytes"] = allocation.memory_bytes
-        view["memoryallocatedpercentage"] = _percent_string(allocation.memory_bytes, memory_bytes)
-        view["memoryused"] = memory_used_bytes or 0
+    allocation = allocations.get(host_id)
+    key = (cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, placement.ratios,
+           (allocation.cpu_mhz, allocation.memory_bytes) if allocation is not None else None)
+    fields = seen.sizes.get(key)
+    if fields is None:
+        fields = seen.sizes[key] = size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent,
+                                               memory_used_bytes, placement.ratios, allocation)
+    view.update(fields)
     return view
 
 
 def _one_host(ctx, host):
     """A single host (just changed in this transaction) as a command or job result."""
-    ctx.session.flush()
-    return render_hosts(ctx, view_rows(ctx, [host.id]))[0]
+    return render_hosts(ctx, ctx.hosts.view_rows([host.id]))[0]
 
 
 @api_command("addHost", response="host", returns_list=True, fields=HOST_FIELDS, params=[
@@ -246,18 +251,4 @@ def cancel_host_maintenance(ctx, p):
 ])
 def list_hosts(ctx, p):
     """Lists hosts."""
-    # Hosts are read as plain rows of the columns a view needs, not as ORM objects.
-    q = select(*VIEW_COLUMNS).where(Host.removed.is_(None))
-    if p.id is not None:
-        q = q.where(Host.id == p.id.id)
-    for column, value in ((Host.zone_id, p.zoneid), (Host.pod_id, p.podid), (Host.cluster_id, p.clusterid)):
-        if value is not None:
-            q = q.where(column == value.id)
-    for column, value in ((Host.name, p.name), (Host.type, p.type), (Host.state, p.state),
-                          (Host.resource_state, p.resourcestate), (Host.hypervisor, p.hypervisor)):
-        if value:
-            q = q.where(ci_equals(column, value))
-    if p.hahost or p.outofbandmanagementenabled:
-        q = q.where(false())   # no host is dedicated to HA or has out-of-band management
-    q = keyword_filter(q, p, Host.name, Host.ip_address)
-    return page_of(ctx, p, q, Host.id, None, render_many=lambda rows: render_hosts(ctx, rows), whole_rows=True)
+    return listed(ctx.hosts.list_page(p), render_many=lambda rows: render_hosts(ctx, rows))

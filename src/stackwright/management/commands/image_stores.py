@@ -1,8 +1,6 @@
 """Image (secondary) stores: addImageStore, updateImageStore, deleteImageStore, listImageStores."""
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Map, Param, String, Uuid, map_dict
 from ..api.registry import Success, api_command
 from ..formatting import compact
@@ -20,7 +18,7 @@ IMAGE_STORE_FIELDS = (
 
 
 def image_store_view(ctx, store):
-    zone = ctx.session.get(Zone, store.zone_id) if store.zone_id else None
+    zone = ctx.storage.zone_of(store)
     return compact({
         "id": store.uuid,
         "name": store.name,
@@ -82,18 +80,4 @@ def delete_image_store(ctx, p):
 ])
 def list_image_stores(ctx, p):
     """Lists image stores."""
-    q = select(ImageStore).where(ImageStore.removed.is_(None))
-    if p.id is not None:
-        q = q.where(ImageStore.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(ImageStore.name, p.name))
-    if p.zoneid is not None:
-        q = q.where(ImageStore.zone_id == p.zoneid.id)
-    if p.protocol:
-        q = q.where(ci_equals(ImageStore.protocol, p.protocol))
-    if p.provider:
-        q = q.where(ci_equals(ImageStore.provider, p.provider))
-    if p.readonly is not None:
-        q = q.where(ImageStore.readonly.is_(p.readonly))
-    q = keyword_filter(q, p, ImageStore.name)
-    return page_of(ctx, p, q, ImageStore.id, lambda store: image_store_view(ctx, store))
+    return listed(ctx.storage.list_image_stores(p), lambda store: image_store_view(ctx, store))

@@ -1,12 +1,11 @@
 """Async jobs: queryAsyncJobResult, listAsyncJobs."""
 
-from sqlalchemy import select
-
-from ..api.listing import keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import api_command
 from ..formatting import compact, date
-from ..persistence.models import Account, AsyncJob, Domain, User
+from ..persistence.models import Domain
+from ..services.job_queries import JobQueries
 
 
 def job_view(job, account=None, user=None, domain=None):
@@ -33,10 +32,7 @@ def job_view(job, account=None, user=None, domain=None):
 
 
 def _owner(ctx, job):
-    account = ctx.session.get(Account, job.account_id)
-    user = ctx.session.get(User, job.user_id)
-    domain = ctx.session.get(Domain, account.domain_id) if account else None
-    return account, user, domain
+    return JobQueries(ctx).owner(job)
 
 
 @api_command("queryAsyncJobResult", admin_only=False, readonly=True, params=[
@@ -57,20 +53,4 @@ def query_async_job_result(ctx, p):
 ])
 def list_async_jobs(ctx, p):
     """Lists all pending asynchronous jobs for the account."""
-    q = select(AsyncJob)
-    if not (ctx.is_root_admin and p.listall):
-        q = q.where(AsyncJob.account_id == ctx.user.account_id)
-    if p.account:
-        q = q.join(Account, Account.id == AsyncJob.account_id).where(Account.name == p.account)
-    if p.startdate:
-        import datetime as dt
-
-        try:
-            start = dt.datetime.fromisoformat(p.startdate.replace("Z", "+00:00"))
-        except ValueError:
-            from ..errors import InvalidParameterValue
-
-            raise InvalidParameterValue("Unable to parse date %s for parameter startdate" % p.startdate) from None
-        q = q.where(AsyncJob.created >= start.replace(tzinfo=None))
-    q = keyword_filter(q, p, AsyncJob.command)
-    return page_of(ctx, p, q, AsyncJob.id, lambda job: job_view(job, *_owner(ctx, job)))
+    return listed(JobQueries(ctx).list_jobs(p), lambda job: job_view(job, *_owner(ctx, job)))

@@ -4,17 +4,16 @@ createPhysicalNetwork and addTrafficType are async creates: the row exists as so
 request returns (its id is in the answer), and the job reports the finished object.
 """
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import List, Param, String, Uuid
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import compact
 from ..persistence.models import PhysicalNetwork, TrafficType, Zone
+from ..services.queries import by_uuid
 
 
 def physical_network_view(ctx, network):
-    zone = ctx.session.get(Zone, network.zone_id)
+    zone = ctx.networks.zone_of(network)
     return compact({
         "id": network.uuid, "name": network.name, "zoneid": zone.uuid, "zonename": zone.name,
         "state": network.state, "vlan": network.vlan, "tags": network.tags,
@@ -25,7 +24,7 @@ def physical_network_view(ctx, network):
 
 
 def traffic_type_view(ctx, tt):
-    network = ctx.session.get(PhysicalNetwork, tt.physical_network_id)
+    network = ctx.networks.network_of(tt)
     return compact({
         "id": tt.uuid, "physicalnetworkid": network.uuid, "traffictype": tt.traffic_type,
         "kvmnetworklabel": tt.kvm_label, "xennetworklabel": tt.xen_label,
@@ -34,7 +33,7 @@ def traffic_type_view(ctx, tt):
 
 
 def _job_row(ctx, model):
-    return ctx.session.execute(select(model).where(model.uuid == ctx.job.instance_uuid)).scalar_one()
+    return by_uuid(ctx.session, model, ctx.job.instance_uuid)
 
 
 def _prepare_physical_network(ctx, p):
@@ -95,15 +94,7 @@ def delete_physical_network(ctx, p):
 ])
 def list_physical_networks(ctx, p):
     """Lists physical networks."""
-    q = select(PhysicalNetwork).where(PhysicalNetwork.removed.is_(None))
-    if p.id is not None:
-        q = q.where(PhysicalNetwork.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(PhysicalNetwork.name, p.name))
-    if p.zoneid is not None:
-        q = q.where(PhysicalNetwork.zone_id == p.zoneid.id)
-    q = keyword_filter(q, p, PhysicalNetwork.name)
-    return page_of(ctx, p, q, PhysicalNetwork.id, lambda n: physical_network_view(ctx, n))
+    return listed(ctx.networks.list_physical_networks(p), lambda n: physical_network_view(ctx, n))
 
 
 def _prepare_traffic_type(ctx, p):

@@ -1,9 +1,7 @@
 """Service offerings: listServiceOfferings, createServiceOffering, updateServiceOffering,
 deleteServiceOffering."""
 
-from sqlalchemy import or_, select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Integer, List, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
@@ -48,7 +46,7 @@ def offering_view(offering, domain=None):
 
 
 def _domain(ctx, offering):
-    return ctx.session.get(Domain, offering.domain_id) if offering.domain_id else None
+    return ctx.catalog.domain_of(offering)
 
 
 @api_command(
@@ -110,15 +108,4 @@ def delete_service_offering(ctx, p):
     ])
 def list_service_offerings(ctx, p):
     """Lists all available service offerings."""
-    q = select(ServiceOffering).where(ServiceOffering.removed.is_(None),
-                                      ServiceOffering.is_system.is_(bool(p.issystem)))
-    if p.id is not None:
-        q = q.where(ServiceOffering.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(ServiceOffering.name, p.name))
-    if p.domainid is not None:
-        q = q.where(ServiceOffering.domain_id == p.domainid.id)
-    elif not ctx.is_root_admin:
-        q = q.where(or_(ServiceOffering.domain_id.is_(None), ServiceOffering.domain_id == ctx.account.domain_id))
-    q = keyword_filter(q, p, ServiceOffering.name, ServiceOffering.display_text)
-    return page_of(ctx, p, q, ServiceOffering.id, lambda o: offering_view(o, _domain(ctx, o)))
+    return listed(ctx.catalog.list_offerings(p), lambda o: offering_view(o, _domain(ctx, o)))

@@ -1,11 +1,10 @@
 """Pods: createPod, updatePod, deletePod, listPods."""
 
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact
 from ..persistence.models import Pod, Zone
-from ..services.hierarchy import active
 
 # Every range is untagged and for guests: system VMs get no reserved range here.
 _UNTAGGED = "vlan://untagged"
@@ -92,16 +91,6 @@ def delete_pod(ctx, p):
 ])
 def list_pods(ctx, p):
     """Lists all Pods."""
-    q = active(Pod)
-    if p.id is not None:
-        q = q.where(Pod.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(Pod.name, p.name))
-    if p.zoneid is not None:
-        q = q.where(Pod.zone_id == p.zoneid.id)
-    if p.allocationstate:
-        q = q.where(ci_equals(Pod.allocation_state, p.allocationstate))
-    q = keyword_filter(q, p, Pod.name)
 
     def render(pod):
         view = pod_view(pod)
@@ -109,4 +98,4 @@ def list_pods(ctx, p):
             view["capacity"] = ctx.capacity.rows(pod=pod)
         return view
 
-    return page_of(ctx, p, q, Pod.id, render)
+    return listed(ctx.hierarchy.list_pods(p), render)

@@ -1,15 +1,14 @@
 """Primary storage: createStoragePool, updateStoragePool, deleteStoragePool, listStoragePools,
 listStorageProviders, enableStorageMaintenance, cancelStorageMaintenance."""
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
 from ..errors import InvalidParameterValue
 from ..formatting import compact, date, ratio
 from ..persistence.models import Cluster, Host, Pod, StoragePool, Zone
 from ..services.pool_attach import attach_pool
+from ..services.queries import by_id
 from ..services.steps import DbStep
 from ..services.storage import PROVIDER_TYPES
 
@@ -36,9 +35,7 @@ CMD_PACKAGE = "org.apache.cloudstack.api.command.admin.storage."
 
 
 def storage_pool_view(ctx, pool):
-    zone = ctx.session.get(Zone, pool.zone_id)
-    pod = ctx.session.get(Pod, pool.pod_id) if pool.pod_id else None
-    cluster = ctx.session.get(Cluster, pool.cluster_id) if pool.cluster_id else None
+    zone, pod, cluster = ctx.storage.places_of(pool)
     return compact({
         "id": pool.uuid,
         "name": pool.name,
@@ -138,30 +135,7 @@ def delete_storage_pool(ctx, p):
 ])
 def list_storage_pools(ctx, p):
     """Lists storage pools."""
-    if p.hostid is not None:
-        q = ctx.storage.pools_of(ctx.session.get(Cluster, p.hostid.cluster_id))
-    else:
-        q = select(StoragePool).where(StoragePool.removed.is_(None))
-    if p.id is not None:
-        q = q.where(StoragePool.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(StoragePool.name, p.name))
-    if p.zoneid is not None:
-        q = q.where(StoragePool.zone_id == p.zoneid.id)
-    if p.podid is not None:
-        q = q.where(StoragePool.pod_id == p.podid.id)
-    if p.clusterid is not None:
-        q = q.where(StoragePool.cluster_id == p.clusterid.id)
-    if p.ipaddress:
-        q = q.where(StoragePool.host_address == p.ipaddress)
-    if p.path:
-        q = q.where(StoragePool.path == p.path)
-    if p.scope:
-        q = q.where(ci_equals(StoragePool.scope, p.scope))
-    if p.status:
-        q = q.where(ci_equals(StoragePool.state, p.status))
-    q = keyword_filter(q, p, StoragePool.name)
-    return page_of(ctx, p, q, StoragePool.id, lambda pool: storage_pool_view(ctx, pool))
+    return listed(ctx.storage.list_pools(p), lambda pool: storage_pool_view(ctx, pool))
 
 
 @api_command("listStorageProviders", response="dataStoreProvider", params=[
@@ -204,8 +178,8 @@ def cancel_storage_maintenance(ctx, p):
 
 
 def _cancel_maintenance(ctx, pool_id):
-    ctx.storage.cancel_maintenance(ctx.session.get(StoragePool, pool_id))
+    ctx.storage.cancel_maintenance(by_id(ctx.session, StoragePool, pool_id))
 
 
 def _pool_view(ctx, pool_id):
-    return storage_pool_view(ctx, ctx.session.get(StoragePool, pool_id))
+    return storage_pool_view(ctx, by_id(ctx.session, StoragePool, pool_id))

@@ -4,13 +4,11 @@ A template available in every zone (the built-in ones) is shown with the zone as
 (`zoneid`), else once, without a zone, marked `crossZones`.
 """
 
-from sqlalchemy import select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Param, String, Uuid
 from ..api.registry import api_command
 from ..formatting import compact, date
-from ..persistence.models import Account, Domain, Template, Zone
+from ..persistence.models import Domain, Template, Zone
 from ..services.hierarchy import HYPERVISORS, choose
 
 TEMPLATE_FIELDS = (
@@ -78,20 +76,9 @@ def list_templates(ctx, p):
     """List all public, private, and privileged templates."""
     hypervisor = choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
                         % (p.hypervisor, " or ".join(HYPERVISORS))) if p.hypervisor else None
-    q = ctx.catalog.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor)
-    if p.id is not None:
-        q = q.where(Template.id == p.id.id)
-    if p.name:
-        q = q.where(ci_equals(Template.name, p.name))
-    if p.account:
-        q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
-    q = keyword_filter(q, p, Template.name, Template.display_text)
 
     def render_many(templates):
-        zone_ids = {t.zone_id for t in templates if t.zone_id is not None}
-        zones = {z.id: z for z in ctx.session.execute(select(Zone).where(Zone.id.in_(zone_ids))).scalars()}
-        accounts = {a.id: a for a in ctx.session.execute(
-            select(Account).where(Account.id.in_({t.account_id for t in templates if t.account_id}))).unique().scalars()}
+        zones, accounts = ctx.catalog.template_view_context(templates)
         root = ctx.accounts.root_domain()
         out = []
         for t in templates:
@@ -100,4 +87,4 @@ def list_templates(ctx, p):
             out.append(template_view(t, zone, account, account.domain if account else root))
         return out
 
-    return page_of(ctx, p, q, Template.id, None, render_many=render_many)
+    return listed(ctx.catalog.list_templates(p, hypervisor), render_many=render_many)

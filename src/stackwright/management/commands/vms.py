@@ -5,16 +5,12 @@ deployVirtualMachine is an async create: the VM exists (Stopped) when the reques
 returns, and the job starts it. The other changes are async jobs whose result is the VM.
 """
 
-from sqlalchemy import func, select
-
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import api_command
 from ..errors import PermissionDenied
 from ..formatting import compact, date
 from ..persistence.models import (
-    Account,
-    AsyncJob,
     Cluster,
     Domain,
     Host,
@@ -24,10 +20,10 @@ from ..persistence.models import (
     VmInstance,
     Zone,
 )
-from ..services.hierarchy import HYPERVISORS, choose
 from ..services import vm_lifecycle as lifecycle
+from ..services.queries import by_id, by_uuid
 from ..services.steps import DbStep
-from ..services.vms import EXPUNGING
+from ..services.vm_queries import VmQueries
 
 VM_FIELDS = (
     ("id", "the ID of the virtual machine"), ("name", "the name of the virtual machine"),
@@ -62,28 +58,11 @@ def render_vms(ctx, vms):
     """API views of `vms`, loading what they refer to once per page."""
     if not vms:
         return []
-    session = ctx.session
-
-    def by_id(model, ids):
-        ids = {i for i in ids if i is not None}
-        if not ids:
-            return {}
-        return {row.id: row for row in session.execute(select(model).where(model.id.in_(ids))).unique().scalars()}
-
-    zones = by_id(Zone, (v.zone_id for v in vms))
-    hosts = by_id(Host, (v.host_id for v in vms))
-    templates = by_id(Template, (v.template_id for v in vms))
-    offerings = by_id(ServiceOffering, (v.service_offering_id for v in vms))
-    accounts = by_id(Account, (v.account_id for v in vms))
-    jobs = select(AsyncJob.instance_uuid, AsyncJob.uuid).where(
-        AsyncJob.instance_uuid.in_([v.uuid for v in vms]), AsyncJob.status == 0)
-    if ctx.job is not None:
-        # A job's own result does not show the job as pending.
-        jobs = jobs.where(AsyncJob.id != ctx.job.id)
-    pending = dict(session.execute(jobs).all())
+    refs = VmQueries(ctx).view_context(vms)
     admin = ctx.is_root_admin
-    return [vm_view(v, zones[v.zone_id], hosts.get(v.host_id), templates.get(v.template_id),
-                    offerings.get(v.service_offering_id), accounts.get(v.account_id), pending.get(v.uuid), admin)
+    return [vm_view(v, refs.zones[v.zone_id], refs.hosts.get(v.host_id), refs.templates.get(v.template_id),
+                    refs.offerings.get(v.service_offering_id), refs.accounts.get(v.account_id),
+                    refs.pending.get(v.uuid), admin)
             for v in vms]
 
 
@@ -132,11 +111,11 @@ def one_vm(ctx, vm):
 
 def _view(ctx, vm_id):
     """The job's result: the VM as its last step left it."""
-    return one_vm(ctx, ctx.session.get(VmInstance, vm_id))
+    return one_vm(ctx, by_id(ctx.session, VmInstance, vm_id))
 
 
 def _job_vm(ctx):
-    return ctx.session.execute(select(VmInstance).where(VmInstance.uuid == ctx.job.instance_uuid)).scalar_one()
+    return by_uuid(ctx.session, VmInstance, ctx.job.instance_uuid)
 
 
 def _id(row):
@@ -190,7 +169,7 @@ def deploy_virtual_machine(ctx, p):
 def start_virtual_machine(ctx, p):
     """Starts a virtual machine."""
     vm = ctx.vms.check_access(p.id)
-    ctx.vms.check_placement(ctx.session.get(Zone, vm.zone_id), host=p.hostid, pod=p.podid, cluster=p.clusterid)
+    ctx.vms.check_placement(VmQueries(ctx).zone_of(vm), host=p.hostid, pod=p.podid, cluster=p.clusterid)
     yield from lifecycle.start_vm(vm.id, host_id=_id(p.hostid), pod_id=_id(p.podid), cluster_id=_id(p.clusterid),
                                   consider_last_host=p.considerlasthost)
     return (yield DbStep(_view, vm.id))
@@ -257,48 +236,4 @@ def destroy_virtual_machine(ctx, p):
     ])
 def list_virtual_machines(ctx, p):
     """List the virtual machines owned by the account."""
-    q = select(VmInstance).where(VmInstance.removed.is_(None), VmInstance.state != EXPUNGING)
-    if p.id is not None:
-        q = q.where(VmInstance.id == p.id.id)
-    if p.ids:
-        q = q.where(VmInstance.id.in_([v.id for v in p.ids]))
-    if p.name:
-        q = q.where(ci_equals(VmInstance.name, p.name))
-    if p.state:
-        q = q.where(ci_equals(VmInstance.state, p.state))
-    for param, column in ((p.zoneid, VmInstance.zone_id), (p.hostid, VmInstance.host_id),
-                          (p.templateid, VmInstance.template_id),
-                          (p.serviceofferingid, VmInstance.service_offering_id)):
-        if param is not None:
-            q = q.where(column == param.id)
-    if p.podid is not None or p.clusterid is not None:
-        hosts = select(Host.id)
-        hosts = hosts.where(Host.pod_id == p.podid.id) if p.podid is not None else hosts
-        hosts = hosts.where(Host.cluster_id == p.clusterid.id) if p.clusterid is not None else hosts
-        q = q.where(VmInstance.host_id.in_(hosts))
-    if p.hypervisor:
-        q = q.where(VmInstance.hypervisor == choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
-                                                    % (p.hypervisor, " or ".join(HYPERVISORS))))
-    if given(p, "haenable"):
-        q = q.where(VmInstance.ha_enabled.is_(p.haenable))
-    q = _owned(ctx, p, q)
-    q = keyword_filter(q, p, VmInstance.name, VmInstance.display_name, VmInstance.instance_name)
-    return page_of(ctx, p, q, VmInstance.id, None, render_many=lambda vms: render_vms(ctx, vms))
-
-
-def _owned(ctx, p, q):
-    """Whose VMs: an account named (admins), everything (admins with listall), else the caller's."""
-    admin = ctx.is_root_admin
-    if p.account:
-        domain_id = p.domainid.id if p.domainid is not None else ctx.account.domain_id
-        account_ids = select(Account.id).where(func.lower(Account.name) == p.account.lower(),
-                                               Account.domain_id == domain_id)
-        if not admin and p.account.lower() != ctx.account.name.lower():
-            raise PermissionDenied("Account %s does not have permission to list the VMs of account %s"
-                                   % (ctx.account.name, p.account))
-        return q.where(VmInstance.account_id.in_(account_ids))
-    if admin and p.domainid is not None:
-        return q.where(VmInstance.domain_id == p.domainid.id)
-    if admin and (p.listall or p.id is not None or p.ids):
-        return q
-    return q.where(VmInstance.account_id == ctx.account.id)
+    return listed(VmQueries(ctx).list_page(p, given(p, "haenable")), render_many=lambda vms: render_vms(ctx, vms))

@@ -1,11 +1,10 @@
 """Zones: createZone, updateZone, deleteZone, listZones."""
 
-from ..api.listing import ci_equals, keyword_filter, page_of
+from ..api.listing import listed
 from ..api.params import Boolean, List, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
 from ..persistence.models import Domain, Zone
-from ..services.hierarchy import active
 
 ZONE_FIELDS = (
     ("id", "the UUID of the zone"), ("name", "zone name"), ("dns1", "the first DNS"),
@@ -129,29 +128,11 @@ def delete_zone(ctx, p):
 ])
 def list_zones(ctx, p):
     """Lists zones."""
-    q = active(Zone)
-    if p.id is not None:
-        q = q.where(Zone.id == p.id.id)
-    if p.ids:
-        q = q.where(Zone.id.in_([z.id for z in p.ids]))
-    if p.name:
-        q = q.where(ci_equals(Zone.name, p.name))
-    if p.networktype:
-        q = q.where(ci_equals(Zone.network_type, p.networktype))
-    if p.domainid is not None:
-        q = q.where(Zone.domain_id == p.domainid.id)
-    if not ctx.is_root_admin:
-        q = q.where(Zone.allocation_state == "Enabled")
-    q = keyword_filter(q, p, Zone.name, Zone.description)
-
-    def domain_name(domain_id):
-        # Public zones (most of them) have no domain: no query for those.
-        return ctx.session.get(Domain, domain_id).name if domain_id is not None else None
 
     def render(zone):
-        view = zone_view(zone, domain_name(zone.domain_id))
+        view = zone_view(zone, ctx.hierarchy.domain_name(zone.domain_id))
         if p.showcapacities:
             view["capacity"] = ctx.capacity.rows(zone=zone)
         return view
 
-    return page_of(ctx, p, q, Zone.id, render)
+    return listed(ctx.hierarchy.list_zones(p), render)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from ..errors import InvalidParameterValue
 from ..persistence.models import Account, Domain, LoginSession, User, utcnow
+from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, page
 
 ROOT_ADMIN, USER, DOMAIN_ADMIN = 1, 0, 2
 ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin"}
@@ -171,3 +172,70 @@ class AccountService:
         ).scalar_one_or_none()
         if record is not None:
             self.session.delete(record)
+
+
+# --- reads: listAccounts, listUsers, listDomains and what their views refer to ----------------
+
+ACCOUNT_FILTERS = (
+    Filter("id", Account.id, ROW),
+    Filter("name", Account.name, NOCASE),
+    Filter("accounttype", Account.account_type, EXACT),
+    Filter("domainid", Account.domain_id, ROW),
+    Filter("state", Account.state, NOCASE),
+    keyword(Account.name),
+)
+
+USER_FILTERS = (
+    Filter("id", User.id, ROW),
+    Filter("username", User.username, NOCASE),
+    Filter("account", Account.name, NOCASE),
+    Filter("domainid", Account.domain_id, ROW),
+    keyword(User.username),
+)
+
+DOMAIN_FILTERS = (
+    Filter("id", Domain.id, ROW),
+    Filter("name", Domain.name, NOCASE),
+    Filter("level", Domain.level, EXACT),
+    keyword(Domain.name),
+)
+
+
+class AccountQueries:
+    """The list reads of accounts, users and domains, for the caller of `ctx`."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def list_accounts(self, p):
+        q = select(Account).where(Account.removed.is_(None))
+        if not self.ctx.is_root_admin:
+            q = q.where(Account.id == self.ctx.user.account_id)
+        return page(self.ctx, p, filtered(q, ACCOUNT_FILTERS, p), Account.id)
+
+    def list_users(self, p):
+        q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
+        if not self.ctx.is_root_admin:
+            q = q.where(User.id == self.ctx.user.id)
+        return page(self.ctx, p, filtered(q, USER_FILTERS, p), User.id)
+
+    def list_domains(self, p):
+        q = filtered(select(Domain).where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
+        if not self.ctx.is_root_admin:
+            q = q.where(Domain.id == self.ctx.account.domain_id)
+        return page(self.ctx, p, q, Domain.id)
+
+    def domain(self, domain_id):
+        return self.session.get(Domain, domain_id) if domain_id else None
+
+    def has_child(self, domain):
+        return self.session.execute(
+            select(Domain.id).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).limit(1)
+        ).first() is not None
+
+    def domain_by_path(self, path):
+        """The live domain whose path is `path` (case-insensitive), or None."""
+        return self.session.execute(
+            select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))
+        ).scalar_one_or_none()

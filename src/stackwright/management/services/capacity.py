@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from ..persistence.models import Cluster, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
+from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
+from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY
 
 MEMORY, CPU, STORAGE, STORAGE_ALLOCATED, PRIVATE_IP, SECONDARY_STORAGE = 0, 1, 2, 3, 5, 6
@@ -48,6 +49,66 @@ class Allocation:
 
     cpu_mhz: int = 0
     memory_bytes: int = 0
+
+
+_NOTHING = Allocation()
+
+
+@dataclass(slots=True)
+class Capacity:
+    """CPU and memory of one host, or of a cluster's hosts together, against what guests take.
+
+    `cpu_mhz` (cpus x speed) and `memory_bytes` are the raw totals; the cluster's over-provisioning
+    ratios make them `cpu_total` and `memory_total`, which is what guests can be given. Every
+    consumer (placement, listCapacity, the host view) reads these, so they cannot disagree.
+    """
+
+    cpu_mhz: int
+    memory_bytes: int
+    cpu_ratio: float
+    memory_ratio: float
+    used: Allocation
+
+    @property
+    def cpu_total(self):
+        return self.cpu_mhz * self.cpu_ratio
+
+    @property
+    def memory_total(self):
+        return self.memory_bytes * self.memory_ratio
+
+    @property
+    def cpu_capacity(self):
+        """`cpu_total` in whole MHz, as capacity rows count it."""
+        return int(self.cpu_total)
+
+    @property
+    def memory_capacity(self):
+        return int(self.memory_total)
+
+    @property
+    def cpu_free(self):
+        return self.cpu_capacity - self.used.cpu_mhz
+
+    @property
+    def memory_free(self):
+        return self.memory_capacity - self.used.memory_bytes
+
+    def fits(self, cpu_mhz, memory_bytes):
+        return self.cpu_free >= cpu_mhz and self.memory_free >= memory_bytes
+
+    def beyond(self, cpu_mhz, memory_bytes, cpu_limit, memory_limit):
+        """Whether taking `cpu_mhz` and `memory_bytes` more passes the fractions `cpu_limit` or
+        `memory_limit` of the totals (a zero total has no limit)."""
+        cpu_total, memory_total = self.cpu_total, self.memory_total
+        return bool((cpu_total and (self.used.cpu_mhz + cpu_mhz) / cpu_total > cpu_limit)
+                    or (memory_total and (self.used.memory_bytes + memory_bytes) / memory_total > memory_limit))
+
+
+def host_capacity(cpus, cpu_speed, memory_bytes, ratios, used=None):
+    """The Capacity of one host from its columns, `ratios` (cpu, memory) of its cluster and
+    `used`, the Allocation its guests hold (None: nothing)."""
+    return Capacity((cpus or 0) * (cpu_speed or 0), memory_bytes or 0, ratios[0], ratios[1], used or _NOTHING)
 
 
 @dataclass
@@ -91,6 +152,55 @@ class CapacityService:
         """{host id: Allocation} for the hosts with ids first_id..last_id: a page of hosts in id
         order is asked for by its bounds, two parameters instead of one per host."""
         return self._allocations(Host.id.between(first_id, last_id), Host.id)
+
+    # --- capacity with over-provisioning ----------------------------------------------
+
+    def ratios(self, cluster):
+        """(CPU, memory) over-provisioning ratios of `cluster`: its own details, else the globals."""
+        return self._ratios(cluster.detail)
+
+    def cluster_ratios(self, cluster_ids):
+        """{cluster id: (CPU, memory) ratios} for `cluster_ids`, their details read in one query."""
+        details = {cid: {} for cid in cluster_ids}
+        for cluster_id, name, value in self.session.execute(
+                select(ClusterDetail.cluster_id, ClusterDetail.name, ClusterDetail.value).where(
+                    ClusterDetail.cluster_id.in_(list(details)), ClusterDetail.name.in_((CPU_RATIO, MEMORY_RATIO)))):
+            details[cluster_id][name] = value
+        return {cid: self._ratios(found.get) for cid, found in details.items()}
+
+    def _ratios(self, detail):
+        """The ratios from `detail(name)`, a cluster's detail or None; the global setting when None."""
+        config = self.ctx.configuration
+        out = []
+        for setting in ("cpu.overprovisioning.factor", "mem.overprovisioning.factor"):
+            value = detail(CLUSTER_DETAIL_OF[setting])
+            out.append(float(value if value is not None else config.global_value(setting)))
+        return tuple(out)
+
+    def host_capacities(self, hosts, clusters):
+        """{host id: Capacity} of Host rows `hosts`; `clusters` maps their cluster ids to Clusters."""
+        used = self.host_allocations([h.id for h in hosts])
+        ratios = {cid: self.ratios(clusters[cid]) for cid in {h.cluster_id for h in hosts}}
+        return {h.id: host_capacity(h.cpus, h.cpu_speed, h.memory_bytes, ratios[h.cluster_id], used.get(h.id))
+                for h in hosts}
+
+    def cluster_capacities(self, clusters):
+        """{cluster id: Capacity} of the Up and Enabled hosts of `clusters` (id -> Cluster) taken
+        together, against what guests hold on any of the clusters' hosts. A cluster without
+        such hosts has no entry."""
+        if not clusters:
+            return {}
+        counted = select(
+            Host.cluster_id, func.sum(Host.cpus * Host.cpu_speed), func.sum(Host.memory_bytes)
+        ).where(
+            Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
+            Host.state == "Up", Host.resource_state == "Enabled",
+        ).group_by(Host.cluster_id)
+        used = self.allocations(Host.cluster_id, list(clusters))
+        # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
+        return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
+                                     used.get(cluster_id, _NOTHING))
+                for cluster_id, cpu, memory in self.session.execute(counted)}
 
     # --- listCapacity / showcapacities ------------------------------------------------
 
@@ -162,27 +272,14 @@ class CapacityService:
         return zones, pods, clusters
 
     def _compute(self, clusters, key_of, sums):
-        if not clusters:
-            return
-        counted = select(
-            Host.cluster_id, func.sum(Host.cpus * Host.cpu_speed), func.sum(Host.memory_bytes)
-        ).where(
-            Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
-            Host.state == "Up", Host.resource_state == "Enabled",
-        ).group_by(Host.cluster_id)
-        used = self.allocations(Host.cluster_id, list(clusters))
-        config = self.ctx.configuration
-        for cluster_id, cpu, memory in self.session.execute(counted):
+        for cluster_id, capacity in self.cluster_capacities(clusters).items():
             c = clusters[cluster_id]
             k = key_of(c.zone_id, c.pod_id, c.id)
             cpu_sum, mem_sum = sums[(CPU, k)], sums[(MEMORY, k)]
-            # SUM() is a Decimal on MySQL: whole numbers first, then the ratio.
-            cpu_sum.total += int(int(cpu or 0) * config.cluster_ratio(c, "cpu.overprovisioning.factor"))
-            mem_sum.total += int(int(memory or 0) * config.cluster_ratio(c, "mem.overprovisioning.factor"))
-            taken = used.get(cluster_id)
-            if taken is not None:
-                cpu_sum.used += taken.cpu_mhz
-                mem_sum.used += taken.memory_bytes
+            cpu_sum.total += capacity.cpu_capacity
+            mem_sum.total += capacity.memory_capacity
+            cpu_sum.used += capacity.used.cpu_mhz
+            mem_sum.used += capacity.used.memory_bytes
 
     def _primary_storage(self, zones, pods, clusters, key_of, sums):
         pools = self.session.execute(

@@ -10,8 +10,9 @@ import logging
 from sqlalchemy import false, or_, select
 
 from ..errors import InvalidParameterValue
-from ..persistence.models import ServiceOffering, Template, utcnow
+from ..persistence.models import Account, Domain, ServiceOffering, Template, Zone, utcnow
 from .hosts import tag_string
+from .queries import NOCASE, ROW, Filter, ci_equals, filtered, keyword, page, rows_by_id
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +181,43 @@ class CatalogService:
             raise InvalidParameterValue(
                 "Unable to use template %s: it is private to another account" % template.uuid)
         return template
+
+    # --- reads: listServiceOfferings, listTemplates ------------------------------------
+
+    def list_offerings(self, p):
+        q = select(ServiceOffering).where(ServiceOffering.removed.is_(None),
+                                          ServiceOffering.is_system.is_(bool(p.issystem)))
+        q = filtered(q, OFFERING_FILTERS, p)
+        if p.domainid is None and not self.ctx.is_root_admin:
+            q = q.where(or_(ServiceOffering.domain_id.is_(None),
+                            ServiceOffering.domain_id == self.ctx.account.domain_id))
+        return page(self.ctx, p, q, ServiceOffering.id)
+
+    def domain_of(self, row):
+        """The Domain an offering (or another row with a domain_id) is restricted to, or None."""
+        return self.session.get(Domain, row.domain_id) if row.domain_id else None
+
+    def list_templates(self, p, hypervisor=None):
+        q = filtered(self.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor), TEMPLATE_LIST_FILTERS, p)
+        if p.account:
+            q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
+        return page(self.ctx, p, q, Template.id)
+
+    def template_view_context(self, templates):
+        """({zone id: Zone}, {account id: Account}) the views of `templates` refer to, one query each."""
+        return (rows_by_id(self.session, Zone, (t.zone_id for t in templates)),
+                rows_by_id(self.session, Account, (t.account_id for t in templates)))
+
+
+OFFERING_FILTERS = (
+    Filter("id", ServiceOffering.id, ROW),
+    Filter("name", ServiceOffering.name, NOCASE),
+    Filter("domainid", ServiceOffering.domain_id, ROW),
+    keyword(ServiceOffering.name, ServiceOffering.display_text),
+)
+
+TEMPLATE_LIST_FILTERS = (
+    Filter("id", Template.id, ROW),
+    Filter("name", Template.name, NOCASE),
+    keyword(Template.name, Template.display_text),
+)

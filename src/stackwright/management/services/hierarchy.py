@@ -13,6 +13,7 @@ from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..formatting import ratio
 from ..persistence.models import (
     Cluster,
+    Domain,
     Host,
     ImageStore,
     PhysicalNetwork,
@@ -23,6 +24,7 @@ from ..persistence.models import (
     Zone,
 )
 from .configuration import CLUSTER_DETAIL_OF, key as config_key
+from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page
 
 ALLOCATION_STATES = ("Enabled", "Disabled")
 HYPERVISORS = ("KVM", "Simulator")
@@ -423,7 +425,63 @@ class HierarchyService:
         return row
 
 
+    # --- reads: listZones, listPods, listClusters, listHypervisors -----------------------
+
+    def list_zones(self, p):
+        q = filtered(active(Zone), ZONE_FILTERS, p)
+        if not self.ctx.is_root_admin:
+            q = q.where(Zone.allocation_state == "Enabled")
+        return page(self.ctx, p, q, Zone.id)
+
+    def list_pods(self, p):
+        return page(self.ctx, p, filtered(active(Pod), POD_FILTERS, p), Pod.id)
+
+    def list_clusters(self, p):
+        return page(self.ctx, p, filtered(active(Cluster), CLUSTER_FILTERS, p), Cluster.id)
+
+    def domain_name(self, domain_id):
+        # Public zones (most of them) have no domain: no query for those.
+        return self.session.get(Domain, domain_id).name if domain_id is not None else None
+
+    def hypervisors_in(self, zone):
+        """The hypervisor types of the live clusters of `zone`, sorted."""
+        return self.session.execute(
+            select(Cluster.hypervisor).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))
+            .distinct().order_by(Cluster.hypervisor)
+        ).scalars().all()
+
 def _now():
     from ..persistence.models import utcnow
 
     return utcnow()
+
+
+ZONE_FILTERS = (
+    Filter("id", Zone.id, ROW),
+    Filter("ids", Zone.id, ROWS),
+    Filter("name", Zone.name, NOCASE),
+    Filter("networktype", Zone.network_type, NOCASE),
+    Filter("domainid", Zone.domain_id, ROW),
+    keyword(Zone.name, Zone.description),
+)
+
+POD_FILTERS = (
+    Filter("id", Pod.id, ROW),
+    Filter("name", Pod.name, NOCASE),
+    Filter("zoneid", Pod.zone_id, ROW),
+    Filter("allocationstate", Pod.allocation_state, NOCASE),
+    keyword(Pod.name),
+)
+
+CLUSTER_FILTERS = (
+    Filter("id", Cluster.id, ROW),
+    Filter("zoneid", Cluster.zone_id, ROW),
+    Filter("podid", Cluster.pod_id, ROW),
+    Filter("name", Cluster.name, NOCASE),
+    Filter("hypervisor", Cluster.hypervisor, NOCASE),
+    Filter("clustertype", Cluster.cluster_type, NOCASE),
+    Filter("allocationstate", Cluster.allocation_state, NOCASE),
+    Filter("managedstate", Cluster.managed_state, NOCASE),
+    Filter("arch", Cluster.arch, NOCASE),
+    keyword(Cluster.name),
+)

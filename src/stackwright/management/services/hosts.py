@@ -15,13 +15,14 @@ import logging
 import time
 import urllib.parse
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from stackwright.simulation import host as simulator
 
 from ..errors import ApiError, CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import Host, VmInstance, utcnow
+from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone, utcnow
 from .hierarchy import allocation_state, hypervisor_type
+from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 
 log = logging.getLogger(__name__)
@@ -450,3 +451,73 @@ class HostService:
         if cluster is not None:
             q = q.where(Host.cluster_id == cluster.id)
         return self.session.execute(q).scalar_one()
+
+    # --- reads: listHosts and the views of hosts -----------------------------------------
+
+    def list_page(self, p):
+        """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
+        q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
+        if p.hahost or p.outofbandmanagementenabled:
+            q = q.where(false())   # no host is dedicated to HA or has out-of-band management
+        return page(self.ctx, p, q, Host.id, whole_rows=True)
+
+    def view_rows(self, ids):
+        """The VIEW_COLUMNS of hosts `ids`, in id order."""
+        if not ids:
+            return []
+        self.session.flush()
+        return self.session.connection().execute(
+            _HOST_VIEWS.where(Host.id.in_(ids)).order_by(Host.id)).all()
+
+    def view_context(self, rows):
+        """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
+        all of them: ({cluster id: (cluster row of CLUSTER_VIEW_COLUMNS, over-provisioning
+        ratios)}, {host id: Allocation})."""
+        if not rows:
+            return {}, {}
+        capacity = self.ctx.capacity
+        cluster_ids = {row.cluster_id for row in rows}
+        ratios = capacity.cluster_ratios(cluster_ids)
+        clusters = {
+            c.id: (c, ratios[c.id]) for c in self.session.connection().execute(
+                _CLUSTER_VIEWS.where(Cluster.id.in_(cluster_ids)))
+        }
+        # A page of hosts in id order is asked for by its bounds: two parameters, not one per host.
+        allocations = capacity.host_allocations_between(rows[0].id, rows[-1].id)
+        return clusters, allocations
+
+
+# What the views of a cluster's hosts share.
+CLUSTER_VIEW_COLUMNS = (
+    Cluster.id, Cluster.uuid, Cluster.name, Cluster.cluster_type, Cluster.arch, Pod.uuid.label("pod_uuid"),
+    Pod.name.label("pod_name"), Zone.uuid.label("zone_uuid"), Zone.name.label("zone_name"),
+)
+
+# The host columns a view needs, read as plain rows rather than ORM objects; of `details` only
+# the two keys a view shows, extracted by the database.
+VIEW_COLUMNS = (
+    Host.id, Host.uuid, Host.name, Host.state, Host.resource_state, Host.type, Host.ip_address,
+    Host.cluster_id, Host.hypervisor, Host.hypervisor_version, Host.version, Host.host_tags,
+    Host.capabilities, Host.status_message, Host.details["arch"].as_string(),
+    Host.details["annotation"].as_string(), Host.created, Host.last_pinged, Host.disconnected,
+    Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes, Host.cpu_used_percent,
+    Host.memory_used_bytes,
+)
+# Statements are immutable: built once here, each list only adds its conditions.
+_HOST_VIEWS = select(*VIEW_COLUMNS)
+_LIVE_HOST_VIEWS = _HOST_VIEWS.where(Host.removed.is_(None))
+_CLUSTER_VIEWS = (select(*CLUSTER_VIEW_COLUMNS).join(Pod, Pod.id == Cluster.pod_id)
+                  .join(Zone, Zone.id == Cluster.zone_id))
+
+HOST_FILTERS = (
+    Filter("id", Host.id, ROW),
+    Filter("zoneid", Host.zone_id, ROW),
+    Filter("podid", Host.pod_id, ROW),
+    Filter("clusterid", Host.cluster_id, ROW),
+    Filter("name", Host.name, NOCASE),
+    Filter("type", Host.type, NOCASE),
+    Filter("state", Host.state, NOCASE),
+    Filter("resourcestate", Host.resource_state, NOCASE),
+    Filter("hypervisor", Host.hypervisor, NOCASE),
+    keyword(Host.name, Host.ip_address),
+)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import PhysicalNetwork, TrafficType, Zone, utcnow
 from .hierarchy import choose
+from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
 # System traffic a zone routes through exactly one physical network (Guest may span several).
@@ -165,3 +166,23 @@ class NetworkService:
     def _live(self, network):
         if network.removed is not None:
             raise InvalidParameterValue("Unable to find physical network by id %s" % network.uuid)
+
+    # --- reads: listPhysicalNetworks --------------------------------------------------
+
+    def list_physical_networks(self, p):
+        q = select(PhysicalNetwork).where(PhysicalNetwork.removed.is_(None))
+        return page(self.ctx, p, filtered(q, PHYSICAL_NETWORK_FILTERS, p), PhysicalNetwork.id)
+
+    def zone_of(self, network):
+        return self.session.get(Zone, network.zone_id)
+
+    def network_of(self, traffic_type):
+        return self.session.get(PhysicalNetwork, traffic_type.physical_network_id)
+
+
+PHYSICAL_NETWORK_FILTERS = (
+    Filter("id", PhysicalNetwork.id, ROW),
+    Filter("name", PhysicalNetwork.name, NOCASE),
+    Filter("zoneid", PhysicalNetwork.zone_id, ROW),
+    keyword(PhysicalNetwork.name),
+)

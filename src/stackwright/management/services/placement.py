@@ -6,7 +6,7 @@ First fit over enabled pods and clusters, Up and Enabled hosts, and Up pools; se
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..errors import InsufficientCapacity
 from ..persistence.models import Cluster, Host, StoragePool
@@ -146,26 +146,22 @@ class Planner:
 
     def _with_capacity(self, hosts, clusters, demand):
         capacity = self.ctx.capacity
-        config = self.ctx.configuration
-        by_host = capacity.host_allocations([h.id for h in hosts])
-        by_cluster = capacity.allocations(Host.cluster_id, list({h.cluster_id for h in hosts}))
+        by_host = capacity.host_capacities(hosts, clusters)
         thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
-        cluster_totals = self._cluster_totals(clusters) if thresholds_on else {}
+        by_cluster = capacity.cluster_capacities(
+            {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}) if thresholds_on else {}
         fitting, shortfalls = [], []
         for h in hosts:
             c = clusters[h.cluster_id]
             if (h.cpus or 0) < demand.cpu_number or (h.cpu_speed or 0) < demand.cpu_speed:
                 shortfalls.append("%s has %s CPUs of %s MHz" % (h.name, h.cpus, h.cpu_speed))
                 continue
-            used = by_host.get(h.id)
-            used_cpu, used_memory = (used.cpu_mhz, used.memory_bytes) if used else (0, 0)
-            cpu_total = int(h.cpus * h.cpu_speed * config.cluster_ratio(c, "cpu.overprovisioning.factor"))
-            memory_total = int((h.memory_bytes or 0) * config.cluster_ratio(c, "mem.overprovisioning.factor"))
-            cpu_free, memory_free = cpu_total - used_cpu, memory_total - used_memory
-            if cpu_free < demand.cpu_mhz or memory_free < demand.memory_bytes:
-                shortfalls.append("%s has %d MHz and %s free" % (h.name, max(cpu_free, 0), size_text(max(memory_free, 0))))
+            room = by_host[h.id]
+            if not room.fits(demand.cpu_mhz, demand.memory_bytes):
+                shortfalls.append("%s has %d MHz and %s free" % (
+                    h.name, max(room.cpu_free, 0), size_text(max(room.memory_free, 0))))
                 continue
-            if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), cluster_totals.get(c.id), demand):
+            if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), demand):
                 shortfalls.append("cluster %s is above its allocated capacity disable threshold" % c.name)
                 continue
             fitting.append(h)
@@ -182,26 +178,14 @@ class Planner:
         fitting, _shortfall = self._with_capacity([host], clusters, demand)
         return bool(fitting)
 
-    def _cluster_totals(self, clusters):
-        rows = self.session.execute(
-            select(Host.cluster_id, func.sum(Host.cpus * Host.cpu_speed), func.sum(Host.memory_bytes)).where(
-                Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.state == "Up",
-                Host.resource_state == "Enabled").group_by(Host.cluster_id)
-        ).all()
-        return {cid: (int(cpu or 0), int(memory or 0)) for cid, cpu, memory in rows}
-
-    def _over_threshold(self, cluster, used, totals, demand):
-        if not totals:
+    def _over_threshold(self, cluster, capacity, demand):
+        if capacity is None:
             return False
         config = self.ctx.configuration
-        cpu_total = totals[0] * config.cluster_ratio(cluster, "cpu.overprovisioning.factor")
-        memory_total = totals[1] * config.cluster_ratio(cluster, "mem.overprovisioning.factor")
-        used_cpu, used_memory = (used.cpu_mhz, used.memory_bytes) if used else (0, 0)
         cpu_limit = float(config.scoped_value("cluster.cpu.allocated.capacity.disablethreshold", "cluster", cluster))
         memory_limit = float(config.scoped_value("cluster.memory.allocated.capacity.disablethreshold", "cluster",
                                                  cluster))
-        return ((cpu_total and (used_cpu + demand.cpu_mhz) / cpu_total > cpu_limit)
-                or (memory_total and (used_memory + demand.memory_bytes) / memory_total > memory_limit))
+        return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
     def _pool_for(self, cluster, demand, avoid):
         storage = self.ctx.storage

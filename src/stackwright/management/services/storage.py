@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, or_, select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, Volume, utcnow
+from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, Volume, Zone, utcnow
 from .hierarchy import HYPERVISORS, choose
 from .hosts import tag_string  # pool tags follow the host tag rules
 from .pool_attach import ATTACH_JOB
+from .queries import EXACT, NOCASE, ROW, Filter, filtered, keyword, page
 
 log = logging.getLogger(__name__)
 
@@ -451,3 +452,49 @@ class StorageService:
         if row.removed is not None:
             raise InvalidParameterValue("Unable to find %s by id %s" % (what, row.uuid))
         return row
+
+    # --- reads: listStoragePools, listImageStores -------------------------------------
+
+    def list_pools(self, p):
+        if p.hostid is not None:
+            q = self.pools_of(self.session.get(Cluster, p.hostid.cluster_id))
+        else:
+            q = select(StoragePool).where(StoragePool.removed.is_(None))
+        return page(self.ctx, p, filtered(q, POOL_FILTERS, p), StoragePool.id)
+
+    def list_image_stores(self, p):
+        q = select(ImageStore).where(ImageStore.removed.is_(None))
+        return page(self.ctx, p, filtered(q, IMAGE_STORE_FILTERS, p), ImageStore.id)
+
+    def places_of(self, pool):
+        """(zone, pod or None, cluster or None) of a pool, for its view."""
+        get = self.session.get
+        return (get(Zone, pool.zone_id), get(Pod, pool.pod_id) if pool.pod_id else None,
+                get(Cluster, pool.cluster_id) if pool.cluster_id else None)
+
+    def zone_of(self, store):
+        return self.session.get(Zone, store.zone_id) if store.zone_id else None
+
+
+POOL_FILTERS = (
+    Filter("id", StoragePool.id, ROW),
+    Filter("name", StoragePool.name, NOCASE),
+    Filter("zoneid", StoragePool.zone_id, ROW),
+    Filter("podid", StoragePool.pod_id, ROW),
+    Filter("clusterid", StoragePool.cluster_id, ROW),
+    Filter("ipaddress", StoragePool.host_address, EXACT),
+    Filter("path", StoragePool.path, EXACT),
+    Filter("scope", StoragePool.scope, NOCASE),
+    Filter("status", StoragePool.state, NOCASE),
+    keyword(StoragePool.name),
+)
+
+IMAGE_STORE_FILTERS = (
+    Filter("id", ImageStore.id, ROW),
+    Filter("name", ImageStore.name, NOCASE),
+    Filter("zoneid", ImageStore.zone_id, ROW),
+    Filter("protocol", ImageStore.protocol, NOCASE),
+    Filter("provider", ImageStore.provider, NOCASE),
+    Filter("readonly", ImageStore.readonly, EXACT),
+    keyword(ImageStore.name),
+)
