@@ -1,8 +1,29 @@
 """The context a command runs in: one transaction, the caller, and the domain services."""
 
+from __future__ import annotations
+
 import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .services.accounts import ROOT_ADMIN
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .engine import Engine
+    from .persistence.models import Account, AsyncJob, User
+    from .services.accounts import AccountService
+    from .services.capacity import CapacityService
+    from .services.catalog import CatalogService
+    from .services.configuration import ConfigurationService, GlobalSettings
+    from .services.gateway import AgentGateway
+    from .services.hierarchy import HierarchyService
+    from .services.hosts import HostService
+    from .services.jobs import JobService
+    from .services.networks import NetworkService
+    from .services.storage import StorageService
+    from .services.vms import VmService
 
 
 class Principal:
@@ -10,14 +31,16 @@ class Principal:
 
     __slots__ = ("user_id", "account_id", "root_admin")
 
-    def __init__(self, user_id, account_id, root_admin):
+    def __init__(self, user_id: int, account_id: int, root_admin: bool) -> None:
         self.user_id = user_id
         self.account_id = account_id
         self.root_admin = root_admin
 
 
 class Context:
-    def __init__(self, engine, session, user, command=None, request_id=None, job=None):
+    def __init__(self, engine: Engine, session: Session, user: User | Principal | None,
+                 command: str | None = None, request_id: str | None = None,
+                 job: AsyncJob | None = None) -> None:
         """`user` is a User row, a Principal (the row is loaded on first use), or None."""
         self.engine = engine
         self.session = session
@@ -30,20 +53,20 @@ class Context:
         self.command = command
         self.request_id = request_id
         self.job = job
-        self._after_commit = []
-        self.cookies = {}
+        self._after_commit: list[Callable[[], object]] = []
+        self.cookies: dict[str, str] = {}
 
     @property
-    def agents(self):
+    def agents(self) -> AgentGateway:
         """The agent gateway (services.gateway.AgentGateway): the only way to a host's agent."""
         return self.engine.gateway
 
     @property
-    def config(self):
+    def config(self) -> GlobalSettings:
         return self.engine.settings
 
     @property
-    def user(self):
+    def user(self) -> User | None:
         if self._user is None and self.principal is not None:
             from .persistence.models import User
 
@@ -51,18 +74,18 @@ class Context:
         return self._user
 
     @property
-    def account(self):
+    def account(self) -> Account | None:
         return self.user.account if self.user is not None else None
 
     @property
-    def is_root_admin(self):
+    def is_root_admin(self) -> bool:
         return self.principal is not None and self.principal.root_admin
 
-    def after_commit(self, fn):
+    def after_commit(self, fn: Callable[[], object]) -> None:
         """Run `fn` once the transaction has committed (e.g. hand a job to the workers)."""
         self._after_commit.append(fn)
 
-    def run_after_commit(self):
+    def run_after_commit(self) -> None:
         for fn in self._after_commit:
             fn()
         self._after_commit.clear()
@@ -70,66 +93,66 @@ class Context:
     # Services are created on first use and share this context's transaction.
 
     @functools.cached_property
-    def configuration(self):
+    def configuration(self) -> ConfigurationService:
         from .services.configuration import ConfigurationService
 
         return ConfigurationService(self.session, self.engine.settings)
 
     @functools.cached_property
-    def accounts(self):
+    def accounts(self) -> AccountService:
         from .services.accounts import AccountService
 
         return AccountService(self.session)
 
     @functools.cached_property
-    def hierarchy(self):
+    def hierarchy(self) -> HierarchyService:
         from .services.hierarchy import HierarchyService
 
         return HierarchyService(self)
 
     @functools.cached_property
-    def hosts(self):
+    def hosts(self) -> HostService:
         from .services.hosts import HostService
 
         return HostService(self)
 
     @functools.cached_property
-    def storage(self):
+    def storage(self) -> StorageService:
         from .services.storage import StorageService
 
         return StorageService(self)
 
     @functools.cached_property
-    def networks(self):
+    def networks(self) -> NetworkService:
         from .services.networks import NetworkService
 
         return NetworkService(self)
 
     @functools.cached_property
-    def capacity(self):
+    def capacity(self) -> CapacityService:
         from .services.capacity import CapacityService
 
         return CapacityService(self)
 
     @functools.cached_property
-    def catalog(self):
+    def catalog(self) -> CatalogService:
         from .services.catalog import CatalogService
 
         return CatalogService(self)
 
     @functools.cached_property
-    def vms(self):
+    def vms(self) -> VmService:
         from .services.vms import VmService
 
         return VmService(self)
 
     @functools.cached_property
-    def jobs(self):
+    def jobs(self) -> JobService:
         from .services.jobs import JobService
 
         return JobService(self)
 
-    def event(self, type, description, resource_uuid=None, level="INFO"):
+    def event(self, type: str, description: str, resource_uuid: str | None = None, level: str = "INFO") -> None:
         from .persistence.models import Event
 
         self.session.add(Event(

@@ -12,7 +12,8 @@ class ApiError(Exception):
     errorcode = 530
     cserrorcode = 4250
 
-    def __init__(self, text, *, errorcode=None, cserrorcode=None, uuid_list=None):
+    def __init__(self, text: str, *, errorcode: int | None = None, cserrorcode: int | None = None,
+                 uuid_list: list[dict[str, str]] | None = None) -> None:
         super().__init__(text)
         self.text = text
         if errorcode is not None:

@@ -195,7 +195,7 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
     pings = {}
     for interval, samples in sorted(round_trips.items()):
         samples.sort()
-        pings["%g" % interval] = {
+        pings[f"{interval:g}"] = {
             "answered": len(samples),
             "rtt_p50_ms": round(1000 * samples[len(samples) // 2], 2),
             "rtt_p99_ms": round(1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2),

@@ -15,6 +15,7 @@ Its address is a label from 172.16.0.0/12; nothing ever connects to it.
 import ipaddress
 import urllib.parse
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stackwright.agent.hypervisor.simulator import SIMULATOR_VERSION as HYPERVISOR_VERSION
@@ -46,20 +47,20 @@ class SimulatedSize:
     memory: int             # bytes
 
 
-def parse_size(url, defaults):
+def parse_size(url: str, defaults: Callable[[str], str | None]) -> SimulatedSize:
     """The CPU/memory a URL asks for; `defaults(name)` gives the global value of a key."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise SimulatorUrlError(
-            "%s is not a valid Simulator host URL; use http://sim/<cluster>/<host>[?cpus=N&cpuspeed=MHz&memory=BYTES]"
-            % url
+            f"{url} is not a valid Simulator host URL; "
+            "use http://sim/<cluster>/<host>[?cpus=N&cpuspeed=MHz&memory=BYTES]"
         )
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(_SIZES))
     if unknown:
         raise SimulatorUrlError(
-            "unknown parameter(s) %s in Simulator host URL %s; accepted: cpus, cpuspeed, memory"
-            % (", ".join(unknown), url)
+            f"unknown parameter(s) {', '.join(unknown)} in Simulator host URL {url}; "
+            "accepted: cpus, cpuspeed, memory"
         )
     values = {}
     for name, (setting, minimum, maximum) in _SIZES.items():
@@ -73,14 +74,14 @@ def parse_size(url, defaults):
             value = None
         if value is None or not minimum <= value <= maximum:
             raise SimulatorUrlError(
-                "invalid %s=%s in Simulator host URL %s; expected a whole number from %d to %d"
-                % (name, raw, url, minimum, maximum)
+                f"invalid {name}={raw} in Simulator host URL {url}; "
+                f"expected a whole number from {minimum} to {maximum}"
             )
         values[name] = value
     return SimulatedSize(values["cpus"], values["cpuspeed"], values["memory"])
 
 
-def address(index, taken=lambda _ip: False):
+def address(index: int, taken: Callable[[str], bool] = lambda _ip: False) -> str:
     """A unique label address for simulated host number `index` (its database id).
 
     `taken(ip)` says whether another host already uses an address, in which case the
@@ -91,7 +92,7 @@ def address(index, taken=lambda _ip: False):
         candidate = str(ADDRESS_POOL.network_address + 1 + (index + step) % usable)
         if not taken(candidate):
             return candidate
-    raise SimulatorUrlError("the Simulator address pool %s is exhausted" % ADDRESS_POOL)
+    raise SimulatorUrlError(f"the Simulator address pool {ADDRESS_POOL} is exhausted")
 
 
 class SimulatedHost:
@@ -104,19 +105,19 @@ class SimulatedHost:
     hypervisor = HYPERVISOR
     version = AGENT_VERSION
 
-    def __init__(self, url, defaults):
+    def __init__(self, url: str, defaults: Callable[[str], str | None]) -> None:
         self.url = url
         size = parse_size(url, defaults)
         self.cpus, self.cpu_speed, self.memory = size.cpus, size.cpu_speed, size.memory
 
     @staticmethod
-    def new_guid():
-        return "%s-Simulator" % uuidlib.uuid4()
+    def new_guid() -> str:
+        return f"{uuidlib.uuid4()}-Simulator"
 
-    def host_info(self, private_ip, hostname=None):
+    def host_info(self, private_ip: str | None, hostname: str | None = None) -> HostInfo:
         """What a registration of this host reports."""
         return HostInfo(
-            hostname=hostname or "SimulatedAgent.%s" % uuidlib.uuid4(),
+            hostname=hostname or f"SimulatedAgent.{uuidlib.uuid4()}",
             hypervisor=HYPERVISOR,
             hypervisor_version=HYPERVISOR_VERSION,
             arch="x86_64",
@@ -132,14 +133,14 @@ class SimulatedHost:
             accel="none",
         )
 
-    def host_stats(self):
+    def host_stats(self) -> HostStats:
         """An idle simulated host: no CPU used, all memory free."""
         return HostStats(cpu_utilization=0.0, memory_total_bytes=self.memory, memory_free_bytes=self.memory)
 
 
-def _mac_for(ip):
+def _mac_for(ip: str | None) -> str | None:
     """A locally administered MAC derived from the label address, stable across reconnects."""
     if not ip:
         return None
     octets = ipaddress.IPv4Address(ip).packed
-    return "06:00:%02x:%02x:%02x:%02x" % tuple(octets)
+    return "06:00:" + ":".join(f"{o:02x}" for o in octets)

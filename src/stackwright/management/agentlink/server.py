@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from stackwright.protocol.channel import Channel
-from stackwright.protocol.framing import DEFAULT_MAX_FRAME
-from stackwright.protocol.messages import Answer, Request
+from stackwright.protocol.framing import DEFAULT_MAX_FRAME, Frame
+from stackwright.protocol.messages import Answer, Message, Request
 from stackwright.protocol.pki import (
     CertificateAuthority,
     EnrollmentTokens,
@@ -321,7 +321,7 @@ class AgentLinkServer:
     ) -> None:
         session: AgentSession | None = None
 
-        async def handle(frame):
+        async def handle(frame: Frame) -> Message | None:
             assert session is not None
             return await session.handle(frame)
 

@@ -4,17 +4,24 @@ Requests are parsed here and executed on a bounded thread pool (database work is
 one log line per request records the command, caller, duration, status and job id.
 """
 
+from __future__ import annotations
+
 import asyncio
 import concurrent.futures
 import logging
 import time
 import urllib.parse
 import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiohttp import web
 
 from .execute import cached_answer, execute, response_key
 from .render import encode
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("stackwright.management.access")
@@ -26,8 +33,8 @@ REDACTED = {"signature", "apikey", "password", "secretkey", "sessionkey", "secre
 INTERNAL_ERROR = "Internal error executing command, please contact your system administrator (request id %s)"
 
 
-async def _params(request):
-    raw = {}
+async def _params(request: web.Request) -> dict[str, str]:
+    raw: dict[str, str] = {}
     for k, v in request.query.items():
         raw.setdefault(k, v)
     if request.method == "POST" and request.can_read_body:
@@ -44,7 +51,7 @@ async def _params(request):
     return raw
 
 
-def _json(body, status):
+def _json(body: bytes | dict[str, Any], status: int) -> web.Response:
     return web.Response(
         body=body if isinstance(body, bytes) else encode(body),
         status=status,
@@ -53,7 +60,7 @@ def _json(body, status):
     )
 
 
-async def api_handler(request):
+async def api_handler(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     started = time.monotonic()
     request_id = uuid.uuid4().hex[:12]
@@ -84,17 +91,17 @@ async def api_handler(request):
         "%s %s %s status=%d %.1fms%s%s",
         request_id, request.method, command or "-", status,
         (time.monotonic() - started) * 1000,
-        " job=%s" % inner["jobid"] if isinstance(inner, dict) and "jobid" in inner else "",
-        " error=%r" % inner.get("errortext") if status != 200 and isinstance(inner, dict) else "",
+        f" job={inner['jobid']}" if isinstance(inner, dict) and "jobid" in inner else "",
+        f" error={inner.get('errortext')!r}" if status != 200 and isinstance(inner, dict) else "",
     )
     return response
 
 
-async def root_handler(request):
+async def root_handler(request: web.Request) -> NoReturn:
     raise web.HTTPFound("/client/api")
 
 
-def make_app(engine, workers=8):
+def make_app(engine: Engine, workers: int = 8) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[ENGINE] = engine
     app[POOL] = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api")
@@ -103,12 +110,12 @@ def make_app(engine, workers=8):
     app.router.add_route("GET", "/client/api/", api_handler)
     app.router.add_route("POST", "/client/api/", api_handler)
 
-    async def close_pool(app):
+    async def close_pool(app: web.Application) -> None:
         app[POOL].shutdown(wait=True, cancel_futures=True)
 
     app.on_cleanup.append(close_pool)
     return app
 
 
-def redact(raw):
+def redact(raw: Mapping[str, str]) -> dict[str, str]:
     return {k: ("***" if k.lower() in REDACTED else v) for k, v in raw.items()}

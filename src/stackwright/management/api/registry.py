@@ -5,10 +5,13 @@ layer finds commands here, validation reads the parameter declarations, and `lis
 generated from the same records, so documentation cannot drift from behaviour.
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, TypeVar
 
 from .params import Param
+
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Command:
     fields: list = field(default_factory=list)
 
     @property
-    def key(self):
+    def key(self) -> str:
         return self.response_key or self.name.lower() + "response"
 
 
@@ -48,29 +51,29 @@ REGISTRY: dict[str, Command] = {}
 
 
 def api_command(
-    name,
+    name: str,
     *,
-    params=(),
-    response=None,
-    description="",
-    returns_list=None,
-    async_job=False,
-    prepare=None,
-    instance_type=None,
-    response_key=None,
-    admin_only=True,
-    readonly=None,
-    cacheable=False,
-    cmd_class=None,
-    since="4.0.0",
-    related=(),
-    fields=(),
-):
+    params: Iterable[Param] = (),
+    response: str | None = None,
+    description: str = "",
+    returns_list: bool | None = None,
+    async_job: bool = False,
+    prepare: Callable[..., Any] | None = None,
+    instance_type: str | None = None,
+    response_key: str | None = None,
+    admin_only: bool = True,
+    readonly: bool | None = None,
+    cacheable: bool = False,
+    cmd_class: str | None = None,
+    since: str = "4.0.0",
+    related: Iterable[str] = (),
+    fields: Iterable[ResponseField | tuple[str, ...]] = (),
+) -> Callable[[H], H]:
     """Declare an API command; the decorated function is `handler(ctx, p)`."""
 
-    def wrap(fn):
+    def wrap(fn: H) -> H:
         if name in REGISTRY:
-            raise ValueError("command %s is declared twice" % name)
+            raise ValueError(f"command {name} is declared twice")
         is_list = name.startswith("list") if returns_list is None else returns_list
         all_params = list(params)
         if is_list and name.startswith("list") and name != "listApis":
@@ -109,8 +112,8 @@ def api_command(
     return wrap
 
 
-def _java_class(name):
-    return "org.apache.cloudstack.api.command.admin.%sCmd" % (name[0].upper() + name[1:])
+def _java_class(name: str) -> str:
+    return f"org.apache.cloudstack.api.command.admin.{name[0].upper() + name[1:]}Cmd"
 
 
 @dataclass

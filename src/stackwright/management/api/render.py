@@ -4,18 +4,25 @@ Values inside answers (dates, ratios, objects without nulls) are written by
 `stackwright.management.formatting`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
+if TYPE_CHECKING:
+    from ..errors import ApiError
 
-def error_body(key, error):
-    body = {"uuidList": list(error.uuid_list), "errorcode": error.errorcode}
+
+def error_body(key: str, error: ApiError) -> dict[str, dict[str, Any]]:
+    body: dict[str, Any] = {"uuidList": list(error.uuid_list), "errorcode": error.errorcode}
     if error.cserrorcode is not None:
         body["cserrorcode"] = error.cserrorcode
     body["errortext"] = error.text
     return {key: body}
 
 
-def encode(body):
+def encode(body: object) -> bytes:
     """The JSON bytes of a response body, compact as CloudStack sends them (UTF-8).
 
     orjson encodes a page of 500 hosts about ten times faster than the standard library."""

@@ -11,12 +11,13 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+from collections.abc import Iterator, Mapping
 from urllib.parse import quote
 
 SIGNING_KEYS = ("apikey", "signature", "signatureversion", "expires")
 
 
-def encode_value(value, tilde_raw=False, star_raw=True):
+def encode_value(value: str, tilde_raw: bool = False, star_raw: bool = True) -> str:
     safe = "-_."
     if star_raw:
         safe += "*"
@@ -28,22 +29,22 @@ def encode_value(value, tilde_raw=False, star_raw=True):
     return encoded
 
 
-def canonical_query(params, tilde_raw=False, star_raw=True):
+def canonical_query(params: Mapping[str, str], tilde_raw: bool = False, star_raw: bool = True) -> str:
     """The string that is signed: sorted name=value pairs, lower-cased, without `signature`."""
     items = sorted((k, v) for k, v in params.items() if k.lower() != "signature")
     return "&".join(
-        "%s=%s" % (k, encode_value(v, tilde_raw, star_raw)) for k, v in items
+        f"{k}={encode_value(v, tilde_raw, star_raw)}" for k, v in items
     ).lower()
 
 
-def sign(params, secret, **variant):
+def sign(params: Mapping[str, str], secret: str, **variant: bool) -> str:
     digest = hmac.new(
         secret.encode(), canonical_query(params, **variant).encode(), hashlib.sha1
     ).digest()
     return base64.b64encode(digest).decode()
 
 
-def _variants(params):
+def _variants(params: Mapping[str, str]) -> Iterator[dict[str, bool]]:
     values = "".join(params.values())
     tildes = (False, True) if "~" in values else (False,)
     stars = (True, False) if "*" in values else (True,)
@@ -52,7 +53,7 @@ def _variants(params):
             yield {"tilde_raw": tilde_raw, "star_raw": star_raw}
 
 
-def verify(params, secret, signature):
+def verify(params: Mapping[str, str], secret: str | None, signature: str | None) -> bool:
     """True when `signature` signs `params` with `secret` under an accepted encoding."""
     if not signature or not secret:
         return False
@@ -68,7 +69,7 @@ _LEGACY_Z = re.compile(r"Z([+-]\d{4})$")
 _OFFSET = re.compile(r"([+-])(\d{2})(\d{2})$")
 
 
-def parse_expires(text):
+def parse_expires(text: str) -> dt.datetime | None:
     """Parse `expires` in any form the clients send; None when it cannot be parsed.
 
     Accepted: ISO 8601 with an offset or Z, `yyyy-MM-dd'T'HH:mm:ssZ` (+0000), with
@@ -92,7 +93,8 @@ def parse_expires(text):
 MAX_AHEAD = dt.timedelta(minutes=15)
 
 
-def expired(expires_text, now=None, max_ahead=None):
+def expired(expires_text: str, now: dt.datetime | None = None,
+            max_ahead: dt.timedelta | None = None) -> str | None:
     """None when the request may go on, else the reason it is refused.
 
     `max_ahead` (a timedelta; MAX_AHEAD under enforce.post.requests.and.timestamps) also
@@ -103,7 +105,7 @@ def expired(expires_text, now=None, max_ahead=None):
         return "the expires parameter cannot be parsed"
     now = now or dt.datetime.now(dt.timezone.utc)
     if when <= now:
-        return "the request expired at %s" % when.isoformat()
+        return f"the request expired at {when.isoformat()}"
     if max_ahead is not None and when > now + max_ahead:
-        return "the request expires at %s, more than %s ahead" % (when.isoformat(), max_ahead)
+        return f"the request expires at {when.isoformat()}, more than {max_ahead} ahead"
     return None

@@ -6,10 +6,14 @@ with pre-ping, so a database that went away and came back is picked up again wit
 restart of the engine.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import pathlib
 import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import create_engine, event, exc, inspect
@@ -17,12 +21,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseUnavailable
 
+if TYPE_CHECKING:
+    from sqlite3 import Connection as SqliteConnection
+
+    from alembic.config import Config
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.pool import ConnectionPoolEntry
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
 
 
-def redact_url(url):
+def redact_url(url: str) -> str:
     """The URL with its password hidden, for logs and messages."""
     from sqlalchemy.engine import make_url
 
@@ -32,7 +43,7 @@ def redact_url(url):
         return "<unparsable database URL>"
 
 
-def _sqlite_pragmas(dbapi_conn, _record):
+def _sqlite_pragmas(dbapi_conn: SqliteConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
@@ -41,11 +52,11 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
-def _json_text(value):
+def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def make_engine(url, immediate=True, **kwargs):
+def make_engine(url: str, immediate: bool = True, **kwargs: Any) -> Engine:
     """An SQLAlchemy engine for `url` with the settings each backend needs.
 
     For SQLite, `immediate` makes every transaction take the write lock at BEGIN, so two
@@ -70,11 +81,11 @@ def make_engine(url, immediate=True, **kwargs):
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
         @event.listens_for(engine, "connect")
-        def _no_implicit_begin(dbapi_conn, _record):
+        def _no_implicit_begin(dbapi_conn: SqliteConnection, _record: ConnectionPoolEntry) -> None:
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):
+        def _begin(conn: Connection) -> None:
             conn.exec_driver_sql(begin)
 
         return engine
@@ -91,7 +102,7 @@ def make_engine(url, immediate=True, **kwargs):
 class Database:
     """The engine's database: a session factory and the schema's upgrade path."""
 
-    def __init__(self, url, **engine_kwargs):
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -107,16 +118,16 @@ class Database:
         # Every commit of a write session counts, each step of a job included.
         event.listen(self._sessions, "after_commit", self._committed)
 
-    def _committed(self, _session):
+    def _committed(self, _session: Session) -> None:
         with self._generation_lock:
             self.write_generation += 1
 
     @property
-    def is_sqlite(self):
+    def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     @contextlib.contextmanager
-    def transaction(self, readonly=False):
+    def transaction(self, readonly: bool = False) -> Iterator[Session]:
         """One unit of work: commits when the block ends cleanly, rolls back otherwise."""
         if readonly or self._write_lock is None:
             with self._unit(readonly) as session:
@@ -128,7 +139,7 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def _unit(self, readonly):
+    def _unit(self, readonly: bool) -> Iterator[Session]:
         session = (self._read_sessions if readonly else self._sessions)()
         committing = False
         try:
@@ -154,7 +165,7 @@ class Database:
 
     # --- schema -------------------------------------------------------------
 
-    def alembic_config(self):
+    def alembic_config(self) -> Config:
         from alembic.config import Config
 
         cfg = Config()
@@ -162,22 +173,22 @@ class Database:
         cfg.attributes["engine"] = self.engine
         return cfg
 
-    def upgrade(self):
+    def upgrade(self) -> None:
         """Create or upgrade the schema to the newest revision (idempotent)."""
         from alembic import command
 
         command.upgrade(self.alembic_config(), "head")
 
-    def current_revision(self):
+    def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
-    def has_schema(self):
+    def has_schema(self) -> bool:
         return inspect(self.engine).has_table("alembic_version")
 
-    def dispose(self):
+    def dispose(self) -> None:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
@@ -186,7 +197,7 @@ class Database:
 _CONNECTION_ERRORS = (2002, 2003, 2006, 2013, 2055, 1927, 1053)
 
 
-def _is_connection_error(e):
+def _is_connection_error(e: exc.DBAPIError) -> bool:
     orig = getattr(e, "orig", None)
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _CONNECTION_ERRORS:
@@ -194,15 +205,14 @@ def _is_connection_error(e):
     return bool(getattr(e, "connection_invalidated", False))
 
 
-def _unavailable_text(e, committing):
+def _unavailable_text(e: exc.DBAPIError, committing: bool) -> str:
     if committing:
         # The COMMIT was sent and no answer came back: the server may have applied it.
-        return ("The database became unavailable while the change was being committed (%s); it may or "
-                "may not have been applied: check before retrying the request" % _short(e))
-    return ("The database is unavailable (%s); nothing was changed, retry the request once it is back"
-            % _short(e))
+        return (f"The database became unavailable while the change was being committed ({_short(e)}); "
+                "it may or may not have been applied: check before retrying the request")
+    return f"The database is unavailable ({_short(e)}); nothing was changed, retry the request once it is back"
 
 
-def _short(e):
+def _short(e: BaseException) -> str:
     orig = getattr(e, "orig", e)
     return str(orig).splitlines()[0][:200]

@@ -25,11 +25,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
-def new_uuid():
+def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
-def utcnow():
+def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -149,13 +149,13 @@ class Cluster(Entity, Base):
         back_populates="cluster", lazy="selectin", cascade="all, delete-orphan"
     )
 
-    def detail(self, name, default=None):
+    def detail(self, name: str, default: str | None = None) -> str | None:
         for d in self.details:
             if d.name == name:
                 return d.value
         return default
 
-    def set_detail(self, name, value):
+    def set_detail(self, name: str, value: str | None) -> None:
         for d in self.details:
             if d.name == name:
                 d.value = value
@@ -210,7 +210,7 @@ class Host(Entity, Base):
     cluster: Mapped[Cluster] = relationship(lazy="joined")
 
     @property
-    def tag_list(self):
+    def tag_list(self) -> list[str]:
         return [t for t in (self.host_tags or "").split(",") if t]
 
 
@@ -283,7 +283,7 @@ class ServiceOffering(Entity, Base):
     sort_key: Mapped[int] = mapped_column(Integer, default=0)
 
     @property
-    def is_customized(self):
+    def is_customized(self) -> bool:
         return self.cpu_number is None
 
 

@@ -5,7 +5,11 @@ run by `stackwright-setup-databases` and is idempotent. Seeded rows carry a `uni
 so an offering or template the operator deleted is not brought back by the next setup.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import false, or_, select
 
@@ -13,6 +17,12 @@ from ..errors import InvalidParameterValue
 from ..persistence.models import Account, Domain, ServiceOffering, Template, Zone, utcnow
 from .hosts import tag_string
 from .queries import NOCASE, ROW, Filter, ci_equals, filtered, keyword, page, rows_by_id
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
+
+    from ..context import Context
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +53,7 @@ BUILTIN_TEMPLATES = (
 )
 
 
-def seed(session):
+def seed(session: Session) -> list[str]:
     """Create the built-in offerings and templates that are missing; returns what was added."""
     added = []
     for spec in BUILTIN_OFFERINGS:
@@ -61,19 +71,22 @@ def seed(session):
     return added
 
 
-def _by_unique_name(session, model, unique_name):
+def _by_unique_name(session: Session, model: type[ServiceOffering] | type[Template],
+                    unique_name: str) -> ServiceOffering | Template | None:
     return session.execute(select(model).where(model.unique_name == unique_name)).scalar_one_or_none()
 
 
 class CatalogService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
     # --- service offerings -------------------------------------------------------------
 
-    def create_offering(self, *, name, display_text=None, cpu_number=None, cpu_speed=None, memory=None,
-                        offer_ha=False, limit_cpu_use=False, host_tags=None, storage_type=None, domain=None):
+    def create_offering(self, *, name: str, display_text: str | None = None, cpu_number: int | None = None,
+                        cpu_speed: int | None = None, memory: int | None = None, offer_ha: bool = False,
+                        limit_cpu_use: bool = False, host_tags: Iterable[str] | None = None,
+                        storage_type: str | None = None, domain: Domain | None = None) -> ServiceOffering:
         sizes = (cpu_number, cpu_speed, memory)
         if any(v is not None for v in sizes) and any(v is None for v in sizes):
             raise InvalidParameterValue(
@@ -81,20 +94,18 @@ class CatalogService:
                 "otherwise pass all three of cpunumber, cpuspeed and memory")
         if cpu_number is not None and not 1 <= cpu_number <= MAX_INT:
             raise InvalidParameterValue(
-                "Failed to create service offering %s: specify the cpu number value between 1 and %d"
-                % (name, MAX_INT))
+                f"Failed to create service offering {name}: specify the cpu number value between 1 and {MAX_INT}")
         if cpu_speed is not None and not 1 <= cpu_speed <= MAX_INT:
             raise InvalidParameterValue(
-                "Failed to create service offering %s: specify the cpu speed value between 1 and %d"
-                % (name, MAX_INT))
+                f"Failed to create service offering {name}: specify the cpu speed value between 1 and {MAX_INT}")
         if memory is not None and not MIN_MEMORY_MB <= memory <= MAX_INT:
             raise InvalidParameterValue(
-                "Failed to create service offering %s: specify the memory value between %d and %d MB"
-                % (name, MIN_MEMORY_MB, MAX_INT))
+                f"Failed to create service offering {name}: specify the memory value between "
+                f"{MIN_MEMORY_MB} and {MAX_INT} MB")
         storage_type = (storage_type or "shared").lower()
         if storage_type not in STORAGE_TYPES:
             raise InvalidParameterValue(
-                "Invalid storage type %s specified, valid types are: 'local' and 'shared'" % storage_type)
+                f"Invalid storage type {storage_type} specified, valid types are: 'local' and 'shared'")
         if not name.strip():
             raise InvalidParameterValue("Failed to create service offering: the name cannot be blank")
         offering = ServiceOffering(
@@ -105,10 +116,11 @@ class CatalogService:
         )
         self.session.add(offering)
         self.session.flush()
-        self.ctx.event("SERVICE.OFFERING.CREATE", "Successfully created service offering %s" % name, offering.uuid)
+        self.ctx.event("SERVICE.OFFERING.CREATE", f"Successfully created service offering {name}", offering.uuid)
         return offering
 
-    def update_offering(self, offering, *, name=None, display_text=None, sort_key=None):
+    def update_offering(self, offering: ServiceOffering, *, name: str | None = None,
+                        display_text: str | None = None, sort_key: int | None = None) -> ServiceOffering:
         self.live_offering(offering)
         if name is not None:
             if not name.strip():
@@ -119,32 +131,33 @@ class CatalogService:
         if sort_key is not None:
             offering.sort_key = sort_key
         self.session.flush()
-        self.ctx.event("SERVICE.OFFERING.EDIT", "Successfully updated service offering %s" % offering.name,
+        self.ctx.event("SERVICE.OFFERING.EDIT", f"Successfully updated service offering {offering.name}",
                        offering.uuid)
         return offering
 
-    def delete_offering(self, offering):
+    def delete_offering(self, offering: ServiceOffering) -> None:
         self.live_offering(offering)
         # Guests copy their sizes at deploy time, so they keep running on a deleted offering.
         offering.removed = utcnow()
-        self.ctx.event("SERVICE.OFFERING.DELETE", "Successfully deleted service offering %s" % offering.name,
+        self.ctx.event("SERVICE.OFFERING.DELETE", f"Successfully deleted service offering {offering.name}",
                        offering.uuid)
 
     @staticmethod
-    def live_offering(offering):
+    def live_offering(offering: ServiceOffering) -> ServiceOffering:
         if offering.removed is not None:
-            raise InvalidParameterValue("Unable to find service offering by id %s" % offering.uuid)
+            raise InvalidParameterValue(f"Unable to find service offering by id {offering.uuid}")
         return offering
 
     # --- templates -----------------------------------------------------------------------
 
-    def templates(self, template_filter, *, zone=None, hypervisor=None):
+    def templates(self, template_filter: str, *, zone: Zone | None = None,
+                  hypervisor: str | None = None) -> Select[tuple[Template]]:
         """A select of the templates `template_filter` shows the caller (CloudStack's filters)."""
         wanted = template_filter.lower()
         if wanted not in TEMPLATE_FILTERS:
             raise InvalidParameterValue(
-                "Please specify a valid template filter; templatefilter must be one of %s"
-                % ", ".join(TEMPLATE_FILTERS))
+                "Please specify a valid template filter; templatefilter must be one of "
+                f"{', '.join(TEMPLATE_FILTERS)}")
         q = select(Template).where(Template.removed.is_(None))
         account_id = self.ctx.account.id if self.ctx.account is not None else None
         own = Template.account_id == account_id if account_id is not None else false()
@@ -169,17 +182,17 @@ class CatalogService:
             q = q.where(Template.hypervisor == hypervisor)
         return q
 
-    def usable_template(self, template, zone):
+    def usable_template(self, template: Template, zone: Zone) -> Template:
         """The template a guest of `zone` may be deployed from, or CloudStack's 431."""
         if template.removed is not None:
-            raise InvalidParameterValue("Unable to use template %s: it was deleted" % template.uuid)
+            raise InvalidParameterValue(f"Unable to use template {template.uuid}: it was deleted")
         if not template.is_ready or (template.zone_id is not None and template.zone_id != zone.id):
             raise InvalidParameterValue(
-                "Template %s has not been completely downloaded to zone %s" % (template.uuid, zone.uuid))
+                f"Template {template.uuid} has not been completely downloaded to zone {zone.uuid}")
         if not template.is_public and not self.ctx.is_root_admin and (
                 self.ctx.account is None or template.account_id != self.ctx.account.id):
             raise InvalidParameterValue(
-                "Unable to use template %s: it is private to another account" % template.uuid)
+                f"Unable to use template {template.uuid}: it is private to another account")
         return template
 
     # --- reads: listServiceOfferings, listTemplates ------------------------------------

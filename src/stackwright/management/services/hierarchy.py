@@ -4,7 +4,12 @@ Services follow three phases: validate the request, check the current state with
 writing, then change everything in the caller's single transaction.
 """
 
+from __future__ import annotations
+
+import datetime as dt
 import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import netaddr
 from sqlalchemy import func, select
@@ -14,6 +19,7 @@ from ..formatting import ratio
 from ..persistence.models import (
     Cluster,
     Domain,
+    Entity,
     Host,
     ImageStore,
     PhysicalNetwork,
@@ -26,6 +32,13 @@ from ..persistence.models import (
 from .configuration import CLUSTER_DETAIL_OF, key as config_key
 from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page
 
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Select
+
+    from ..context import Context
+
+E = TypeVar("E", bound=Entity)
+
 ALLOCATION_STATES = ("Enabled", "Disabled")
 HYPERVISORS = ("KVM", "Simulator")
 CLUSTER_TYPES = ("CloudManaged", "ExternalManaged")
@@ -34,32 +47,32 @@ MANAGED_STATES = ("Managed", "Unmanaged")
 ARCHITECTURES = ("x86_64", "aarch64")
 
 
-def allocation_state(value):
+def allocation_state(value: str) -> str:
     """'enabled' -> 'Enabled'; anything else is CloudStack's 431."""
-    return choose(value, ALLOCATION_STATES, "Unable to resolve Allocation State '%s' to a supported state" % value)
+    return choose(value, ALLOCATION_STATES, f"Unable to resolve Allocation State '{value}' to a supported state")
 
 
-def check_ip(value, what):
+def check_ip(value: str | None, what: str) -> str | None:
     if value is None or value == "":
         return value
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
-        raise InvalidParameterValue("Please enter a valid IP address for %s" % what) from None
+        raise InvalidParameterValue(f"Please enter a valid IP address for {what}") from None
     return value
 
 
-def check_ip6(value, what):
+def check_ip6(value: str | None, what: str) -> str | None:
     if value is None or value == "":
         return value
     try:
         ipaddress.IPv6Address(value)
     except ValueError:
-        raise InvalidParameterValue("Please enter a valid IPv6 address for %s" % what) from None
+        raise InvalidParameterValue(f"Please enter a valid IPv6 address for {what}") from None
     return value
 
 
-def check_cidr(value):
+def check_cidr(value: str | None) -> str | None:
     if value is None or value == "":
         return value
     try:
@@ -71,7 +84,7 @@ def check_cidr(value):
     return str(net)
 
 
-def choose(value, choices, error):
+def choose(value: str, choices: Iterable[str], error: str) -> str:
     """Match `value` against `choices` in any case; the canonical spelling, else `error`."""
     for choice in choices:
         if value.lower() == choice.lower():
@@ -79,31 +92,31 @@ def choose(value, choices, error):
     raise InvalidParameterValue(error)
 
 
-def hypervisor_type(value):
-    return choose(value, HYPERVISORS, "Unable to resolve hypervisor type '%s'; supported hypervisors "
-                  "are %s" % (value, ", ".join(HYPERVISORS)))
+def hypervisor_type(value: str) -> str:
+    return choose(value, HYPERVISORS, f"Unable to resolve hypervisor type '{value}'; supported hypervisors "
+                  f"are {', '.join(HYPERVISORS)}")
 
 
-def cluster_type(value):
-    return choose(value, CLUSTER_TYPES, "Unable to resolve %s to a supported cluster type; "
-                  "use %s" % (value, " or ".join(CLUSTER_TYPES)))
+def cluster_type(value: str) -> str:
+    return choose(value, CLUSTER_TYPES, f"Unable to resolve {value} to a supported cluster type; "
+                  f"use {' or '.join(CLUSTER_TYPES)}")
 
 
-def managed_state(value):
-    return choose(value, MANAGED_STATES, "Unable to resolve Managed State '%s' to a supported "
-                  "state; use %s" % (value, " or ".join(MANAGED_STATES)))
+def managed_state(value: str) -> str:
+    return choose(value, MANAGED_STATES, f"Unable to resolve Managed State '{value}' to a supported "
+                  f"state; use {' or '.join(MANAGED_STATES)}")
 
 
-def architecture(value):
-    return choose(value, ARCHITECTURES, "Unable to resolve arch %s to a supported CPU "
-                  "architecture; use %s" % (value, " or ".join(ARCHITECTURES)))
+def architecture(value: str) -> str:
+    return choose(value, ARCHITECTURES, f"Unable to resolve arch {value} to a supported CPU "
+                  f"architecture; use {' or '.join(ARCHITECTURES)}")
 
 
-def _ipv4(value):
+def _ipv4(value: str | None) -> netaddr.IPAddress | None:
     return netaddr.IPAddress(value) if netaddr.valid_ipv4(value or "", flags=netaddr.INET_PTON) else None
 
 
-def pod_subnet(gateway, netmask):
+def pod_subnet(gateway: str | None, netmask: str | None) -> netaddr.IPNetwork:
     """The pod's CIDR (an IPNetwork) from its gateway and netmask."""
     gw = _ipv4(gateway)
     if gw is None:
@@ -112,13 +125,14 @@ def pod_subnet(gateway, netmask):
     # A /31 or /32 leaves no room for a gateway beside an address range.
     if mask is None or not mask.is_netmask() or mask.netmask_bits() > 30:
         raise InvalidParameterValue("The netmask is invalid")
-    subnet = netaddr.IPNetwork("%s/%d" % (gw, mask.netmask_bits())).cidr
+    subnet = netaddr.IPNetwork(f"{gw}/{mask.netmask_bits()}").cidr
     if gw in (subnet.network, subnet.broadcast):
         raise InvalidParameterValue("The gateway is not in the CIDR subnet.")
     return subnet
 
 
-def pod_range(subnet, gateway, start_ip, end_ip):
+def pod_range(subnet: netaddr.IPNetwork, gateway: str, start_ip: str | None,
+              end_ip: str | None) -> tuple[str, str]:
     """Validate the pod's private IP range inside `subnet`; returns (start, end) as strings.
 
     Without an end address the range runs to the subnet's last usable address.
@@ -144,26 +158,28 @@ def pod_range(subnet, gateway, start_ip, end_ip):
     return str(start), str(end)
 
 
-def active(model):
+def active(model: type[E]) -> Select[tuple[E]]:
     return select(model).where(model.removed.is_(None))
 
 
 class HierarchyService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
     # --- zones ---------------------------------------------------------------------
 
-    def zone_by_name(self, name):
+    def zone_by_name(self, name: str) -> Zone | None:
         return self.session.execute(
             active(Zone).where(func.lower(Zone.name) == name.lower())
         ).scalars().first()
 
-    def create_zone(self, *, name, dns1, network_type, dns2=None, internal_dns1=None,
-                    internal_dns2=None, ip6_dns1=None, ip6_dns2=None, guest_cidr=None,
-                    network_domain=None, domain=None, allocation=None,
-                    security_groups=False, local_storage=False):
+    def create_zone(self, *, name: str, dns1: str, network_type: str, dns2: str | None = None,
+                    internal_dns1: str | None = None, internal_dns2: str | None = None,
+                    ip6_dns1: str | None = None, ip6_dns2: str | None = None,
+                    guest_cidr: str | None = None, network_domain: str | None = None,
+                    domain: Domain | None = None, allocation: str | None = None,
+                    security_groups: bool = False, local_storage: bool = False) -> Zone:
         kind = {"basic": "Basic", "advanced": "Advanced"}.get(network_type.lower())
         if kind is None:
             raise InvalidParameterValue("Invalid zone type; only Advanced and Basic values are supported")
@@ -196,10 +212,10 @@ class HierarchyService:
         self.session.flush()
         if state == "Enabled":
             self._enable_zone(zone)
-        self.ctx.event("ZONE.CREATE", "Successfully created zone %s" % name, zone.uuid)
+        self.ctx.event("ZONE.CREATE", f"Successfully created zone {name}", zone.uuid)
         return zone
 
-    def update_zone(self, zone, changes):
+    def update_zone(self, zone: Zone, changes: dict[str, Any]) -> Zone:
         self._live(zone, "zone")
         if "name" in changes and changes["name"].lower() != zone.name.lower():
             if self.zone_by_name(changes["name"]) is not None:
@@ -232,16 +248,16 @@ class HierarchyService:
         elif state == "Disabled":
             zone.allocation_state = "Disabled"
         self.session.flush()
-        self.ctx.event("ZONE.EDIT", "Successfully updated zone %s" % zone.name, zone.uuid)
+        self.ctx.event("ZONE.EDIT", f"Successfully updated zone {zone.name}", zone.uuid)
         return zone
 
-    def _enable_zone(self, zone):
+    def _enable_zone(self, zone: Zone) -> None:
         reason = self.ctx.networks.zone_enable_blocker(zone)
         if reason:
-            raise InvalidParameterValue("Cannot enable this Zone since: %s" % reason)
+            raise InvalidParameterValue(f"Cannot enable this Zone since: {reason}")
         zone.allocation_state = "Enabled"
 
-    def delete_zone(self, zone):
+    def delete_zone(self, zone: Zone) -> None:
         self._live(zone, "zone")
         for model, label in (
             (Host, "servers"),
@@ -254,26 +270,25 @@ class HierarchyService:
         ):
             if self._has_live(model, model.zone_id == zone.id):
                 raise CloudRuntimeError(
-                    "The zone cannot be deleted because there are %s in this zone." % label
+                    f"The zone cannot be deleted because there are {label} in this zone."
                 )
         zone.removed = _now()
-        self.ctx.event("ZONE.DELETE", "Successfully deleted zone %s" % zone.name, zone.uuid)
+        self.ctx.event("ZONE.DELETE", f"Successfully deleted zone {zone.name}", zone.uuid)
 
     # --- pods ----------------------------------------------------------------------
 
-    def pod_by_name(self, zone, name):
+    def pod_by_name(self, zone: Zone, name: str) -> Pod | None:
         return self.session.execute(
             active(Pod).where(Pod.zone_id == zone.id, func.lower(Pod.name) == name.lower())
         ).scalars().first()
 
-    def _check_pod_name(self, zone, name):
+    def _check_pod_name(self, zone: Zone, name: str) -> None:
         if self.pod_by_name(zone, name) is not None:
             raise InvalidParameterValue(
-                "A pod with name: %s already exists in zone %s. Please specify a different pod name. "
-                % (name, zone.uuid)
+                f"A pod with name: {name} already exists in zone {zone.uuid}. Please specify a different pod name. "
             )
 
-    def _check_pod_cidr(self, zone, subnet, pod=None):
+    def _check_pod_cidr(self, zone: Zone, subnet: netaddr.IPNetwork, pod: Pod | None = None) -> None:
         """Pods of one zone live in separate subnets, unless check.pod.cidrs is false."""
         if not self.ctx.config.typed("check.pod.cidrs"):
             return
@@ -281,14 +296,15 @@ class HierarchyService:
         for other in others:
             if pod is not None and other.id == pod.id:
                 continue
-            other_subnet = netaddr.IPNetwork("%s/%s" % (other.gateway, other.netmask)).cidr
+            other_subnet = netaddr.IPNetwork(f"{other.gateway}/{other.netmask}").cidr
             if subnet.first <= other_subnet.last and other_subnet.first <= subnet.last:
                 raise InvalidParameterValue(
-                    "The pod CIDR %s overlaps with the CIDR %s of pod %s in zone %s; give every pod "
-                    "its own subnet, or set check.pod.cidrs to false" % (subnet, other_subnet, other.name, zone.name)
+                    f"The pod CIDR {subnet} overlaps with the CIDR {other_subnet} of pod {other.name} "
+                    f"in zone {zone.name}; give every pod its own subnet, or set check.pod.cidrs to false"
                 )
 
-    def create_pod(self, *, zone, name, gateway, netmask, start_ip, end_ip=None, allocation=None):
+    def create_pod(self, *, zone: Zone, name: str, gateway: str, netmask: str, start_ip: str,
+                   end_ip: str | None = None, allocation: str | None = None) -> Pod:
         if zone.removed is not None:
             raise InvalidParameterValue("Please specify a valid zone.")
         subnet = pod_subnet(gateway, netmask)
@@ -300,10 +316,11 @@ class HierarchyService:
                   start_ip=start, end_ip=end, allocation_state=state)
         self.session.add(pod)
         self.session.flush()
-        self.ctx.event("POD.CREATE", "Successfully created pod %s in zone %s" % (name, zone.name), pod.uuid)
+        self.ctx.event("POD.CREATE", f"Successfully created pod {name} in zone {zone.name}", pod.uuid)
         return pod
 
-    def update_pod(self, pod, *, name=None, gateway=None, netmask=None, allocation=None):
+    def update_pod(self, pod: Pod, *, name: str | None = None, gateway: str | None = None,
+                   netmask: str | None = None, allocation: str | None = None) -> Pod:
         """Rename, move to another gateway/netmask or change the allocation state of `pod`.
 
         The existing IP range must still fit the new subnet; ranges themselves are not edited
@@ -323,32 +340,33 @@ class HierarchyService:
         pod.name = name or pod.name
         pod.gateway, pod.netmask, pod.allocation_state = new_gateway, new_netmask, state
         self.session.flush()
-        self.ctx.event("POD.EDIT", "Successfully updated pod %s" % pod.name, pod.uuid)
+        self.ctx.event("POD.EDIT", f"Successfully updated pod {pod.name}", pod.uuid)
         return pod
 
-    def delete_pod(self, pod):
+    def delete_pod(self, pod: Pod) -> None:
         self._live(pod, "pod")
         for model, label in ((Host, "servers"), (Cluster, "clusters")):
             if self._has_live(model, model.pod_id == pod.id):
-                raise CloudRuntimeError("The pod cannot be deleted because there are %s in this pod." % label)
+                raise CloudRuntimeError(f"The pod cannot be deleted because there are {label} in this pod.")
         pod.removed = _now()
-        self.ctx.event("POD.DELETE", "Successfully deleted pod %s" % pod.name, pod.uuid)
+        self.ctx.event("POD.DELETE", f"Successfully deleted pod {pod.name}", pod.uuid)
 
     # --- clusters ------------------------------------------------------------------
 
-    def cluster_by_name(self, pod, name):
+    def cluster_by_name(self, pod: Pod, name: str) -> Cluster | None:
         return self.session.execute(
             active(Cluster).where(Cluster.pod_id == pod.id, func.lower(Cluster.name) == name.lower())
         ).scalars().first()
 
-    def add_cluster(self, *, zone, pod, name, hypervisor, kind, allocation=None, url=None, arch=None):
+    def add_cluster(self, *, zone: Zone, pod: Pod, name: str, hypervisor: str, kind: str,
+                    allocation: str | None = None, url: str | None = None, arch: str | None = None) -> Cluster:
         if zone.removed is not None:
-            raise InvalidParameterValue("Can't find zone by id %s" % zone.uuid)
+            raise InvalidParameterValue(f"Can't find zone by id {zone.uuid}")
         if pod.removed is not None:
-            raise InvalidParameterValue("Can't find pod with specified podId %s" % pod.uuid)
+            raise InvalidParameterValue(f"Can't find pod with specified podId {pod.uuid}")
         if pod.zone_id != zone.id:
             raise InvalidParameterValue(
-                "Pod with specified id doesn't belong to the zone %s" % zone.uuid,
+                f"Pod with specified id doesn't belong to the zone {zone.uuid}",
                 uuid_list=[{"uuid": pod.uuid, "description": "podId"},
                            {"uuid": zone.uuid, "description": "dcId"}],
             )
@@ -361,7 +379,7 @@ class HierarchyService:
         if self.cluster_by_name(pod, name) is not None:
             # CloudStack learns this from the (pod, name) unique key, hence the vague 530.
             raise CloudRuntimeError(
-                "Unable to create cluster %s in pod and data center with specified ids" % name,
+                f"Unable to create cluster {name} in pod and data center with specified ids",
                 uuid_list=[{"uuid": pod.uuid, "description": "podId"},
                            {"uuid": zone.uuid, "description": "dcId"}],
             )
@@ -374,11 +392,12 @@ class HierarchyService:
             cluster.set_detail(detail, ratio(factor))
         self.session.add(cluster)
         self.session.flush()
-        self.ctx.event("CLUSTER.CREATE", "Successfully added cluster %s to pod %s" % (name, pod.name), cluster.uuid)
+        self.ctx.event("CLUSTER.CREATE", f"Successfully added cluster {name} to pod {pod.name}", cluster.uuid)
         return cluster
 
-    def update_cluster(self, cluster, *, name=None, hypervisor=None, kind=None, allocation=None,
-                       managed=None, arch=None):
+    def update_cluster(self, cluster: Cluster, *, name: str | None = None, hypervisor: str | None = None,
+                       kind: str | None = None, allocation: str | None = None, managed: str | None = None,
+                       arch: str | None = None) -> Cluster:
         self._live(cluster, "cluster")
         hypervisor = hypervisor_type(hypervisor) if hypervisor else None
         kind = cluster_type(kind) if kind else None
@@ -387,41 +406,41 @@ class HierarchyService:
         arch = architecture(arch) if arch else None
         if name and name.lower() != cluster.name.lower() and self.cluster_by_name(cluster.pod, name) is not None:
             raise InvalidParameterValue(
-                "A cluster with name %s already exists in pod %s; choose another name" % (name, cluster.pod.name)
+                f"A cluster with name {name} already exists in pod {cluster.pod.name}; choose another name"
             )
         if hypervisor and hypervisor != cluster.hypervisor and self._has_live(Host, Host.cluster_id == cluster.id):
             raise InvalidParameterValue(
-                "Cannot change the hypervisor of cluster %s from %s to %s while it has hosts; "
-                "remove its hosts first" % (cluster.name, cluster.hypervisor, hypervisor)
+                f"Cannot change the hypervisor of cluster {cluster.name} from {cluster.hypervisor} "
+                f"to {hypervisor} while it has hosts; remove its hosts first"
             )
         for attr, value in (("name", name or None), ("hypervisor", hypervisor), ("cluster_type", kind),
                             ("allocation_state", state), ("managed_state", managed), ("arch", arch)):
             if value is not None:
                 setattr(cluster, attr, value)
         self.session.flush()
-        self.ctx.event("CLUSTER.EDIT", "Successfully updated cluster %s" % cluster.name, cluster.uuid)
+        self.ctx.event("CLUSTER.EDIT", f"Successfully updated cluster {cluster.name}", cluster.uuid)
         return cluster
 
-    def delete_cluster(self, cluster):
+    def delete_cluster(self, cluster: Cluster) -> None:
         self._live(cluster, "cluster")
         for model, label in ((Host, "hosts"), (StoragePool, "storage pools")):
             if self._has_live(model, model.cluster_id == cluster.id):
                 raise CloudRuntimeError(
-                    "Cluster: %s cannot be removed. Cluster still has %s" % (cluster.uuid, label)
+                    f"Cluster: {cluster.uuid} cannot be removed. Cluster still has {label}"
                 )
         cluster.removed = _now()
-        self.ctx.event("CLUSTER.DELETE", "Successfully deleted cluster %s" % cluster.name, cluster.uuid)
+        self.ctx.event("CLUSTER.DELETE", f"Successfully deleted cluster {cluster.name}", cluster.uuid)
 
     # --- shared ----------------------------------------------------------------------
 
-    def _has_live(self, model, condition):
+    def _has_live(self, model: type[Entity], condition: ColumnElement[bool]) -> bool:
         return self.session.execute(
             select(model.id).where(condition, model.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def _live(self, row, what):
+    def _live(self, row: E, what: str) -> E:
         if row.removed is not None:
-            raise InvalidParameterValue("Unable to find %s by id %s" % (what, row.uuid))
+            raise InvalidParameterValue(f"Unable to find {what} by id {row.uuid}")
         return row
 
 
@@ -450,7 +469,7 @@ class HierarchyService:
             .distinct().order_by(Cluster.hypervisor)
         ).scalars().all()
 
-def _now():
+def _now() -> dt.datetime:
     from ..persistence.models import utcnow
 
     return utcnow()

@@ -5,6 +5,11 @@ to. A zone may only be enabled once it has a physical network carrying Managemen
 (and, for Advanced zones without security groups, Public traffic too).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
@@ -12,45 +17,48 @@ from ..persistence.models import PhysicalNetwork, TrafficType, Zone, utcnow
 from .hierarchy import choose
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 
+if TYPE_CHECKING:
+    from ..context import Context
+
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
 # System traffic a zone routes through exactly one physical network (Guest may span several).
 ZONE_WIDE_TRAFFIC = ("Management", "Public", "Storage")
 ISOLATION_METHODS = ("VLAN", "VXLAN", "GRE", "L3", "STT", "BCF_SEGMENT", "SSP", "ODL", "L3VPN", "VCS")
 
 
-def traffic_type_name(value):
-    return choose(value, TRAFFIC_TYPES, "Unable to resolve trafficType '%s' to a supported value; use one of %s"
-                  % (value, ", ".join(TRAFFIC_TYPES)))
+def traffic_type_name(value: str) -> str:
+    return choose(value, TRAFFIC_TYPES, f"Unable to resolve trafficType '{value}' to a supported value; "
+                  f"use one of {', '.join(TRAFFIC_TYPES)}")
 
 
 class NetworkService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
-    def physical_networks(self, zone):
+    def physical_networks(self, zone: Zone) -> Sequence[PhysicalNetwork]:
         return self.session.execute(
             select(PhysicalNetwork).where(PhysicalNetwork.zone_id == zone.id,
                                           PhysicalNetwork.removed.is_(None))
             .order_by(PhysicalNetwork.id)
         ).scalars().all()
 
-    def traffic_types(self, network):
+    def traffic_types(self, network: PhysicalNetwork) -> Sequence[TrafficType]:
         return self.session.execute(
             select(TrafficType).where(TrafficType.physical_network_id == network.id,
                                       TrafficType.removed.is_(None))
             .order_by(TrafficType.id)
         ).scalars().all()
 
-    def zone_traffic(self, zone):
+    def zone_traffic(self, zone: Zone) -> dict[str, TrafficType]:
         """{traffic type: TrafficType} over all physical networks of `zone`."""
-        out = {}
+        out: dict[str, TrafficType] = {}
         for network in self.physical_networks(zone):
             for tt in self.traffic_types(network):
                 out.setdefault(tt.traffic_type, tt)
         return out
 
-    def zone_enable_blocker(self, zone):
+    def zone_enable_blocker(self, zone: Zone) -> str | None:
         """Why `zone` cannot be enabled yet, or None."""
         traffic = self.zone_traffic(zone)
         if not self.physical_networks(zone):
@@ -71,16 +79,18 @@ class NetworkService:
             ))
         return None
 
-    def create_physical_network(self, *, zone, name, isolation_methods=None, broadcast_domain_range=None,
-                                vlan=None, tags=None, network_speed=None):
+    def create_physical_network(self, *, zone: Zone, name: str, isolation_methods: Sequence[str] | None = None,
+                                broadcast_domain_range: str | None = None, vlan: str | None = None,
+                                tags: Sequence[str] | None = None,
+                                network_speed: str | None = None) -> PhysicalNetwork:
         if zone.removed is not None:
             raise InvalidParameterValue("Please specify a valid zone.")
-        methods = [choose(m, ISOLATION_METHODS, "Invalid isolation method %s; use one of %s"
-                          % (m, ", ".join(ISOLATION_METHODS)))
+        methods = [choose(m, ISOLATION_METHODS,
+                          f"Invalid isolation method {m}; use one of {', '.join(ISOLATION_METHODS)}")
                    for m in isolation_methods or []]
         bdr = (broadcast_domain_range or ("POD" if zone.network_type == "Basic" else "ZONE")).upper()
         if bdr not in ("ZONE", "POD"):
-            raise InvalidParameterValue("Invalid broadcast domain range %s; use ZONE or POD" % broadcast_domain_range)
+            raise InvalidParameterValue(f"Invalid broadcast domain range {broadcast_domain_range}; use ZONE or POD")
         if tags and len(tags) > 1:
             raise InvalidParameterValue("Only one tag can be specified for a physical network at this time")
         network = PhysicalNetwork(
@@ -92,11 +102,13 @@ class NetworkService:
         self.session.flush()
         return network
 
-    def update_physical_network(self, network, *, state=None, vlan=None, tags=None, network_speed=None):
+    def update_physical_network(self, network: PhysicalNetwork, *, state: str | None = None,
+                                vlan: str | None = None, tags: Sequence[str] | None = None,
+                                network_speed: str | None = None) -> PhysicalNetwork:
         self._live(network)
         if state is not None:
             network.state = choose(state, ("Enabled", "Disabled"),
-                                   "Unable to resolve state '%s' to a supported value (Enabled or Disabled)" % state)
+                                   f"Unable to resolve state '{state}' to a supported value (Enabled or Disabled)")
         if vlan is not None:
             network.vlan = vlan or None
         if tags is not None:
@@ -108,28 +120,29 @@ class NetworkService:
         self.session.flush()
         return network
 
-    def delete_physical_network(self, network):
+    def delete_physical_network(self, network: PhysicalNetwork) -> None:
         self._live(network)
         zone = self.session.get(Zone, network.zone_id)
         if zone is not None and zone.removed is None and zone.allocation_state == "Enabled":
             remaining = [n for n in self.physical_networks(zone) if n.id != network.id]
             if not remaining:
                 raise CloudRuntimeError(
-                    "Unable to delete physical network %s: zone %s is enabled and this is its only "
-                    "physical network; disable the zone first" % (network.uuid, zone.name)
+                    f"Unable to delete physical network {network.uuid}: zone {zone.name} is enabled and "
+                    "this is its only physical network; disable the zone first"
                 )
         for tt in self.traffic_types(network):
             tt.removed = utcnow()
         network.removed = utcnow()
 
-    def add_traffic_type(self, network, traffic_type, *, kvm_label=None, xen_label=None,
-                         vmware_label=None, vlan=None):
+    def add_traffic_type(self, network: PhysicalNetwork, traffic_type: str, *, kvm_label: str | None = None,
+                         xen_label: str | None = None, vmware_label: str | None = None,
+                         vlan: str | None = None) -> TrafficType:
         self._live(network)
         name = traffic_type_name(traffic_type)
         for existing in self.traffic_types(network):
             if existing.traffic_type == name:
                 raise InvalidParameterValue(
-                    "This physical network already supports the traffic type: %s" % name
+                    f"This physical network already supports the traffic type: {name}"
                 )
         if name in ZONE_WIDE_TRAFFIC:
             zone = self.session.get(Zone, network.zone_id)
@@ -137,8 +150,8 @@ class NetworkService:
             if elsewhere is not None:
                 other = self.session.get(PhysicalNetwork, elsewhere.physical_network_id)
                 raise InvalidParameterValue(
-                    "Zone %s already has a physical network with traffic type %s (%s); a zone carries "
-                    "%s traffic on one physical network each" % (zone.name, name, other.name, ", ".join(ZONE_WIDE_TRAFFIC))
+                    f"Zone {zone.name} already has a physical network with traffic type {name} ({other.name}); "
+                    f"a zone carries {', '.join(ZONE_WIDE_TRAFFIC)} traffic on one physical network each"
                 )
         tt = TrafficType(physical_network_id=network.id, traffic_type=name, kvm_label=kvm_label,
                          xen_label=xen_label, vmware_label=vmware_label, vlan=vlan)
@@ -146,9 +159,10 @@ class NetworkService:
         self.session.flush()
         return tt
 
-    def update_traffic_type(self, tt, *, kvm_label=None, xen_label=None, vmware_label=None):
+    def update_traffic_type(self, tt: TrafficType, *, kvm_label: str | None = None, xen_label: str | None = None,
+                            vmware_label: str | None = None) -> TrafficType:
         if tt.removed is not None:
-            raise InvalidParameterValue("Unable to find traffic type %s" % tt.uuid)
+            raise InvalidParameterValue(f"Unable to find traffic type {tt.uuid}")
         if kvm_label is not None:
             tt.kvm_label = kvm_label or None
         if xen_label is not None:
@@ -158,14 +172,14 @@ class NetworkService:
         self.session.flush()
         return tt
 
-    def delete_traffic_type(self, tt):
+    def delete_traffic_type(self, tt: TrafficType) -> None:
         if tt.removed is not None:
-            raise InvalidParameterValue("Unable to find traffic type %s" % tt.uuid)
+            raise InvalidParameterValue(f"Unable to find traffic type {tt.uuid}")
         tt.removed = utcnow()
 
-    def _live(self, network):
+    def _live(self, network: PhysicalNetwork) -> None:
         if network.removed is not None:
-            raise InvalidParameterValue("Unable to find physical network by id %s" % network.uuid)
+            raise InvalidParameterValue(f"Unable to find physical network by id {network.uuid}")
 
     # --- reads: listPhysicalNetworks --------------------------------------------------
 

@@ -11,7 +11,8 @@ asking the host for the pool's figures (GetPoolStats) before it is sent again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -21,7 +22,10 @@ from stackwright.protocol import messages as m
 from ..errors import ResourceUnavailable
 from ..persistence.models import Host, StoragePool
 from .gateway import AgentAbsent, HostRef
-from .steps import AgentStep, DbStep, Steps
+from .steps import AgentStep, DbStep, Settle, Steps
+
+if TYPE_CHECKING:
+    from ..context import Context
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ ATTACH_JOB = "attachStoragePool"
 ATTACH_TIMEOUT = 120.0
 
 
-def attach_job(ctx: Any, pool: str) -> Steps:
+def attach_job(ctx: Context, pool: str) -> Steps:
     """The system job of a new pool (`pool` is its uuid)."""
     row = ctx.session.execute(select(StoragePool).where(StoragePool.uuid == pool)).scalar_one_or_none()
     if row is not None:
@@ -54,8 +58,8 @@ def attach_pool(pool_id: int) -> Steps:
         yield DbStep(_attached, pool_id, answer.stats)
 
 
-def _attached_already(spec: m.PoolSpec):
-    def settle(ask):
+def _attached_already(spec: m.PoolSpec) -> Settle:
+    def settle(ask: Callable[[m.Request], m.Answer]) -> m.Answer | None:
         try:
             return ask(m.GetPoolStats(pool=spec))
         except AgentAbsent:
@@ -66,7 +70,7 @@ def _attached_already(spec: m.PoolSpec):
     return settle
 
 
-def _targets(ctx: Any, pool_id: int) -> dict | None:
+def _targets(ctx: Context, pool_id: int) -> dict[str, Any] | None:
     """The pool and the Up KVM hosts in its scope, or None when there is nothing to attach."""
     pool = ctx.session.get(StoragePool, pool_id)
     if pool is None or pool.removed is not None or not pool.url.lower().startswith("nfs://"):
@@ -81,18 +85,18 @@ def _targets(ctx: Any, pool_id: int) -> dict | None:
     return {"pool": codec.encode(m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")), "hosts": hosts}
 
 
-def _live_pool(ctx: Any, pool_id: int) -> StoragePool | None:
+def _live_pool(ctx: Context, pool_id: int) -> StoragePool | None:
     pool = ctx.session.get(StoragePool, pool_id)
     return pool if pool is not None and pool.removed is None else None
 
 
-def _attached(ctx: Any, pool_id: int, stats: m.PoolStats) -> None:
+def _attached(ctx: Context, pool_id: int, stats: m.PoolStats) -> None:
     pool = _live_pool(ctx, pool_id)
     if pool is not None:
         ctx.storage.pool_attached(pool, stats.capacity_bytes, stats.used_bytes)
 
 
-def _unreachable(ctx: Any, pool_id: int, reason: str) -> None:
+def _unreachable(ctx: Context, pool_id: int, reason: str) -> None:
     pool = _live_pool(ctx, pool_id)
     if pool is not None:
         ctx.storage.pool_unreachable(pool, reason)

@@ -41,7 +41,7 @@ class DbStep:
     fn: Callable[..., Any]
     args: tuple = ()
 
-    def __init__(self, fn: Callable[..., Any], *args: Any):
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "args", args)
 
@@ -65,7 +65,7 @@ class WaitStep:
     fn: Callable[..., Any]
     args: tuple = ()
 
-    def __init__(self, fn: Callable[..., Any], *args: Any):
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "args", args)
 

@@ -11,20 +11,31 @@ maintenance moves a pool to Maintenance, cancelling it brings the pool back; a p
 deleted only from Maintenance.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, or_, select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
-from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Cluster, Entity, Host, ImageStore, Pod, StoragePool, Volume, Zone, utcnow
 from .hierarchy import HYPERVISORS, choose
 from .hosts import tag_string  # pool tags follow the host tag rules
 from .pool_attach import ATTACH_JOB
 from .queries import EXACT, NOCASE, ROW, Filter, filtered, keyword, page
 
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+
+    from ..context import Context
+
 log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Entity)
 
 PRIMARY_PROVIDERS = ("DefaultPrimary",)
 IMAGE_PROVIDERS = ("NFS", "S3", "Swift", "SMB")
@@ -56,12 +67,12 @@ class PoolLocation:
     user_info: str | None = None
 
 
-def parse_pool_url(url):
+def parse_pool_url(url: str) -> PoolLocation:
     """nfs://server[:port]/export, rbd://user:secret@monitor/pool, SharedMountPoint:///path, file:///path."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme:
         raise InvalidParameterValue(
-            "scheme is null %s, add nfs:// (or cifs://) as a prefix" % url)
+            f"scheme is null {url}, add nfs:// (or cifs://) as a prefix")
     scheme = scheme.lower()
     if scheme == "rbd":
         return _parse_rbd(rest)
@@ -69,7 +80,7 @@ def parse_pool_url(url):
     try:
         port = parts.port
     except ValueError:
-        raise InvalidParameterValue("Invalid port in storage URL %s" % url) from None
+        raise InvalidParameterValue(f"Invalid port in storage URL {url}") from None
     if scheme == "nfs":
         if not parts.hostname or not parts.path.strip("/"):
             raise InvalidParameterValue("host or path is null, should be nfs://hostname/path")
@@ -77,13 +88,13 @@ def parse_pool_url(url):
     kinds = {"sharedmountpoint": "SharedMountPoint", "file": "Filesystem"}
     if scheme in kinds:
         if not parts.path.strip("/"):
-            raise InvalidParameterValue("path is null, should be %s:///path" % scheme)
+            raise InvalidParameterValue(f"path is null, should be {scheme}:///path")
         return PoolLocation(kinds[scheme], parts.hostname or "localhost", port, parts.path)
     raise StorageUrlError(
-        "scheme %s is not supported; use nfs://, rbd://, SharedMountPoint:// or file://" % scheme)
+        f"scheme {scheme} is not supported; use nfs://, rbd://, SharedMountPoint:// or file://")
 
 
-def _parse_rbd(rest):
+def _parse_rbd(rest: str) -> PoolLocation:
     # The secret is base64 and may hold '/', so split at the last '@' before the pool name.
     user_info = None
     if "@" in rest:
@@ -93,11 +104,11 @@ def _parse_rbd(rest):
     if not host or not pool.strip("/"):
         raise InvalidParameterValue("host or path is null, should be rbd://user:secret@monitor/pool")
     if port and not port.isdigit():
-        raise InvalidParameterValue("Invalid port in storage URL rbd://%s" % host_port)
+        raise InvalidParameterValue(f"Invalid port in storage URL rbd://{host_port}")
     return PoolLocation("RBD", host, int(port) if port else None, pool.strip("/"), user_info or None)
 
 
-def provider_name(value, providers):
+def provider_name(value: str | None, providers: Sequence[str]) -> str:
     """The canonical provider for `value` in any case; unknown names fall back to the default."""
     for name in providers:
         if value and value.lower() == name.lower():
@@ -106,14 +117,17 @@ def provider_name(value, providers):
 
 
 class StorageService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
     # --- primary storage -------------------------------------------------------------
 
-    def create_pool(self, *, zone, name, url, pod=None, cluster=None, scope=None, hypervisor=None,
-                    provider=None, tags=None, capacity_bytes=None, capacity_iops=None, managed=False):
+    def create_pool(self, *, zone: Zone, name: str, url: str, pod: Pod | None = None,
+                    cluster: Cluster | None = None, scope: str | None = None, hypervisor: str | None = None,
+                    provider: str | None = None, tags: Iterable[str] | None = None,
+                    capacity_bytes: int | None = None, capacity_iops: int | None = None,
+                    managed: bool = False) -> StoragePool:
         scope = self._pool_scope(scope)
         if scope == "CLUSTER" and cluster is None:
             raise InvalidParameterValue("cluster id can't be null, if scope is cluster")
@@ -133,16 +147,16 @@ class StorageService:
                 pod = self.session.get(Pod, cluster.pod_id)
             if cluster.pod_id != pod.id:
                 raise InvalidParameterValue(
-                    "Cluster %s does not belong to pod %s" % (cluster.name, pod.name))
+                    f"Cluster {cluster.name} does not belong to pod {pod.name}")
             hypervisor = cluster.hypervisor
         if pod is not None:
             self._live(pod, "pod")
             if pod.zone_id != zone.id:
-                raise InvalidParameterValue("Pod %s does not belong to zone %s" % (pod.name, zone.name))
+                raise InvalidParameterValue(f"Pod {pod.name} does not belong to zone {zone.name}")
         try:
             where = parse_pool_url(url)
         except StorageUrlError as e:
-            raise CloudRuntimeError("Failed to add data store: %s" % e) from None
+            raise CloudRuntimeError(f"Failed to add data store: {e}") from None
 
         pool = StoragePool(
             name=name, zone_id=zone.id, pod_id=pod.id if pod else None,
@@ -166,31 +180,30 @@ class StorageService:
             self.ctx.jobs.create_system(ATTACH_JOB, {"pool": pool.uuid}, "StoragePool", pool.uuid)
         log.info("created %s storage pool %s (%s) in zone %s, state %s", where.pool_type, name,
                  pool.uuid, zone.name, pool.state)
-        self.ctx.event("SP.CREATE", "Successfully created storage pool %s" % name, pool.uuid)
+        self.ctx.event("SP.CREATE", f"Successfully created storage pool {name}", pool.uuid)
         return pool
 
-    def _notify_agents(self, action, uuid):
+    def _notify_agents(self, action: str, uuid: str) -> None:
         """Once committed, have the hosts' agents attach or check the new storage."""
         notify = getattr(self.ctx.agents, action)
         self.ctx.after_commit(lambda: notify(uuid))
 
-    def update_pool(self, pool, *, name=None, tags=None, capacity_bytes=None, capacity_iops=None,
-                    enabled=None):
+    def update_pool(self, pool: StoragePool, *, name: str | None = None, tags: Iterable[str] | None = None,
+                    capacity_bytes: int | None = None, capacity_iops: int | None = None,
+                    enabled: bool | None = None) -> StoragePool:
         self._live(pool, "storage pool")
         self._check_capacity(capacity_bytes, "capacitybytes")
         self._check_capacity(capacity_iops, "capacityiops")
         if capacity_bytes is not None and capacity_bytes < (pool.used_bytes or 0):
             raise InvalidParameterValue(
-                "Capacity bytes (%d) cannot be less than the used bytes (%d) of storage pool %s"
-                % (capacity_bytes, pool.used_bytes, pool.name))
+                f"Capacity bytes ({capacity_bytes}) cannot be less than the used bytes ({pool.used_bytes}) "
+                f"of storage pool {pool.name}")
         if enabled is False and pool.state != "Up":
             raise InvalidParameterValue(
-                "Primary storage with id %s cannot be disabled. Storage pool state : %s"
-                % (pool.uuid, pool.state))
+                f"Primary storage with id {pool.uuid} cannot be disabled. Storage pool state : {pool.state}")
         if enabled is True and pool.state != "Disabled":
             raise InvalidParameterValue(
-                "Primary storage with id %s cannot be enabled. Storage pool state : %s"
-                % (pool.uuid, pool.state))
+                f"Primary storage with id {pool.uuid} cannot be enabled. Storage pool state : {pool.state}")
         if name:
             pool.name = name
         if tags is not None:
@@ -201,50 +214,49 @@ class StorageService:
             pool.capacity_iops = capacity_iops
         if enabled is False:
             pool.state = "Disabled"
-            self.ctx.event("SP.DISABLE", "Disabled storage pool %s" % pool.name, pool.uuid)
+            self.ctx.event("SP.DISABLE", f"Disabled storage pool {pool.name}", pool.uuid)
         elif enabled is True:
             pool.state = self._ready_state(pool)
-            self.ctx.event("SP.ENABLE", "Enabled storage pool %s" % pool.name, pool.uuid)
+            self.ctx.event("SP.ENABLE", f"Enabled storage pool {pool.name}", pool.uuid)
         self.session.flush()
         return pool
 
-    def delete_pool(self, pool, forced=False):
+    def delete_pool(self, pool: StoragePool, forced: bool = False) -> None:
         self._live(pool, "storage pool")
         if pool.state != "Maintenance":
             raise InvalidParameterValue(
-                "Unable to delete storage due to it is not in Maintenance state, id: %s" % pool.uuid)
+                f"Unable to delete storage due to it is not in Maintenance state, id: {pool.uuid}")
         if not forced and self.allocated_by_pool([pool.id]):
-            raise CloudRuntimeError("Cannot delete pool %s as there are associated volumes for this pool" % pool.name)
+            raise CloudRuntimeError(f"Cannot delete pool {pool.name} as there are associated volumes for this pool")
         pool.state = "Removed"
         pool.removed = utcnow()
         log.info("deleted storage pool %s (%s)%s", pool.name, pool.uuid, " (forced)" if forced else "")
-        self.ctx.event("SP.DELETE", "Successfully deleted storage pool %s" % pool.name, pool.uuid)
+        self.ctx.event("SP.DELETE", f"Successfully deleted storage pool {pool.name}", pool.uuid)
 
-    def enable_maintenance(self, pool):
+    def enable_maintenance(self, pool: StoragePool) -> StoragePool:
         self._live(pool, "storage pool")
         if pool.state not in MAINTENANCE_FROM:
             raise InvalidParameterValue(
-                "Primary storage with id %s is not ready for migration, as the status is:%s"
-                % (pool.uuid, pool.state))
+                f"Primary storage with id {pool.uuid} is not ready for migration, as the status is:{pool.state}")
         pool.state = "Maintenance"
         self.session.flush()
-        self.ctx.event("MAINT.PREPARE.PS", "Maintenance of storage pool %s started" % pool.name, pool.uuid)
+        self.ctx.event("MAINT.PREPARE.PS", f"Maintenance of storage pool {pool.name} started", pool.uuid)
         return pool
 
-    def cancel_maintenance(self, pool):
+    def cancel_maintenance(self, pool: StoragePool) -> StoragePool:
         self._live(pool, "storage pool")
         if pool.state not in CANCEL_MAINTENANCE_FROM:
             raise CloudRuntimeError(
-                "Primary storage with id %s is not ready to complete migration, as the status is:%s"
-                % (pool.uuid, pool.state))
+                f"Primary storage with id {pool.uuid} is not ready to complete migration, "
+                f"as the status is:{pool.state}")
         pool.state = self._ready_state(pool)
         self.session.flush()
-        self.ctx.event("MAINT.CANCEL.PS", "Maintenance of storage pool %s cancelled" % pool.name, pool.uuid)
+        self.ctx.event("MAINT.CANCEL.PS", f"Maintenance of storage pool {pool.name} cancelled", pool.uuid)
         return pool
 
     # Reports from the agent side ---------------------------------------------------------
 
-    def pool_attached(self, pool, capacity_bytes, used_bytes):
+    def pool_attached(self, pool: StoragePool, capacity_bytes: int, used_bytes: int) -> StoragePool:
         """A host attached `pool` (or refreshed its statistics): it can serve volumes."""
         pool.capacity_bytes = int(capacity_bytes)
         pool.used_bytes = int(used_bytes)
@@ -254,24 +266,24 @@ class StorageService:
         pool.status_message = None
         if pool.state in (WAITING, "Attaching"):
             pool.state = "Up"
-            self.ctx.event("SP.UP", "Storage pool %s is attached" % pool.name, pool.uuid)
+            self.ctx.event("SP.UP", f"Storage pool {pool.name} is attached", pool.uuid)
         self.session.flush()
         return pool
 
-    def pool_unreachable(self, pool, message):
+    def pool_unreachable(self, pool: StoragePool, message: str) -> StoragePool:
         """No host could attach `pool`; it stays out of allocation until one does."""
         log.warning("storage pool %s (%s) is unreachable: %s", pool.name, pool.uuid, message)
         pool.status_message = message[:1024]
         if pool.state in ("Up", "Attaching"):
             pool.state = WAITING
-        self.ctx.event("SP.UNREACHABLE", "Storage pool %s is unreachable: %s" % (pool.name, message),
+        self.ctx.event("SP.UNREACHABLE", f"Storage pool {pool.name} is unreachable: {message}",
                        pool.uuid, level="ERROR")
         self.session.flush()
         return pool
 
     # Queries -------------------------------------------------------------------------
 
-    def pools_for_host(self, host: Host):
+    def pools_for_host(self, host: Host) -> Sequence[StoragePool]:
         """Pools a host of its cluster should have attached: every live pool not in maintenance."""
         cluster = self.session.get(Cluster, host.cluster_id)
         return self.session.execute(
@@ -279,7 +291,7 @@ class StorageService:
             .order_by(StoragePool.id)
         ).scalars().all()
 
-    def allocatable_pools(self, cluster, tags=()):
+    def allocatable_pools(self, cluster: Cluster, tags: Iterable[str] = ()) -> list[StoragePool]:
         """Up pools a volume of a VM in `cluster` may use, carrying all `tags`."""
         pools = self.session.execute(
             self.pools_of(cluster).where(StoragePool.state == "Up").order_by(StoragePool.id)
@@ -287,7 +299,7 @@ class StorageService:
         wanted = {t for t in tags if t}
         return [p for p in pools if wanted <= set((p.tags or "").split(","))]
 
-    def pools_of(self, cluster):
+    def pools_of(self, cluster: Cluster) -> Select[tuple[StoragePool]]:
         """Cluster pools of `cluster` plus zone-wide pools of its zone and hypervisor."""
         return select(StoragePool).where(
             StoragePool.removed.is_(None),
@@ -298,14 +310,14 @@ class StorageService:
             ),
         )
 
-    def overprovisioning_factor(self, pool):
+    def overprovisioning_factor(self, pool: StoragePool) -> str | None:
         return self.ctx.configuration.scoped_value("storage.overprovisioning.factor", "storagepool", pool)
 
-    def allocated_bytes(self, pool):
+    def allocated_bytes(self, pool: StoragePool) -> int:
         """Bytes promised to the volumes placed on `pool` (their full size, thin or not)."""
         return self.allocated_by_pool([pool.id]).get(pool.id, 0)
 
-    def allocated_by_pool(self, pool_ids):
+    def allocated_by_pool(self, pool_ids: Iterable[int]) -> dict[int, int]:
         """{pool id: bytes promised to its live volumes}, in one grouped query."""
         if not pool_ids:
             return {}
@@ -317,28 +329,29 @@ class StorageService:
 
     # --- image stores ----------------------------------------------------------------
 
-    def add_image_store(self, *, provider, name=None, url=None, zone=None, details=None):
+    def add_image_store(self, *, provider: str, name: str | None = None, url: str | None = None,
+                        zone: Zone | None = None, details: Mapping[str, str] | None = None) -> ImageStore:
         provider = provider_name(provider, IMAGE_PROVIDERS)
         details = dict(details or {})
         if provider == "S3" and not url:
             url = details.get("endpoint")
         if not url:
             raise InvalidParameterValue(
-                "url is required to add an image store of provider %s" % provider)
+                f"url is required to add an image store of provider {provider}")
         protocol = self._image_store_protocol(provider, url, details)
         name = name or url
         if zone is not None:
             self._live(zone, "zone")
         if self._image_store_by_name(name) is not None:
             raise InvalidParameterValue(
-                "The image store with name %s already exists, try creating with another name" % name)
+                f"The image store with name {name} already exists, try creating with another name")
         other = self.session.execute(
             select(ImageStore.provider).where(ImageStore.removed.is_(None), ImageStore.provider != provider)
             .limit(1)
         ).scalar_one_or_none()
         if other is not None:
             raise InvalidParameterValue(
-                "You can only add new image stores from the same provider %s already added" % other)
+                f"You can only add new image stores from the same provider {other} already added")
         store = ImageStore(
             name=name, zone_id=zone.id if zone else None, url=url, protocol=protocol,
             provider=provider, scope="ZONE" if zone else "REGION", readonly=False,
@@ -348,43 +361,44 @@ class StorageService:
         self.session.flush()
         self._notify_agents("check_image_store", store.uuid)
         log.info("added %s image store %s (%s)", provider, name, store.uuid)
-        self.ctx.event("IMAGE.STORE.ADD", "Successfully added image store %s" % name, store.uuid)
+        self.ctx.event("IMAGE.STORE.ADD", f"Successfully added image store {name}", store.uuid)
         return store
 
-    def update_image_store(self, store, *, readonly=None, name=None):
+    def update_image_store(self, store: ImageStore, *, readonly: bool | None = None,
+                           name: str | None = None) -> ImageStore:
         self._live(store, "image store")
         if name and name != store.name:
             if self._image_store_by_name(name) is not None:
                 raise InvalidParameterValue(
-                    "The image store with name %s already exists, try creating with another name" % name)
+                    f"The image store with name {name} already exists, try creating with another name")
             store.name = name
         if readonly is not None:
             store.readonly = readonly
         self.session.flush()
         return store
 
-    def delete_image_store(self, store):
+    def delete_image_store(self, store: ImageStore) -> None:
         self._live(store, "image store")
         store.removed = utcnow()
         log.info("deleted image store %s (%s)", store.name, store.uuid)
-        self.ctx.event("IMAGE.STORE.DELETE", "Successfully deleted image store %s" % store.name, store.uuid)
+        self.ctx.event("IMAGE.STORE.DELETE", f"Successfully deleted image store {store.name}", store.uuid)
 
-    def image_store_checked(self, store, total_bytes, used_bytes):
+    def image_store_checked(self, store: ImageStore, total_bytes: int, used_bytes: int) -> ImageStore:
         """The agent side reached `store` and could write to it."""
         store.total_bytes, store.used_bytes = int(total_bytes), int(used_bytes)
         store.state, store.status_message = STORE_UP, None
         self.session.flush()
         return store
 
-    def image_store_unreachable(self, store, message):
+    def image_store_unreachable(self, store: ImageStore, message: str) -> ImageStore:
         log.warning("image store %s (%s) is unreachable: %s", store.name, store.uuid, message)
         store.state, store.status_message = STORE_UNREACHABLE, message[:1024]
-        self.ctx.event("IMAGE.STORE.UNREACHABLE", "Image store %s is unreachable: %s" % (store.name, message),
+        self.ctx.event("IMAGE.STORE.UNREACHABLE", f"Image store {store.name} is unreachable: {message}",
                        store.uuid, level="ERROR")
         self.session.flush()
         return store
 
-    def writable_image_stores(self, zone):
+    def writable_image_stores(self, zone: Zone) -> Sequence[ImageStore]:
         """Stores templates of `zone` may be written to: the zone's own, then region-wide ones."""
         stores = self.session.execute(
             select(ImageStore).where(
@@ -395,20 +409,20 @@ class StorageService:
         ).scalars().all()
         return stores
 
-    def _image_store_by_name(self, name):
+    def _image_store_by_name(self, name: str) -> ImageStore | None:
         return self.session.execute(
             select(ImageStore).where(ImageStore.removed.is_(None), ImageStore.name == name)
         ).scalars().first()
 
     @staticmethod
-    def _image_store_protocol(provider, url, details):
+    def _image_store_protocol(provider: str, url: str, details: Mapping[str, str]) -> str:
         scheme, sep, _rest = url.partition("://")
         if provider == "S3" and not sep:
             # An S3 endpoint is a bare host name; the protocol comes from `usehttps`.
             return "https" if str(details.get("usehttps", "")).lower() == "true" else "http"
         if not sep or not scheme:
             raise InvalidParameterValue(
-                "uri.scheme is null %s, add nfs:// (or cifs://) as a prefix" % url)
+                f"uri.scheme is null {url}, add nfs:// (or cifs://) as a prefix")
         if provider == "NFS":
             parts = urlsplit(url)
             if scheme.lower() != "nfs" or not parts.hostname or not parts.path.strip("/"):
@@ -419,38 +433,38 @@ class StorageService:
     # --- shared checks -----------------------------------------------------------------
 
     @staticmethod
-    def _pool_scope(scope):
+    def _pool_scope(scope: str | None) -> str:
         if not scope:
             return "CLUSTER"
         if scope.upper() not in POOL_SCOPES:
-            raise InvalidParameterValue("invalid scope for pool %s" % scope)
+            raise InvalidParameterValue(f"invalid scope for pool {scope}")
         return scope.upper()
 
     @staticmethod
-    def _zone_wide_hypervisor(value):
-        return choose(value, HYPERVISORS, "zone wide storage pool is not supported for hypervisor type %s; use %s"
-                      % (value, " or ".join(HYPERVISORS)))
+    def _zone_wide_hypervisor(value: str) -> str:
+        return choose(value, HYPERVISORS, f"zone wide storage pool is not supported for hypervisor type {value}; "
+                      f"use {' or '.join(HYPERVISORS)}")
 
     @staticmethod
-    def _check_capacity(value, what):
+    def _check_capacity(value: int | None, what: str) -> None:
         if value is not None and value < 0:
-            raise InvalidParameterValue("%s must be a positive number, got %d" % (what, value))
+            raise InvalidParameterValue(f"{what} must be a positive number, got {value}")
 
     @staticmethod
-    def _waiting_message(zone, cluster):
+    def _waiting_message(zone: Zone, cluster: Cluster | None) -> str:
         if cluster is not None:
-            return "waiting for a host of cluster %s to attach the pool" % cluster.name
-        return "waiting for a host of zone %s to attach the pool" % zone.name
+            return f"waiting for a host of cluster {cluster.name} to attach the pool"
+        return f"waiting for a host of zone {zone.name} to attach the pool"
 
     @staticmethod
-    def _ready_state(pool):
+    def _ready_state(pool: StoragePool) -> str:
         """Where a pool returns to after Disabled or Maintenance: Up unless it still waits for a host."""
         return "Up" if pool.status_message is None else WAITING
 
     @staticmethod
-    def _live(row, what):
+    def _live(row: E, what: str) -> E:
         if row.removed is not None:
-            raise InvalidParameterValue("Unable to find %s by id %s" % (what, row.uuid))
+            raise InvalidParameterValue(f"Unable to find {what} by id {row.uuid}")
         return row
 
     # --- reads: listStoragePools, listImageStores -------------------------------------
