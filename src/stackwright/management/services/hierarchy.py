@@ -469,6 +469,7 @@ class HierarchyService:
             .distinct().order_by(Cluster.hypervisor)
         ).scalars().all()
 
+
 def _now() -> dt.datetime:
     from ..persistence.models import utcnow
 
