@@ -8,15 +8,29 @@ live global setting. Primary storage allocated capacity is the pool size times
 a Disabled zone, pod or cluster, or on a host that is not Enabled, is left out.
 """
 
+from __future__ import annotations
+
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
 from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+
+    from sqlalchemy import ColumnElement, SQLColumnExpression
+
+    from ..context import Context
+
+    # (zone id, pod id, cluster id) -> the key of the group a row of that place counts in
+    KeyOf = Callable[[int, int | None, int | None], int | None]
+    Sums = defaultdict[tuple[int, int | None], "_Sum"]
 
 MEMORY, CPU, STORAGE, STORAGE_ALLOCATED, PRIVATE_IP, SECONDARY_STORAGE = 0, 1, 2, 3, 5, 6
 TYPE_NAMES = {
@@ -29,14 +43,14 @@ STORAGE_FACTOR = "storage.overprovisioning.factor"
 ZONE_LEVEL, POD_LEVEL, CLUSTER_LEVEL = "zone", "pod", "cluster"
 
 
-def decimal(value):
+def decimal(value: float) -> str:
     """A number the way CloudStack's DecimalFormat("#.##") prints it: "12.34", "12.5", "0"."""
-    text = "%.2f" % value
+    text = f"{value:.2f}"
     text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 
-def percent(used, total):
+def percent(used: float, total: float) -> str:
     """`percentused`: used / total x 100 with at most two decimals; "0" when total is 0."""
     if not total:
         return "0"
@@ -70,34 +84,34 @@ class Capacity:
     used: Allocation
 
     @property
-    def cpu_total(self):
+    def cpu_total(self) -> float:
         return self.cpu_mhz * self.cpu_ratio
 
     @property
-    def memory_total(self):
+    def memory_total(self) -> float:
         return self.memory_bytes * self.memory_ratio
 
     @property
-    def cpu_capacity(self):
+    def cpu_capacity(self) -> int:
         """`cpu_total` in whole MHz, as capacity rows count it."""
         return int(self.cpu_total)
 
     @property
-    def memory_capacity(self):
+    def memory_capacity(self) -> int:
         return int(self.memory_total)
 
     @property
-    def cpu_free(self):
+    def cpu_free(self) -> int:
         return self.cpu_capacity - self.used.cpu_mhz
 
     @property
-    def memory_free(self):
+    def memory_free(self) -> int:
         return self.memory_capacity - self.used.memory_bytes
 
-    def fits(self, cpu_mhz, memory_bytes):
+    def fits(self, cpu_mhz: int, memory_bytes: int) -> bool:
         return self.cpu_free >= cpu_mhz and self.memory_free >= memory_bytes
 
-    def beyond(self, cpu_mhz, memory_bytes, cpu_limit, memory_limit):
+    def beyond(self, cpu_mhz: int, memory_bytes: int, cpu_limit: float, memory_limit: float) -> bool:
         """Whether taking `cpu_mhz` and `memory_bytes` more passes the fractions `cpu_limit` or
         `memory_limit` of the totals (a zero total has no limit)."""
         cpu_total, memory_total = self.cpu_total, self.memory_total
@@ -105,7 +119,8 @@ class Capacity:
                     or (memory_total and (self.used.memory_bytes + memory_bytes) / memory_total > memory_limit))
 
 
-def host_capacity(cpus, cpu_speed, memory_bytes, ratios, used=None):
+def host_capacity(cpus: int | None, cpu_speed: int | None, memory_bytes: int | None, ratios: tuple[float, float],
+                  used: Allocation | None = None) -> Capacity:
     """The Capacity of one host from its columns, `ratios` (cpu, memory) of its cluster and
     `used`, the Allocation its guests hold (None: nothing)."""
     return Capacity((cpus or 0) * (cpu_speed or 0), memory_bytes or 0, ratios[0], ratios[1], used or _NOTHING)
@@ -118,13 +133,13 @@ class _Sum:
 
 
 class CapacityService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
     # --- per host -------------------------------------------------------------------
 
-    def allocations(self, by, ids):
+    def allocations(self, by: SQLColumnExpression[int], ids: Collection[int]) -> dict[int, Allocation]:
         """{id: Allocation} of the CPU and memory guests take, grouped by `by` (Host.id or
         Host.cluster_id) over `ids`, in one grouped query.
 
@@ -135,7 +150,7 @@ class CapacityService:
             return {}
         return self._allocations(by.in_(list(ids)), by)
 
-    def _allocations(self, which, by):
+    def _allocations(self, which: ColumnElement[bool], by: SQLColumnExpression[int]) -> dict[int, Allocation]:
         rows = self.session.execute(
             select(by, func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
             .join(Host, Host.id == VmInstance.host_id)
@@ -145,21 +160,21 @@ class CapacityService:
         # SUM() is a Decimal on MySQL.
         return {key: Allocation(int(cpu or 0), int(memory or 0) * 1024 * 1024) for key, cpu, memory in rows}
 
-    def host_allocations(self, host_ids):
+    def host_allocations(self, host_ids: Collection[int]) -> dict[int, Allocation]:
         return self.allocations(Host.id, host_ids)
 
-    def host_allocations_between(self, first_id, last_id):
+    def host_allocations_between(self, first_id: int, last_id: int) -> dict[int, Allocation]:
         """{host id: Allocation} for the hosts with ids first_id..last_id: a page of hosts in id
         order is asked for by its bounds, two parameters instead of one per host."""
         return self._allocations(Host.id.between(first_id, last_id), Host.id)
 
     # --- capacity with over-provisioning ----------------------------------------------
 
-    def ratios(self, cluster):
+    def ratios(self, cluster: Cluster) -> tuple[float, float]:
         """(CPU, memory) over-provisioning ratios of `cluster`: its own details, else the globals."""
         return self._ratios(cluster.detail)
 
-    def cluster_ratios(self, cluster_ids):
+    def cluster_ratios(self, cluster_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
         """{cluster id: (CPU, memory) ratios} for `cluster_ids`, their details read in one query."""
         details = {cid: {} for cid in cluster_ids}
         for cluster_id, name, value in self.session.execute(
@@ -168,7 +183,7 @@ class CapacityService:
             details[cluster_id][name] = value
         return {cid: self._ratios(found.get) for cid, found in details.items()}
 
-    def _ratios(self, detail):
+    def _ratios(self, detail: Callable[[str], str | None]) -> tuple[float, float]:
         """The ratios from `detail(name)`, a cluster's detail or None; the global setting when None."""
         config = self.ctx.configuration
         out = []
@@ -177,14 +192,14 @@ class CapacityService:
             out.append(float(value if value is not None else config.global_value(setting)))
         return tuple(out)
 
-    def host_capacities(self, hosts, clusters):
+    def host_capacities(self, hosts: Sequence[Host], clusters: Mapping[int, Cluster]) -> dict[int, Capacity]:
         """{host id: Capacity} of Host rows `hosts`; `clusters` maps their cluster ids to Clusters."""
         used = self.host_allocations([h.id for h in hosts])
         ratios = {cid: self.ratios(clusters[cid]) for cid in {h.cluster_id for h in hosts}}
         return {h.id: host_capacity(h.cpus, h.cpu_speed, h.memory_bytes, ratios[h.cluster_id], used.get(h.id))
                 for h in hosts}
 
-    def cluster_capacities(self, clusters):
+    def cluster_capacities(self, clusters: Mapping[int, Cluster]) -> dict[int, Capacity]:
         """{cluster id: Capacity} of the Up and Enabled hosts of `clusters` (id -> Cluster) taken
         together, against what guests hold on any of the clusters' hosts. A cluster without
         such hosts has no entry."""
@@ -204,7 +219,8 @@ class CapacityService:
 
     # --- listCapacity / showcapacities ------------------------------------------------
 
-    def rows(self, zone=None, pod=None, cluster=None, type=None, sortby=None):
+    def rows(self, zone: Zone | None = None, pod: Pod | None = None, cluster: Cluster | None = None,
+             type: int | None = None, sortby: str | None = None) -> list[dict[str, Any]]:
         """Capacity rows (API dicts) for the most specific scope given, one per entity and type."""
         level = CLUSTER_LEVEL if cluster is not None else POD_LEVEL if pod is not None else ZONE_LEVEL
         zones, pods, clusters = self._scope(zone, pod, cluster)
@@ -222,9 +238,9 @@ class CapacityService:
             wanted = [t for t in wanted if t != PRIVATE_IP]
         if not groups or not wanted:
             return []
-        sums = defaultdict(_Sum)          # (type, group key) -> _Sum
+        sums: Sums = defaultdict(_Sum)    # (type, group key) -> _Sum
 
-        def key_of(zone_id, pod_id, cluster_id):
+        def key_of(zone_id: int, pod_id: int | None, cluster_id: int | None) -> int | None:
             return {ZONE_LEVEL: zone_id, POD_LEVEL: pod_id, CLUSTER_LEVEL: cluster_id}[level]
 
         if CPU in wanted or MEMORY in wanted:
@@ -253,7 +269,8 @@ class CapacityService:
             out.sort(key=lambda r: float(r["percentused"]), reverse=True)
         return out
 
-    def _scope(self, zone, pod, cluster):
+    def _scope(self, zone: Zone | None, pod: Pod | None,
+               cluster: Cluster | None) -> tuple[dict[int, Zone], dict[int, Pod], dict[int, Cluster]]:
         """Enabled, live zones/pods/clusters within the requested scope, by id."""
         zq = select(Zone).where(Zone.removed.is_(None), Zone.allocation_state == "Enabled")
         pq = select(Pod).where(Pod.removed.is_(None), Pod.allocation_state == "Enabled")
@@ -271,7 +288,7 @@ class CapacityService:
         clusters = {c.id: c for c in self.session.execute(cq).unique().scalars() if c.pod_id in pods}
         return zones, pods, clusters
 
-    def _compute(self, clusters, key_of, sums):
+    def _compute(self, clusters: Mapping[int, Cluster], key_of: KeyOf, sums: Sums) -> None:
         for cluster_id, capacity in self.cluster_capacities(clusters).items():
             c = clusters[cluster_id]
             k = key_of(c.zone_id, c.pod_id, c.id)
@@ -281,7 +298,8 @@ class CapacityService:
             cpu_sum.used += capacity.used.cpu_mhz
             mem_sum.used += capacity.used.memory_bytes
 
-    def _primary_storage(self, zones, pods, clusters, key_of, sums):
+    def _primary_storage(self, zones: Mapping[int, Zone], pods: Mapping[int, Pod], clusters: Mapping[int, Cluster],
+                         key_of: KeyOf, sums: Sums) -> None:
         pools = self.session.execute(
             select(StoragePool).where(StoragePool.zone_id.in_(list(zones)), StoragePool.removed.is_(None),
                                       StoragePool.state == "Up")
@@ -301,7 +319,7 @@ class CapacityService:
             allocated_row.total += int((pool.capacity_bytes or 0) * factors[pool.id])
             allocated_row.used += allocated.get(pool.id, 0)
 
-    def storage_factors(self, pool_ids):
+    def storage_factors(self, pool_ids: Collection[int]) -> dict[int, float]:
         """{pool id: storage.overprovisioning.factor} — the pool's value, else the global one."""
         default = float(self.ctx.configuration.global_value(STORAGE_FACTOR))
         factors = dict.fromkeys(pool_ids, default)
@@ -314,7 +332,7 @@ class CapacityService:
             factors.update({pool_id: float(value) for pool_id, value in scoped if value is not None})
         return factors
 
-    def _secondary_storage(self, zones, sums):
+    def _secondary_storage(self, zones: Mapping[int, Zone], sums: Sums) -> None:
         stores = self.session.execute(
             select(ImageStore.zone_id, func.sum(ImageStore.total_bytes), func.sum(ImageStore.used_bytes))
             .where(ImageStore.zone_id.in_(list(zones)), ImageStore.removed.is_(None))
@@ -326,14 +344,15 @@ class CapacityService:
             s.used += int(used or 0)
 
 
-def _range_size(start, end):
+def _range_size(start: str | None, end: str | None) -> int:
     try:
         return max(0, int(ipaddress.IPv4Address(end)) - int(ipaddress.IPv4Address(start)) + 1)
     except (ValueError, TypeError):
         return 0
 
 
-def _row(type_code, s, zone, pod=None, cluster=None):
+def _row(type_code: int, s: _Sum, zone: Zone, pod: Pod | None = None,
+         cluster: Cluster | None = None) -> dict[str, Any]:
     row = {
         "type": type_code,
         "name": TYPE_NAMES[type_code],

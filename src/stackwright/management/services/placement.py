@@ -4,12 +4,22 @@ First fit over enabled pods and clusters, Up and Enabled hosts, and Up pools; se
 `Planner`.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import select
 
 from ..errors import InsufficientCapacity
 from ..persistence.models import Cluster, Host, StoragePool
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+    from ..context import Context
+    from ..persistence.models import Pod, Zone
+    from .capacity import Capacity
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -28,11 +38,11 @@ class Demand:
     pool: StoragePool | None = None   # the pool the root volume already lives on
 
     @property
-    def cpu_mhz(self):
+    def cpu_mhz(self) -> int:
         return self.cpu_number * self.cpu_speed
 
     @property
-    def memory_bytes(self):
+    def memory_bytes(self) -> int:
         return self.memory_mb * MiB
 
 
@@ -55,21 +65,22 @@ class Planner:
     When nothing fits, the error names the first requirement no candidate met.
     """
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
-    def plan(self, label, zone, demand, *, host=None, pod=None, cluster=None, last_host_id=None,
-             avoid_hosts=(), avoid_pools=(), failures=()):
-        def fail(reason, storage=False):
+    def plan(self, label: str, zone: Zone, demand: Demand, *, host: Host | None = None, pod: Pod | None = None,
+             cluster: Cluster | None = None, last_host_id: int | None = None, avoid_hosts: Collection[int] = (),
+             avoid_pools: Collection[int] = (), failures: Sequence[str] = ()) -> Plan:
+        def fail(reason: str, storage: bool = False) -> NoReturn:
             if failures:
                 reason += "; earlier attempts: " + "; ".join(failures)
             # InsufficientServerCapacityException (4335) or InsufficientStorageCapacityException (4340)
-            raise InsufficientCapacity("Unable to create a deployment for %s: %s" % (label, reason),
+            raise InsufficientCapacity(f"Unable to create a deployment for {label}: {reason}",
                                        cserrorcode=4340 if storage else 4335)
 
         if zone.allocation_state != "Enabled":
-            fail("zone %s is Disabled; enable it with updateZone allocationstate=Enabled" % zone.name)
+            fail(f"zone {zone.name} is Disabled; enable it with updateZone allocationstate=Enabled")
         clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
         if not clusters:
             fail(why)
@@ -95,13 +106,15 @@ class Planner:
         if raced:
             fail("the hosts with room were taken by concurrent deployments; retry")
         if demand.pool is not None:
-            fail("storage pool %s holding the root volume is not Up or not reachable from any host with "
-                 "capacity (state %s)" % (demand.pool.name, demand.pool.state), storage=True)
+            fail(f"storage pool {demand.pool.name} holding the root volume is not Up or not reachable from any host "
+                 f"with capacity (state {demand.pool.state})", storage=True)
         names = ", ".join(sorted({clusters[h.cluster_id].name for h in fitting}))
-        fail("no Up primary storage pool of cluster(s) %s (or zone-wide) has room for a %s root volume; add "
-             "a pool with createStoragePool or free space" % (names, size_text(demand.volume_bytes)), storage=True)
+        fail(f"no Up primary storage pool of cluster(s) {names} (or zone-wide) has room for a "
+             f"{size_text(demand.volume_bytes)} root volume; add a pool with createStoragePool or free space",
+             storage=True)
 
-    def _clusters(self, zone, hypervisor, host, pod, cluster):
+    def _clusters(self, zone: Zone, hypervisor: str, host: Host | None, pod: Pod | None,
+                  cluster: Cluster | None) -> tuple[dict[int, Cluster], str | None]:
         q = select(Cluster).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))
         if host is not None:
             q = q.where(Cluster.id == host.cluster_id)
@@ -112,18 +125,19 @@ class Planner:
         rows = self.session.execute(q.order_by(Cluster.id)).unique().scalars().all()
         where = self._where(zone, host, pod, cluster)
         if not rows:
-            return {}, "no cluster in %s" % where
+            return {}, f"no cluster in {where}"
         matching = [c for c in rows if c.hypervisor == hypervisor]
         if not matching:
-            return {}, "no %s cluster in %s (the template is for %s)" % (hypervisor, where, hypervisor)
+            return {}, f"no {hypervisor} cluster in {where} (the template is for {hypervisor})"
         enabled = [c for c in matching if c.allocation_state == "Enabled" and c.pod.allocation_state == "Enabled"
                    and c.pod.removed is None]
         if not enabled:
-            return {}, ("every %s cluster in %s is Disabled or in a Disabled pod; enable one with updateCluster "
-                        "or updatePod allocationstate=Enabled" % (hypervisor, where))
+            return {}, (f"every {hypervisor} cluster in {where} is Disabled or in a Disabled pod; enable one with "
+                        "updateCluster or updatePod allocationstate=Enabled")
         return {c.id: c for c in enabled}, None
 
-    def _hosts(self, zone, clusters, demand, host, avoid):
+    def _hosts(self, zone: Zone, clusters: Mapping[int, Cluster], demand: Demand, host: Host | None,
+               avoid: Collection[int]) -> tuple[list[Host], str | None]:
         q = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None),
                                Host.type == "Routing")
         if host is not None:
@@ -132,19 +146,19 @@ class Planner:
         where = self._where(zone, host, None, None)
         usable = [h for h in rows if h.state == "Up" and h.resource_state == "Enabled"]
         if not usable:
-            states = ", ".join("%s is %s/%s" % (h.name, h.state, h.resource_state) for h in rows[:5])
-            return [], "no Up and Enabled %s host in %s%s" % (
-                demand.hypervisor, where, " (%s)" % states if states else "")
+            states = ", ".join(f"{h.name} is {h.state}/{h.resource_state}" for h in rows[:5])
+            return [], f"no Up and Enabled {demand.hypervisor} host in {where}{f' ({states})' if states else ''}"
         tagged = [h for h in usable if set(demand.host_tags) <= set(h.tag_list)]
         if not tagged:
-            return [], "no Up and Enabled host in %s carries the host tags %s of the service offering" % (
-                where, ",".join(demand.host_tags))
+            return [], (f"no Up and Enabled host in {where} carries the host tags {','.join(demand.host_tags)} "
+                        "of the service offering")
         left = [h for h in tagged if h.id not in avoid]
         if not left:
-            return [], "no other Up and Enabled host left in %s" % where
+            return [], f"no other Up and Enabled host left in {where}"
         return left, None
 
-    def _with_capacity(self, hosts, clusters, demand):
+    def _with_capacity(self, hosts: Sequence[Host], clusters: Mapping[int, Cluster],
+                       demand: Demand) -> tuple[list[Host], str | None]:
         capacity = self.ctx.capacity
         by_host = capacity.host_capacities(hosts, clusters)
         thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
@@ -154,23 +168,23 @@ class Planner:
         for h in hosts:
             c = clusters[h.cluster_id]
             if (h.cpus or 0) < demand.cpu_number or (h.cpu_speed or 0) < demand.cpu_speed:
-                shortfalls.append("%s has %s CPUs of %s MHz" % (h.name, h.cpus, h.cpu_speed))
+                shortfalls.append(f"{h.name} has {h.cpus} CPUs of {h.cpu_speed} MHz")
                 continue
             room = by_host[h.id]
             if not room.fits(demand.cpu_mhz, demand.memory_bytes):
-                shortfalls.append("%s has %d MHz and %s free" % (
-                    h.name, max(room.cpu_free, 0), size_text(max(room.memory_free, 0))))
+                shortfalls.append(
+                    f"{h.name} has {max(room.cpu_free, 0)} MHz and {size_text(max(room.memory_free, 0))} free")
                 continue
             if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), demand):
-                shortfalls.append("cluster %s is above its allocated capacity disable threshold" % c.name)
+                shortfalls.append(f"cluster {c.name} is above its allocated capacity disable threshold")
                 continue
             fitting.append(h)
         if not fitting:
-            return [], "no host has %d x %d MHz CPU and %s of memory unallocated (%s)" % (
-                demand.cpu_number, demand.cpu_speed, size_text(demand.memory_bytes), "; ".join(shortfalls[:5]))
+            return [], (f"no host has {demand.cpu_number} x {demand.cpu_speed} MHz CPU and "
+                        f"{size_text(demand.memory_bytes)} of memory unallocated ({'; '.join(shortfalls[:5])})")
         return fitting, None
 
-    def _still_fits(self, host, clusters, demand):
+    def _still_fits(self, host: Host, clusters: Mapping[int, Cluster], demand: Demand) -> bool:
         """Lock the chosen host's row and check its capacity again: a concurrent plan (MySQL)
         that took it first has committed its guest by the time the lock is granted. One row
         at a time, so plans and heartbeat updates cannot deadlock."""
@@ -178,7 +192,7 @@ class Planner:
         fitting, _shortfall = self._with_capacity([host], clusters, demand)
         return bool(fitting)
 
-    def _over_threshold(self, cluster, capacity, demand):
+    def _over_threshold(self, cluster: Cluster, capacity: Capacity | None, demand: Demand) -> bool:
         if capacity is None:
             return False
         config = self.ctx.configuration
@@ -187,7 +201,7 @@ class Planner:
                                                  cluster))
         return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
-    def _pool_for(self, cluster, demand, avoid):
+    def _pool_for(self, cluster: Cluster, demand: Demand, avoid: Collection[int]) -> StoragePool | None:
         storage = self.ctx.storage
         if demand.pool is not None:
             reachable = {p.id for p in storage.allocatable_pools(cluster)}
@@ -207,17 +221,17 @@ class Planner:
         return None
 
     @staticmethod
-    def _where(zone, host, pod, cluster):
+    def _where(zone: Zone, host: Host | None, pod: Pod | None, cluster: Cluster | None) -> str:
         if host is not None:
-            return "host %s" % host.name
+            return f"host {host.name}"
         if cluster is not None:
-            return "cluster %s" % cluster.name
+            return f"cluster {cluster.name}"
         if pod is not None:
-            return "pod %s" % pod.name
-        return "zone %s" % zone.name
+            return f"pod {pod.name}"
+        return f"zone {zone.name}"
 
 
-def size_text(n):
+def size_text(n: int) -> str:
     if n >= GiB and n % GiB == 0:
-        return "%d GiB" % (n // GiB)
-    return "%d MiB" % (n // MiB)
+        return f"{n // GiB} GiB"
+    return f"{n // MiB} MiB"

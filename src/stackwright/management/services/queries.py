@@ -15,11 +15,27 @@ that is absent (None) or an empty string or list adds nothing; False and 0 are v
 `page(ctx, p, statement, order_by)` then reads the page that `page` and `pagesize` ask for.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, or_, select
 
 from ..errors import InvalidParameterValue, ParameterError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import SimpleNamespace
+
+    from sqlalchemy import ColumnElement, Select, SQLColumnExpression
+    from sqlalchemy.orm import Session
+
+    from ..context import Context
+    from ..persistence.models import Entity
+
+S = TypeVar("S", bound="Select[Any]")
+E = TypeVar("E", bound="Entity")
 
 EXACT = "exact"        # column == value (a boolean column: IS value)
 NOCASE = "nocase"      # lower(column) == lower(value)
@@ -38,21 +54,21 @@ class Filter:
     columns: tuple = ()
 
 
-def keyword(*columns):
+def keyword(*columns: SQLColumnExpression[str]) -> Filter:
     """The `keyword` parameter of list commands, over `columns`."""
     return Filter("keyword", match=KEYWORD, columns=columns)
 
 
-def ci_equals(column, value):
+def ci_equals(column: SQLColumnExpression[str], value: str) -> ColumnElement[bool]:
     return func.lower(column) == value.lower()
 
 
-def like_pattern(text):
+def like_pattern(text: str) -> str:
     """A LIKE pattern (escape character backslash) matching `text` anywhere, lower-cased."""
     return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def condition(f, value):
+def condition(f: Filter, value: Any) -> ColumnElement[bool]:
     """The SQL condition of filter `f` for parameter value `value` (given)."""
     if f.match == EXACT:
         return f.column.is_(value) if isinstance(value, bool) else f.column == value
@@ -65,10 +81,10 @@ def condition(f, value):
     if f.match == KEYWORD:
         pattern = like_pattern(value)
         return or_(*(func.lower(c).like(pattern, escape="\\") for c in f.columns))
-    raise ValueError("unknown match kind %r" % f.match)
+    raise ValueError(f"unknown match kind {f.match!r}")
 
 
-def filtered(query, filters, p):
+def filtered(query: S, filters: Iterable[Filter], p: SimpleNamespace) -> S:
     """`query` narrowed by every filter whose parameter `p` gives (see the module's docstring)."""
     for f in filters:
         value = getattr(p, f.param, None)
@@ -81,11 +97,11 @@ def filtered(query, filters, p):
 # --- paging -----------------------------------------------------------------------------------
 
 
-def page_size_limit(ctx):
+def page_size_limit(ctx: Context) -> int:
     return int(ctx.config.get("default.page.size"))
 
 
-def check_paging(ctx, p):
+def check_paging(ctx: Context, p: SimpleNamespace) -> tuple[int, int | None]:
     """Validate page/pagesize; returns (offset, limit) with limit None for 'all'."""
     page, size = getattr(p, "page", None), getattr(p, "pagesize", None)
     if size is not None and page is None:
@@ -98,7 +114,7 @@ def check_paging(ctx, p):
     if size == -1:
         return 0, None
     if size > limit:
-        raise ParameterError("Page size can't exceed max allowed page size value: %d" % limit)
+        raise ParameterError(f"Page size can't exceed max allowed page size value: {limit}")
     if page < 1 or size < 1:
         raise InvalidParameterValue("page and pagesize must be positive integers")
     return (page - 1) * size, size
@@ -112,7 +128,8 @@ class Page:
     total: int
 
 
-def page(ctx, p, statement, order_by, whole_rows=False):
+def page(ctx: Context, p: SimpleNamespace, statement: Select[Any], order_by: SQLColumnExpression[Any],
+         whole_rows: bool = False) -> Page:
     """Run the select `statement` for the page `p` asks for, ordered by `order_by`.
 
     The rows are the statement's first column's values (entities), or with `whole_rows` its
@@ -144,7 +161,7 @@ def page(ctx, p, statement, order_by, whole_rows=False):
 # --- rows a view refers to ----------------------------------------------------------------
 
 
-def rows_by_id(session, model, ids):
+def rows_by_id(session: Session, model: type[E], ids: Iterable[int | None]) -> dict[int, E]:
     """{id: row} of `model` for `ids` (None left out), in one query: what a page of views
     refers to is read once for the page."""
     ids = {i for i in ids if i is not None}
@@ -153,7 +170,7 @@ def rows_by_id(session, model, ids):
     return {row.id: row for row in session.execute(select(model).where(model.id.in_(ids))).unique().scalars()}
 
 
-def by_id(session, model, row_id):
+def by_id(session: Session, model: type[E], row_id: int) -> E:
     """The `model` row whose id is `row_id` (e.g. the object of a job's step); it must exist."""
     row = session.get(model, row_id)
     if row is None:
@@ -161,6 +178,6 @@ def by_id(session, model, row_id):
     return row
 
 
-def by_uuid(session, model, uuid):
+def by_uuid(session: Session, model: type[E], uuid: str) -> E:
     """The `model` row whose uuid is `uuid` (e.g. the instance of a job); it must exist."""
     return session.execute(select(model).where(model.uuid == uuid)).unique().scalar_one()

@@ -1,5 +1,9 @@
 """Reads of virtual machines: listVirtualMachines and what the views of VMs refer to."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select
 
 from ..errors import PermissionDenied
@@ -7,6 +11,15 @@ from ..persistence.models import Account, AsyncJob, Host, ServiceOffering, Templ
 from .hierarchy import HYPERVISORS, choose
 from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page, rows_by_id
 from .vms import EXPUNGING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import SimpleNamespace
+
+    from sqlalchemy import Select
+
+    from ..context import Context
+    from .queries import Page
 
 VM_FILTERS = (
     Filter("id", VmInstance.id, ROW),
@@ -24,17 +37,19 @@ VM_FILTERS = (
 class VmView:
     """What the views of a page of VMs refer to, read once for the page."""
 
-    def __init__(self, zones, hosts, templates, offerings, accounts, pending):
+    def __init__(self, zones: dict[int, Zone], hosts: dict[int, Host], templates: dict[int, Template],
+                 offerings: dict[int, ServiceOffering], accounts: dict[int, Account],
+                 pending: dict[str, str]) -> None:
         self.zones, self.hosts, self.templates = zones, hosts, templates
         self.offerings, self.accounts, self.pending = offerings, accounts, pending
 
 
 class VmQueries:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
 
-    def list_page(self, p, given_haenable):
+    def list_page(self, p: SimpleNamespace, given_haenable: bool) -> Page:
         """The page of VMs listVirtualMachines `p` asks for; `given_haenable`: whether `haenable`
         was passed (false is a value)."""
         q = filtered(select(VmInstance).where(VmInstance.removed.is_(None), VmInstance.state != EXPUNGING),
@@ -45,13 +60,13 @@ class VmQueries:
             hosts = hosts.where(Host.cluster_id == p.clusterid.id) if p.clusterid is not None else hosts
             q = q.where(VmInstance.host_id.in_(hosts))
         if p.hypervisor:
-            q = q.where(VmInstance.hypervisor == choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
-                                                        % (p.hypervisor, " or ".join(HYPERVISORS))))
+            q = q.where(VmInstance.hypervisor == choose(
+                p.hypervisor, HYPERVISORS, f"Invalid hypervisor type {p.hypervisor}; use {' or '.join(HYPERVISORS)}"))
         if given_haenable:
             q = q.where(VmInstance.ha_enabled.is_(p.haenable))
         return page(self.ctx, p, self._owned(p, q), VmInstance.id)
 
-    def _owned(self, p, q):
+    def _owned(self, p: SimpleNamespace, q: Select[tuple[VmInstance]]) -> Select[tuple[VmInstance]]:
         """Whose VMs: an account named (admins), everything (admins with listall), else the caller's."""
         ctx = self.ctx
         admin = ctx.is_root_admin
@@ -60,8 +75,8 @@ class VmQueries:
             account_ids = select(Account.id).where(func.lower(Account.name) == p.account.lower(),
                                                    Account.domain_id == domain_id)
             if not admin and p.account.lower() != ctx.account.name.lower():
-                raise PermissionDenied("Account %s does not have permission to list the VMs of account %s"
-                                       % (ctx.account.name, p.account))
+                raise PermissionDenied(f"Account {ctx.account.name} does not have permission to list the VMs "
+                                       f"of account {p.account}")
             return q.where(VmInstance.account_id.in_(account_ids))
         if admin and p.domainid is not None:
             return q.where(VmInstance.domain_id == p.domainid.id)
@@ -69,7 +84,7 @@ class VmQueries:
             return q
         return q.where(VmInstance.account_id == ctx.account.id)
 
-    def view_context(self, vms):
+    def view_context(self, vms: Sequence[VmInstance]) -> VmView:
         """The VmView of `vms`: their zones, hosts, templates, offerings, accounts and pending jobs."""
         session = self.session
         jobs = select(AsyncJob.instance_uuid, AsyncJob.uuid).where(
@@ -86,5 +101,5 @@ class VmQueries:
             dict(session.execute(jobs).all()),
         )
 
-    def zone_of(self, vm):
+    def zone_of(self, vm: VmInstance) -> Zone | None:
         return self.session.get(Zone, vm.zone_id)
