@@ -1,10 +1,19 @@
 """Capacity: listCapacity."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ..api.params import Boolean, Integer, Param, String, Uuid
 from ..api.registry import ListResult, api_command
 from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, Pod, Zone
 from ..services.queries import check_paging
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..context import Context
 
 CAPACITY_FIELDS = (
     ("type", "the capacity type", "short"), ("name", "the capacity name"),
@@ -26,11 +35,11 @@ CAPACITY_FIELDS = (
     Param("fetchlatest", Boolean(), description="recalculate capacities and fetch the latest"),
     Param("sortby", String(), description="Sort the results. Available values: Usage"),
 ])
-def list_capacity(ctx, p):
+def list_capacity(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all the system wide capacities."""
     sortby = p.sortby.lower() if p.sortby else None
     if sortby not in (None, "usage"):
-        raise InvalidParameterValue("Invalid sortby value %s; the only supported value is Usage" % p.sortby)
+        raise InvalidParameterValue(f"Invalid sortby value {p.sortby}; the only supported value is Usage")
     offset, limit = check_paging(ctx, p)
     rows = ctx.capacity.rows(zone=p.zoneid, pod=p.podid, cluster=p.clusterid, type=p.type, sortby=sortby)
     page = rows[offset:] if limit is None else rows[offset:offset + limit]

@@ -1,10 +1,19 @@
 """Clusters: addCluster, updateCluster, deleteCluster, listClusters."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import compact, ratio
 from ..persistence.models import Cluster, Pod, Zone
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..context import Context
 
 CLUSTER_FIELDS = (
     ("id", "the cluster ID"), ("name", "the cluster name"),
@@ -20,7 +29,7 @@ CLUSTER_FIELDS = (
 )
 
 
-def cluster_view(ctx, cluster):
+def cluster_view(ctx: Context, cluster: Cluster) -> dict[str, Any]:
     details = {d.name: d.value for d in cluster.details}
     return compact({
         "id": cluster.uuid,
@@ -53,7 +62,7 @@ def cluster_view(ctx, cluster):
     Param("password", String(), description="the password for the host"),
     Param("arch", String(), description="the CPU arch of the cluster: x86_64 or aarch64"),
 ])
-def add_cluster(ctx, p):
+def add_cluster(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Adds a new cluster."""
     cluster = ctx.hierarchy.add_cluster(
         zone=p.zoneid, pod=p.podid, name=p.clustername, hypervisor=p.hypervisor, kind=p.clustertype,
@@ -71,7 +80,7 @@ def add_cluster(ctx, p):
     Param("managedstate", String(), description="whether this cluster is managed by CloudStack"),
     Param("arch", String(), description="the CPU arch of the cluster: x86_64 or aarch64"),
 ])
-def update_cluster(ctx, p):
+def update_cluster(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates an existing cluster."""
     cluster = ctx.hierarchy.update_cluster(
         p.id, name=p.clustername, hypervisor=p.hypervisor, kind=p.clustertype,
@@ -83,7 +92,7 @@ def update_cluster(ctx, p):
 @api_command("deleteCluster", params=[
     Param("id", Uuid(Cluster), required=True, description="the cluster ID"),
 ])
-def delete_cluster(ctx, p):
+def delete_cluster(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a cluster."""
     ctx.hierarchy.delete_cluster(p.id)
     return Success()
@@ -101,10 +110,10 @@ def delete_cluster(ctx, p):
     Param("arch", String(), description="CPU arch of the clusters"),
     Param("showcapacities", Boolean(), description="flag to display the capacity of the clusters"),
 ])
-def list_clusters(ctx, p):
+def list_clusters(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists clusters."""
 
-    def render(cluster):
+    def render(cluster: Cluster) -> dict[str, Any]:
         view = cluster_view(ctx, cluster)
         if p.showcapacities:
             view["capacity"] = ctx.capacity.rows(cluster=cluster)

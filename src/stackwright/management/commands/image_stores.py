@@ -1,10 +1,20 @@
 """Image (secondary) stores: addImageStore, updateImageStore, deleteImageStore, listImageStores."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Map, Param, String, Uuid, map_dict
 from ..api.registry import Success, api_command
 from ..formatting import compact
 from ..persistence.models import ImageStore, Zone
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..api.registry import ListResult
+    from ..context import Context
 
 IMAGE_STORE_FIELDS = (
     ("id", "the ID of the image store"), ("name", "the name of the image store"),
@@ -17,7 +27,7 @@ IMAGE_STORE_FIELDS = (
 )
 
 
-def image_store_view(ctx, store):
+def image_store_view(ctx: Context, store: ImageStore) -> dict[str, Any]:
     zone = ctx.storage.zone_of(store)
     return compact({
         "id": store.uuid,
@@ -42,7 +52,7 @@ def image_store_view(ctx, store):
     Param("zoneid", Uuid(Zone), description="the Zone ID for the image store"),
     Param("details", Map(), description="the details for the image store. Example: details[0].key=accesskey&details[0].value=s389ddssaa"),
 ])
-def add_image_store(ctx, p):
+def add_image_store(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Adds backup image store."""
     store = ctx.storage.add_image_store(
         provider=p.provider, name=p.name, url=p.url, zone=p.zoneid, details=map_dict(p.details))
@@ -55,7 +65,7 @@ def add_image_store(ctx, p):
                                              "hence not considering them during storage migration"),
     Param("name", String(), description="The new name for the Image Store."),
 ])
-def update_image_store(ctx, p):
+def update_image_store(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates image store read-only status."""
     store = ctx.storage.update_image_store(p.id, readonly=p.readonly, name=p.name)
     return image_store_view(ctx, store)
@@ -64,7 +74,7 @@ def update_image_store(ctx, p):
 @api_command("deleteImageStore", params=[
     Param("id", Uuid(ImageStore), required=True, description="The image store ID or Secondary Storage ID."),
 ])
-def delete_image_store(ctx, p):
+def delete_image_store(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes an image store or Secondary Storage."""
     ctx.storage.delete_image_store(p.id)
     return Success()
@@ -78,6 +88,6 @@ def delete_image_store(ctx, p):
     Param("provider", String(), description="the image store provider"),
     Param("readonly", Boolean(), description="read-only status of the image store"),
 ])
-def list_image_stores(ctx, p):
+def list_image_stores(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists image stores."""
     return listed(ctx.storage.list_image_stores(p), lambda store: image_store_view(ctx, store))

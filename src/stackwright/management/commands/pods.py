@@ -1,10 +1,20 @@
 """Pods: createPod, updatePod, deletePod, listPods."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact
 from ..persistence.models import Pod, Zone
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..api.registry import ListResult
+    from ..context import Context
 
 # Every range is untagged and for guests: system VMs get no reserved range here.
 _UNTAGGED = "vlan://untagged"
@@ -21,7 +31,7 @@ POD_FIELDS = (
 )
 
 
-def pod_view(pod):
+def pod_view(pod: Pod) -> dict[str, Any]:
     ranges = [{"startip": pod.start_ip, "endip": pod.end_ip, "forsystemvms": "0", "vlanid": _UNTAGGED}]
     return compact({
         "id": pod.uuid,
@@ -48,7 +58,7 @@ def pod_view(pod):
     Param("endip", String(), description="the ending IP address for the Pod; defaults to the last usable address of the subnet"),
     Param("allocationstate", String(), description="Allocation state of this Pod for allocation of new resources"),
 ])
-def create_pod(ctx, p):
+def create_pod(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a new Pod."""
     pod = ctx.hierarchy.create_pod(
         zone=p.zoneid, name=p.name, gateway=p.gateway, netmask=p.netmask,
@@ -66,7 +76,7 @@ def create_pod(ctx, p):
     Param("startip", String(), description="the starting IP address for the Pod (ignored: ranges keep their addresses)"),
     Param("endip", String(), description="the ending IP address for the Pod (ignored: ranges keep their addresses)"),
 ])
-def update_pod(ctx, p):
+def update_pod(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a Pod."""
     pod = ctx.hierarchy.update_pod(p.id, name=p.name, gateway=p.gateway, netmask=p.netmask,
                                    allocation=p.allocationstate)
@@ -76,7 +86,7 @@ def update_pod(ctx, p):
 @api_command("deletePod", params=[
     Param("id", Uuid(Pod), required=True, description="the ID of the Pod"),
 ])
-def delete_pod(ctx, p):
+def delete_pod(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a Pod."""
     ctx.hierarchy.delete_pod(p.id)
     return Success()
@@ -89,10 +99,10 @@ def delete_pod(ctx, p):
     Param("allocationstate", String(), description="list pods by allocation state"),
     Param("showcapacities", Boolean(), description="flag to display the capacity of the pods"),
 ])
-def list_pods(ctx, p):
+def list_pods(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all Pods."""
 
-    def render(pod):
+    def render(pod: Pod) -> dict[str, Any]:
         view = pod_view(pod)
         if p.showcapacities:
             view["capacity"] = ctx.capacity.rows(pod=pod)

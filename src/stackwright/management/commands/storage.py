@@ -1,6 +1,10 @@
 """Primary storage: createStoragePool, updateStoragePool, deleteStoragePool, listStoragePools,
 listStorageProviders, enableStorageMaintenance, cancelStorageMaintenance."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
@@ -11,6 +15,12 @@ from ..services.pool_attach import attach_pool
 from ..services.queries import by_id
 from ..services.steps import DbStep
 from ..services.storage import PROVIDER_TYPES
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..context import Context
+    from ..services.steps import Steps
 
 POOL_FIELDS = (
     ("id", "the ID of the storage pool"), ("name", "the name of the storage pool"),
@@ -34,7 +44,7 @@ POOL_FIELDS = (
 CMD_PACKAGE = "org.apache.cloudstack.api.command.admin.storage."
 
 
-def storage_pool_view(ctx, pool):
+def storage_pool_view(ctx: Context, pool: StoragePool) -> dict[str, Any]:
     zone, pod, cluster = ctx.storage.places_of(pool)
     return compact({
         "id": pool.uuid,
@@ -83,7 +93,7 @@ def storage_pool_view(ctx, pool):
     Param("capacityiops", Long(), description="IOPS CloudStack can provision from this storage pool"),
     Param("details", Map(), description="the details for the storage pool"),
 ])
-def create_storage_pool(ctx, p):
+def create_storage_pool(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a storage pool."""
     pool = ctx.storage.create_pool(
         zone=p.zoneid, name=p.name, url=p.url, pod=p.podid, cluster=p.clusterid, scope=p.scope,
@@ -102,7 +112,7 @@ def create_storage_pool(ctx, p):
     Param("enabled", Boolean(), description="false to disable the pool for allocation of new volumes, true to enable it back."),
     Param("istagarule", Boolean(), description="Whether the informed tag is a JS interpretable rule or not."),
 ])
-def update_storage_pool(ctx, p):
+def update_storage_pool(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a storage pool."""
     pool = ctx.storage.update_pool(
         p.id, name=p.name, tags=p.tags if given(p, "tags") else None,
@@ -115,7 +125,7 @@ def update_storage_pool(ctx, p):
     Param("id", Uuid(StoragePool), required=True, description="Storage pool id"),
     Param("forced", Boolean(), description="Force destroy storage pool (force expunge volumes in Destroyed state as a part of pool removal)"),
 ])
-def delete_storage_pool(ctx, p):
+def delete_storage_pool(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a storage pool."""
     ctx.storage.delete_pool(p.id, forced=bool(p.forced))
     return Success()
@@ -133,7 +143,7 @@ def delete_storage_pool(ctx, p):
     Param("status", String(), description="the status of the storage pool"),
     Param("hostid", Uuid(Host), description="host ID of the storage pools"),
 ])
-def list_storage_pools(ctx, p):
+def list_storage_pools(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists storage pools."""
     return listed(ctx.storage.list_pools(p), lambda pool: storage_pool_view(ctx, pool))
 
@@ -141,12 +151,12 @@ def list_storage_pools(ctx, p):
 @api_command("listStorageProviders", response="dataStoreProvider", params=[
     Param("type", String(), required=True, description="the type of storage provider: either primary or image"),
 ])
-def list_storage_providers(ctx, p):
+def list_storage_providers(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists storage providers."""
     kind = p.type.lower()
     if kind not in PROVIDER_TYPES:
         raise InvalidParameterValue(
-            "Invalid parameter type %s; use one of %s" % (p.type, ", ".join(PROVIDER_TYPES)))
+            f"Invalid parameter type {p.type}; use one of {', '.join(PROVIDER_TYPES)}")
     items = [{"name": name, "type": kind} for name in PROVIDER_TYPES[kind]]
     return ListResult(items, len(items))
 
@@ -157,7 +167,7 @@ def list_storage_providers(ctx, p):
     cmd_class=CMD_PACKAGE + "PreparePrimaryStorageForMaintenanceCmd", params=[
         Param("id", Uuid(StoragePool), required=True, description="Primary storage ID"),
     ])
-def enable_storage_maintenance(ctx, p):
+def enable_storage_maintenance(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Puts storage pool into maintenance state."""
     return storage_pool_view(ctx, ctx.storage.enable_maintenance(p.id))
 
@@ -168,7 +178,7 @@ def enable_storage_maintenance(ctx, p):
     cmd_class=CMD_PACKAGE + "CancelPrimaryStorageMaintenanceCmd", params=[
         Param("id", Uuid(StoragePool), required=True, description="the primary storage ID"),
     ])
-def cancel_storage_maintenance(ctx, p):
+def cancel_storage_maintenance(ctx: Context, p: SimpleNamespace) -> Steps:
     """Cancels maintenance for primary storage."""
     pool_id = p.id.id
     yield DbStep(_cancel_maintenance, pool_id)
@@ -177,9 +187,9 @@ def cancel_storage_maintenance(ctx, p):
     return (yield DbStep(_pool_view, pool_id))
 
 
-def _cancel_maintenance(ctx, pool_id):
+def _cancel_maintenance(ctx: Context, pool_id: int) -> None:
     ctx.storage.cancel_maintenance(by_id(ctx.session, StoragePool, pool_id))
 
 
-def _pool_view(ctx, pool_id):
+def _pool_view(ctx: Context, pool_id: int) -> dict[str, Any]:
     return storage_pool_view(ctx, by_id(ctx.session, StoragePool, pool_id))
