@@ -1,11 +1,21 @@
 """listApis (generated from the registry) and listHypervisors."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.params import Param, String, Uuid
 from ..api.registry import REGISTRY, ListResult, api_command
 from ..persistence.models import Zone
 
+if TYPE_CHECKING:
+    from types import SimpleNamespace
 
-def api_view(cmd):
+    from ..api.registry import Command
+    from ..context import Context
+
+
+def api_view(cmd: Command) -> dict[str, Any]:
     return {
         "name": cmd.name,
         "description": cmd.description,
@@ -34,7 +44,7 @@ def api_view(cmd):
 @api_command("listApis", response="api", admin_only=False, readonly=True, returns_list=True, params=[
     Param("name", String(), description="API name"),
 ])
-def list_apis(ctx, p):
+def list_apis(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all available APIs and their parameters, for the caller's role."""
     commands = [c for c in sorted(REGISTRY.values(), key=lambda c: c.name)
                 if ctx.is_root_admin or not c.admin_only]
@@ -43,14 +53,14 @@ def list_apis(ctx, p):
         if not commands:
             from ..errors import InvalidParameterValue
 
-            raise InvalidParameterValue("Unable to find API: %s" % p.name)
+            raise InvalidParameterValue(f"Unable to find API: {p.name}")
     return ListResult([api_view(c) for c in commands], len(commands))
 
 
 @api_command("listHypervisors", response="hypervisor", admin_only=False, params=[
     Param("zoneid", Uuid(Zone), description="the zone id for listing hypervisors."),
 ])
-def list_hypervisors(ctx, p):
+def list_hypervisors(ctx: Context, p: SimpleNamespace) -> ListResult:
     """List hypervisors."""
     if p.zoneid is not None:
         names = ctx.hierarchy.hypervisors_in(p.zoneid)

@@ -1,5 +1,9 @@
 """Async jobs: queryAsyncJobResult, listAsyncJobs."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Param, String, Uuid
 from ..api.registry import api_command
@@ -7,8 +11,16 @@ from ..formatting import compact, date
 from ..persistence.models import Domain
 from ..services.job_queries import JobQueries
 
+if TYPE_CHECKING:
+    from types import SimpleNamespace
 
-def job_view(job, account=None, user=None, domain=None):
+    from ..api.registry import ListResult
+    from ..context import Context
+    from ..persistence.models import Account, AsyncJob, User
+
+
+def job_view(job: AsyncJob, account: Account | None = None, user: User | None = None,
+             domain: Domain | None = None) -> dict[str, Any]:
     view = {
         "jobid": job.uuid,
         "accountid": account.uuid if account else None,
@@ -31,14 +43,14 @@ def job_view(job, account=None, user=None, domain=None):
     return compact(view)
 
 
-def _owner(ctx, job):
+def _owner(ctx: Context, job: AsyncJob) -> tuple[Account | None, User | None, Domain | None]:
     return JobQueries(ctx).owner(job)
 
 
 @api_command("queryAsyncJobResult", admin_only=False, readonly=True, params=[
     Param("jobid", String(), required=True, description="the ID of the asynchronous job"),
 ])
-def query_async_job_result(ctx, p):
+def query_async_job_result(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Retrieves the current status of asynchronous job."""
     job = ctx.jobs.get_visible(p.jobid)
     return job_view(job, *_owner(ctx, job))
@@ -51,6 +63,6 @@ def query_async_job_result(ctx, p):
     Param("isrecursive", Boolean(), description="defaults to false"),
     Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
 ])
-def list_async_jobs(ctx, p):
+def list_async_jobs(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all pending asynchronous jobs for the account."""
     return listed(JobQueries(ctx).list_jobs(p), lambda job: job_view(job, *_owner(ctx, job)))

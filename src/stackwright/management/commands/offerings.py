@@ -1,11 +1,21 @@
 """Service offerings: listServiceOfferings, createServiceOffering, updateServiceOffering,
 deleteServiceOffering."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Integer, List, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
 from ..persistence.models import Domain, ServiceOffering, Zone
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..api.registry import ListResult
+    from ..context import Context
 
 OFFERING_FIELDS = (
     ("id", "the id of the service offering"), ("name", "the name of the service offering"),
@@ -21,7 +31,7 @@ OFFERING_FIELDS = (
 CMD_PACKAGE = "org.apache.cloudstack.api.command.admin.offering."
 
 
-def offering_view(offering, domain=None):
+def offering_view(offering: ServiceOffering, domain: Domain | None = None) -> dict[str, Any]:
     return compact({
         "id": offering.uuid,
         "name": offering.name,
@@ -45,7 +55,7 @@ def offering_view(offering, domain=None):
     })
 
 
-def _domain(ctx, offering):
+def _domain(ctx: Context, offering: ServiceOffering) -> Domain | None:
     return ctx.catalog.domain_of(offering)
 
 
@@ -63,7 +73,7 @@ def _domain(ctx, offering):
         Param("storagetype", String(), description="the storage type of the service offering. Values are local and shared."),
         Param("domainid", Uuid(Domain), description="the ID of the containing domain(s), null for public offerings"),
     ])
-def create_service_offering(ctx, p):
+def create_service_offering(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a service offering."""
     offering = ctx.catalog.create_offering(
         name=p.name, display_text=p.displaytext, cpu_number=p.cpunumber, cpu_speed=p.cpuspeed, memory=p.memory,
@@ -80,7 +90,7 @@ def create_service_offering(ctx, p):
         Param("displaytext", String(4096), description="the display text of the service offering to be updated"),
         Param("sortkey", Integer(), description="sort key of the service offering, integer"),
     ])
-def update_service_offering(ctx, p):
+def update_service_offering(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a service offering."""
     offering = ctx.catalog.update_offering(p.id, name=p.name, display_text=p.displaytext, sort_key=p.sortkey)
     return offering_view(offering, _domain(ctx, offering))
@@ -89,7 +99,7 @@ def update_service_offering(ctx, p):
 @api_command("deleteServiceOffering", cmd_class=CMD_PACKAGE + "DeleteServiceOfferingCmd", params=[
     Param("id", Uuid(ServiceOffering), required=True, description="the ID of the service offering"),
 ])
-def delete_service_offering(ctx, p):
+def delete_service_offering(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a service offering."""
     ctx.catalog.delete_offering(p.id)
     return Success()
@@ -106,6 +116,6 @@ def delete_service_offering(ctx, p):
         Param("isrecursive", Boolean(), description="defaults to false"),
         Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
     ])
-def list_service_offerings(ctx, p):
+def list_service_offerings(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all available service offerings."""
     return listed(ctx.catalog.list_offerings(p), lambda o: offering_view(o, _domain(ctx, o)))

@@ -4,12 +4,23 @@ A template available in every zone (the built-in ones) is shown with the zone as
 (`zoneid`), else once, without a zone, marked `crossZones`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Param, String, Uuid
 from ..api.registry import api_command
 from ..formatting import compact, date
 from ..persistence.models import Domain, Template, Zone
 from ..services.hierarchy import HYPERVISORS, choose
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from ..api.registry import ListResult
+    from ..context import Context
+    from ..persistence.models import Account
 
 TEMPLATE_FIELDS = (
     ("id", "the template ID"), ("name", "the template name"), ("displaytext", "the template display text"),
@@ -25,7 +36,8 @@ TEMPLATE_FIELDS = (
 )
 
 
-def template_view(template, zone=None, account=None, domain=None):
+def template_view(template: Template, zone: Zone | None = None, account: Account | None = None,
+                  domain: Domain | None = None) -> dict[str, Any]:
     return compact({
         "id": template.uuid,
         "name": template.name,
@@ -72,12 +84,12 @@ def template_view(template, zone=None, account=None, domain=None):
         Param("account", String(), description="list resources by account. Must be used with the domainId parameter."),
         Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
     ])
-def list_templates(ctx, p):
+def list_templates(ctx: Context, p: SimpleNamespace) -> ListResult:
     """List all public, private, and privileged templates."""
-    hypervisor = choose(p.hypervisor, HYPERVISORS, "Invalid hypervisor type %s; use %s"
-                        % (p.hypervisor, " or ".join(HYPERVISORS))) if p.hypervisor else None
+    hypervisor = choose(p.hypervisor, HYPERVISORS,
+                        f"Invalid hypervisor type {p.hypervisor}; use {' or '.join(HYPERVISORS)}") if p.hypervisor else None
 
-    def render_many(templates):
+    def render_many(templates: list[Template]) -> list[dict[str, Any]]:
         zones, accounts = ctx.catalog.template_view_context(templates)
         root = ctx.accounts.root_domain()
         out = []
