@@ -11,8 +11,9 @@ description:
   - Reads the cloud's hypervisor hosts (C(listHosts) with C(type=Routing)) and adds each under its name, with
     C(ansible_host) set to the host's address.
   - Groups every host by zone, pod, cluster, hypervisor, state and resource state, for example C(zone_zone1),
-    C(pod_pod1), C(cluster_cluster1), C(hypervisor_kvm), C(state_up) and C(resource_state_enabled). Group names are
-    sanitised like other inventory plugins' (characters other than letters, digits and C(_) become C(_)).
+    C(pod_pod1), C(cluster_cluster1), C(hypervisor_kvm), C(state_up) and C(resource_state_enabled). Values are
+    lower-cased; characters not valid in group names are handled as the C(TRANSFORM_INVALID_GROUP_CHARS) setting
+    says.
   - The host's fields become host variables with the O(hostvar_prefix), for example C(cs_id), C(cs_zone) or
     C(cs_resource_state), for use in O(compose), O(groups) and O(keyed_groups).
   - The inventory source is a YAML file whose name ends in C(cloudstack_hosts.yml) or C(cloudstack_hosts.yaml)
