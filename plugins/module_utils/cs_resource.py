@@ -299,6 +299,7 @@ PHYSICAL_NETWORK = Kind("physical network", "listPhysicalNetworks", "physicalnet
                             "network_speed": "networkspeed",
                         })
 
+
 def traffic_types(client, network_id):
     """Traffic types of a physical network as results show them, sorted by type."""
     return sorted(({"type": item["traffictype"], "kvm_network_label": item.get("kvmnetworklabel")}

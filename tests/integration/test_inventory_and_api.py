@@ -124,9 +124,9 @@ def test_inventory_groups_simulator_hosts(engine, simulated_zone, collections_pa
 @pytest.mark.slow
 def test_inventory_errors_are_plain(engine, collections_path, tmp_path):
     source = tmp_path / "cloud.cloudstack_hosts.yml"
-    source.write_text(json.dumps(indent=2, obj={"plugin": "stackwright.cloudstack.hosts", "api_url": engine.endpoint,
-                                  "api_key": engine.api_key, "api_secret": engine.api_secret,
-                                  "filters": {"zone": "no-such-zone"}, "strict": True}))
+    source.write_text(json.dumps(indent=2, obj={
+        "plugin": "stackwright.cloudstack.hosts", "api_url": engine.endpoint, "api_key": engine.api_key,
+        "api_secret": engine.api_secret, "filters": {"zone": "no-such-zone"}, "strict": True}))
     env = dict(ansible_env(collections_path, tmp_path), ANSIBLE_INVENTORY_UNPARSED_FAILED="1")
     run, _ = inventory(source, env, tmp_path)
     assert run.returncode != 0

@@ -65,8 +65,8 @@ def run_playbook(playbook, env, cwd, prefix):
                          cwd=str(cwd), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
     recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", run.stdout)
     if run.returncode != 0 or not recap:
-        pytest.fail("%s failed (rc=%d):\n%s\n%s" % (playbook.name, run.returncode, run.stdout[-15000:],
-                                                   run.stderr[-5000:]), pytrace=False)
+        pytest.fail("%s failed (rc=%d):\n%s\n%s" % (
+            playbook.name, run.returncode, run.stdout[-15000:], run.stderr[-5000:]), pytrace=False)
     return dict(zip(("ok", "changed", "unreachable", "failed"), (int(value) for value in recap.groups()), strict=True))
 
 

@@ -141,8 +141,8 @@ def test_physical_network_takes_ngine_io_names(run_module, recorded_api):
     api = recorded_api(lists={"listZones": [ZONE_ROW], "listPhysicalNetworks": [], "listTrafficTypes": []},
                        answers={"createPhysicalNetwork": {"physicalnetwork": network}})
     api.lists["listPhysicalNetworks"] = lambda params: [network] if "id" in params else []
-    result = run_module(cs_physical_network.main, {"physical_network": "phy1", "zone": "z1",
-                                                    "isolation_method": "VLAN", "tag": "guest", "poll_async": True})
+    args = {"physical_network": "phy1", "zone": "z1", "isolation_method": "VLAN", "tag": "guest", "poll_async": True}
+    result = run_module(cs_physical_network.main, args)
     assert api.changes()[0] == ("createPhysicalNetwork", {"name": "phy1", "zoneid": ZONE_ID,
                                                           "isolationmethods": ["VLAN"], "tags": ["guest"]})
     assert result["isolation_method"] == "VLAN" and result["physical_network"]["isolation_methods"] == ["VLAN"]
