@@ -42,10 +42,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    details: In check mode read commands run and every other command is skipped (reported as a change).
+    description: In check mode read commands run and every other command is skipped (reported as a change).
   diff_mode:
     support: none
-    details: The module does not know the state before a command.
+    description: The module does not know the state before a command.
 """
 
 EXAMPLES = r"""

@@ -90,7 +90,7 @@ class ConfigurationInfo(CloudStackInfo):
 def main():
     ConfigurationInfo(argument_spec=dict(
         name=dict(type="str"),
-        keyword=dict(type="str"),
+        keyword=dict(type="str", no_log=False),
         category=dict(type="str"),
         zone=dict(type="str"),
         cluster=dict(type="str"),

@@ -128,7 +128,8 @@ def test_inventory_errors_are_plain(engine, collections_path, tmp_path):
         "plugin": "stackwright.cloudstack.hosts", "api_url": engine.endpoint, "api_key": engine.api_key,
         "api_secret": engine.api_secret, "filters": {"zone": "no-such-zone"}, "strict": True}))
     env = dict(ansible_env(collections_path, tmp_path), ANSIBLE_INVENTORY_UNPARSED_FAILED="1")
-    run, _ = inventory(source, env, tmp_path)
+    run, listed = inventory(source, env, tmp_path)
+    assert listed is None
     assert run.returncode != 0
     assert "filter zone 'no-such-zone' matches 0 zones" in run.stderr
     assert "Traceback" not in run.stderr

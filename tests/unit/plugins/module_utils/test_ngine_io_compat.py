@@ -160,3 +160,43 @@ def test_both_names_document_the_same_option(option):
     import yaml
     doc = yaml.safe_load(cs_zone.DOCUMENTATION)["options"]["security_groups_enabled"]
     assert option == "security_groups_enabled" or option in doc["aliases"]
+
+
+def test_result_only_names_are_not_aliases():
+    from ansible_collections.stackwright.cloudstack.plugins.module_utils.cs_resource import IMAGE_STORE
+    assert IMAGE_STORE.compat_aliases({"provider": {"type": "str"}}) == {}
+    assert HOST.compat_aliases({"type": {}, "version": {}, "resource_state": {}}) == {}
+
+
+def cs_module_names():
+    import pathlib
+    modules = pathlib.Path(cs_zone.__file__).parent
+    return sorted(path.stem for path in modules.glob("cs_*.py"))
+
+
+@pytest.mark.parametrize("name", cs_module_names())
+def test_every_alias_is_documented(name, monkeypatch):
+    """The aliases a module really accepts (its own, the field table's, the extra ones) are in its DOCUMENTATION."""
+    import importlib
+
+    import yaml
+
+    from ansible_collections.stackwright.cloudstack.plugins.module_utils import cs_resource
+    from ansible_collections.stackwright.cloudstack.plugins.doc_fragments.cloudstack import ModuleDocFragment
+
+    module = importlib.import_module("ansible_collections.stackwright.cloudstack.plugins.modules.%s" % name)
+    captured = {}
+
+    class Capture(object):
+        def __init__(self, argument_spec, **kwargs):
+            captured.update(argument_spec)
+            raise SystemExit(0)
+
+    monkeypatch.setattr(cs_resource, "AnsibleModule", Capture)
+    with pytest.raises(SystemExit):
+        module.main()
+    documented = dict(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"])
+    documented.update(yaml.safe_load(module.DOCUMENTATION)["options"])
+    assert sorted(captured) == sorted(documented)
+    for option, spec in captured.items():
+        assert sorted(spec.get("aliases", [])) == sorted(documented[option].get("aliases", [])), option
