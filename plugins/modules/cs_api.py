@@ -42,7 +42,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    description: In check mode read commands run and every other command is skipped (reported as a change).
+    description: Read commands run; other commands are not sent.
+    details: In check mode only commands whose names start with C(list), C(get) or C(query) run; every other command
+      is skipped and reported as a change, since the module cannot predict its effect.
   diff_mode:
     support: none
     description: The module does not know the state before a command.
