@@ -27,7 +27,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
 
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
 DEFAULT_TIMEOUT = 10
 DEFAULT_METHOD = "get"
@@ -230,8 +230,8 @@ class CloudStackClient(object):
         except (socket.timeout, TimeoutError):
             raise CloudStackError("%s: no answer from the CloudStack API at %s within %s seconds (api_timeout)"
                                   % (command, self.endpoint, self.timeout), command=command)
-        except (URLError, OSError, ValueError) as exc:
-            # open_url raises ConnectionError (an OSError) for TLS validation failures.
+        except (URLError, OSError, ValueError, UrlsConnectionError) as exc:
+            # TLS validation failures come as URLError or as ansible's own ConnectionError.
             reason = getattr(exc, "reason", exc)
             raise CloudStackError("%s: cannot reach the CloudStack API at %s: %s" % (command, self.endpoint, reason),
                                   command=command)

@@ -200,3 +200,24 @@ def test_every_alias_is_documented(name, monkeypatch):
     assert sorted(captured) == sorted(documented)
     for option, spec in captured.items():
         assert sorted(spec.get("aliases", [])) == sorted(documented[option].get("aliases", [])), option
+
+
+@pytest.mark.parametrize("value, validate", [("true", False), ("1", False), ("false", True), ("no", True)])
+def test_dangerous_no_tls_verify_environment_turns_validation_off(value, validate, run_module, monkeypatch):
+    from ansible_collections.stackwright.cloudstack.plugins.module_utils import cs_resource
+
+    seen = {}
+
+    def client(*args, **kwargs):
+        seen.update(kwargs)
+        raise cs_resource.ResourceError("stop")
+
+    monkeypatch.setattr(cs_resource, "CloudStackClient", client)
+    monkeypatch.setenv("CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY", value)
+    monkeypatch.setenv("CLOUDSTACK_VERIFY", "/etc/ssl/cloud-ca.pem")
+    result = run_module(cs_zone_info.main, {})
+    assert result["msg"] == "stop"
+    assert seen["validate_certs"] is validate and seen["ca_path"] == "/etc/ssl/cloud-ca.pem"
+    # An explicit option wins over the environment.
+    run_module(cs_zone_info.main, {"validate_certs": True})
+    assert seen["validate_certs"] is True
