@@ -30,7 +30,7 @@ options:
   fetch_list:
     description:
       - For a list command, fetch every page and return the items of the answer's list key in RV(result) instead of
-        the first page's answer.
+        the first page's answer. C(page) and C(pagesize) in O(args) are then ignored.
     type: bool
     default: false
   wait_timeout:
@@ -113,6 +113,8 @@ class Api(CloudStackModule):
             return {"changed": True, "command": command, "result": {},
                     "msg": "%s skipped in check mode: only read commands run" % command}
         if self.params["fetch_list"]:
+            # Pages are the module's business here.
+            args = dict((key, value) for key, value in args.items() if key not in ("page", "pagesize"))
             first = self.client.request(command, **args)
             key = list_key(first)
             result = self.client.list(command, key, **args) if key else []
