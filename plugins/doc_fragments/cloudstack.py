@@ -50,15 +50,34 @@ options:
       - Falls back to E(CLOUDSTACK_REGION).
     type: str
     default: cloudstack
+  api_verify_ssl_cert:
+    description:
+      - CA bundle (a PEM file) to verify the TLS certificate of an C(https) O(api_url) with, instead of the
+        system's CAs.
+      - Falls back to E(CLOUDSTACK_VERIFY), then to C(verify) in O(api_config_file).
+    type: str
   validate_certs:
     description:
       - Verify the TLS certificate of an C(https) O(api_url).
+      - Falls back to E(CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY), where a true value turns verification off, then to
+        C(dangerous_no_tls_verify) in O(api_config_file).
+    type: bool
+    default: true
+  poll_async:
+    description:
+      - Accepted for playbooks written for C(ngine_io.cloudstack) and ignored; asynchronous jobs are always followed
+        to their end (within O(ignore:wait_timeout) where the module has it).
     type: bool
     default: true
 notes:
   - All cs_* modules belong to the C(stackwright.cloudstack.cloudstack) action group, so the connection options can be
     set once with C(module_defaults).
-  - Requests use signature version 3 with an expiry ten minutes ahead.
+  - Requests use signature version 3 with an expiry ten minutes ahead. A V(401) answer means the key, the secret or
+    the clock of the machine running the module is wrong.
+  - HTTP and TLS go through ansible-core's C(open_url), so proxies set in the environment apply.
+  - Besides its nested object, a module that manages or lists one object returns the object's keys flat at the top
+    level of its result, with the names C(ngine_io.cloudstack) uses where they differ (for example both
+    C(security_groups_enabled) and C(securitygroups_enabled) for a zone). See C(docs/migrating-from-ngine_io.md).
 """
 
     # Check mode and diff attributes shared by every cs_* module that changes something.

@@ -2,12 +2,13 @@
 # Copyright (c) Stackwright maintainers
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
-"""Signed client for the CloudStack HTTP API, standard library only.
+"""Signed client for the CloudStack HTTP API.
 
 Requests are signed as CloudStack verifies them: parameters sorted by name,
 values encoded like Java's URLEncoder, the whole string lower-cased, HMAC-SHA1
 with the secret key, standard Base64.  Asynchronous commands are followed
-through queryAsyncJobResult with a bounded wait.
+through queryAsyncJobResult with a bounded wait.  HTTP and TLS (certificate
+validation, a CA bundle, proxies) are ansible-core's `open_url`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import hmac
 import json
 import os
 import socket
-import ssl
 import time
 
 from configparser import ConfigParser, Error as ConfigParserError
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
-from urllib.request import Request, urlopen
+
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
 DEFAULT_TIMEOUT = 10
 DEFAULT_METHOD = "get"
@@ -37,8 +39,17 @@ JOB_PENDING = 0
 JOB_SUCCEEDED = 1
 JOB_STATUS_NAMES = {2: "failed", 3: "was cancelled"}
 
+# Keys read from a cloudstack.ini section (the cs library's names).
+CONFIG_KEYS = ("endpoint", "key", "secret", "timeout", "method", "verify", "dangerous_no_tls_verify")
+
 # Characters java.net.URLEncoder leaves alone; everything else is %XX of UTF-8.
 _JAVA_URLENCODER_SAFE = "-_.*"
+
+
+# Added to the message of a 401 answer: what makes CloudStack refuse a signature.
+AUTH_HINT = ("; the API at %s refused the request's credentials: check that api_key and api_secret belong to the "
+             "same enabled user of this cloud, and that this machine's clock is within the signature's validity "
+             "(requests expire 10 minutes after signing; a clock that is off by more is refused)")
 
 
 class CloudStackError(Exception):
@@ -116,7 +127,8 @@ def expires_at(seconds, now=None):
 
 
 def read_config_file(path, region=DEFAULT_REGION):
-    """Read endpoint/key/secret (and optional timeout/method) of one section of a cloudstack.ini."""
+    """Read endpoint/key/secret (and optional timeout/method/verify/dangerous_no_tls_verify) of one
+    section of a cloudstack.ini."""
     parser = ConfigParser()
     try:
         with open(os.path.expanduser(path)) as handle:
@@ -126,16 +138,18 @@ def read_config_file(path, region=DEFAULT_REGION):
     if not parser.has_section(region):
         raise CloudStackError("CloudStack config file %s has no [%s] section" % (path, region))
     section = parser[region]
-    return dict((key, section[key]) for key in ("endpoint", "key", "secret", "timeout", "method") if key in section)
+    return dict((key, section[key]) for key in CONFIG_KEYS if key in section)
 
 
 def resolve_connection(options):
     """Connection settings from module options, falling back to a cloudstack.ini.
 
     ``options`` holds api_url, api_key, api_secret, api_timeout, api_http_method,
-    api_config_file and api_region (environment fallbacks already applied).
-    Explicit values win over the file; the file is read when a value is missing
-    or when api_config_file is set.
+    api_verify_ssl_cert, validate_certs, api_config_file and api_region
+    (environment fallbacks already applied).  Explicit values win over the file;
+    the file is read when a value is missing or when api_config_file is set.
+    The file's ``verify`` names a CA bundle; ``dangerous_no_tls_verify = true``
+    turns certificate validation off unless validate_certs says otherwise.
     """
     settings = {
         "endpoint": options.get("api_url"),
@@ -143,13 +157,16 @@ def resolve_connection(options):
         "secret": options.get("api_secret"),
         "timeout": options.get("api_timeout"),
         "method": options.get("api_http_method"),
+        "verify": options.get("api_verify_ssl_cert"),
     }
+    no_tls_verify = None
     config_file = options.get("api_config_file")
     missing = [name for name in ("endpoint", "key", "secret") if not settings[name]]
     if missing and not config_file:
         config_file = next((path for path in DEFAULT_CONFIG_FILES if os.path.exists(os.path.expanduser(path))), None)
     if config_file and (missing or options.get("api_config_file")):
         from_file = read_config_file(config_file, options.get("api_region") or DEFAULT_REGION)
+        no_tls_verify = from_file.pop("dangerous_no_tls_verify", None)
         for name, value in from_file.items():
             if not settings.get(name):
                 settings[name] = value
@@ -163,6 +180,10 @@ def resolve_connection(options):
         settings["timeout"] = int(settings["timeout"] or DEFAULT_TIMEOUT)
     except ValueError:
         raise CloudStackError("api_timeout must be a whole number of seconds, got %r" % settings["timeout"])
+    validate_certs = options.get("validate_certs")
+    if validate_certs is None or (validate_certs is True and no_tls_verify is not None):
+        validate_certs = not boolean(no_tls_verify or "false", strict=False)
+    settings["validate_certs"] = validate_certs
     settings["method"] = (settings["method"] or DEFAULT_METHOD).lower()
     if settings["method"] not in ("get", "post"):
         raise CloudStackError("api_http_method must be get or post, got %r" % settings["method"])
@@ -173,19 +194,16 @@ class CloudStackClient(object):
     """Signed requests to one endpoint, with job polling and paged listing."""
 
     def __init__(self, endpoint, key, secret, timeout=DEFAULT_TIMEOUT, method=DEFAULT_METHOD,
-                 validate_certs=True, signature_version=3, poll_interval=2.0):
+                 validate_certs=True, ca_path=None, signature_version=3, poll_interval=2.0):
         self.endpoint = endpoint
         self.key = key
         self.secret = secret
         self.timeout = timeout
         self.method = method.lower()
+        self.validate_certs = validate_certs
+        self.ca_path = ca_path
         self.signature_version = signature_version
         self.poll_interval = poll_interval
-        self._ssl_context = None
-        if not validate_certs:
-            self._ssl_context = ssl.create_default_context()
-            self._ssl_context.check_hostname = False
-            self._ssl_context.verify_mode = ssl.CERT_NONE
 
     def signed_params(self, command, params):
         """The full, signed parameter set of one request."""
@@ -200,19 +218,20 @@ class CloudStackClient(object):
         """Run one command and return the body under its single ``<cmd>response`` key."""
         body = urlencode(self.signed_params(command, params), quote_via=quote)
         if self.method == "post":
-            request = Request(self.endpoint, data=body.encode("ascii"), method="POST",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+            url, data, headers = self.endpoint, body.encode("ascii"), {"Content-Type": "application/x-www-form-urlencoded"}
         else:
-            request = Request("%s?%s" % (self.endpoint, body), method="GET")
+            url, data, headers = "%s?%s" % (self.endpoint, body), None, None
         try:
-            response = urlopen(request, timeout=self.timeout, context=self._ssl_context)
+            response = open_url(url, data=data, headers=headers, method=self.method.upper(), timeout=self.timeout,
+                                validate_certs=self.validate_certs, ca_path=self.ca_path)
             status, content_type, raw = response.status, response.headers.get("Content-Type", ""), response.read()
         except HTTPError as exc:
             status, content_type, raw = exc.code, exc.headers.get("Content-Type", ""), exc.read()
         except (socket.timeout, TimeoutError):
             raise CloudStackError("%s: no answer from the CloudStack API at %s within %s seconds (api_timeout)"
                                   % (command, self.endpoint, self.timeout), command=command)
-        except (URLError, OSError) as exc:
+        except (URLError, OSError, ValueError, UrlsConnectionError) as exc:
+            # TLS validation failures come as URLError or as ansible's own ConnectionError.
             reason = getattr(exc, "reason", exc)
             raise CloudStackError("%s: cannot reach the CloudStack API at %s: %s" % (command, self.endpoint, reason),
                                   command=command)
@@ -233,7 +252,10 @@ class CloudStackClient(object):
             value = {}
         if status != 200 or "errortext" in value:
             errortext = value.get("errortext") or "HTTP %s" % status
-            raise CloudStackError("%s failed: %s" % (command, errortext), command=command,
+            message = "%s failed: %s" % (command, errortext)
+            if status == 401:
+                message += AUTH_HINT % self.endpoint
+            raise CloudStackError(message, command=command,
                                   errorcode=value.get("errorcode", status),
                                   cserrorcode=value.get("cserrorcode"), errortext=errortext)
         return value

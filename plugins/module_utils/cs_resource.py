@@ -8,13 +8,20 @@ Each object type is described once by a `Kind`: how to list it and a field table
 mapping result keys (the module's option names, CloudStack names split into words)
 to API fields.  The same table builds the request, the comparison and the result,
 so check mode, diff and the real answer always agree on names.
+
+The field table also carries the names the ngine_io.cloudstack modules use where
+they differ (`Field.compat`): those names are accepted as option aliases and
+returned as flat keys beside the module's own nested object, so a playbook written
+for ngine_io.cloudstack runs with only the module names changed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleFallbackNotFound, AnsibleModule, env_fallback
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.stackwright.cloudstack.plugins.module_utils.cs_client import (
     CloudStackClient,
     CloudStackError,
@@ -35,8 +42,20 @@ def cs_argument_spec():
         api_http_method=dict(type="str", choices=["get", "post"], fallback=(env_fallback, ["CLOUDSTACK_METHOD"])),
         api_config_file=dict(type="path", fallback=(env_fallback, ["CLOUDSTACK_CONFIG"])),
         api_region=dict(type="str", default="cloudstack", fallback=(env_fallback, ["CLOUDSTACK_REGION"])),
-        validate_certs=dict(type="bool", default=True),
+        api_verify_ssl_cert=dict(type="str", fallback=(env_fallback, ["CLOUDSTACK_VERIFY"])),
+        validate_certs=dict(type="bool", default=True,
+                            fallback=(no_tls_verify_fallback, ["CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY"])),
+        # Accepted for playbooks written for ngine_io.cloudstack; every job is followed to its end.
+        poll_async=dict(type="bool", default=True),
     )
+
+
+def no_tls_verify_fallback(*names):
+    """validate_certs from E(CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY): a true value turns verification off."""
+    for name in names:
+        if name in os.environ:
+            return not boolean(os.environ[name], strict=False)
+    raise AnsibleFallbackNotFound
 
 
 class ResourceError(Exception):
@@ -66,14 +85,31 @@ class Field(object):
 
     api: key in API answers; param: request parameter when it differs;
     convert: turns the API value into the result value;
-    create_only: sent on create, never compared nor updated.
+    create_only: sent on create, never compared nor updated;
+    compat: the ngine_io.cloudstack name of the same option and result key, when it
+    differs (accepted as an alias, returned as a flat key);
+    compat_convert: turns the result value into the ngine_io one;
+    compat_alias: whether the ngine_io name is also an alias of the option (not when
+    ngine_io's option of that name means something else).
     """
 
-    def __init__(self, api, param=None, convert=None, create_only=False):
+    def __init__(self, api, param=None, convert=None, create_only=False, compat=None, compat_convert=None,
+                 compat_alias=True):
         self.api = api
         self.param = param or api
         self.convert = convert
         self.create_only = create_only
+        self.compat = compat
+        self.compat_convert = compat_convert
+        self.compat_alias = compat_alias
+
+
+# Keys Ansible gives a meaning to in any module result; never used as flat keys.
+RESERVED_RESULT_KEYS = frozenset((
+    "changed", "failed", "msg", "diff", "invocation", "warnings", "deprecations", "ansible_facts",
+    "skipped", "rc", "stdout", "stderr", "stdout_lines", "stderr_lines", "exception", "results",
+    "backup_file", "module_stdout", "module_stderr",
+))
 
 
 class Kind(object):
@@ -95,6 +131,42 @@ class Kind(object):
                 result[key] = field.convert(value) if field.convert else value
         return result
 
+    def compat_result(self, result):
+        """A result dict with the ngine_io.cloudstack names added beside the module's own."""
+        flat = dict(result)
+        for key, field in self.fields.items():
+            if field.compat and key in result:
+                flat[field.compat] = field.compat_convert(result[key]) if field.compat_convert else result[key]
+        return flat
+
+    def flat_keys(self, result, nested_key):
+        """Top-level keys of a module result, as ngine_io.cloudstack returns them."""
+        return dict((key, value) for key, value in self.compat_result(result).items()
+                    if key not in RESERVED_RESULT_KEYS and key != nested_key)
+
+    def compat_aliases(self, argument_spec):
+        """{option: [ngine_io name]} for the options of `argument_spec` ngine_io names differently."""
+        aliases = {}
+        for key, field in self.fields.items():
+            if field.compat and field.compat_alias and key in argument_spec and field.compat not in argument_spec:
+                aliases[key] = [field.compat]
+        return aliases
+
+
+def add_aliases(argument_spec, aliases):
+    """Add aliases ({option: [names]}) to the options of an argument spec, in place."""
+    for option, names in aliases.items():
+        existing = argument_spec[option].setdefault("aliases", [])
+        existing.extend(name for name in names if name not in existing)
+    return argument_spec
+
+
+def lower_or_none(value):
+    return value.lower() if isinstance(value, str) else value
+
+
+# ngine_io.cloudstack's allocation_state of a storage pool, from the pool's state.
+POOL_ALLOCATION_STATES = {"Up": "enabled", "Disabled": "disabled", "Maintenance": "maintenance"}
 
 # Scope keys of results; sent as zoneid/podid/clusterid from lookups, never from the field table.
 _SCOPE_KEYS = ("zone", "zone_id", "pod", "pod_id", "cluster", "cluster_id")
@@ -112,7 +184,8 @@ ZONE = Kind("zone", "listZones", "zone", plural="zones", fields={
     "network_type": Field("networktype", create_only=True),
     "network_domain": "domain",
     "guest_cidr_address": "guestcidraddress",
-    "security_groups_enabled": Field("securitygroupsenabled", param="securitygroupenabled", create_only=True),
+    "security_groups_enabled": Field("securitygroupsenabled", param="securitygroupenabled", create_only=True,
+                                     compat="securitygroups_enabled"),
     "local_storage_enabled": "localstorageenabled",
     "dhcp_provider": "dhcpprovider",
     "allocation_state": "allocationstate",
@@ -146,20 +219,25 @@ HOST = Kind("host", "listHosts", "host", plural="hosts", fields=dict(_SCOPE_FIEL
     "id": "id",
     "name": "name",
     "ip_address": "ipaddress",
-    "type": "type",
+    "type": Field("type", compat="host_type", compat_alias=False),
     "state": "state",
-    "resource_state": "resourcestate",
+    "resource_state": Field("resourcestate", compat="allocation_state", compat_convert=lower_or_none,
+                            compat_alias=False),
     "hypervisor": Field("hypervisor", create_only=True),
     "hypervisor_version": "hypervisorversion",
     "cluster_id": "clusterid",
     "cluster": "clustername",
+    "cluster_type": "clustertype",
     "host_tags": Field("hosttags", convert=comma_list),
     "cpu_sockets": "cpusockets",
     "cpu_number": "cpunumber",
     "cpu_speed": "cpuspeed",
     "memory_total": "memorytotal",
-    "version": "version",
+    "version": Field("version", compat="host_version", compat_alias=False),
     "created": "created",
+    "disconnected": "disconnected",
+    "last_pinged": "lastpinged",
+    "removed": "removed",
 }))
 
 STORAGE_POOL = Kind("storage pool", "listStoragePools", "storagepool", plural="storage_pools",
@@ -172,12 +250,14 @@ STORAGE_POOL = Kind("storage pool", "listStoragePools", "storagepool", plural="s
                         "type": "type",
                         "ip_address": "ipaddress",
                         "path": "path",
-                        "state": "state",
+                        "state": Field("state", compat="allocation_state", compat_alias=False,
+                                       compat_convert=POOL_ALLOCATION_STATES.get),
                         "hypervisor": Field("hypervisor", create_only=True),
                         "provider": Field("provider", create_only=True),
                         "storage_tags": Field("tags", convert=comma_list),
                         "capacity_bytes": Field("disksizetotal", param="capacitybytes", create_only=True),
                         "capacity_iops": Field("capacityiops", create_only=True),
+                        "disk_size_total": "disksizetotal",
                         "disk_size_allocated": "disksizeallocated",
                         "disk_size_used": "disksizeused",
                         "overprovision_factor": "overprovisionfactor",
@@ -189,7 +269,8 @@ IMAGE_STORE = Kind("image store", "listImageStores", "imagestore", plural="image
     "url": Field("url", create_only=True),
     "zone_id": "zoneid",
     "zone": "zonename",
-    "provider": Field("providername", param="provider", create_only=True),
+    "provider": Field("providername", param="provider", create_only=True, compat="provider_name",
+                      compat_alias=False),
     "protocol": "protocol",
     "scope": "scope",
 })
@@ -213,10 +294,19 @@ PHYSICAL_NETWORK = Kind("physical network", "listPhysicalNetworks", "physicalnet
                             "state": "state",
                             "vlan": "vlan",
                             "tags": Field("tags", convert=comma_list),
-                            "isolation_methods": Field("isolationmethods", convert=comma_list, create_only=True),
+                            "isolation_methods": Field("isolationmethods", convert=comma_list, create_only=True,
+                                                       compat="isolation_method", compat_convert=",".join),
                             "broadcast_domain_range": Field("broadcastdomainrange", create_only=True),
                             "network_speed": "networkspeed",
                         })
+
+
+def traffic_types(client, network_id):
+    """Traffic types of a physical network as results show them, sorted by type."""
+    return sorted(({"type": item["traffictype"], "kvm_network_label": item.get("kvmnetworklabel")}
+                   for item in client.list("listTrafficTypes", "traffictype", physicalnetworkid=network_id)),
+                  key=lambda entry: entry["type"])
+
 
 ACCOUNT = Kind("account", "listAccounts", "account", plural="accounts", fields={"id": "id", "name": "name"})
 DOMAIN = Kind("domain", "listDomains", "domain", plural="domains", fields={"id": "id", "name": "name", "path": "path"})
@@ -243,13 +333,24 @@ def values_differ(want, have):
 class CloudStackModule(object):
     """Connection, calls, memoised lookups and the single place that fails the module."""
 
+    kind = None
+    # Extra ngine_io.cloudstack option names, {option: [alias]}, beside those of the field table.
+    option_aliases = {}
+
     def __init__(self, argument_spec, **kwargs):
         spec = cs_argument_spec()
-        spec.update(argument_spec)
+        spec.update(self.compat_spec(argument_spec))
         self.module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
         self.params = self.module.params
         self._client = None
         self._lookups = {}
+
+    def compat_spec(self, argument_spec):
+        """The module's argument spec with the ngine_io.cloudstack option names added as aliases."""
+        spec = dict((name, dict(option)) for name, option in argument_spec.items())
+        if self.kind is not None:
+            add_aliases(spec, self.kind.compat_aliases(spec))
+        return add_aliases(spec, self.option_aliases)
 
     @property
     def client(self):
@@ -257,7 +358,7 @@ class CloudStackModule(object):
             settings = resolve_connection(self.params)
             self._client = CloudStackClient(
                 settings["endpoint"], settings["key"], settings["secret"], timeout=settings["timeout"],
-                method=settings["method"], validate_certs=self.params["validate_certs"])
+                method=settings["method"], validate_certs=settings["validate_certs"], ca_path=settings["verify"])
         return self._client
 
     @property
@@ -361,10 +462,22 @@ class CloudStackResource(CloudStackModule):
     # Result key set from `state` (enabled/disabled/...), with the value per state.
     state_field = None
     state_values = {}
+    # ngine_io.cloudstack sets enabled/disabled/maintenance with an allocation_state option
+    # beside state=present; modules that set this accept it too.
+    allocation_state_option = False
+
+    def compat_spec(self, argument_spec):
+        spec = super(CloudStackResource, self).compat_spec(argument_spec)
+        if self.allocation_state_option:
+            spec["allocation_state"] = dict(type="str", choices=sorted(self.state_values))
+        return spec
 
     @property
     def state(self):
-        return self.params.get("state") or "present"
+        state = self.params.get("state") or "present"
+        if state == "present" and self.params.get("allocation_state") and self.allocation_state_option:
+            return self.params["allocation_state"]
+        return state
 
     # Flow -----------------------------------------------------------------
 
@@ -394,7 +507,9 @@ class CloudStackResource(CloudStackModule):
             else:
                 after = self.to_result(self.update(found, changes))
             resource = after
-        return {"changed": changed, "diff": {"before": before, "after": after}, self.result_key: resource}
+        result = self.kind.flat_keys(resource, self.result_key)
+        result.update({"changed": changed, "diff": {"before": before, "after": after}, self.result_key: resource})
+        return result
 
     def to_result(self, obj):
         return self.kind.to_result(obj)
@@ -503,7 +618,8 @@ class CloudStackInfo(CloudStackModule):
         items = self.list(self.kind, **params)
         if self.params.get("name"):
             items = [item for item in items if str(item.get("name", "")).lower() == self.params["name"].lower()]
-        return {"changed": False, self.kind.plural: [self.kind.to_result(item) for item in items]}
+        return {"changed": False, self.kind.plural: [self.kind.compat_result(self.kind.to_result(item))
+                                                     for item in items]}
 
 
 def info_argument_spec(*scopes):

@@ -19,6 +19,7 @@ options:
       - Name or IP address of the host, as CloudStack reports it.
       - For KVM hosts this is also the address in the default O(url).
     type: str
+    aliases: [ip_address]
     required: true
   url:
     description:
@@ -59,6 +60,12 @@ options:
     type: str
     choices: [present, absent, enabled, disabled, maintenance]
     default: present
+  allocation_state:
+    description:
+      - The way M(ngine_io.cloudstack.cs_host) sets the state, kept for its playbooks.
+      - With O(state=present), the same as O(state) set to this value; ignored with any other O(state).
+    type: str
+    choices: [disabled, enabled, maintenance]
   wait_timeout:
     description: Seconds to wait for a new host to be V(Up) and for maintenance jobs to finish.
     type: int
@@ -201,6 +208,8 @@ class Host(CloudStackResource):
     create_command = "addHost"
     filter_by_name = False
     required_for_create = ("pod", "cluster", "hypervisor")
+    option_aliases = {"name": ["ip_address"]}
+    allocation_state_option = True
     state_field = "resource_state"
     state_values = {"enabled": "Enabled", "disabled": "Disabled", "maintenance": "Maintenance"}
 

@@ -19,6 +19,7 @@ options:
     description: Name of the physical network.
     type: str
     required: true
+    aliases: [physical_network]
   zone:
     description: Zone of the network (name or UUID).
     type: str
@@ -28,6 +29,7 @@ options:
     type: list
     elements: str
     choices: [VLAN, VXLAN, GRE, L3]
+    aliases: [isolation_method]
   broadcast_domain_range:
     description: Broadcast domain range. Only used when creating the network.
     type: str
@@ -39,6 +41,7 @@ options:
     description: Tags of the network.
     type: list
     elements: str
+    aliases: [tag]
   network_speed:
     description: Speed of the network, for example C(1G).
     type: str
@@ -143,18 +146,16 @@ from ansible_collections.stackwright.cloudstack.plugins.module_utils.cs_resource
     PHYSICAL_NETWORK,
     CloudStackResource,
     after_values,
+    traffic_types,
 )
 
 SETTINGS = ("vlan", "tags", "network_speed")
 
 
-def traffic_entry(item):
-    return {"type": item["traffictype"], "kvm_network_label": item.get("kvmnetworklabel")}
-
-
 class PhysicalNetwork(CloudStackResource):
     kind = PHYSICAL_NETWORK
     delete_command = "deletePhysicalNetwork"
+    option_aliases = {"name": ["physical_network"], "tags": ["tag"]}
     create_defaults = {"state": "Disabled"}
     state_field = "state"
     state_values = {"enabled": "Enabled", "disabled": "Disabled"}
@@ -164,8 +165,7 @@ class PhysicalNetwork(CloudStackResource):
 
     def to_result(self, obj):
         result = super(PhysicalNetwork, self).to_result(obj)
-        result["traffic_types"] = sorted((traffic_entry(item) for item in self.traffic_types(obj)),
-                                         key=lambda entry: entry["type"])
+        result["traffic_types"] = traffic_types(self.client, obj["id"])
         return result
 
     def desired(self):

@@ -38,6 +38,7 @@ options:
       - Location of the storage, for example C(nfs://192.0.2.10/export/primary). Required to create a pool.
       - Only used when creating it.
     type: str
+    aliases: [storage_url]
   hypervisor:
     description: Hypervisor of a zone-wide pool. Only used when creating it.
     type: str
@@ -50,6 +51,7 @@ options:
     description: Tags of the pool; they replace the current tags. An empty list removes all tags.
     type: list
     elements: str
+    aliases: [storage_tag]
   capacity_bytes:
     description: Capacity of a managed pool in bytes. Only used when creating it.
     type: int
@@ -65,6 +67,12 @@ options:
     type: str
     choices: [present, absent, enabled, disabled, maintenance]
     default: present
+  allocation_state:
+    description:
+      - The way M(ngine_io.cloudstack.cs_storage_pool) sets the state, kept for its playbooks.
+      - With O(state=present), the same as O(state) set to this value; ignored with any other O(state).
+    type: str
+    choices: [disabled, enabled, maintenance]
   wait_timeout:
     description: Seconds to wait for maintenance jobs.
     type: int
@@ -198,6 +206,8 @@ class StoragePool(CloudStackResource):
     update_command = "updateStoragePool"
     delete_command = "deleteStoragePool"
     required_for_create = ("url",)
+    option_aliases = {"url": ["storage_url"], "storage_tags": ["storage_tag"]}
+    allocation_state_option = True
     create_defaults = {"state": "Up", "storage_tags": []}
     state_field = "state"
     state_values = {"enabled": "Up", "disabled": "Disabled", "maintenance": "Maintenance"}

@@ -60,6 +60,7 @@ options:
   security_groups_enabled:
     description: Whether security groups are on. Only used when creating the zone; V(Basic) zones always have them.
     type: bool
+    aliases: [securitygroups_enabled]
 extends_documentation_fragment:
   - stackwright.cloudstack.cloudstack
   - stackwright.cloudstack.cloudstack.attributes

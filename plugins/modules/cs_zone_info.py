@@ -15,6 +15,7 @@ options:
   name:
     description: Only the zone with this name (case-insensitive).
     type: str
+    aliases: [zone]
   id:
     description: Only the zone with this UUID.
     type: str
@@ -52,6 +53,7 @@ from ansible_collections.stackwright.cloudstack.plugins.module_utils.cs_resource
 class ZoneInfo(CloudStackInfo):
     kind = ZONE
     filters = {"id": "id"}
+    option_aliases = {"name": ["zone"]}
 
 
 def main():

@@ -200,7 +200,7 @@ def test_config_file_fills_missing_settings(tmp_path):
                    "[other]\nendpoint = http://127.0.0.2/client/api\nkey = k2\nsecret = s2\n")
     settings = resolve_connection({"api_config_file": str(ini), "api_key": "explicit"})
     assert settings == {"endpoint": "http://127.0.0.1:9/client/api", "key": "explicit", "secret": "s1",
-                        "timeout": 30, "method": "get"}
+                        "timeout": 30, "method": "get", "verify": None, "validate_certs": True}
     assert read_config_file(str(ini), "other")["key"] == "k2"
 
 

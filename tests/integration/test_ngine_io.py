@@ -1,0 +1,95 @@
+"""Playbooks written for ngine_io.cloudstack against a live engine.
+
+The same playbook (tests/integration/ngine_io/playbook.yml) runs with ngine_io.cloudstack's own
+modules, and with only the module names changed to stackwright.cloudstack's; each run is
+repeated and must then change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = Path(__file__).resolve().parent / "ngine_io" / "playbook.yml"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+RUN_TIMEOUT = 300
+
+
+def has_ngine_io():
+    try:
+        import ansible_collections.ngine_io.cloudstack  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def collections_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("collections")
+    namespace = root / "ansible_collections" / "stackwright"
+    namespace.mkdir(parents=True)
+    (namespace / "cloudstack").symlink_to(REPO, target_is_directory=True)
+    return root
+
+
+def ansible_env(engine, collections_path, tmp_path):
+    env = dict(
+        os.environ,
+        # The stackwright collection from this tree; ngine_io from the installed ansible package.
+        ANSIBLE_COLLECTIONS_PATH=str(collections_path),
+        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1",
+        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        CLOUDSTACK_ENDPOINT=engine.endpoint,
+        CLOUDSTACK_KEY=engine.api_key,
+        CLOUDSTACK_SECRET=engine.api_secret,
+    )
+    env.pop("CLOUDSTACK_CONFIG", None)
+    return env
+
+
+def run_playbook(playbook, env, cwd, prefix):
+    run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-v", "-e", "prefix=%s" % prefix],
+                         cwd=str(cwd), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+    recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", run.stdout)
+    if run.returncode != 0 or not recap:
+        pytest.fail("%s failed (rc=%d):\n%s\n%s" % (
+            playbook.name, run.returncode, run.stdout[-15000:], run.stderr[-5000:]), pytrace=False)
+    return dict(zip(("ok", "changed", "unreachable", "failed"), (int(value) for value in recap.groups()), strict=True))
+
+
+def ngine_io_playbook_as(collection, tmp_path):
+    """The ngine_io playbook with its module names pointed at `collection`, nothing else changed."""
+    text = PLAYBOOK.read_text()
+    if collection != "ngine_io.cloudstack":
+        text = text.replace("ngine_io.cloudstack.", collection + ".")
+    path = tmp_path / ("%s.yml" % collection.replace(".", "_"))
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_ngine_io(), reason="ngine_io.cloudstack is not installed (the ansible package)")
+@pytest.mark.parametrize("collection", ["stackwright.cloudstack", "ngine_io.cloudstack"])
+def test_ngine_io_playbook_runs_and_is_idempotent(collection, engine, collections_path, tmp_path):
+    playbook = ngine_io_playbook_as(collection, tmp_path)
+    leftovers = [line for line in playbook.read_text().splitlines() if "ngine_io" in line and "#" not in line]
+    assert collection == "ngine_io.cloudstack" or not leftovers
+    env = ansible_env(engine, collections_path, tmp_path)
+    prefix = "ng%s" % uuid.uuid4().hex[:6]
+    first = run_playbook(playbook, env, tmp_path, prefix)
+    assert first["failed"] == 0 and first["changed"] >= 8, first
+    second = run_playbook(playbook, env, tmp_path, prefix)
+    assert second == dict(first, changed=0), second
