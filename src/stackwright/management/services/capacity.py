@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from ..persistence.models import Cluster, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
-from .vms import HOLDING_CAPACITY
+from .vms import HOLDING_CAPACITY, MIGRATING
 
 MEMORY, CPU, STORAGE, STORAGE_ALLOCATED, PRIVATE_IP, SECONDARY_STORAGE = 0, 1, 2, 3, 5, 6
 TYPE_NAMES = {
@@ -74,15 +74,35 @@ class CapacityService:
             return {}
         return self._allocations(by.in_(list(ids)), by)
 
+    def usable_allocations(self, by, ids):
+        """`allocations`, counting only guests on Up and Enabled hosts: the hosts whose capacity
+        makes the totals thresholds are measured against."""
+        if not ids:
+            return {}
+        return self._allocations(by.in_(list(ids)) & (Host.state == "Up") & (Host.resource_state == "Enabled"), by)
+
     def _allocations(self, which, by):
+        sums = (func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
         rows = self.session.execute(
-            select(by, func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
+            select(by, *sums)
             .join(Host, Host.id == VmInstance.host_id)
             .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
             .group_by(by)
         ).all()
-        # SUM() is a Decimal on MySQL.
-        return {key: Allocation(int(cpu or 0), int(memory or 0) * 1024 * 1024) for key, cpu, memory in rows}
+        # A migrating guest holds its destination's capacity too, until it has moved.
+        rows += self.session.execute(
+            select(by, *sums)
+            .join(Host, Host.id == VmInstance.migration_host_id)
+            .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
+            .group_by(by)
+        ).all()
+        allocations = {}
+        for key, cpu, memory in rows:
+            # SUM() is a Decimal on MySQL.
+            held = allocations.setdefault(key, Allocation())
+            held.cpu_mhz += int(cpu or 0)
+            held.memory_bytes += int(memory or 0) * 1024 * 1024
+        return allocations
 
     def host_allocations(self, host_ids):
         return self.allocations(Host.id, host_ids)

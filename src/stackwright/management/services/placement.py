@@ -148,7 +148,7 @@ class Planner:
         capacity = self.ctx.capacity
         config = self.ctx.configuration
         by_host = capacity.host_allocations([h.id for h in hosts])
-        by_cluster = capacity.allocations(Host.cluster_id, list({h.cluster_id for h in hosts}))
+        by_cluster = capacity.usable_allocations(Host.cluster_id, list({h.cluster_id for h in hosts}))
         thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
         cluster_totals = self._cluster_totals(clusters) if thresholds_on else {}
         fitting, shortfalls = [], []
@@ -173,6 +173,15 @@ class Planner:
             return [], "no host has %d x %d MHz CPU and %s of memory unallocated (%s)" % (
                 demand.cpu_number, demand.cpu_speed, size_text(demand.memory_bytes), "; ".join(shortfalls[:5]))
         return fitting, None
+
+    def shortfall(self, host, demand, lock=False):
+        """Why `host` (its cluster's ratios and thresholds) cannot take `demand` now, or None;
+        with `lock`, its row is locked first, as a plan locks the host it chose."""
+        cluster = self.session.get(Cluster, host.cluster_id)
+        if lock:
+            self.session.execute(select(Host.id).where(Host.id == host.id).with_for_update())
+        fitting, why = self._with_capacity([host], {cluster.id: cluster}, demand)
+        return None if fitting else why
 
     def _still_fits(self, host, clusters, demand):
         """Lock the chosen host's row and check its capacity again: a concurrent plan (MySQL)
