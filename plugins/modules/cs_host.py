@@ -54,7 +54,9 @@ options:
     description:
       - V(present) adds the host or updates its tags and leaves its resource state alone.
       - V(enabled) and V(disabled) also set the resource state; V(enabled) takes a host out of maintenance.
-      - V(maintenance) prepares the host for maintenance and waits until it is in V(Maintenance).
+      - V(maintenance) prepares the host for maintenance and waits until it is in V(Maintenance); the engine
+        live-migrates the host's running guests to other hosts of its cluster first. A host left in
+        V(ErrorInPrepareForMaintenance) by an earlier attempt is taken out of it and tried again.
       - V(absent) puts the host into maintenance and deletes it.
     type: str
     choices: [present, absent, enabled, disabled, maintenance]
@@ -255,6 +257,9 @@ class Host(CloudStackResource):
         return host
 
     def enter_maintenance(self, host):
+        if host.get("resourcestate") in MAINTENANCE_ERRORS:
+            # A maintenance that failed (a guest could not be migrated) is cancelled, then tried again.
+            host = self.unwrap(self.call("cancelHostMaintenance", id=host["id"]))
         if host.get("resourcestate") == "Disabled":
             # CloudStack has no Disabled -> PrepareForMaintenance transition.
             host = self.update_host(host, allocationstate="Enable")

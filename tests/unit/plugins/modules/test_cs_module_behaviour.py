@@ -69,6 +69,17 @@ def test_maintenance_error_state_fails(run_module, recorded_api):
     assert result["msg"] == "host 'kvm1' went to ErrorInPrepareForMaintenance instead of resource state Maintenance"
 
 
+def test_a_failed_maintenance_is_cancelled_and_tried_again(run_module, recorded_api):
+    api = recorded_api(
+        lists={"listZones": [ZONE], "listHosts": host_lists("ErrorInPrepareForMaintenance", "Maintenance")},
+        answers={"cancelHostMaintenance": {"host": dict(HOST, resourcestate="Enabled")},
+                 "prepareHostForMaintenance": {"host": dict(HOST, resourcestate="Maintenance")}})
+    result = run_module(cs_host.main, {"name": "kvm1", "zone": "z1", "state": "maintenance"})
+    assert api.changes() == [("cancelHostMaintenance", {"id": HOST["id"]}),
+                             ("prepareHostForMaintenance", {"id": HOST["id"]})]
+    assert result["host"]["resource_state"] == "Maintenance"
+
+
 def test_maintenance_wait_is_bounded(run_module, recorded_api):
     recorded_api(lists={"listZones": [ZONE], "listHosts": host_lists("Enabled", "PrepareForMaintenance")},
                  answers={"prepareHostForMaintenance": {"host": dict(HOST, resourcestate="PrepareForMaintenance")}})
