@@ -102,6 +102,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+migrated:
+  description: The guests that ran on the host when O(state=maintenance) put it into maintenance, and the host
+    the engine live-migrated each to.
+  returned: when the host went into maintenance
+  type: list
+  elements: dict
+  sample: [{"name": "web1", "id": "5d1c0e2a-9b8f-4c3e-8a2f-1d2e3f4a5b6c", "from": "kvm1", "to": "kvm2"}]
 host:
   description: The host as CloudStack holds it (before removal when O(state=absent)).
   returned: success
@@ -205,6 +212,14 @@ class Host(CloudStackResource):
     required_for_create = ("pod", "cluster", "hypervisor")
     state_field = "resource_state"
     state_values = {"enabled": "Enabled", "disabled": "Disabled", "maintenance": "Maintenance"}
+    # The guests the engine migrated away while this run put the host into maintenance.
+    migrated = None
+
+    def execute(self):
+        result = super(Host, self).execute()
+        if self.migrated is not None:
+            result["migrated"] = self.migrated
+        return result
 
     def find_filters(self):
         return {"zoneid": self.zone()["id"], "type": "Routing"}
@@ -263,10 +278,24 @@ class Host(CloudStackResource):
         if host.get("resourcestate") == "Disabled":
             # CloudStack has no Disabled -> PrepareForMaintenance transition.
             host = self.update_host(host, allocationstate="Enable")
+        running = []
         if host.get("resourcestate") not in ("PrepareForMaintenance", "Maintenance"):
+            running = [vm for vm in self.client.list("listVirtualMachines", "virtualmachine", hostid=host["id"],
+                                                     listall=True) if vm.get("state") == "Running"]
             host = self.unwrap(self.call("prepareHostForMaintenance", id=host["id"]))
-        return self.wait_for(host, lambda h: h.get("resourcestate") == "Maintenance", "resource state Maintenance",
+        host = self.wait_for(host, lambda h: h.get("resourcestate") == "Maintenance", "resource state Maintenance",
                              fail_states=MAINTENANCE_ERRORS)
+        self.migrated = self.where_they_went(host, running)
+        return host
+
+    def where_they_went(self, host, guests):
+        """[{name, id, from, to}] of `guests` that ran on `host` before its maintenance."""
+        if not guests:
+            return []
+        now = dict((vm["id"], vm) for vm in self.client.list(
+            "listVirtualMachines", "virtualmachine", ids=",".join(vm["id"] for vm in guests), listall=True))
+        return [{"name": vm["name"], "id": vm["id"], "from": host.get("name"),
+                 "to": now.get(vm["id"], {}).get("hostname")} for vm in guests]
 
     def update_host(self, host, **params):
         return self.unwrap(self.call("updateHost", id=host["id"], **params))
