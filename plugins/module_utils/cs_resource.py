@@ -158,6 +158,10 @@ HOST = Kind("host", "listHosts", "host", plural="hosts", fields=dict(_SCOPE_FIEL
     "cpu_number": "cpunumber",
     "cpu_speed": "cpuspeed",
     "memory_total": "memorytotal",
+    "memory_allocated": "memoryallocated",
+    "memory_with_overprovisioning": "memorywithoverprovisioning",
+    "cpu_allocated_mhz": "cpuallocatedvalue",
+    "cpu_with_overprovisioning": "cpuwithoverprovisioning",
     "version": "version",
     "created": "created",
 }))

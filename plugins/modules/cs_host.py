@@ -180,6 +180,22 @@ host:
     memory_total:
       description: Memory in bytes.
       type: int
+    memory_allocated:
+      description: Bytes of memory the host's guests are allocated.
+      type: int
+      sample: 4294967296
+    memory_with_overprovisioning:
+      description: Memory in bytes after the cluster's memory over-commit ratio.
+      type: str
+      sample: "8589934592"
+    cpu_allocated_mhz:
+      description: MHz of CPU the host's guests are allocated.
+      type: int
+      sample: 2000
+    cpu_with_overprovisioning:
+      description: CPU in MHz after the cluster's CPU over-commit ratio.
+      type: str
+      sample: "9600"
     version:
       description: Agent version.
       type: str

@@ -168,33 +168,59 @@ def deployed(api, cloud, offering, host):
     return job["jobresult"]["virtualmachine"]
 
 
-def test_running_guests_are_migrated_and_one_that_fits_nowhere_stops_the_run(cloud, api, unique):
+def offering_of(api, unique, memory):
+    return api.createServiceOffering(name="m%d-%s" % (memory, unique), displaytext="%d MiB" % memory, cpunumber=1,
+                                     cpuspeed=500, memory=memory)["serviceoffering"]
+
+
+def destroyed(api, *vms):
+    for vm in vms:
+        _answer, job = run_job(api, "destroyVirtualMachine", id=vm["id"])
+        assert job["jobstatus"] == 1, job
+
+
+def test_running_guests_are_migrated_and_a_disabled_host_stays_disabled(cloud, api):
     small = api.listServiceOfferings(name="Small Instance")["serviceoffering"][0]
     vm = deployed(api, cloud, small, "kvm2")
+    api.updateHost(id=cloud.hosts["kvm3"]["id"], allocationstate="Disable")
     succeeded(cloud.run())
     jobs = cloud.maintenance_jobs()
     assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs] == [
         (cmd, name, 1) for name in ("kvm1", "kvm2", "kvm3") for cmd in (PREPARE, CANCEL)]
+    # Moved off kvm2 to the only other Enabled host, still running.
     after = api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]
-    assert (after["state"], after["hostid"]) == ("Running", cloud.hosts["kvm1"]["id"])   # moved off kvm2
-    _answer, stopped = run_job(api, "stopVirtualMachine", id=vm["id"])
-    assert stopped["jobstatus"] == 1, stopped
+    assert (after["state"], after["hostid"]) == ("Running", cloud.hosts["kvm1"]["id"])
+    assert cloud.states() == {"kvm1": ("Enabled", "Up"), "kvm2": ("Enabled", "Up"), "kvm3": ("Disabled", "Up")}
+    destroyed(api, vm)
 
-    # Guests almost as large as a host: kvm1's has nowhere to go while kvm2 and kvm3 hold one each.
-    big = api.createServiceOffering(name="big-" + unique, displaytext="big", cpunumber=1, cpuspeed=500,
-                                    memory=1800)["serviceoffering"]
-    guests = {name: deployed(api, cloud, big, name) for name in ("kvm1", "kvm2", "kvm3")}
+
+def test_guests_the_cluster_cannot_take_stop_the_run(cloud, api, unique):
+    # Guests almost as large as a host: the rest of the cluster cannot take kvm1's; no host goes.
+    big = offering_of(api, unique, 1800)
+    guests = [deployed(api, cloud, big, name) for name in ("kvm1", "kvm2", "kvm3")]
+    run = cloud.run()
+    assert run.returncode != 0, run.stdout[-5000:]
+    output = " ".join(run.stdout.split())
+    assert ("host kvm1 (%s) holds guests of 1800 MiB and 500 MHz; the other Up and Enabled hosts of cluster "
+            % cloud.hosts["kvm1"]["ipaddress"]) in output, output[-5000:]
+    assert "have 496 MiB and 3000 MHz unallocated" in output and "no host was touched" in output
+    assert cloud.maintenance_jobs() == []
+    destroyed(api, *guests)
+
+    # Room in the cluster as a whole, but on no single host: kvm1's guest cannot move.
+    mid, large = offering_of(api, unique, 1000), offering_of(api, unique, 1200)
+    stuck = deployed(api, cloud, large, "kvm1")
+    others = {name: deployed(api, cloud, mid, name) for name in ("kvm2", "kvm3")}
     run = cloud.run()
     assert run.returncode != 0, run.stdout[-5000:]
     output = " ".join(run.stdout.split())
     assert ("host kvm1 (%s) did not go into maintenance: " % cloud.hosts["kvm1"]["ipaddress"]) in output, output[-5000:]
-    assert guests["kvm1"]["instancename"] in output
+    assert "could not be migrated: %s: Unable to find a host" % stuck["instancename"] in output
     assert cloud.states()["kvm1"] == ("ErrorInPrepareForMaintenance", "Up")
 
     # With room on kvm2, the next run cancels the failed maintenance and moves every guest in turn.
-    _answer, gone = run_job(api, "destroyVirtualMachine", id=guests["kvm2"]["id"])
-    assert gone["jobstatus"] == 1, gone
+    destroyed(api, others["kvm2"])
     succeeded(cloud.run())
     assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
-    for name in ("kvm1", "kvm3"):
-        assert api.listVirtualMachines(id=guests[name]["id"])["virtualmachine"][0]["state"] == "Running"
+    for vm in (stuck, others["kvm3"]):
+        assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"] == "Running"
