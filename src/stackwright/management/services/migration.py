@@ -150,7 +150,7 @@ def _choose(ctx: Any, vm: Any, source: Host, avoid: set[int]) -> Host:
 def migrate_vm(vm_id: int, host_id: int | None = None) -> Steps:
     """migrateVirtualMachine: to `host_id`, or to a host the planner chooses."""
     plan = yield DbStep(_reserve, vm_id, host_id)
-    outcomes = yield WaitStep(_carry_out, [plan])
+    outcomes = yield from _migrations([plan])
     failures = yield DbStep(_finish, outcomes)
     if failures:
         raise CloudRuntimeError("Failed to migrate VM %s: %s" % (plan["name"], failures[0]["reason"]))
@@ -182,6 +182,23 @@ def _begin(ctx: Any, vm: Any, source: Host, dest: Host) -> dict:
     return {"vm_id": vm.id, "name": vm.instance_name, "source": [source.guid or "", source.name],
             "dest": [dest.guid or "", dest.name], "dest_id": dest.id, "address": dest.ip_address or "",
             "spec": codec.encode_as(spec, m.VmSpec)}
+
+
+def _migrations(plans: list[dict]) -> Steps:
+    """Carry out the planned migrations; an unexpected failure puts the VMs back to Running
+    where they were (the hosts' next reports correct a guest that moved meanwhile)."""
+    try:
+        return (yield WaitStep(_carry_out, plans))
+    except Exception:
+        yield DbStep(_unstick, [plan["vm_id"] for plan in plans])
+        raise
+
+
+def _unstick(ctx: Any, vm_ids: list[int]) -> None:
+    for vm_id in vm_ids:
+        vm = ctx.vms.locked(vm_id)
+        if vm.state == MIGRATING:
+            vm.state, vm.migration_host_id, vm.state_changed = RUNNING, None, utcnow()
 
 
 def _carry_out(waiter: Any, plans: list[dict]) -> list[dict]:
@@ -292,7 +309,7 @@ def prepare_maintenance(host_id: int) -> Steps:
         if batch is None:
             return      # the maintenance was cancelled meanwhile
         failures += batch["failures"]
-        outcomes = yield WaitStep(_carry_out, batch["plans"])
+        outcomes = yield from _migrations(batch["plans"])
         failures += yield DbStep(_finish, outcomes)
     yield DbStep(_end_maintenance, host_id, failures)
     if failures:

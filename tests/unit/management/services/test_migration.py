@@ -372,3 +372,14 @@ def test_maintenance_drains_a_host_of_200_guests(ctx, world, gateway, jobs):
         assert peers[host_id].query(name) == m.VmState.RUNNING
     assert sum(allocated_mb(ctx, h) for h in others) == 200 * 128
     assert took < 120
+
+
+def test_an_unexpected_failure_does_not_leave_the_vm_migrating(ctx, world, gateway, jobs, pair):
+    a, b, _drivers = pair
+    vm = running_vm(ctx, world, jobs, a)
+    gateway.broken = RuntimeError("the agent channel broke")
+    job = migrate(ctx, jobs, vm, b)
+    gateway.broken = None
+    assert job.status == 2 and "the agent channel broke" in job.result["errortext"]
+    after = fresh(ctx, vm)
+    assert (after.state, after.host_id, after.migration_host_id) == ("Running", a.id, None)
