@@ -383,3 +383,23 @@ def test_an_unexpected_failure_does_not_leave_the_vm_migrating(ctx, world, gatew
     assert job.status == 2 and "the agent channel broke" in job.result["errortext"]
     after = fresh(ctx, vm)
     assert (after.state, after.host_id, after.migration_host_id) == ("Running", a.id, None)
+
+
+def test_a_maintenance_killed_mid_evacuation_resumes_and_moves_each_guest_once(ctx, world, gateway, jobs):
+    draining, other = world.host(), world.host()
+    world.pool()
+    drivers = {h.id: gateway.add(h.guid)[0] for h in (draining, other)}
+    ctx.session.commit()
+    guests = [running_vm(ctx, world, jobs, draining) for _ in range(3)]
+    gateway.kill_after.add(m.MigrateVm)
+    job_uuid = jobs.submit(ctx.user, "prepareHostForMaintenance", draining.uuid, id=draining.uuid)
+    with pytest.raises(EngineKilled):
+        jobs.run(job_uuid)
+    assert host_state(ctx, draining) == "PrepareForMaintenance"
+    job = jobs.run(job_uuid)
+    assert job.status == 1, job.result
+    assert host_state(ctx, draining) == "Maintenance"
+    for vm in guests:
+        assert fresh(ctx, vm).host_id == other.id
+        assert drivers[other.id].boot_count(vm.instance_name) == 1
+    assert drivers[draining.id].list_vms() == {}
