@@ -196,14 +196,14 @@ def test_running_guests_are_migrated_and_a_disabled_host_stays_disabled(cloud, a
 
 def test_guests_the_cluster_cannot_take_stop_the_run(cloud, api, unique):
     # Guests almost as large as a host: the rest of the cluster cannot take kvm1's; no host goes.
-    big = offering_of(api, unique, 1800)
+    big = offering_of(api, unique, 1600)
     guests = [deployed(api, cloud, big, name) for name in ("kvm1", "kvm2", "kvm3")]
     run = cloud.run()
     assert run.returncode != 0, run.stdout[-5000:]
     output = " ".join(run.stdout.split())
-    assert ("host kvm1 (%s) holds guests of 1800 MiB and 500 MHz; the other Up and Enabled hosts of cluster "
+    assert ("host kvm1 (%s) holds guests of 1600 MiB and 500 MHz; the other Up and Enabled hosts of cluster "
             % cloud.hosts["kvm1"]["ipaddress"]) in output, output[-5000:]
-    assert "have 496 MiB and 3000 MHz unallocated" in output and "no host was touched" in output
+    assert "have 896 MiB and 3000 MHz unallocated" in output and "no host was touched" in output
     assert cloud.maintenance_jobs() == []
     destroyed(api, *guests)
 
