@@ -106,7 +106,7 @@ def simulator(guests):
         pod = new_pod(api, zone, "migb")
         cluster = new_cluster(api, pod, "migb")
         hosts = [api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="Simulator",
-                             url="http://sim/b/h%d?cpus=128&cpuspeed=2000&memory=%d" % (i, 64 * GiB))["host"][0]
+                             url="http://sim/b/h%d?cpus=128&cpuspeed=2000&memory=%d" % (i, 128 * GiB))["host"][0]
                  for i in range(5)]
         api.createStoragePool(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], name="ps-migb",
                               url="nfs://127.0.0.1/export/primary-migb", capacitybytes=1000 * GiB)
@@ -136,6 +136,7 @@ def main(argv=None):
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     timings, skipped = kvm(args.runs)
+    print("KVM:", timings or skipped, flush=True)
     drain = simulator(args.guests)
     body = [__doc__.split("\n\n    ")[0].split("\n", 1)[1].strip(), ""]
     if timings is None:
