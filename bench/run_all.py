@@ -26,6 +26,7 @@ BENCHMARKS = {
     "playbooks": ("playbook_bench.py", []),
     "failure": ("failure_bench.py", []),
     "storage": ("storage_bench.py", []),
+    "migration": ("migration_bench.py", []),
 }
 
 

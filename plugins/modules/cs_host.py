@@ -55,7 +55,9 @@ options:
     description:
       - V(present) adds the host or updates its tags and leaves its resource state alone.
       - V(enabled) and V(disabled) also set the resource state; V(enabled) takes a host out of maintenance.
-      - V(maintenance) prepares the host for maintenance and waits until it is in V(Maintenance).
+      - V(maintenance) prepares the host for maintenance and waits until it is in V(Maintenance); the engine
+        live-migrates the host's running guests to other hosts of its cluster first. A host left in
+        V(ErrorInPrepareForMaintenance) by an earlier attempt is taken out of it and tried again.
       - V(absent) puts the host into maintenance and deletes it.
     type: str
     choices: [present, absent, enabled, disabled, maintenance]
@@ -107,6 +109,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+migrated:
+  description: The guests that ran on the host when O(state=maintenance) put it into maintenance, and the host
+    the engine live-migrated each to.
+  returned: when the host went into maintenance
+  type: list
+  elements: dict
+  sample: [{"name": "web1", "id": "5d1c0e2a-9b8f-4c3e-8a2f-1d2e3f4a5b6c", "from": "kvm1", "to": "kvm2"}]
 host:
   description: The host as CloudStack holds it (before removal when O(state=absent)).
   returned: success
@@ -178,6 +187,22 @@ host:
     memory_total:
       description: Memory in bytes.
       type: int
+    memory_allocated:
+      description: Bytes of memory the host's guests are allocated.
+      type: int
+      sample: 4294967296
+    memory_with_overprovisioning:
+      description: Memory in bytes after the cluster's memory over-commit ratio.
+      type: str
+      sample: "8589934592"
+    cpu_allocated_mhz:
+      description: MHz of CPU the host's guests are allocated.
+      type: int
+      sample: 2000
+    cpu_with_overprovisioning:
+      description: CPU in MHz after the cluster's CPU over-commit ratio.
+      type: str
+      sample: "9600"
     version:
       description: Agent version.
       type: str
@@ -212,6 +237,14 @@ class Host(CloudStackResource):
     allocation_state_option = True
     state_field = "resource_state"
     state_values = {"enabled": "Enabled", "disabled": "Disabled", "maintenance": "Maintenance"}
+    # The guests the engine migrated away while this run put the host into maintenance.
+    migrated = None
+
+    def execute(self):
+        result = super(Host, self).execute()
+        if self.migrated is not None:
+            result["migrated"] = self.migrated
+        return result
 
     def find_filters(self):
         return {"zoneid": self.zone()["id"], "type": "Routing"}
@@ -264,13 +297,30 @@ class Host(CloudStackResource):
         return host
 
     def enter_maintenance(self, host):
+        if host.get("resourcestate") in MAINTENANCE_ERRORS:
+            # A maintenance that failed (a guest could not be migrated) is cancelled, then tried again.
+            host = self.unwrap(self.call("cancelHostMaintenance", id=host["id"]))
         if host.get("resourcestate") == "Disabled":
             # CloudStack has no Disabled -> PrepareForMaintenance transition.
             host = self.update_host(host, allocationstate="Enable")
+        running = []
         if host.get("resourcestate") not in ("PrepareForMaintenance", "Maintenance"):
+            running = [vm for vm in self.client.list("listVirtualMachines", "virtualmachine", hostid=host["id"],
+                                                     listall=True) if vm.get("state") == "Running"]
             host = self.unwrap(self.call("prepareHostForMaintenance", id=host["id"]))
-        return self.wait_for(host, lambda h: h.get("resourcestate") == "Maintenance", "resource state Maintenance",
+        host = self.wait_for(host, lambda h: h.get("resourcestate") == "Maintenance", "resource state Maintenance",
                              fail_states=MAINTENANCE_ERRORS)
+        self.migrated = self.where_they_went(host, running)
+        return host
+
+    def where_they_went(self, host, guests):
+        """[{name, id, from, to}] of `guests` that ran on `host` before its maintenance."""
+        if not guests:
+            return []
+        now = dict((vm["id"], vm) for vm in self.client.list(
+            "listVirtualMachines", "virtualmachine", ids=",".join(vm["id"] for vm in guests), listall=True))
+        return [{"name": vm["name"], "id": vm["id"], "from": host.get("name"),
+                 "to": now.get(vm["id"], {}).get("hostname")} for vm in guests]
 
     def update_host(self, host, **params):
         return self.unwrap(self.call("updateHost", id=host["id"], **params))

@@ -159,32 +159,68 @@ def test_hosts_go_into_maintenance_one_at_a_time_and_come_back(cloud):
         assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
 
 
-def test_running_guests_stop_the_run_with_what_to_do(cloud, api):
-    offering = api.listServiceOfferings(name="Small Instance")["serviceoffering"][0]
+def deployed(api, cloud, offering, host):
     template = api.listTemplates(templatefilter="executable", name=SIM_TEMPLATE,
                                  zoneid=cloud.zone["id"])["template"][0]
-    _answer, deployed = run_job(api, "deployVirtualMachine", serviceofferingid=offering["id"],
-                                templateid=template["id"], zoneid=cloud.zone["id"], hostid=cloud.hosts["kvm2"]["id"])
-    assert deployed["jobstatus"] == 1, deployed
-    vm = deployed["jobresult"]["virtualmachine"]
+    _answer, job = run_job(api, "deployVirtualMachine", serviceofferingid=offering["id"], templateid=template["id"],
+                           zoneid=cloud.zone["id"], hostid=cloud.hosts[host]["id"])
+    assert job["jobstatus"] == 1, job
+    return job["jobresult"]["virtualmachine"]
 
+
+def offering_of(api, unique, memory):
+    return api.createServiceOffering(name="m%d-%s" % (memory, unique), displaytext="%d MiB" % memory, cpunumber=1,
+                                     cpuspeed=500, memory=memory)["serviceoffering"]
+
+
+def destroyed(api, *vms):
+    for vm in vms:
+        _answer, job = run_job(api, "destroyVirtualMachine", id=vm["id"])
+        assert job["jobstatus"] == 1, job
+
+
+def test_running_guests_are_migrated_and_a_disabled_host_stays_disabled(cloud, api):
+    small = api.listServiceOfferings(name="Small Instance")["serviceoffering"][0]
+    vm = deployed(api, cloud, small, "kvm2")
+    api.updateHost(id=cloud.hosts["kvm3"]["id"], allocationstate="Disable")
+    succeeded(cloud.run())
+    jobs = cloud.maintenance_jobs()
+    assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs] == [
+        (cmd, name, 1) for name in ("kvm1", "kvm2", "kvm3") for cmd in (PREPARE, CANCEL)]
+    # Moved off kvm2 to the only other Enabled host, still running.
+    after = api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]
+    assert (after["state"], after["hostid"]) == ("Running", cloud.hosts["kvm1"]["id"])
+    assert cloud.states() == {"kvm1": ("Enabled", "Up"), "kvm2": ("Enabled", "Up"), "kvm3": ("Disabled", "Up")}
+    destroyed(api, vm)
+
+
+def test_guests_the_cluster_cannot_take_stop_the_run(cloud, api, unique):
+    # Guests almost as large as a host: the rest of the cluster cannot take kvm1's; no host goes.
+    big = offering_of(api, unique, 1600)
+    guests = [deployed(api, cloud, big, name) for name in ("kvm1", "kvm2", "kvm3")]
     run = cloud.run()
     assert run.returncode != 0, run.stdout[-5000:]
     output = " ".join(run.stdout.split())
-    assert ("host kvm2 (%s) cannot go into maintenance: guests run on it (%s) and the engine does not migrate "
-            "them. Stop them, or move them to another host with migrateVirtualMachine, then run again with "
-            "-l kvm2,kvm3. It is still in service; done before it: kvm1."
-            % (cloud.hosts["kvm2"]["ipaddress"], vm["name"])) in output, run.stdout[-5000:]
-    jobs = cloud.maintenance_jobs()
-    assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs] == [
-        (PREPARE, "kvm1", 1), (CANCEL, "kvm1", 1), (PREPARE, "kvm2", 2)]
-    assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
+    assert ("host kvm1 (%s) holds guests of 1600 MiB and 500 MHz; the other Up and Enabled hosts of cluster "
+            % cloud.hosts["kvm1"]["ipaddress"]) in output, output[-5000:]
+    assert "have 896 MiB and 3000 MHz unallocated" in output and "no host was touched" in output
+    assert cloud.maintenance_jobs() == []
+    destroyed(api, *guests)
 
-    _answer, stopped = run_job(api, "stopVirtualMachine", id=vm["id"])
-    assert stopped["jobstatus"] == 1, stopped
-    succeeded_rest = cloud.run("-l", "kvm2,kvm3")
-    assert succeeded_rest.returncode == 0, succeeded_rest.stdout[-8000:]
-    jobs = cloud.maintenance_jobs()
-    assert [(cmd, name, job["jobstatus"]) for cmd, name, job in jobs][3:] == [
-        (PREPARE, "kvm2", 1), (CANCEL, "kvm2", 1), (PREPARE, "kvm3", 1), (CANCEL, "kvm3", 1)]
+    # Room in the cluster as a whole, but on no single host: kvm1's guest cannot move.
+    mid, large = offering_of(api, unique, 1000), offering_of(api, unique, 1200)
+    stuck = deployed(api, cloud, large, "kvm1")
+    others = {name: deployed(api, cloud, mid, name) for name in ("kvm2", "kvm3")}
+    run = cloud.run()
+    assert run.returncode != 0, run.stdout[-5000:]
+    output = " ".join(run.stdout.split())
+    assert ("host kvm1 (%s) did not go into maintenance: " % cloud.hosts["kvm1"]["ipaddress"]) in output, output[-5000:]
+    assert "could not be migrated: %s: Unable to find a host" % stuck["instancename"] in output
+    assert cloud.states()["kvm1"] == ("ErrorInPrepareForMaintenance", "Up")
+
+    # With room on kvm2, the next run cancels the failed maintenance and moves every guest in turn.
+    destroyed(api, others["kvm2"])
+    succeeded(cloud.run())
     assert cloud.states() == {name: ("Enabled", "Up") for name in cloud.hosts}
+    for vm in (stuck, others["kvm3"]):
+        assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"] == "Running"

@@ -212,8 +212,12 @@ class IsolatedLibvirtd:
     and outside); `pid_file` is the path as seen inside the namespaces.
     """
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, settings: dict[str, str] | None = None, listen: bool = False):
+        """`settings`: libvirtd.conf lines added to the packaged ones (values as written there);
+        `listen`: start libvirtd with --listen (its TCP listener, as live migration needs)."""
         self.workdir = workdir
+        self.settings = dict(settings or {})
+        self.listen = listen
         self.config_file = workdir / "libvirtd.conf"
         self.defaults_file = workdir / "default-libvirtd"
         self.pid_file = ISOLATED_PID_FILE
@@ -237,7 +241,8 @@ class IsolatedLibvirtd:
     def _start(self) -> None:
         # Start from the packaged defaults whatever this machine's libvirtd was told before
         # (e.g. by a local cloud): the settings libvirt_tcp manages are left out.
-        self.config_file.write_text(_without_listen_settings(SYSTEM_CONFIG.read_text()))
+        self.config_file.write_text(_without_listen_settings(SYSTEM_CONFIG.read_text())
+                                    + "".join("%s = %s\n" % item for item in self.settings.items()))
         defaults = Path("/etc/default/libvirtd")
         self.defaults_file.write_text(_without_listen_settings(defaults.read_text()) if defaults.exists() else "")
         for directory in PRIVATE_DIRS:
@@ -261,7 +266,8 @@ class IsolatedLibvirtd:
                 raise LibvirtdError("namespace holder did not come up: %s" % (self.holder.stderr.read() or "timeout"))
             time.sleep(0.05)
         self.run([_sbin("virtlogd"), "--daemon", "--pid-file", ISOLATED_VIRTLOGD_PID_FILE])
-        self.run([_sbin("libvirtd"), "--daemon", "--config", str(self.config_file), "--pid-file", self.pid_file])
+        self.run([_sbin("libvirtd"), "--daemon", *(["--listen"] if self.listen else []), "--config",
+                  str(self.config_file), "--pid-file", self.pid_file])
         wait_until_answers(self.uri, wrap=self.nsenter_prefix())
 
     def stop(self) -> None:

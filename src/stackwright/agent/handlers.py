@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from stackwright.agent.errors import AgentError, UnsupportedCommand
@@ -58,6 +58,9 @@ class HandlerContext:
         self._storage_factory = storage_factory
         self._storage: StorageDriver | None = None
         self._storage_lock = threading.Lock()
+        # Migrations under way, by guest name: a repeated MigrateVm waits for the running one.
+        self._migrations: dict[str, Future[m.VmState]] = {}
+        self._migrations_lock = threading.Lock()
 
     @property
     def storage(self) -> StorageDriver:
@@ -73,6 +76,30 @@ class HandlerContext:
         if pool.mode == "auto" and self.storage_mode != "auto":
             return dataclasses.replace(pool, mode=self.storage_mode)
         return pool
+
+    def migrate(self, command: m.MigrateVm) -> m.VmState:
+        """Run one migration of a guest at a time; a request for a guest already migrating
+        gets that migration's outcome."""
+        with self._migrations_lock:
+            running = self._migrations.get(command.name)
+            mine = running is None
+            if mine:
+                running = self._migrations[command.name] = Future()
+        if not mine:
+            log.info("migration of %s is under way; waiting for it", command.name)
+            return running.result()
+        try:
+            state = self.hypervisor.migrate(command.name, command.address, command.guid, command.vnc_listen,
+                                            command.timeout)
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        else:
+            running.set_result(state)
+            return state
+        finally:
+            with self._migrations_lock:
+                self._migrations.pop(command.name, None)
 
     def vm_states(self) -> dict[str, m.VmState]:
         return self.hypervisor.list_vms()
@@ -118,6 +145,17 @@ def reboot_vm(ctx: HandlerContext, command: m.RebootVm) -> m.Answer:
 @handles(m.QueryVm)
 def query_vm(ctx: HandlerContext, command: m.QueryVm) -> m.Answer:
     return m.VmStateAnswer(name=command.name, state=ctx.hypervisor.query(command.name))
+
+
+@handles(m.PrepareForMigration)
+def prepare_for_migration(ctx: HandlerContext, command: m.PrepareForMigration) -> m.Answer:
+    ctx.hypervisor.prepare_migration(command.spec)
+    return m.Ack()
+
+
+@handles(m.MigrateVm)
+def migrate_vm(ctx: HandlerContext, command: m.MigrateVm) -> m.Answer:
+    return m.VmStateAnswer(name=command.name, state=ctx.migrate(command))
 
 
 @handles(m.AttachPool)

@@ -392,3 +392,34 @@ class DeleteVolume(Request):
 
     pool: PoolSpec
     name: str
+
+
+@dataclass(kw_only=True)
+class PrepareForMigration(Request):
+    """The destination of a live migration checks it can take the guest (its bridges, its
+    memory, no other copy of it) and clears a stale definition of it; nothing is started."""
+
+    answer: ClassVar[type[Answer]] = Ack
+    secret_fields: ClassVar[tuple[str, ...]] = ("spec.vnc_password",)
+
+    spec: VmSpec
+
+
+@dataclass(kw_only=True)
+class MigrateVm(Request):
+    """Live-migrate a running guest to another host; the answer is the guest's state on the
+    source afterwards (Stopped: it left). A second request for a guest whose migration is
+    under way waits for that one instead of starting another.
+
+    ``address`` is the destination's address on the migration network (its libvirtd listens
+    there, ``qemu+tcp://<address>/system``); ``guid`` names the destination host, which is how
+    simulated hosts find each other; ``vnc_listen`` is the console address on the destination.
+    """
+
+    answer: ClassVar[type[Answer]] = VmStateAnswer
+
+    name: str
+    address: str
+    guid: str
+    vnc_listen: str = "127.0.0.1"
+    timeout: float = 300.0

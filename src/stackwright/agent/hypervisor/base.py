@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from stackwright.agent.errors import UnsupportedCommand
+
 # The value types travel between engine and agent, so the protocol owns them;
 # drivers take and return exactly those objects.
 from stackwright.protocol.messages import (
@@ -100,6 +102,16 @@ class HypervisorDriver(ABC):
     @abstractmethod
     def list_vms(self) -> dict[str, VmState]:
         """Return every guest the hypervisor knows, by instance name."""
+
+    def prepare_migration(self, spec: VmSpec) -> None:
+        """As the destination of a live migration: check the guest can run here (bridges,
+        memory) and no copy of it runs here; forget a stale stopped definition of it."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot receive live migrations")
+
+    def migrate(self, name: str, address: str, guid: str, vnc_listen: str, timeout: float) -> VmState:
+        """Live-migrate running guest ``name`` to the host at ``address`` (``guid``); its
+        state here afterwards (``STOPPED``: it left). On failure it keeps running here."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot live-migrate guests")
 
     def close(self) -> None:  # noqa: B027 - optional: drivers without connections keep this
         """Release connections held by the driver."""

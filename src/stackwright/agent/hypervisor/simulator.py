@@ -8,15 +8,22 @@ guest when the host's memory is exhausted, so capacity mistakes show up.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec, VmNotFound
 from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState
 
 SIMULATOR_VERSION = "1.0"
+
+# The simulated migration network: every simulator driver of this process by its hostname
+# (a simulated host's guid), so one can hand a running guest to another.
+_PEERS: weakref.WeakValueDictionary[str, SimulatorDriver] = weakref.WeakValueDictionary()
+_PEERS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -55,6 +62,8 @@ class SimulatorDriver(HypervisorDriver):
         self.bridges = list(bridges)
         self._guests: dict[str, _Guest] = {}
         self._lock = threading.Lock()
+        with _PEERS_LOCK:
+            _PEERS[self.hostname] = self
 
     def host_info(self) -> HostInfo:
         return HostInfo(
@@ -92,12 +101,7 @@ class SimulatorDriver(HypervisorDriver):
             guest = self._guests.get(spec.name)
             if guest is not None and guest.state is VmState.RUNNING:
                 return VmState.RUNNING
-            used_mb = sum(g.spec.memory_mb for g in self._guests.values() if g.state is VmState.RUNNING)
-            if used_mb + spec.memory_mb > self.memory_mb:
-                raise InsufficientCapacity(
-                    f"VM {spec.name}: needs {spec.memory_mb} MiB but host {self.hostname} has "
-                    f"{self.memory_mb - used_mb} MiB free of {self.memory_mb} MiB"
-                )
+            self._check_room(spec)
             boots = guest.boots if guest else 0
             self._guests[spec.name] = _Guest(spec=spec, state=VmState.RUNNING, boots=boots + 1)
             return VmState.RUNNING
@@ -123,6 +127,57 @@ class SimulatorDriver(HypervisorDriver):
     def list_vms(self) -> dict[str, VmState]:
         with self._lock:
             return {name: guest.state for name, guest in self._guests.items()}
+
+    # -- live migration, in simulation: the same rules as libvirt's ------------------------
+
+    def prepare_migration(self, spec: VmSpec) -> None:
+        with self._lock:
+            self._check_room(spec, incoming=True)
+            guest = self._guests.get(spec.name)
+            if guest is not None and guest.state is not VmState.RUNNING:
+                del self._guests[spec.name]
+
+    def migrate(self, name: str, address: str, guid: str, vnc_listen: str, timeout: float) -> VmState:
+        with _PEERS_LOCK:
+            peer = _PEERS.get(guid)
+        if peer is None:
+            raise HypervisorError(f"unable to migrate {name}: cannot connect to destination host {guid} at {address}")
+        if peer is self:
+            raise HypervisorError(f"unable to migrate {name}: the destination is this host")
+        with self._lock:
+            guest = self._require(name)
+            if guest.state is not VmState.RUNNING:
+                raise HypervisorError(f"unable to migrate {name}: it is not running on host {self.hostname}")
+            del self._guests[name]
+        try:
+            peer._receive(guest, vnc_listen)
+        except Exception:
+            with self._lock:
+                self._guests[name] = guest      # it never left
+            raise
+        return VmState.STOPPED
+
+    def _receive(self, guest: _Guest, vnc_listen: str) -> None:
+        with self._lock:
+            self._check_room(guest.spec, incoming=True)
+            spec = dataclasses.replace(guest.spec, vnc_listen=vnc_listen)
+            # The same guest goes on running: no boot.
+            self._guests[spec.name] = _Guest(spec=spec, state=VmState.RUNNING, boots=guest.boots)
+
+    def _check_room(self, spec: VmSpec, incoming: bool = False) -> None:
+        """Raise unless a guest `spec` fits next to the running ones (lock held)."""
+        guest = self._guests.get(spec.name)
+        if incoming and guest is not None and guest.state is VmState.RUNNING:
+            raise HypervisorError(f"VM {spec.name} already runs on host {self.hostname}")
+        missing = sorted({nic.bridge for nic in spec.nics} - set(self.bridges))
+        if incoming and missing:
+            raise HypervisorError(f"VM {spec.name}: host {self.hostname} has no bridge {', '.join(missing)}")
+        used_mb = sum(g.spec.memory_mb for g in self._guests.values() if g.state is VmState.RUNNING)
+        if used_mb + spec.memory_mb > self.memory_mb:
+            raise InsufficientCapacity(
+                f"VM {spec.name}: needs {spec.memory_mb} MiB but host {self.hostname} has "
+                f"{self.memory_mb - used_mb} MiB free of {self.memory_mb} MiB"
+            )
 
     def boot_count(self, name: str) -> int:
         """How often a guest was booted (start or reboot); lets tests see that nothing restarted it."""

@@ -6,8 +6,10 @@ from ..api.listing import listed
 from ..api.params import Boolean, List, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import date, ratio
-from ..persistence.models import Cluster, Host, Pod, Zone
+from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone
+from ..services import migration
 from ..services.capacity import decimal, host_capacity, percent
+from ..services.steps import DbStep
 
 HOST_FIELDS = (
     ("id", "the ID of the host"), ("name", "the name of the host"),
@@ -224,8 +226,14 @@ def reconnect_host(ctx, p):
 @api_command("prepareHostForMaintenance", response="host", async_job=True, instance_type="Host",
              fields=HOST_FIELDS, params=[Param("id", Uuid(Host), required=True, description="the host ID")])
 def prepare_host_for_maintenance(ctx, p):
-    """Prepares a host for maintenance."""
-    return _one_host(ctx, ctx.hosts.prepare_maintenance(p.id))
+    """Prepares a host for maintenance: its running guests are live-migrated to other hosts of its cluster."""
+    host_id = p.id.id
+    yield from migration.prepare_maintenance(host_id)
+    return (yield DbStep(_host_result, host_id))
+
+
+def _host_result(ctx, host_id):
+    return render_hosts(ctx, ctx.hosts.view_rows([host_id]))[0]
 
 
 @api_command("cancelHostMaintenance", response="host", async_job=True, instance_type="Host",
@@ -252,3 +260,29 @@ def cancel_host_maintenance(ctx, p):
 def list_hosts(ctx, p):
     """Lists hosts."""
     return listed(ctx.hosts.list_page(p), render_many=lambda rows: render_hosts(ctx, rows))
+
+
+@api_command("findHostsForMigration", response="host", fields=HOST_FIELDS + (
+    ("suitableformigration", "true if this host is suitable (has enough capacity and satisfies all conditions "
+                             "like hosttags, max guests vm limit etc) to migrate a VM to it , false otherwise",
+     "boolean"),
+    ("requiresStorageMotion", "true if migrating a vm to this host requires storage motion, false otherwise",
+     "boolean"),
+    ("notsuitablereason", "why the host is not suitable for the migration"),
+), params=[
+    Param("virtualmachineid", Uuid(VmInstance), required=True,
+          description="find hosts to which this VM can be migrated and flag the hosts with enough CPU/RAM to host it"),
+])
+def find_hosts_for_migration(ctx, p):
+    """Find hosts suitable for migrating a virtual machine."""
+    found = migration.candidates(ctx, p.virtualmachineid)
+    views = {row["id"]: row for row in render_hosts(ctx, ctx.hosts.view_rows([h.id for h, _why in found]))}
+    hosts = []
+    for host, why in found:
+        view = dict(views[host.uuid], suitableformigration=why is None, requiresStorageMotion=False)
+        if why is not None:
+            view["notsuitablereason"] = why
+        hosts.append(view)
+    # Suitable hosts first, as CloudStack lists them.
+    hosts.sort(key=lambda v: not v["suitableformigration"])
+    return ListResult(hosts, len(hosts))

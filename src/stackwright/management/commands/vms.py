@@ -8,7 +8,7 @@ returns, and the job starts it. The other changes are async jobs whose result is
 from ..api.listing import listed
 from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import api_command
-from ..errors import PermissionDenied
+from ..errors import InvalidParameterValue, PermissionDenied
 from ..formatting import compact, date
 from ..persistence.models import (
     Cluster,
@@ -16,10 +16,12 @@ from ..persistence.models import (
     Host,
     Pod,
     ServiceOffering,
+    StoragePool,
     Template,
     VmInstance,
     Zone,
 )
+from ..services import migration
 from ..services import vm_lifecycle as lifecycle
 from ..services.queries import by_id, by_uuid
 from ..services.steps import DbStep
@@ -237,3 +239,27 @@ def destroy_virtual_machine(ctx, p):
 def list_virtual_machines(ctx, p):
     """List the virtual machines owned by the account."""
     return listed(VmQueries(ctx).list_page(p, given(p, "haenable")), render_many=lambda vms: render_vms(ctx, vms))
+
+
+@api_command(
+    "migrateVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
+    fields=VM_FIELDS, cmd_class="org.apache.cloudstack.api.command.admin.vm.MigrateVMCmd", params=[
+        Param("virtualmachineid", Uuid(VmInstance), required=True, description="the ID of the virtual machine"),
+        Param("hostid", Uuid(Host), description="Destination Host ID to migrate VM to; without it, a host of the "
+                                                "VM's cluster is chosen"),
+        Param("autoselect", Boolean(), default=True,
+              description="Automatically select a destination host which do not require storage migration, if "
+                          "hostId and storageId are not specified. false by default"),
+        Param("storageid", Uuid(StoragePool), description="Destination storage pool ID to migrate VM volumes to; "
+                                                        "not supported: the VM's disk stays on shared storage"),
+    ])
+def migrate_virtual_machine(ctx, p):
+    """Attempts Migration of a VM to a different host or Root volume of the vm to a different storage pool"""
+    vm_id = p.virtualmachineid.id
+    if p.storageid is not None:
+        raise InvalidParameterValue("Storage migration is not supported: the VM's disk stays on its shared "
+                                    "primary storage; migrate without storageid")
+    if p.hostid is None and not p.autoselect:
+        raise InvalidParameterValue("Either hostid or autoselect=true is required to migrate a VM")
+    yield from migration.migrate_vm(vm_id, _id(p.hostid))
+    return (yield DbStep(_view, vm_id))

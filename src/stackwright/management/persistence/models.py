@@ -325,6 +325,8 @@ class VmInstance(Entity, Base):
     zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
     host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), nullable=True)
     last_host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), nullable=True)
+    # While Migrating: the destination, whose capacity the guest holds as well.
+    migration_host_id: Mapped[int | None] = mapped_column(ForeignKey("host.id"), nullable=True, index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
     domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
     service_offering_id: Mapped[int] = mapped_column(ForeignKey("service_offering.id"))

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
 from .configuration import CLUSTER_DETAIL_OF
-from .vms import HOLDING_CAPACITY
+from .vms import HOLDING_CAPACITY, MIGRATING
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -151,14 +151,27 @@ class CapacityService:
         return self._allocations(by.in_(list(ids)), by)
 
     def _allocations(self, which: ColumnElement[bool], by: SQLColumnExpression[int]) -> dict[int, Allocation]:
+        sums = (func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
         rows = self.session.execute(
-            select(by, func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
+            select(by, *sums)
             .join(Host, Host.id == VmInstance.host_id)
             .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
             .group_by(by)
         ).all()
-        # SUM() is a Decimal on MySQL.
-        return {key: Allocation(int(cpu or 0), int(memory or 0) * 1024 * 1024) for key, cpu, memory in rows}
+        # A migrating guest holds its destination's capacity too, until it has moved.
+        rows += self.session.execute(
+            select(by, *sums)
+            .join(Host, Host.id == VmInstance.migration_host_id)
+            .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
+            .group_by(by)
+        ).all()
+        allocations: dict[int, Allocation] = {}
+        for key, cpu, memory in rows:
+            # SUM() is a Decimal on MySQL.
+            held = allocations.setdefault(key, Allocation())
+            held.cpu_mhz += int(cpu or 0)
+            held.memory_bytes += int(memory or 0) * 1024 * 1024
+        return allocations
 
     def host_allocations(self, host_ids: Collection[int]) -> dict[int, Allocation]:
         return self.allocations(Host.id, host_ids)
@@ -199,10 +212,12 @@ class CapacityService:
         return {h.id: host_capacity(h.cpus, h.cpu_speed, h.memory_bytes, ratios[h.cluster_id], used.get(h.id))
                 for h in hosts}
 
-    def cluster_capacities(self, clusters: Mapping[int, Cluster]) -> dict[int, Capacity]:
+    def cluster_capacities(self, clusters: Mapping[int, Cluster], usable_only: bool = False) -> dict[int, Capacity]:
         """{cluster id: Capacity} of the Up and Enabled hosts of `clusters` (id -> Cluster) taken
-        together, against what guests hold on any of the clusters' hosts. A cluster without
-        such hosts has no entry."""
+        together, against what guests hold on any of the clusters' hosts (with `usable_only`,
+        on those Up and Enabled hosts only: what placement's thresholds measure, so that the
+        guests of a host being drained do not count twice). A cluster without such hosts has
+        no entry."""
         if not clusters:
             return {}
         counted = select(
@@ -211,7 +226,10 @@ class CapacityService:
             Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
             Host.state == "Up", Host.resource_state == "Enabled",
         ).group_by(Host.cluster_id)
-        used = self.allocations(Host.cluster_id, list(clusters))
+        which = Host.cluster_id.in_(list(clusters))
+        if usable_only:
+            which = which & (Host.state == "Up") & (Host.resource_state == "Enabled")
+        used = self._allocations(which, Host.cluster_id)
         # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
         return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
                                      used.get(cluster_id, _NOTHING))

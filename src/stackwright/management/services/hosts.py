@@ -371,8 +371,9 @@ class HostService:
 
     # maintenance
 
-    def prepare_maintenance(self, host):
-        """PrepareForMaintenance, then Maintenance once no guest runs on the host."""
+    def begin_maintenance(self, host):
+        """PrepareForMaintenance: no new guests come; returns the running guests to migrate away
+        (services/migration.py ends it in Maintenance or ErrorInPrepareForMaintenance)."""
         self._live(host)
         state = host.resource_state
         if state in (PREPARE, MAINTENANCE, ERROR_IN_PREPARE):
@@ -400,18 +401,14 @@ class HostService:
                 "There are VMs in transition or error state on host %s: %s; wait for them to settle or "
                 "repair them first" % (host.name, ", ".join(unsettled))
             )
-        if guests:
-            # The engine does not move guests on its own; nothing changes until they are gone.
-            self._maintenance_failure(
-                "VMs still run on host %s: %s; migrate them (migrateVirtualMachine) or stop them first"
-                % (host.name, ", ".join(name for name, _state in guests))
-            )
         host.resource_state = PREPARE
         self.session.flush()
-        host.resource_state = MAINTENANCE
-        self.session.flush()
-        self.ctx.event("MAINT.PREPARE", "Host %s is in maintenance" % host.name, host.uuid)
-        return host
+        self.ctx.event("MAINT.PREPARE", "Host %s is in %s: %d running VM(s) to migrate" % (
+            host.name, PREPARE, len(guests)), host.uuid)
+        return self.session.execute(
+            select(VmInstance).where(VmInstance.host_id == host.id, VmInstance.removed.is_(None),
+                                     VmInstance.state == RUNNING).order_by(VmInstance.id)
+        ).scalars().all()
 
     def _guests_on(self, host):
         """(name, state) of the guests that occupy `host`: anything not Stopped or gone."""

@@ -163,7 +163,7 @@ class Planner:
         by_host = capacity.host_capacities(hosts, clusters)
         thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
         by_cluster = capacity.cluster_capacities(
-            {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}) if thresholds_on else {}
+            {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}, usable_only=True) if thresholds_on else {}
         fitting, shortfalls = [], []
         for h in hosts:
             c = clusters[h.cluster_id]
@@ -183,6 +183,15 @@ class Planner:
             return [], (f"no host has {demand.cpu_number} x {demand.cpu_speed} MHz CPU and "
                         f"{size_text(demand.memory_bytes)} of memory unallocated ({'; '.join(shortfalls[:5])})")
         return fitting, None
+
+    def shortfall(self, host: Host, demand: Demand, lock: bool = False) -> str | None:
+        """Why `host` (its cluster's ratios and thresholds) cannot take `demand` now, or None;
+        with `lock`, its row is locked first, as a plan locks the host it chose."""
+        cluster = self.session.get(Cluster, host.cluster_id)
+        if lock:
+            self.session.execute(select(Host.id).where(Host.id == host.id).with_for_update())
+        fitting, why = self._with_capacity([host], {cluster.id: cluster}, demand)
+        return None if fitting else why
 
     def _still_fits(self, host: Host, clusters: Mapping[int, Cluster], demand: Demand) -> bool:
         """Lock the chosen host's row and check its capacity again: a concurrent plan (MySQL)

@@ -69,6 +69,30 @@ def test_maintenance_error_state_fails(run_module, recorded_api):
     assert result["msg"] == "host 'kvm1' went to ErrorInPrepareForMaintenance instead of resource state Maintenance"
 
 
+def test_maintenance_reports_where_the_guests_went(run_module, recorded_api):
+    vm = {"id": "0b9a6c1e-5555-4c3e-8a2f-1d2e3f4a5b6c", "name": "web1", "state": "Running", "hostname": "kvm1"}
+    stopped = dict(vm, id="0b9a6c1e-6666-4c3e-8a2f-1d2e3f4a5b6c", name="db1", state="Stopped")
+    api = recorded_api(
+        lists={"listZones": [ZONE], "listHosts": host_lists("Enabled", "Maintenance"),
+               "listVirtualMachines": lambda params: ([dict(vm, hostname="kvm2")] if "ids" in params
+                                                      else [vm, stopped])},
+        answers={"prepareHostForMaintenance": {"host": dict(HOST, resourcestate="PrepareForMaintenance")}})
+    result = run_module(cs_host.main, {"name": "kvm1", "zone": "z1", "state": "maintenance"})
+    assert api.changes() == [("prepareHostForMaintenance", {"id": HOST["id"]})]
+    assert result["migrated"] == [{"name": "web1", "id": vm["id"], "from": "kvm1", "to": "kvm2"}]
+
+
+def test_a_failed_maintenance_is_cancelled_and_tried_again(run_module, recorded_api):
+    api = recorded_api(
+        lists={"listZones": [ZONE], "listHosts": host_lists("ErrorInPrepareForMaintenance", "Maintenance")},
+        answers={"cancelHostMaintenance": {"host": dict(HOST, resourcestate="Enabled")},
+                 "prepareHostForMaintenance": {"host": dict(HOST, resourcestate="Maintenance")}})
+    result = run_module(cs_host.main, {"name": "kvm1", "zone": "z1", "state": "maintenance"})
+    assert api.changes() == [("cancelHostMaintenance", {"id": HOST["id"]}),
+                             ("prepareHostForMaintenance", {"id": HOST["id"]})]
+    assert result["host"]["resource_state"] == "Maintenance"
+
+
 def test_maintenance_wait_is_bounded(run_module, recorded_api):
     recorded_api(lists={"listZones": [ZONE], "listHosts": host_lists("Enabled", "PrepareForMaintenance")},
                  answers={"prepareHostForMaintenance": {"host": dict(HOST, resourcestate="PrepareForMaintenance")}})

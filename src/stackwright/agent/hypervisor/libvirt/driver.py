@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 
-from stackwright.agent.errors import HypervisorError, InvalidSpec
+from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec
 from stackwright.agent.hypervisor.base import (
     DiskSpec,
     FileSource,
@@ -243,6 +243,39 @@ class LibvirtDriver(HypervisorDriver):
 
     def list_vms(self) -> dict[str, VmState]:
         return {guest.name: guest.state for guest in (Guest(self.host, d) for d in self.host.list_domains())}
+
+    # -- live migration ----------------------------------------------------
+
+    def prepare_migration(self, spec: VmSpec) -> None:
+        self.domain_xml(spec)       # a spec this host would refuse fails here, not halfway
+        missing = sorted({nic.bridge for nic in spec.nics} - set(list_bridges()))
+        if missing:
+            raise HypervisorError(f"cannot receive {spec.name}: this host has no bridge {', '.join(missing)}")
+        _total, free = self.host.memory()
+        if spec.memory_mb << 20 > free:
+            raise InsufficientCapacity(f"cannot receive {spec.name}: it needs {spec.memory_mb} MiB and this host "
+                                       f"has {free >> 20} MiB free")
+        existing = self.host.find_domain(spec.name)
+        if existing is not None:
+            leftover = Guest(self.host, existing)
+            if leftover.is_active:
+                raise HypervisorError(f"cannot receive {spec.name}: a copy of it runs on this host already")
+            leftover.undefine()
+
+    def migrate(self, name: str, address: str, guid: str, vnc_listen: str, timeout: float) -> VmState:
+        guest = Guest(self.host, self.host.get_domain(name))
+        if not guest.is_active:
+            raise HypervisorError(f"cannot migrate {name}: it is not running on this host")
+        # A migration that takes longer than the engine waits is cancelled: the guest stays here.
+        watchdog = threading.Timer(timeout, guest.abort_job)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            guest.migrate(address, vnc_listen)
+        finally:
+            watchdog.cancel()
+        domain = self.host.find_domain(name)
+        return Guest(self.host, domain).state if domain is not None else VmState.STOPPED
 
     def close(self) -> None:
         self.host.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 
@@ -11,6 +12,11 @@ from stackwright.agent.hypervisor.base import VmState
 from stackwright.agent.hypervisor.libvirt.host import Host
 
 log = logging.getLogger(__name__)
+
+# A live migration: the guest keeps running; libvirt on the source drives it (peer to peer),
+# the destination keeps the definition and the source forgets it.
+MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
 
 # Libvirt domain states in CloudStack's words.
 STATES = {
@@ -98,3 +104,38 @@ class Guest:
     def xml(self) -> str:
         with self.host.errors(f"read definition of {self.name}"):
             return self.domain.XMLDesc(0)
+
+    def migratable_xml(self, vnc_listen: str) -> str:
+        """The definition the destination gets: this one, with its consoles listening there."""
+        with self.host.errors(f"read definition of {self.name}"):
+            text = self.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+        root = ET.fromstring(text)
+        for graphics in root.iter("graphics"):
+            if "listen" in graphics.attrib:
+                graphics.set("listen", vnc_listen)
+            for listen in graphics.iter("listen"):
+                if listen.get("type") == "address":
+                    listen.set("address", vnc_listen)
+        return ET.tostring(root, encoding="unicode")
+
+    def migrate(self, address: str, vnc_listen: str) -> None:
+        """Live-migrate to the libvirtd listening on ``address`` (TCP), migration data over TCP
+        to the same address; blocks until it is done or failed (then the guest runs on here)."""
+        params = {
+            libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{_uri_host(address)}",
+            libvirt.VIR_MIGRATE_PARAM_DEST_XML: self.migratable_xml(vnc_listen),
+        }
+        with self.host.errors(f"migrate {self.name} to {address}"):
+            self.domain.migrateToURI3(f"qemu+tcp://{_uri_host(address)}/system", params, MIGRATE_FLAGS)
+        log.info("migrated domain %s to %s", self.name, address)
+
+    def abort_job(self) -> None:
+        """Cancel a migration under way (the guest stays here)."""
+        try:
+            self.domain.abortJob()
+        except libvirt.libvirtError as exc:
+            log.info("could not abort the job of %s: %s", self.name, exc)
+
+
+def _uri_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
