@@ -71,7 +71,7 @@ def parse_size(url, defaults):
             value = None
         if value is None or not minimum <= value <= maximum:
             raise SimulatorUrlError(
-                "invalid %s=%s in Simulator host URL %s; expected a whole number from %d to %d"
+                "invalid %s=%s in Simulator host URL %s; expected a whole number from %s to %s"
                 % (name, raw, url, minimum, maximum)
             )
         values[name] = value

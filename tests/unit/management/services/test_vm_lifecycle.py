@@ -196,8 +196,8 @@ def test_a_guest_that_may_run_on_a_silent_host_is_started_elsewhere_only_once_it
         ctx, db, world, agents, quick_polls):
     first, second = world.host(), world.host()
     pool = world.pool()
-    first_driver, _ = agents.add(first.guid)
-    second_driver, _ = agents.add(second.guid)
+    first_driver, _channel = agents.add(first.guid)
+    second_driver, _channel = agents.add(second.guid)
     agents.cut_after_start.add(first.guid)
     first_id = first.id
     vm = resumed_on(ctx, world, first, pool)
@@ -218,8 +218,8 @@ def test_a_silent_host_whose_agent_returns_stops_the_guest_before_it_starts_else
         ctx, world, agents, quick_polls):
     first, second = world.host(), world.host()
     pool = world.pool()
-    first_driver, _ = agents.add(first.guid)
-    second_driver, _ = agents.add(second.guid)
+    first_driver, _channel = agents.add(first.guid)
+    second_driver, _channel = agents.add(second.guid)
     agents.cut_after_start.add(first.guid)
     vm = resumed_on(ctx, world, first, pool)
     later(0.5, lambda: agents.unreachable.discard(first.guid))
