@@ -33,9 +33,11 @@ PYTEST_ARGS ?=
 
 # The molecule scenarios run in a pytest session of their own, after the rest: they bring
 # up nfs-ganesha on 127.0.0.1:2049 like the NFS fixture does, and only one can hold it.
+# Then the collection's own checks: ansible-test sanity and the linters; any finding fails.
 test: venv collection
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) tests --ignore=tests/molecule
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) --timeout=$(MOLECULE_TIMEOUT) $(PYTEST_ARGS) tests/molecule
+	@$(MAKE) --no-print-directory sanity lint
 
 # Benchmarks (bench/) and fault tests (tests/faults/): each records its figures in its own
 # section of docs/benchmarks.md or docs/reliability.md. Both are bounded; see those files.
@@ -48,9 +50,11 @@ faults: venv collection
 unit: venv
 	$(VENV_PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) tests/unit
 
+# ansible-lint reads .ansible-lint and lints every Ansible file of the repository: roles,
+# playbooks, inventories, molecule, the integration targets, galaxy.yml, meta/ and changelogs/.
 lint: venv collection
-	$(VENV)/bin/ruff check src plugins tests
-	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint --profile production roles playbooks molecule
+	$(VENV)/bin/ruff check src plugins tests bench docs
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint --profile production
 
 # ansible-test sanity on a scratch copy of the collection (see scripts/sanity.sh).
 # Extra ansible-test arguments, e.g. make sanity SANITY_ARGS='--test pep8 --test pylint'

@@ -50,7 +50,7 @@ def main() -> int:
     print("\n| benchmark | exit status | wall time |\n| --- | --- | --- |")
     for name, status, seconds in results:
         print("| %s | %d | %.0f s |" % (name, status, seconds))
-    return 1 if any(status for _, status, _ in results) else 0
+    return 1 if any(status for _name, status, _seconds in results) else 0
 
 
 if __name__ == "__main__":

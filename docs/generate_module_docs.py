@@ -1,8 +1,10 @@
-"""Generate docs/modules/<module>.md from each module's DOCUMENTATION, EXAMPLES and RETURN.
+"""Generate docs/modules/<module>.md from what `ansible-doc --json` reports for each module.
 
-Doc fragments named in extends_documentation_fragment are merged the way ansible-doc
-merges them. Run without arguments to write the files, with --check to fail when
-the committed reference is out of date.
+ansible-doc loads the modules the way Ansible does, with their doc fragments merged and
+their documentation validated, so the reference says what `ansible-doc` says. Ansible's
+markup (C(), O(), V(), M(), ...) is turned into Markdown by antsibull-docs-parser. Run
+without arguments to write the files, with --check to fail when the committed reference
+is out of date.
 
     python docs/generate_module_docs.py [--check]
 """
@@ -10,88 +12,71 @@ the committed reference is out of date.
 from __future__ import annotations
 
 import argparse
-import ast
-import re
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+from antsibull_docs_parser import dom
+from antsibull_docs_parser.md import to_md
+from antsibull_docs_parser.parser import Context, parse
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ROOT / "plugins" / "modules"
-FRAGMENTS = ROOT / "plugins" / "doc_fragments"
 OUT = ROOT / "docs" / "modules"
-COLLECTION = "stackwright.cloudstack"
-MARKUP = re.compile(r"\b(RV|O|V|C|E|I|B|M|U)\(([^)]*)\)")
+BIN = Path(sys.executable).parent
+GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+COLLECTION = "%s.%s" % (GALAXY["namespace"], GALAXY["name"])
+TIMEOUT = 300
 
 
-def string_constants(path):
-    """Top-level and class-level string assignments of a Python file, without importing it."""
-    found = {}
-    tree = ast.parse(path.read_text(), str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    found[target.id] = node.value.value
-    return found
+class Links:
+    """Links of M() and of plugin references: this collection's modules are pages beside this one."""
+
+    def plugin_link(self, plugin):
+        if plugin.type == "module" and plugin.fqcn.startswith(COLLECTION + "."):
+            return "%s.md" % plugin.fqcn.rsplit(".", 1)[-1]
+        return None
+
+    def plugin_option_like_link(self, plugin, entrypoint, what, name, current_plugin):
+        return None
 
 
-def fragment(name):
-    """DOCUMENTATION of `namespace.collection.file[.variable]`, parsed."""
-    parts = name.split(".")
-    if ".".join(parts[:2]) == COLLECTION:
-        source, parts = FRAGMENTS / ("%s.py" % parts[2]), parts[3:]
-    else:
-        # ansible-core's own fragments (ansible.builtin.<file> or a bare <file>).
-        import ansible.plugins.doc_fragments as core_fragments
-
-        parts = parts[2:] if parts[:2] == ["ansible", "builtin"] else parts
-        source, parts = Path(core_fragments.__file__).parent / ("%s.py" % parts[0]), parts[1:]
-    variable = parts[0].upper() if parts else "DOCUMENTATION"
-    return yaml.safe_load(string_constants(source)[variable])
-
-
-def merge(doc, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict):
-            merged = dict(value)
-            merged.update(doc.get(key) or {})
-            doc[key] = merged
-        elif isinstance(value, list):
-            doc[key] = list(doc.get(key) or []) + value
-        else:
-            doc.setdefault(key, value)
+def ansible_doc(*args):
+    """`ansible-doc --json -t module ARGS` with this tree as the collection, parsed."""
+    with tempfile.TemporaryDirectory(prefix="module-docs.") as scratch:
+        home = Path(scratch, "ansible_collections", GALAXY["namespace"])
+        home.mkdir(parents=True)
+        (home / GALAXY["name"]).symlink_to(ROOT)
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=scratch, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="false")
+        done = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *args], env=env, cwd=scratch,
+                              capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise SystemExit("ansible-doc %s failed:\n%s%s" % (" ".join(args), done.stdout, done.stderr))
+    return json.loads(done.stdout)
 
 
-def load_module(path):
-    constants = string_constants(path)
-    doc = yaml.safe_load(constants["DOCUMENTATION"])
-    for name in doc.pop("extends_documentation_fragment", []):
-        merge(doc, fragment(name))
-    return doc, constants["EXAMPLES"].strip(), yaml.safe_load(constants["RETURN"]) or {}
+def text(value, fqcn, separator=" "):
+    """Ansible markup to Markdown; paragraphs joined by `separator`."""
+    if value in (None, "", []):
+        return ""
+    context = Context(current_plugin=dom.PluginIdentifier(fqcn=fqcn, type="module"))
+    paragraphs = parse(value if isinstance(value, list) else [str(value)], context, errors="exception")
+    return to_md(paragraphs, link_provider=Links(), par_sep=separator, current_plugin=context.current_plugin)
 
 
-def text(value):
-    """Ansible markup to Markdown; lists become paragraphs."""
-    if isinstance(value, list):
-        return " ".join(text(item) for item in value)
-
-    def replace(match):
-        kind, body = match.groups()
-        if kind == "M":
-            short = body.rsplit(".", 1)[-1]
-            return "[%s](%s.md)" % (body, short) if body.startswith(COLLECTION + ".") else "`%s`" % body
-        if kind == "I":
-            return "*%s*" % body
-        if kind == "B":
-            return "**%s**" % body
-        return "`%s`" % body
-
-    return MARKUP.sub(replace, str(value)).replace("|", "\\|").replace("\n", " ")
+def cell(value, fqcn):
+    return text(value, fqcn, separator="<br><br>").replace("\n", " ")
 
 
-def option_rows(options, prefix=""):
+def code(value):
+    return "`%s`" % json.dumps(value) if not isinstance(value, str) else "`%s`" % value
+
+
+def option_rows(options, fqcn, prefix=""):
     rows = []
     for name in sorted(options):
         spec = options[name] or {}
@@ -101,69 +86,89 @@ def option_rows(options, prefix=""):
         details = []
         if spec.get("required"):
             details.append("**required**")
-        if "default" in spec:
-            details.append("default: `%s`" % spec["default"])
+        if spec.get("default") is not None:
+            details.append("default: %s" % code(spec["default"]))
         if spec.get("choices"):
-            details.append("choices: " + ", ".join("`%s`" % choice for choice in spec["choices"]))
+            details.append("choices: " + ", ".join(code(choice) for choice in spec["choices"]))
         if spec.get("aliases"):
             details.append("aliases: " + ", ".join(spec["aliases"]))
-        rows.append("| `%s%s` | %s | %s | %s |" % (prefix, name, kind, "<br>".join(details), text(spec.get("description", ""))))
+        if spec.get("no_log"):
+            details.append("not logged")
+        rows.append("| `%s%s` | %s | %s | %s |" % (prefix, name, kind, "<br>".join(details),
+                                                   cell(spec.get("description"), fqcn)))
         if spec.get("suboptions"):
-            rows.extend(option_rows(spec["suboptions"], prefix + name + "."))
+            rows.extend(option_rows(spec["suboptions"], fqcn, prefix + name + "."))
     return rows
 
 
-def return_rows(values, prefix=""):
+def return_rows(values, fqcn, prefix=""):
     rows = []
     for name in sorted(values):
         spec = values[name] or {}
-        cells = (prefix + name, spec.get("type", ""), text(spec.get("returned", "")), text(spec.get("description", "")))
-        rows.append("| `%s` | %s | %s | %s |" % cells)
+        rows.append("| `%s%s` | %s | %s | %s |" % (prefix, name, spec.get("type", ""),
+                                                   cell(spec.get("returned"), fqcn), cell(spec.get("description"), fqcn)))
         if spec.get("contains"):
-            rows.extend(return_rows(spec["contains"], prefix + name + "."))
+            rows.extend(return_rows(spec["contains"], fqcn, prefix + name + "."))
     return rows
 
 
-def render(name, doc, examples, returns):
-    lines = ["<!-- Generated by docs/generate_module_docs.py from plugins/modules/%s.py; do not edit. -->" % name, "",
-             "# %s.%s" % (COLLECTION, name), "", text(doc.get("short_description", "")), "",
-             "## Description", ""]
-    descriptions = doc.get("description", [])
-    for paragraph in descriptions if isinstance(descriptions, list) else [descriptions]:
-        lines.append("- " + text(paragraph))
+def render(fqcn, entry):
+    doc = entry["doc"]
+    lines = ["<!-- Generated by docs/generate_module_docs.py from `ansible-doc --json -t module %s`;"
+             " do not edit. -->" % fqcn, "",
+             "# %s" % fqcn, "", text(doc.get("short_description"), fqcn), ""]
+    if doc.get("version_added"):
+        lines += ["Added in version %s." % doc["version_added"], ""]
+    lines += ["## Description", ""]
+    description = doc.get("description") or []
+    lines += ["- " + text(paragraph, fqcn) for paragraph in
+              (description if isinstance(description, list) else [description])]
+    if doc.get("requirements"):
+        lines += ["", "## Requirements", ""] + ["- " + text(item, fqcn) for item in doc["requirements"]]
     lines += ["", "## Options", "", "| Option | Type | Details | Description |", "| --- | --- | --- | --- |"]
-    lines += option_rows(doc.get("options", {}))
+    lines += option_rows(doc.get("options") or {}, fqcn)
     if doc.get("attributes"):
         lines += ["", "## Attributes", "", "| Attribute | Support | Description |", "| --- | --- | --- |"]
         for attribute in sorted(doc["attributes"]):
             spec = doc["attributes"][attribute]
-            lines.append("| %s | %s | %s |" % (attribute, spec.get("support", ""), text(spec.get("description", ""))))
+            lines.append("| %s | %s | %s |" % (attribute, spec.get("support", ""), cell(spec.get("description"), fqcn)))
     if doc.get("notes"):
-        lines += ["", "## Notes", ""] + ["- " + text(note) for note in doc["notes"]]
-    lines += ["", "## Examples", "", "```yaml", examples, "```", "", "## Return values", "",
-              "| Key | Type | Returned | Description |", "| --- | --- | --- | --- |"]
-    lines += return_rows(returns)
+        lines += ["", "## Notes", ""] + ["- " + text(note, fqcn) for note in doc["notes"]]
+    if doc.get("seealso"):
+        lines += ["", "## See also", ""]
+        for ref in doc["seealso"]:
+            if ref.get("module"):
+                target = ref["module"]
+                lines.append("- %s%s" % (text("M(%s)" % target, fqcn),
+                                         (": " + text(ref["description"], fqcn)) if ref.get("description") else ""))
+            elif ref.get("link"):
+                lines.append("- [%s](%s)" % (ref.get("name", ref["link"]), ref["link"]))
+    lines += ["", "## Examples", "", "```yaml", (entry.get("examples") or "").strip(), "```"]
+    returns = entry.get("return") or {}
+    if returns:
+        lines += ["", "## Return values", "", "| Key | Type | Returned | Description |", "| --- | --- | --- | --- |"]
+        lines += return_rows(returns, fqcn)
+    lines += ["", "## Authors", ""] + ["- " + author for author in
+                                       (doc["author"] if isinstance(doc.get("author"), list) else [doc.get("author", "")])]
     return "\n".join(lines) + "\n"
 
 
-def render_index(modules):
-    lines = ["<!-- Generated by docs/generate_module_docs.py; do not edit. -->", "", "# Modules of %s" % COLLECTION, "",
-             "| Module | Description |", "| --- | --- |"]
-    for name, doc in modules:
-        lines.append("| [%s](%s.md) | %s |" % (name, name, text(doc.get("short_description", ""))))
+def render_index(listing):
+    lines = ["<!-- Generated by docs/generate_module_docs.py from `ansible-doc --json -t module --list %s`;"
+             " do not edit. -->" % COLLECTION, "",
+             "# Modules of %s" % COLLECTION, "", "| Module | Description |", "| --- | --- |"]
+    for fqcn, short in sorted(listing.items()):
+        lines.append("| [%s](%s.md) | %s |" % (fqcn.rsplit(".", 1)[-1], fqcn.rsplit(".", 1)[-1], cell(short, fqcn)))
     return "\n".join(lines) + "\n"
 
 
 def expected_files():
-    files = {}
-    modules = []
-    for path in sorted(MODULES.glob("*.py")):
-        if path.name == "__init__.py":
-            continue
-        doc, examples, returns = load_module(path)
-        files[OUT / ("%s.md" % path.stem)] = render(path.stem, doc, examples, returns)
-        modules.append((path.stem, doc))
-    files[OUT / "README.md"] = render_index(modules)
+    listing = ansible_doc("--list", COLLECTION)
+    if not listing:
+        raise SystemExit("ansible-doc lists no module of %s" % COLLECTION)
+    docs = ansible_doc(*sorted(listing))
+    files = {OUT / ("%s.md" % fqcn.rsplit(".", 1)[-1]): render(fqcn, docs[fqcn]) for fqcn in sorted(listing)}
+    files[OUT / "README.md"] = render_index(listing)
     return files
 
 
@@ -171,17 +176,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report files that are missing or out of date")
     args = parser.parse_args(argv)
-    stale = []
-    for path, content in expected_files().items():
-        if path.exists() and path.read_text() == content:
-            continue
-        stale.append(path)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-    if args.check and stale:
-        print("out of date (run docs/generate_module_docs.py): %s" % ", ".join(str(p.relative_to(ROOT)) for p in stale))
-        return 1
+    expected = expected_files()
+    stale = [path for path, content in expected.items() if not path.exists() or path.read_text() != content]
+    extra = sorted(set(OUT.glob("*.md")) - set(expected))
+    if args.check:
+        if stale or extra:
+            print("out of date (run docs/generate_module_docs.py): %s"
+                  % ", ".join(str(p.relative_to(ROOT)) for p in stale + extra))
+            return 1
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for path in stale:
+        path.write_text(expected[path])
+    for path in extra:
+        path.unlink()
     return 0
 
 

@@ -26,7 +26,7 @@ def test_a_refused_registration_does_not_undo_the_others(fresh_engine, unique):
         if api.listHosts(clusterid=cluster["id"], state="Up").get("count", 0) == 40:
             break
         time.sleep(0.5)
-    out_good, _ = good.communicate(timeout=60)
+    out_good, _err = good.communicate(timeout=60)
     _out_bad, err_bad = bad.communicate(timeout=60)
     hosts = api.listHosts(clusterid=cluster["id"])["host"]
     assert len(hosts) == 40 and {h["state"] for h in hosts} <= {"Up", "Disconnected"}

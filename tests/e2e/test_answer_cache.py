@@ -37,7 +37,7 @@ def test_a_job_result_is_seen_by_the_next_request(api, unique):
 
 
 def test_a_stored_answer_still_needs_a_valid_request(engine):
-    for _ in range(3):
+    for _attempt in range(3):
         assert raw_call(engine, {"command": "listZones"})[0] == 200
     assert raw_call(engine, {"command": "listZones"}, secret="not-the-secret")[0] == 401
     assert raw_call(engine, {"command": "listZones"}, sign=False)[0] == 401
@@ -51,7 +51,7 @@ def test_answers_are_per_caller(api, engine, unique):
     keys = api.registerUserKeys(id=account["user"][0]["id"])["userkeys"]
     user = CloudStack(endpoint=engine.endpoint, key=keys["apikey"], secret=keys["secretkey"])
     hidden = new_zone(api, unique, allocationstate="Disabled")
-    for _ in range(2):
+    for _attempt in range(2):
         assert hidden["name"] in zone_names(api)
         assert hidden["name"] not in zone_names(user)
     with pytest.raises(CloudStackApiException) as caught:

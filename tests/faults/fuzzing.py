@@ -319,7 +319,7 @@ def _api_request(draw, space):
             param = cmd.params[r.roll(len(cmd.params))]
             pairs.append(("%s[0].key" % param.name, draw(GARBAGE)))
     if r.roll(5) == 0:
-        for _ in range(1 + r.roll(2)):
+        for _step in range(1 + r.roll(2)):
             pairs.append((draw(space.unknown_names), draw(GARBAGE)))
     if pairs and r.roll(15) == 0:
         # Duplicates: the same name again, with the same or another value.

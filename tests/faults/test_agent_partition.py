@@ -52,7 +52,7 @@ def free_subnet():
     routes = json.loads(run("ip", "-4", "-json", "route", "show", "table", "all"))
     taken = [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst", "default") != "default"
              and r["dst"][0].isdigit()]
-    for _ in range(50):
+    for _attempt in range(50):
         candidate = ipaddress.ip_network("10.254.%d.0/24" % random.randrange(256))
         if not any(candidate.overlaps(net) for net in taken):
             return candidate
@@ -231,7 +231,7 @@ def test_agent_connection_cut_and_restored(engine_in_namespace, libvirtd, nfs_se
         # A guest whose instance name no other engine's guest on this libvirtd already has.
         template = api.listTemplates(templatefilter="executable", name=KVM_TEMPLATE)["template"][0]
         offering = api.listServiceOfferings(name="Small Instance")["serviceoffering"][0]
-        for _ in range(5):
+        for _attempt in range(5):
             vm = api.deployVirtualMachine(zoneid=zone["id"], templateid=template["id"], serviceofferingid=offering["id"],
                                           startvm=False, fetch_result=True)["virtualmachine"]
             if vm["instancename"] not in domain_names(libvirtd.uri):

@@ -295,7 +295,7 @@ class ApiFuzzer:
             self.problems.add("engine stopped answering", why)
 
     def drain(self):
-        for _ in range(4):
+        for _round in range(4):
             if not self.slots.acquire(timeout=ANSWER_WITHIN + 15):
                 self.stop("requests still unanswered %d s after the last was sent" % (ANSWER_WITHIN + 15))
                 return
@@ -682,7 +682,7 @@ class AgentFuzzer:
         future.add_done_callback(lambda _f: self.slots.release())
 
     def drain(self, timeout=120):
-        for _ in range(4):
+        for _round in range(4):
             if not self.slots.acquire(timeout=timeout):
                 raise AssertionError("agent connections still open after %s s" % timeout)
 

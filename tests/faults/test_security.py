@@ -110,7 +110,7 @@ def java_encode(value):
 
 
 def signature_of(pairs, secret):
-    params = {k: v for k, v in reversed(pairs)}      # the first value of a repeated name counts
+    params = dict(reversed(pairs))  # the first value of a repeated name counts
     query = "&".join("%s=%s" % (k, java_encode(v)) for k, v in sorted(params.items())
                      if k.lower() != "signature").lower()
     return base64.b64encode(hmac.new(secret.encode(), query.encode(), hashlib.sha1).digest()).decode()
@@ -182,7 +182,7 @@ class Checks:
 
 
 def _quoted(text):
-    return "“%s”" % text if len(text) < 90 else "“%s…”" % text[:87]
+    return '"%s"' % text if len(text) < 90 else '"%s…"' % text[:87]
 
 
 def security_section():
@@ -540,7 +540,7 @@ def test_agent_certificates(site, record_reliability):
     while handshake_failures(site) - failures_before < 5 and time.monotonic() < deadline:
         time.sleep(0.2)
     logged = handshake_failures(site) - failures_before
-    checks.add("engine log names each refused handshake", "5 “TLS handshake with … failed” lines",
+    checks.add("engine log names each refused handshake", '5 "TLS handshake with … failed" lines',
                "%d lines" % logged, logged == 5)
 
     owner, victim = "owner-%s" % uuid.uuid4().hex[:6], "victim-%s" % uuid.uuid4().hex[:6]

@@ -30,7 +30,7 @@ ALLOWED = {
     "stackwright": set(),
     "stackwright.properties": set(),
     "stackwright.protocol": set(),
-    "stackwright.agent": {"stackwright.protocol"},
+    "stackwright.agent": {"stackwright.protocol", "stackwright.properties"},
     "stackwright.simulation": {"stackwright.agent", "stackwright.protocol"},
     "stackwright.management": {"stackwright.simulation", "stackwright.protocol", "stackwright.properties"},
 }
@@ -288,7 +288,7 @@ BAD = {
     "the agent imports the simulation": (
         {"stackwright.agent.x": "x = 1\nfrom stackwright.simulation import host\n"},
         "src/stackwright/agent/x.py:2: stackwright.agent.x imports stackwright.simulation.host: "
-        "stackwright.agent may import only stackwright.protocol",
+        "stackwright.agent may import only stackwright.properties, stackwright.protocol",
     ),
     "two modules import each other at run time": (
         {"stackwright.protocol.a": "from stackwright.protocol import b\n",

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stackwright import properties
 from stackwright.agent.errors import ConfigError
 from stackwright.protocol.pki import write_file_atomic
 
@@ -45,109 +46,15 @@ STORAGE_MODES = ("auto", "kernel", "userspace")
 # -- the file format ---------------------------------------------------------------
 
 
-def _unescape(text: str) -> str:
-    out, chars = [], iter(text)
-    for char in chars:
-        if char != "\\":
-            out.append(char)
-            continue
-        nxt = next(chars, "")
-        if nxt == "u":
-            code = "".join(next(chars, "") for _digit in range(4))
-            try:
-                out.append(chr(int(code, 16)))
-            except ValueError:
-                out.append("\\u" + code)
-        else:
-            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
-    return "".join(out)
-
-
-def _escape(text: str, is_key: bool) -> str:
-    out = []
-    for index, char in enumerate(text):
-        if char == "\\":
-            out.append("\\\\")
-        elif char in "\t\n\r\f":
-            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[char])
-        elif char in "=:#!" and is_key:
-            out.append("\\" + char)
-        elif char == " " and (is_key or index == 0):
-            out.append("\\ ")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _split_entry(logical: str) -> tuple[str, str]:
-    """Split a logical line into key and value the way java.util.Properties does."""
-    index = 0
-    while index < len(logical):
-        char = logical[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char in "=: \t\f":
-            break
-        index += 1
-    rest = logical[index:].lstrip(" \t\f")
-    if rest[:1] in ("=", ":"):
-        rest = rest[1:].lstrip(" \t\f")
-    return _unescape(logical[:index]), _unescape(rest)
-
-
-class PropertiesFile:
-    """An agent.properties file kept as lines, so comments, order and unknown keys survive edits."""
-
-    def __init__(self, path: Path, lines: list[str]):
-        self.path = path
-        self.lines = lines
+class PropertiesFile(properties.PropertiesFile):
+    """agent.properties as lines (see `stackwright.properties`); saved owner-only when it holds secrets."""
 
     @classmethod
     def read(cls, path: Path | str) -> PropertiesFile:
-        path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return cls(path, [])
+            return super().read(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
-        return cls(path, text.splitlines())
-
-    def _entries(self) -> list[tuple[int, int, str, str]]:
-        """(first line, last line, key, value) of each entry, continuation lines joined."""
-        entries, index = [], 0
-        while index < len(self.lines):
-            start = index
-            logical = self.lines[index].lstrip(" \t\f")
-            while _continues(logical) and index + 1 < len(self.lines):
-                index += 1
-                logical = logical[:-1] + self.lines[index].lstrip(" \t\f")
-            index += 1
-            if not logical or logical[0] in "#!":
-                continue
-            key, value = _split_entry(logical)
-            entries.append((start, index - 1, key, value))
-        return entries
-
-    def as_dict(self) -> dict[str, str]:
-        return {key: value for _first, _last, key, value in self._entries()}
-
-    def set(self, key: str, value: str) -> bool:
-        """Set ``key``; True when the file content changes.  The last occurrence wins, as in Java."""
-        line = f"{_escape(key, True)}={_escape(value, False)}"
-        matches = [entry for entry in self._entries() if entry[2] == key]
-        if not matches:
-            self.lines.append(line)
-            return True
-        first, last, _key, current = matches[-1]
-        if current == value:
-            return False
-        self.lines[first:last + 1] = [line]
-        return True
-
-    def render(self) -> str:
-        return "\n".join(self.lines) + "\n" if self.lines else ""
 
     def holds_secrets(self) -> bool:
         return any(SECRET_KEY_PATTERN.search(key) for key in self.as_dict())
@@ -165,11 +72,6 @@ class PropertiesFile:
             return False
         write_file_atomic(self.path, data, mode)
         return True
-
-
-def _continues(line: str) -> bool:
-    trailing = len(line) - len(line.rstrip("\\"))
-    return trailing % 2 == 1
 
 
 # -- typed configuration -------------------------------------------------------------

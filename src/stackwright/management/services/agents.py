@@ -299,7 +299,7 @@ class AgentManager:
                 # A thread of their own: registrations never queue behind the per-host state
                 # writes that a storm of disconnects and missed pings puts on the shared pool.
                 results = await asyncio.get_running_loop().run_in_executor(
-                    self._registrar_pool, self.register_many, [request for request, _ in batch])
+                    self._registrar_pool, self.register_many, [request for request, _future in batch])
             except Exception as e:  # noqa: BLE001 - e.g. the database is unavailable
                 results = [e] * len(batch)
             for (_request, future), result in zip(batch, results, strict=True):
