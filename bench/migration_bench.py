@@ -114,7 +114,7 @@ def simulator(guests):
         template = api.listTemplates(templatefilter="executable", name=SIM_TEMPLATE,
                                      zoneid=zone["id"])["template"][0]
         draining = hosts[0]["id"]
-        for _ in range(guests):
+        for _guest in range(guests):
             _answer, job = run_job(api, "deployVirtualMachine", serviceofferingid=offering["id"],
                                    templateid=template["id"], zoneid=zone["id"], hostid=draining)
             assert job["jobstatus"] == 1, job
@@ -138,7 +138,7 @@ def main(argv=None):
     timings, skipped = kvm(args.runs)
     print("KVM:", timings or skipped, flush=True)
     drain = simulator(args.guests)
-    body = [__doc__.split("\n\n    ")[0].split("\n", 1)[1].strip(), ""]
+    body = [__doc__.split("\n\n    ", maxsplit=1)[0].split("\n", 1)[1].strip(), ""]
     if timings is None:
         body.append("KVM: %s." % skipped)
     else:

@@ -51,7 +51,7 @@ def test_migration_guards(api, unique):
 def test_maintenance_moves_the_guests_and_cancel_brings_the_host_back(api, unique):
     world = World(api, unique, hosts=3)
     draining = world.hosts[0]["id"]
-    vms = [world.deploy(hostid=draining) for _ in range(3)]
+    vms = [world.deploy(hostid=draining) for _i in range(3)]
     _answer, job = run_job(api, "prepareHostForMaintenance", id=draining)
     assert job["jobstatus"] == 1, job
     assert job["jobresult"]["host"]["resourcestate"] == "Maintenance"

@@ -5,7 +5,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import commands  # noqa: F401  (importing the command families fills the registry)
+# Importing the command families fills the registry.
+from . import commands  # noqa: F401  # pylint: disable=unused-import
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY

@@ -47,7 +47,7 @@ def test_a_destination_without_room_or_bridge_refuses():
 
 def test_a_failed_migration_leaves_the_guest_running_on_its_source():
     source, a = host("agent-mig-c")
-    _full, _ = host("agent-mig-full", memory_mb=256)
+    _full, _full_storage = host("agent-mig-full", memory_mb=256)
     guest = spec()
     a.run(m.StartVm(spec=guest))
     for target in ("agent-mig-nowhere", "agent-mig-full"):
@@ -60,7 +60,7 @@ def test_a_failed_migration_leaves_the_guest_running_on_its_source():
 
 def test_a_second_request_waits_for_the_migration_under_way():
     source, a = host("agent-mig-d")
-    _dest, _ = host("agent-mig-e")
+    _dest, _dest_storage = host("agent-mig-e")
     guest = spec()
     a.run(m.StartVm(spec=guest))
     entered, release = threading.Event(), threading.Event()

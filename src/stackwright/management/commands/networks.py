@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound="Entity")
 
 
-
 def physical_network_view(ctx: Context, network: PhysicalNetwork) -> dict[str, Any]:
     zone = ctx.networks.zone_of(network)
     return compact({

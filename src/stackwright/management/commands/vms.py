@@ -250,8 +250,9 @@ def list_virtual_machines(ctx, p):
         Param("autoselect", Boolean(), default=True,
               description="Automatically select a destination host which do not require storage migration, if "
                           "hostId and storageId are not specified. false by default"),
-        Param("storageid", Uuid(StoragePool), description="Destination storage pool ID to migrate VM volumes to; "
-                                                        "not supported: the VM's disk stays on shared storage"),
+        Param("storageid", Uuid(StoragePool),
+              description="Destination storage pool ID to migrate VM volumes to; not supported: the VM's disk stays "
+                          "on shared storage"),
     ])
 def migrate_virtual_machine(ctx, p):
     """Attempts Migration of a VM to a different host or Root volume of the vm to a different storage pool"""

@@ -443,7 +443,6 @@ class HierarchyService:
             raise InvalidParameterValue(f"Unable to find {what} by id {row.uuid}")
         return row
 
-
     # --- reads: listZones, listPods, listClusters, listHypervisors -----------------------
 
     def list_zones(self, p):

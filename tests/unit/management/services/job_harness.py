@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from stackwright.management.api.execute import ApiJobs
-import stackwright.management.commands  # noqa: F401  (importing the command families fills the registry)
+# Importing the command families fills the registry.
+import stackwright.management.commands  # noqa: F401  # pylint: disable=unused-import
 from stackwright.management.persistence.models import AsyncJob, User
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.jobs import JobExecutor

@@ -138,6 +138,7 @@ def test_a_killed_job_replays_what_it_recorded_and_runs_no_database_step_twice(c
 
     def steps(ctx):
         first = yield DbStep(counted, "before")
+        failed = ""
         try:
             yield AgentStep(ref, m.QueryVm(name="nobody"), 10)
         except ResourceUnavailable as e:

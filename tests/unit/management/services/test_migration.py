@@ -156,13 +156,13 @@ def test_refusals_of_the_vm_and_of_hosts_elsewhere(ctx, world, gateway, jobs, pa
     other = world.host(cluster=other_cluster)
     kvm = world.host(cluster=world.new_cluster(hypervisor="KVM"))
     ctx.session.commit()
-    code, text, _ = refused(ctx, jobs, vm, a)
+    code, text, _job = refused(ctx, jobs, vm, a)
     assert (code, text) == (431, "Cannot migrate VM %s: the destination host %s is the host the VM runs on"
                             % (vm.instance_name, a.name))
-    _, text, _ = refused(ctx, jobs, vm, other)
+    _code, text, _job = refused(ctx, jobs, vm, other)
     assert "is in cluster %s and the VM runs in cluster %s" % (other_cluster.name, world.cluster.name) in text
     assert "a live migration stays within the cluster" in text
-    _, text, _ = refused(ctx, jobs, vm, kvm)
+    _code, text, _job = refused(ctx, jobs, vm, kvm)
     assert "is a KVM host and the VM runs on Simulator" in text
     gateway.log.clear()
     assert jobs.call(ctx.user, "stopVirtualMachine", vm.uuid, id=vm.uuid).status == 1
@@ -189,7 +189,7 @@ def test_a_dedicated_ha_host_takes_a_non_ha_vm_only_when_named(ctx, world, gatew
     ctx.config.invalidate()
     try:
         vm = running_vm(ctx, world, jobs, a)
-        code, text, _ = refused(ctx, jobs, vm)
+        code, text, _job = refused(ctx, jobs, vm)
         assert code == 533 and "no other Up and Enabled host left" in text
         found = dict((h.id, why) for h, why in migration.candidates(ctx, fresh(ctx, vm)))
         ctx.session.commit()
@@ -292,7 +292,7 @@ def test_maintenance_migrates_the_running_guests_away(ctx, world, gateway, jobs)
     world.pool()
     drivers = {h.id: gateway.add(h.guid)[0] for h in (draining, b, c)}
     ctx.session.commit()
-    guests = [running_vm(ctx, world, jobs, draining) for _ in range(3)]
+    guests = [running_vm(ctx, world, jobs, draining) for _i in range(3)]
     stopped = running_vm(ctx, world, jobs, draining)
     assert jobs.call(ctx.user, "stopVirtualMachine", stopped.uuid, id=stopped.uuid).status == 1
     job = maintenance(ctx, jobs, draining)
@@ -340,7 +340,7 @@ def test_a_guest_that_fits_nowhere_ends_in_error_in_prepare_for_maintenance(ctx,
 
 def placed_guests(ctx, world, host, driver, pool, count):
     """`count` guests as their start jobs leave them, running on `host` (rows and hypervisor)."""
-    for _ in range(count):
+    for _i in range(count):
         vm = world.vm(host, memory=128)
         vm.last_host_id = host.id
         disk = m.DiskSpec(device="vda", source=m.NfsSource(server="nfs", export="/p", path=vm.uuid), size_bytes=GiB)
@@ -352,7 +352,7 @@ def placed_guests(ctx, world, host, driver, pool, count):
 
 def test_maintenance_drains_a_host_of_200_guests(ctx, world, gateway, jobs):
     draining = world.host(cpus=64, memory=64 * GiB)
-    others = [world.host(cpus=64, memory=16 * GiB) for _ in range(4)]
+    others = [world.host(cpus=64, memory=16 * GiB) for _i in range(4)]
     pool = world.pool(size=1000 * GiB)
     driver = gateway.add(draining.guid, memory_mb=64 * 1024)[0]
     peers = {h.id: gateway.add(h.guid, memory_mb=16 * 1024)[0] for h in others}
@@ -390,7 +390,7 @@ def test_a_maintenance_killed_mid_evacuation_resumes_and_moves_each_guest_once(c
     world.pool()
     drivers = {h.id: gateway.add(h.guid)[0] for h in (draining, other)}
     ctx.session.commit()
-    guests = [running_vm(ctx, world, jobs, draining) for _ in range(3)]
+    guests = [running_vm(ctx, world, jobs, draining) for _i in range(3)]
     gateway.kill_after.add(m.MigrateVm)
     job_uuid = jobs.submit(ctx.user, "prepareHostForMaintenance", draining.uuid, id=draining.uuid)
     with pytest.raises(EngineKilled):

@@ -143,7 +143,7 @@ def test_a_pool_that_cannot_hold_the_volume_is_avoided(ctx, world, gateway, jobs
 def test_a_start_killed_after_the_guest_booted_resumes_without_booting_it_again(ctx, world, gateway, jobs):
     host = world.host()
     world.pool()
-    driver, _ = gateway.add(host.guid)
+    driver, _storage = gateway.add(host.guid)
     vm = new_vm(ctx, world)
     gateway.kill_after.add(m.StartVm)
     job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
@@ -180,7 +180,7 @@ def test_a_start_killed_after_creating_the_volume_makes_it_once(ctx, world, gate
 def test_a_stop_killed_after_the_guest_stopped_is_not_sent_again(ctx, world, gateway, jobs):
     host = world.host()
     world.pool()
-    driver, _ = gateway.add(host.guid)
+    driver, _storage = gateway.add(host.guid)
     vm = new_vm(ctx, world)
     assert start(ctx, jobs, vm).status == 1
     gateway.kill_after.add(m.StopVm)
@@ -211,7 +211,7 @@ def test_a_guest_that_may_run_on_a_silent_host_is_started_elsewhere_only_once_it
     first, second = world.host(), world.host()     # the planner tries the lower id first
     world.pool()
     gateway.add(first.guid)
-    second_driver, _ = gateway.add(second.guid)
+    second_driver, _storage = gateway.add(second.guid)
     gateway.cut_after_start.add(first.guid)
     first_id = first.id
     vm = new_vm(ctx, world)
@@ -233,7 +233,7 @@ def test_a_silent_host_whose_agent_returns_stops_the_guest_before_it_starts_else
         ctx, world, gateway, jobs, quick_polls):
     first, second = world.host(), world.host()
     world.pool()
-    first_driver, _ = gateway.add(first.guid)
+    first_driver, _storage = gateway.add(first.guid)
     gateway.add(second.guid)
     gateway.cut_after_start.add(first.guid)
     vm = new_vm(ctx, world)
