@@ -16,12 +16,13 @@ from .api.app import make_app
 from .engine import Engine
 from .services.agents import AgentManager
 from .persistence.db import redact_url
+from .redaction import PrivateFileHandler, RedactingFormatter
 
 log = logging.getLogger("stackwright.management")
 
 
 def setup_logging(log_file, level):
-    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
+    fmt = RedactingFormatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):
@@ -31,7 +32,7 @@ def setup_logging(log_file, level):
     root.addHandler(stderr)
     if log_file and log_file != "-":
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(log_file)
+        handler = PrivateFileHandler(log_file)
         handler.setFormatter(fmt)
         root.addHandler(handler)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

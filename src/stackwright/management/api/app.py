@@ -22,7 +22,6 @@ access_log = logging.getLogger("stackwright.management.access")
 ENGINE = web.AppKey("engine", object)
 POOL = web.AppKey("pool", concurrent.futures.ThreadPoolExecutor)
 
-REDACTED = {"signature", "apikey", "password", "secretkey", "sessionkey", "secret", "token"}
 INTERNAL_ERROR = "Internal error executing command, please contact your system administrator (request id %s)"
 
 
@@ -109,6 +108,3 @@ def make_app(engine, workers=8):
     app.on_cleanup.append(close_pool)
     return app
 
-
-def redact(raw):
-    return {k: ("***" if k.lower() in REDACTED else v) for k, v in raw.items()}

@@ -91,7 +91,11 @@ def authenticate(engine, session, raw, method, cookies):
     session_id = cookies.get("JSESSIONID")
     if not session_id:
         raise AuthenticationError(BAD_CREDENTIALS)
-    session_key = raw.get("sessionkey") or cookies.get("sessionkey")
+    # The session key must come as a parameter, which a cross-site page cannot read or send;
+    # a `sessionkey` cookie, which the browser adds to any request, must then agree with it.
+    session_key = _find_key(raw, "sessionkey")
+    if session_key is None or cookies.get("sessionkey", session_key) != session_key:
+        raise AuthenticationError("unable to verify user credentials")
     user = engine.sessions_user(session, session_id, session_key)
     if user is None:
         raise AuthenticationError("unable to verify user credentials")

@@ -10,6 +10,8 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from .. import values
+from ..redaction import redacted_value
 from ..errors import InvalidParameterValue, ParameterError
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
@@ -35,50 +37,75 @@ class String(ParamType):
         if _CONTROL.search(raw):
             raise InvalidParameterValue(
                 "Received value %r for parameter %s is invalid, contains illegal ASCII "
-                "non-printable characters" % (raw, name)
+                "non-printable characters" % (redacted_value(name, raw), name)
             )
         return raw
+
+
+def _invalid(cmd, name, raw):
+    return ParameterError(
+        "Unable to execute API command %s due to invalid value %s for parameter %s"
+        % (cmd.lower(), redacted_value(name, raw), name)
+    )
 
 
 class Boolean(ParamType):
     api_type = "boolean"
 
     def convert(self, cmd, name, raw, ctx):
-        return raw.strip().lower() == "true"
+        if raw.strip() == "":
+            return None
+        try:
+            return values.parse_bool(raw)
+        except ValueError:
+            raise _invalid(cmd, name, raw) from None
 
 
 class _Number(ParamType):
-    pytype = int
-    bits = None     # integers outside a Java int/long of this size are invalid, as in CloudStack
+    """A number parsed by `values`; integers outside the Java int/long they stand for are
+    invalid, as in CloudStack, and so is anything outside [minimum, maximum]."""
+
+    bounds = values.INT64
+
+    def __init__(self, minimum=None, maximum=None):
+        self.minimum = self.bounds[0] if minimum is None else minimum
+        self.maximum = self.bounds[1] if maximum is None else maximum
+
+    def parse(self, raw):
+        return values.parse_int(raw, self.minimum, self.maximum)
 
     def convert(self, cmd, name, raw, ctx):
         if raw.strip() == "":
             return None
         try:
-            value = self.pytype(raw.strip())
-            if self.bits and not -(1 << (self.bits - 1)) <= value < (1 << (self.bits - 1)):
-                raise ValueError(raw)
-            return value
+            return self.parse(raw)
         except ValueError:
-            raise ParameterError(
-                "Unable to execute API command %s due to invalid value %s for parameter %s"
-                % (cmd.lower(), raw, name)
-            ) from None
+            raise _invalid(cmd, name, raw) from None
 
 
 class Integer(_Number):
     api_type = "integer"
-    bits = 32
+    bounds = values.INT32
 
 
 class Long(_Number):
     api_type = "long"
-    bits = 64
+
+
+class Size(Long):
+    """A non-negative count of `unit` bytes (a disk size in GB, say) whose byte count fits a
+    Java long: the database and the arithmetic on it never see a larger one."""
+
+    def __init__(self, unit=1):
+        super().__init__(0, values.INT64[1] // unit)
 
 
 class Float(_Number):
     api_type = "float"
-    pytype = float
+    bounds = (-values.JAVA_FLOAT_MAX, values.JAVA_FLOAT_MAX)
+
+    def parse(self, raw):
+        return values.parse_decimal(raw, self.minimum, self.maximum)
 
 
 class Uuid(ParamType):

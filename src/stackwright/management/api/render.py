@@ -6,12 +6,15 @@ Values inside answers (dates, ratios, objects without nulls) are written by
 
 import orjson
 
+from ..redaction import redact_text
+
 
 def error_body(key, error):
     body = {"uuidList": list(error.uuid_list), "errorcode": error.errorcode}
     if error.cserrorcode is not None:
         body["cserrorcode"] = error.cserrorcode
-    body["errortext"] = error.text
+    # No error text carries a secret, whichever code raised it.
+    body["errortext"] = redact_text(error.text)
     return {key: body}
 
 

@@ -8,7 +8,7 @@ returns, and the job starts it. The other changes are async jobs whose result is
 from sqlalchemy import func, select
 
 from ..api.listing import ci_equals, keyword_filter, page_of
-from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
+from ..api.params import Boolean, List, Map, Param, Size, String, Uuid, given, map_dict
 from ..api.registry import api_command
 from ..errors import PermissionDenied
 from ..formatting import compact, date
@@ -169,7 +169,7 @@ def _prepare_deploy(ctx, p):
         Param("account", String(), description="an optional account for the virtual machine. Must be used with domainId."),
         Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
-        Param("rootdisksize", Long(), description="Optional field to resize root disk on deploy (GB)"),
+        Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
     ])
 def deploy_virtual_machine(ctx, p):
     """Creates and automatically starts a virtual machine based on a service offering and template."""

@@ -152,12 +152,17 @@ class AccountService:
         return user, record
 
     def session_user(self, session_id, session_key):
+        """The user of login session `session_id`, or None. The session key must come with
+        every request: the JSESSIONID cookie alone, which a browser sends on any cross-site
+        request, authenticates nothing."""
+        if not session_id or not session_key:
+            return None
         record = self.session.execute(
             select(LoginSession).where(LoginSession.session_id == session_id)
         ).scalar_one_or_none()
         if record is None or record.expires < utcnow():
             return None
-        if session_key is not None and not hmac.compare_digest(record.session_key, session_key):
+        if not hmac.compare_digest(record.session_key.encode(), session_key.encode()):
             return None
         user = self.session.get(User, record.user_id)
         if user is None or user.removed is not None:
