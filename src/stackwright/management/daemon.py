@@ -15,6 +15,7 @@ from . import options as optionslib
 from .api.app import make_app
 from .engine import Engine
 from .services.agents import AgentManager
+from .persistence.crypto import KeyFileError
 from .persistence.db import redact_url
 from .redaction import PrivateFileHandler, RedactingFormatter
 
@@ -94,7 +95,11 @@ def main(argv=None):
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()
-    engine = Engine(opts)
+    try:
+        engine = Engine(opts)
+    except KeyFileError as e:
+        log.error("cannot start: %s", e)
+        return 1
     engine.agents_coming = True
     try:
         engine.start()

@@ -9,7 +9,7 @@ import logging
 
 
 from ..context import Context, Principal
-from ..errors import ApiError, AuthenticationError, MethodNotAllowed
+from ..errors import ApiError, AuthenticationError, LoginFailed, MethodNotAllowed
 from ..persistence.models import User
 from ..services.accounts import ROOT_ADMIN
 from ..services.jobs import Begun
@@ -120,7 +120,7 @@ def cached_answer(engine, raw, method):
         user = check_signed(engine, entry, raw, method, api_key)
         if cmd.admin_only and not user.root_admin:
             return None
-        data = cache.get(cache.token(user, raw))
+        data = cache.get(cache.token(user, cmd, raw))
         if data is None:
             return None
         engine.throttle.check(user)
@@ -143,11 +143,17 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         if cmd is not None and cmd.login_free:
             if cmd.name == "login" and method != "POST":
                 raise MethodNotAllowed("Please use HTTP POST to authenticate using this API")
+            failed = None
             with engine.db.transaction() as session:
                 ctx = Context(engine, session, None, cmd.name, request_id)
                 ctx.cookies_in = cookies or {}
                 p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
-                out = cmd.handler(ctx, p)
+                try:
+                    out = cmd.handler(ctx, p)
+                except LoginFailed as e:
+                    failed = e      # the wrong password is counted: commit, then refuse
+            if failed is not None:
+                raise failed
             return key, {key: shape(cmd, out)}, 200, ctx.cookies
         readonly = cmd.readonly if cmd else True
         with engine.db.transaction(readonly=readonly and not (cmd and cmd.async_job)) as session:
@@ -162,7 +168,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
                 )
             cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
             if cache is not None:
-                token, generation = cache.token(user, raw), cache.generation
+                token, generation = cache.token(user, cmd, raw), cache.generation
                 data = cache.get(token)
                 if data is not None:
                     return key, data, 200, {}

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from .. import values
 from ..redaction import redacted_value
-from ..errors import InvalidParameterValue, ParameterError
+from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
@@ -109,12 +109,17 @@ class Float(_Number):
 
 
 class Uuid(ParamType):
-    """A UUID naming a row of `model`; the parsed value is the row itself."""
+    """A UUID naming a row of `model`; the parsed value is the row itself.
+
+    `owned`: the row belongs to an account (it has `account_id`) and only a root admin or that
+    account may name it. The check runs while the request is parsed, so a refused request is
+    answered at once (531) and never becomes a job."""
 
     api_type = "uuid"
 
-    def __init__(self, model=None):
+    def __init__(self, model=None, owned=False):
         self.model = model
+        self.owned = owned
 
     def convert(self, cmd, name, raw, ctx):
         try:
@@ -134,7 +139,18 @@ class Uuid(ParamType):
                 "to incorrect parameter annotation for the field in api cmd class."
                 % (cmd.lower(), name, raw)
             )
+        if self.owned:
+            check_owner(ctx, row)
         return row
+
+
+def check_owner(ctx, row):
+    """Refuse (531, CloudStack's text) a caller other than a root admin or the row's account."""
+    principal = ctx.principal
+    if principal is None or principal.root_admin or row.account_id == principal.account_id:
+        return
+    raise PermissionDenied("Account %s does not have permission to operate with resource %s"
+                           % (ctx.account.name, row.uuid))
 
 
 class List(ParamType):
@@ -191,6 +207,18 @@ def _maps(raw):
             continue
         groups.setdefault(m["name"], {}).setdefault(int(m["index"]), {})[m["key"]] = value
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
+
+
+def used(params, raw):
+    """The raw strings `parse` reads for `params`: exactly the declared parameters the request
+    carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
+    unknown or differently spelt name, credentials) changes nothing and is left out."""
+    names = {p.name for p in params if not isinstance(p.type, Map)}
+    maps = {p.name for p in params if isinstance(p.type, Map)}
+    out = [(k, v) for k, v in raw.items() if k in names]
+    if maps:
+        out += [(k, v) for k, v in raw.items() if (m := _MAP_KEY.match(k)) and m["name"] in maps]
+    return tuple(sorted(out))
 
 
 def parse(cmd, params, raw, ctx):

@@ -75,6 +75,10 @@ def list_accounts(ctx, p):
     return page_of(ctx, p, q, Account.id, lambda a: account_view(ctx, a))
 
 
+# The default roles, by id and by type name: the role an account is created under.
+ROLE_IDS = {"0": 0, "user": 0, "1": 1, "admin": 1, "2": 2, "domainadmin": 2}
+
+
 @api_command("createAccount", response="account", params=[
     Param("username", String(), required=True, description="Unique username"),
     Param("password", String(), required=True, description="Clear text password"),
@@ -94,7 +98,9 @@ def create_account(ctx, p):
     if account_type is None and p.roleid is None:
         raise InvalidParameterValue("Either account type or role ID must be given")
     if account_type is None:
-        account_type = {"1": 1, "admin": 1, "2": 2, "domainadmin": 2}.get(p.roleid.lower(), 0)
+        account_type = ROLE_IDS.get(p.roleid.lower())
+        if account_type is None:
+            raise InvalidParameterValue("Unable to find role by provided id: %s" % p.roleid)
     if account_type not in ROLE_TYPES:
         raise InvalidParameterValue("Invalid account type %s given; valid types are 0, 1 and 2" % account_type)
     account = ctx.accounts.create_account(
@@ -158,6 +164,16 @@ def get_user_keys(ctx, p):
     return compact({"apikey": p.id.api_key, "secretkey": p.id.secret_key})
 
 
+@api_command("enableUser", response="user", params=[
+    Param("id", Uuid(User), required=True, description="Enables user by user ID."),
+])
+def enable_user(ctx, p):
+    """Enables a user account: a user locked after too many incorrect logins may log in again."""
+    user = ctx.accounts.enable_user(p.id)
+    ctx.after_commit(ctx.engine.keys.invalidate)
+    return user_view(user, user.account, ctx.session.get(Domain, user.account.domain_id))
+
+
 @api_command("listDomains", response="domain", admin_only=False, params=[
     Param("id", Uuid(Domain), description="List domain by domain ID."),
     Param("name", String(), description="List domain by domain name."),
@@ -196,7 +212,8 @@ def login(ctx, p):
         domain = ctx.session.execute(
             select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))
         ).scalar_one_or_none()
-    user, record = (None, None) if domain is None else ctx.accounts.login(p.username, p.password, domain)
+    allowed = ctx.config.typed("incorrect.login.attempts.allowed")
+    user, record = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(
             "Failed to authenticate user %s in domain %s; please provide valid credentials"

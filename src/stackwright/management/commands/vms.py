@@ -50,7 +50,7 @@ VM_FIELDS = (
     ("details", "Vm details in key/value pairs.", "map"),
 )
 VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
-VM_ID = Param("id", Uuid(VmInstance), required=True, description="The ID of the virtual machine")
+VM_ID = Param("id", Uuid(VmInstance, owned=True), required=True, description="The ID of the virtual machine")
 PLACEMENT_PARAMS = [
     Param("%sid" % what, Uuid(model),
           description="destination %s ID to deploy the VM to - parameter available for root admin only" % label)
