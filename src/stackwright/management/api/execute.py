@@ -17,6 +17,7 @@ from ..services.system_jobs import SYSTEM_JOBS
 from . import params as paramlib
 from . import signing
 from .registry import REGISTRY, ListResult, Success
+from .views import restricted
 from .render import encode
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,15 @@ def response_key(command_name):
     return cmd.key
 
 
-def shape(cmd, out):
-    """The body under `<command>response` for a handler's return value."""
+def shape(cmd, out, admin=True):
+    """The body under `<command>response` for a handler's return value; without `admin`, as
+    a caller who is not a root admin sees it (api.views)."""
     if isinstance(out, ListResult):
         if out.count == 0:
             return {}
         body = {"count": out.count}
         if out.items:
-            body[cmd.response] = out.items
+            body[cmd.response] = out.items if admin else restricted(cmd.response, out.items)
         return body
     if cmd.response is None and isinstance(out, dict):
         return out
@@ -47,7 +49,7 @@ def shape(cmd, out):
         if isinstance(out, Success) and out.displaytext:
             body["displaytext"] = out.displaytext
         return body
-    return {cmd.response: out}
+    return {cmd.response: out if admin else restricted(cmd.response, out)}
 
 
 def _find_key(raw, name):
@@ -182,7 +184,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
                 job_uuid = job.uuid
                 ctx.after_commit(lambda: engine.jobs.submit(job_uuid))
             else:
-                body = shape(cmd, cmd.handler(ctx, p))
+                body = shape(cmd, cmd.handler(ctx, p), ctx.is_root_admin)
         ctx.run_after_commit()
         if cache is not None:
             data = encode({key: body})
@@ -195,9 +197,9 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         return key, error_body(key, e), e.errorcode, {}
 
 
-def job_result(cmd, out):
+def job_result(cmd, out, admin=True):
     """The jobresult dict of a job's command output."""
-    body = shape(cmd, out)
+    body = shape(cmd, out, admin)
     if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):
         # jobresult carries exactly one object
         body = {cmd.response: body[cmd.response][0]}
@@ -217,7 +219,7 @@ class ApiJobs:
         if cmd is None:
             return Begun(SYSTEM_JOBS[job.command](ctx, **job.params), lambda out: out or {}, ctx)
         p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
-        return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd), ctx)
+        return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd, admin=ctx.is_root_admin), ctx)
 
     def context(self, session, job):
         return Context(self.engine, session, session.get(User, job.user_id), job.command, job=job)
