@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import http.cookiejar
 import json
 import os
 import re
@@ -561,6 +562,8 @@ def api_section(fuzzer, commands, elapsed, rate, alive, log_problems):
 
 def fuzz_section():
     parts = [SUMMARY.get("api", "### API requests\n\nNot run in this session.\n"),
+             SUMMARY.get("sessions", "### Sessions, logins, map parameters, oversized and nested requests\n\n"
+                                     "Not run in this session.\n"),
              SUMMARY.get("agent", "### Agent listener\n\nNot run in this session.\n")]
     return "\n".join(parts)
 
@@ -866,3 +869,226 @@ def agent_section(fuzzer, elapsed, after, alive, log_problems):
         "Verdict: %s" % report.verdict(alive and not fuzzer.problems and not log_problems and all(after.values())),
         "",
     ])
+
+
+# --- sessions, login sequences, map parameters, oversized and deeply nested requests -----------------
+
+SESSION_EXAMPLES = int(os.environ.get("STACKWRIGHT_FUZZ_SESSION_EXAMPLES", "300"))
+ATTEMPTS_ALLOWED = 5       # incorrect.login.attempts.allowed, CloudStack's default
+MAX_BODY = 4 * 1024 * 1024
+ODD_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["", " ", "\x00", "\x01pw", "pw\n", "١٢٣", "１２", "1_0", "%00", "a" * 300, "' OR 1=1 --",
+                     "JSESSIONID=x; sessionkey=y", "../../etc/passwd"]),
+)
+STEPS = st.one_of(
+    st.tuples(st.just("login"), st.sampled_from(["user", "user", "unknown", "odd"]),
+              st.sampled_from(["right", "wrong", "wrong", "odd"]), ODD_TEXT),
+    st.tuples(st.just("call"), st.sampled_from(["listZones", "listUsers", "getUserKeys", "logout"]),
+              st.sampled_from(["right", "none", "wrong", "odd", "case"]),
+              st.sampled_from(["jar", "jar", "none", "forged"]), ODD_TEXT),
+    st.tuples(st.just("enable")),
+    st.tuples(st.just("map"), st.lists(st.tuples(
+        st.one_of(st.integers(0, 3).map(str), st.sampled_from(["-1", "99999999999999999999", "١", "０", "", "a"])),
+        st.one_of(st.sampled_from(["key", "value", "cpuNumber", "memory", "a[0].b", "]", "[0]"]), ODD_TEXT),
+        ODD_TEXT), max_size=6)),
+    st.tuples(st.just("big"), st.sampled_from(["body", "body-limit", "url", "many", "deep"])),
+)
+
+
+class SessionModel:
+    """What the engine must answer for the fuzz user: its login session and its lockout."""
+
+    def __init__(self, engine, user, password):
+        self.engine, self.user, self.password = engine, user, password
+        self.admin = engine.client()
+        self.failures = 0
+        self.locked = False
+        self.problems = Problems()
+        self.outcomes = collections.Counter()
+        self.steps = collections.Counter()
+        self.requests = 0
+
+    def send(self, opener, params, method="GET", body=None, headers=None, envelope=True):
+        """(status, body dict or None) of one request; checks CloudStack's envelope."""
+        self.requests += 1
+        if method == "GET":
+            request = urllib.request.Request(self.engine.endpoint + "?" + urllib.parse.urlencode(params),
+                                             headers=headers or {})
+        else:
+            data = body if body is not None else urllib.parse.urlencode(params).encode()
+            request = urllib.request.Request(self.engine.endpoint, data=data, headers=headers or {}, method="POST")
+        try:
+            with opener.open(request, timeout=60) as answer:
+                status, raw = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        self.outcomes[status] += 1
+        if status >= 500 and status not in STATUSES:
+            self.problems.add("HTTP %d" % status, "%s %r" % (method, str(params)[:300]))
+        parsed = None
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            if envelope:
+                self.problems.add("not JSON", "%s %r -> %d %r" % (method, str(params)[:200], status, raw[:200]))
+        if isinstance(parsed, dict):
+            inner = next(iter(parsed.values()), {}) if len(parsed) == 1 else None
+            if not isinstance(inner, dict):
+                self.problems.add("not one <command>response", repr(parsed)[:300])
+            elif INTERNAL in str(inner.get("errortext", "")):
+                self.problems.add("internal error", "%r -> %r" % (str(params)[:200], inner))
+            elif status != 200 and inner.get("errorcode") != status:
+                self.problems.add("errorcode differs from status", repr(parsed)[:300])
+        return status, parsed
+
+    def expect(self, what, got, wanted):
+        if got not in wanted:
+            self.problems.add(what, "got %s, wanted %s (failures %d, locked %s)"
+                              % (got, sorted(wanted), self.failures, self.locked))
+
+    def run(self, steps):
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        plain = urllib.request.build_opener()
+        session_key = None
+        for step in steps:
+            kind = step[0]
+            self.steps[kind] += 1
+            if kind == "login":
+                _kind, who, which, odd = step
+                name = {"user": self.user["username"], "unknown": "nobody-" + self.user["username"]}.get(who, odd)
+                password = {"right": self.password, "wrong": self.password + "x"}.get(which, odd)
+                status, body = self.send(opener, {"command": "login", "username": name, "password": password,
+                                                  "response": "json"}, method="POST")
+                if which == "odd" and len(odd.strip()) >= 8 and odd not in name:
+                    text = json.dumps(body or {}, ensure_ascii=False)
+                    if odd in text:
+                        self.problems.add("password echoed", text[:300])
+                if who != "user" or name != self.user["username"]:
+                    self.expect("unknown user logged in", status, {401, 431, 531})
+                    continue
+                if password == self.password:
+                    self.expect("right password", status, {531} if self.locked else {200})
+                    if status == 200:
+                        self.failures, session_key = 0, body["loginresponse"]["sessionkey"]
+                elif status == 531 and not self.locked:
+                    self.failures += 1
+                    self.locked = self.failures >= ATTEMPTS_ALLOWED
+                elif status not in (431, 531):
+                    self.expect("wrong password", status, {431, 531})
+            elif kind == "call":
+                _kind, command, key_choice, cookies, odd = step
+                params = {"command": command, "response": "json"}
+                if command == "getUserKeys":
+                    params["id"] = self.user["id"]
+                key = {"right": session_key, "wrong": (session_key or "") + "x", "odd": odd,
+                       "case": session_key}.get(key_choice)
+                if key is not None:
+                    params["SessionKey" if key_choice == "case" else "sessionkey"] = key
+                forged = urllib.parse.quote(odd)
+                headers = {"Cookie": "JSESSIONID=%s; sessionkey=%s" % (forged, forged)} if cookies == "forged" else None
+                status, _body = self.send(opener if cookies == "jar" else plain, params, headers=headers)
+                valid = (cookies == "jar" and session_key is not None and not self.locked
+                         and key_choice in ("right", "case"))
+                if command == "logout":
+                    if cookies == "jar":
+                        session_key = None
+                    continue
+                self.expect("session request (%s key, %s cookies)" % (key_choice, cookies), status,
+                            {200} if valid else {401})
+            elif kind == "enable":
+                self.admin.enableUser(id=self.user["id"])
+                self.failures, self.locked = 0, False
+            elif kind == "map":
+                params = {"command": "listZones", "response": "json", "apiKey": self.engine.api_key}
+                for index, key, value in step[1]:
+                    params["details[%s].%s" % (index, key)] = value
+                    params["tags[%s].%s" % (index, key)] = value
+                params["signature"] = signing.sign(params, self.engine.api_secret)
+                self.send(plain, params, method="POST")
+            else:
+                self.big(plain, step[1])
+
+    def big(self, opener, what):
+        if what in ("body", "body-limit"):
+            size = MAX_BODY + 1 if what == "body" else MAX_BODY - 200
+            body = b"command=listZones&response=json&name=" + b"a" * size
+            status, _ = self.send(opener, {"size": size}, method="POST", body=body)
+            self.expect("oversized body", status, {401, 413})
+        elif what == "url":
+            status, _ = self.send(opener, {"command": "listZones", "name": "a" * 20000}, envelope=False)
+            self.expect("oversized URL", status, {400, 401, 414, 431})
+        elif what == "many":
+            params = {"command": "listZones", "response": "json"}
+            params.update(("p%d" % i, "v") for i in range(20000))
+            status, _ = self.send(opener, params, method="POST")
+            self.expect("many parameters", status, {401, 413})
+        else:
+            params = {"command": "listZones", "response": "json", "details" + "[0].a" * 5000: "v",
+                      "x" + "[" * 10000: "y"}
+            status, _ = self.send(opener, params, method="POST")
+            self.expect("deeply nested names", status, {401})
+
+
+@pytest.fixture(scope="module")
+def session_engine(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("fuzz-sessions")
+    engine = EngineProcess(workdir / "engine", "sqlite:///%s" % (workdir / "engine" / "cloud.db"))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.kill()
+
+
+def test_sessions_logins_maps_and_oversized_requests(session_engine, record_reliability):
+    """Login sequences (right, wrong, unknown and odd names and passwords) against the lockout
+    model; session requests with every mix of session key and cookies (only the key as a
+    parameter with the session's cookie passes); map parameters with odd indexes and names;
+    bodies over and at the size limit, huge URLs, 20000 parameters, names nested 5000 deep.
+    Every answer is CloudStack's envelope, with no 5xx beyond CloudStack's own codes."""
+    api = session_engine.client()
+    unique = uuid.uuid4().hex[:6]
+    password = "pw-" + unique
+    account = api.createAccount(username="f" + unique, password=password, email="f@example.org",
+                                firstname="F", lastname="User", accounttype=0)["account"]
+    model = SessionModel(session_engine, account["user"][0], password)
+    started = time.monotonic()
+
+    @settings(max_examples=SESSION_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(STEPS, min_size=1, max_size=8))
+    def sequences(steps):
+        model.run(steps)
+
+    sequences()
+    elapsed = time.monotonic() - started
+    alive = session_engine.proc.poll() is None
+    log_problems = engine_log_problems(session_engine)
+    SUMMARY["sessions"] = "\n".join([
+        "### Sessions, logins, map parameters, oversized and nested requests", "",
+        "Sequences generated by Hypothesis against one engine (SQLite): logins with the right, a wrong,",
+        "an unknown or an odd name and password, checked against a model of the lockout (%d wrong" % ATTEMPTS_ALLOWED,
+        "passwords lock; enableUser unlocks); session requests with the session key right, wrong, odd, absent",
+        "or under another spelling, with the session's cookies, none or forged ones (only the right key",
+        "as a parameter with the session cookie may pass); map parameters with odd indexes and keys;",
+        "bodies just over and just under the 4 MiB limit, a 20 kB URL, 20000 parameters, parameter names",
+        "nested 5000 deep.", "",
+        report.table(["measurement", "value"], [
+            ["sequences (Hypothesis examples)", SESSION_EXAMPLES],
+            ["requests", model.requests],
+            ["steps by kind", ", ".join("%s %d" % kv for kv in sorted(model.steps.items()))],
+            ["time", "%.0f s" % elapsed],
+            ["findings (5xx, answers outside the envelope, a session or lockout rule broken)",
+             model.problems.count],
+            ["engine alive at the end", "yes" if alive else "**no**"],
+            ["unhandled exceptions in the engine log", len(log_problems)],
+        ]), "",
+        report.table(["HTTP status", "answers"], sorted(model.outcomes.items())), "",
+        "Verdict: %s" % report.verdict(alive and not model.problems and not log_problems), "",
+    ])
+    record_reliability("Fuzzing", fuzz_section())
+    assert alive, session_engine.stderr_tail()
+    assert not model.problems, model.problems.report() + "\n\nengine log:\n" + log_tail(session_engine)
+    assert not log_problems, "\n\n".join(log_problems)

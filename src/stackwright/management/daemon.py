@@ -10,6 +10,7 @@ import signal
 import sys
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import options as optionslib
 from .api.app import make_app
@@ -37,6 +38,18 @@ def setup_logging(log_file, level):
         handler.setFormatter(fmt)
         root.addHandler(handler)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
+
+
+def _malformed_http_in_one_line(record):
+    """A request the HTTP parser refuses (a line over 8 kB, bad syntax) is the client's fault and
+    answered 400 by the server: logged as one line, without a traceback."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        record.msg, record.args = "refused a malformed HTTP request: %s", (str(error).splitlines()[0][:200],)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 async def serve(opts, engine):

@@ -56,7 +56,14 @@ async def api_handler(request):
     engine = request.app[ENGINE]
     started = time.monotonic()
     request_id = uuid.uuid4().hex[:12]
-    raw = await _params(request)
+    try:
+        raw = await _params(request)
+    except web.HTTPException as refused:
+        # A body over the size limit, too many form fields: refused before any command runs,
+        # in CloudStack's envelope.
+        access_log.info("%s %s - status=%d refused: %s", request_id, request.method, refused.status, refused.text)
+        return _json({"errorresponse": {"uuidList": [], "errorcode": refused.status, "cserrorcode": 9999,
+                                        "errortext": refused.text or refused.reason}}, refused.status)
     command = raw.get("command", "")
     cookies = dict(request.cookies)
     loop = asyncio.get_running_loop()
