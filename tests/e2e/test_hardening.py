@@ -77,6 +77,14 @@ def test_a_session_request_needs_its_session_key(api, engine, unique):
     assert session_call(engine, opener, {"command": "listZones", "sessionkey": "x" + key})[0] == 401
     assert session_call(engine, opener, {"command": "listZones", "sessionkey": key})[0] == 200
     assert session_call(engine, opener, {"command": "listZones", "SessionKey": key})[0] == 200
+    # Only a digest of the session key is stored.
+    db = sa.create_engine(engine.db_url)
+    try:
+        with db.connect() as conn:
+            stored = conn.execute(sa.text("SELECT session_key FROM login_session")).scalars().all()
+    finally:
+        db.dispose()
+    assert stored and key not in stored
 
 
 # --- lockout and login timing -------------------------------------------------------------------

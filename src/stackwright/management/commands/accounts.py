@@ -213,18 +213,18 @@ def login(ctx, p):
             select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))
         ).scalar_one_or_none()
     allowed = ctx.config.typed("incorrect.login.attempts.allowed")
-    user, record = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
+    user, record, session_key = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(
             "Failed to authenticate user %s in domain %s; please provide valid credentials"
             % (p.username, domain.uuid if domain else (p.domain or "ROOT"))
         )
     account = user.account
-    ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": record.session_key}
+    ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": session_key}
     return compact({
         "username": user.username, "userid": user.uuid, "domainid": domain.uuid,
         "timeout": 1800, "account": account.name, "firstname": user.firstname,
-        "lastname": user.lastname, "type": account.account_type, "sessionkey": record.session_key,
+        "lastname": user.lastname, "type": account.account_type, "sessionkey": session_key,
         "registered": "false", "timezone": user.timezone,
     })
 

@@ -43,6 +43,11 @@ def check_password(password, stored):
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
+def _digest(session_key):
+    """What is stored of a session key: its SHA-256, so the table alone opens no session."""
+    return hashlib.sha256(session_key.encode("utf-8", "replace")).hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def _dummy_hash():
     """A hash no password matches, checked when the user name is unknown: a login then costs
@@ -144,7 +149,8 @@ class AccountService:
     # --- login sessions -------------------------------------------------------------
 
     def login(self, username, password, domain, attempts_allowed=5):
-        """(user, login session) for the right password of an enabled user, else (None, None).
+        """(user, login session, session key) for the right password of an enabled user, else
+        (None, None, None). Only a digest of the session key is stored.
 
         Every wrong password counts; at `attempts_allowed` in a row the user is locked (state
         `locked`) until an admin enables it (enableUser), as CloudStack's
@@ -157,7 +163,7 @@ class AccountService:
         ).scalar_one_or_none()
         if user is None:
             check_password(password, _dummy_hash())
-            return None, None
+            return None, None, None
         if not check_password(password, user.password_hash):
             if user.state == "enabled":
                 user.login_attempts = (user.login_attempts or 0) + 1
@@ -165,19 +171,20 @@ class AccountService:
                     user.state = LOCKED
                     log.warning("user %s (%s) locked after %d incorrect login attempts",
                                 user.username, user.uuid, user.login_attempts)
-            return None, None
+            return None, None, None
         if user.state != "enabled" or user.account.state != "enabled":
-            return None, None
+            return None, None, None
         user.login_attempts = 0
+        session_key = secrets.token_urlsafe(24)
         record = LoginSession(
-            session_key=secrets.token_urlsafe(24),
+            session_key=_digest(session_key),
             session_id=secrets.token_hex(16).upper(),
             user_id=user.id,
             expires=utcnow() + SESSION_LIFETIME,
         )
         self.session.add(record)
         self.session.flush()
-        return user, record
+        return user, record, session_key
 
     def session_user(self, session_id, session_key):
         """The user of login session `session_id`, or None. The session key must come with
@@ -190,7 +197,7 @@ class AccountService:
         ).scalar_one_or_none()
         if record is None or record.expires < utcnow():
             return None
-        if not hmac.compare_digest(record.session_key.encode(), session_key.encode()):
+        if not hmac.compare_digest(record.session_key.encode(), _digest(session_key).encode()):
             return None
         user = self.session.get(User, record.user_id)
         if user is None or user.removed is not None:
