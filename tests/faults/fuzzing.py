@@ -422,7 +422,8 @@ def frame(payload):
 def raw_frames(draw, cluster_ids=()):
     """The bytes of one (usually broken) frame and what kind of break it is."""
     kind = draw(st.sampled_from(["envelope", "envelope", "envelope", "not-json", "json-not-object",
-                                 "too-large", "empty", "truncated", "short-header", "bytes", "not-utf8"]))
+                                 "too-large", "empty", "truncated", "short-header", "bytes", "not-utf8",
+                                 "deeply-nested", "nested-body", "largest"]))
     if kind == "envelope":
         data = frame(json.dumps(draw(envelopes(cluster_ids))).encode())
     elif kind == "not-json":
@@ -438,6 +439,18 @@ def raw_frames(draw, cluster_ids=()):
     elif kind == "truncated":
         payload = json.dumps(draw(envelopes(cluster_ids))).encode()
         data = HEADER.pack(len(payload) + draw(st.integers(1, 5000))) + payload
+    elif kind == "deeply-nested":
+        depth = draw(st.integers(1000, 200000))
+        data = frame(draw(st.sampled_from([b"[", b"{\"a\":"])) * depth)
+    elif kind == "nested-body":
+        # A valid envelope whose body nests deeper than any decoder's recursion goes.
+        depth = draw(st.integers(900, 5000))
+        data = frame(b'{"v":1,"seq":1,"type":"Ping","reply":false,"body":{"vms":' + b"[" * depth
+                     + b"]" * depth + b"}}")
+    elif kind == "largest":
+        # A frame of exactly the largest size accepted, holding one long string.
+        filler = MAX_FRAME - len(b'{"v":1,"seq":1,"type":"Ping","reply":false,"body":{"x":""}}')
+        data = frame(b'{"v":1,"seq":1,"type":"Ping","reply":false,"body":{"x":"' + b"a" * filler + b'"}}')
     elif kind == "short-header":
         data = draw(st.binary(min_size=1, max_size=3))
     elif kind == "bytes":
@@ -448,7 +461,7 @@ def raw_frames(draw, cluster_ids=()):
 
 
 OPENINGS = ("none", "getca", "register")
-FATAL = {"not-json", "json-not-object", "too-large", "empty", "not-utf8"}   # must end the session at once
+FATAL = {"not-json", "json-not-object", "too-large", "empty", "not-utf8", "deeply-nested"}   # must end the session at once
 
 
 def connections(targets, cluster_ids=()):

@@ -87,7 +87,8 @@ class NamespacedEngine(EngineProcess):
             str(BIN / "stackwright-management"), "--db-url", self.db_url,
             "--listen", "%s:%d" % (self.api_address, self.port),
             "--agent-listen", "%s:%d" % (self.agent_address, self.agent_port),
-            "--pki-dir", str(self.workdir / "pki"), "--log-file", str(self.log_file),
+            "--pki-dir", str(self.workdir / "pki"), "--key-file", str(self.key_file),
+            "--log-file", str(self.log_file),
         ])
         with open(self.stderr_file, "ab") as stderr:
             # `ip netns exec` execs the engine, so the PID is the engine's.

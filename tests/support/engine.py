@@ -32,6 +32,7 @@ class EngineProcess:
         self.agent_port = free_port()
         self.endpoint = "http://127.0.0.1:%d/client/api" % self.port
         self.credentials_file = self.workdir / "cloudstack.ini"
+        self.key_file = self.workdir / "key"
         self.log_file = self.workdir / "management-server.log"
         self.stderr_file = self.workdir / "stderr.log"
         self.extra_args = list(extra_args)
@@ -42,7 +43,8 @@ class EngineProcess:
     def setup_database(self):
         out = subprocess.run(
             [str(BIN / "stackwright-setup-databases"), "--db-url", self.db_url,
-             "--credentials-file", str(self.credentials_file), "--endpoint", self.endpoint],
+             "--credentials-file", str(self.credentials_file), "--endpoint", self.endpoint,
+             "--key-file", str(self.key_file)],
             capture_output=True, text=True, timeout=120, check=False,
         )
         if out.returncode != 0:
@@ -59,7 +61,7 @@ class EngineProcess:
             str(BIN / "stackwright-management"), "--db-url", self.db_url,
             "--listen", "127.0.0.1:%d" % self.port,
             "--agent-listen", "127.0.0.1:%d" % self.agent_port,
-            "--pki-dir", str(self.workdir / "pki"),
+            "--pki-dir", str(self.workdir / "pki"), "--key-file", str(self.key_file),
             "--log-file", str(self.log_file), *self.extra_args,
         ]
         stderr = open(self.stderr_file, "ab")

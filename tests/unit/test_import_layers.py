@@ -56,7 +56,7 @@ LAYERS = [
     # messages, not hosts or rows; services/agents.py connects it to the services).
     ("persistence and agent channel", [f"{M}.persistence", f"{M}.agentlink"]),
     # Leaves every layer may use (and the engine package's own empty `__init__`).
-    ("neutral", [f"{M}.errors", f"{M}.formatting", M]),
+    ("neutral", [f"{M}.errors", f"{M}.formatting", f"{M}.values", f"{M}.redaction", M]),
 ]
 # Names in LAYERS that stand for that module alone, not for the modules under it.
 EXACT = {M}

@@ -10,18 +10,21 @@ import signal
 import sys
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import options as optionslib
 from .api.app import make_app
 from .engine import Engine
 from .services.agents import AgentManager
+from .persistence.crypto import KeyFileError
 from .persistence.db import redact_url
+from .redaction import PrivateFileHandler, RedactingFormatter
 
 log = logging.getLogger("stackwright.management")
 
 
 def setup_logging(log_file, level):
-    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
+    fmt = RedactingFormatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):
@@ -31,10 +34,22 @@ def setup_logging(log_file, level):
     root.addHandler(stderr)
     if log_file and log_file != "-":
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(log_file)
+        handler = PrivateFileHandler(log_file)
         handler.setFormatter(fmt)
         root.addHandler(handler)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
+
+
+def _malformed_http_in_one_line(record):
+    """A request the HTTP parser refuses (a line over 8 kB, bad syntax) is the client's fault and
+    answered 400 by the server: logged as one line, without a traceback."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        record.msg, record.args = "refused a malformed HTTP request: %s", (str(error).splitlines()[0][:200],)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 async def serve(opts, engine):
@@ -93,7 +108,11 @@ def main(argv=None):
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()
-    engine = Engine(opts)
+    try:
+        engine = Engine(opts)
+    except KeyFileError as e:
+        log.error("cannot start: %s", e)
+        return 1
     engine.agents_coming = True
     try:
         engine.start()

@@ -11,6 +11,7 @@ from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
 from .errors import Throttled
+from .persistence import crypto
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.agents import EngineGateway
@@ -122,6 +123,12 @@ class Throttle:
 class Engine:
     def __init__(self, settings):
         self.options = settings
+        self.key_file = getattr(settings, "key_file", None) or crypto.default_key_file(settings.db_url)
+        key = crypto.read_key(self.key_file)
+        if key is None:
+            log.warning("no key file %s: stored credentials cannot be read or written until "
+                        "stackwright-setup-databases creates it", self.key_file)
+        crypto.install(key)
         self.db = Database(settings.db_url)
         self.registry = REGISTRY
         self.settings = GlobalSettings(self.db)

@@ -6,6 +6,9 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   agent.listen   HOST:PORT of the agent channel (0.0.0.0:8250)
   agent.tls      true/false: TLS on the agent channel (true)
   pki.dir        directory of the engine's certificate authority
+  key.file       the key that encrypts stored credentials (default next to an SQLite
+                 database, else /etc/cloudstack/management/key), written by
+                 stackwright-setup-databases
   log.file       log file path
   log.level      DEBUG, INFO, WARNING
   api.workers    threads serving API requests
@@ -45,6 +48,7 @@ class Options:
     api_cache_size: int = 256
     agent_reconnect_grace: float = 60.0
     config_file: str | None = None
+    key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
 
 def split_address(text, default_host):
@@ -72,6 +76,8 @@ def parser():
     ap.add_argument("--agent-plain", action="store_true",
                     help="serve the agent channel without TLS (insecure; for isolated test networks)")
     ap.add_argument("--pki-dir", help="directory of the certificate authority (default %s)" % DEFAULT_PKI)
+    ap.add_argument("--key-file", help="key file of the stored credentials (default next to an SQLite "
+                                       "database, else /etc/cloudstack/management/key)")
     ap.add_argument("--log-file", help="log file (default %s); '-' logs to stderr only" % DEFAULT_LOG)
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--api-workers", type=int)
@@ -105,6 +111,7 @@ def load(argv=None):
     elif "agent.tls" in values:
         o.agent_tls = values["agent.tls"].lower() != "false"
     o.pki_dir = args.pki_dir or values.get("pki.dir") or o.pki_dir
+    o.key_file = args.key_file or values.get("key.file") or None
     o.log_file = args.log_file or values.get("log.file") or o.log_file
     o.log_level = args.log_level or values.get("log.level", o.log_level).upper()
     o.api_workers = args.api_workers or int(values.get("api.workers", o.api_workers))

@@ -12,7 +12,9 @@ import os
 import sys
 
 from .. import properties
+from .persistence import crypto
 from .persistence.db import Database, redact_url
+from .persistence.models import Base
 from .services import catalog
 from .services.accounts import AccountService
 
@@ -33,10 +35,18 @@ def parser():
     ap.add_argument("--admin-password-file",
                     help="file holding the admin user's password (for session login); "
                          "without it the admin gets a random password")
+    ap.add_argument("--key-file",
+                    help="the key that encrypts stored credentials, created (mode 0600) when missing and "
+                         "kept afterwards (default next to an SQLite database, else %s)" % crypto.DEFAULT_KEY_FILE)
     ap.add_argument("--rotate-keys", action="store_true",
                     help="issue a new API key/secret for admin even if it has one")
     ap.add_argument("--region", default="cloudstack", help="section name in the ini file")
     return ap
+
+
+# Columns holding credentials, encrypted at rest: those the models type Encrypted.
+ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
+                          for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
 def render_ini(region, endpoint, key, secret):
@@ -58,11 +68,22 @@ def main(argv=None):
         except OSError as e:
             print("cannot read the admin password file: %s" % e, file=sys.stderr)
             return 2
+    key_file = args.key_file or crypto.default_key_file(args.db_url)
     db = Database(args.db_url)
     try:
         before = db.current_revision() if db.has_schema() else None
         db.upgrade()
         after = db.current_revision()
+        try:
+            key, key_created = crypto.ensure_key(key_file)
+        except (OSError, crypto.KeyFileError) as e:
+            print("cannot set up the key file %s: %s" % (key_file, getattr(e, "strerror", None) or e),
+                  file=sys.stderr)
+            return 2
+        crypto.install(key)
+        with db.engine.begin() as conn:
+            # A database written before encryption at rest: its credentials, encrypted in place.
+            encrypted = sum(crypto.encrypt_in_place(conn, table, column) for table, column in ENCRYPTED_COLUMNS)
         with db.transaction() as s:
             svc = AccountService(s)
             admin = svc.ensure_root(admin_password=password)
@@ -93,6 +114,9 @@ def main(argv=None):
     else:
         os.chmod(args.credentials_file, 0o600)
         wrote = "unchanged"
+    print("key file %s: %s" % ("created" if key_created else "kept", key_file))
+    if encrypted:
+        print("stored credentials encrypted in place: %d" % encrypted)
     if before == after:
         print("schema at revision %s (unchanged); credentials %s: %s" % (after, wrote, args.credentials_file))
     else:

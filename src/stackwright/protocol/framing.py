@@ -73,6 +73,8 @@ def decode_payload(payload: bytes) -> Frame:
         envelope = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedFrame(f"frame is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedFrame("frame is nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MalformedFrame("frame is not a JSON object")
     version = envelope.get("v")
@@ -94,6 +96,8 @@ def decode_payload(payload: bytes) -> Frame:
         message = decode(message_class, envelope.get("body"))
     except CodecError as exc:
         raise MalformedFrame(f"invalid {type_name} message: {exc}") from None
+    except RecursionError:
+        raise MalformedFrame(f"invalid {type_name} message: nested too deeply") from None
     return Frame(seq=seq, message=message, reply=reply)
 
 

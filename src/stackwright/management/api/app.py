@@ -12,7 +12,6 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiohttp import web
@@ -29,7 +28,6 @@ access_log = logging.getLogger("stackwright.management.access")
 ENGINE = web.AppKey("engine", object)
 POOL = web.AppKey("pool", concurrent.futures.ThreadPoolExecutor)
 
-REDACTED = {"signature", "apikey", "password", "secretkey", "sessionkey", "secret", "token"}
 INTERNAL_ERROR = "Internal error executing command, please contact your system administrator (request id %s)"
 
 
@@ -64,7 +62,14 @@ async def api_handler(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     started = time.monotonic()
     request_id = uuid.uuid4().hex[:12]
-    raw = await _params(request)
+    try:
+        raw = await _params(request)
+    except web.HTTPException as refused:
+        # A body over the size limit, too many form fields: refused before any command runs,
+        # in CloudStack's envelope.
+        access_log.info("%s %s - status=%d refused: %s", request_id, request.method, refused.status, refused.text)
+        return _json({"errorresponse": {"uuidList": [], "errorcode": refused.status, "cserrorcode": 9999,
+                                        "errortext": refused.text or refused.reason}}, refused.status)
     command = raw.get("command", "")
     cookies = dict(request.cookies)
     loop = asyncio.get_running_loop()
@@ -116,6 +121,3 @@ def make_app(engine: Engine, workers: int = 8) -> web.Application:
     app.on_cleanup.append(close_pool)
     return app
 
-
-def redact(raw: Mapping[str, str]) -> dict[str, str]:
-    return {k: ("***" if k.lower() in REDACTED else v) for k, v in raw.items()}

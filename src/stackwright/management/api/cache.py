@@ -10,8 +10,7 @@ On MySQL/MariaDB other engines or tools may write too, so nothing is cached ther
 import threading
 from collections import OrderedDict
 
-# Parameters that authenticate a request rather than choose what it returns.
-_CREDENTIALS = frozenset({"apikey", "signature", "signatureversion", "expires", "sessionkey"})
+from .params import used
 
 
 class ResponseCache:
@@ -23,10 +22,11 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def token(principal, raw):
-        """What an answer depends on besides the data: the caller and the other parameters."""
-        params = tuple(sorted((k.lower(), v) for k, v in raw.items() if k.lower() not in _CREDENTIALS))
-        return principal.user_id, params
+    def token(principal, cmd, raw):
+        """What an answer depends on besides the data: the caller, the command and exactly the
+        values of the parameters the command declares, as its parser reads them. A parameter
+        the command does not know leaves the answer unchanged, and so leaves the token alone."""
+        return principal.user_id, cmd.name, used(cmd.params, raw)
 
     @property
     def generation(self):

@@ -9,7 +9,7 @@ import logging
 
 
 from ..context import Context, Principal
-from ..errors import ApiError, AuthenticationError, MethodNotAllowed
+from ..errors import ApiError, AuthenticationError, LoginFailed, MethodNotAllowed
 from ..persistence.models import User
 from ..services.accounts import ROOT_ADMIN
 from ..services.jobs import Begun
@@ -17,6 +17,7 @@ from ..services.system_jobs import SYSTEM_JOBS
 from . import params as paramlib
 from . import signing
 from .registry import REGISTRY, ListResult, Success
+from .views import restricted
 from .render import encode
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,15 @@ def response_key(command_name):
     return cmd.key
 
 
-def shape(cmd, out):
-    """The body under `<command>response` for a handler's return value."""
+def shape(cmd, out, admin=True):
+    """The body under `<command>response` for a handler's return value; without `admin`, as
+    a caller who is not a root admin sees it (api.views)."""
     if isinstance(out, ListResult):
         if out.count == 0:
             return {}
         body = {"count": out.count}
         if out.items:
-            body[cmd.response] = out.items
+            body[cmd.response] = out.items if admin else restricted(cmd.response, out.items)
         return body
     if cmd.response is None and isinstance(out, dict):
         return out
@@ -47,7 +49,7 @@ def shape(cmd, out):
         if isinstance(out, Success) and out.displaytext:
             body["displaytext"] = out.displaytext
         return body
-    return {cmd.response: out}
+    return {cmd.response: out if admin else restricted(cmd.response, out)}
 
 
 def _find_key(raw, name):
@@ -91,7 +93,11 @@ def authenticate(engine, session, raw, method, cookies):
     session_id = cookies.get("JSESSIONID")
     if not session_id:
         raise AuthenticationError(BAD_CREDENTIALS)
-    session_key = raw.get("sessionkey") or cookies.get("sessionkey")
+    # The session key must come as a parameter, which a cross-site page cannot read or send;
+    # a `sessionkey` cookie, which the browser adds to any request, must then agree with it.
+    session_key = _find_key(raw, "sessionkey")
+    if session_key is None or cookies.get("sessionkey", session_key) != session_key:
+        raise AuthenticationError("unable to verify user credentials")
     user = engine.sessions_user(session, session_id, session_key)
     if user is None:
         raise AuthenticationError("unable to verify user credentials")
@@ -116,7 +122,7 @@ def cached_answer(engine, raw, method):
         user = check_signed(engine, entry, raw, method, api_key)
         if cmd.admin_only and not user.root_admin:
             return None
-        data = cache.get(cache.token(user, raw))
+        data = cache.get(cache.token(user, cmd, raw))
         if data is None:
             return None
         engine.throttle.check(user)
@@ -139,11 +145,17 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         if cmd is not None and cmd.login_free:
             if cmd.name == "login" and method != "POST":
                 raise MethodNotAllowed("Please use HTTP POST to authenticate using this API")
+            failed = None
             with engine.db.transaction() as session:
                 ctx = Context(engine, session, None, cmd.name, request_id)
                 ctx.cookies_in = cookies or {}
                 p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
-                out = cmd.handler(ctx, p)
+                try:
+                    out = cmd.handler(ctx, p)
+                except LoginFailed as e:
+                    failed = e      # the wrong password is counted: commit, then refuse
+            if failed is not None:
+                raise failed
             return key, {key: shape(cmd, out)}, 200, ctx.cookies
         readonly = cmd.readonly if cmd else True
         with engine.db.transaction(readonly=readonly and not (cmd and cmd.async_job)) as session:
@@ -158,7 +170,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
                 )
             cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
             if cache is not None:
-                token, generation = cache.token(user, raw), cache.generation
+                token, generation = cache.token(user, cmd, raw), cache.generation
                 data = cache.get(token)
                 if data is not None:
                     return key, data, 200, {}
@@ -172,7 +184,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
                 job_uuid = job.uuid
                 ctx.after_commit(lambda: engine.jobs.submit(job_uuid))
             else:
-                body = shape(cmd, cmd.handler(ctx, p))
+                body = shape(cmd, cmd.handler(ctx, p), ctx.is_root_admin)
         ctx.run_after_commit()
         if cache is not None:
             data = encode({key: body})
@@ -185,9 +197,9 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         return key, error_body(key, e), e.errorcode, {}
 
 
-def job_result(cmd, out):
+def job_result(cmd, out, admin=True):
     """The jobresult dict of a job's command output."""
-    body = shape(cmd, out)
+    body = shape(cmd, out, admin)
     if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):
         # jobresult carries exactly one object
         body = {cmd.response: body[cmd.response][0]}
@@ -207,7 +219,7 @@ class ApiJobs:
         if cmd is None:
             return Begun(SYSTEM_JOBS[job.command](ctx, **job.params), lambda out: out or {}, ctx)
         p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
-        return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd), ctx)
+        return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd, admin=ctx.is_root_admin), ctx)
 
     def context(self, session, job):
         return Context(self.engine, session, session.get(User, job.user_id), job.command, job=job)

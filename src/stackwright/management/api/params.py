@@ -10,7 +10,9 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from ..errors import InvalidParameterValue, ParameterError
+from .. import values
+from ..redaction import redacted_value
+from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
@@ -35,59 +37,89 @@ class String(ParamType):
         if _CONTROL.search(raw):
             raise InvalidParameterValue(
                 "Received value %r for parameter %s is invalid, contains illegal ASCII "
-                "non-printable characters" % (raw, name)
+                "non-printable characters" % (redacted_value(name, raw), name)
             )
         return raw
+
+
+def _invalid(cmd, name, raw):
+    return ParameterError(
+        "Unable to execute API command %s due to invalid value %s for parameter %s"
+        % (cmd.lower(), redacted_value(name, raw), name)
+    )
 
 
 class Boolean(ParamType):
     api_type = "boolean"
 
     def convert(self, cmd, name, raw, ctx):
-        return raw.strip().lower() == "true"
+        if raw.strip() == "":
+            return None
+        try:
+            return values.parse_bool(raw)
+        except ValueError:
+            raise _invalid(cmd, name, raw) from None
 
 
 class _Number(ParamType):
-    pytype = int
-    bits = None     # integers outside a Java int/long of this size are invalid, as in CloudStack
+    """A number parsed by `values`; integers outside the Java int/long they stand for are
+    invalid, as in CloudStack, and so is anything outside [minimum, maximum]."""
+
+    bounds = values.INT64
+
+    def __init__(self, minimum=None, maximum=None):
+        self.minimum = self.bounds[0] if minimum is None else minimum
+        self.maximum = self.bounds[1] if maximum is None else maximum
+
+    def parse(self, raw):
+        return values.parse_int(raw, self.minimum, self.maximum)
 
     def convert(self, cmd, name, raw, ctx):
         if raw.strip() == "":
             return None
         try:
-            value = self.pytype(raw.strip())
-            if self.bits and not -(1 << (self.bits - 1)) <= value < (1 << (self.bits - 1)):
-                raise ValueError(raw)
-            return value
+            return self.parse(raw)
         except ValueError:
-            raise ParameterError(
-                "Unable to execute API command %s due to invalid value %s for parameter %s"
-                % (cmd.lower(), raw, name)
-            ) from None
+            raise _invalid(cmd, name, raw) from None
 
 
 class Integer(_Number):
     api_type = "integer"
-    bits = 32
+    bounds = values.INT32
 
 
 class Long(_Number):
     api_type = "long"
-    bits = 64
+
+
+class Size(Long):
+    """A non-negative count of `unit` bytes (a disk size in GB, say) whose byte count fits a
+    Java long: the database and the arithmetic on it never see a larger one."""
+
+    def __init__(self, unit=1):
+        super().__init__(0, values.INT64[1] // unit)
 
 
 class Float(_Number):
     api_type = "float"
-    pytype = float
+    bounds = (-values.JAVA_FLOAT_MAX, values.JAVA_FLOAT_MAX)
+
+    def parse(self, raw):
+        return values.parse_decimal(raw, self.minimum, self.maximum)
 
 
 class Uuid(ParamType):
-    """A UUID naming a row of `model`; the parsed value is the row itself."""
+    """A UUID naming a row of `model`; the parsed value is the row itself.
+
+    `owned`: the row belongs to an account (it has `account_id`) and only a root admin or that
+    account may name it. The check runs while the request is parsed, so a refused request is
+    answered at once (531) and never becomes a job."""
 
     api_type = "uuid"
 
-    def __init__(self, model=None):
+    def __init__(self, model=None, owned=False):
         self.model = model
+        self.owned = owned
 
     def convert(self, cmd, name, raw, ctx):
         try:
@@ -107,7 +139,18 @@ class Uuid(ParamType):
                 "to incorrect parameter annotation for the field in api cmd class."
                 % (cmd.lower(), name, raw)
             )
+        if self.owned:
+            check_owner(ctx, row)
         return row
+
+
+def check_owner(ctx, row):
+    """Refuse (531, CloudStack's text) a caller other than a root admin or the row's account."""
+    principal = ctx.principal
+    if principal is None or principal.root_admin or row.account_id == principal.account_id:
+        return
+    raise PermissionDenied("Account %s does not have permission to operate with resource %s"
+                           % (ctx.account.name, row.uuid))
 
 
 class List(ParamType):
@@ -164,6 +207,18 @@ def _maps(raw):
             continue
         groups.setdefault(m["name"], {}).setdefault(int(m["index"]), {})[m["key"]] = value
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
+
+
+def used(params, raw):
+    """The raw strings `parse` reads for `params`: exactly the declared parameters the request
+    carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
+    unknown or differently spelt name, credentials) changes nothing and is left out."""
+    names = {p.name for p in params if not isinstance(p.type, Map)}
+    maps = {p.name for p in params if isinstance(p.type, Map)}
+    out = [(k, v) for k, v in raw.items() if k in names]
+    if maps:
+        out += [(k, v) for k, v in raw.items() if (m := _MAP_KEY.match(k)) and m["name"] in maps]
+    return tuple(sorted(out))
 
 
 def parse(cmd, params, raw, ctx):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..redaction import redact_text
+
 if TYPE_CHECKING:
     from ..errors import ApiError
 
@@ -18,7 +20,8 @@ def error_body(key: str, error: ApiError) -> dict[str, dict[str, Any]]:
     body: dict[str, Any] = {"uuidList": list(error.uuid_list), "errorcode": error.errorcode}
     if error.cserrorcode is not None:
         body["cserrorcode"] = error.cserrorcode
-    body["errortext"] = error.text
+    # No error text carries a secret, whichever code raised it.
+    body["errortext"] = redact_text(error.text)
     return {key: body}
 
 

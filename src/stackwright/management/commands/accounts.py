@@ -58,6 +58,10 @@ def list_accounts(ctx, p):
     return listed(AccountQueries(ctx).list_accounts(p), lambda a: account_view(ctx, a))
 
 
+# The default roles, by id and by type name: the role an account is created under.
+ROLE_IDS = {"0": 0, "user": 0, "1": 1, "admin": 1, "2": 2, "domainadmin": 2}
+
+
 @api_command("createAccount", response="account", params=[
     Param("username", String(), required=True, description="Unique username"),
     Param("password", String(), required=True, description="Clear text password"),
@@ -77,7 +81,9 @@ def create_account(ctx, p):
     if account_type is None and p.roleid is None:
         raise InvalidParameterValue("Either account type or role ID must be given")
     if account_type is None:
-        account_type = {"1": 1, "admin": 1, "2": 2, "domainadmin": 2}.get(p.roleid.lower(), 0)
+        account_type = ROLE_IDS.get(p.roleid.lower())
+        if account_type is None:
+            raise InvalidParameterValue("Unable to find role by provided id: %s" % p.roleid)
     if account_type not in ROLE_TYPES:
         raise InvalidParameterValue("Invalid account type %s given; valid types are 0, 1 and 2" % account_type)
     account = ctx.accounts.create_account(
@@ -130,6 +136,16 @@ def get_user_keys(ctx, p):
     return compact({"apikey": p.id.api_key, "secretkey": p.id.secret_key})
 
 
+@api_command("enableUser", response="user", params=[
+    Param("id", Uuid(User), required=True, description="Enables user by user ID."),
+])
+def enable_user(ctx, p):
+    """Enables a user account: a user locked after too many incorrect logins may log in again."""
+    user = ctx.accounts.enable_user(p.id)
+    ctx.after_commit(ctx.engine.keys.invalidate)
+    return user_view(user, user.account, ctx.session.get(Domain, user.account.domain_id))
+
+
 @api_command("listDomains", response="domain", admin_only=False, params=[
     Param("id", Uuid(Domain), description="List domain by domain ID."),
     Param("name", String(), description="List domain by domain name."),
@@ -156,18 +172,19 @@ def login(ctx, p):
         if not path.upper().startswith("ROOT"):
             path = "ROOT/" + path
         domain = AccountQueries(ctx).domain_by_path(path)
-    user, record = (None, None) if domain is None else ctx.accounts.login(p.username, p.password, domain)
+    allowed = ctx.config.typed("incorrect.login.attempts.allowed")
+    user, record, session_key = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(
             "Failed to authenticate user %s in domain %s; please provide valid credentials"
             % (p.username, domain.uuid if domain else (p.domain or "ROOT"))
         )
     account = user.account
-    ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": record.session_key}
+    ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": session_key}
     return compact({
         "username": user.username, "userid": user.uuid, "domainid": domain.uuid,
         "timeout": 1800, "account": account.name, "firstname": user.firstname,
-        "lastname": user.lastname, "type": account.account_type, "sessionkey": record.session_key,
+        "lastname": user.lastname, "type": account.account_type, "sessionkey": session_key,
         "registered": "false", "timezone": user.timezone,
     })
 

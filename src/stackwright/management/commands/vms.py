@@ -6,7 +6,7 @@ returns, and the job starts it. The other changes are async jobs whose result is
 """
 
 from ..api.listing import listed
-from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given, map_dict
+from ..api.params import Boolean, List, Map, Param, Size, String, Uuid, given, map_dict
 from ..api.registry import api_command
 from ..errors import InvalidParameterValue, PermissionDenied
 from ..formatting import compact, date
@@ -48,7 +48,7 @@ VM_FIELDS = (
     ("details", "Vm details in key/value pairs.", "map"),
 )
 VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
-VM_ID = Param("id", Uuid(VmInstance), required=True, description="The ID of the virtual machine")
+VM_ID = Param("id", Uuid(VmInstance, owned=True), required=True, description="The ID of the virtual machine")
 PLACEMENT_PARAMS = [
     Param("%sid" % what, Uuid(model),
           description="destination %s ID to deploy the VM to - parameter available for root admin only" % label)
@@ -150,7 +150,7 @@ def _prepare_deploy(ctx, p):
         Param("account", String(), description="an optional account for the virtual machine. Must be used with domainId."),
         Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
-        Param("rootdisksize", Long(), description="Optional field to resize root disk on deploy (GB)"),
+        Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
     ])
 def deploy_virtual_machine(ctx, p):
     """Creates and automatically starts a virtual machine based on a service offering and template."""

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .crypto import Encrypted
+
 
 def new_uuid() -> str:
     return str(uuidlib.uuid4())
@@ -79,8 +81,12 @@ class User(Entity, Base):
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
     state: Mapped[str] = mapped_column(String(32), default="enabled")
+    # Wrong passwords since the last successful login; past incorrect.login.attempts.allowed
+    # the user is locked until an admin enables it again.
+    login_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     api_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
-    secret_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Encrypted at rest (services.secrets): a Fernet token, never the secret itself.
+    secret_key: Mapped[str | None] = mapped_column(Encrypted(255), nullable=True)
     account: Mapped[Account] = relationship(lazy="joined")
 
 
@@ -228,7 +234,8 @@ class StoragePool(Entity, Base):
     host_address: Mapped[str] = mapped_column(String(255))
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     path: Mapped[str] = mapped_column(String(1024))
-    url: Mapped[str] = mapped_column(String(2048))
+    # May carry a Ceph secret (rbd://user:secret@monitor/pool): encrypted at rest.
+    url: Mapped[str] = mapped_column(Encrypted(2048))
     state: Mapped[str] = mapped_column(String(32), default="Up")
     status_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     hypervisor: Mapped[str | None] = mapped_column(String(32), nullable=True)

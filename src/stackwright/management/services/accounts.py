@@ -2,8 +2,10 @@
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
+import logging
 import secrets
 
 from sqlalchemy import select
@@ -15,6 +17,9 @@ from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, p
 ROOT_ADMIN, USER, DOMAIN_ADMIN = 1, 0, 2
 ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin"}
 SESSION_LIFETIME = dt.timedelta(minutes=30)
+LOCKED = "locked"
+
+log = logging.getLogger(__name__)
 
 
 def new_key():
@@ -37,6 +42,18 @@ def check_password(password, stored):
         return False
     computed = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=2**14, r=8, p=1)
     return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+def _digest(session_key):
+    """What is stored of a session key: its SHA-256, so the table alone opens no session."""
+    return hashlib.sha256(session_key.encode("utf-8", "replace")).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash():
+    """A hash no password matches, checked when the user name is unknown: a login then costs
+    what a wrong password costs, and its time tells nothing about which user names exist."""
+    return hash_password(secrets.token_urlsafe(24))
 
 
 class AccountService:
@@ -132,38 +149,69 @@ class AccountService:
 
     # --- login sessions -------------------------------------------------------------
 
-    def login(self, username, password, domain):
-        user = self.session.execute(
+    def login(self, username, password, domain, attempts_allowed=5):
+        """(user, login session, session key) for the right password of an enabled user, else
+        (None, None, None). Only a digest of the session key is stored.
+
+        Every wrong password counts; at `attempts_allowed` in a row the user is locked (state
+        `locked`) until an admin enables it (enableUser), as CloudStack's
+        incorrect.login.attempts.allowed. The caller commits the count even though the login
+        fails. Known and unknown names cost one password hash each."""
+        user = None if domain is None else self.session.execute(
             select(User).join(Account).where(
                 User.username == username, Account.domain_id == domain.id, User.removed.is_(None)
             )
         ).scalar_one_or_none()
-        if user is None or not check_password(password, user.password_hash):
-            return None, None
+        if user is None:
+            check_password(password, _dummy_hash())
+            return None, None, None
+        if not check_password(password, user.password_hash):
+            if user.state == "enabled":
+                user.login_attempts = (user.login_attempts or 0) + 1
+                if user.login_attempts >= attempts_allowed:
+                    user.state = LOCKED
+                    log.warning("user %s (%s) locked after %d incorrect login attempts",
+                                user.username, user.uuid, user.login_attempts)
+            return None, None, None
         if user.state != "enabled" or user.account.state != "enabled":
-            return None, None
+            return None, None, None
+        user.login_attempts = 0
+        session_key = secrets.token_urlsafe(24)
         record = LoginSession(
-            session_key=secrets.token_urlsafe(24),
+            session_key=_digest(session_key),
             session_id=secrets.token_hex(16).upper(),
             user_id=user.id,
             expires=utcnow() + SESSION_LIFETIME,
         )
         self.session.add(record)
         self.session.flush()
-        return user, record
+        return user, record, session_key
 
     def session_user(self, session_id, session_key):
+        """The user of login session `session_id`, or None. The session key must come with
+        every request: the JSESSIONID cookie alone, which a browser sends on any cross-site
+        request, authenticates nothing."""
+        if not session_id or not session_key:
+            return None
         record = self.session.execute(
             select(LoginSession).where(LoginSession.session_id == session_id)
         ).scalar_one_or_none()
         if record is None or record.expires < utcnow():
             return None
-        if session_key is not None and not hmac.compare_digest(record.session_key, session_key):
+        if not hmac.compare_digest(record.session_key.encode(), _digest(session_key).encode()):
             return None
         user = self.session.get(User, record.user_id)
         if user is None or user.removed is not None:
             return None
         record.expires = utcnow() + SESSION_LIFETIME
+        return user
+
+    def enable_user(self, user):
+        """An admin's way back for a locked or disabled user: enabled, the count of wrong
+        passwords cleared."""
+        user.state = "enabled"
+        user.login_attempts = 0
+        self.session.flush()
         return user
 
     def logout(self, session_id):

@@ -7,12 +7,12 @@ are special at cluster scope: they live in the cluster details `cpuOvercommitRat
 `memoryOvercommitRatio`, which is what capacity arithmetic reads.
 """
 
-import math
 import threading
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from .. import values
 from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, ConfigValue
 
@@ -45,22 +45,17 @@ class Key:
         if value is None:
             return
         if self.type == "Boolean":
-            if value.lower() not in ("true", "false"):
-                raise InvalidParameterValue("Please enter either 'true' or 'false'.")
+            try:
+                values.parse_bool(value)
+            except ValueError:
+                raise InvalidParameterValue("Please enter either 'true' or 'false'.") from None
             return
         if self.type in ("Integer", "Long", "Float"):
             try:
-                number = float(value) if self.type == "Float" else int(value)
-                if not math.isfinite(number):
-                    raise ValueError(value)
-                # What a Java Integer, Long or Float holds: larger values cannot be stored, and
-                # a factor beyond a float's range turns capacities into infinities.
-                bits = {"Integer": 32, "Long": 64}.get(self.type)
-                if bits and not -(1 << (bits - 1)) <= number < (1 << (bits - 1)):
-                    raise ValueError(value)
-                if self.type == "Float" and abs(number) > JAVA_FLOAT_MAX:
-                    raise ValueError(value)
-            except (ValueError, OverflowError):     # isfinite() of an int beyond any float
+                # What a Java Integer, Long or Float holds, in ASCII digits: larger values cannot
+                # be stored, and a factor beyond a float's range turns capacities into infinities.
+                number = self.typed(value)
+            except ValueError:
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
                     "Please enter a valid %s value for parameter %s" % (kind, self.name)
@@ -83,15 +78,15 @@ class Key:
         if value is None:
             return None
         if self.type == "Boolean":
-            return value.lower() == "true"
-        if self.type in ("Integer", "Long"):
-            return int(value)
+            return values.parse_bool(value)
+        if self.type == "Integer":
+            return values.parse_int(value, *values.INT32)
+        if self.type == "Long":
+            return values.parse_int(value)
         if self.type == "Float":
-            return float(value)
+            return values.parse_decimal(value)
         return value
 
-
-JAVA_FLOAT_MAX = 3.4028235e38
 
 
 def _k(name, default, type="String", scopes=(), description="", **kw):
@@ -155,6 +150,9 @@ KEYS = {k.name: k for k in (
        "The interval in milliseconds between host reservation release checks", component="ResourceManager"),
     _k("router.stats.interval", "300", "Integer", [], "Interval (in seconds) to report router statistics",
        component="NetworkOrchestrationService"),
+    _k("incorrect.login.attempts.allowed", "5", "Integer", [],
+       "Incorrect login attempts allowed before the user is disabled", minimum=1,
+       component="AccountManager", group="Access", subgroup="Users"),
     _k("system.vm.random.password", "false", "Boolean", [], "Randomize system vm password the first time management server starts",
        component="ManagementServer"),
     _k("consoleproxy.loadscan.interval", "10000", "Long", [], "The time interval (in milliseconds) to scan console proxy working-load info",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import netaddr
 from sqlalchemy import func, select
 
+from .. import values
 from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..formatting import ratio
 from ..persistence.models import (
@@ -76,12 +77,9 @@ def check_cidr(value: str | None) -> str | None:
     if value is None or value == "":
         return value
     try:
-        net = ipaddress.IPv4Network(value, strict=False)
+        return str(values.parse_cidr(value))
     except ValueError:
         raise InvalidParameterValue("Please enter a valid guest cidr") from None
-    if "/" not in value:
-        raise InvalidParameterValue("Please enter a valid guest cidr")
-    return str(net)
 
 
 def choose(value: str, choices: Iterable[str], error: str) -> str:

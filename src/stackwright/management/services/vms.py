@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
+from .. import values
 from ..errors import (
     CloudRuntimeError,
     InvalidParameterValue,
@@ -203,8 +204,8 @@ class VmService:
         for key in ("cpuNumber", "cpuSpeed", "memory"):
             raw = details.get(key)
             try:
-                wanted[key] = int(raw)
-            except (TypeError, ValueError):
+                wanted[key] = values.parse_int(raw, *values.INT32)
+            except ValueError:
                 raise InvalidParameterValue(
                     "Need to specify custom parameter values cpu, cpu speed and memory when using custom "
                     "offering: pass details[0].cpuNumber, details[0].cpuSpeed and details[0].memory (MB)") from None

@@ -4,12 +4,15 @@ was computed, and never across callers."""
 import pytest
 from sqlalchemy import text
 
+from stackwright.management import commands  # noqa: F401  (fills the registry)
 from stackwright.management.api.cache import ResponseCache
+from stackwright.management.api.registry import REGISTRY
 from stackwright.management.context import Principal
 from stackwright.management.options import load
 from stackwright.management.persistence.db import Database
 
 ADMIN, OTHER = Principal(1, 1, True), Principal(2, 2, False)
+ZONES = REGISTRY["listZones"]
 
 
 @pytest.fixture
@@ -23,10 +26,10 @@ def db(tmp_path):
 
 def test_an_answer_lives_until_the_next_write(db):
     cache = ResponseCache(db)
-    token = cache.token(ADMIN, {"command": "listZones", "apiKey": "k", "signature": "s1"})
+    token = cache.token(ADMIN, ZONES, {"command": "listZones", "apiKey": "k", "signature": "s1"})
     cache.put(token, cache.generation, b"answer")
     # Credentials are not part of what an answer depends on.
-    assert cache.get(cache.token(ADMIN, {"command": "listZones", "apikey": "k", "signature": "s2"})) == b"answer"
+    assert cache.get(cache.token(ADMIN, ZONES, {"command": "listZones", "apikey": "k", "signature": "s2"})) == b"answer"
     with db.transaction(readonly=True) as session:
         session.execute(text("SELECT count(*) FROM t"))
     assert cache.get(token) == b"answer"
@@ -37,7 +40,7 @@ def test_an_answer_lives_until_the_next_write(db):
 
 def test_an_answer_computed_before_a_write_is_not_kept(db):
     cache = ResponseCache(db)
-    token, generation = cache.token(ADMIN, {"command": "listZones"}), cache.generation
+    token, generation = cache.token(ADMIN, ZONES, {"command": "listZones"}), cache.generation
     with db.transaction() as session:
         session.execute(text("INSERT INTO t VALUES (1)"))
     cache.put(token, generation, b"stale")
@@ -46,7 +49,7 @@ def test_an_answer_computed_before_a_write_is_not_kept(db):
 
 def test_a_failed_write_changes_nothing(db):
     cache = ResponseCache(db)
-    token = cache.token(ADMIN, {"command": "listZones"})
+    token = cache.token(ADMIN, ZONES, {"command": "listZones"})
     cache.put(token, cache.generation, b"answer")
     with pytest.raises(RuntimeError), db.transaction() as session:
         session.execute(text("INSERT INTO t VALUES (1)"))
@@ -56,14 +59,26 @@ def test_a_failed_write_changes_nothing(db):
 
 def test_callers_and_parameters_are_kept_apart(db):
     cache = ResponseCache(db)
-    cache.put(cache.token(ADMIN, {"command": "listZones"}), cache.generation, b"admin")
-    assert cache.get(cache.token(OTHER, {"command": "listZones"})) is None
-    assert cache.get(cache.token(ADMIN, {"command": "listZones", "name": "z1"})) is None
+    cache.put(cache.token(ADMIN, ZONES, {"command": "listZones"}), cache.generation, b"admin")
+    assert cache.get(cache.token(OTHER, ZONES, {"command": "listZones"})) is None
+    assert cache.get(cache.token(ADMIN, ZONES, {"command": "listZones", "name": "z1"})) is None
+
+
+def test_tokens_hold_exactly_the_declared_parameters(db):
+    cache = ResponseCache(db)
+    plain = cache.token(ADMIN, ZONES, {"command": "listZones"})
+    # A name listZones does not declare (parameter names are matched exactly) changes nothing
+    # in the answer, so it shares the plain request's token, never the filtered one's.
+    assert cache.token(ADMIN, ZONES, {"command": "listZones", "Name": "z"}) == plain
+    assert cache.token(ADMIN, ZONES, {"command": "listZones", "bogus": "1"}) == plain
+    assert cache.token(ADMIN, ZONES, {"command": "listZones", "name": "z"}) != plain
+    hosts = REGISTRY["listHosts"]
+    assert cache.token(ADMIN, hosts, {"command": "listHosts"}) != plain
 
 
 def test_the_oldest_answers_make_room(db):
     cache = ResponseCache(db, size=2)
-    tokens = [cache.token(ADMIN, {"command": "listZones", "page": str(i)}) for i in range(3)]
+    tokens = [cache.token(ADMIN, ZONES, {"command": "listZones", "page": str(i)}) for i in range(3)]
     for token in tokens:
         cache.put(token, cache.generation, b"x")
     assert [cache.get(token) for token in tokens] == [None, b"x", b"x"]

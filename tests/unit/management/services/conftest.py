@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.gateway import RecordingGateway
 from stackwright.management.context import Context
+from stackwright.management.persistence import crypto
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Account, Domain, Pod, User, Zone
 from stackwright.management.services.accounts import ROOT_ADMIN
@@ -14,7 +15,10 @@ from stackwright.management.services.configuration import GlobalSettings
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    database = Database("sqlite:///%s" % (tmp_path_factory.mktemp("services") / "cloud.db"))
+    workdir = tmp_path_factory.mktemp("services")
+    # The key of the stored credentials, as stackwright-setup-databases writes it.
+    crypto.install(crypto.ensure_key(str(workdir / "key"))[0])
+    database = Database("sqlite:///%s" % (workdir / "cloud.db"))
     database.upgrade()
     yield database
     database.dispose()
