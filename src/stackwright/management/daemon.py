@@ -13,8 +13,8 @@ from aiohttp import web
 
 from . import options as optionslib
 from .api.app import make_app
+from .agentlink.channel import AgentChannel
 from .engine import Engine
-from .services.agents import AgentManager
 from .persistence.db import redact_url
 
 log = logging.getLogger("stackwright.management")
@@ -48,13 +48,13 @@ async def serve(opts, engine):
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
     await site.start()
-    agents = AgentManager(engine, opts)
+    channel = AgentChannel(engine, opts)
     try:
-        await agents.start()
+        await channel.start()
     except OSError as e:
         await runner.cleanup()
         raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
-    engine.attach_agents(agents)
+    engine.gateway.attach(channel)
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
@@ -62,8 +62,8 @@ async def serve(opts, engine):
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
-    engine.detach_agents()
-    await agents.close()
+    engine.gateway.detach()
+    await channel.close()
 
 
 # Enough descriptors for every agent connection plus the API's, the database's and the logs'.
@@ -94,7 +94,8 @@ def main(argv=None):
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()
     engine = Engine(opts)
-    engine.agents_coming = True
+    # The agent channel starts after the job workers: jobs resumed at start wait for it.
+    engine.gateway.expect()
     try:
         engine.start()
     except Exception as e:
