@@ -254,7 +254,7 @@ class Registrar:
             raise RegistrationRefused(str(e)) from None
         except Exception as e:
             log.warning("registration of agent %s refused: %s", request.guid, e)
-            raise RegistrationRefused(getattr(e, "text", None) or str(e)) from None
+            raise RegistrationRefused(str(e)) from None
         if host_uuid is None:
             self.pending[request.guid] = Pending(request, time.time())
             log.info("agent %s at %s registered but no host was added for it yet; waiting for addHost "
