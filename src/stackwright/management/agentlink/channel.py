@@ -54,7 +54,8 @@ class AgentChannel:
     def __init__(self, engine, opts):
         self.engine = engine
         self.opts = opts
-        self.registrar = Registrar(RegistrationService(engine))
+        self.registration = RegistrationService(engine)
+        self.registrar = Registrar(self.registration)
         self.server: AgentLinkServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.simulated: dict[str, object] = {}
@@ -84,7 +85,7 @@ class AgentChannel:
         log.info("agent channel listening on %s:%d (%s), ping.interval=%ss ping.timeout=%s",
                  self.opts.agent_host, self.server.port, "TLS" if self.opts.agent_tls else "PLAIN TCP",
                  link.ping_interval, link.ping_timeout)
-        self.server.monitor.expect(await self.registrar.run(self.registrar.registration.hosts_served))
+        self.server.monitor.expect(await self.registrar.run(self.registration.hosts_served))
         self._sim_start = asyncio.create_task(self._start_simulated_hosts(), name="simulated-agents")
         return self
 
@@ -147,7 +148,7 @@ class AgentChannel:
     # --- simulated agents of Simulator hosts ------------------------------------------------
 
     async def _start_simulated_hosts(self):
-        rows = await self.registrar.run(self.registrar.registration.simulated_hosts)
+        rows = await self.registrar.run(self.registration.simulated_hosts)
         # Paced, so that thousands of Simulator hosts do not all register at once
         # (the in-process equivalent of a reconnect storm) and starve the API.
         for i, (guid, url) in enumerate(rows):
