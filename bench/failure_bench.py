@@ -51,7 +51,7 @@ RECONNECT_TARGET = 5.0      # one backoff step
 # from [d/2, d] (stackwright.simulation.agent.SimulatedAgent).
 LOAD_BACKOFF = (0.5, 10.0)
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-AGENT_UP = re.compile(r"\[stackwright\.management\.services\.agents\].* agent (\S+) connected: host ")
+AGENT_UP = re.compile(r"\[stackwright\.management\.agentlink\.registrar\].* agent (\S+) connected: host ")
 SILENT = re.compile(r"host (\S+) missed its pings: silent for ([\d.]+) s")
 
 

@@ -52,7 +52,7 @@ RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d
                    r"\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 HOST_UP = re.compile(r"\[stackwright\.management\.services\.hosts\].* host \S+ \(([0-9a-f-]{36})\) is Up:")
-AGENT_UP = re.compile(r"\[stackwright\.management\.services\.agents\].* agent \S+ connected: host \S+ \(([0-9a-f-]{36})\)")
+AGENT_UP = re.compile(r"\[stackwright\.management\.agentlink\.registrar\].* agent \S+ connected: host \S+ \(([0-9a-f-]{36})\)")
 ENGINE_UP = "management engine up"
 
 

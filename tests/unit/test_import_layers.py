@@ -44,6 +44,9 @@ LAYERS = [
     # The HTTP front: parse, authenticate, throttle, run a command, render the envelope;
     # also starts the commands of async jobs (the engine hands `ApiJobs` to the job workers).
     ("api", [f"{M}.api"]),
+    # The agent channel's engine side: the gateway jobs call through, and the glue that turns
+    # the channel's events into the registration service's work. An entry layer like the API.
+    ("agent channel", [f"{M}.agentlink.channel", f"{M}.agentlink.registrar", f"{M}.agentlink.gateway"]),
     # The command families (zones, hosts, vms, ...): parameters in, response objects out.
     ("commands", [f"{M}.commands"]),
     # What commands declare themselves with: the registry, parameter types, list paging.
@@ -53,7 +56,7 @@ LAYERS = [
     # services by name): the front and the agent manager make one per request or event.
     ("services", [f"{M}.services", f"{M}.context"]),
     # Storage, and the agent channel's server side (transport only: it knows sessions and
-    # messages, not hosts or rows; services/agents.py connects it to the services).
+    # messages, not hosts or rows; agentlink/registrar.py connects it to the services).
     ("persistence and agent channel", [f"{M}.persistence", f"{M}.agentlink"]),
     # Leaves every layer may use (and the engine package's own empty `__init__`).
     ("neutral", [f"{M}.errors", f"{M}.formatting", f"{M}.values", f"{M}.redaction", M]),

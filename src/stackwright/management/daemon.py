@@ -14,8 +14,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import options as optionslib
 from .api.app import make_app
+from .agentlink.channel import AgentChannel
 from .engine import Engine
-from .services.agents import AgentManager
 from .persistence.crypto import KeyFileError
 from .persistence.db import redact_url
 from .redaction import PrivateFileHandler, RedactingFormatter
@@ -63,13 +63,13 @@ async def serve(opts, engine):
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
     await site.start()
-    agents = AgentManager(engine, opts)
+    channel = AgentChannel(engine, opts)
     try:
-        await agents.start()
+        await channel.start()
     except OSError as e:
         await runner.cleanup()
         raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
-    engine.attach_agents(agents)
+    engine.gateway.attach(channel)
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
@@ -77,8 +77,8 @@ async def serve(opts, engine):
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
-    engine.detach_agents()
-    await agents.close()
+    engine.gateway.detach()
+    await channel.close()
 
 
 # Enough descriptors for every agent connection plus the API's, the database's and the logs'.
@@ -113,7 +113,8 @@ def main(argv=None):
     except KeyFileError as e:
         log.error("cannot start: %s", e)
         return 1
-    engine.agents_coming = True
+    # The agent channel starts after the job workers: jobs resumed at start wait for it.
+    engine.gateway.expect()
     try:
         engine.start()
     except Exception as e:

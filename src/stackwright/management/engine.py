@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 # Importing the command families fills the registry.
 from . import commands  # noqa: F401  # pylint: disable=unused-import
+from .agentlink.gateway import ChannelGateway
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
@@ -14,7 +15,6 @@ from .errors import Throttled
 from .persistence import crypto
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
-from .services.agents import EngineGateway
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
@@ -136,12 +136,8 @@ class Engine:
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)
         self.jobs = JobExecutor(self, ApiJobs(self), workers=settings.job_workers)
         self.throttle = None
-        self.agents = None       # the agent channel's server side, when it runs
-        self.gateway = EngineGateway(self)
-        # Set by the daemon before start(): the agent channel will follow. Jobs resumed at
-        # start may then wait for it instead of failing because it is not up yet.
-        self.agents_coming = False
-        self._agents_up = threading.Event()
+        # What services reach agents through (ctx.agents); the daemon attaches the channel.
+        self.gateway = ChannelGateway()
         self.started = time.time()
 
     def start(self):
@@ -162,22 +158,6 @@ class Engine:
     def stop(self):
         self.jobs.stop()
         self.db.dispose()
-
-    def attach_agents(self, agents):
-        self.agents = agents
-        self._agents_up.set()
-
-    def detach_agents(self):
-        self.agents_coming = False
-        self.agents = None
-        self._agents_up.set()  # wake waiters: the channel is not coming any more
-
-    def agent_channel(self, wait=0.0):
-        """The agent channel's server side, or None; waits up to `wait` seconds for one that
-        is still starting (after a restart, pending jobs resume before it is up)."""
-        if self.agents is None and self.agents_coming and wait > 0:
-            self._agents_up.wait(wait)
-        return self.agents
 
     def sessions_user(self, session, session_id, session_key):
         return AccountService(session).session_user(session_id, session_key)

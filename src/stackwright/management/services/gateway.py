@@ -1,9 +1,9 @@
 """The agent gateway: the only way services and jobs reach a host's agent.
 
 Services never look for the agent channel themselves; the engine injects an
-`AgentGateway` into every request and job context (`ctx.agents`). The channel's server
-side (listener, sessions, certificate authority, enrollment) implements it; unit tests use
-a recording gateway that serves calls from in-process agents and remembers them.
+`AgentGateway` into every request and job context (`ctx.agents`). The agent channel
+implements it (`agentlink.gateway.ChannelGateway`); unit tests use a recording gateway
+that serves calls from in-process agents and remembers them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Guest reports from agents reach the VM service only when they change (AgentManager),
-and are applied in their own committed transaction. Uses its own module database."""
+"""Guest reports from agents reach the VM service only when they change (the channel's
+registrar), and are applied by the registration service in their own committed transaction. Uses its own module database."""
 
 import asyncio
 import datetime as dt
@@ -19,8 +19,9 @@ from stackwright.management.persistence.models import (
     VmInstance,
     Zone,
 )
-from stackwright.management.services.agents import AgentManager
+from stackwright.management.agentlink.registrar import Registrar
 from stackwright.management.services.configuration import GlobalSettings
+from stackwright.management.services.registration import RegistrationService
 from stackwright.protocol.messages import VmState
 
 GUID = "host-guid-1"
@@ -69,10 +70,10 @@ def set_running(db, vm_id):
 
 
 def test_only_changed_reports_are_reconciled(db, vm_id):
-    manager = AgentManager(SimpleNamespace(db=db, settings=GlobalSettings(db)), opts=None)
+    registrar = Registrar(RegistrationService(SimpleNamespace(db=db, settings=GlobalSettings(db))))
 
     async def report(vms, always=False):
-        manager.vms_reported(GUID, vms, always=always)
+        registrar.vms_reported(GUID, vms, always=always)
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         await asyncio.gather(*pending)
 
@@ -91,4 +92,4 @@ def test_only_changed_reports_are_reconciled(db, vm_id):
     try:
         asyncio.run(scenario())
     finally:
-        manager.pool.shutdown(wait=True)
+        registrar.shutdown()

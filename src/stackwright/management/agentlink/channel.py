@@ -1,0 +1,178 @@
+"""The engine's agent channel: its listener, certificate authority, enrollment tokens,
+and the simulated agents of Simulator hosts that run inside the engine.
+
+`AgentChannel` starts and stops the `AgentLinkServer` with a `Registrar` as its events, and
+offers worker threads (API requests, jobs) what they need of it: a call to a host's agent,
+an enrollment token, something to run on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+from stackwright.management.agentlink.events import AgentUnavailable, CommandTimeout
+from stackwright.management.agentlink.registrar import Registrar
+from stackwright.management.agentlink.server import AgentLinkServer, LinkSettings
+from stackwright.management.errors import ResourceUnavailable
+from stackwright.management.persistence.models import EnrollmentToken
+from stackwright.management.services.registration import RegistrationService
+from stackwright.protocol.channel import RemoteError
+from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
+
+log = logging.getLogger(__name__)
+
+SIMULATED_BATCH = 200      # simulated agents started together at engine start
+SIMULATED_PAUSE = 0.5      # seconds between two batches
+
+
+class DbTokenStore:
+    """Enrollment tokens in the database, keyed by the SHA-256 digest of the secret."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def add(self, digest, record: TokenRecord):
+        with self.db.transaction() as s:
+            s.add(EnrollmentToken(digest=digest, expires_at=record.expires_at, guid=record.guid,
+                                  note=record.note))
+
+    def take(self, digest):
+        with self.db.transaction() as s:
+            row = s.get(EnrollmentToken, digest)
+            if row is None:
+                return None
+            s.delete(row)
+            return TokenRecord(expires_at=row.expires_at, guid=row.guid, note=row.note or "")
+
+
+class AgentChannel:
+    """The agent channel of an engine (`engine.db`, `engine.settings`), by the start-up
+    options `opts` (agent_host, agent_port, agent_tls, agent_reconnect_grace, pki_dir)."""
+
+    def __init__(self, engine, opts):
+        self.engine = engine
+        self.opts = opts
+        self.registration = RegistrationService(engine)
+        self.registrar = Registrar(self.registration)
+        self.server: AgentLinkServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.simulated: dict[str, object] = {}
+        self._sim_start: asyncio.Task | None = None
+        self.ca = None
+        self.tokens = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        settings = self.engine.settings
+        self.ca = CertificateAuthority.load_or_create(self.opts.pki_dir)
+        self.tokens = EnrollmentTokens(DbTokenStore(self.engine.db), self.ca)
+        names = tuple(n.strip() for n in settings.get("host").split(",") if n.strip())
+        link = LinkSettings(
+            host=self.opts.agent_host, port=self.opts.agent_port, tls=self.opts.agent_tls,
+            server_names=names + ("localhost", "127.0.0.1"),
+            ping_interval=float(settings.typed("ping.interval")),
+            ping_timeout=float(settings.typed("ping.timeout")),
+            reconnect_grace=self.opts.agent_reconnect_grace,
+        )
+        self.server = AgentLinkServer(self.registrar, link, self.ca, self.tokens)
+        self.registrar.server = self.server
+        await self.server.start()
+        self.registrar.start()
+        log.info("agent channel listening on %s:%d (%s), ping.interval=%ss ping.timeout=%s",
+                 self.opts.agent_host, self.server.port, "TLS" if self.opts.agent_tls else "PLAIN TCP",
+                 link.ping_interval, link.ping_timeout)
+        self.server.monitor.expect(await self.registrar.run(self.registration.hosts_served))
+        self._sim_start = asyncio.create_task(self._start_simulated_hosts(), name="simulated-agents")
+        return self
+
+    @property
+    def down_within(self):
+        """The longest a silent host stays anything but Down, by the settings the channel runs with
+        (ping.interval and ping.timeout as they were when it started)."""
+        return self.server.settings.down_within
+
+    async def close(self):
+        """Shut the agent channel down; the hosts it served are left Disconnected."""
+        self.registrar.closing = True
+        # Connected agents, and the engine's own simulated agents even if not registered yet.
+        served = {s.host_key for s in self.server.sessions() if s.host_key} if self.server is not None else set()
+        served = sorted(served | set(self.simulated))
+        if self._sim_start is not None:
+            self._sim_start.cancel()
+            await asyncio.gather(self._sim_start, return_exceptions=True)
+        for agent in list(self.simulated.values()):
+            await agent.stop()
+        self.simulated.clear()
+        await self.registrar.drain(served)
+        if self.server is not None:
+            await self.server.stop()
+        self.registrar.shutdown()
+
+    # --- for worker threads (API requests, jobs) -------------------------------------------
+
+    def call(self, host_key, command, timeout=60.0):
+        """Send `command` to a host's agent from a worker thread; returns the answer."""
+        if self.loop is None:
+            raise ResourceUnavailable("The agent channel is not running")
+        future = asyncio.run_coroutine_threadsafe(self.server.send(host_key, command, timeout), self.loop)
+        try:
+            return future.result(timeout + 5)
+        except (AgentUnavailable, CommandTimeout, concurrent.futures.TimeoutError) as e:
+            raise ResourceUnavailable("Host %s did not answer %s: %s" % (host_key, type(command).__name__, e or "timeout")) from None
+        except RemoteError as e:
+            raise ResourceUnavailable("Host %s failed %s: %s" % (host_key, type(command).__name__, e)) from None
+
+    def issue_token(self, ttl, guid=None, note=""):
+        future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)
+        return future.result(30)
+
+    def schedule(self, coro_fn, *args):
+        """Run `coro_fn(*args)` on the event loop, from any thread, without waiting."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(coro_fn(*args)))
+
+    def registration_event(self, guid):
+        """Set while the agent of host `guid` is registered."""
+        return self.registrar.registration_event(guid)
+
+    def adopted(self, guid):
+        """From any thread: the pending agent `guid` has its host now (committed); it is
+        registered, and attaches its host's storage."""
+        self.registrar.adopted(guid)
+        self.schedule(self.registrar.after_register, guid)
+
+    # --- simulated agents of Simulator hosts ------------------------------------------------
+
+    async def _start_simulated_hosts(self):
+        rows = await self.registrar.run(self.registration.simulated_hosts)
+        # Paced, so that thousands of Simulator hosts do not all register at once
+        # (the in-process equivalent of a reconnect storm) and starve the API.
+        for i, (guid, url) in enumerate(rows):
+            await self.start_simulated(guid, url, wait=False)
+            if i % SIMULATED_BATCH == SIMULATED_BATCH - 1:
+                await asyncio.sleep(SIMULATED_PAUSE)
+        if rows:
+            log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
+
+    async def start_simulated(self, guid, url, wait=True):
+        from stackwright.simulation.agent import Registration, SimulatedAgent, SimulatorDriver
+        from stackwright.simulation.host import SimulatedHost
+
+        if guid in self.simulated:
+            return
+        sizes = SimulatedHost(url, self.engine.settings.get)
+        driver = SimulatorDriver(hostname=guid, cpus=sizes.cpus, cpu_mhz=sizes.cpu_speed,
+                                 memory_mb=sizes.memory >> 20)
+        agent = SimulatedAgent.local(self.server.connect_local, Registration(guid=guid), driver=driver)
+        self.simulated[guid] = agent
+        await agent.start(wait_registered=10 if wait else None)
+
+    async def stop_simulated(self, guid):
+        agent = self.simulated.pop(guid, None)
+        if agent is not None:
+            await agent.stop()
+        self.server.forget(guid)

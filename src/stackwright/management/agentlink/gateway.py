@@ -1,0 +1,108 @@
+"""The engine's `AgentGateway` (services.gateway) over its agent channel.
+
+The engine creates the gateway; the daemon attaches the channel once it listens. The
+channel may start after the job workers (jobs resumed at start then wait for it, when the
+daemon said it is coming) or not run at all (then nothing is ever sent).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from stackwright.management.agentlink.channel import AgentChannel
+from stackwright.management.errors import ResourceUnavailable
+from stackwright.management.services.gateway import CONNECT_WAIT, AgentAbsent, HostRef
+from stackwright.protocol import messages as m
+
+
+class ChannelGateway:
+    """An `AgentGateway` served by an `AgentChannel`, once one is attached."""
+
+    def __init__(self):
+        self.channel: AgentChannel | None = None
+        # Set by the daemon before the engine starts: a channel will be attached.
+        self.coming = False
+        self._up = threading.Event()
+
+    # --- the channel, as the composition root attaches it ---------------------------------------
+
+    def expect(self):
+        """A channel will be attached: calls made before wait for it (up to their connect wait)."""
+        self.coming = True
+
+    def attach(self, channel: AgentChannel):
+        self.channel = channel
+        self._up.set()
+
+    def detach(self):
+        self.coming = False
+        self.channel = None
+        self._up.set()  # wake waiters: the channel is not coming any more
+
+    def channel_within(self, wait: float = 0.0) -> AgentChannel | None:
+        """The channel, or None; waits up to `wait` seconds for one that is still starting
+        (after a restart, pending jobs resume before it is up)."""
+        if self.channel is None and self.coming and wait > 0:
+            self._up.wait(wait)
+        return self.channel
+
+    def _running(self) -> AgentChannel:
+        channel = self.channel
+        if channel is None:
+            raise ResourceUnavailable("The agent channel is not running on this management server")
+        return channel
+
+    # --- AgentGateway -------------------------------------------------------------------------
+
+    def call(self, host: HostRef, request: m.Request, timeout: float, *,
+             connect_wait: float = CONNECT_WAIT) -> m.Answer:
+        channel = self.channel_within(connect_wait)
+        if channel is None:
+            raise AgentAbsent("the agent channel is not running on this management server")
+        if not host.guid or not channel.registration_event(host.guid).wait(connect_wait):
+            raise AgentAbsent(f"the agent of host {host.name} is not connected")
+        return channel.call(host.guid, request, timeout)
+
+    def connected(self, guid: str, wait: float = 0.0) -> bool:
+        channel = self.channel
+        return channel is not None and bool(guid) and channel.registration_event(guid).wait(wait)
+
+    @property
+    def down_within(self) -> float:
+        channel = self.channel
+        return channel.down_within if channel is not None else 0.0
+
+    def check_image_store(self, store_uuid: str) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.schedule(channel.registrar.check_image_store, store_uuid)
+
+    def adopt_pending(self, address: str) -> tuple[m.HostInfo, str, str] | None:
+        channel = self.channel
+        found = channel.registrar.pending_for(address=address) if channel is not None else None
+        if found is None:
+            return None
+        guid, pending = found
+        return pending.request.host, guid, pending.request.agent_version
+
+    def adopted(self, guid: str) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.adopted(guid)
+
+    def start_simulated(self, guid: str, url: str) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.schedule(channel.start_simulated, guid, url)
+
+    def stop_simulated(self, guid: str) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.schedule(channel.stop_simulated, guid)
+
+    def issue_token(self, ttl: int, guid: str | None = None, note: str = "") -> str:
+        return self._running().issue_token(ttl, guid=guid, note=note)
+
+    @property
+    def ca_fingerprint(self) -> str:
+        return self._running().ca.fingerprint

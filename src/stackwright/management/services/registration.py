@@ -1,0 +1,291 @@
+"""What the hosts' agents tell the engine, written to the database.
+
+The agent channel (`stackwright.management.agentlink`) hears registrations, heartbeats,
+silences, guest reports and the answers to storage commands; this service records them
+through the host, storage and VM services. Every method runs in a worker thread, in a
+transaction of its own, and is written for thousands of hosts: registrations come in
+batches (one transaction, a savepoint each), heartbeats as one executemany.
+
+The host key of a channel session is the agent's guid.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import lazyload
+
+from stackwright.protocol import messages as m
+
+from ..context import Context
+from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, VmInstance, Zone, utcnow
+
+log = logging.getLogger(__name__)
+
+# Host detail `agent` of a Simulator host whose simulated agent runs outside the engine.
+EXTERNAL = "external"
+# Host states whose agent was connected (or connecting) when the engine last ran.
+SERVED_STATES = ("Up", "Alert", "Disconnected", "Connecting")
+CHUNK = 500     # guids per IN (...) list
+
+
+class AgentRefused(Exception):
+    """A registering agent is turned away; the message reaches the agent's log."""
+
+
+class RegistrationService:
+    """Registrations, heartbeats and reports of the hosts' agents, on an engine's database."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.db = engine.db
+
+    def _context(self, session):
+        return Context(self.engine, session, None, "agent")
+
+    def _host(self, s, guid):
+        return s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
+
+    # --- start and shutdown ---------------------------------------------------------------
+
+    def hosts_served(self):
+        """Guids of the hosts whose agents were connected before this start: the heartbeat
+        monitor judges them Down when they do not come back, as it would a silent one."""
+        with self.db.transaction(readonly=True) as s:
+            return s.execute(select(Host.guid).where(
+                Host.removed.is_(None), Host.guid.is_not(None), Host.state.in_(SERVED_STATES))).scalars().all()
+
+    def simulated_hosts(self):
+        """(guid, url) of the Simulator hosts whose simulated agent runs in the engine."""
+        with self.db.transaction(readonly=True) as s:
+            rows = s.execute(
+                select(Host.guid, Host.url, Host.details).where(
+                    Host.hypervisor == "Simulator", Host.removed.is_(None), Host.guid.is_not(None))
+            ).all()
+        # Hosts whose simulated agent runs elsewhere reconnect by themselves; a second,
+        # in-engine agent with the same guid would keep replacing their connection.
+        return [(guid, url) for guid, url, details in rows if (details or {}).get("agent") != EXTERNAL]
+
+    def disconnect_all(self, guids):
+        """At shutdown: every host whose agent was connected is Disconnected, in one transaction."""
+        if not guids:
+            return
+        now = utcnow()
+        with self.db.transaction() as s:
+            for start in range(0, len(guids), CHUNK):
+                chunk = guids[start:start + CHUNK]
+                s.execute(update(Host).where(Host.guid.in_(chunk), Host.removed.is_(None), Host.state != "Disconnected")
+                          .values(state="Disconnected", disconnected=func.coalesce(Host.disconnected, now))
+                          .execution_options(synchronize_session=False))
+        log.info("%d host(s) left Disconnected at shutdown", len(guids))
+
+    # --- registration -------------------------------------------------------------------
+
+    def register_many(self, requests):
+        """Match registering agents to their hosts in one transaction, each in a savepoint of its own: one refusal does
+        not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
+        results = []
+        with self.db.transaction() as s:
+            # Read once for the whole batch: the hosts by guid, and (as they are needed) the
+            # zones, pods and clusters that agents name.
+            known = {}
+            guids = {r.guid for r in requests}
+            for host in s.execute(_LIGHT_HOST.where(Host.guid.in_(guids)).order_by(Host.id)).scalars():
+                known.setdefault(host.guid, host)
+            places = {}
+            for request in requests:
+                try:
+                    with s.begin_nested():
+                        results.append(self._register_in(s, request, known, places))
+                except Exception as e:  # noqa: BLE001 - handed to that agent's session
+                    results.append(e)
+        return results
+
+    def _register_in(self, s, request, known, places):
+        hosts = self._context(s).hosts
+        host = known.get(request.guid)
+        if host is None and request.host.private_ip:
+            host = s.execute(
+                _LIGHT_HOST.where(Host.ip_address == request.host.private_ip, Host.guid.is_(None),
+                                  Host.hypervisor == request.host.hypervisor)
+            ).scalars().first()
+        if host is None and request.host.hypervisor == "Simulator":
+            host = _adopt_simulated(s, request)
+        if host is None:
+            return None, ""
+        _check_location(s, host, request, places)
+        hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
+        known[request.guid] = host  # the same agent twice in one batch finds the host it now has
+        return host.uuid, host.name
+
+    # --- heartbeats and silences ------------------------------------------------------------
+
+    def host_state(self, guid, state):
+        """Host `guid` is `state` by its agent's connection or pings; returns its new state
+        (None when there is no such host)."""
+        with self.db.transaction() as s:
+            host = self._host(s, guid)
+            if host is None:
+                return None
+            hosts = self._context(s).hosts
+            if state == "Up":
+                hosts.agent_pinged(host)
+            else:
+                hosts.agent_lost(host, state)
+            return host.state
+
+    def record_heartbeats(self, pings, recovered):
+        """`pings`: {guid: epoch seconds of its last ping}; `recovered`: guids of hosts that
+        were Alert or Disconnected and pinged again (they are Up again)."""
+        if not pings and not recovered:
+            return
+        # One executemany of a plain statement: thousands of hosts a second at short intervals.
+        table = Host.__table__
+        statement = (update(table).where(table.c.guid == bindparam("g"), table.c.removed.is_(None))
+                     .values(last_pinged=bindparam("w")))
+        with self.db.transaction() as s:
+            if pings:
+                s.connection().execute(statement, [{"g": guid, "w": when} for guid, when in pings.items()])
+            guids = sorted(recovered)
+            for start in range(0, len(guids), CHUNK):
+                s.execute(update(Host).where(Host.guid.in_(guids[start:start + CHUNK]), Host.removed.is_(None),
+                                             Host.state.in_(("Alert", "Disconnected", "Connecting")))
+                          .values(state="Up", disconnected=None).execution_options(synchronize_session=False))
+        if recovered:
+            log.info("%d host(s) Up again after their pings resumed", len(recovered))
+
+    # --- guests reported by agents -------------------------------------------------------------
+
+    def _has_guests(self, guid):
+        with self.db.transaction(readonly=True) as s:
+            return s.execute(
+                select(VmInstance.id).join(Host, VmInstance.host_id == Host.id)
+                .where(Host.guid == guid, Host.removed.is_(None), VmInstance.removed.is_(None)).limit(1)
+            ).first() is not None
+
+    def reconcile_vms(self, guid, reported, received):
+        """Host `guid` reported its guests ({instance name: state}) at `received`: the VM
+        service reconciles them. False when the same report must be looked at again (a job
+        is moving one of the host's VMs, or the reconciliation failed)."""
+        if not reported and not self._has_guests(guid):
+            return True  # nothing reported, nothing recorded: no write (a reconnect storm sends thousands)
+        try:
+            with self.db.transaction() as s:
+                host = self._host(s, guid)
+                if host is None:
+                    return True
+                return self._context(s).vms.reconcile(host, reported, reported_at=received)
+        except Exception:
+            log.exception("could not reconcile the guests reported by host %s; retrying on its next ping", guid)
+            return False
+
+    # --- storage the agents attach and check ------------------------------------------------------
+
+    def pools_to_attach(self, guid):
+        """Uuids of the primary pools host `guid` attaches when it registers."""
+        with self.db.transaction(readonly=True) as s:
+            host = self._host(s, guid)
+            if host is None or host.hypervisor == "Simulator":
+                # Pools of Simulator clusters are simulated by the storage service (Up at creation,
+                # with their configured capacity); an attach would overwrite those figures.
+                return []
+            pools = self._context(s).storage.pools_for_host(host)
+            return [p.uuid for p in pools if p.url.lower().startswith("nfs://")]
+
+    def pool_spec(self, pool_uuid):
+        """What an agent needs to attach pool `pool_uuid`; None when it is gone."""
+        with self.db.transaction(readonly=True) as s:
+            pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+            if pool is None or pool.removed is not None:
+                return None
+            return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
+
+    def pool_result(self, pool_uuid, stats, message):
+        """A host attached the pool (`stats`: its figures) or could not (`message`)."""
+        with self.db.transaction() as s:
+            pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+            if pool is None or pool.removed is not None:
+                return
+            storage = self._context(s).storage
+            if stats is not None:
+                storage.pool_attached(pool, stats.capacity_bytes, stats.used_bytes)
+            else:
+                storage.pool_unreachable(pool, message)
+
+    def image_store_target(self, store_uuid):
+        """(url, guids of the Up KVM hosts of its zone) of an NFS image store; (None, None) otherwise."""
+        with self.db.transaction(readonly=True) as s:
+            store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
+            if store is None or store.removed is not None or not store.url.lower().startswith("nfs://"):
+                return None, None
+            q = select(Host.guid).where(Host.state == "Up", Host.removed.is_(None), Host.hypervisor == "KVM")
+            if store.zone_id is not None:
+                q = q.where(Host.zone_id == store.zone_id)
+            return store.url, [g for g in s.execute(q).scalars() if g]
+
+    def store_result(self, store_uuid, stats, message):
+        """A host checked the image store (`stats`: its figures) or could not reach it (`message`)."""
+        with self.db.transaction() as s:
+            store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
+            if store is None:
+                return
+            storage = self._context(s).storage
+            if stats is not None:
+                storage.image_store_checked(store, stats.capacity_bytes, stats.used_bytes)
+            else:
+                storage.image_store_unreachable(store, message)
+
+
+# A host with only its own columns: no eager loads of its cluster, pod and zone.
+_LIGHT_HOST = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
+
+
+def _check_location(session, host, request, places):
+    """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id).
+
+    `places` keeps the rows read so far, for the other registrations of the same batch."""
+    for model, value, row_id, what in (
+        (Zone, request.zone, host.zone_id, "zone"),
+        (Pod, request.pod, host.pod_id, "pod"),
+        (Cluster, request.cluster, host.cluster_id, "cluster"),
+    ):
+        if not value:
+            continue
+        row = places.get((what, row_id))
+        if row is None:
+            row = places[(what, row_id)] = session.execute(
+                select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
+        if value not in (row.uuid, row.name) and value != str(row.id):
+            raise AgentRefused(
+                "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
+                % (what, value, host.name, what, row.name, row.uuid, what)
+            )
+
+
+def _adopt_simulated(session, request):
+    """A simulated agent (e.g. a load generator) joins the Simulator cluster it names.
+
+    Real hypervisors keep the explicit addHost flow; simulated hosts exist for rehearsals
+    and scale tests, where adding thousands of hosts one by one would be the bottleneck.
+    """
+    if not request.cluster:
+        return None
+    ref = request.cluster
+    q = select(Cluster).options(lazyload("*")).where(Cluster.removed.is_(None), Cluster.hypervisor == "Simulator")
+    cluster = session.execute(q.where(Cluster.uuid == ref)).scalar_one_or_none()
+    if cluster is None:
+        named = session.execute(q.where(Cluster.name == ref)).scalars().all()
+        if len(named) != 1:
+            raise AgentRefused(
+                "simulated agent %s names cluster %r, which is not exactly one Simulator cluster; "
+                "use the cluster's id" % (request.guid, ref))
+        cluster = named[0]
+    host = Host(name=request.host.hostname or request.guid, guid=request.guid, zone_id=cluster.zone_id,
+                pod_id=cluster.pod_id, cluster_id=cluster.id, hypervisor="Simulator",
+                url="http://sim/%s/%s" % (cluster.name, request.guid), ip_address=request.host.private_ip,
+                state="Connecting", resource_state="Enabled", details={"agent": EXTERNAL})
+    session.add(host)
+    session.flush()
+    log.info("simulated agent %s joined cluster %s as host %s", request.guid, cluster.name, host.uuid)
+    return host
