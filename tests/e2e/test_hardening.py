@@ -3,6 +3,7 @@ early ownership checks and the admin/user field split, against a live engine on 
 
 from __future__ import annotations
 
+import datetime as dt
 import http.cookiejar
 import json
 import os
@@ -277,9 +278,20 @@ def old_database(request, tmp_path):
     return request.getfixturevalue("mariadb_database").url
 
 
+def stored_details(db_url, name):
+    db = sa.create_engine(db_url)
+    try:
+        with db.connect() as conn:
+            store = sa.table("image_store", sa.column("name"), sa.column("details"))
+            return conn.execute(sa.select(store.c.details).where(store.c.name == name)).scalar_one()
+    finally:
+        db.dispose()
+
+
 def test_a_database_with_clear_secrets_is_encrypted_in_place(old_database, tmp_path):
-    """A database written before encryption at rest (revision 0003, secrets in clear, no key
-    file) is upgraded by stackwright-setup-databases, and the same keys still work after."""
+    """A database written before encryption at rest (revision 0004, secrets and an S3 store's
+    keys in clear, no key file) is upgraded by stackwright-setup-databases, and the same keys
+    still work after."""
     engine = EngineProcess(tmp_path / "engine", old_database)
     engine.workdir.mkdir(parents=True, exist_ok=True)
     engine.setup_database()
@@ -290,12 +302,20 @@ def test_a_database_with_clear_secrets_is_encrypted_in_place(old_database, tmp_p
         user = sa.table("user", sa.column("api_key"), sa.column("secret_key"))
         conn.execute(sa.update(user).where(user.c.api_key == key).values(secret_key=secret))
         conn.execute(sa.text("ALTER TABLE %s DROP COLUMN login_attempts" % db.dialect.identifier_preparer.quote("user")))
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
+        store = sa.table("image_store", *(sa.column(c) for c in (
+            "uuid", "created", "name", "url", "protocol", "provider", "scope", "readonly", "state", "details")))
+        conn.execute(sa.insert(store).values(
+            uuid="4f0e1c1a-0000-4000-8000-00000000000a", created=dt.datetime(2026, 1, 1), name="s3-old",
+            url="https://s3.example.org", protocol="https", provider="S3", scope="REGION", readonly=False,
+            state="Up", details='{"accesskey": "AKOLD", "secretkey": "s3cr3t-old"}'))
     db.dispose()
     engine.key_file.unlink()
     assert stored_secret(old_database, key) == secret
     out = engine.setup_database()
-    assert "key file created" in out and "encrypted in place: 1" in out, out
+    assert "key file created" in out and "encrypted in place: 2" in out, out
+    details = stored_details(old_database, "s3-old")
+    assert details.startswith("gAAAAA") and "s3cr3t-old" not in details
     assert (engine.api_key, engine.api_secret) == (key, secret), "the keys are kept"
     stored = stored_secret(old_database, key)
     assert stored.startswith("gAAAAA") and secret not in stored

@@ -1,7 +1,7 @@
 """Stored credentials encrypted at rest with a key kept outside the database.
 
-Columns typed `Encrypted` (API secret keys, storage URLs that may carry a Ceph secret) hold a
-Fernet token (AES-128-CBC with an HMAC-SHA256), never the value itself. The key is a file,
+Columns typed `Encrypted` (API secret keys, storage URLs that may carry a Ceph secret) or
+`EncryptedJSON` (image store details, which may carry S3 keys) hold a Fernet token (AES-128-CBC with an HMAC-SHA256), never the value itself. The key is a file,
 /etc/cloudstack/management/key by default (next to the database for an SQLite database given
 no other path), mode 0600, written once by `stackwright-setup-databases` and read by the
 engine at start; its content is never logged. A copy of the database without the key file
@@ -10,11 +10,12 @@ reveals no secret.
 The key is process-wide (`install`): one engine process serves one database.
 """
 
+import json
 import logging
 import os
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import String
+from sqlalchemy import String, Text
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
@@ -144,3 +145,23 @@ def encrypt_in_place(connection, table, column, key_column="id"):
         connection.execute(update(t).where(t.c[key_column] == row_id).values({column: _box.encrypt(value)}))
         done += 1
     return done
+
+
+class EncryptedJSON(Encrypted):
+    """A JSON value (an image store's details, which may hold S3 access and secret keys) stored
+    as a Fernet token of its JSON text. Clear JSON written before encryption still reads."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self):
+        super().__init__()
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return super().process_bind_param(json.dumps(value, sort_keys=True), dialect)
+
+    def process_result_value(self, value, dialect):
+        text = super().process_result_value(value, dialect)
+        return None if text is None else json.loads(text)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from .crypto import Encrypted
+from .crypto import Encrypted, EncryptedJSON
 
 
 def new_uuid() -> str:
@@ -260,7 +260,8 @@ class ImageStore(Entity, Base):
     status_message: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Encrypted at rest: S3 stores keep their access and secret keys here.
+    details: Mapped[dict] = mapped_column(EncryptedJSON(), default=dict)
 
 
 # --- offerings, templates, guests ----------------------------------------------------

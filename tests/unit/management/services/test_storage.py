@@ -3,7 +3,7 @@
 import pytest
 
 from stackwright.management.errors import InvalidParameterValue
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from stackwright.management.persistence.models import AsyncJob, Cluster, Host, Pod, Zone
 from stackwright.management.services.storage import PoolLocation, StorageUrlError, parse_pool_url
@@ -140,3 +140,13 @@ def test_pool_placement_must_match_hierarchy(ctx, site):
     # Without a pod, the cluster's own pod is used.
     pool = ctx.storage.create_pool(zone=zone, cluster=sim, name="x", url="nfs://h/x")
     assert (pool.pod_id, pool.cluster_id) == (pod.id, sim.id)
+
+
+def test_an_s3_store_keeps_its_keys_encrypted_at_rest(ctx):
+    store = ctx.storage.add_image_store(provider="S3", name="s3", details={
+        "endpoint": "https://s3.example.org", "accesskey": "AKIDEXAMPLE", "secretkey": "wJalrXUtnFEMI"})
+    ctx.session.flush()
+    raw = ctx.session.execute(text("SELECT details FROM image_store WHERE id = :id"), {"id": store.id}).scalar_one()
+    assert raw.startswith("gAAAAA") and "wJalrXUtnFEMI" not in raw and "AKIDEXAMPLE" not in raw
+    ctx.session.expire(store)
+    assert store.details["secretkey"] == "wJalrXUtnFEMI"
