@@ -73,14 +73,12 @@ def test_a_running_guest_migrates_to_the_other_host_and_back(site):
     assert (back["state"], back["hostid"]) == ("Running", a.id)
     assert [h.address for h in site.copies(name)] == [a.address]
     assert incoming(a, name)
-    events = site.api.listEvents(type="VM.MIGRATE", pagesize=50).get("event", [])
-    assert sum(1 for e in events if name in e["description"]) >= 2
     site.job("destroyVirtualMachine", id=vm["id"], expunge=True)
 
 
 def test_maintenance_drains_a_host_with_running_guests_and_cancel_brings_it_back(site):
     a, b = site.hosts
-    vms = [site.deploy(a) for _i in range(2)]
+    vms = [site.deploy(a) for _i in range(3)]
     job = site.job("prepareHostForMaintenance", id=a.id)
     assert job["jobstatus"] == 1, "%s\n%s" % (job, site.diagnostics())
     assert job["jobresult"]["host"]["resourcestate"] == "Maintenance"
