@@ -100,7 +100,7 @@ def kvm(runs, guests):
                 where[how] = dest
         where["virsh"].virsh("destroy", twin)
         where["virsh"].virsh("undefine", twin)
-        run_job(cloud.api, "destroyVirtualMachine", id=vm["id"], expunge=True)
+        cloud.discard(vm)
 
         drained = [cloud.deploy(a) for _guest in range(guests)]
         started = time.monotonic()

@@ -73,7 +73,7 @@ def test_a_running_guest_migrates_to_the_other_host_and_back(site):
     assert (back["state"], back["hostid"]) == ("Running", a.id)
     assert [h.address for h in site.copies(name)] == [a.address]
     assert incoming(a, name)
-    site.job("destroyVirtualMachine", id=vm["id"], expunge=True)
+    site.discard(vm)
 
 
 def test_maintenance_drains_a_host_with_running_guests_and_cancel_brings_it_back(site):
@@ -90,8 +90,7 @@ def test_maintenance_drains_a_host_with_running_guests_and_cancel_brings_it_back
     assert a.running() == set()
     job = site.job("cancelHostMaintenance", id=a.id)
     assert job["jobresult"]["host"]["resourcestate"] == "Enabled"
-    for vm in vms:
-        site.job("destroyVirtualMachine", id=vm["id"], expunge=True)
+    site.discard(*vms)
 
 
 def test_a_guest_that_fits_nowhere_leaves_its_host_in_error_in_prepare_for_maintenance(site):
@@ -117,8 +116,7 @@ def test_a_guest_that_fits_nowhere_leaves_its_host_in_error_in_prepare_for_maint
         assert job["jobresult"]["host"]["resourcestate"] == "Enabled"
     finally:
         site.api.updateHost(id=a.id, hosttags="")
-        for vm in (movable, stuck):
-            site.job("destroyVirtualMachine", id=vm["id"], expunge=True)
+        site.discard(movable, stuck)
 
 
 def test_an_engine_killed_during_a_migration_leaves_exactly_one_running_copy(site):
@@ -145,5 +143,5 @@ def test_an_engine_killed_during_a_migration_leaves_exactly_one_running_copy(sit
     assert copies[0].id == now["hostid"]
     for host in site.hosts:
         wait_for("host %s Up" % host.address, lambda h=host: site.host_now(h)["state"] == "Up", 60)
-    site.job("destroyVirtualMachine", id=vm["id"], expunge=True)
+    site.discard(vm)
     assert site.copies(name) == []

@@ -139,6 +139,12 @@ class KvmCloud:
         assert job["jobstatus"] == 1, "%s\n%s" % (job, self.diagnostics())
         return job["jobresult"]["virtualmachine"]
 
+    def discard(self, *vms):
+        """Power the guests off (they have no OS to answer ACPI) and expunge them."""
+        for vm in vms:
+            self.job("stopVirtualMachine", id=vm["id"], forced=True)
+            self.job("destroyVirtualMachine", id=vm["id"], expunge=True)
+
     def job(self, command, **params):
         _answer, job = run_job(self.api, command, **params)
         return job
