@@ -261,27 +261,38 @@ class JobExecutor:
                     step = self._db_step(job_uuid, step, cursor, pending, begun)
                     if step is None:
                         return command
-                    pending, settle = [], False
+                    settle = False
                     continue
                 if isinstance(step, AgentStep):
                     ok, value = self._agent_step(step, settle)
                 else:
                     ok, value = self._wait_step(job_uuid, step)
                 settle = False
-                pending.append(record_value(value) if ok else record_error(value))
-                try:
-                    step = cursor.send(ok, value)
-                except Exception as e:
-                    self._record(job_uuid, cursor, pending, begun, failure=e)
+                step = self._outcome(job_uuid, cursor, pending, begun, ok, value)
+                if step is None:
                     return command
-                if cursor.done:
-                    self._record(job_uuid, cursor, pending, begun)
-                    return command
-                if not isinstance(step, DbStep):
-                    self._record(job_uuid, cursor, pending, begun)
-                    pending = []
         finally:
             cursor.close()
+
+    def _outcome(self, job_uuid: str, cursor: _Cursor, pending: list[dict], begun: Begun, ok: bool,
+                 value: Any) -> Step | None:
+        """Feed the outcome of a step that ran outside a transaction (an agent's answer, a wait's
+        result, a database step's failure) to the job; the next step, or None when the job is
+        final. The outcome waits in `pending` for the next database step to record it, unless
+        the job ends here or goes on with another step outside a transaction: then it is
+        recorded now, in a transaction of its own."""
+        pending.append(record_value(value) if ok else record_error(value))
+        try:
+            following = cursor.send(ok, value)
+        except DatabaseUnavailable:
+            raise
+        except Exception as e:
+            self._record(job_uuid, cursor, pending, begun, failure=e)
+            return None
+        if cursor.done or not isinstance(following, DbStep):
+            self._record(job_uuid, cursor, pending, begun)
+            pending.clear()
+        return None if cursor.done else following
 
     def _db_step(self, job_uuid: str, step: DbStep, cursor: _Cursor, pending: list[dict],
                  begun: Begun) -> Step | None:
@@ -315,26 +326,12 @@ class JobExecutor:
                     if cursor.done:
                         _finish(job, begun.shape(cursor.value))
                         following = None
+            pending.clear()     # recorded with the step
             self.commands.after_commit(ctx)
             return following
         except _Failed as failed:
-            error = failed.error
-            _log_step_failure(job_uuid, step, error)
-            pending.append(record_error(error))
-            try:
-                following = cursor.send(False, error)
-            except DatabaseUnavailable:
-                raise
-            except Exception as e:
-                self._record(job_uuid, cursor, pending, begun, failure=e)
-                return None
-            if cursor.done:
-                self._record(job_uuid, cursor, pending, begun)
-                return None
-            if not isinstance(following, DbStep):
-                self._record(job_uuid, cursor, pending, begun)
-                pending.clear()
-            return following
+            _log_step_failure(job_uuid, step, failed.error)
+            return self._outcome(job_uuid, cursor, pending, begun, False, failed.error)
 
     def _agent_step(self, step: AgentStep, settle: bool) -> tuple[bool, Any]:
         gateway = self.engine.gateway
