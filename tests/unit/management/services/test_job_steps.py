@@ -4,7 +4,6 @@ next run, and which requests reach the agents (recording gateway)."""
 import pytest
 from sqlalchemy import select
 
-from stackwright.management.context import Context
 from stackwright.management.errors import CloudRuntimeError, ResourceUnavailable
 from stackwright.management.persistence.models import Event, Host, StoragePool, Zone
 from stackwright.management.services import system_jobs
@@ -12,30 +11,14 @@ from stackwright.management.services.gateway import HostRef
 from stackwright.management.services.pool_attach import ATTACH_JOB
 from stackwright.management.services.steps import AgentStep, DbStep
 from stackwright.protocol import messages as m
-from tests.support.gateway import EngineKilled, RecordingGateway
-from tests.unit.management.services.conftest import root_admin
-from tests.unit.management.services.job_harness import JobHarness, failure
+from tests.support.gateway import EngineKilled
+from tests.unit.management.services.job_harness import failure
 from tests.unit.management.services.test_vms import World
 
 
 @pytest.fixture
-def gateway():
-    return RecordingGateway()
-
-
-@pytest.fixture
-def jobs(db, gateway):
-    return JobHarness(db, gateway)
-
-
-@pytest.fixture
-def ctx(db, jobs):
-    session = db.session()
-    try:
-        yield Context(jobs.engine, session, user=root_admin(session))
-    finally:
-        session.rollback()
-        session.close()
+def ctx(job_ctx):
+    return job_ctx
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from tests.unit.management.services.job_harness import failure
 from tests.unit.management.services import test_vm_lifecycle as lifecycle
 from tests.unit.management.services.test_vm_lifecycle import fresh, new_vm, start
 
-# The fixtures of the life cycle's tests: a recording gateway, jobs run by the executor, a
+# The fixtures of the life cycle's tests (the recording gateway and the jobs come from conftest): a
 # context whose rows the test commits, and a zone of its own.
-ctx, gateway, jobs, world = lifecycle.ctx, lifecycle.gateway, lifecycle.jobs, lifecycle.world
+ctx, world = lifecycle.ctx, lifecycle.world
 
 
 def running_vm(ctx, world, jobs, host, memory=512):
