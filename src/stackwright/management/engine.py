@@ -122,6 +122,7 @@ class Throttle:
 
 class Engine:
     def __init__(self, settings):
+        # Start-up options (server.properties and the command line): how the process runs.
         self.options = settings
         self.key_file = getattr(settings, "key_file", None) or crypto.default_key_file(settings.db_url)
         key = crypto.read_key(self.key_file)
@@ -131,6 +132,8 @@ class Engine:
         crypto.install(key)
         self.db = Database(settings.db_url)
         self.registry = REGISTRY
+        # The engine-wide cache of global settings stored in the database; a command reads
+        # settings at every scope through ctx.settings (the ConfigurationService over this cache).
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)

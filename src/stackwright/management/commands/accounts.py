@@ -172,7 +172,7 @@ def login(ctx, p):
         if not path.upper().startswith("ROOT"):
             path = "ROOT/" + path
         domain = AccountQueries(ctx).domain_by_path(path)
-    allowed = ctx.config.typed("incorrect.login.attempts.allowed")
+    allowed = ctx.settings.typed("incorrect.login.attempts.allowed")
     user, record, session_key = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(

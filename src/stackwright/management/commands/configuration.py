@@ -78,7 +78,7 @@ def list_configurations(ctx, p):
     """Lists all configurations."""
     scope, resource = requested_scope(p)
     offset, limit = check_paging(ctx, p)
-    entries = ctx.configuration.listing(scope, resource)
+    entries = ctx.settings.listing(scope, resource)
     name = (p.name or "").lower()
     keyword = (p.keyword or "").lower()
 
@@ -109,16 +109,16 @@ def update_configuration(ctx, p):
     scope, resource = requested_scope(p)
     if p.value is None:
         # No value: nothing changes; answer with the current one.
-        current = (ctx.configuration.scoped_value(k.name, scope, resource) if scope
-                   else ctx.configuration.global_value(k.name))
+        current = (ctx.settings.scoped_value(k.name, scope, resource) if scope
+                   else ctx.settings.global_value(k.name))
         return configuration_view(k, current, scope)
     value = None if p.value.strip() == "" or p.value == "null" else p.value
     if scope is None:
-        ctx.configuration.set_global(k.name, value)
+        ctx.settings.set_global(k.name, value)
         # Another request may have reloaded the cache before this commit; load it again after.
-        ctx.after_commit(ctx.config.invalidate)
+        ctx.after_commit(ctx.settings.invalidate)
     else:
-        ctx.configuration.set_scoped(k.name, value, scope, resource)
+        ctx.settings.set_scoped(k.name, value, scope, resource)
     ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully edited configuration value %s" % k.name)
     return configuration_view(k, value, scope)
 
@@ -131,8 +131,8 @@ def reset_configuration(ctx, p):
     """Resets a configuration: a global value to its default, a scoped value to the global one."""
     k = key(p.name)
     scope, resource = requested_scope(p)
-    value = ctx.configuration.reset(k.name, scope, resource)
+    value = ctx.settings.reset(k.name, scope, resource)
     if scope is None:
-        ctx.after_commit(ctx.config.invalidate)
+        ctx.after_commit(ctx.settings.invalidate)
     ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully reset configuration value %s" % k.name)
     return configuration_view(k, value, scope)

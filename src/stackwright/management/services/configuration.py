@@ -244,6 +244,18 @@ class ConfigurationService:
         self.session = session
         self.settings = settings
 
+    def get(self, name):
+        """The effective global value of `name`, from the engine-wide cache."""
+        return self.settings.get(name)
+
+    def typed(self, name):
+        """The effective global value of `name` converted to its type, from the cache."""
+        return self.settings.typed(name)
+
+    def invalidate(self):
+        """Drop the engine-wide cache; the next read reloads it from the database."""
+        self.settings.invalidate()
+
     def _row(self, name, scope, resource_id):
         return self.session.execute(
             select(ConfigValue).where(

@@ -288,7 +288,7 @@ class HierarchyService:
 
     def _check_pod_cidr(self, zone: Zone, subnet: netaddr.IPNetwork, pod: Pod | None = None) -> None:
         """Pods of one zone live in separate subnets, unless check.pod.cidrs is false."""
-        if not self.ctx.config.typed("check.pod.cidrs"):
+        if not self.ctx.settings.typed("check.pod.cidrs"):
             return
         others = self.session.execute(active(Pod).where(Pod.zone_id == zone.id)).scalars()
         for other in others:
@@ -386,7 +386,7 @@ class HierarchyService:
                           arch=arch, url=url or None)
         # The over-commit ratios are a snapshot of the global factors at creation time.
         for config_name, detail in CLUSTER_DETAIL_OF.items():
-            factor = self.ctx.configuration.global_value(config_name) or config_key(config_name).default
+            factor = self.ctx.settings.global_value(config_name) or config_key(config_name).default
             cluster.set_detail(detail, ratio(factor))
         self.session.add(cluster)
         self.session.flush()

@@ -80,7 +80,7 @@ class SimulatorConnector(HostConnector):
 
     def agent(self, service, url):
         try:
-            return simulator.SimulatedHost(url, service.ctx.config.get)
+            return simulator.SimulatedHost(url, service.ctx.settings.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 
@@ -116,7 +116,7 @@ class AgentConnector(HostConnector):
 
     def waiting_message(self, service, host):
         options = getattr(service.ctx.engine, "options", None)
-        port = getattr(options, "agent_port", None) or service.ctx.config.get("port")
+        port = getattr(options, "agent_port", None) or service.ctx.settings.get("port")
         return (
             "waiting for the agent on %s to connect to the management server on port %s; check that "
             "stackwright-agent runs there and that agent.properties names this zone/pod/cluster"

@@ -58,7 +58,7 @@ def demand_of(ctx: Any, vm: Any) -> Demand:
 
 
 def ha_tag(ctx: Any) -> str | None:
-    return (ctx.config.get("ha.tag") or "").strip() or None
+    return (ctx.settings.get("ha.tag") or "").strip() or None
 
 
 def destination_problem(ctx: Any, vm: Any, source: Host, dest: Host, *, explicit: bool) -> str | None:

@@ -169,7 +169,7 @@ class StorageService:
         if hypervisor == SIMULATED_HYPERVISOR:
             pool.state, pool.status_message = "Up", None
             if not capacity_bytes:
-                pool.capacity_bytes = self.ctx.config.typed("simulator.pool.capacity")
+                pool.capacity_bytes = self.ctx.settings.typed("simulator.pool.capacity")
         else:
             pool.state = WAITING
             pool.status_message = self._waiting_message(zone, cluster)
@@ -311,7 +311,7 @@ class StorageService:
         )
 
     def overprovisioning_factor(self, pool: StoragePool) -> str | None:
-        return self.ctx.configuration.scoped_value("storage.overprovisioning.factor", "storagepool", pool)
+        return self.ctx.settings.scoped_value("storage.overprovisioning.factor", "storagepool", pool)
 
     def allocated_bytes(self, pool: StoragePool) -> int:
         """Bytes promised to the volumes placed on `pool` (their full size, thin or not)."""
