@@ -68,7 +68,7 @@ async def serve(opts, engine):
         await channel.start()
     except OSError as e:
         await runner.cleanup()
-        raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
+        raise OSError(f"agent channel on {opts.agent_host}:{opts.agent_port}: {e.strerror or e}") from e
     engine.gateway.attach(channel)
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",

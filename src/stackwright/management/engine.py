@@ -100,8 +100,7 @@ class Throttle:
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(
-                "The given user has reached his/her account api limit, please retry after [%d] ms."
-                % max(retry_ms, 0)
+                f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
     def status(self, account_id):
@@ -147,8 +146,8 @@ class Engine:
         """Check the schema, load settings, start the job workers."""
         if not self.db.has_schema():
             raise RuntimeError(
-                "the database at %s has no Stackwright schema; run stackwright-setup-databases first"
-                % self.db.url.split("@")[-1]
+                f"the database at {self.db.url.split('@')[-1]} has no Stackwright schema; "
+                "run stackwright-setup-databases first"
             )
         self.settings.load()
         s = self.settings

@@ -21,7 +21,7 @@ SECRET_NAMES = frozenset({
 _NAMES = "|".join(sorted((re.escape(n) for n in SECRET_NAMES), key=len, reverse=True))
 # name=value (query strings, ini lines), name: value, "name": "value" (JSON, dict reprs).
 _ASSIGNED = re.compile(
-    r"""(?P<name>\b(?:%s))(?P<sep>["']?\s*[=:]\s*["']?)(?P<value>[^\s&"',}\]]+)""" % _NAMES,
+    rf"""(?P<name>\b(?:{_NAMES}))(?P<sep>["']?\s*[=:]\s*["']?)(?P<value>[^\s&"',}}\]]+)""",
     re.IGNORECASE,
 )
 # Credentials inside URLs: scheme://user:password@host

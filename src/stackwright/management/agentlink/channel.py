@@ -122,9 +122,10 @@ class AgentChannel:
         try:
             return future.result(timeout + 5)
         except (AgentUnavailable, CommandTimeout, concurrent.futures.TimeoutError) as e:
-            raise ResourceUnavailable("Host %s did not answer %s: %s" % (host_key, type(command).__name__, e or "timeout")) from None
+            raise ResourceUnavailable(
+                f"Host {host_key} did not answer {type(command).__name__}: {e or 'timeout'}") from None
         except RemoteError as e:
-            raise ResourceUnavailable("Host %s failed %s: %s" % (host_key, type(command).__name__, e)) from None
+            raise ResourceUnavailable(f"Host {host_key} failed {type(command).__name__}: {e}") from None
 
     def issue_token(self, ttl, guid=None, note=""):
         future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)

@@ -166,7 +166,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
             ctx = Context(engine, session, user, cmd.name, request_id)
             if cmd.admin_only and not ctx.is_root_admin:
                 raise AuthenticationError(
-                    "The given command '%s' either does not exist, is not available for user." % cmd.name
+                    f"The given command '{cmd.name}' either does not exist, is not available for user."
                 )
             cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
             if cache is not None:

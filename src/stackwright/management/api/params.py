@@ -32,20 +32,19 @@ class String(ParamType):
     def convert(self, cmd, name, raw, ctx):
         if len(raw) > self.length:
             raise InvalidParameterValue(
-                "Value greater than max allowed length %d for param: %s" % (self.length, name)
+                f"Value greater than max allowed length {self.length} for param: {name}"
             )
         if _CONTROL.search(raw):
             raise InvalidParameterValue(
-                "Received value %r for parameter %s is invalid, contains illegal ASCII "
-                "non-printable characters" % (redacted_value(name, raw), name)
+                f"Received value {redacted_value(name, raw)!r} for parameter {name} is invalid, contains illegal ASCII "
+                "non-printable characters"
             )
         return raw
 
 
 def _invalid(cmd, name, raw):
     return ParameterError(
-        "Unable to execute API command %s due to invalid value %s for parameter %s"
-        % (cmd.lower(), redacted_value(name, raw), name)
+        f"Unable to execute API command {cmd.lower()} due to invalid value {redacted_value(name, raw)} for parameter {name}"
     )
 
 
@@ -134,10 +133,9 @@ class Uuid(ParamType):
         row = ctx.session.query(self.model).filter_by(uuid=raw).one_or_none()
         if row is None:
             raise InvalidParameterValue(
-                "Unable to execute API command %s due to invalid value. Invalid parameter %s "
-                "value=%s due to incorrect long value format, or entity does not exist or due "
+                f"Unable to execute API command {cmd.lower()} due to invalid value. Invalid parameter {name} "
+                f"value={raw} due to incorrect long value format, or entity does not exist or due "
                 "to incorrect parameter annotation for the field in api cmd class."
-                % (cmd.lower(), name, raw)
             )
         if self.owned:
             check_owner(ctx, row)
@@ -149,8 +147,7 @@ def check_owner(ctx, row):
     principal = ctx.principal
     if principal is None or principal.root_admin or row.account_id == principal.account_id:
         return
-    raise PermissionDenied("Account %s does not have permission to operate with resource %s"
-                           % (ctx.account.name, row.uuid))
+    raise PermissionDenied(f"Account {ctx.account.name} does not have permission to operate with resource {row.uuid}")
 
 
 class List(ParamType):
@@ -239,15 +236,15 @@ def parse(cmd, params, raw, ctx):
                 if value is _ABSENT:
                     if p.required:
                         raise InvalidParameterValue(
-                            "Unable to execute API command %s due to invalid value. Invalid "
-                            "parameter %s value=%s due to incorrect long value format, or "
+                            f"Unable to execute API command {cmd.lower()} due to invalid value. Invalid "
+                            f"parameter {p.name} value={raw[p.name]} due to incorrect long value format, or "
                             "entity does not exist or due to incorrect parameter annotation "
-                            "for the field in api cmd class." % (cmd.lower(), p.name, raw[p.name])
+                            "for the field in api cmd class."
                         )
                     present, value = False, None
         if p.required and not present:
             raise ParameterError(
-                "Unable to execute API command %s due to missing parameter %s" % (cmd.lower(), p.name)
+                f"Unable to execute API command {cmd.lower()} due to missing parameter {p.name}"
             )
         if value is None and p.default is not None:
             value = p.default

@@ -83,9 +83,9 @@ def create_account(ctx, p):
     if account_type is None:
         account_type = ROLE_IDS.get(p.roleid.lower())
         if account_type is None:
-            raise InvalidParameterValue("Unable to find role by provided id: %s" % p.roleid)
+            raise InvalidParameterValue(f"Unable to find role by provided id: {p.roleid}")
     if account_type not in ROLE_TYPES:
-        raise InvalidParameterValue("Invalid account type %s given; valid types are 0, 1 and 2" % account_type)
+        raise InvalidParameterValue(f"Invalid account type {account_type} given; valid types are 0, 1 and 2")
     account = ctx.accounts.create_account(
         username=p.username, password=p.password, email=p.email, firstname=p.firstname,
         lastname=p.lastname, account_type=account_type, account_name=p.account,
@@ -176,8 +176,8 @@ def login(ctx, p):
     user, record, session_key = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(
-            "Failed to authenticate user %s in domain %s; please provide valid credentials"
-            % (p.username, domain.uuid if domain else (p.domain or "ROOT"))
+            f"Failed to authenticate user {p.username} in domain "
+            f"{domain.uuid if domain else (p.domain or 'ROOT')}; please provide valid credentials"
         )
     account = user.account
     ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": session_key}

@@ -119,7 +119,7 @@ def update_configuration(ctx, p):
         ctx.after_commit(ctx.settings.invalidate)
     else:
         ctx.settings.set_scoped(k.name, value, scope, resource)
-    ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully edited configuration value %s" % k.name)
+    ctx.event("CONFIGURATION.VALUE.EDIT", f"Successfully edited configuration value {k.name}")
     return configuration_view(k, value, scope)
 
 
@@ -134,5 +134,5 @@ def reset_configuration(ctx, p):
     value = ctx.settings.reset(k.name, scope, resource)
     if scope is None:
         ctx.after_commit(ctx.settings.invalidate)
-    ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully reset configuration value %s" % k.name)
+    ctx.event("CONFIGURATION.VALUE.EDIT", f"Successfully reset configuration value {k.name}")
     return configuration_view(k, value, scope)

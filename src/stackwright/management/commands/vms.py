@@ -50,8 +50,8 @@ VM_FIELDS = (
 VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
 VM_ID = Param("id", Uuid(VmInstance, owned=True), required=True, description="The ID of the virtual machine")
 PLACEMENT_PARAMS = [
-    Param("%sid" % what, Uuid(model),
-          description="destination %s ID to deploy the VM to - parameter available for root admin only" % label)
+    Param(f"{what}id", Uuid(model),
+          description=f"destination {label} ID to deploy the VM to - parameter available for root admin only")
     for what, model, label in (("host", Host, "Host"), ("pod", Pod, "Pod"), ("cluster", Cluster, "Cluster"))
 ]
 

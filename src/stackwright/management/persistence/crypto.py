@@ -45,11 +45,11 @@ def read_key(path):
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise KeyFileError("cannot read the key file %s: %s" % (path, e.strerror)) from None
+        raise KeyFileError(f"cannot read the key file {path}: {e.strerror}") from None
     try:
         Fernet(key)
     except ValueError:
-        raise KeyFileError("the key file %s does not hold a valid key" % path) from None
+        raise KeyFileError(f"the key file {path} does not hold a valid key") from None
     return key
 
 

@@ -30,7 +30,7 @@ def new_key():
 def hash_password(password):
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return "scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def check_password(password, stored):
@@ -120,7 +120,7 @@ class AccountService:
         ).scalar_one_or_none()
         if clash is not None:
             raise InvalidParameterValue(
-                "The specified account: %s already exists" % name
+                f"The specified account: {name} already exists"
             )
         user_clash = self.session.execute(
             select(User).join(Account).where(User.username == username,
@@ -129,7 +129,7 @@ class AccountService:
         ).scalar_one_or_none()
         if user_clash is not None:
             raise InvalidParameterValue(
-                "The user %s already exists in domain %s" % (username, domain.path)
+                f"The user {username} already exists in domain {domain.path}"
             )
         account = Account(name=name, account_type=account_type, domain_id=domain.id,
                           network_domain=network_domain)

@@ -58,21 +58,20 @@ class Key:
             except ValueError:
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
-                    "Please enter a valid %s value for parameter %s" % (kind, self.name)
+                    f"Please enter a valid {kind} value for parameter {self.name}"
                 ) from None
             if self.maximum is not None and not (self.minimum or 0) <= number <= self.maximum:
                 raise InvalidParameterValue(
-                    "Please enter a value between %g and %g for the configuration parameter: %s"
-                    % (self.minimum or 0, self.maximum, self.name)
+                    f"Please enter a value between {self.minimum or 0:g} and {self.maximum:g} for the configuration parameter: {self.name}"
                 )
             if self.minimum is not None and number < self.minimum:
-                bound = ("%g" % self.minimum)
+                bound = (f"{self.minimum:g}")
                 raise InvalidParameterValue(
-                    "%s should be greater than or equal to %s" % (self.name, bound)
+                    f"{self.name} should be greater than or equal to {bound}"
                 )
             return
         if self.choices and value.lower() not in (c.lower() for c in self.choices):
-            raise InvalidParameterValue("Please enter : %s" % ",".join(self.choices))
+            raise InvalidParameterValue(f"Please enter : {','.join(self.choices)}")
 
     def typed(self, value):
         if value is None:
@@ -201,7 +200,7 @@ def key(name):
     try:
         return KEYS[name]
     except KeyError:
-        raise InvalidParameterValue("Config parameter with name %s doesn't exist" % name) from None
+        raise InvalidParameterValue(f"Config parameter with name {name} doesn't exist") from None
 
 
 class GlobalSettings:
@@ -314,7 +313,7 @@ class ConfigurationService:
     def set_scoped(self, name, value, scope, resource):
         k = key(name)
         if scope not in k.scopes:
-            raise InvalidParameterValue("Invalid scope id provided for the parameter %s" % name)
+            raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
         k.validate(value)
         if scope == "cluster" and name in CLUSTER_DETAIL_OF:
             resource.set_detail(CLUSTER_DETAIL_OF[name], value)
@@ -335,7 +334,7 @@ class ConfigurationService:
             self.settings.invalidate()
             return k.default
         if scope not in k.scopes:
-            raise InvalidParameterValue("Invalid scope id provided for the parameter %s" % name)
+            raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
         row = self._row(name, scope, resource.id)
         if row is not None:
             self.session.delete(row)

@@ -101,7 +101,7 @@ class AgentConnector(HostConnector):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise InvalidParameterValue(
-                "%s is not a valid KVM host URL; use http://<address of the host>" % url
+                f"{url} is not a valid KVM host URL; use http://<address of the host>"
             )
         return parts.hostname
 
@@ -118,9 +118,8 @@ class AgentConnector(HostConnector):
         options = getattr(service.ctx.engine, "options", None)
         port = getattr(options, "agent_port", None) or service.ctx.settings.get("port")
         return (
-            "waiting for the agent on %s to connect to the management server on port %s; check that "
+            f"waiting for the agent on {host.ip_address} to connect to the management server on port {port}; check that "
             "stackwright-agent runs there and that agent.properties names this zone/pod/cluster"
-            % (host.ip_address, port)
         )
 
 
@@ -159,7 +158,7 @@ class HostService:
 
     def _live(self, host):
         if host.removed is not None:
-            raise InvalidParameterValue("Unable to find host by id %s; it was removed" % host.uuid)
+            raise InvalidParameterValue(f"Unable to find host by id {host.uuid}; it was removed")
         return host
 
     # addHost
@@ -170,7 +169,7 @@ class HostService:
         kind = hypervisor_type(hypervisor)
         if pod.zone_id != zone.id:
             raise InvalidParameterValue(
-                "Pod with specified id %s doesn't belong to the zone with specified id %s" % (pod.uuid, zone.uuid)
+                f"Pod with specified id {pod.uuid} doesn't belong to the zone with specified id {zone.uuid}"
             )
         if zone.removed is not None or pod.removed is not None:
             raise InvalidParameterValue("Cannot add a host to a removed zone or pod")
@@ -182,8 +181,7 @@ class HostService:
             existing = self.by_address(ip, zone.id)
             if existing is not None:
                 raise InvalidParameterValue(
-                    "A host with address %s already exists in zone %s: %s (id %s); delete it before adding it again"
-                    % (ip, zone.name, existing.name, existing.uuid)
+                    f"A host with address {ip} already exists in zone {zone.name}: {existing.name} (id {existing.uuid}); delete it before adding it again"
                 )
         host = Host(
             name=ip or "", url=url, hypervisor=kind, type="Routing", state="Connecting",
@@ -195,7 +193,7 @@ class HostService:
         self.session.flush()
         self._connect(connector, host)
         self._simulated_agent(host, start=True)
-        self.ctx.event("HOST.ADD", "Added host %s (%s) to cluster %s" % (host.name, kind, cluster.name), host.uuid)
+        self.ctx.event("HOST.ADD", f"Added host {host.name} ({kind}) to cluster {cluster.name}", host.uuid)
         return host
 
     def _cluster_for(self, zone, pod, kind, cluster, cluster_name):
@@ -209,15 +207,14 @@ class HostService:
                 "cluster (addCluster) or clustername"
             )
         if cluster.removed is not None:
-            raise InvalidParameterValue("Unable to find cluster by id %s; it was removed" % cluster.uuid)
+            raise InvalidParameterValue(f"Unable to find cluster by id {cluster.uuid}; it was removed")
         if cluster.pod_id != pod.id:
             raise InvalidParameterValue(
-                "Cluster with specified id %s doesn't belong to the pod with specified id %s" % (cluster.uuid, pod.uuid)
+                f"Cluster with specified id {cluster.uuid} doesn't belong to the pod with specified id {pod.uuid}"
             )
         if cluster.hypervisor.lower() != kind.lower():
             raise InvalidParameterValue(
-                "Can't add host whose hypervisor type is: %s into cluster: %s whose hypervisor type is: %s"
-                % (kind, cluster.name, cluster.hypervisor)
+                f"Can't add host whose hypervisor type is: {kind} into cluster: {cluster.name} whose hypervisor type is: {cluster.hypervisor}"
             )
         return cluster
 
@@ -250,7 +247,7 @@ class HostService:
             other = self.by_guid(guid)
             if other is not None and other.id != host.id:
                 raise InvalidParameterValue(
-                    "A host with guid %s already exists: %s (id %s)" % (guid, other.name, other.uuid)
+                    f"A host with guid {guid} already exists: {other.name} (id {other.uuid})"
                 )
             host.guid = guid
         if not (host.hypervisor == simulator.HYPERVISOR and host.ip_address):
@@ -310,19 +307,19 @@ class HostService:
                 event = next((e for e in ALLOCATION_EVENTS if e.lower() == allocation.lower()), None)
                 if event is None:
                     raise InvalidParameterValue(
-                        "Invalid allocation state: %s, only Enable/Disable are allowed" % allocation
+                        f"Invalid allocation state: {allocation}, only Enable/Disable are allowed"
                     )
                 allowed, target = ALLOCATION_EVENTS[event]
                 if host.resource_state not in allowed:
                     raise InvalidParameterValue(
-                        "No next resource state found for current state = %s event = %s; cancel the "
-                        "maintenance first (cancelHostMaintenance)" % (host.resource_state, event)
+                        f"No next resource state found for current state = {host.resource_state} event = {event}; cancel the "
+                        "maintenance first (cancelHostMaintenance)"
                     )
             if name is not None and not name.strip():
                 raise InvalidParameterValue("the host name cannot be blank")
         except ApiError as e:
             raise CloudRuntimeError(
-                "Failed to update host: %s with id %s, %s" % (host.name, host.uuid, e.text)
+                f"Failed to update host: {host.name} with id {host.uuid}, {e.text}"
             ) from None
         if event is not None:
             host.resource_state = ALLOCATION_EVENTS[event][1]
@@ -333,7 +330,7 @@ class HostService:
         if annotation is not None:
             host.details = dict(host.details or {}, annotation=annotation)
         self.session.flush()
-        self.ctx.event("HOST.UPDATE", "Updated host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.UPDATE", f"Updated host {host.name}", host.uuid)
         return host
 
     # deleteHost
@@ -342,19 +339,19 @@ class HostService:
         self._live(host)
         if host.resource_state != MAINTENANCE and not forced:
             raise CloudRuntimeError(
-                "Host %s cannot be deleted as it is not in maintenance mode. Either put the host into "
-                "maintenance or perform a forced deletion." % host.uuid
+                f"Host {host.uuid} cannot be deleted as it is not in maintenance mode. Either put the host into "
+                "maintenance or perform a forced deletion."
             )
         guests = self._guests_on(host)
         if guests:
             raise CloudRuntimeError(
-                "Host %s cannot be deleted: VMs still run on it (%s); migrate or stop them first"
-                % (host.uuid, ", ".join(name for name, _state in guests))
+                f"Host {host.uuid} cannot be deleted: VMs still run on it "
+                f"({', '.join(name for name, _state in guests)}); migrate or stop them first"
             )
         host.removed = utcnow()
         host.state = "Removed"
         self._simulated_agent(host, start=False)
-        self.ctx.event("HOST.DELETE", "Deleted host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.DELETE", f"Deleted host {host.name}", host.uuid)
 
     # reconnectHost
 
@@ -362,11 +359,10 @@ class HostService:
         self._live(host)
         if host.resource_state in MAINTENANCE_STATES:
             raise CloudRuntimeError(
-                "Failed to reconnect host %s: it is in resource state %s; cancel the maintenance first"
-                % (host.name, host.resource_state)
+                f"Failed to reconnect host {host.name}: it is in resource state {host.resource_state}; cancel the maintenance first"
             )
         self._connect(CONNECTORS[host.hypervisor], host)
-        self.ctx.event("HOST.RECONNECT", "Reconnected host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.RECONNECT", f"Reconnected host {host.name}", host.uuid)
         return host
 
     # maintenance
@@ -378,12 +374,12 @@ class HostService:
         state = host.resource_state
         if state in (PREPARE, MAINTENANCE, ERROR_IN_PREPARE):
             self._maintenance_failure(
-                "Host is already in state %s. Cannot recall for maintenance until resolved." % state
+                f"Host is already in state {state}. Cannot recall for maintenance until resolved."
             )
         if state not in (ENABLED, ERROR_IN_MAINTENANCE, "Degraded"):
             self._maintenance_failure(
-                "No next resource state found for current state = %s event = AdminAskMaintenance; "
-                "enable the host first (updateHost allocationstate=Enable)" % state
+                f"No next resource state found for current state = {state} event = AdminAskMaintenance; "
+                "enable the host first (updateHost allocationstate=Enable)"
             )
         preparing = self.session.execute(
             select(Host.name).where(Host.cluster_id == host.cluster_id, Host.id != host.id,
@@ -392,19 +388,18 @@ class HostService:
         if preparing:
             self._maintenance_failure(
                 "There are other servers attempting migrations for maintenance. Found hosts in "
-                "PrepareForMaintenance status in cluster %s: %s" % (host.cluster.name, ", ".join(preparing))
+                f"PrepareForMaintenance status in cluster {host.cluster.name}: {', '.join(preparing)}"
             )
         guests = self._guests_on(host)
         unsettled = [name for name, state in guests if state != RUNNING]
         if unsettled:
             self._maintenance_failure(
-                "There are VMs in transition or error state on host %s: %s; wait for them to settle or "
-                "repair them first" % (host.name, ", ".join(unsettled))
+                f"There are VMs in transition or error state on host {host.name}: {', '.join(unsettled)}; "
+                "wait for them to settle or repair them first"
             )
         host.resource_state = PREPARE
         self.session.flush()
-        self.ctx.event("MAINT.PREPARE", "Host %s is in %s: %d running VM(s) to migrate" % (
-            host.name, PREPARE, len(guests)), host.uuid)
+        self.ctx.event("MAINT.PREPARE", f"Host {host.name} is in {PREPARE}: {len(guests)} running VM(s) to migrate", host.uuid)
         return self.session.execute(
             select(VmInstance).where(VmInstance.host_id == host.id, VmInstance.removed.is_(None),
                                      VmInstance.state == RUNNING).order_by(VmInstance.id)
@@ -421,20 +416,20 @@ class HostService:
 
     @staticmethod
     def _maintenance_failure(reason):
-        raise CloudRuntimeError("Failed to prepare host for maintenance due to: %s" % reason)
+        raise CloudRuntimeError(f"Failed to prepare host for maintenance due to: {reason}")
 
     def cancel_maintenance(self, host):
         self._live(host)
         if host.resource_state not in MAINTENANCE_STATES:
             raise CloudRuntimeError(
-                "Failed to cancel maintenance for host %s: its resource state is %s, which is not a "
-                "maintenance state" % (host.name, host.resource_state)
+                f"Failed to cancel maintenance for host {host.name}: its resource state is {host.resource_state}, which is not a "
+                "maintenance state"
             )
         host.resource_state = ENABLED
         if host.hypervisor == "Simulator":
             self._connect(CONNECTORS["Simulator"], host)
         self.session.flush()
-        self.ctx.event("MAINT.CANCEL", "Cancelled maintenance of host %s" % host.name, host.uuid)
+        self.ctx.event("MAINT.CANCEL", f"Cancelled maintenance of host {host.name}", host.uuid)
         return host
 
     # counting, for guards elsewhere

@@ -74,10 +74,9 @@ class JobService:
     def get_visible(self, job_uuid):
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
-            raise InvalidParameterValue("Unable to find a job with id %s" % job_uuid)
+            raise InvalidParameterValue(f"Unable to find a job with id {job_uuid}")
         if not self.ctx.is_root_admin and job.account_id != self.ctx.user.account_id:
-            raise PermissionDenied("Account %s does not have permission to access job %s"
-                                   % (self.ctx.account.name, job_uuid))
+            raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to access job {job_uuid}")
         return job
 
 

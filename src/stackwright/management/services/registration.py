@@ -258,8 +258,7 @@ def _check_location(session, host, request, places):
                 select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
         if value not in (row.uuid, row.name) and value != str(row.id):
             raise AgentRefused(
-                "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
-                % (what, value, host.name, what, row.name, row.uuid, what)
+                f"agent.properties names {what} {value!r} but host {host.name} was added to {what} {row.name} ({row.uuid}); fix {what}= in agent.properties"
             )
 
 
@@ -278,12 +277,12 @@ def _adopt_simulated(session, request):
         named = session.execute(q.where(Cluster.name == ref)).scalars().all()
         if len(named) != 1:
             raise AgentRefused(
-                "simulated agent %s names cluster %r, which is not exactly one Simulator cluster; "
-                "use the cluster's id" % (request.guid, ref))
+                f"simulated agent {request.guid} names cluster {ref!r}, which is not exactly one Simulator cluster; "
+                "use the cluster's id")
         cluster = named[0]
     host = Host(name=request.host.hostname or request.guid, guid=request.guid, zone_id=cluster.zone_id,
                 pod_id=cluster.pod_id, cluster_id=cluster.id, hypervisor="Simulator",
-                url="http://sim/%s/%s" % (cluster.name, request.guid), ip_address=request.host.private_ip,
+                url=f"http://sim/{cluster.name}/{request.guid}", ip_address=request.host.private_ip,
                 state="Connecting", resource_state="Enabled", details={"agent": EXTERNAL})
     session.add(host)
     session.flush()
