@@ -1,5 +1,7 @@
 """`stackwright-management`: the engine's daemon."""
 
+from __future__ import annotations
+
 import asyncio
 import gc
 import logging
@@ -23,7 +25,7 @@ from .redaction import PrivateFileHandler, RedactingFormatter
 log = logging.getLogger("stackwright.management")
 
 
-def setup_logging(log_file, level):
+def setup_logging(log_file: str, level: str | int) -> None:
     fmt = RedactingFormatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
@@ -52,7 +54,7 @@ def _malformed_http_in_one_line(record):
     return True
 
 
-async def serve(opts, engine):
+async def serve(opts, engine: Engine) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,7 +106,7 @@ def raise_open_file_limit():
     return soft
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()

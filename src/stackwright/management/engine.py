@@ -1,5 +1,9 @@
 """The management engine's composition root: database, settings, caches, job workers."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import logging
 import threading
 import time
@@ -17,6 +21,9 @@ from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +50,7 @@ class KeyCache:
         self._entries = {}
         self._lock = threading.Lock()
 
-    def fresh(self, api_key):
+    def fresh(self, api_key: str):
         """The entry for `api_key` if it was loaded less than TTL seconds ago, else None."""
         with self._lock:
             entry = self._entries.get(api_key)
@@ -51,7 +58,7 @@ class KeyCache:
             return entry
         return None
 
-    def lookup(self, session, api_key):
+    def lookup(self, session: Session, api_key: str):
         entry = self.fresh(api_key)
         if entry is not None:
             return entry
@@ -68,7 +75,7 @@ class KeyCache:
             self._entries[api_key] = entry
         return entry
 
-    def invalidate(self):
+    def invalidate(self) -> None:
         with self._lock:
             self._entries.clear()
 
@@ -84,7 +91,7 @@ class Throttle:
         self._windows = {}
         self._lock = threading.Lock()
 
-    def check(self, caller):
+    def check(self, caller) -> None:
         """`caller` is a context Principal."""
         if not self.enabled or caller.root_admin:
             return
@@ -103,7 +110,7 @@ class Throttle:
                 f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
-    def status(self, account_id):
+    def status(self, account_id: int):
         now = time.monotonic()
         with self._lock:
             start, count = self._windows.get(account_id, (now, 0))
@@ -111,7 +118,7 @@ class Throttle:
             start, count = now, 0
         return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
 
-    def reset(self, account_id=None):
+    def reset(self, account_id: int | None = None) -> None:
         with self._lock:
             if account_id is None:
                 self._windows.clear()
@@ -142,7 +149,7 @@ class Engine:
         self.gateway = ChannelGateway()
         self.started = time.time()
 
-    def start(self):
+    def start(self) -> None:
         """Check the schema, load settings, start the job workers."""
         if not self.db.has_schema():
             raise RuntimeError(
@@ -157,9 +164,9 @@ class Engine:
         )
         self.jobs.start()
 
-    def stop(self):
+    def stop(self) -> None:
         self.jobs.stop()
         self.db.dispose()
 
-    def sessions_user(self, session, session_id, session_key):
+    def sessions_user(self, session: Session, session_id: str, session_key: str):
         return AccountService(session).session_user(session_id, session_key)

@@ -20,6 +20,8 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
                  before their hosts are marked Down (60; at least ping.interval x ping.timeout)
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ class Options:
     key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
 
-def split_address(text, default_host):
+def split_address(text: str, default_host):
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text

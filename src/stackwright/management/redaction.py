@@ -5,6 +5,8 @@ Every error text an answer carries and every line the engine logs passes through
 through `redacted_value`. Log files are created owner read-write, group read (0640).
 """
 
+from __future__ import annotations
+
 import logging
 import logging.handlers
 import os
@@ -30,17 +32,17 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<v
 _FERNET = re.compile(r"gAAAAA[A-Za-z0-9_=-]{40,}")
 
 
-def is_secret(name):
+def is_secret(name: str):
     name = (name or "").lower()
     return name in SECRET_NAMES or name.endswith("password") or name.endswith("secret")
 
 
-def redacted_value(name, value):
+def redacted_value(name: str, value):
     """`value` as an error text may show it: masked when parameter `name` is a secret."""
     return MASK if is_secret(name) else value
 
 
-def redact_text(text):
+def redact_text(text: str):
     """`text` with every secret it recognisably carries replaced by the mask."""
     if not text:
         return text

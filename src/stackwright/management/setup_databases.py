@@ -4,6 +4,8 @@ Writes the admin's API credentials as a cloudstack.ini (mode 0600) that the `cs`
 other CloudStack tools read: `CLOUDSTACK_CONFIG=PATH cs listZones` works at once.
 """
 
+from __future__ import annotations
+
 import argparse
 import configparser
 import io
@@ -49,7 +51,7 @@ ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
                           for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
-def render_ini(region, endpoint, key, secret):
+def render_ini(region, endpoint, key, secret: str):
     cp = configparser.ConfigParser(interpolation=None)
     cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
     buf = io.StringIO()
@@ -57,7 +59,7 @@ def render_ini(region, endpoint, key, secret):
     return buf.getvalue()
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     args = parser().parse_args(argv)
     password = None

@@ -5,6 +5,10 @@ request strings into typed values and raises the contract's 431 errors. UUID par
 resolved to database rows here, so a handler never sees an id that names nothing.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -14,6 +18,10 @@ from .. import values
 from ..redaction import redacted_value
 from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 
+if TYPE_CHECKING:
+    from ..api.registry import Command
+    from ..context import Context
+
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
 
@@ -21,7 +29,7 @@ _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
 class ParamType:
     api_type = "string"
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         return raw
 
 
@@ -29,7 +37,7 @@ class String(ParamType):
     def __init__(self, length=255):
         self.length = length
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         if len(raw) > self.length:
             raise InvalidParameterValue(
                 f"Value greater than max allowed length {self.length} for param: {name}"
@@ -42,7 +50,7 @@ class String(ParamType):
         return raw
 
 
-def _invalid(cmd, name, raw):
+def _invalid(cmd: Command, name: str, raw):
     return ParameterError(
         f"Unable to execute API command {cmd.lower()} due to invalid value {redacted_value(name, raw)} for parameter {name}"
     )
@@ -51,7 +59,7 @@ def _invalid(cmd, name, raw):
 class Boolean(ParamType):
     api_type = "boolean"
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         if raw.strip() == "":
             return None
         try:
@@ -73,7 +81,7 @@ class _Number(ParamType):
     def parse(self, raw):
         return values.parse_int(raw, self.minimum, self.maximum)
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         if raw.strip() == "":
             return None
         try:
@@ -95,7 +103,7 @@ class Size(Long):
     """A non-negative count of `unit` bytes (a disk size in GB, say) whose byte count fits a
     Java long: the database and the arithmetic on it never see a larger one."""
 
-    def __init__(self, unit=1):
+    def __init__(self, unit: str = 1):
         super().__init__(0, values.INT64[1] // unit)
 
 
@@ -120,7 +128,7 @@ class Uuid(ParamType):
         self.model = model
         self.owned = owned
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         try:
             parsed = uuidlib.UUID(raw)
         except ValueError:
@@ -142,7 +150,7 @@ class Uuid(ParamType):
         return row
 
 
-def check_owner(ctx, row):
+def check_owner(ctx: Context, row) -> None:
     """Refuse (531, CloudStack's text) a caller other than a root admin or the row's account."""
     principal = ctx.principal
     if principal is None or principal.root_admin or row.account_id == principal.account_id:
@@ -156,7 +164,7 @@ class List(ParamType):
     def __init__(self, item=None):
         self.item = item or String()
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context):
         out = []
         for part in raw.split(","):
             part = part.strip()
@@ -218,7 +226,7 @@ def used(params, raw):
     return tuple(sorted(out))
 
 
-def parse(cmd, params, raw, ctx):
+def parse(cmd: Command, params, raw, ctx: Context):
     """Validate `raw` (str -> str) against `params`; returns a namespace of typed values."""
     values = {}
     maps = None
@@ -254,7 +262,7 @@ def parse(cmd, params, raw, ctx):
     return ns
 
 
-def given(p, name):
+def given(p, name: str):
     """True when the request carried parameter `name` (with a usable value)."""
     return name in p._given
 

@@ -5,6 +5,10 @@ accountid, domainid, imagestoreuuid). With a scope, listings show only the keys 
 there, with their effective value (the scoped value, else the global one).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ..api.params import Param, String, Uuid
 from ..api.registry import ListResult, api_command
 from ..errors import InvalidParameterValue
@@ -12,6 +16,10 @@ from ..formatting import compact
 from ..persistence.models import Account, Cluster, Domain, ImageStore, StoragePool, Zone
 from ..services.configuration import KEYS, key
 from ..services.queries import check_paging
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from ..context import Context
 
 # (request parameter, scope name, model); the order is CloudStack's precedence.
 SCOPE_PARAMS = (
@@ -40,7 +48,7 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def configuration_view(k, value, scope=None):
+def configuration_view(k, value, scope: str | None = None):
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
@@ -74,7 +82,7 @@ def requested_scope(p):
     Param("subgroup", String(), description="lists configurations by subgroup name"),
     Param("parent", String(), description="lists configuration by parent name"),
 ])
-def list_configurations(ctx, p):
+def list_configurations(ctx: Context, p: SimpleNamespace):
     """Lists all configurations."""
     scope, resource = requested_scope(p)
     offset, limit = check_paging(ctx, p)
@@ -103,7 +111,7 @@ def list_configurations(ctx, p):
     Param("value", String(4096), description="the value of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def update_configuration(ctx, p):
+def update_configuration(ctx: Context, p: SimpleNamespace):
     """Updates a configuration."""
     k = key(p.name)
     scope, resource = requested_scope(p)
@@ -127,7 +135,7 @@ def update_configuration(ctx, p):
     Param("name", String(), required=True, description="the name of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def reset_configuration(ctx, p):
+def reset_configuration(ctx: Context, p: SimpleNamespace):
     """Resets a configuration: a global value to its default, a scoped value to the global one."""
     k = key(p.name)
     scope, resource = requested_scope(p)

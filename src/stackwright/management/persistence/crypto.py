@@ -10,6 +10,8 @@ reveals no secret.
 The key is process-wide (`install`): one engine process serves one database.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 
@@ -37,7 +39,7 @@ def default_key_file(db_url):
     return DEFAULT_KEY_FILE
 
 
-def read_key(path):
+def read_key(path: str):
     """The key in `path`, or None when there is no such file."""
     try:
         with open(path, "rb") as f:
@@ -53,7 +55,7 @@ def read_key(path):
     return key
 
 
-def ensure_key(path):
+def ensure_key(path: str):
     """The key in `path`, created (mode 0600, atomically) when there is none yet. An existing
     key is kept, whatever else changes: the stored secrets depend on it. Returns (key, created)."""
     key = read_key(path)
@@ -78,17 +80,17 @@ class SecretBox:
     def __init__(self, key):
         self._fernet = Fernet(key)
 
-    def encrypt(self, text):
+    def encrypt(self, text: str):
         return self._fernet.encrypt(text.encode()).decode()
 
-    def decrypt(self, token):
+    def decrypt(self, token: str):
         return self._fernet.decrypt(token.encode()).decode()
 
 
 _box = None
 
 
-def install(key):
+def install(key) -> None:
     """Use `key` (bytes, or None for no key) for every Encrypted column of this process."""
     global _box
     _box = SecretBox(key) if key is not None else None

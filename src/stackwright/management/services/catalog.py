@@ -210,7 +210,7 @@ class CatalogService:
         """The Domain an offering (or another row with a domain_id) is restricted to, or None."""
         return self.session.get(Domain, row.domain_id) if row.domain_id else None
 
-    def list_templates(self, p, hypervisor=None):
+    def list_templates(self, p, hypervisor: str | None = None):
         q = filtered(self.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor), TEMPLATE_LIST_FILTERS, p)
         if p.account:
             q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))

@@ -455,11 +455,11 @@ class HierarchyService:
     def list_clusters(self, p):
         return page(self.ctx, p, filtered(active(Cluster), CLUSTER_FILTERS, p), Cluster.id)
 
-    def domain_name(self, domain_id):
+    def domain_name(self, domain_id: int):
         # Public zones (most of them) have no domain: no query for those.
         return self.session.get(Domain, domain_id).name if domain_id is not None else None
 
-    def hypervisors_in(self, zone):
+    def hypervisors_in(self, zone: Zone):
         """The hypervisor types of the live clusters of `zone`, sorted."""
         return self.session.execute(
             select(Cluster.hypervisor).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))

@@ -11,6 +11,8 @@ once; KVM hosts wait in Connecting until their agent registers over the agent ch
 which then calls `HostService.agent_connected`.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 import urllib.parse
@@ -24,6 +26,10 @@ from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone, utcnow
 from .hierarchy import allocation_state, hypervisor_type
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
+from typing import Never, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Context
 
 log = logging.getLogger(__name__)
 
@@ -62,29 +68,29 @@ class HostConnector:
     that case `waiting_message(service, host)` tells the administrator what the host waits for.
     """
 
-    def address(self, url):
+    def address(self, url: str):
         raise NotImplementedError
 
-    def connect(self, service, host):
+    def connect(self, service, host: Host):
         raise NotImplementedError
 
-    def waiting_message(self, service, host):
+    def waiting_message(self, service, host: Host) -> None:
         return None
 
 
 class SimulatorConnector(HostConnector):
     """Simulator hosts: the engine plays the agent, so they are Up as soon as they are added."""
 
-    def address(self, url):
+    def address(self, url: str) -> None:
         return None
 
-    def agent(self, service, url):
+    def agent(self, service, url: str):
         try:
             return simulator.SimulatedHost(url, service.ctx.settings.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 
-    def connect(self, service, host):
+    def connect(self, service, host: Host):
         agent = self.agent(service, host.url)
         ip = host.ip_address or simulator.address(host.id, service.address_taken)
         # A reconnect keeps the name the host registered with.
@@ -97,7 +103,7 @@ class SimulatorConnector(HostConnector):
 class AgentConnector(HostConnector):
     """KVM hosts: a stackwright-agent on the host connects to the engine's agent channel."""
 
-    def address(self, url):
+    def address(self, url: str):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise InvalidParameterValue(
@@ -105,7 +111,7 @@ class AgentConnector(HostConnector):
             )
         return parts.hostname
 
-    def connect(self, service, host):
+    def connect(self, service, host: Host):
         """An agent that registered before this addHost completes the host at once."""
         agents = service.ctx.agents
         found = agents.adopt_pending(host.ip_address)
@@ -114,7 +120,7 @@ class AgentConnector(HostConnector):
         service.ctx.after_commit(lambda: agents.adopted(found[1]))
         return found
 
-    def waiting_message(self, service, host):
+    def waiting_message(self, service, host: Host) -> str:
         options = getattr(service.ctx.engine, "options", None)
         port = getattr(options, "agent_port", None) or service.ctx.settings.get("port")
         return (
@@ -130,41 +136,41 @@ CONNECTORS = {"Simulator": SimulatorConnector(), "KVM": AgentConnector()}
 
 
 class HostService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
     # lookups
 
-    def address_taken(self, ip):
+    def address_taken(self, ip: str):
         return self.session.execute(
             select(Host.id).where(Host.ip_address == ip, Host.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def by_guid(self, guid):
+    def by_guid(self, guid: str):
         return self.session.execute(
             select(Host).where(Host.guid == guid, Host.removed.is_(None))
         ).scalars().first()
 
-    def by_address(self, ip, zone_id=None):
+    def by_address(self, ip: str, zone_id: int | None = None):
         q = select(Host).where(Host.ip_address == ip, Host.removed.is_(None))
         if zone_id is not None:
             q = q.where(Host.zone_id == zone_id)
         return self.session.execute(q.order_by(Host.id)).scalars().first()
 
-    def presence(self, host_id):
+    def presence(self, host_id: int):
         """(state, removed) of a host as committed now."""
         return self.session.execute(select(Host.state, Host.removed).where(Host.id == host_id)).one()
 
-    def _live(self, host):
+    def _live(self, host: Host):
         if host.removed is not None:
             raise InvalidParameterValue(f"Unable to find host by id {host.uuid}; it was removed")
         return host
 
     # addHost
 
-    def add_host(self, *, zone, pod, url, hypervisor, cluster=None, cluster_name=None, host_tags=None,
-                 allocation=None):
+    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None, cluster_name=None, host_tags=None,
+                 allocation: str | None = None):
         """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
         kind = hypervisor_type(hypervisor)
         if pod.zone_id != zone.id:
@@ -196,7 +202,7 @@ class HostService:
         self.ctx.event("HOST.ADD", f"Added host {host.name} ({kind}) to cluster {cluster.name}", host.uuid)
         return host
 
-    def _cluster_for(self, zone, pod, kind, cluster, cluster_name):
+    def _cluster_for(self, zone: Zone, pod: Pod, kind: str, cluster: Cluster | None, cluster_name: str | None):
         if cluster is None and cluster_name:
             # Like CloudStack, a cluster named but not found is created on the way.
             cluster = self.ctx.hierarchy.cluster_by_name(pod, cluster_name) or self.ctx.hierarchy.add_cluster(
@@ -218,7 +224,7 @@ class HostService:
             )
         return cluster
 
-    def _connect(self, connector, host):
+    def _connect(self, connector, host: Host):
         answer = connector.connect(self, host)
         if answer is None:
             host.state = "Connecting"
@@ -228,7 +234,7 @@ class HostService:
         info, guid, version = answer
         self.agent_connected(host, info, guid=guid, agent_version=version)
 
-    def _simulated_agent(self, host, start):
+    def _simulated_agent(self, host: Host, start):
         """Start (or stop) the in-engine agent of a Simulator host once the change is committed,
         when the agent channel runs; without it the host service answers for the host alone."""
         if host.hypervisor != simulator.HYPERVISOR or not host.guid:
@@ -241,7 +247,7 @@ class HostService:
 
     # the agent side
 
-    def agent_connected(self, host, info, guid=None, agent_version=None):
+    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version=None):
         """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
         if guid and guid != host.guid:
             other = self.by_guid(guid)
@@ -274,7 +280,7 @@ class HostService:
                  host.cpus, host.cpu_speed, host.memory_bytes)
         return host
 
-    def agent_pinged(self, host, stats=None):
+    def agent_pinged(self, host: Host, stats=None) -> None:
         """A heartbeat: the host is Up again if it was Alert or Disconnected."""
         host.last_pinged = int(time.time())
         if stats is not None:
@@ -284,7 +290,7 @@ class HostService:
             host.state = "Up"
             host.disconnected = None
 
-    def agent_lost(self, host, state="Disconnected"):
+    def agent_lost(self, host: Host, state="Disconnected") -> None:
         """The agent's session ended or stopped pinging (`state` Disconnected, Alert or Down)."""
         if state == "Alert" and host.state == "Down":
             # The silent connection of a host found Down is dropped after the fact; that
@@ -297,7 +303,7 @@ class HostService:
 
     # updateHost
 
-    def update_host(self, host, *, allocation=None, host_tags=None, tags_given=False, name=None,
+    def update_host(self, host: Host, *, allocation: str | None = None, host_tags=None, tags_given=False, name: str | None = None,
                     annotation=None):
         """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
         try:
@@ -335,7 +341,7 @@ class HostService:
 
     # deleteHost
 
-    def delete_host(self, host, forced=False):
+    def delete_host(self, host: Host, forced: bool = False) -> None:
         self._live(host)
         if host.resource_state != MAINTENANCE and not forced:
             raise CloudRuntimeError(
@@ -355,7 +361,7 @@ class HostService:
 
     # reconnectHost
 
-    def reconnect(self, host):
+    def reconnect(self, host: Host):
         self._live(host)
         if host.resource_state in MAINTENANCE_STATES:
             raise CloudRuntimeError(
@@ -367,7 +373,7 @@ class HostService:
 
     # maintenance
 
-    def begin_maintenance(self, host):
+    def begin_maintenance(self, host: Host):
         """PrepareForMaintenance: no new guests come; returns the running guests to migrate away
         (services/migration.py ends it in Maintenance or ErrorInPrepareForMaintenance)."""
         self._live(host)
@@ -405,7 +411,7 @@ class HostService:
                                      VmInstance.state == RUNNING).order_by(VmInstance.id)
         ).scalars().all()
 
-    def _guests_on(self, host):
+    def _guests_on(self, host: Host):
         """(name, state) of the guests that occupy `host`: anything not Stopped or gone."""
         return self.session.execute(
             select(VmInstance.name, VmInstance.state).where(
@@ -415,10 +421,10 @@ class HostService:
         ).all()
 
     @staticmethod
-    def _maintenance_failure(reason):
+    def _maintenance_failure(reason) -> Never:
         raise CloudRuntimeError(f"Failed to prepare host for maintenance due to: {reason}")
 
-    def cancel_maintenance(self, host):
+    def cancel_maintenance(self, host: Host):
         self._live(host)
         if host.resource_state not in MAINTENANCE_STATES:
             raise CloudRuntimeError(
@@ -434,7 +440,7 @@ class HostService:
 
     # counting, for guards elsewhere
 
-    def count_in(self, *, zone=None, pod=None, cluster=None):
+    def count_in(self, *, zone: Zone | None = None, pod: Pod | None = None, cluster: Cluster | None = None):
         q = select(func.count(Host.id)).where(Host.removed.is_(None))
         if zone is not None:
             q = q.where(Host.zone_id == zone.id)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +32,9 @@ from .gateway import AgentAbsent
 from ..persistence.models import AsyncJob, utcnow
 from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
 
+if TYPE_CHECKING:
+    from ..context import Context
+
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
@@ -40,7 +43,7 @@ RETRY_SECONDS = 2.0
 
 
 class JobService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
@@ -71,7 +74,7 @@ class JobService:
         self.ctx.after_commit(lambda: jobs.submit(job_uuid))
         return job
 
-    def get_visible(self, job_uuid):
+    def get_visible(self, job_uuid: str):
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
             raise InvalidParameterValue(f"Unable to find a job with id {job_uuid}")

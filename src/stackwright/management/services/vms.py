@@ -10,6 +10,10 @@ which only ever corrects the database: the engine never starts or stops a guest 
 of a report.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import datetime as dt
 import logging
 import re
@@ -37,6 +41,13 @@ from ..persistence.models import (
     utcnow,
 )
 from .placement import GiB, size_text
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..persistence.models import StoragePool
+    from ..persistence.models import Zone
+    from ..persistence.models import Template
+    from ..persistence.models import Domain
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +79,7 @@ def random_mac():
     return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
 
 
-def vm_label(vm):
+def vm_label(vm: VmInstance) -> str:
     """How CloudStack names a VM in messages: VM[User|i-2-10-VM]."""
     return f"VM[User|{vm.instance_name}]"
 
@@ -80,35 +91,35 @@ def disk_of(volume):
     return disk
 
 
-def pool_spec(pool):
+def pool_spec(pool: StoragePool):
     return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
 
 class VmService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
     # --- lookups and ownership -------------------------------------------------------
 
-    def root_volume(self, vm):
+    def root_volume(self, vm: VmInstance):
         return self.session.execute(
             select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
         ).scalars().first()
 
-    def locked(self, vm_id):
+    def locked(self, vm_id: int):
         """The VM row as committed now, locked for this transaction (MySQL)."""
         return self.session.execute(
             select(VmInstance).where(VmInstance.id == vm_id).with_for_update().execution_options(populate_existing=True)
         ).scalar_one()
 
-    def pod(self, pod_id):
+    def pod(self, pod_id: int):
         return self.session.get(Pod, pod_id) if pod_id is not None else None
 
-    def cluster(self, cluster_id):
+    def cluster(self, cluster_id: int):
         return self.session.get(Cluster, cluster_id) if cluster_id is not None else None
 
-    def check_access(self, vm):
+    def check_access(self, vm: VmInstance):
         """Non-admin callers may only act on the VMs of their own account."""
         if vm.removed is not None:
             raise InvalidParameterValue(f"Unable to find virtual machine by id {vm.uuid}; it was expunged")
@@ -116,7 +127,7 @@ class VmService:
             raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to operate with resource {vm.uuid}")
         return vm
 
-    def owner(self, account_name=None, domain=None):
+    def owner(self, account_name: str | None = None, domain: Domain | None = None):
         """The account a new VM belongs to: the caller's, or (admins) the one named."""
         caller = self.ctx.account
         if account_name is None:
@@ -132,7 +143,7 @@ class VmService:
             raise PermissionDenied(f"Account {caller.name} does not have permission to deploy VMs for account {account.name}")
         return account
 
-    def check_placement(self, zone, host=None, pod=None, cluster=None):
+    def check_placement(self, zone: Zone, host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None) -> None:
         """Where an admin asks a VM to go must be in its zone; other callers may not ask."""
         for row, what in ((host, "host"), (pod, "pod"), (cluster, "cluster")):
             if row is None:
@@ -144,8 +155,8 @@ class VmService:
 
     # --- deployVirtualMachine (the part that runs in the request) ---------------------
 
-    def create(self, *, zone, offering, template, owner, name=None, display_name=None, hypervisor=None,
-               host=None, pod=None, cluster=None, details=None, root_disk_gb=None):
+    def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account, name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb=None):
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
@@ -192,7 +203,7 @@ class VmService:
         return vm
 
     @staticmethod
-    def _sizes(offering, details):
+    def _sizes(offering: ServiceOffering, details):
         if not offering.is_customized:
             return offering.cpu_number, offering.cpu_speed, offering.memory_mb
         wanted = {}
@@ -209,7 +220,7 @@ class VmService:
                 "Invalid custom offering values: cpuNumber and cpuSpeed must be at least 1 and memory at least 32 MB")
         return wanted["cpuNumber"], wanted["cpuSpeed"], wanted["memory"]
 
-    def _name_taken(self, name, zone, owner):
+    def _name_taken(self, name: str, zone: Zone, owner: Account):
         return self.session.execute(
             select(VmInstance.id).where(func.lower(VmInstance.name) == name.lower(), VmInstance.zone_id == zone.id,
                                         VmInstance.account_id == owner.id, VmInstance.removed.is_(None),
@@ -226,16 +237,16 @@ class VmService:
                 return mac
         raise CloudRuntimeError("Unable to allocate a unique MAC address; retry the deployment")
 
-    def guest_bridge(self, zone):
+    def guest_bridge(self, zone: Zone):
         """The bridge guests attach to: the KVM label of the zone's Guest traffic, else cloudbr0."""
         guest = self.ctx.networks.zone_traffic(zone).get("Guest")
         return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
 
-    def offering_tags(self, vm):
+    def offering_tags(self, vm: VmInstance):
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
-    def host_for_pool(self, pool, preferred_id):
+    def host_for_pool(self, pool: StoragePool, preferred_id):
         if pool.scope == "ZONE":
             q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
         else:
@@ -248,7 +259,7 @@ class VmService:
 
     # --- reconciliation with hypervisor reports ------------------------------------------
 
-    def reconcile(self, host, reported, reported_at=None):
+    def reconcile(self, host: Host, reported, reported_at=None):
         """Correct the VM rows of `host` after its agent reported `reported` ({instance name: state}).
 
         A VM the database has Running on this host that the hypervisor does not run is
