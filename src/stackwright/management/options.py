@@ -66,7 +66,7 @@ def split_address(text: str, default_host):
     return host.strip("[]") or default_host, port
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="stackwright-management",
         description="Stackwright management engine: serves the CloudStack API on /client/api.",

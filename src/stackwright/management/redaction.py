@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import os
 import re
+from typing import Any
 
 MASK = "******"
 
@@ -32,7 +33,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<v
 _FERNET = re.compile(r"gAAAAA[A-Za-z0-9_=-]{40,}")
 
 
-def is_secret(name: str):
+def is_secret(name: str) -> bool:
     name = (name or "").lower()
     return name in SECRET_NAMES or name.endswith("password") or name.endswith("secret")
 
@@ -42,7 +43,7 @@ def redacted_value(name: str, value):
     return MASK if is_secret(name) else value
 
 
-def redact_text(text: str):
+def redact_text(text: str) -> str:
     """`text` with every secret it recognisably carries replaced by the mask."""
     if not text:
         return text
@@ -51,7 +52,7 @@ def redact_text(text: str):
     return _FERNET.sub(MASK, text)
 
 
-def redact_params(raw):
+def redact_params(raw) -> dict[str, Any]:
     """A request's parameters with secret values masked, for logging."""
     return {k: redacted_value(k, v) for k, v in raw.items()}
 
@@ -59,7 +60,7 @@ def redact_params(raw):
 class RedactingFormatter(logging.Formatter):
     """Formats a record, its arguments and any traceback included, then masks secrets."""
 
-    def format(self, record):
+    def format(self, record) -> str:
         return redact_text(super().format(record))
 
 

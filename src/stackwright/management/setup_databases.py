@@ -23,7 +23,7 @@ from .services.accounts import AccountService
 log = logging.getLogger(__name__)
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="stackwright-setup-databases",
         description="Create or upgrade the Stackwright database and its root admin account.",
@@ -51,7 +51,7 @@ ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
                           for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
-def render_ini(region, endpoint, key, secret: str):
+def render_ini(region, endpoint, key, secret: str) -> str:
     cp = configparser.ConfigParser(interpolation=None)
     cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
     buf = io.StringIO()

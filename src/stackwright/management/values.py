@@ -29,7 +29,7 @@ def _ascii_text(text: str):
     return text.strip(" \t\r\n")
 
 
-def parse_int(text: str, minimum=INT64[0], maximum=INT64[1]):
+def parse_int(text: str, minimum=INT64[0], maximum=INT64[1]) -> int:
     """A whole number in ASCII digits, within [minimum, maximum] (a Java long by default)."""
     text = _ascii_text(text)
     if not _INTEGER.fullmatch(text):
@@ -51,7 +51,7 @@ def parse_decimal(text: str, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
     return value
 
 
-def parse_bool(text: str):
+def parse_bool(text: str) -> bool:
     """`true` or `false` in any case."""
     text = _ascii_text(text).lower()
     if text not in ("true", "false"):
@@ -59,7 +59,7 @@ def parse_bool(text: str):
     return text == "true"
 
 
-def parse_size(text: str, unit: int = 1, maximum=INT64[1]):
+def parse_size(text: str, unit: int = 1, maximum=INT64[1]) -> int:
     """A non-negative count of `unit`s (bytes, MiB, GiB) whose size in bytes fits a Java long,
     so that a column or a computation on it can never overflow."""
     value = parse_int(text, 0, INT64[1])
@@ -68,7 +68,7 @@ def parse_size(text: str, unit: int = 1, maximum=INT64[1]):
     return value
 
 
-def parse_cidr(text: str):
+def parse_cidr(text: str) -> ipaddress.IPv4Network:
     """An IPv4 network `a.b.c.d/n` in ASCII; the host bits may be set (as a gateway's CIDR)."""
     text = _ascii_text(text)
     if not _IPV4_CIDR.fullmatch(text):

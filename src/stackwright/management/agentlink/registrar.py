@@ -104,7 +104,7 @@ class Registrar:
 
     # --- what the gateway asks -------------------------------------------------------------
 
-    def registration_event(self, guid: str):
+    def registration_event(self, guid: str) -> threading.Event:
         """Set while the agent of host `guid` is registered."""
         return self._registered.setdefault(guid, threading.Event())
 
@@ -243,7 +243,7 @@ class Registrar:
 
     # --- AgentEvents ---------------------------------------------------------------------------
 
-    async def on_register(self, session: AgentSession, request):
+    async def on_register(self, session: AgentSession, request) -> m.RegisterAnswer:
         try:
             host_uuid, name = await self.register_soon(request)
         except RegistrationRefused:

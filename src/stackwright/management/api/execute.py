@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
 
 
-def response_key(command_name):
+def response_key(command_name) -> str:
     cmd = REGISTRY.get(command_name)
     if cmd is None:
         return "errorresponse"
@@ -69,7 +69,7 @@ def _find_key(raw, name: str):
     return None
 
 
-def check_signed(engine: Engine, entry, raw, method: str, api_key: str):
+def check_signed(engine: Engine, entry, raw, method: str, api_key: str) -> Principal:
     """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
     signature = _find_key(raw, "signature")
     version = _find_key(raw, "signatureversion")
@@ -223,7 +223,7 @@ class ApiJobs:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def begin(self, session: Session, job: AsyncJob):
+    def begin(self, session: Session, job: AsyncJob) -> Begun:
         ctx = self.context(session, job)
         cmd = REGISTRY.get(job.command)
         if cmd is None:
@@ -231,7 +231,7 @@ class ApiJobs:
         p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
         return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd, admin=ctx.is_root_admin), ctx)
 
-    def context(self, session: Session, job: AsyncJob):
+    def context(self, session: Session, job: AsyncJob) -> Context:
         return Context(self.engine, session, session.get(User, job.user_id), job.command, job=job)
 
     def after_commit(self, ctx: Context) -> None:

@@ -29,7 +29,7 @@ _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
 class ParamType:
     api_type = "string"
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> str:
         return raw
 
 
@@ -37,7 +37,7 @@ class String(ParamType):
     def __init__(self, length=255):
         self.length = length
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> str:
         if len(raw) > self.length:
             raise InvalidParameterValue(
                 f"Value greater than max allowed length {self.length} for param: {name}"
@@ -59,7 +59,7 @@ def _invalid(cmd: Command, name: str, raw):
 class Boolean(ParamType):
     api_type = "boolean"
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> bool | None:
         if raw.strip() == "":
             return None
         try:
@@ -199,7 +199,7 @@ class Param:
             self.type = self.type()
 
     @property
-    def length(self):
+    def length(self) -> int | None:
         return getattr(self.type, "length", None)
 
 
@@ -226,7 +226,7 @@ def used(params, raw):
     return tuple(sorted(out))
 
 
-def parse(cmd: Command, params, raw, ctx: Context):
+def parse(cmd: Command, params, raw, ctx: Context) -> SimpleNamespace:
     """Validate `raw` (str -> str) against `params`; returns a namespace of typed values."""
     values = {}
     maps = None
@@ -262,7 +262,7 @@ def parse(cmd: Command, params, raw, ctx: Context):
     return ns
 
 
-def given(p, name: str):
+def given(p, name: str) -> bool:
     """True when the request carried parameter `name` (with a usable value)."""
     return name in p._given
 

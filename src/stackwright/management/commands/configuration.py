@@ -7,7 +7,7 @@ there, with their effective value (the scoped value, else the global one).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..api.params import Param, String, Uuid
 from ..api.registry import ListResult, api_command
@@ -48,7 +48,7 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def configuration_view(k, value, scope: str | None = None):
+def configuration_view(k, value, scope: str | None = None) -> dict[str, Any]:
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
@@ -82,7 +82,7 @@ def requested_scope(p):
     Param("subgroup", String(), description="lists configurations by subgroup name"),
     Param("parent", String(), description="lists configuration by parent name"),
 ])
-def list_configurations(ctx: Context, p: SimpleNamespace):
+def list_configurations(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all configurations."""
     scope, resource = requested_scope(p)
     offset, limit = check_paging(ctx, p)
@@ -111,7 +111,7 @@ def list_configurations(ctx: Context, p: SimpleNamespace):
     Param("value", String(4096), description="the value of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def update_configuration(ctx: Context, p: SimpleNamespace):
+def update_configuration(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a configuration."""
     k = key(p.name)
     scope, resource = requested_scope(p)
@@ -135,7 +135,7 @@ def update_configuration(ctx: Context, p: SimpleNamespace):
     Param("name", String(), required=True, description="the name of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def reset_configuration(ctx: Context, p: SimpleNamespace):
+def reset_configuration(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Resets a configuration: a global value to its default, a scoped value to the global one."""
     k = key(p.name)
     scope, resource = requested_scope(p)

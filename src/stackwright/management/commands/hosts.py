@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import time
 
@@ -16,6 +16,7 @@ from ..services.capacity import decimal, host_capacity, percent
 from ..services.steps import DbStep
 
 if TYPE_CHECKING:
+    from ..services.steps import Steps
     from types import SimpleNamespace
     from ..context import Context
 
@@ -61,7 +62,7 @@ class Placement:
         self.ratios = ratios
 
 
-def render_hosts(ctx: Context, rows):
+def render_hosts(ctx: Context, rows) -> list[dict[str, Any]]:
     """API views of host `rows` (of the host service's VIEW_COLUMNS), with their clusters,
     pods, zones, ratios and allocations read once for the whole list, never once per host."""
     clusters, allocations = ctx.hosts.view_context(rows)
@@ -113,7 +114,7 @@ def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, me
     return fields
 
 
-def host_view(row, placements, allocations, seen=None):
+def host_view(row, placements, allocations, seen=None) -> dict[str, Any]:
     """One host's API view; fields that are None are left out, as CloudStack omits nulls.
 
     `placements` and `allocations` are by cluster and host id (render_hosts). Built field by
@@ -186,7 +187,7 @@ def _one_host(ctx: Context, host: Host):
     Param("hosttags", List(), description="list of tags to be added to the host"),
     Param("allocationstate", String(), description="Allocation state of this Host for allocation of new resources"),
 ])
-def add_host(ctx: Context, p: SimpleNamespace):
+def add_host(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Adds a new host."""
     host = ctx.hosts.add_host(
         zone=p.zoneid, pod=p.podid, url=p.url, hypervisor=p.hypervisor, cluster=p.clusterid,
@@ -204,7 +205,7 @@ def add_host(ctx: Context, p: SimpleNamespace):
     Param("oscategoryid", String(), description="the ID of the OS category; not used by this engine"),
     Param("url", String(2048), description="the new URL of the host; not used by this engine"),
 ])
-def update_host(ctx: Context, p: SimpleNamespace):
+def update_host(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a host."""
     host = ctx.hosts.update_host(
         p.id, allocation=p.allocationstate, host_tags=p.hosttags, tags_given=given(p, "hosttags"),
@@ -218,7 +219,7 @@ def update_host(ctx: Context, p: SimpleNamespace):
     Param("forced", Boolean(), description="Force delete the host; it need not be in maintenance"),
     Param("forcedestroylocalstorage", Boolean(), description="Force destroy local storage on this host"),
 ])
-def delete_host(ctx: Context, p: SimpleNamespace):
+def delete_host(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a host."""
     ctx.hosts.delete_host(p.id, forced=bool(p.forced))
     return Success()
@@ -226,14 +227,14 @@ def delete_host(ctx: Context, p: SimpleNamespace):
 
 @api_command("reconnectHost", response="host", async_job=True, instance_type="Host", fields=HOST_FIELDS,
              params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def reconnect_host(ctx: Context, p: SimpleNamespace):
+def reconnect_host(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Reconnects a host."""
     return _one_host(ctx, ctx.hosts.reconnect(p.id))
 
 
 @api_command("prepareHostForMaintenance", response="host", async_job=True, instance_type="Host",
              fields=HOST_FIELDS, params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def prepare_host_for_maintenance(ctx: Context, p: SimpleNamespace):
+def prepare_host_for_maintenance(ctx: Context, p: SimpleNamespace) -> Steps:
     """Prepares a host for maintenance: its running guests are live-migrated to other hosts of its cluster."""
     host_id = p.id.id
     yield from migration.prepare_maintenance(host_id)
@@ -246,7 +247,7 @@ def _host_result(ctx: Context, host_id: int):
 
 @api_command("cancelHostMaintenance", response="host", async_job=True, instance_type="Host",
              fields=HOST_FIELDS, params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def cancel_host_maintenance(ctx: Context, p: SimpleNamespace):
+def cancel_host_maintenance(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Cancels host maintenance."""
     return _one_host(ctx, ctx.hosts.cancel_maintenance(p.id))
 
@@ -265,7 +266,7 @@ def cancel_host_maintenance(ctx: Context, p: SimpleNamespace):
     Param("details", List(), description="give details by category: all, capacity, events, stats, min"),
     Param("outofbandmanagementenabled", Boolean(), description="list hosts for which out-of-band management is enabled"),
 ])
-def list_hosts(ctx: Context, p: SimpleNamespace):
+def list_hosts(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists hosts."""
     return listed(ctx.hosts.list_page(p), render_many=lambda rows: render_hosts(ctx, rows))
 
@@ -281,7 +282,7 @@ def list_hosts(ctx: Context, p: SimpleNamespace):
     Param("virtualmachineid", Uuid(VmInstance), required=True,
           description="find hosts to which this VM can be migrated and flag the hosts with enough CPU/RAM to host it"),
 ])
-def find_hosts_for_migration(ctx: Context, p: SimpleNamespace):
+def find_hosts_for_migration(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Find hosts suitable for migrating a virtual machine."""
     found = migration.candidates(ctx, p.virtualmachineid)
     views = {row["id"]: row for row in render_hosts(ctx, ctx.hosts.view_rows([h.id for h, _why in found]))}

@@ -7,7 +7,7 @@ returns, and the job starts it. The other changes are async jobs whose result is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..api.listing import listed
 from ..api.params import Boolean, List, Map, Param, Size, String, Uuid, given, map_dict
@@ -32,6 +32,8 @@ from ..services.steps import DbStep
 from ..services.vm_queries import VmQueries
 
 if TYPE_CHECKING:
+    from ..api.registry import ListResult
+    from ..services.steps import Steps
     from types import SimpleNamespace
     from ..context import Context
     from ..persistence.models import Account
@@ -65,7 +67,7 @@ PLACEMENT_PARAMS = [
 ]
 
 
-def render_vms(ctx: Context, vms):
+def render_vms(ctx: Context, vms) -> list[dict[str, Any]]:
     """API views of `vms`, loading what they refer to once per page."""
     if not vms:
         return []
@@ -77,7 +79,7 @@ def render_vms(ctx: Context, vms):
             for v in vms]
 
 
-def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, offering: ServiceOffering, account: Account, job_uuid: str | None = None, admin: bool = True):
+def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, offering: ServiceOffering, account: Account, job_uuid: str | None = None, admin: bool = True) -> dict[str, Any]:
     return compact({
         "id": vm.uuid,
         "name": vm.name,
@@ -116,7 +118,7 @@ def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, o
     })
 
 
-def one_vm(ctx: Context, vm: VmInstance):
+def one_vm(ctx: Context, vm: VmInstance) -> dict[str, Any]:
     return render_vms(ctx, [vm])[0]
 
 
@@ -161,7 +163,7 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
         Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
     ])
-def deploy_virtual_machine(ctx: Context, p: SimpleNamespace):
+def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Creates and automatically starts a virtual machine based on a service offering and template."""
     vm_id = _job_vm(ctx).id
     yield from lifecycle.deploy(vm_id, start=p.startvm, host_id=_id(p.hostid), pod_id=_id(p.podid),
@@ -177,7 +179,7 @@ def deploy_virtual_machine(ctx: Context, p: SimpleNamespace):
         Param("considerlasthost", Boolean(), default=True,
               description="True by default, the last host of the VM is tried first when it has capacity"),
     ])
-def start_virtual_machine(ctx: Context, p: SimpleNamespace):
+def start_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Starts a virtual machine."""
     vm = ctx.vms.check_access(p.id)
     ctx.vms.check_placement(VmQueries(ctx).zone_of(vm), host=p.hostid, pod=p.podid, cluster=p.clusterid)
@@ -193,7 +195,7 @@ def start_virtual_machine(ctx: Context, p: SimpleNamespace):
         Param("forced", Boolean(), description="Force stop the VM (vm is marked as Stopped even when command fails to "
                                                "be send to the backend, otherwise a force poweroff is attempted)."),
     ])
-def stop_virtual_machine(ctx: Context, p: SimpleNamespace):
+def stop_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Stops a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.stop_vm(vm_id, forced=bool(p.forced))
@@ -202,7 +204,7 @@ def stop_virtual_machine(ctx: Context, p: SimpleNamespace):
 
 @api_command("rebootVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
              admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "RebootVMCmd", params=[VM_ID])
-def reboot_virtual_machine(ctx: Context, p: SimpleNamespace):
+def reboot_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Reboots a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.reboot_vm(vm_id)
@@ -215,7 +217,7 @@ def reboot_virtual_machine(ctx: Context, p: SimpleNamespace):
         VM_ID,
         Param("expunge", Boolean(), description="If true is passed, the vm is expunged immediately. False by default."),
     ])
-def destroy_virtual_machine(ctx: Context, p: SimpleNamespace):
+def destroy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Destroys a virtual machine."""
     vm = ctx.vms.check_access(p.id)
     if p.expunge and not ctx.is_root_admin:
@@ -245,7 +247,7 @@ def destroy_virtual_machine(ctx: Context, p: SimpleNamespace):
         Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
         Param("details", List(), description="comma separated list of vm details requested"),
     ])
-def list_virtual_machines(ctx: Context, p: SimpleNamespace):
+def list_virtual_machines(ctx: Context, p: SimpleNamespace) -> ListResult:
     """List the virtual machines owned by the account."""
     return listed(VmQueries(ctx).list_page(p, given(p, "haenable")), render_many=lambda vms: render_vms(ctx, vms))
 
@@ -263,7 +265,7 @@ def list_virtual_machines(ctx: Context, p: SimpleNamespace):
               description="Destination storage pool ID to migrate VM volumes to; not supported: the VM's disk stays "
                           "on shared storage"),
     ])
-def migrate_virtual_machine(ctx: Context, p: SimpleNamespace):
+def migrate_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Attempts Migration of a VM to a different host or Root volume of the vm to a different storage pool"""
     vm_id = p.virtualmachineid.id
     if p.storageid is not None:

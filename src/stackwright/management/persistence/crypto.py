@@ -29,7 +29,7 @@ class KeyFileError(Exception):
     pass
 
 
-def default_key_file(db_url):
+def default_key_file(db_url) -> str:
     """Where the key lives unless configured: next to an SQLite database file, else
     /etc/cloudstack/management/key."""
     if db_url.startswith("sqlite") and ":///" in db_url:
@@ -80,10 +80,10 @@ class SecretBox:
     def __init__(self, key):
         self._fernet = Fernet(key)
 
-    def encrypt(self, text: str):
+    def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
 
-    def decrypt(self, token: str):
+    def decrypt(self, token: str) -> str:
         return self._fernet.decrypt(token.encode()).decode()
 
 
@@ -96,11 +96,11 @@ def install(key) -> None:
     _box = SecretBox(key) if key is not None else None
 
 
-def installed():
+def installed() -> bool:
     return _box is not None
 
 
-def is_encrypted(value):
+def is_encrypted(value) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 
 
@@ -131,7 +131,7 @@ class Encrypted(TypeDecorator):
             return None
 
 
-def encrypt_in_place(connection, table, column, key_column="id"):
+def encrypt_in_place(connection, table, column, key_column="id") -> int:
     """Encrypt the clear values left in `table.column` (a database written before encryption
     at rest); returns how many were encrypted. Needs the key installed."""
     from sqlalchemy import column as col

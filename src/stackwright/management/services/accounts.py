@@ -19,6 +19,7 @@ from ..persistence.models import Account, Domain, LoginSession, User, utcnow
 from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from ..services.queries import Page
     from sqlalchemy.orm import Session
     from ..context import Context
 
@@ -30,7 +31,7 @@ LOCKED = "locked"
 log = logging.getLogger(__name__)
 
 
-def new_key():
+def new_key() -> str:
     """An API key or secret: URL-safe Base64 of 64 random bytes (86 characters), as CloudStack."""
     return secrets.token_urlsafe(64)
 
@@ -41,7 +42,7 @@ def hash_password(password: str) -> str:
     return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def check_password(password: str, stored: str):
+def check_password(password: str, stored: str) -> bool:
     try:
         scheme, salt, digest = stored.split("$")
     except ValueError:
@@ -107,7 +108,7 @@ class AccountService:
             self.register_keys(admin)
         return admin
 
-    def register_keys(self, user: User):
+    def register_keys(self, user: User) -> User:
         user.api_key = new_key()
         user.secret_key = new_key()
         self.session.flush()
@@ -119,7 +120,7 @@ class AccountService:
         ).scalar_one_or_none()
 
     def create_account(self, *, username: str, password: str, email, firstname, lastname, account_type,
-                       account_name: str | None = None, domain: Domain | None = None, network_domain=None, timezone=None):
+                       account_name: str | None = None, domain: Domain | None = None, network_domain=None, timezone=None) -> Account:
         domain = domain or self.root_domain()
         name = account_name or username
         clash = self.session.execute(
@@ -150,7 +151,7 @@ class AccountService:
         self.session.flush()
         return account
 
-    def users_of(self, account: Account):
+    def users_of(self, account: Account) -> list[User]:
         return list(self.session.execute(
             select(User).where(User.account_id == account.id, User.removed.is_(None)).order_by(User.id)
         ).scalars())
@@ -214,7 +215,7 @@ class AccountService:
         record.expires = utcnow() + SESSION_LIFETIME
         return user
 
-    def enable_user(self, user: User):
+    def enable_user(self, user: User) -> User:
         """An admin's way back for a locked or disabled user: enabled, the count of wrong
         passwords cleared."""
         user.state = "enabled"
@@ -264,28 +265,28 @@ class AccountQueries:
         self.ctx = ctx
         self.session = ctx.session
 
-    def list_accounts(self, p):
+    def list_accounts(self, p) -> Page:
         q = select(Account).where(Account.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(Account.id == self.ctx.user.account_id)
         return page(self.ctx, p, filtered(q, ACCOUNT_FILTERS, p), Account.id)
 
-    def list_users(self, p):
+    def list_users(self, p) -> Page:
         q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(User.id == self.ctx.user.id)
         return page(self.ctx, p, filtered(q, USER_FILTERS, p), User.id)
 
-    def list_domains(self, p):
+    def list_domains(self, p) -> Page:
         q = filtered(select(Domain).where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
         if not self.ctx.is_root_admin:
             q = q.where(Domain.id == self.ctx.account.domain_id)
         return page(self.ctx, p, q, Domain.id)
 
-    def domain(self, domain_id: int):
+    def domain(self, domain_id: int) -> Domain | None:
         return self.session.get(Domain, domain_id) if domain_id else None
 
-    def has_child(self, domain: Domain):
+    def has_child(self, domain: Domain) -> bool:
         return self.session.execute(
             select(Domain.id).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).limit(1)
         ).first() is not None

@@ -9,7 +9,7 @@ are special at cluster scope: they live in the cluster details `cpuOvercommitRat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import threading
 from dataclasses import dataclass
@@ -81,7 +81,7 @@ class Key:
         if self.choices and value.lower() not in (c.lower() for c in self.choices):
             raise InvalidParameterValue(f"Please enter : {','.join(self.choices)}")
 
-    def typed(self, value):
+    def typed(self, value) -> Any:
         if value is None:
             return None
         if self.type == "Boolean":
@@ -204,7 +204,7 @@ KEYS = {k.name: k for k in (
 )}
 
 
-def key(name: str):
+def key(name: str) -> Key:
     try:
         return KEYS[name]
     except KeyError:
@@ -232,11 +232,11 @@ class GlobalSettings:
             self._values = values
         return values
 
-    def get(self, name: str):
+    def get(self, name: str) -> str | None:
         values = self._values if self._values is not None else self.load()
         return values.get(name, KEYS[name].default if name in KEYS else None)
 
-    def typed(self, name: str):
+    def typed(self, name: str) -> Any:
         return KEYS[name].typed(self.get(name))
 
     def invalidate(self) -> None:
@@ -251,11 +251,11 @@ class ConfigurationService:
         self.session = session
         self.settings = settings
 
-    def get(self, name: str):
+    def get(self, name: str) -> str | None:
         """The effective global value of `name`, from the engine-wide cache."""
         return self.settings.get(name)
 
-    def typed(self, name: str):
+    def typed(self, name: str) -> Any:
         """The effective global value of `name` converted to its type, from the cache."""
         return self.settings.typed(name)
 
@@ -287,7 +287,7 @@ class ConfigurationService:
             return row.value
         return self.global_value(name)
 
-    def listing(self, scope: str | None = None, resource=None):
+    def listing(self, scope: str | None = None, resource=None) -> list[tuple[Key, str | None]]:
         """[(Key, effective value)] ordered by name; with a scope, only the keys valid there."""
         rows = self.session.execute(
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
@@ -352,7 +352,7 @@ class ConfigurationService:
         self.session.flush()
         return self.scoped_value(name, scope, resource)
 
-    def cluster_ratio(self, cluster: Cluster, name: str):
+    def cluster_ratio(self, cluster: Cluster, name: str) -> float:
         """The over-commit ratio capacity uses: the cluster detail, not the live global."""
         value = cluster.detail(CLUSTER_DETAIL_OF[name])
         return float(value if value is not None else self.global_value(name))

@@ -29,6 +29,7 @@ from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 from typing import Never, TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..services.queries import Page
     from ..context import Context
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ ALLOCATION_EVENTS = {
 }
 
 
-def tag_string(tags):
+def tag_string(tags) -> str | None:
     """Host tags as CloudStack shows them: comma-joined, first occurrence order, no blanks."""
     seen = []
     for tag in tags or ():
@@ -170,7 +171,7 @@ class HostService:
     # addHost
 
     def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None, cluster_name=None, host_tags=None,
-                 allocation: str | None = None):
+                 allocation: str | None = None) -> Host:
         """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
         kind = hypervisor_type(hypervisor)
         if pod.zone_id != zone.id:
@@ -247,7 +248,7 @@ class HostService:
 
     # the agent side
 
-    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version=None):
+    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version=None) -> Host:
         """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
         if guid and guid != host.guid:
             other = self.by_guid(guid)
@@ -304,7 +305,7 @@ class HostService:
     # updateHost
 
     def update_host(self, host: Host, *, allocation: str | None = None, host_tags=None, tags_given=False, name: str | None = None,
-                    annotation=None):
+                    annotation=None) -> Host:
         """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
         try:
             self._live(host)
@@ -361,7 +362,7 @@ class HostService:
 
     # reconnectHost
 
-    def reconnect(self, host: Host):
+    def reconnect(self, host: Host) -> Host:
         self._live(host)
         if host.resource_state in MAINTENANCE_STATES:
             raise CloudRuntimeError(
@@ -424,7 +425,7 @@ class HostService:
     def _maintenance_failure(reason) -> Never:
         raise CloudRuntimeError(f"Failed to prepare host for maintenance due to: {reason}")
 
-    def cancel_maintenance(self, host: Host):
+    def cancel_maintenance(self, host: Host) -> Host:
         self._live(host)
         if host.resource_state not in MAINTENANCE_STATES:
             raise CloudRuntimeError(
@@ -440,7 +441,7 @@ class HostService:
 
     # counting, for guards elsewhere
 
-    def count_in(self, *, zone: Zone | None = None, pod: Pod | None = None, cluster: Cluster | None = None):
+    def count_in(self, *, zone: Zone | None = None, pod: Pod | None = None, cluster: Cluster | None = None) -> int:
         q = select(func.count(Host.id)).where(Host.removed.is_(None))
         if zone is not None:
             q = q.where(Host.zone_id == zone.id)
@@ -452,7 +453,7 @@ class HostService:
 
     # --- reads: listHosts and the views of hosts -----------------------------------------
 
-    def list_page(self, p):
+    def list_page(self, p) -> Page:
         """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
         q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
         if p.hahost or p.outofbandmanagementenabled:

@@ -47,7 +47,7 @@ class JobService:
         self.ctx = ctx
         self.session = ctx.session
 
-    def create(self, command, raw_params, instance_type=None, instance_uuid=None):
+    def create(self, command, raw_params, instance_type=None, instance_uuid=None) -> AsyncJob:
         params = {k: v for k, v in raw_params.items()
                   if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
         job = AsyncJob(
@@ -74,7 +74,7 @@ class JobService:
         self.ctx.after_commit(lambda: jobs.submit(job_uuid))
         return job
 
-    def get_visible(self, job_uuid: str):
+    def get_visible(self, job_uuid: str) -> AsyncJob:
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
             raise InvalidParameterValue(f"Unable to find a job with id {job_uuid}")

@@ -187,7 +187,7 @@ class RegistrationService:
 
     # --- storage the agents attach and check ------------------------------------------------------
 
-    def pools_to_attach(self, guid: str):
+    def pools_to_attach(self, guid: str) -> list[str]:
         """Uuids of the primary pools host `guid` attaches when it registers."""
         with self.db.transaction(readonly=True) as s:
             host = self._host(s, guid)

@@ -74,7 +74,7 @@ INVALID_NAME = (
 )
 
 
-def random_mac():
+def random_mac() -> str:
     """A locally administered unicast MAC in 02:00:xx:xx:xx:xx."""
     return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
 
@@ -91,7 +91,7 @@ def disk_of(volume):
     return disk
 
 
-def pool_spec(pool: StoragePool):
+def pool_spec(pool: StoragePool) -> m.PoolSpec:
     return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
 
@@ -113,13 +113,13 @@ class VmService:
             select(VmInstance).where(VmInstance.id == vm_id).with_for_update().execution_options(populate_existing=True)
         ).scalar_one()
 
-    def pod(self, pod_id: int):
+    def pod(self, pod_id: int) -> Pod | None:
         return self.session.get(Pod, pod_id) if pod_id is not None else None
 
-    def cluster(self, cluster_id: int):
+    def cluster(self, cluster_id: int) -> Cluster | None:
         return self.session.get(Cluster, cluster_id) if cluster_id is not None else None
 
-    def check_access(self, vm: VmInstance):
+    def check_access(self, vm: VmInstance) -> VmInstance:
         """Non-admin callers may only act on the VMs of their own account."""
         if vm.removed is not None:
             raise InvalidParameterValue(f"Unable to find virtual machine by id {vm.uuid}; it was expunged")
@@ -156,7 +156,7 @@ class VmService:
     # --- deployVirtualMachine (the part that runs in the request) ---------------------
 
     def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account, name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
-               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb=None):
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb=None) -> VmInstance:
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
@@ -242,7 +242,7 @@ class VmService:
         guest = self.ctx.networks.zone_traffic(zone).get("Guest")
         return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
 
-    def offering_tags(self, vm: VmInstance):
+    def offering_tags(self, vm: VmInstance) -> list[str]:
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
