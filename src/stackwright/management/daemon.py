@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,6 +22,9 @@ from .engine import Engine
 from .persistence.crypto import KeyFileError
 from .persistence.db import redact_url
 from .redaction import PrivateFileHandler, RedactingFormatter
+
+if TYPE_CHECKING:
+    from .options import Options
 
 log = logging.getLogger("stackwright.management")
 
@@ -43,7 +47,7 @@ def setup_logging(log_file: str, level: str | int) -> None:
     logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
 
 
-def _malformed_http_in_one_line(record):
+def _malformed_http_in_one_line(record: logging.LogRecord):
     """A request the HTTP parser refuses (a line over 8 kB, bad syntax) is the client's fault and
     answered 400 by the server: logged as one line, without a traceback."""
     error = record.exc_info[1] if record.exc_info else None
@@ -54,7 +58,7 @@ def _malformed_http_in_one_line(record):
     return True
 
 
-async def serve(opts, engine: Engine) -> None:
+async def serve(opts: Options, engine: Engine) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,7 +110,7 @@ def raise_open_file_limit():
     return soft
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()

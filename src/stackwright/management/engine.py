@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 # Importing the command families fills the registry.
 from . import commands  # noqa: F401  # pylint: disable=unused-import
@@ -23,6 +22,8 @@ from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
+    from .context import Principal
+    from .options import Options
     from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class KeyCache:
 class Throttle:
     """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
 
-    def __init__(self, enabled, interval, maximum, cachesize):
+    def __init__(self, enabled: bool, interval, maximum, cachesize: int):
         self.enabled = enabled
         self.interval = interval
         self.maximum = maximum
@@ -91,7 +92,7 @@ class Throttle:
         self._windows = {}
         self._lock = threading.Lock()
 
-    def check(self, caller) -> None:
+    def check(self, caller: Principal) -> None:
         """`caller` is a context Principal."""
         if not self.enabled or caller.root_admin:
             return
@@ -127,7 +128,7 @@ class Throttle:
 
 
 class Engine:
-    def __init__(self, settings):
+    def __init__(self, settings: Options):
         # Start-up options (server.properties and the command line): how the process runs.
         self.options = settings
         self.key_file = getattr(settings, "key_file", None) or crypto.default_key_file(settings.db_url)

@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load(argv=None):
+def load(argv: list[str] | None = None):
     import os
 
     args = parser().parse_args(argv)

@@ -11,7 +11,10 @@ import logging
 import logging.handlers
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 MASK = "******"
 
@@ -52,7 +55,7 @@ def redact_text(text: str) -> str:
     return _FERNET.sub(MASK, text)
 
 
-def redact_params(raw) -> dict[str, Any]:
+def redact_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A request's parameters with secret values masked, for logging."""
     return {k: redacted_value(k, v) for k, v in raw.items()}
 
@@ -60,7 +63,7 @@ def redact_params(raw) -> dict[str, Any]:
 class RedactingFormatter(logging.Formatter):
     """Formats a record, its arguments and any traceback included, then masks secrets."""
 
-    def format(self, record) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
 
 

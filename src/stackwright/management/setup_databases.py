@@ -51,7 +51,7 @@ ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
                           for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
-def render_ini(region, endpoint, key, secret: str) -> str:
+def render_ini(region: str, endpoint: str, key, secret: str) -> str:
     cp = configparser.ConfigParser(interpolation=None)
     cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
     buf = io.StringIO()
@@ -59,7 +59,7 @@ def render_ini(region, endpoint, key, secret: str) -> str:
     return buf.getvalue()
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     args = parser().parse_args(argv)
     password = None

@@ -23,6 +23,7 @@ from stackwright.protocol.channel import RemoteError
 from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
 
 if TYPE_CHECKING:
+    from ..options import Options
     from ..engine import Engine
     from ..persistence.db import Database
 
@@ -38,12 +39,12 @@ class DbTokenStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def add(self, digest, record: TokenRecord) -> None:
+    def add(self, digest: str, record: TokenRecord) -> None:
         with self.db.transaction() as s:
             s.add(EnrollmentToken(digest=digest, expires_at=record.expires_at, guid=record.guid,
                                   note=record.note))
 
-    def take(self, digest):
+    def take(self, digest: str):
         with self.db.transaction() as s:
             row = s.get(EnrollmentToken, digest)
             if row is None:
@@ -56,7 +57,7 @@ class AgentChannel:
     """The agent channel of an engine (`engine.db`, `engine.settings`), by the start-up
     options `opts` (agent_host, agent_port, agent_tls, agent_reconnect_grace, pki_dir)."""
 
-    def __init__(self, engine: Engine, opts):
+    def __init__(self, engine: Engine, opts: Options):
         self.engine = engine
         self.opts = opts
         self.registration = RegistrationService(engine)
@@ -119,7 +120,7 @@ class AgentChannel:
 
     # --- for worker threads (API requests, jobs) -------------------------------------------
 
-    def call(self, host_key: str, command, timeout=60.0):
+    def call(self, host_key: str, command, timeout: float = 60.0):
         """Send `command` to a host's agent from a worker thread; returns the answer."""
         if self.loop is None:
             raise ResourceUnavailable("The agent channel is not running")
@@ -132,7 +133,7 @@ class AgentChannel:
         except RemoteError as e:
             raise ResourceUnavailable(f"Host {host_key} failed {type(command).__name__}: {e}") from None
 
-    def issue_token(self, ttl, guid: str | None = None, note=""):
+    def issue_token(self, ttl: float, guid: str | None = None, note: str = ""):
         future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)
         return future.result(30)
 

@@ -123,7 +123,7 @@ class Registrar:
 
     # --- registration ----------------------------------------------------------------------
 
-    async def register_soon(self, request):
+    async def register_soon(self, request: m.RegisterRequest):
         """Register `request` with others that arrive within REGISTER_GATHER seconds: during a
         reconnect storm, hundreds of registrations then share one transaction."""
         if self.closing:
@@ -224,7 +224,7 @@ class Registrar:
 
     # --- guest states reported by agents --------------------------------------------------------
 
-    def vms_reported(self, guid: str, reported, always=False) -> None:
+    def vms_reported(self, guid: str, reported, always: bool = False) -> None:
         """Host `guid` reported its guests ({instance name: state}); reconcile them with the
         database when they differ from its previous report (or `always`, on registration)."""
         snapshot = {name: str(state) for name, state in reported.items()}
@@ -243,7 +243,7 @@ class Registrar:
 
     # --- AgentEvents ---------------------------------------------------------------------------
 
-    async def on_register(self, session: AgentSession, request) -> m.RegisterAnswer:
+    async def on_register(self, session: AgentSession, request: m.RegisterRequest) -> m.RegisterAnswer:
         try:
             host_uuid, name = await self.register_soon(request)
         except RegistrationRefused:
@@ -268,7 +268,7 @@ class Registrar:
             self.vms_reported(request.guid, request.vms, always=True)
         return m.RegisterAnswer(host_id=request.guid, host_name=name or request.host.hostname)
 
-    async def on_ping(self, session: AgentSession, ping) -> None:
+    async def on_ping(self, session: AgentSession, ping: m.Ping) -> None:
         guid = session.host_key
         if guid in self.pending:
             return
@@ -281,7 +281,7 @@ class Registrar:
         if ping.vms_reported:
             self.vms_reported(guid, ping.vms)
 
-    async def on_disconnect(self, session: AgentSession, clean) -> None:
+    async def on_disconnect(self, session: AgentSession, clean: bool) -> None:
         guid = session.host_key
         if self.closing:
             return

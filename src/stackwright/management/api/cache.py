@@ -9,20 +9,21 @@ On MySQL/MariaDB other engines or tools may write too, so nothing is cached ther
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import threading
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from .params import used
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from ..context import Principal
     from ..api.registry import Command
     from ..persistence.db import Database
 
 
 class ResponseCache:
-    def __init__(self, db: Database, size=256):
+    def __init__(self, db: Database, size: int = 256):
         self._db = db
         self.enabled = db.is_sqlite and size > 0
         self._size = size
@@ -30,7 +31,7 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def token(principal, cmd: Command, raw):
+    def token(principal: Principal, cmd: Command, raw: Mapping[str, str]):
         """What an answer depends on besides the data: the caller, the command and exactly the
         values of the parameters the command declares, as its parser reads them. A parameter
         the command does not know leaves the answer unchanged, and so leaves the token alone."""
@@ -51,7 +52,7 @@ class ResponseCache:
             self._entries.move_to_end(token)
             return entry[1]
 
-    def put(self, token: str, generation, data) -> None:
+    def put(self, token: str, generation: int, data) -> None:
         """Keep `data`, computed from the database as of `generation`, unless it changed since."""
         with self._lock:
             if generation != self._db.write_generation:

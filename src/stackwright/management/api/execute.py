@@ -6,10 +6,9 @@ whether it runs in the request or later as an async job.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 
 from ..context import Context, Principal
@@ -25,6 +24,7 @@ from .views import restricted
 from .render import encode
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from sqlalchemy.orm import Session
     from ..api.registry import Command
     from ..engine import Engine
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
 
 
-def response_key(command_name) -> str:
+def response_key(command_name: str) -> str:
     cmd = REGISTRY.get(command_name)
     if cmd is None:
         return "errorresponse"
@@ -62,14 +62,14 @@ def shape(cmd: Command, out, admin: bool = True):
     return {cmd.response: out if admin else restricted(cmd.response, out)}
 
 
-def _find_key(raw, name: str):
+def _find_key(raw: Mapping[str, str], name: str):
     for k, v in raw.items():
         if k.lower() == name:
             return v
     return None
 
 
-def check_signed(engine: Engine, entry, raw, method: str, api_key: str) -> Principal:
+def check_signed(engine: Engine, entry, raw: Mapping[str, str], method: str, api_key: str) -> Principal:
     """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
     signature = _find_key(raw, "signature")
     version = _find_key(raw, "signatureversion")
@@ -92,7 +92,7 @@ def check_signed(engine: Engine, entry, raw, method: str, api_key: str) -> Princ
     return Principal(entry.user_id, entry.account_id, entry.root_admin)
 
 
-def authenticate(engine: Engine, session: Session, raw, method: str, cookies):
+def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]):
     """The calling User, or AuthenticationError (401) with CloudStack's text."""
     api_key = _find_key(raw, "apikey")
     if api_key is not None:
@@ -116,7 +116,7 @@ def authenticate(engine: Engine, session: Session, raw, method: str, cookies):
     return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
 
 
-def cached_answer(engine: Engine, raw, method: str):
+def cached_answer(engine: Engine, raw: Mapping[str, str], method: str):
     """(response_key, body, status) for a cacheable command whose answer is stored and
     whose caller's key is in the key cache, checked without the database; else None, and
     the request takes the full path."""
@@ -143,7 +143,7 @@ def cached_answer(engine: Engine, raw, method: str):
     return cmd.key, data, 200
 
 
-def execute(engine: Engine, raw, method: str = "GET", cookies=None, request_id=None):
+def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies: dict[str, str] | None = None, request_id: str | None = None):
     """Run one API request; returns (response_key, body, http_status, cookies_to_set).
 
     `body` is the response as a dict, or as encoded JSON bytes for cacheable commands.

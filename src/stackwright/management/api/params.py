@@ -7,12 +7,11 @@ resolved to database rows here, so a handler never sees an id that names nothing
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from .. import values
 from ..redaction import redacted_value
@@ -29,15 +28,15 @@ _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
 class ParamType:
     api_type = "string"
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> str:
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> str:
         return raw
 
 
 class String(ParamType):
-    def __init__(self, length=255):
+    def __init__(self, length: int = 255):
         self.length = length
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> str:
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> str:
         if len(raw) > self.length:
             raise InvalidParameterValue(
                 f"Value greater than max allowed length {self.length} for param: {name}"
@@ -50,7 +49,7 @@ class String(ParamType):
         return raw
 
 
-def _invalid(cmd: Command, name: str, raw):
+def _invalid(cmd: Command, name: str, raw: str):
     return ParameterError(
         f"Unable to execute API command {cmd.lower()} due to invalid value {redacted_value(name, raw)} for parameter {name}"
     )
@@ -59,7 +58,7 @@ def _invalid(cmd: Command, name: str, raw):
 class Boolean(ParamType):
     api_type = "boolean"
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context) -> bool | None:
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> bool | None:
         if raw.strip() == "":
             return None
         try:
@@ -78,10 +77,10 @@ class _Number(ParamType):
         self.minimum = self.bounds[0] if minimum is None else minimum
         self.maximum = self.bounds[1] if maximum is None else maximum
 
-    def parse(self, raw):
+    def parse(self, raw: str):
         return values.parse_int(raw, self.minimum, self.maximum)
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
         if raw.strip() == "":
             return None
         try:
@@ -111,7 +110,7 @@ class Float(_Number):
     api_type = "float"
     bounds = (-values.JAVA_FLOAT_MAX, values.JAVA_FLOAT_MAX)
 
-    def parse(self, raw):
+    def parse(self, raw: str):
         return values.parse_decimal(raw, self.minimum, self.maximum)
 
 
@@ -124,11 +123,11 @@ class Uuid(ParamType):
 
     api_type = "uuid"
 
-    def __init__(self, model=None, owned=False):
+    def __init__(self, model=None, owned: bool = False):
         self.model = model
         self.owned = owned
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
         try:
             parsed = uuidlib.UUID(raw)
         except ValueError:
@@ -164,7 +163,7 @@ class List(ParamType):
     def __init__(self, item=None):
         self.item = item or String()
 
-    def convert(self, cmd: Command, name: str, raw, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
         out = []
         for part in raw.split(","):
             part = part.strip()
@@ -203,7 +202,7 @@ class Param:
         return getattr(self.type, "length", None)
 
 
-def _maps(raw):
+def _maps(raw: str):
     """Collect map-typed parameters: {name: [ {key: value, ...} ordered by index ]}."""
     groups = {}
     for key, value in raw.items():
@@ -214,7 +213,7 @@ def _maps(raw):
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
 
 
-def used(params, raw):
+def used(params, raw: str):
     """The raw strings `parse` reads for `params`: exactly the declared parameters the request
     carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
     unknown or differently spelt name, credentials) changes nothing and is left out."""
@@ -226,7 +225,7 @@ def used(params, raw):
     return tuple(sorted(out))
 
 
-def parse(cmd: Command, params, raw, ctx: Context) -> SimpleNamespace:
+def parse(cmd: Command, params, raw: str, ctx: Context) -> SimpleNamespace:
     """Validate `raw` (str -> str) against `params`; returns a namespace of typed values."""
     values = {}
     maps = None

@@ -18,6 +18,7 @@ from ..services.configuration import KEYS, key
 from ..services.queries import check_paging
 
 if TYPE_CHECKING:
+    from ..services.configuration import Key
     from types import SimpleNamespace
     from ..context import Context
 
@@ -48,7 +49,7 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def configuration_view(k, value, scope: str | None = None) -> dict[str, Any]:
+def configuration_view(k: Key, value, scope: str | None = None) -> dict[str, Any]:
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
@@ -90,7 +91,7 @@ def list_configurations(ctx: Context, p: SimpleNamespace) -> ListResult:
     name = (p.name or "").lower()
     keyword = (p.keyword or "").lower()
 
-    def wanted(k, value):
+    def wanted(k: Key, value):
         if name and name not in k.name.lower():
             return False
         for wanted_value, actual in ((p.category, k.category), (p.group, k.group), (p.subgroup, k.subgroup)):

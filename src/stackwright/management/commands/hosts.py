@@ -86,7 +86,7 @@ def _epoch_date(seconds):
     return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(seconds))
 
 
-def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, ratios,
+def size_fields(cpus: int, cpu_speed: int, cpu_sockets: int, memory_bytes: int, cpu_used_percent, memory_used_bytes: int, ratios,
                 allocation: str):
     """The CPU and memory fields of a host's view, from its capacity (services.capacity)."""
     capacity = host_capacity(cpus, cpu_speed, memory_bytes, ratios, allocation)

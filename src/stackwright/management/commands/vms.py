@@ -67,7 +67,7 @@ PLACEMENT_PARAMS = [
 ]
 
 
-def render_vms(ctx: Context, vms) -> list[dict[str, Any]]:
+def render_vms(ctx: Context, vms: list[VmInstance]) -> list[dict[str, Any]]:
     """API views of `vms`, loading what they refer to once per page."""
     if not vms:
         return []

@@ -28,7 +28,7 @@ ZONE_FIELDS = (
 )
 
 
-def zone_view(zone: Zone, domain_name=None) -> dict[str, Any]:
+def zone_view(zone: Zone, domain_name: str | None = None) -> dict[str, Any]:
     return compact({
         "id": zone.uuid,
         "name": zone.name,

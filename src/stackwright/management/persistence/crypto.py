@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import String
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Dialect
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ class KeyFileError(Exception):
     pass
 
 
-def default_key_file(db_url) -> str:
+def default_key_file(db_url: str) -> str:
     """Where the key lives unless configured: next to an SQLite database file, else
     /etc/cloudstack/management/key."""
     if db_url.startswith("sqlite") and ":///" in db_url:
@@ -77,7 +81,7 @@ def ensure_key(path: str):
 
 
 class SecretBox:
-    def __init__(self, key):
+    def __init__(self, key: bytes):
         self._fernet = Fernet(key)
 
     def encrypt(self, text: str) -> str:
@@ -90,7 +94,7 @@ class SecretBox:
 _box = None
 
 
-def install(key) -> None:
+def install(key: bytes | None) -> None:
     """Use `key` (bytes, or None for no key) for every Encrypted column of this process."""
     global _box
     _box = SecretBox(key) if key is not None else None
@@ -111,14 +115,14 @@ class Encrypted(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value, dialect: Dialect):
         if value is None:
             return None
         if _box is None:
             raise KeyFileError("no key to encrypt stored credentials: run stackwright-setup-databases")
         return _box.encrypt(value)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value, dialect: Dialect):
         if value is None or not is_encrypted(value):
             return value
         if _box is None:
@@ -131,7 +135,7 @@ class Encrypted(TypeDecorator):
             return None
 
 
-def encrypt_in_place(connection, table, column, key_column="id") -> int:
+def encrypt_in_place(connection: Connection, table: str, column: str, key_column: str = "id") -> int:
     """Encrypt the clear values left in `table.column` (a database written before encryption
     at rest); returns how many were encrypted. Needs the key installed."""
     from sqlalchemy import column as col

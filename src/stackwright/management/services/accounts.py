@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import base64
 import datetime as dt
 import functools
@@ -11,6 +9,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -19,6 +18,7 @@ from ..persistence.models import Account, Domain, LoginSession, User, utcnow
 from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from ..services.queries import Page
     from sqlalchemy.orm import Session
     from ..context import Context
@@ -74,7 +74,7 @@ class AccountService:
             select(Domain).where(Domain.parent_id.is_(None), Domain.removed.is_(None))
         ).scalar_one_or_none()
 
-    def ensure_root(self, admin_password=None):
+    def ensure_root(self, admin_password: str | None = None):
         """Create the ROOT domain and the `admin` root-admin account if missing.
 
         Returns the admin user; its keys are generated when it has none.
@@ -119,8 +119,8 @@ class AccountService:
             select(User).where(User.api_key == api_key, User.removed.is_(None))
         ).scalar_one_or_none()
 
-    def create_account(self, *, username: str, password: str, email, firstname, lastname, account_type,
-                       account_name: str | None = None, domain: Domain | None = None, network_domain=None, timezone=None) -> Account:
+    def create_account(self, *, username: str, password: str, email: str, firstname: str, lastname: str, account_type: int,
+                       account_name: str | None = None, domain: Domain | None = None, network_domain: str | None = None, timezone: str | None = None) -> Account:
         domain = domain or self.root_domain()
         name = account_name or username
         clash = self.session.execute(
@@ -265,19 +265,19 @@ class AccountQueries:
         self.ctx = ctx
         self.session = ctx.session
 
-    def list_accounts(self, p) -> Page:
+    def list_accounts(self, p: SimpleNamespace) -> Page:
         q = select(Account).where(Account.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(Account.id == self.ctx.user.account_id)
         return page(self.ctx, p, filtered(q, ACCOUNT_FILTERS, p), Account.id)
 
-    def list_users(self, p) -> Page:
+    def list_users(self, p: SimpleNamespace) -> Page:
         q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(User.id == self.ctx.user.id)
         return page(self.ctx, p, filtered(q, USER_FILTERS, p), User.id)
 
-    def list_domains(self, p) -> Page:
+    def list_domains(self, p: SimpleNamespace) -> Page:
         q = filtered(select(Domain).where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
         if not self.ctx.is_root_admin:
             q = q.where(Domain.id == self.ctx.account.domain_id)

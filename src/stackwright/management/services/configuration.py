@@ -96,7 +96,7 @@ class Key:
 
 
 
-def _k(name: str, default, type="String", scopes=(), description="", **kw):
+def _k(name: str, default, type="String", scopes=(), description: str = "", **kw):
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 
 
@@ -247,7 +247,7 @@ class GlobalSettings:
 class ConfigurationService:
     """Reads and writes configuration values inside one transaction."""
 
-    def __init__(self, session: Session, settings):
+    def __init__(self, session: Session, settings: GlobalSettings):
         self.session = session
         self.settings = settings
 
@@ -263,7 +263,7 @@ class ConfigurationService:
         """Drop the engine-wide cache; the next read reloads it from the database."""
         self.settings.invalidate()
 
-    def _row(self, name: str, scope: str, resource_id):
+    def _row(self, name: str, scope: str, resource_id: int):
         return self.session.execute(
             select(ConfigValue).where(
                 ConfigValue.name == name,

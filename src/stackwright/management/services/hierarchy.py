@@ -34,6 +34,7 @@ from .configuration import CLUSTER_DETAIL_OF, key as config_key
 from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from ..services.queries import Page
     from sqlalchemy import ColumnElement, Select
 
@@ -444,16 +445,16 @@ class HierarchyService:
 
     # --- reads: listZones, listPods, listClusters, listHypervisors -----------------------
 
-    def list_zones(self, p) -> Page:
+    def list_zones(self, p: SimpleNamespace) -> Page:
         q = filtered(active(Zone), ZONE_FILTERS, p)
         if not self.ctx.is_root_admin:
             q = q.where(Zone.allocation_state == "Enabled")
         return page(self.ctx, p, q, Zone.id)
 
-    def list_pods(self, p) -> Page:
+    def list_pods(self, p: SimpleNamespace) -> Page:
         return page(self.ctx, p, filtered(active(Pod), POD_FILTERS, p), Pod.id)
 
-    def list_clusters(self, p) -> Page:
+    def list_clusters(self, p: SimpleNamespace) -> Page:
         return page(self.ctx, p, filtered(active(Cluster), CLUSTER_FILTERS, p), Cluster.id)
 
     def domain_name(self, domain_id: int):

@@ -29,6 +29,7 @@ from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 from typing import Never, TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from ..services.queries import Page
     from ..context import Context
 
@@ -72,10 +73,10 @@ class HostConnector:
     def address(self, url: str):
         raise NotImplementedError
 
-    def connect(self, service, host: Host):
+    def connect(self, service: HostService, host: Host):
         raise NotImplementedError
 
-    def waiting_message(self, service, host: Host) -> None:
+    def waiting_message(self, service: HostService, host: Host) -> None:
         return None
 
 
@@ -85,13 +86,13 @@ class SimulatorConnector(HostConnector):
     def address(self, url: str) -> None:
         return None
 
-    def agent(self, service, url: str):
+    def agent(self, service: HostService, url: str):
         try:
             return simulator.SimulatedHost(url, service.ctx.settings.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 
-    def connect(self, service, host: Host):
+    def connect(self, service: HostService, host: Host):
         agent = self.agent(service, host.url)
         ip = host.ip_address or simulator.address(host.id, service.address_taken)
         # A reconnect keeps the name the host registered with.
@@ -112,7 +113,7 @@ class AgentConnector(HostConnector):
             )
         return parts.hostname
 
-    def connect(self, service, host: Host):
+    def connect(self, service: HostService, host: Host):
         """An agent that registered before this addHost completes the host at once."""
         agents = service.ctx.agents
         found = agents.adopt_pending(host.ip_address)
@@ -121,7 +122,7 @@ class AgentConnector(HostConnector):
         service.ctx.after_commit(lambda: agents.adopted(found[1]))
         return found
 
-    def waiting_message(self, service, host: Host) -> str:
+    def waiting_message(self, service: HostService, host: Host) -> str:
         options = getattr(service.ctx.engine, "options", None)
         port = getattr(options, "agent_port", None) or service.ctx.settings.get("port")
         return (
@@ -170,7 +171,7 @@ class HostService:
 
     # addHost
 
-    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None, cluster_name=None, host_tags=None,
+    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None, cluster_name: str | None = None, host_tags=None,
                  allocation: str | None = None) -> Host:
         """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
         kind = hypervisor_type(hypervisor)
@@ -225,7 +226,7 @@ class HostService:
             )
         return cluster
 
-    def _connect(self, connector, host: Host):
+    def _connect(self, connector: HostConnector, host: Host):
         answer = connector.connect(self, host)
         if answer is None:
             host.state = "Connecting"
@@ -248,7 +249,7 @@ class HostService:
 
     # the agent side
 
-    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version=None) -> Host:
+    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version: str | None = None) -> Host:
         """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
         if guid and guid != host.guid:
             other = self.by_guid(guid)
@@ -304,8 +305,8 @@ class HostService:
 
     # updateHost
 
-    def update_host(self, host: Host, *, allocation: str | None = None, host_tags=None, tags_given=False, name: str | None = None,
-                    annotation=None) -> Host:
+    def update_host(self, host: Host, *, allocation: str | None = None, host_tags=None, tags_given: bool = False, name: str | None = None,
+                    annotation: str | None = None) -> Host:
         """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
         try:
             self._live(host)
@@ -422,7 +423,7 @@ class HostService:
         ).all()
 
     @staticmethod
-    def _maintenance_failure(reason) -> Never:
+    def _maintenance_failure(reason: str) -> Never:
         raise CloudRuntimeError(f"Failed to prepare host for maintenance due to: {reason}")
 
     def cancel_maintenance(self, host: Host) -> Host:
@@ -453,7 +454,7 @@ class HostService:
 
     # --- reads: listHosts and the views of hosts -----------------------------------------
 
-    def list_page(self, p) -> Page:
+    def list_page(self, p: SimpleNamespace) -> Page:
         """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
         q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
         if p.hahost or p.outofbandmanagementenabled:

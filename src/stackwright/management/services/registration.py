@@ -107,7 +107,7 @@ class RegistrationService:
                     results.append(e)
         return results
 
-    def _register_in(self, s, request, known, places):
+    def _register_in(self, s, request: m.RegisterRequest, known, places):
         hosts = self._context(s).hosts
         host = known.get(request.guid)
         if host is None and request.host.private_ip:
@@ -140,7 +140,7 @@ class RegistrationService:
                 hosts.agent_lost(host, state)
             return host.state
 
-    def record_heartbeats(self, pings, recovered) -> None:
+    def record_heartbeats(self, pings, recovered: bool) -> None:
         """`pings`: {guid: epoch seconds of its last ping}; `recovered`: guids of hosts that
         were Alert or Disconnected and pinged again (they are Up again)."""
         if not pings and not recovered:
@@ -246,7 +246,7 @@ class RegistrationService:
 _LIGHT_HOST = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
 
 
-def _check_location(session: Session, host: Host, request, places):
+def _check_location(session: Session, host: Host, request: m.RegisterRequest, places):
     """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id).
 
     `places` keeps the rows read so far, for the other registrations of the same batch."""
@@ -267,7 +267,7 @@ def _check_location(session: Session, host: Host, request, places):
             )
 
 
-def _adopt_simulated(session: Session, request):
+def _adopt_simulated(session: Session, request: m.RegisterRequest):
     """A simulated agent (e.g. a load generator) joins the Simulator cluster it names.
 
     Real hypervisors keep the explicit addHost flow; simulated hosts exist for rehearsals

@@ -29,6 +29,7 @@ from .pool_attach import ATTACH_JOB
 from .queries import EXACT, NOCASE, ROW, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from ..services.queries import Page
     from sqlalchemy import Select
 
@@ -470,14 +471,14 @@ class StorageService:
 
     # --- reads: listStoragePools, listImageStores -------------------------------------
 
-    def list_pools(self, p) -> Page:
+    def list_pools(self, p: SimpleNamespace) -> Page:
         if p.hostid is not None:
             q = self.pools_of(self.session.get(Cluster, p.hostid.cluster_id))
         else:
             q = select(StoragePool).where(StoragePool.removed.is_(None))
         return page(self.ctx, p, filtered(q, POOL_FILTERS, p), StoragePool.id)
 
-    def list_image_stores(self, p) -> Page:
+    def list_image_stores(self, p: SimpleNamespace) -> Page:
         q = select(ImageStore).where(ImageStore.removed.is_(None))
         return page(self.ctx, p, filtered(q, IMAGE_STORE_FILTERS, p), ImageStore.id)
 
@@ -487,7 +488,7 @@ class StorageService:
         return (get(Zone, pool.zone_id), get(Pod, pool.pod_id) if pool.pod_id else None,
                 get(Cluster, pool.cluster_id) if pool.cluster_id else None)
 
-    def zone_of(self, store) -> Zone | None:
+    def zone_of(self, store: ImageStore) -> Zone | None:
         return self.session.get(Zone, store.zone_id) if store.zone_id else None
 
 

@@ -12,12 +12,11 @@ of a report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import datetime as dt
 import logging
 import re
 import secrets
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -84,7 +83,7 @@ def vm_label(vm: VmInstance) -> str:
     return f"VM[User|{vm.instance_name}]"
 
 
-def disk_of(volume):
+def disk_of(volume: Volume):
     """The protocol DiskSpec of a volume the agent created."""
     disk = codec.decode(m.DiskSpec, volume.disk)
     disk.device = ROOT_DEVICE
@@ -156,7 +155,7 @@ class VmService:
     # --- deployVirtualMachine (the part that runs in the request) ---------------------
 
     def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account, name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
-               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb=None) -> VmInstance:
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb: int | None = None) -> VmInstance:
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
@@ -246,7 +245,7 @@ class VmService:
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
-    def host_for_pool(self, pool: StoragePool, preferred_id):
+    def host_for_pool(self, pool: StoragePool, preferred_id: int):
         if pool.scope == "ZONE":
             q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
         else:
