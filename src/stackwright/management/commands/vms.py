@@ -79,7 +79,8 @@ def render_vms(ctx: Context, vms: list[VmInstance]) -> list[dict[str, Any]]:
             for v in vms]
 
 
-def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, offering: ServiceOffering, account: Account, job_uuid: str | None = None, admin: bool = True) -> dict[str, Any]:
+def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, offering: ServiceOffering,
+            account: Account, job_uuid: str | None = None, admin: bool = True) -> dict[str, Any]:
     return compact({
         "id": vm.uuid,
         "name": vm.name,

@@ -120,7 +120,8 @@ class AccountService:
         ).scalar_one_or_none()
 
     def create_account(self, *, username: str, password: str, email: str, firstname: str, lastname: str, account_type: int,
-                       account_name: str | None = None, domain: Domain | None = None, network_domain: str | None = None, timezone: str | None = None) -> Account:
+                       account_name: str | None = None, domain: Domain | None = None,
+                       network_domain: str | None = None, timezone: str | None = None) -> Account:
         domain = domain or self.root_domain()
         name = account_name or username
         clash = self.session.execute(

@@ -95,7 +95,6 @@ class Key:
         return value
 
 
-
 def _k(name: str, default, type="String", scopes=(), description: str = "", **kw):
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 

@@ -278,7 +278,8 @@ def _finish(ctx: Any, outcomes: list[dict]) -> list[dict]:
         where = outcome["where"]
         if where == DESTINATION:
             vm.state, vm.host_id, vm.last_host_id = RUNNING, outcome["dest_id"], outcome["dest_id"]
-            ctx.event("VM.MIGRATE", 
+            ctx.event(
+                "VM.MIGRATE",
                 f"Migrated VM {vm.instance_name} from host {outcome['source']} to host {outcome['dest']}",
                 vm.uuid)
             log.info("migrated %s from %s to %s", vm.instance_name, outcome["source"], outcome["dest"])
@@ -347,7 +348,8 @@ def _end_maintenance(ctx: Any, host_id: int, failures: list[dict]) -> None:
         return
     if failures:
         host.resource_state = ERROR_IN_PREPARE
-        ctx.event("MAINT.PREPARE", 
+        ctx.event(
+            "MAINT.PREPARE",
             f"Host {host.name} is in {ERROR_IN_PREPARE}: "
             + "; ".join(f"VM {f['name']}: {f['reason']}" for f in failures),
             host.uuid, level="ERROR")

@@ -154,8 +154,10 @@ class VmService:
 
     # --- deployVirtualMachine (the part that runs in the request) ---------------------
 
-    def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account, name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
-               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None, root_disk_gb: int | None = None) -> VmInstance:
+    def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account,
+               name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None,
+               root_disk_gb: int | None = None) -> VmInstance:
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
@@ -282,7 +284,7 @@ class VmService:
                 settled = False
             elif vm.state == RUNNING and state in (None, STOPPED):
                 vm.state, vm.last_host_id, vm.host_id, vm.state_changed = STOPPED, host.id, None, utcnow()
-                self.ctx.event("VM.STOP", 
+                self.ctx.event("VM.STOP",
                                f"VM {vm.instance_name} stopped outside the engine: host {host.name} reports it "
                                f"{'absent' if state is None else state}",
                                vm.uuid, level="WARN")
