@@ -22,6 +22,7 @@ from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
+    from .persistence.models import User
     from .context import Principal
     from .options import Options
     from sqlalchemy.orm import Session
@@ -169,5 +170,5 @@ class Engine:
         self.jobs.stop()
         self.db.dispose()
 
-    def sessions_user(self, session: Session, session_id: str, session_key: str):
+    def sessions_user(self, session: Session, session_id: str, session_key: str) -> User | None:
         return AccountService(session).session_user(session_id, session_key)

@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load(argv: list[str] | None = None):
+def load(argv: list[str] | None = None) -> Options:
     import os
 
     args = parser().parse_args(argv)

@@ -29,7 +29,7 @@ def _ascii_text(text: str):
     return text.strip(" \t\r\n")
 
 
-def parse_int(text: str, minimum=INT64[0], maximum=INT64[1]) -> int:
+def parse_int(text: str, minimum: int = INT64[0], maximum: int = INT64[1]) -> int:
     """A whole number in ASCII digits, within [minimum, maximum] (a Java long by default)."""
     text = _ascii_text(text)
     if not _INTEGER.fullmatch(text):
@@ -40,7 +40,7 @@ def parse_int(text: str, minimum=INT64[0], maximum=INT64[1]) -> int:
     return value
 
 
-def parse_decimal(text: str, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
+def parse_decimal(text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX):
     """A finite decimal number (digits, one point, an exponent), within [minimum, maximum]."""
     text = _ascii_text(text)
     if not _DECIMAL.fullmatch(text):
@@ -59,7 +59,7 @@ def parse_bool(text: str) -> bool:
     return text == "true"
 
 
-def parse_size(text: str, unit: int = 1, maximum=INT64[1]) -> int:
+def parse_size(text: str, unit: int = 1, maximum: int = INT64[1]) -> int:
     """A non-negative count of `unit`s (bytes, MiB, GiB) whose size in bytes fits a Java long,
     so that a column or a computation on it can never overflow."""
     value = parse_int(text, 0, INT64[1])

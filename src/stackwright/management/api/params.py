@@ -18,6 +18,8 @@ from ..redaction import redacted_value
 from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
+
     from ..api.registry import Command
     from ..context import Context
 
@@ -261,7 +263,7 @@ def parse(cmd: Command, params, raw: str, ctx: Context) -> SimpleNamespace:
     return ns
 
 
-def given(p, name: str) -> bool:
+def given(p: SimpleNamespace, name: str) -> bool:
     """True when the request carried parameter `name` (with a usable value)."""
     return name in p._given
 

@@ -67,7 +67,7 @@ def configuration_view(k: Key, value, scope: str | None = None) -> dict[str, Any
     })
 
 
-def requested_scope(p):
+def requested_scope(p: SimpleNamespace):
     """(scope, resource) named by the request, or (None, None); more than one is an error."""
     named = [(scope, getattr(p, param)) for param, scope, _model, _text in SCOPE_PARAMS if getattr(p, param) is not None]
     if len(named) > 1:

@@ -43,7 +43,7 @@ def default_key_file(db_url: str) -> str:
     return DEFAULT_KEY_FILE
 
 
-def read_key(path: str):
+def read_key(path: str) -> bytes | None:
     """The key in `path`, or None when there is no such file."""
     try:
         with open(path, "rb") as f:
@@ -59,7 +59,7 @@ def read_key(path: str):
     return key
 
 
-def ensure_key(path: str):
+def ensure_key(path: str) -> tuple[bytes | None, bool]:
     """The key in `path`, created (mode 0600, atomically) when there is none yet. An existing
     key is kept, whatever else changes: the stored secrets depend on it. Returns (key, created)."""
     key = read_key(path)
@@ -115,14 +115,14 @@ class Encrypted(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def process_bind_param(self, value, dialect: Dialect):
+    def process_bind_param(self, value, dialect: Dialect) -> str | None:
         if value is None:
             return None
         if _box is None:
             raise KeyFileError("no key to encrypt stored credentials: run stackwright-setup-databases")
         return _box.encrypt(value)
 
-    def process_result_value(self, value, dialect: Dialect):
+    def process_result_value(self, value, dialect: Dialect) -> str | None:
         if value is None or not is_encrypted(value):
             return value
         if _box is None:

@@ -69,7 +69,7 @@ class AccountService:
     def __init__(self, session: Session):
         self.session = session
 
-    def root_domain(self):
+    def root_domain(self) -> Domain | None:
         return self.session.execute(
             select(Domain).where(Domain.parent_id.is_(None), Domain.removed.is_(None))
         ).scalar_one_or_none()
@@ -114,7 +114,7 @@ class AccountService:
         self.session.flush()
         return user
 
-    def user_by_key(self, api_key: str):
+    def user_by_key(self, api_key: str) -> User | None:
         return self.session.execute(
             select(User).where(User.api_key == api_key, User.removed.is_(None))
         ).scalar_one_or_none()
@@ -197,7 +197,7 @@ class AccountService:
         self.session.flush()
         return user, record, session_key
 
-    def session_user(self, session_id: str, session_key: str):
+    def session_user(self, session_id: str, session_key: str) -> User | None:
         """The user of login session `session_id`, or None. The session key must come with
         every request: the JSESSIONID cookie alone, which a browser sends on any cross-site
         request, authenticates nothing."""
@@ -292,7 +292,7 @@ class AccountQueries:
             select(Domain.id).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def domain_by_path(self, path: str):
+    def domain_by_path(self, path: str) -> Domain | None:
         """The live domain whose path is `path` (case-insensitive), or None."""
         return self.session.execute(
             select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))

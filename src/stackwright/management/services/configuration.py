@@ -95,7 +95,7 @@ class Key:
         return value
 
 
-def _k(name: str, default, type="String", scopes=(), description: str = "", **kw):
+def _k(name: str, default, type: str = "String", scopes=(), description: str = "", **kw):
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 
 
@@ -271,11 +271,11 @@ class ConfigurationService:
             )
         ).scalar_one_or_none()
 
-    def global_value(self, name: str):
+    def global_value(self, name: str) -> str | None:
         row = self._row(name, "global", 0)
         return row.value if row is not None else key(name).default
 
-    def scoped_value(self, name: str, scope: str, resource):
+    def scoped_value(self, name: str, scope: str, resource) -> str | None:
         """Effective value of `name` for `resource` at `scope` (scoped, else global)."""
         if scope == "cluster" and name in CLUSTER_DETAIL_OF:
             value = resource.detail(CLUSTER_DETAIL_OF[name])
@@ -331,7 +331,7 @@ class ConfigurationService:
             row.value = value
         self.session.flush()
 
-    def reset(self, name: str, scope: str | None = None, resource=None):
+    def reset(self, name: str, scope: str | None = None, resource=None) -> str | None:
         k = key(name)
         if scope is None:
             row = self._row(name, "global", 0)

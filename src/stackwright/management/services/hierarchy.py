@@ -457,7 +457,7 @@ class HierarchyService:
     def list_clusters(self, p: SimpleNamespace) -> Page:
         return page(self.ctx, p, filtered(active(Cluster), CLUSTER_FILTERS, p), Cluster.id)
 
-    def domain_name(self, domain_id: int):
+    def domain_name(self, domain_id: int) -> str | None:
         # Public zones (most of them) have no domain: no query for those.
         return self.session.get(Domain, domain_id).name if domain_id is not None else None
 

@@ -154,7 +154,7 @@ class HostService:
             select(Host).where(Host.guid == guid, Host.removed.is_(None))
         ).scalars().first()
 
-    def by_address(self, ip: str, zone_id: int | None = None):
+    def by_address(self, ip: str, zone_id: int | None = None) -> Host | None:
         q = select(Host).where(Host.ip_address == ip, Host.removed.is_(None))
         if zone_id is not None:
             q = q.where(Host.zone_id == zone_id)
@@ -171,7 +171,8 @@ class HostService:
 
     # addHost
 
-    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None, cluster_name: str | None = None, host_tags=None,
+    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None,
+                 cluster_name: str | None = None, host_tags: str | None = None,
                  allocation: str | None = None) -> Host:
         """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
         kind = hypervisor_type(hypervisor)
@@ -305,7 +306,7 @@ class HostService:
 
     # updateHost
 
-    def update_host(self, host: Host, *, allocation: str | None = None, host_tags=None, tags_given: bool = False, name: str | None = None,
+    def update_host(self, host: Host, *, allocation: str | None = None, host_tags: str | None = None, tags_given: bool = False, name: str | None = None,
                     annotation: str | None = None) -> Host:
         """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
         try:

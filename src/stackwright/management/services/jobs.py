@@ -47,7 +47,7 @@ class JobService:
         self.ctx = ctx
         self.session = ctx.session
 
-    def create(self, command, raw_params, instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
+    def create(self, command: str, raw_params, instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
         params = {k: v for k, v in raw_params.items()
                   if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
         job = AsyncJob(

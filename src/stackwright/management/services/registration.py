@@ -49,7 +49,7 @@ class RegistrationService:
     def _context(self, session: Session):
         return Context(self.engine, session, None, "agent")
 
-    def _host(self, s, guid: str):
+    def _host(self, s: Session, guid: str):
         return s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
 
     # --- start and shutdown ---------------------------------------------------------------
@@ -107,7 +107,7 @@ class RegistrationService:
                     results.append(e)
         return results
 
-    def _register_in(self, s, request: m.RegisterRequest, known, places):
+    def _register_in(self, s: Session, request: m.RegisterRequest, known, places):
         hosts = self._context(s).hosts
         host = known.get(request.guid)
         if host is None and request.host.private_ip:
@@ -126,7 +126,7 @@ class RegistrationService:
 
     # --- heartbeats and silences ------------------------------------------------------------
 
-    def host_state(self, guid: str, state):
+    def host_state(self, guid: str, state) -> str | None:
         """Host `guid` is `state` by its agent's connection or pings; returns its new state
         (None when there is no such host)."""
         with self.db.transaction() as s:
@@ -169,7 +169,7 @@ class RegistrationService:
                 .where(Host.guid == guid, Host.removed.is_(None), VmInstance.removed.is_(None)).limit(1)
             ).first() is not None
 
-    def reconcile_vms(self, guid: str, reported, received):
+    def reconcile_vms(self, guid: str, reported, received) -> bool:
         """Host `guid` reported its guests ({instance name: state}) at `received`: the VM
         service reconciles them. False when the same report must be looked at again (a job
         is moving one of the host's VMs, or the reconciliation failed)."""
@@ -198,7 +198,7 @@ class RegistrationService:
             pools = self._context(s).storage.pools_for_host(host)
             return [p.uuid for p in pools if p.url.lower().startswith("nfs://")]
 
-    def pool_spec(self, pool_uuid: str):
+    def pool_spec(self, pool_uuid: str) -> m.PoolSpec | None:
         """What an agent needs to attach pool `pool_uuid`; None when it is gone."""
         with self.db.transaction(readonly=True) as s:
             pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()

@@ -126,7 +126,7 @@ class VmService:
             raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to operate with resource {vm.uuid}")
         return vm
 
-    def owner(self, account_name: str | None = None, domain: Domain | None = None):
+    def owner(self, account_name: str | None = None, domain: Domain | None = None) -> Account:
         """The account a new VM belongs to: the caller's, or (admins) the one named."""
         caller = self.ctx.account
         if account_name is None:
@@ -238,7 +238,7 @@ class VmService:
                 return mac
         raise CloudRuntimeError("Unable to allocate a unique MAC address; retry the deployment")
 
-    def guest_bridge(self, zone: Zone):
+    def guest_bridge(self, zone: Zone) -> str:
         """The bridge guests attach to: the KVM label of the zone's Guest traffic, else cloudbr0."""
         guest = self.ctx.networks.zone_traffic(zone).get("Guest")
         return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
@@ -247,7 +247,7 @@ class VmService:
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
-    def host_for_pool(self, pool: StoragePool, preferred_id: int):
+    def host_for_pool(self, pool: StoragePool, preferred_id: int) -> Host | None:
         if pool.scope == "ZONE":
             q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
         else:
