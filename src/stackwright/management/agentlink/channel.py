@@ -23,6 +23,8 @@ from stackwright.protocol.channel import RemoteError
 from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
 
 if TYPE_CHECKING:
+    from stackwright.protocol import messages as m
+
     from ..options import Options
     from ..engine import Engine
     from ..persistence.db import Database
@@ -44,7 +46,7 @@ class DbTokenStore:
             s.add(EnrollmentToken(digest=digest, expires_at=record.expires_at, guid=record.guid,
                                   note=record.note))
 
-    def take(self, digest: str):
+    def take(self, digest: str) -> TokenRecord | None:
         with self.db.transaction() as s:
             row = s.get(EnrollmentToken, digest)
             if row is None:
@@ -120,7 +122,7 @@ class AgentChannel:
 
     # --- for worker threads (API requests, jobs) -------------------------------------------
 
-    def call(self, host_key: str, command, timeout: float = 60.0):
+    def call(self, host_key: str, command: m.Request, timeout: float = 60.0) -> m.Answer:
         """Send `command` to a host's agent from a worker thread; returns the answer."""
         if self.loop is None:
             raise ResourceUnavailable("The agent channel is not running")
@@ -165,7 +167,7 @@ class AgentChannel:
         if rows:
             log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
 
-    async def start_simulated(self, guid: str, url: str, wait=True) -> None:
+    async def start_simulated(self, guid: str, url: str, wait: bool = True) -> None:
         from stackwright.simulation.agent import Registration, SimulatedAgent, SimulatorDriver
         from stackwright.simulation.host import SimulatedHost
 

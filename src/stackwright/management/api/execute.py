@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 
 from ..context import Context, Principal
@@ -92,7 +92,7 @@ def check_signed(engine: Engine, entry, raw: Mapping[str, str], method: str, api
     return Principal(entry.user_id, entry.account_id, entry.root_admin)
 
 
-def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]):
+def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]) -> Principal:
     """The calling User, or AuthenticationError (401) with CloudStack's text."""
     api_key = _find_key(raw, "apikey")
     if api_key is not None:
@@ -116,7 +116,7 @@ def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], metho
     return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
 
 
-def cached_answer(engine: Engine, raw: Mapping[str, str], method: str):
+def cached_answer(engine: Engine, raw: Mapping[str, str], method: str) -> tuple[str, Any, int] | None:
     """(response_key, body, status) for a cacheable command whose answer is stored and
     whose caller's key is in the key cache, checked without the database; else None, and
     the request takes the full path."""
@@ -143,7 +143,8 @@ def cached_answer(engine: Engine, raw: Mapping[str, str], method: str):
     return cmd.key, data, 200
 
 
-def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies: dict[str, str] | None = None, request_id: str | None = None):
+def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies: dict[str, str] | None = None,
+            request_id: str | None = None) -> tuple[str, Any, int, dict[str, str]]:
     """Run one API request; returns (response_key, body, http_status, cookies_to_set).
 
     `body` is the response as a dict, or as encoded JSON bytes for cacheable commands.
