@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
+from typing import TYPE_CHECKING, Never
 
 from sqlalchemy import false, func, select
 
@@ -26,9 +27,10 @@ from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone, utcnow
 from .hierarchy import allocation_state, hypervisor_type
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
-from typing import Never, TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from stackwright.protocol import messages as m
+
     from types import SimpleNamespace
     from ..services.queries import Page
     from ..context import Context
@@ -144,12 +146,12 @@ class HostService:
 
     # lookups
 
-    def address_taken(self, ip: str):
+    def address_taken(self, ip: str) -> bool:
         return self.session.execute(
             select(Host.id).where(Host.ip_address == ip, Host.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def by_guid(self, guid: str):
+    def by_guid(self, guid: str) -> Host | None:
         return self.session.execute(
             select(Host).where(Host.guid == guid, Host.removed.is_(None))
         ).scalars().first()
@@ -237,7 +239,7 @@ class HostService:
         info, guid, version = answer
         self.agent_connected(host, info, guid=guid, agent_version=version)
 
-    def _simulated_agent(self, host: Host, start):
+    def _simulated_agent(self, host: Host, start: bool):
         """Start (or stop) the in-engine agent of a Simulator host once the change is committed,
         when the agent channel runs; without it the host service answers for the host alone."""
         if host.hypervisor != simulator.HYPERVISOR or not host.guid:
@@ -250,7 +252,7 @@ class HostService:
 
     # the agent side
 
-    def agent_connected(self, host: Host, info, guid: str | None = None, agent_version: str | None = None) -> Host:
+    def agent_connected(self, host: Host, info: m.HostInfo, guid: str | None = None, agent_version: str | None = None) -> Host:
         """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
         if guid and guid != host.guid:
             other = self.by_guid(guid)
@@ -293,7 +295,7 @@ class HostService:
             host.state = "Up"
             host.disconnected = None
 
-    def agent_lost(self, host: Host, state="Disconnected") -> None:
+    def agent_lost(self, host: Host, state: str = "Disconnected") -> None:
         """The agent's session ended or stopped pinging (`state` Disconnected, Alert or Down)."""
         if state == "Alert" and host.state == "Down":
             # The silent connection of a host found Down is dropped after the fact; that
