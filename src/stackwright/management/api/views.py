@@ -2,6 +2,8 @@
 does not see. CloudStack fills these only in an admin's (ResponseView.Full) answer; here every
 answer passes through `restricted` on its way out, whichever command produced it."""
 
+from __future__ import annotations
+
 # Response object name -> fields only a root admin sees.
 ADMIN_ONLY_FIELDS = {
     # DataCenterJoinDaoImpl: DNS servers and the guest CIDR are infrastructure details.

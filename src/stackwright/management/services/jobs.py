@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +32,9 @@ from .gateway import AgentAbsent
 from ..persistence.models import AsyncJob, utcnow
 from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
 
+if TYPE_CHECKING:
+    from ..context import Context
+
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
@@ -40,11 +43,11 @@ RETRY_SECONDS = 2.0
 
 
 class JobService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
-    def create(self, command, raw_params, instance_type=None, instance_uuid=None):
+    def create(self, command: str, raw_params, instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
         params = {k: v for k, v in raw_params.items()
                   if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
         job = AsyncJob(
@@ -71,13 +74,12 @@ class JobService:
         self.ctx.after_commit(lambda: jobs.submit(job_uuid))
         return job
 
-    def get_visible(self, job_uuid):
+    def get_visible(self, job_uuid: str) -> AsyncJob:
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
-            raise InvalidParameterValue("Unable to find a job with id %s" % job_uuid)
+            raise InvalidParameterValue(f"Unable to find a job with id {job_uuid}")
         if not self.ctx.is_root_admin and job.account_id != self.ctx.user.account_id:
-            raise PermissionDenied("Account %s does not have permission to access job %s"
-                                   % (self.ctx.account.name, job_uuid))
+            raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to access job {job_uuid}")
         return job
 
 

@@ -184,9 +184,9 @@ def test_nowhere_to_go_names_the_shortfall(ctx, world, gateway, jobs, pair):
 def test_a_dedicated_ha_host_takes_a_non_ha_vm_only_when_named(ctx, world, gateway, jobs, pair):
     a, b, (_on_a, on_b) = pair
     ctx.session.get(Host, b.id).host_tags = "ha"
-    ctx.configuration.set_global("ha.tag", "ha")
+    ctx.settings.set_global("ha.tag", "ha")
     ctx.session.commit()
-    ctx.config.invalidate()
+    ctx.settings.invalidate()
     try:
         vm = running_vm(ctx, world, jobs, a)
         code, text, _job = refused(ctx, jobs, vm)
@@ -197,9 +197,9 @@ def test_a_dedicated_ha_host_takes_a_non_ha_vm_only_when_named(ctx, world, gatew
         assert migrate(ctx, jobs, vm, b).status == 1
         assert on_b.query(vm.instance_name) == m.VmState.RUNNING
     finally:
-        ctx.configuration.set_global("ha.tag", "")
+        ctx.settings.set_global("ha.tag", "")
         ctx.session.commit()
-        ctx.config.invalidate()
+        ctx.settings.invalidate()
 
 
 def test_find_hosts_for_migration_flags_each_host(ctx, world, gateway, jobs, pair):
