@@ -23,6 +23,9 @@ from stackwright.protocol.channel import RemoteError
 from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
 
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Awaitable, Callable
+
     from stackwright.protocol import messages as m
 
     from ..options import Options
@@ -73,7 +76,7 @@ class AgentChannel:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self):
+    async def start(self) -> AgentChannel:
         self.loop = asyncio.get_running_loop()
         settings = self.engine.settings
         self.ca = CertificateAuthority.load_or_create(self.opts.pki_dir)
@@ -98,7 +101,7 @@ class AgentChannel:
         return self
 
     @property
-    def down_within(self):
+    def down_within(self) -> float:
         """The longest a silent host stays anything but Down, by the settings the channel runs with
         (ping.interval and ping.timeout as they were when it started)."""
         return self.server.settings.down_within
@@ -135,16 +138,16 @@ class AgentChannel:
         except RemoteError as e:
             raise ResourceUnavailable(f"Host {host_key} failed {type(command).__name__}: {e}") from None
 
-    def issue_token(self, ttl: float, guid: str | None = None, note: str = ""):
+    def issue_token(self, ttl: float, guid: str | None = None, note: str = "") -> str:
         future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)
         return future.result(30)
 
-    def schedule(self, coro_fn, *args) -> None:
+    def schedule(self, coro_fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run `coro_fn(*args)` on the event loop, from any thread, without waiting."""
         if self.loop is not None:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(coro_fn(*args)))
 
-    def registration_event(self, guid: str):
+    def registration_event(self, guid: str) -> threading.Event:
         """Set while the agent of host `guid` is registered."""
         return self.registrar.registration_event(guid)
 

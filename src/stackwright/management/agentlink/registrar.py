@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from stackwright.management.agentlink.events import (
     AgentUnavailable,
@@ -31,6 +31,10 @@ from stackwright.protocol import messages as m
 from stackwright.protocol.channel import RemoteError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
+
+    from .server import AgentLinkServer
     from .session import AgentSession
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 PING_FLUSH_SECONDS = 5.0
 REGISTER_GATHER = 0.02     # seconds registrations wait for others to share their transaction
 REGISTER_BATCH = 200       # registrations per transaction at most
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Registrar:
     """`AgentEvents` on top of the registration service; commands go out through `send`
     (the channel server's) to the sessions `session` finds."""
 
-    def __init__(self, registration: RegistrationService, server=None):
+    def __init__(self, registration: RegistrationService, server: AgentLinkServer | None = None):
         self.registration = registration
         self.server = server       # the AgentLinkServer, once it exists
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="agents")
@@ -73,7 +79,7 @@ class Registrar:
         self._vm_reports: dict[str, dict[str, str]] = {}
         self._vm_reports_lock = threading.Lock()
 
-    async def run(self, fn, *args):
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the thread pool (database work)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
@@ -82,7 +88,7 @@ class Registrar:
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_pings_forever(), name="ping-flusher")
 
-    async def drain(self, served) -> None:
+    async def drain(self, served: Sequence[str]) -> None:
         """At shutdown: write what is queued, then leave the hosts in `served` Disconnected.
         Registrations and sessions that end from now on write nothing."""
         self.closing = True
@@ -108,7 +114,7 @@ class Registrar:
         """Set while the agent of host `guid` is registered."""
         return self._registered.setdefault(guid, threading.Event())
 
-    def pending_for(self, address=None, guid: str | None = None):
+    def pending_for(self, address: str | None = None, guid: str | None = None) -> tuple[str, Pending] | None:
         for key, pending in self.pending.items():
             if guid and key == guid:
                 return key, pending
@@ -123,7 +129,7 @@ class Registrar:
 
     # --- registration ----------------------------------------------------------------------
 
-    async def register_soon(self, request: m.RegisterRequest):
+    async def register_soon(self, request: m.RegisterRequest) -> tuple[str | None, str]:
         """Register `request` with others that arrive within REGISTER_GATHER seconds: during a
         reconnect storm, hundreds of registrations then share one transaction."""
         if self.closing:
@@ -224,7 +230,7 @@ class Registrar:
 
     # --- guest states reported by agents --------------------------------------------------------
 
-    def vms_reported(self, guid: str, reported, always: bool = False) -> None:
+    def vms_reported(self, guid: str, reported: Mapping[str, m.VmState], always: bool = False) -> None:
         """Host `guid` reported its guests ({instance name: state}); reconcile them with the
         database when they differ from its previous report (or `always`, on registration)."""
         snapshot = {name: str(state) for name, state in reported.items()}
@@ -234,7 +240,7 @@ class Registrar:
             self._vm_reports[guid] = snapshot
         asyncio.ensure_future(self.run(self._reconcile_vms, guid, snapshot, utcnow()))
 
-    def _reconcile_vms(self, guid: str, snapshot, received):
+    def _reconcile_vms(self, guid: str, snapshot: dict[str, str], received: datetime) -> None:
         if not self.registration.reconcile_vms(guid, snapshot, received):
             # Not settled: look again at the next ping, even if unchanged.
             with self._vm_reports_lock:

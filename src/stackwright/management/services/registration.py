@@ -23,6 +23,10 @@ from ..context import Context
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, VmInstance, Zone, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import datetime
+
+    from sqlalchemy import Row
     from sqlalchemy.orm import Session
     from ..engine import Engine
 
@@ -54,14 +58,14 @@ class RegistrationService:
 
     # --- start and shutdown ---------------------------------------------------------------
 
-    def hosts_served(self):
+    def hosts_served(self) -> Sequence[str]:
         """Guids of the hosts whose agents were connected before this start: the heartbeat
         monitor judges them Down when they do not come back, as it would a silent one."""
         with self.db.transaction(readonly=True) as s:
             return s.execute(select(Host.guid).where(
                 Host.removed.is_(None), Host.guid.is_not(None), Host.state.in_(SERVED_STATES))).scalars().all()
 
-    def simulated_hosts(self):
+    def simulated_hosts(self) -> list[tuple[str, str]]:
         """(guid, url) of the Simulator hosts whose simulated agent runs in the engine."""
         with self.db.transaction(readonly=True) as s:
             rows = s.execute(
@@ -72,7 +76,7 @@ class RegistrationService:
         # in-engine agent with the same guid would keep replacing their connection.
         return [(guid, url) for guid, url, details in rows if (details or {}).get("agent") != EXTERNAL]
 
-    def disconnect_all(self, guids) -> None:
+    def disconnect_all(self, guids: Sequence[str]) -> None:
         """At shutdown: every host whose agent was connected is Disconnected, in one transaction."""
         if not guids:
             return
@@ -87,10 +91,10 @@ class RegistrationService:
 
     # --- registration -------------------------------------------------------------------
 
-    def register_many(self, requests):
+    def register_many(self, requests: Sequence[m.RegisterRequest]) -> list[tuple[str | None, str] | Exception]:
         """Match registering agents to their hosts in one transaction, each in a savepoint of its own: one refusal does
         not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
-        results = []
+        results: list[tuple[str | None, str] | Exception] = []
         with self.db.transaction() as s:
             # Read once for the whole batch: the hosts by guid, and (as they are needed) the
             # zones, pods and clusters that agents name.
@@ -107,7 +111,8 @@ class RegistrationService:
                     results.append(e)
         return results
 
-    def _register_in(self, s: Session, request: m.RegisterRequest, known, places):
+    def _register_in(self, s: Session, request: m.RegisterRequest, known: dict[str, Host],
+                     places: dict[tuple[str, int], Row]) -> tuple[str | None, str]:
         hosts = self._context(s).hosts
         host = known.get(request.guid)
         if host is None and request.host.private_ip:
@@ -126,7 +131,7 @@ class RegistrationService:
 
     # --- heartbeats and silences ------------------------------------------------------------
 
-    def host_state(self, guid: str, state) -> str | None:
+    def host_state(self, guid: str, state: str) -> str | None:
         """Host `guid` is `state` by its agent's connection or pings; returns its new state
         (None when there is no such host)."""
         with self.db.transaction() as s:
@@ -140,7 +145,7 @@ class RegistrationService:
                 hosts.agent_lost(host, state)
             return host.state
 
-    def record_heartbeats(self, pings, recovered: bool) -> None:
+    def record_heartbeats(self, pings: Mapping[str, int], recovered: Collection[str]) -> None:
         """`pings`: {guid: epoch seconds of its last ping}; `recovered`: guids of hosts that
         were Alert or Disconnected and pinged again (they are Up again)."""
         if not pings and not recovered:
@@ -169,7 +174,7 @@ class RegistrationService:
                 .where(Host.guid == guid, Host.removed.is_(None), VmInstance.removed.is_(None)).limit(1)
             ).first() is not None
 
-    def reconcile_vms(self, guid: str, reported, received) -> bool:
+    def reconcile_vms(self, guid: str, reported: Mapping[str, str], received: datetime) -> bool:
         """Host `guid` reported its guests ({instance name: state}) at `received`: the VM
         service reconciles them. False when the same report must be looked at again (a job
         is moving one of the host's VMs, or the reconciliation failed)."""
@@ -206,7 +211,7 @@ class RegistrationService:
                 return None
             return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
-    def pool_result(self, pool_uuid: str, stats, message: str) -> None:
+    def pool_result(self, pool_uuid: str, stats: m.PoolStats | None, message: str | None) -> None:
         """A host attached the pool (`stats`: its figures) or could not (`message`)."""
         with self.db.transaction() as s:
             pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
@@ -218,7 +223,7 @@ class RegistrationService:
             else:
                 storage.pool_unreachable(pool, message)
 
-    def image_store_target(self, store_uuid: str):
+    def image_store_target(self, store_uuid: str) -> tuple[str, list[str]] | tuple[None, None]:
         """(url, guids of the Up KVM hosts of its zone) of an NFS image store; (None, None) otherwise."""
         with self.db.transaction(readonly=True) as s:
             store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
@@ -229,7 +234,7 @@ class RegistrationService:
                 q = q.where(Host.zone_id == store.zone_id)
             return store.url, [g for g in s.execute(q).scalars() if g]
 
-    def store_result(self, store_uuid: str, stats, message: str) -> None:
+    def store_result(self, store_uuid: str, stats: m.PoolStats | None, message: str | None) -> None:
         """A host checked the image store (`stats`: its figures) or could not reach it (`message`)."""
         with self.db.transaction() as s:
             store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
@@ -246,7 +251,8 @@ class RegistrationService:
 _LIGHT_HOST = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
 
 
-def _check_location(session: Session, host: Host, request: m.RegisterRequest, places):
+def _check_location(session: Session, host: Host, request: m.RegisterRequest,
+                    places: dict[tuple[str, int], Row]) -> None:
     """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id).
 
     `places` keeps the rows read so far, for the other registrations of the same batch."""
