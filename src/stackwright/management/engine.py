@@ -49,10 +49,10 @@ class KeyCache:
     TTL = 5.0
 
     def __init__(self):
-        self._entries = {}
+        self._entries: dict[str, KeyEntry] = {}
         self._lock = threading.Lock()
 
-    def fresh(self, api_key: str):
+    def fresh(self, api_key: str) -> KeyEntry | None:
         """The entry for `api_key` if it was loaded less than TTL seconds ago, else None."""
         with self._lock:
             entry = self._entries.get(api_key)
@@ -60,7 +60,7 @@ class KeyCache:
             return entry
         return None
 
-    def lookup(self, session: Session, api_key: str):
+    def lookup(self, session: Session, api_key: str) -> KeyEntry | None:
         entry = self.fresh(api_key)
         if entry is not None:
             return entry
@@ -85,7 +85,7 @@ class KeyCache:
 class Throttle:
     """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
 
-    def __init__(self, enabled: bool, interval, maximum, cachesize: int):
+    def __init__(self, enabled: bool, interval: float, maximum: int, cachesize: int):
         self.enabled = enabled
         self.interval = interval
         self.maximum = maximum
@@ -112,7 +112,7 @@ class Throttle:
                 f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
-    def status(self, account_id: int):
+    def status(self, account_id: int) -> tuple[int, int, int]:
         now = time.monotonic()
         with self._lock:
             start, count = self._windows.get(account_id, (now, 0))

@@ -40,7 +40,7 @@ def parse_int(text: str, minimum: int = INT64[0], maximum: int = INT64[1]) -> in
     return value
 
 
-def parse_decimal(text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX):
+def parse_decimal(text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX) -> float:
     """A finite decimal number (digits, one point, an exponent), within [minimum, maximum]."""
     text = _ascii_text(text)
     if not _DECIMAL.fullmatch(text):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from sqlalchemy.orm import Session
     from ..api.registry import Command
-    from ..engine import Engine
+    from ..engine import Engine, KeyEntry
     from ..persistence.models import AsyncJob
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def response_key(command_name: str) -> str:
     return cmd.key
 
 
-def shape(cmd: Command, out, admin: bool = True):
+def shape(cmd: Command, out: object, admin: bool = True) -> dict[str, Any]:
     """The body under `<command>response` for a handler's return value; without `admin`, as
     a caller who is not a root admin sees it (api.views)."""
     if isinstance(out, ListResult):
@@ -69,7 +69,7 @@ def _find_key(raw: Mapping[str, str], name: str):
     return None
 
 
-def check_signed(engine: Engine, entry, raw: Mapping[str, str], method: str, api_key: str) -> Principal:
+def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], method: str, api_key: str) -> Principal:
     """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
     signature = _find_key(raw, "signature")
     version = _find_key(raw, "signatureversion")
@@ -208,7 +208,7 @@ def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies
         return key, error_body(key, e), e.errorcode, {}
 
 
-def job_result(cmd: Command, out, admin: bool = True):
+def job_result(cmd: Command, out: object, admin: bool = True) -> dict[str, Any]:
     """The jobresult dict of a job's command output."""
     body = shape(cmd, out, admin)
     if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):

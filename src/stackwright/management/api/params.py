@@ -18,10 +18,12 @@ from ..redaction import redacted_value
 from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from types import SimpleNamespace
 
     from ..api.registry import Command
     from ..context import Context
+    from ..persistence.models import Base
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
@@ -75,14 +77,14 @@ class _Number(ParamType):
 
     bounds = values.INT64
 
-    def __init__(self, minimum=None, maximum=None):
+    def __init__(self, minimum: float | None = None, maximum: float | None = None):
         self.minimum = self.bounds[0] if minimum is None else minimum
         self.maximum = self.bounds[1] if maximum is None else maximum
 
-    def parse(self, raw: str):
+    def parse(self, raw: str) -> float:
         return values.parse_int(raw, self.minimum, self.maximum)
 
-    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> float | None:
         if raw.strip() == "":
             return None
         try:
@@ -112,7 +114,7 @@ class Float(_Number):
     api_type = "float"
     bounds = (-values.JAVA_FLOAT_MAX, values.JAVA_FLOAT_MAX)
 
-    def parse(self, raw: str):
+    def parse(self, raw: str) -> float:
         return values.parse_decimal(raw, self.minimum, self.maximum)
 
 
@@ -125,11 +127,11 @@ class Uuid(ParamType):
 
     api_type = "uuid"
 
-    def __init__(self, model=None, owned: bool = False):
+    def __init__(self, model: type[Base] | None = None, owned: bool = False):
         self.model = model
         self.owned = owned
 
-    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> object:
         try:
             parsed = uuidlib.UUID(raw)
         except ValueError:
@@ -151,7 +153,7 @@ class Uuid(ParamType):
         return row
 
 
-def check_owner(ctx: Context, row) -> None:
+def check_owner(ctx: Context, row: Base) -> None:
     """Refuse (531, CloudStack's text) a caller other than a root admin or the row's account."""
     principal = ctx.principal
     if principal is None or principal.root_admin or row.account_id == principal.account_id:
@@ -162,10 +164,10 @@ def check_owner(ctx: Context, row) -> None:
 class List(ParamType):
     api_type = "list"
 
-    def __init__(self, item=None):
+    def __init__(self, item: ParamType | None = None):
         self.item = item or String()
 
-    def convert(self, cmd: Command, name: str, raw: str, ctx: Context):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> list[object]:
         out = []
         for part in raw.split(","):
             part = part.strip()
@@ -215,7 +217,7 @@ def _maps(raw: str):
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
 
 
-def used(params, raw: str):
+def used(params: Sequence[Param], raw: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The raw strings `parse` reads for `params`: exactly the declared parameters the request
     carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
     unknown or differently spelt name, credentials) changes nothing and is left out."""
@@ -227,7 +229,7 @@ def used(params, raw: str):
     return tuple(sorted(out))
 
 
-def parse(cmd: Command, params, raw: str, ctx: Context) -> SimpleNamespace:
+def parse(cmd: Command, params: Sequence[Param], raw: Mapping[str, str], ctx: Context) -> SimpleNamespace:
     """Validate `raw` (str -> str) against `params`; returns a namespace of typed values."""
     values = {}
     maps = None
@@ -268,7 +270,7 @@ def given(p: SimpleNamespace, name: str) -> bool:
     return name in p._given
 
 
-def map_dict(entries):
+def map_dict(entries: Sequence[Mapping[str, str]] | None) -> dict[str, str]:
     """A map parameter as one dict: entries are {key, value} pairs or {<key>: <value>} groups."""
     out = {}
     for entry in entries or ():
