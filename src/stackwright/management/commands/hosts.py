@@ -16,6 +16,11 @@ from ..services.capacity import decimal, host_capacity, percent
 from ..services.steps import DbStep
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from sqlalchemy import Row
+
+    from ..services.capacity import Allocation
     from ..services.steps import Steps
     from types import SimpleNamespace
     from ..context import Context
@@ -47,7 +52,7 @@ HOST_FIELDS = (
 class Placement:
     """What every host of one cluster shares in its view, computed once per page."""
 
-    def __init__(self, cluster: Cluster, ratios):
+    def __init__(self, cluster: Cluster, ratios: tuple[float, float]):
         # The fields every host of the cluster has alike; each view starts as a copy.
         self.fields = {
             "zoneid": cluster.zone_uuid, "zonename": cluster.zone_name, "podid": cluster.pod_uuid,
@@ -62,7 +67,7 @@ class Placement:
         self.ratios = ratios
 
 
-def render_hosts(ctx: Context, rows) -> list[dict[str, Any]]:
+def render_hosts(ctx: Context, rows: Sequence[Row]) -> list[dict[str, Any]]:
     """API views of host `rows` (of the host service's VIEW_COLUMNS), with their clusters,
     pods, zones, ratios and allocations read once for the whole list, never once per host."""
     clusters, allocations = ctx.hosts.view_context(rows)
@@ -78,16 +83,17 @@ class Seen:
     __slots__ = ("sizes", "pings")
 
     def __init__(self):
-        self.sizes, self.pings = {}, {}
+        self.sizes: dict[tuple[object, ...], dict[str, Any]] = {}
+        self.pings: dict[int, str] = {}
 
 
-def _epoch_date(seconds):
+def _epoch_date(seconds: float) -> str:
     """`last_pinged` (epoch seconds) in CloudStack's date form."""
     return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(seconds))
 
 
-def size_fields(cpus: int, cpu_speed: int, cpu_sockets: int, memory_bytes: int, cpu_used_percent, memory_used_bytes: int, ratios,
-                allocation: str):
+def size_fields(cpus: int, cpu_speed: int, cpu_sockets: int, memory_bytes: int, cpu_used_percent: float | None, memory_used_bytes: int,
+                ratios: tuple[float, float], allocation: Allocation | None) -> dict[str, Any]:
     """The CPU and memory fields of a host's view, from its capacity (services.capacity)."""
     capacity = host_capacity(cpus, cpu_speed, memory_bytes, ratios, allocation)
     used = capacity.used
@@ -114,7 +120,8 @@ def size_fields(cpus: int, cpu_speed: int, cpu_sockets: int, memory_bytes: int, 
     return fields
 
 
-def host_view(row, placements, allocations, seen=None) -> dict[str, Any]:
+def host_view(row: Row, placements: Mapping[int, Placement], allocations: Mapping[int, Allocation],
+              seen: Seen | None = None) -> dict[str, Any]:
     """One host's API view; fields that are None are left out, as CloudStack omits nulls.
 
     `placements` and `allocations` are by cluster and host id (render_hosts). Built field by

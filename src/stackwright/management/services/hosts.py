@@ -29,7 +29,14 @@ from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+    from datetime import datetime
+
+    from sqlalchemy import Row
+
     from stackwright.protocol import messages as m
+
+    from .capacity import Allocation
 
     from types import SimpleNamespace
     from ..services.queries import Page
@@ -50,7 +57,7 @@ ALLOCATION_EVENTS = {
 }
 
 
-def tag_string(tags) -> str | None:
+def tag_string(tags: Iterable[str] | None) -> str | None:
     """Host tags as CloudStack shows them: comma-joined, first occurrence order, no blanks."""
     seen = []
     for tag in tags or ():
@@ -72,10 +79,10 @@ class HostConnector:
     that case `waiting_message(service, host)` tells the administrator what the host waits for.
     """
 
-    def address(self, url: str):
+    def address(self, url: str) -> str | None:
         raise NotImplementedError
 
-    def connect(self, service: HostService, host: Host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str] | None:
         raise NotImplementedError
 
     def waiting_message(self, service: HostService, host: Host) -> None:
@@ -88,13 +95,13 @@ class SimulatorConnector(HostConnector):
     def address(self, url: str) -> None:
         return None
 
-    def agent(self, service: HostService, url: str):
+    def agent(self, service: HostService, url: str) -> simulator.SimulatedHost:
         try:
             return simulator.SimulatedHost(url, service.ctx.settings.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 
-    def connect(self, service: HostService, host: Host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str]:
         agent = self.agent(service, host.url)
         ip = host.ip_address or simulator.address(host.id, service.address_taken)
         # A reconnect keeps the name the host registered with.
@@ -107,7 +114,7 @@ class SimulatorConnector(HostConnector):
 class AgentConnector(HostConnector):
     """KVM hosts: a stackwright-agent on the host connects to the engine's agent channel."""
 
-    def address(self, url: str):
+    def address(self, url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise InvalidParameterValue(
@@ -115,7 +122,7 @@ class AgentConnector(HostConnector):
             )
         return parts.hostname
 
-    def connect(self, service: HostService, host: Host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str] | None:
         """An agent that registered before this addHost completes the host at once."""
         agents = service.ctx.agents
         found = agents.adopt_pending(host.ip_address)
@@ -162,7 +169,7 @@ class HostService:
             q = q.where(Host.zone_id == zone_id)
         return self.session.execute(q.order_by(Host.id)).scalars().first()
 
-    def presence(self, host_id: int):
+    def presence(self, host_id: int) -> Row[tuple[str, datetime | None]]:
         """(state, removed) of a host as committed now."""
         return self.session.execute(select(Host.state, Host.removed).where(Host.id == host_id)).one()
 
@@ -285,7 +292,7 @@ class HostService:
                  host.cpus, host.cpu_speed, host.memory_bytes)
         return host
 
-    def agent_pinged(self, host: Host, stats=None) -> None:
+    def agent_pinged(self, host: Host, stats: m.HostStats | None = None) -> None:
         """A heartbeat: the host is Up again if it was Alert or Disconnected."""
         host.last_pinged = int(time.time())
         if stats is not None:
@@ -378,7 +385,7 @@ class HostService:
 
     # maintenance
 
-    def begin_maintenance(self, host: Host):
+    def begin_maintenance(self, host: Host) -> Sequence[VmInstance]:
         """PrepareForMaintenance: no new guests come; returns the running guests to migrate away
         (services/migration.py ends it in Maintenance or ErrorInPrepareForMaintenance)."""
         self._live(host)
@@ -464,7 +471,7 @@ class HostService:
             q = q.where(false())   # no host is dedicated to HA or has out-of-band management
         return page(self.ctx, p, q, Host.id, whole_rows=True)
 
-    def view_rows(self, ids):
+    def view_rows(self, ids: Collection[int]) -> Sequence[Row]:
         """The VIEW_COLUMNS of hosts `ids`, in id order."""
         if not ids:
             return []
@@ -472,7 +479,7 @@ class HostService:
         return self.session.connection().execute(
             _HOST_VIEWS.where(Host.id.in_(ids)).order_by(Host.id)).all()
 
-    def view_context(self, rows):
+    def view_context(self, rows: Sequence[Row]) -> tuple[dict[int, tuple[Row, tuple[float, float]]], dict[int, Allocation]]:
         """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
         all of them: ({cluster id: (cluster row of CLUSTER_VIEW_COLUMNS, over-provisioning
         ratios)}, {host id: Allocation})."""
