@@ -18,7 +18,7 @@ from ..services.configuration import KEYS, key
 from ..services.queries import check_paging
 
 if TYPE_CHECKING:
-    from ..services.configuration import Key
+    from ..services.configuration import Key, ScopeResource
     from types import SimpleNamespace
     from ..context import Context
 
@@ -49,7 +49,7 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def configuration_view(k: Key, value, scope: str | None = None) -> dict[str, Any]:
+def configuration_view(k: Key, value: str | None, scope: str | None = None) -> dict[str, Any]:
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
@@ -67,7 +67,7 @@ def configuration_view(k: Key, value, scope: str | None = None) -> dict[str, Any
     })
 
 
-def requested_scope(p: SimpleNamespace):
+def requested_scope(p: SimpleNamespace) -> tuple[str, ScopeResource] | tuple[None, None]:
     """(scope, resource) named by the request, or (None, None); more than one is an error."""
     named = [(scope, getattr(p, param)) for param, scope, _model, _text in SCOPE_PARAMS if getattr(p, param) is not None]
     if len(named) > 1:
@@ -91,7 +91,7 @@ def list_configurations(ctx: Context, p: SimpleNamespace) -> ListResult:
     name = (p.name or "").lower()
     keyword = (p.keyword or "").lower()
 
-    def wanted(k: Key, value):
+    def wanted(k: Key, value: str | None) -> bool:
         if name and name not in k.name.lower():
             return False
         for wanted_value, actual in ((p.category, k.category), (p.group, k.group), (p.subgroup, k.subgroup)):

@@ -9,7 +9,7 @@ are special at cluster scope: they live in the cluster details `cpuOvercommitRat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import threading
 from dataclasses import dataclass
@@ -21,8 +21,14 @@ from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, ConfigValue
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.orm import Session
     from ..persistence.db import Database
+    from ..persistence.models import Account, Domain, ImageStore, StoragePool, Zone
+
+    # The row a scoped value belongs to, one per scope of SCOPES.
+    ScopeResource: TypeAlias = Zone | Cluster | StoragePool | Account | Domain | ImageStore
 
 SCOPES = ("zone", "cluster", "storagepool", "account", "domain", "imagestore")
 
@@ -48,7 +54,7 @@ class Key:
     maximum: float | None = None
     choices: tuple = ()             # allowed values of a String key, any case
 
-    def validate(self, value) -> None:
+    def validate(self, value: str | None) -> None:
         """Raise InvalidParameterValue unless `value` fits the key's type and range."""
         if value is None:
             return
@@ -81,7 +87,7 @@ class Key:
         if self.choices and value.lower() not in (c.lower() for c in self.choices):
             raise InvalidParameterValue(f"Please enter : {','.join(self.choices)}")
 
-    def typed(self, value) -> Any:
+    def typed(self, value: str | None) -> Any:
         if value is None:
             return None
         if self.type == "Boolean":
@@ -95,7 +101,8 @@ class Key:
         return value
 
 
-def _k(name: str, default, type: str = "String", scopes=(), description: str = "", **kw):
+def _k(name: str, default: str | None, type: str = "String", scopes: Iterable[str] = (), description: str = "",
+       **kw: Any) -> Key:
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 
 
@@ -218,7 +225,7 @@ class GlobalSettings:
         self._lock = threading.Lock()
         self._values = None
 
-    def load(self, session: Session | None = None):
+    def load(self, session: Session | None = None) -> dict[str, str | None]:
         if session is None:
             with self.db.transaction(readonly=True) as s:
                 return self.load(s)
@@ -275,7 +282,7 @@ class ConfigurationService:
         row = self._row(name, "global", 0)
         return row.value if row is not None else key(name).default
 
-    def scoped_value(self, name: str, scope: str, resource) -> str | None:
+    def scoped_value(self, name: str, scope: str, resource: ScopeResource) -> str | None:
         """Effective value of `name` for `resource` at `scope` (scoped, else global)."""
         if scope == "cluster" and name in CLUSTER_DETAIL_OF:
             value = resource.detail(CLUSTER_DETAIL_OF[name])
@@ -286,7 +293,7 @@ class ConfigurationService:
             return row.value
         return self.global_value(name)
 
-    def listing(self, scope: str | None = None, resource=None) -> list[tuple[Key, str | None]]:
+    def listing(self, scope: str | None = None, resource: ScopeResource | None = None) -> list[tuple[Key, str | None]]:
         """[(Key, effective value)] ordered by name; with a scope, only the keys valid there."""
         rows = self.session.execute(
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
@@ -306,7 +313,7 @@ class ConfigurationService:
                         values[name] = resource.detail(detail)
         return [(k, values.get(k.name)) for k in sorted(keys, key=lambda k: k.name)]
 
-    def set_global(self, name: str, value) -> None:
+    def set_global(self, name: str, value: str | None) -> None:
         k = key(name)
         k.validate(value)
         row = self._row(name, "global", 0)
@@ -317,7 +324,7 @@ class ConfigurationService:
         self.session.flush()
         self.settings.invalidate()
 
-    def set_scoped(self, name: str, value, scope: str, resource) -> None:
+    def set_scoped(self, name: str, value: str | None, scope: str, resource: ScopeResource) -> None:
         k = key(name)
         if scope not in k.scopes:
             raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
@@ -331,7 +338,7 @@ class ConfigurationService:
             row.value = value
         self.session.flush()
 
-    def reset(self, name: str, scope: str | None = None, resource=None) -> str | None:
+    def reset(self, name: str, scope: str | None = None, resource: ScopeResource | None = None) -> str | None:
         k = key(name)
         if scope is None:
             row = self._row(name, "global", 0)
