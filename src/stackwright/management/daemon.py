@@ -91,7 +91,7 @@ async def serve(opts: Options, engine: Engine) -> None:
 OPEN_FILES_WANTED = 65536
 
 
-def raise_open_file_limit():
+def raise_open_file_limit() -> int:
     """Raise the soft limit on open files towards the hard limit.
 
     Each connected agent holds one socket; with the usual soft limit of 1024 (systemd's

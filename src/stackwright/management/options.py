@@ -53,7 +53,7 @@ class Options:
     key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
 
-def split_address(text: str, default_host):
+def split_address(text: str, default_host: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text

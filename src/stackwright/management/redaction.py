@@ -11,10 +11,12 @@ import logging
 import logging.handlers
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+T = TypeVar("T")
 
 MASK = "******"
 
@@ -41,7 +43,7 @@ def is_secret(name: str) -> bool:
     return name in SECRET_NAMES or name.endswith("password") or name.endswith("secret")
 
 
-def redacted_value(name: str, value):
+def redacted_value(name: str, value: T) -> T | str:
     """`value` as an error text may show it: masked when parameter `name` is a secret."""
     return MASK if is_secret(name) else value
 

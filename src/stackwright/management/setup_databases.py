@@ -51,7 +51,7 @@ ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
                           for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
-def render_ini(region: str, endpoint: str, key, secret: str) -> str:
+def render_ini(region: str, endpoint: str, key: str, secret: str) -> str:
     cp = configparser.ConfigParser(interpolation=None)
     cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
     buf = io.StringIO()

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..services.steps import Steps
     from types import SimpleNamespace
     from ..context import Context
-    from ..persistence.models import Account
+    from ..persistence.models import Account, Entity
 
 VM_FIELDS = (
     ("id", "the ID of the virtual machine"), ("name", "the name of the virtual machine"),
@@ -132,7 +132,7 @@ def _job_vm(ctx: Context):
     return by_uuid(ctx.session, VmInstance, ctx.job.instance_uuid)
 
 
-def _id(row):
+def _id(row: Entity | None) -> int | None:
     return row.id if row is not None else None
 
 

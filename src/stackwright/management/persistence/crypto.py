@@ -105,7 +105,7 @@ def installed() -> bool:
     return _box is not None
 
 
-def is_encrypted(value) -> bool:
+def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 
 
@@ -116,14 +116,14 @@ class Encrypted(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def process_bind_param(self, value, dialect: Dialect) -> str | None:
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None:
             return None
         if _box is None:
             raise KeyFileError("no key to encrypt stored credentials: run stackwright-setup-databases")
         return _box.encrypt(value)
 
-    def process_result_value(self, value, dialect: Dialect) -> str | None:
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None or not is_encrypted(value):
             return value
         if _box is None:

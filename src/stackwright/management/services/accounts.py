@@ -74,7 +74,7 @@ class AccountService:
             select(Domain).where(Domain.parent_id.is_(None), Domain.removed.is_(None))
         ).scalar_one_or_none()
 
-    def ensure_root(self, admin_password: str | None = None):
+    def ensure_root(self, admin_password: str | None = None) -> User:
         """Create the ROOT domain and the `admin` root-admin account if missing.
 
         Returns the admin user; its keys are generated when it has none.
@@ -159,7 +159,8 @@ class AccountService:
 
     # --- login sessions -------------------------------------------------------------
 
-    def login(self, username: str, password: str, domain: Domain | None, attempts_allowed: int = 5):
+    def login(self, username: str, password: str, domain: Domain | None,
+              attempts_allowed: int = 5) -> tuple[User, LoginSession, str] | tuple[None, None, None]:
         """(user, login session, session key) for the right password of an enabled user, else
         (None, None, None). Only a digest of the session key is stored.
 

@@ -208,7 +208,7 @@ class CatalogService:
                             ServiceOffering.domain_id == self.ctx.account.domain_id))
         return page(self.ctx, p, q, ServiceOffering.id)
 
-    def domain_of(self, row) -> Domain | None:
+    def domain_of(self, row: ServiceOffering) -> Domain | None:
         """The Domain an offering (or another row with a domain_id) is restricted to, or None."""
         return self.session.get(Domain, row.domain_id) if row.domain_id else None
 
@@ -218,7 +218,7 @@ class CatalogService:
             q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
         return page(self.ctx, p, q, Template.id)
 
-    def template_view_context(self, templates: list[Template]):
+    def template_view_context(self, templates: list[Template]) -> tuple[dict[int, Zone], dict[int, Account]]:
         """({zone id: Zone}, {account id: Account}) the views of `templates` refer to, one query each."""
         return (rows_by_id(self.session, Zone, (t.zone_id for t in templates)),
                 rows_by_id(self.session, Account, (t.account_id for t in templates)))

@@ -34,6 +34,8 @@ from .configuration import CLUSTER_DETAIL_OF, key as config_key
 from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from types import SimpleNamespace
     from ..services.queries import Page
     from sqlalchemy import ColumnElement, Select
@@ -461,7 +463,7 @@ class HierarchyService:
         # Public zones (most of them) have no domain: no query for those.
         return self.session.get(Domain, domain_id).name if domain_id is not None else None
 
-    def hypervisors_in(self, zone: Zone):
+    def hypervisors_in(self, zone: Zone) -> Sequence[str]:
         """The hypervisor types of the live clusters of `zone`, sorted."""
         return self.session.execute(
             select(Cluster.hypervisor).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))

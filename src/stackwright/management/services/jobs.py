@@ -33,6 +33,10 @@ from ..persistence.models import AsyncJob, utcnow
 from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from stackwright.protocol import messages as m
+
     from ..context import Context
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,7 @@ class JobService:
         self.ctx = ctx
         self.session = ctx.session
 
-    def create(self, command: str, raw_params, instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
+    def create(self, command: str, raw_params: Mapping[str, str], instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
         params = {k: v for k, v in raw_params.items()
                   if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
         job = AsyncJob(
@@ -338,7 +342,7 @@ class JobExecutor:
     def _agent_step(self, step: AgentStep, settle: bool) -> tuple[bool, Any]:
         gateway = self.engine.gateway
 
-        def ask(request):
+        def ask(request: m.Request) -> m.Answer:
             return gateway.call(step.host, request, step.timeout, connect_wait=step.connect_wait)
 
         try:

@@ -482,7 +482,7 @@ class StorageService:
         q = select(ImageStore).where(ImageStore.removed.is_(None))
         return page(self.ctx, p, filtered(q, IMAGE_STORE_FILTERS, p), ImageStore.id)
 
-    def places_of(self, pool: StoragePool):
+    def places_of(self, pool: StoragePool) -> tuple[Zone | None, Pod | None, Cluster | None]:
         """(zone, pod or None, cluster or None) of a pool, for its view."""
         get = self.session.get
         return (get(Zone, pool.zone_id), get(Pod, pool.pod_id) if pool.pod_id else None,

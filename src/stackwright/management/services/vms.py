@@ -42,6 +42,9 @@ from ..persistence.models import (
 from .placement import GiB, size_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
     from ..context import Context
     from ..persistence.models import StoragePool
     from ..persistence.models import Zone
@@ -83,7 +86,7 @@ def vm_label(vm: VmInstance) -> str:
     return f"VM[User|{vm.instance_name}]"
 
 
-def disk_of(volume: Volume):
+def disk_of(volume: Volume) -> m.DiskSpec:
     """The protocol DiskSpec of a volume the agent created."""
     disk = codec.decode(m.DiskSpec, volume.disk)
     disk.device = ROOT_DEVICE
@@ -101,12 +104,12 @@ class VmService:
 
     # --- lookups and ownership -------------------------------------------------------
 
-    def root_volume(self, vm: VmInstance):
+    def root_volume(self, vm: VmInstance) -> Volume | None:
         return self.session.execute(
             select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
         ).scalars().first()
 
-    def locked(self, vm_id: int):
+    def locked(self, vm_id: int) -> VmInstance:
         """The VM row as committed now, locked for this transaction (MySQL)."""
         return self.session.execute(
             select(VmInstance).where(VmInstance.id == vm_id).with_for_update().execution_options(populate_existing=True)
@@ -156,7 +159,8 @@ class VmService:
 
     def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account,
                name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
-               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None, details=None,
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None,
+               details: Mapping[str, str] | None = None,
                root_disk_gb: int | None = None) -> VmInstance:
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
@@ -204,7 +208,7 @@ class VmService:
         return vm
 
     @staticmethod
-    def _sizes(offering: ServiceOffering, details):
+    def _sizes(offering: ServiceOffering, details: Mapping[str, str]) -> tuple[int, int, int]:
         if not offering.is_customized:
             return offering.cpu_number, offering.cpu_speed, offering.memory_mb
         wanted = {}
@@ -260,7 +264,7 @@ class VmService:
 
     # --- reconciliation with hypervisor reports ------------------------------------------
 
-    def reconcile(self, host: Host, reported, reported_at=None):
+    def reconcile(self, host: Host, reported: Mapping[str, str], reported_at: datetime | None = None) -> bool:
         """Correct the VM rows of `host` after its agent reported `reported` ({instance name: state}).
 
         A VM the database has Running on this host that the hypervisor does not run is
