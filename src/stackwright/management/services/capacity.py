@@ -198,7 +198,7 @@ class CapacityService:
 
     def _ratios(self, detail: Callable[[str], str | None]) -> tuple[float, float]:
         """The ratios from `detail(name)`, a cluster's detail or None; the global setting when None."""
-        config = self.ctx.configuration
+        config = self.ctx.settings
         out = []
         for setting in ("cpu.overprovisioning.factor", "mem.overprovisioning.factor"):
             value = detail(CLUSTER_DETAIL_OF[setting])
@@ -339,7 +339,7 @@ class CapacityService:
 
     def storage_factors(self, pool_ids: Collection[int]) -> dict[int, float]:
         """{pool id: storage.overprovisioning.factor} — the pool's value, else the global one."""
-        default = float(self.ctx.configuration.global_value(STORAGE_FACTOR))
+        default = float(self.ctx.settings.global_value(STORAGE_FACTOR))
         factors = dict.fromkeys(pool_ids, default)
         if pool_ids:
             scoped = self.session.execute(
