@@ -16,13 +16,14 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.engine import EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.jobs import run_job
 from tests.support.libvirtd import IsolatedLibvirtd, isolated_workdir
-from tests.support.netns import veth_pair
+from tests.support.netns import Namespace, veth_pair
 from tests.support.nfs import MOUNT_PORT, NFS_PORT, PORTMAP_PORT
 from tests.support.nsforward import LoopbackForwarder
 from tests.support.waiting import wait_for
@@ -41,30 +42,67 @@ def log_tail(path, lines=30):
     return "\n".join([line for line in text.splitlines() if "[stackwright.management.access]" not in line][-lines:])
 
 
-class KvmHost:
-    """A namespace with its own libvirtd and its own agent."""
+class LibvirtNode:
+    """A KVM host's hypervisor side: a network namespace with a libvirtd of its own, listening on
+    TCP without authentication as the `libvirt_tcp` role sets it up, under a host UUID of its own
+    (libvirt refuses to migrate to a host with its own UUID). `start_pair` starts two and joins
+    them."""
 
-    def __init__(self, address: str, device: str, workdir: Path):
+    def __init__(self, address: str, device: str):
         self.address, self.device = address, device
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.libvirt_dir = isolated_workdir()
         settings = {"listen_tcp": "1", "listen_tls": "0", "auth_tcp": '"none"', "host_uuid": '"%s"' % uuid.uuid4()}
         self.libvirtd = IsolatedLibvirtd(self.libvirt_dir, settings=settings, listen=True)
-        self.forwarder: LoopbackForwarder | None = None
-        self.agent: subprocess.Popen | None = None
-        self.properties = self.workdir / "agent.properties"
-        self.log_file = self.workdir / "agent.log"
-        self.id = None
 
-    def virsh(self, *args, check=True):
+    @property
+    def namespace(self) -> Namespace:
+        return self.libvirtd.namespace
+
+    def virsh(self, *args: str, check: bool = True) -> str:
         run = self.libvirtd.run(["virsh", "-c", "qemu:///system", *args], check=False)
         if check:
             assert run.returncode == 0, "virsh %s on %s: %s" % (" ".join(args), self.address, run.stderr)
         return run.stdout.strip()
 
-    def running(self):
+    def running(self) -> set[str]:
         return set(self.virsh("list", "--name").split())
+
+    def defined(self) -> set[str]:
+        """Every guest libvirtd knows here, running or not."""
+        return set(self.virsh("list", "--all", "--name").split())
+
+    def stop_libvirt(self) -> None:
+        """Power off what still runs here, stop the daemons and remove the namespaces."""
+        if self.libvirtd.daemon_pid() is not None:
+            for name in self.virsh("list", "--name", check=False).split():
+                self.virsh("destroy", name, check=False)
+        self.libvirtd.stop()
+        shutil.rmtree(self.libvirt_dir, ignore_errors=True)
+
+
+def start_pair(nodes: Sequence[LibvirtNode]) -> None:
+    """Start both nodes' libvirtd and join their namespaces by a veth pair, each end carrying its
+    node's address (the address the other migrates to)."""
+    first, second = nodes
+    for node in nodes:
+        node.libvirtd.start()
+    veth_pair(first.namespace, first.device, second.namespace, second.device)
+    for node in nodes:
+        node.namespace.ip("addr", "add", node.address + "/24", "dev", node.device)
+
+
+class KvmHost(LibvirtNode):
+    """A LibvirtNode with an agent of its own."""
+
+    def __init__(self, address: str, device: str, workdir: Path):
+        super().__init__(address, device)
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.forwarder: LoopbackForwarder | None = None
+        self.agent: subprocess.Popen | None = None
+        self.properties = self.workdir / "agent.properties"
+        self.log_file = self.workdir / "agent.log"
+        self.id = None
 
     def enroll(self, engine, site, token):
         token_file = self.workdir / "token"
@@ -99,11 +137,7 @@ class KvmHost:
                 self.agent.wait(10)
         if self.forwarder is not None:
             self.forwarder.stop()
-        if self.libvirtd.holder is not None:
-            for name in self.virsh("list", "--all", "--name", check=False).split():
-                self.virsh("destroy", name, check=False)
-        self.libvirtd.stop()
-        shutil.rmtree(self.libvirt_dir, ignore_errors=True)
+        self.stop_libvirt()
 
 
 class KvmCloud:
@@ -174,13 +208,9 @@ class KvmCloud:
         self.cluster = new_cluster(api, self.pod, unique, hypervisor="KVM")
         for address, device in zip(ADDRESSES, DEVICES, strict=True):
             self.hosts.append(KvmHost(address, device, self.workdir / address))
+        start_pair(self.hosts)
         for host in self.hosts:
-            host.libvirtd.start()
-        first, second = self.hosts
-        veth_pair(first.libvirtd.namespace, first.device, second.libvirtd.namespace, second.device)
-        for host in self.hosts:
-            namespace = host.libvirtd.namespace
-            namespace.ip("addr", "add", host.address + "/24", "dev", host.device)
+            namespace = host.namespace
             namespace.ip("link", "add", BRIDGE, "type", "bridge")
             namespace.ip("link", "set", BRIDGE, "up")
             host.forwarder = LoopbackForwarder(namespace.name, [engine.agent_port, PORTMAP_PORT, MOUNT_PORT,
