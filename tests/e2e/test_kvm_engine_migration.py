@@ -7,26 +7,30 @@ agent port and nfs-ganesha's ports (portmapper, MOUNT, NFS) are relayed from the
 loopback, so both hosts use the same NFS export as primary storage (QEMU's own NFS client).
 
 The tests share one engine, one cluster and both hosts, in file order: a guest migrates and
-back (the same guest continues: the destination's libvirt holds it as an incoming migration,
-never a boot); maintenance drains a host with running guests and cancel brings it back; a
-guest that fits nowhere leaves its host in ErrorInPrepareForMaintenance; an engine killed
-during a migration resolves it after its restart with exactly one running copy.
+back (the same guest continues: libvirt says it runs because it migrated, never a second
+boot); a migration whose destination libvirtd stops mid-way fails and leaves the guest running
+on its source, with no definition left on the destination; maintenance drains a host with three
+running guests and cancel brings it back; a guest that fits nowhere leaves its host in
+ErrorInPrepareForMaintenance; an engine killed during a migration resolves it after its
+restart with exactly one running copy. A migration is held "under way" by dropping, on the
+destination's veth, every connection but libvirtd's, so the migration data cannot flow.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 import uuid
 
 import pytest
 
+from tests.support.jobs import job_of
 from tests.support.kvm_cloud import KvmCloud
-from tests.support.libvirtd import missing_prerequisites
-from tests.support.waiting import wait_for
+from tests.support.libvirtd import missing_prerequisites, stop_pid
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow, pytest.mark.timeout(240)]
 
 MEMORY_MB = 128
+LIBVIRTD_TCP_PORT = 16509
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +45,32 @@ def site(tmp_path_factory, nfs_server):
         cloud.stop()
 
 
-def incoming(host, name):
-    """Whether `host`'s libvirt holds `name` as the result of an incoming migration (not a boot)."""
+def arrived(host, name):
+    """Whether `name` runs on `host` as the guest that migrated there, not a new boot: libvirt
+    records why a domain runs ("migrated", not "booted") and the migration it completed."""
+    reason = host.virsh("domstate", "--reason", name)
     info = host.virsh("domjobinfo", "--completed", name, check=False)
-    return "Incoming migration" in info or "Operation:" not in info and "Completed" in info
+    return reason == "running (migrated)" and ("Incoming migration" in info or "Operation:" not in info)
+
+
+@contextlib.contextmanager
+def migration_data_held(host):
+    """`host` takes no connection on its veth but libvirtd's: a migration to it starts (its
+    libvirtd prepares the incoming guest) and stays under way until this ends."""
+    rule = ["INPUT", "-i", host.device, "-p", "tcp", "!", "--dport", str(LIBVIRTD_TCP_PORT), "-j", "DROP"]
+    host.namespace.run(["iptables", "-I", *rule])
+    try:
+        yield
+    finally:
+        host.namespace.run(["iptables", "-D", *rule], check=False)
+
+
+def migration_under_way(site, vm, dest):
+    """Start migrating `vm` to `dest`; once the destination prepared its incoming copy, the job id."""
+    answer = site.api.migrateVirtualMachine(virtualmachineid=vm["id"], hostid=dest.id)
+    site.wait("the incoming copy on %s" % dest.address, lambda: vm["instancename"] in dest.defined(), 30)
+    assert site.vm(vm["id"])["state"] == "Migrating"
+    return answer["jobid"]
 
 
 def migrate(site, vm, dest):
@@ -66,13 +92,39 @@ def test_a_running_guest_migrates_to_the_other_host_and_back(site):
     assert (moved["state"], moved["hostid"]) == ("Running", b.id)
     assert [h.address for h in site.copies(name)] == [b.address]
     assert b.virsh("domuuid", name) == vm["id"]
-    assert incoming(b, name), b.virsh("domjobinfo", "--completed", name, check=False)
+    assert arrived(b, name), b.virsh("domstate", "--reason", name)
     assert name not in a.virsh("list", "--all", "--name").split()
 
     back = migrate(site, vm, a)
     assert (back["state"], back["hostid"]) == ("Running", a.id)
     assert [h.address for h in site.copies(name)] == [a.address]
-    assert incoming(a, name)
+    assert arrived(a, name)
+    site.discard(vm)
+
+
+def test_a_migration_whose_destination_libvirtd_stops_midway_leaves_the_guest_running_on_its_source(site):
+    a, b = site.hosts
+    vm = site.deploy(a)
+    name = vm["instancename"]
+    try:
+        with migration_data_held(b):
+            jobid = migration_under_way(site, vm, b)
+            stop_pid(b.libvirtd.daemon_pid(), "libvirtd")
+            job = job_of(site.api, jobid, 120)
+    finally:
+        if b.libvirtd.daemon_pid() is None:
+            b.libvirtd.start_libvirtd()
+    assert job["jobstatus"] == 2, job
+    text = job["jobresult"]["errortext"]
+    assert "Failed to migrate VM %s" % name in text and "migrate %s to %s" % (name, b.address) in text, text
+    now = site.vm(vm["id"])
+    assert (now["state"], now["hostid"]) == ("Running", a.id)
+    site.wait("host %s Up" % b.address, lambda: site.host_now(b)["state"] == "Up", 60)
+    # The destination's restarted libvirtd holds no definition of the guest that did not arrive.
+    assert name not in b.defined()
+    assert [h.address for h in site.copies(name)] == [a.address]
+    # The guest that stayed is the one that booted there.
+    assert a.virsh("domstate", "--reason", name) in ("running (booted)", "running (migration canceled)")
     site.discard(vm)
 
 
@@ -86,7 +138,7 @@ def test_maintenance_drains_a_host_with_running_guests_and_cancel_brings_it_back
         now = site.vm(vm["id"])
         assert (now["state"], now["hostid"]) == ("Running", b.id)
         assert [h.address for h in site.copies(vm["instancename"])] == [b.address]
-        assert incoming(b, vm["instancename"])
+        assert arrived(b, vm["instancename"])
     assert a.running() == set()
     job = site.job("cancelHostMaintenance", id=a.id)
     assert job["jobresult"]["host"]["resourcestate"] == "Enabled"
@@ -123,25 +175,21 @@ def test_an_engine_killed_during_a_migration_leaves_exactly_one_running_copy(sit
     a, b = site.hosts
     vm = site.deploy(a)
     name = vm["instancename"]
-    # Slow the migration down so the engine dies while it is under way.
-    a.virsh("migrate-setspeed", name, "1")
-    answer = site.api.migrateVirtualMachine(virtualmachineid=vm["id"], hostid=b.id)
-    wait_for("VM Migrating", lambda: site.vm(vm["id"])["state"] == "Migrating", 30)
-    time.sleep(0.5)
-    site.engine.kill()
+    with migration_data_held(b):
+        jobid = migration_under_way(site, vm, b)
+        site.engine.kill()
+    # The migration goes on without the engine: it comes back to a guest that moved meanwhile.
     site.engine.start()
     site.api = site.engine.client()
-    try:
-        wait_for("the migration resolved",
-                 lambda: site.api.queryAsyncJobResult(jobid=answer["jobid"])["jobstatus"] != 0, 120)
-        wait_for("the VM Running", lambda: site.vm(vm["id"])["state"] == "Running", 60)
-    except AssertionError as exc:
-        raise AssertionError("%s\n%s" % (exc, site.diagnostics())) from None
+    job = job_of(site.api, jobid, 120)
+    site.wait("the VM Running", lambda: site.vm(vm["id"])["state"] == "Running", 60)
     now = site.vm(vm["id"])
     copies = site.copies(name)
     assert len(copies) == 1, [h.address for h in copies]
     assert copies[0].id == now["hostid"]
+    # The job's outcome is where the guest runs.
+    assert (job["jobstatus"] == 1) == (now["hostid"] == b.id), (job, now["hostid"])
     for host in site.hosts:
-        wait_for("host %s Up" % host.address, lambda h=host: site.host_now(h)["state"] == "Up", 60)
+        site.wait("host %s Up" % host.address, lambda h=host: site.host_now(h)["state"] == "Up", 60)
     site.discard(vm)
     assert site.copies(name) == []
