@@ -48,7 +48,7 @@ SIM_TEMPLATE = "CentOS 5.6 (64-bit) no GUI (Simulator)"
 
 def twin_xml(xml: str, name: str) -> str:
     """A copy of a guest's definition under another name and UUID, its MACs left to libvirt and
-    its disks read-only (the copy shares the guest's volume)."""
+    its disks read-only (the copy shares the guest's volume), its console on every address."""
     root = ET.fromstring(xml)
     root.find("name").text = name
     root.find("uuid").text = str(uuid.uuid4())
@@ -58,6 +58,12 @@ def twin_xml(xml: str, name: str) -> str:
     for disk in root.iter("disk"):
         if disk.find("readonly") is None:
             ET.SubElement(disk, "readonly")
+    # Its console listens on every address, so it starts on either host (the guest's console
+    # listens on its host's address, which the engine rewrites when it migrates it).
+    for graphics in root.iter("graphics"):
+        graphics.set("listen", "0.0.0.0")
+        for listen in graphics.findall("listen"):
+            listen.set("address", "0.0.0.0")
     return ET.tostring(root, encoding="unicode")
 
 
