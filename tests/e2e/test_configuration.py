@@ -64,8 +64,7 @@ def test_list_ordered_paged_and_filtered(api):
     assert {c["category"] for c in api.listConfigurations(category="advanced")["configuration"]} == {"Advanced"}
     haproxy = [c["name"] for c in api.listConfigurations(keyword="haproxy")["configuration"]]
     assert "network.loadbalancer.haproxy.stats.visibility" in haproxy
-    assert all("haproxy" in name or "load balancer" in c["description"].lower()
-               for name, c in zip(haproxy, api.listConfigurations(keyword="haproxy")["configuration"], strict=True))
+    assert all("haproxy" in name for name in haproxy) and len(haproxy) >= 5
     status, body = raw_call(api, "listConfigurations", name="no.such.key.anywhere")
     assert (status, body) == (200, {"listconfigurationsresponse": {}})
     status, error = api_error(api.listConfigurations, pagesize=5)
