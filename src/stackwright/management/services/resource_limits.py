@@ -30,6 +30,7 @@ from ..persistence.models import (
     Volume,
 )
 from .accounts import ROOT_ADMIN
+from .configuration import key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -123,7 +124,7 @@ class ResourceLimitService:
         row = self._limit_row(rtype, account=account)
         if row is not None:
             return row.max
-        return int(self.ctx.settings.typed(f"max.account.{rtype.setting}"))
+        return self._default(f"max.account.{rtype.setting}")
 
     def domain_limit(self, domain: Domain, rtype: ResourceType) -> int:
         """The domain's limit in the type's unit: its own row, else max.domain.*; ROOT: -1."""
@@ -132,7 +133,11 @@ class ResourceLimitService:
         row = self._limit_row(rtype, domain=domain)
         if row is not None:
             return row.max
-        return int(self.ctx.settings.typed(f"max.domain.{rtype.setting}"))
+        return self._default(f"max.domain.{rtype.setting}")
+
+    def _default(self, name: str) -> int:
+        """A max.* setting as this transaction sees it (a change made in it counts at once)."""
+        return int(key(name).typed(self.ctx.settings.global_value(name)))
 
     def _count_row(self, rtype: ResourceType, account: Account | None = None, domain: Domain | None = None,
                    lock: bool = False) -> ResourceCount | None:
