@@ -44,6 +44,12 @@ def test_settings_the_engine_reads_are_marked_honoured():
     read &= set(KEYS)
     assert {"ping.interval", "incorrect.login.attempts.allowed", "api.throttling.max"} <= read
     assert not [name for name in read if not KEYS[name].honoured]
+    # And the other way round: a setting marked honoured is named where the engine reads it
+    # (the max.* defaults of resource limits are read by their type's name).
+    sources = "".join(path.read_text(encoding="utf-8") for path in (REPO / "src" / "stackwright").rglob("*.py")
+                      if path.name != "configuration.py")
+    claimed = [k.name for k in KEYS.values() if k.honoured and not k.name.startswith(("max.account.", "max.domain."))]
+    assert [name for name in claimed if '"%s"' % name not in sources] == []
     assert key("ping.interval").text.endswith(HONOURED)
     assert not key("expunge.delay").honoured and HONOURED not in key("expunge.delay").text
 
