@@ -72,6 +72,10 @@ def test_deploy_over_the_limit_is_refused_and_counts_follow_the_guests(api, worl
               for c in api.updateResourceCount(**owner)["resourcecount"]}
     assert (counts[0], counts[8], counts[9], counts[2]) == (1, 1, 512, 1)
     assert counts[10] == int(world.template["size"])
+    # The ROOT domain counts what all its accounts use.
+    [root] = api.updateResourceCount(domainid=account["domainid"], resourcetype=0)["resourcecount"]
+    assert (root["resourcetypename"], "account" in root, root["domain"]) == ("user_vm", False, "ROOT")
+    assert root["resourcecount"] >= 1
     # Below current usage: refused, the limit stays.
     error = api_error(api.updateResourceLimit, 431, resourcetype=9, max=256, **owner)
     assert "below its current usage of 512" in error["errortext"]
