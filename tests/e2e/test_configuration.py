@@ -62,8 +62,9 @@ def test_list_ordered_paged_and_filtered(api):
     pages = [c["name"] for c in first["configuration"] + second["configuration"]]
     assert pages == sorted(pages) and len(set(pages)) == 4
     assert {c["category"] for c in api.listConfigurations(category="advanced")["configuration"]} == {"Advanced"}
-    assert [c["name"] for c in api.listConfigurations(keyword="haproxy")["configuration"]] == [
-        "network.loadbalancer.haproxy.stats.visibility"]
+    haproxy = [c["name"] for c in api.listConfigurations(keyword="haproxy")["configuration"]]
+    assert "network.loadbalancer.haproxy.stats.visibility" in haproxy
+    assert all("haproxy" in name for name in haproxy) and len(haproxy) >= 5
     status, body = raw_call(api, "listConfigurations", name="no.such.key.anywhere")
     assert (status, body) == (200, {"listconfigurationsresponse": {}})
     status, error = api_error(api.listConfigurations, pagesize=5)
@@ -215,3 +216,49 @@ def test_global_change_is_seen_by_new_clusters(api, site, restore_global):
     assert cluster["cpuovercommitratio"] == "3.0"
     assert api.listClusters(id=site.sim["id"])["cluster"][0]["cpuovercommitratio"] == "1.0"
     assert one(api, "cpu.overprovisioning.factor", clusterid=cluster["id"])["value"] == "3.0"
+
+
+def test_catalogue_of_hundreds_with_honoured_ones_marked(api):
+    everything = api.listConfigurations(page=1, pagesize=1)
+    assert everything["count"] >= 400
+    ping = one(api, "ping.interval")
+    assert ping["description"].endswith("The engine honours this setting.")
+    ssl = one(api, "consoleproxy.sslEnabled")
+    assert (ssl["value"], ssl["defaultvalue"], ssl["type"], ssl["isdynamic"], ssl["category"]) == (
+        "false", "false", "Boolean", False, "Console Proxy")
+    assert "honours" not in ssl["description"]
+
+
+def test_expunge_delay_settable_and_reset(api, restore_global):
+    restore_global("expunge.delay")
+    conf = api.updateConfiguration(name="expunge.delay", value="120")["configuration"]
+    assert (conf["name"], conf["value"], conf["defaultvalue"]) == ("expunge.delay", "120", "86400")
+    assert one(api, "expunge.delay")["value"] == "120"
+    status, error = api_error(api.updateConfiguration, name="expunge.delay", value="two minutes")
+    assert (status, error["errortext"]) == (431, "Please enter a valid integer value for parameter expunge.delay")
+    assert api.resetConfiguration(name="expunge.delay")["configuration"]["value"] == "86400"
+
+
+@pytest.mark.parametrize("key, param, name, value", [
+    ("domain", "domainid", "destroy.root.volume.on.vm.destruction", "true"),
+    ("zone", "zoneid", "guest.domain.suffix", "guests.example"),
+    ("cluster", "clusterid", "force.ha", "true"),
+    ("storage", "storageid", "storage.pool.disk.wait", "90"),
+    ("account", "accountid", "allow.user.expunge.recover.vm", "true"),
+])
+def test_catalogue_keys_at_every_scope(api, site, key, param, name, value):
+    domain = api.listDomains(name="ROOT")["domain"][0]
+    resource = {"storage": site.pool, "account": site.account, "zone": site.zone, "cluster": site.sim,
+                "domain": domain}[key]
+    scope = {param: resource["id"]}
+    expected_scope = {"storage": "storagepool"}.get(key, key)
+    default = one(api, name)["value"]
+    try:
+        conf = api.updateConfiguration(name=name, value=value, **scope)["configuration"]
+        assert (conf["value"], conf["scope"]) == (value, expected_scope)
+        listed = one(api, name, **scope)
+        assert (listed["value"], listed["scope"]) == (value, expected_scope)
+        assert one(api, name)["value"] == default
+    finally:
+        api.resetConfiguration(name=name, **scope)
+    assert one(api, name, **scope)["value"] == default

@@ -35,8 +35,9 @@ def collections_path(tmp_path_factory):
     return collection_tree(tmp_path_factory.mktemp("collections"))
 
 
-def run_playbook(playbook, env, cwd, prefix):
-    run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-v", "-e", "prefix=%s" % prefix],
+def run_playbook(playbook, env, cwd, prefix, extra=()):
+    run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-v", "-e", "prefix=%s" % prefix,
+                          *extra],
                          cwd=str(cwd), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
     recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", run.stdout)
     if run.returncode != 0 or not recap:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .services.hosts import HostService
     from .services.jobs import JobService
     from .services.networks import NetworkService
+    from .services.resource_limits import ResourceLimitService
+    from .services.ssh_keys import SshKeyService
     from .services.storage import StorageService
     from .services.vms import VmService
 
@@ -142,6 +144,18 @@ class Context:
         from .services.vms import VmService
 
         return VmService(self)
+
+    @functools.cached_property
+    def limits(self) -> ResourceLimitService:
+        from .services.resource_limits import ResourceLimitService
+
+        return ResourceLimitService(self)
+
+    @functools.cached_property
+    def ssh_keys(self) -> SshKeyService:
+        from .services.ssh_keys import SshKeyService
+
+        return SshKeyService(self)
 
     @functools.cached_property
     def jobs(self) -> JobService:

@@ -58,7 +58,7 @@ def configuration_view(k: Key, value: str | None, scope: str | None = None) -> d
         "defaultvalue": k.default,
         "scope": scope or (k.scopes[0] if k.scopes else "global"),
         "category": k.category,
-        "description": k.description,
+        "description": k.text,
         "isdynamic": k.dynamic,
         "component": k.component,
         "group": k.group,

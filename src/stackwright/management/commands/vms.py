@@ -57,6 +57,7 @@ VM_FIELDS = (
     ("created", "the date when this virtual machine was created", "date"),
     ("nic", "the list of nics associated with vm", "list"), ("tags", "the list of resource tags associated", "list"),
     ("details", "Vm details in key/value pairs.", "map"),
+    ("keypairs", "ssh key-pairs"), ("userdata", "Base64 string containing the user data"),
 )
 VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
 VM_ID = Param("id", Uuid(VmInstance, owned=True), required=True, description="The ID of the virtual machine")
@@ -114,6 +115,8 @@ def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, o
                  "deviceid": "0"}],
         "tags": [],
         "details": dict(vm.details or {}),
+        "keypairs": vm.keypairs,
+        "userdata": vm.user_data,
         "jobid": job_uuid,
         "jobstatus": 0 if job_uuid else None,
     })
@@ -141,7 +144,8 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
     vm = ctx.vms.create(
         zone=p.zoneid, offering=p.serviceofferingid, template=p.templateid, owner=owner, name=p.name,
         display_name=p.displayname, hypervisor=p.hypervisor, host=p.hostid, pod=p.podid, cluster=p.clusterid,
-        details=map_dict(p.details), root_disk_gb=p.rootdisksize,
+        details=map_dict(p.details), root_disk_gb=p.rootdisksize, user_data=p.userdata,
+        keypairs=([p.keypair] if p.keypair else []) + list(p.keypairs or []),
     )
     return vm.uuid
 
@@ -163,6 +167,11 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
         Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
         Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
+        Param("keypair", String(), description="name of the ssh key pair used to login to the virtual machine"),
+        Param("keypairs", List(), description="names of the ssh key pairs used to login to the virtual machine"),
+        Param("userdata", String(1048576), description="an optional binary data that can be sent to the virtual "
+                                                       "machine upon a successful deployment, base64 encoded; stored "
+                                                       "and shown, not yet handed to the guest"),
     ])
 def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Creates and automatically starts a virtual machine based on a service offering and template."""
@@ -276,3 +285,14 @@ def migrate_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
         raise InvalidParameterValue("Either hostid or autoselect=true is required to migrate a VM")
     yield from migration.migrate_vm(vm_id, _id(p.hostid))
     return (yield DbStep(_view, vm_id))
+
+
+@api_command("getVirtualMachineUserData", response="virtualmachineuserdata", admin_only=False,
+             cmd_class=VM_PACKAGE + "GetVMUserDataCmd", since="4.4", fields=(
+                 ("virtualmachineid", "the ID of the virtual machine"), ("userdata", "Base 64 encoded VM user data")),
+             params=[Param("virtualmachineid", Uuid(VmInstance, owned=True), required=True,
+                           description="The ID of the virtual machine")])
+def get_virtual_machine_user_data(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
+    """Returns user data associated with the VM"""
+    vm = ctx.vms.check_access(p.virtualmachineid)
+    return compact({"virtualmachineid": vm.uuid, "userdata": vm.user_data})

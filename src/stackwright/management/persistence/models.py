@@ -349,6 +349,9 @@ class VmInstance(Entity, Base):
     nic_uuid: Mapped[str] = mapped_column(String(36), default=new_uuid)
     state_changed: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Base64 user data as given at deploy, and the names of its SSH key pairs (comma list).
+    user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
+    keypairs: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class Volume(Entity, Base):
@@ -368,6 +371,47 @@ class Volume(Entity, Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(32), default="Allocated")
     disk: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class SshKeyPair(Entity, Base):
+    """An SSH public key of an account. The private key of a generated pair is never stored."""
+
+    __tablename__ = "ssh_keypair"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
+
+
+# --- resource limits -------------------------------------------------------------
+
+
+class ResourceLimit(Base):
+    """A limit set for one account or one domain (exactly one of the two) on one resource type;
+    without a row the max.account.* / max.domain.* setting applies. -1: no limit."""
+
+    __tablename__ = "resource_limit"
+    __table_args__ = (Index("ix_resource_limit_owner", "account_id", "domain_id", "type"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[int] = mapped_column(Integer)
+    max: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+
+
+class ResourceCount(Base):
+    """What one account or one domain (its accounts and subdomains together) uses of one type,
+    changed in the transaction that changes the resource."""
+
+    __tablename__ = "resource_count"
+    __table_args__ = (Index("ix_resource_count_owner", "account_id", "domain_id", "type"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
 
 
 # --- networks -----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Typed configuration with scopes (global, zone, cluster, storagepool, account, domain).
 
-Each key is declared once in KEYS with its type, default (CloudStack's), the scopes where it
-may be set, and a validator. A scoped value overrides the global one; an unset scoped value
+Each key is declared once, in the settings catalogue (settings.json, loaded once into KEYS): its
+type, default (CloudStack's), category, the scopes where it may be set, whether it is dynamic,
+and whether the engine honours it; the others are stored and returned as given. A scoped value overrides the global one; an unset scoped value
 falls back to global, and an unset global value to the default. The over-provisioning factors
 are special at cluster scope: they live in the cluster details `cpuOvercommitRatio` and
 `memoryOvercommitRatio`, which is what capacity arithmetic reads.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -21,8 +24,6 @@ from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, ConfigValue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from sqlalchemy.orm import Session
     from ..persistence.db import Database
     from ..persistence.models import Account, Domain, ImageStore, StoragePool, Zone
@@ -42,7 +43,7 @@ CLUSTER_DETAIL_OF = {
 class Key:
     name: str
     default: str | None
-    type: str = "String"            # String, Integer, Long, Float, Boolean
+    type: str = "String"            # String, Integer, Long, Float, Double, Boolean
     scopes: tuple = ()              # scopes besides global
     category: str = "Advanced"
     component: str = "management-server"
@@ -53,6 +54,12 @@ class Key:
     subgroup: str = "Others"
     maximum: float | None = None
     choices: tuple = ()             # allowed values of a String key, any case
+    honoured: bool = False          # the engine acts on the value (others are stored and returned)
+
+    @property
+    def text(self) -> str:
+        """The description listConfigurations shows: honoured settings say so."""
+        return f"{self.description} {HONOURED}" if self.honoured else self.description
 
     def validate(self, value: str | None) -> None:
         """Raise InvalidParameterValue unless `value` fits the key's type and range."""
@@ -64,13 +71,13 @@ class Key:
             except ValueError:
                 raise InvalidParameterValue("Please enter either 'true' or 'false'.") from None
             return
-        if self.type in ("Integer", "Long", "Float"):
+        if self.type in ("Integer", "Long", "Float", "Double"):
             try:
                 # What a Java Integer, Long or Float holds, in ASCII digits: larger values cannot
                 # be stored, and a factor beyond a float's range turns capacities into infinities.
                 number = self.typed(value)
             except ValueError:
-                kind = "decimal number" if self.type == "Float" else "integer"
+                kind = "decimal number" if self.type in ("Float", "Double") else "integer"
                 raise InvalidParameterValue(
                     f"Please enter a valid {kind} value for parameter {self.name}"
                 ) from None
@@ -96,118 +103,30 @@ class Key:
             return values.parse_int(value, *values.INT32)
         if self.type == "Long":
             return values.parse_int(value)
-        if self.type == "Float":
+        if self.type in ("Float", "Double"):
             return values.parse_decimal(value)
         return value
 
 
-def _k(name: str, default: str | None, type: str = "String", scopes: Iterable[str] = (), description: str = "",
-       **kw: Any) -> Key:
-    return Key(name, default, type, tuple(scopes), description=description, **kw)
+CATALOGUE = Path(__file__).with_name("settings.json")
+HONOURED = "The engine honours this setting."
 
 
-KEYS = {k.name: k for k in (
-    _k("cpu.overprovisioning.factor", "1.0", "Float", ["cluster"],
-       "Used for CPU overprovisioning calculation; available CPU will be (actualCpuCapacity * cpu.overprovisioning.factor)",
-       minimum=1, category="Advanced", component="CapacityManager", group="Compute", subgroup="Overprovisioning"),
-    _k("mem.overprovisioning.factor", "1.0", "Float", ["cluster"],
-       "Used for memory overprovisioning calculation", minimum=1, component="CapacityManager",
-       group="Compute", subgroup="Overprovisioning"),
-    _k("storage.overprovisioning.factor", "2", "Float", ["storagepool"],
-       "Used for storage overprovisioning calculation; available storage will be (actualStorageSize * storage.overprovisioning.factor)",
-       minimum=1, component="StorageManager", group="Storage", subgroup="Overprovisioning"),
-    _k("cluster.cpu.allocated.capacity.disablethreshold", "0.85", "Float", ["cluster"],
-       "Percentage (as a value between 0 and 1) of cpu utilization above which allocators will disable using the cluster for low cpu available",
-       component="CapacityManager", group="Compute", maximum=1),
-    _k("cluster.memory.allocated.capacity.disablethreshold", "0.85", "Float", ["cluster"],
-       "Percentage (as a value between 0 and 1) of memory utilization above which allocators will disable using the cluster for low memory available",
-       component="CapacityManager", group="Compute", maximum=1),
-    _k("cluster.cpu.allocated.capacity.notificationthreshold", "0.75", "Float", ["cluster"],
-       "Percentage (as a value between 0 and 1) of cpu utilization above which alerts will be sent about low cpu available",
-       component="AlertManager", group="Compute", maximum=1),
-    _k("cluster.memory.allocated.capacity.notificationthreshold", "0.75", "Float", ["cluster"],
-       "Percentage (as a value between 0 and 1) of memory utilization above which alerts will be sent about low memory available",
-       component="AlertManager", group="Compute", maximum=1),
-    _k("cluster.threshold.enabled", "true", "Boolean", [],
-       "Enable/Disable cluster thresholds. If disabled, an instance can start in a cluster even if the threshold is crossed",
-       component="CapacityManager"),
-    _k("pool.storage.capacity.disablethreshold", "0.85", "Float", ["zone"],
-       "Percentage (as a value between 0 and 1) of storage utilization above which allocators will disable using the pool for low storage available",
-       component="CapacityManager", group="Storage", maximum=1),
-    _k("pool.storage.allocated.capacity.disablethreshold", "0.85", "Float", ["zone"],
-       "Percentage (as a value between 0 and 1) of allocated storage utilization above which allocators will disable "
-       "using the pool for low allocated storage available",
-       component="CapacityManager", group="Storage", maximum=1),
-    _k("ping.interval", "60", "Integer", [], "Interval in seconds at which agents ping the management server",
-       minimum=1, component="AgentManager", dynamic=False, group="Agent"),
-    _k("ping.timeout", "2.5", "Float", [],
-       "Multiplier of ping.interval after which a host that has not pinged is considered late",
-       minimum=1, component="AgentManager", dynamic=False, group="Agent"),
-    _k("host", "localhost", "String", [], "The IP address(es) of the management server that agents connect to (comma list)",
-       component="AgentManager", dynamic=False, group="Agent"),
-    _k("port", "8250", "Integer", [], "Port on which the management server listens for agents",
-       minimum=1, component="AgentManager", dynamic=False, group="Agent"),
-    _k("workers", "5", "Integer", [], "Number of worker threads handling remote agent connections",
-       minimum=1, component="AgentManager", dynamic=False, group="Agent"),
-    _k("api.throttling.enabled", "false", "Boolean", [], "Enable/disable API throttling",
-       component="ApiServer", dynamic=False, group="API"),
-    _k("api.throttling.interval", "1", "Integer", [], "Time interval (in seconds) to reset API count",
-       minimum=1, component="ApiServer", dynamic=False, group="API"),
-    _k("api.throttling.max", "25", "Integer", [], "Max allowed number of APIs within fixed interval",
-       minimum=1, component="ApiServer", dynamic=False, group="API"),
-    _k("api.throttling.cachesize", "50000", "Integer", [], "Account based API count cache size",
-       minimum=1, component="ApiServer", dynamic=False, group="API"),
-    _k("ha.tag", None, "String", [], "HA tag defining that the host marked with this tag can be used for HA purposes only",
-       component="HighAvailabilityManager"),
-    _k("host.reservation.release.period", "300000", "Long", [],
-       "The interval in milliseconds between host reservation release checks", component="ResourceManager"),
-    _k("router.stats.interval", "300", "Integer", [], "Interval (in seconds) to report router statistics",
-       component="NetworkOrchestrationService"),
-    _k("incorrect.login.attempts.allowed", "5", "Integer", [],
-       "Incorrect login attempts allowed before the user is disabled", minimum=1,
-       component="AccountManager", group="Access", subgroup="Users"),
-    _k("system.vm.random.password", "false", "Boolean", [], "Randomize system vm password the first time management server starts",
-       component="ManagementServer"),
-    _k("consoleproxy.loadscan.interval", "10000", "Long", [], "The time interval (in milliseconds) to scan console proxy working-load info",
-       component="ConsoleProxyManager"),
-    _k("default.page.size", "500", "Long", [], "Default page size for API list* commands",
-       minimum=1, component="ManagementServer", dynamic=False),
-    _k("check.pod.cidrs", "true", "Boolean", [], "If true, different pods must belong to different CIDR subnets.",
-       component="ConfigurationManager"),
-    _k("capacity.skipcounting.hours", "3600", "Integer", [],
-       "Time (in seconds) to wait before release VM's cpu and memory when VM in stopped state",
-       component="CapacityManager"),
-    _k("agent.load.threshold", "0.7", "Float", [],
-       "Percentage (as a value between 0 and 1) of connected agents after which agent load balancing will start happening",
-       component="ClusteredAgentManager", maximum=1),
-    _k("use.external.dns", "false", "Boolean", ["zone"], "Bypass internal dns, use external dns1 and dns2",
-       component="NetworkOrchestrationService"),
-    _k("allow.public.user.templates", "true", "Boolean", ["account"],
-       "If false, users will not be able to create public templates.", component="TemplateManager"),
-    _k("network.loadbalancer.haproxy.stats.visibility", "global", "String", [],
-       "Load Balancer(haproxy) stats visibility, the value can be one of the following six parameters : global,guest-network,link-local,disabled,all,default",
-       component="NetworkOrchestrationService",
-       choices=("global", "guest-network", "link-local", "disabled", "all", "default")),
-    _k("vmware.recycle.hung.wokervm", "false", "Boolean", [], "Specify whether or not to recycle hung worker VMs",
-       component="VMwareManager"),
-    _k("hypervisor.list", "KVM,Simulator", "String", [], "The list of hypervisors that this deployment will use.",
-       component="ManagementServer", dynamic=False),
-    _k("enforce.post.requests.and.timestamps", "false", "Boolean", [],
-       "Enforce the use of POST requests, signatureVersion 3 and expiry timestamps for signed API requests",
-       component="ApiServer", dynamic=False, group="API"),
-    _k("simulator.host.cpus", "8", "Integer", [], "Number of CPUs of a Simulator host added without a cpus= URL parameter",
-       minimum=1, component="SimulatorManager"),
-    _k("simulator.host.cpuspeed", "2000", "Integer", [], "CPU speed (MHz) of a Simulator host added without a cpuspeed= URL parameter",
-       minimum=1, component="SimulatorManager"),
-    _k("simulator.host.memory", "8589934592", "Long", [], "Memory (bytes) of a Simulator host added without a memory= URL parameter",
-       minimum=1, component="SimulatorManager"),
-    _k("simulator.pool.capacity", "1099511627776", "Long", [],
-       "Capacity (bytes) of a primary storage pool of a Simulator cluster created without capacitybytes",
-       minimum=1, component="SimulatorManager"),
-    _k("kvm.host.connect.timeout", "300", "Integer", [],
-       "Seconds addHost waits for a KVM host's agent to connect before giving up",
-       minimum=1, component="ResourceManager"),
-)}
+def _load_catalogue(path: Path = CATALOGUE) -> dict[str, Key]:
+    """The settings catalogue (settings.json): every setting a caller may look up or set."""
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    keys = {}
+    for e in entries:
+        keys[e["name"]] = Key(
+            e["name"], e["default"], e["type"], tuple(e["scopes"]), category=e["category"],
+            component=e["component"], description=e["description"], dynamic=e["dynamic"],
+            minimum=e.get("minimum"), maximum=e.get("maximum"), group=e.get("group", "Miscellaneous"),
+            subgroup=e.get("subgroup", "Others"), choices=tuple(e.get("choices", ())),
+            honoured=e.get("honoured", False))
+    return keys
+
+
+KEYS = _load_catalogue()
 
 
 def key(name: str) -> Key:

@@ -28,9 +28,10 @@ from ..errors import (
     InsufficientCapacity,
     ResourceUnavailable,
 )
-from ..persistence.models import Host, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Account, Host, StoragePool, Volume, Zone, utcnow
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
+from .resource_limits import CPU, MEMORY, PRIMARY_STORAGE, USER_VM, VOLUME
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
 from .vms import (
     ALLOCATED,
@@ -425,6 +426,8 @@ def _destroyed(ctx: Any, vm_id: int) -> None:
     volume = ctx.vms.root_volume(vm)
     if volume is not None and volume.state != ALLOCATED:
         volume.state = DESTROY
+    # A destroyed guest no longer counts; its root volume counts until it is expunged.
+    ctx.limits.change(ctx.session.get(Account, vm.account_id), {USER_VM: -1, CPU: -vm.cpu_number, MEMORY: -vm.memory_mb})
     ctx.event("VM.DESTROY", f"Destroyed VM {vm.instance_name}", vm.uuid)
 
 
@@ -471,6 +474,7 @@ def _expunged(ctx: Any, vm_id: int) -> None:
     now = utcnow()
     if volume is not None:
         volume.state, volume.removed = EXPUNGED, now
+        ctx.limits.change(ctx.session.get(Account, vm.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
         ctx.event("VOLUME.DELETE", f"Deleted root volume {volume.name} of {vm.instance_name}", volume.uuid)
     vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
     ctx.event("VM.EXPUNGE", f"Expunged VM {vm.instance_name}", vm.uuid)

@@ -40,9 +40,10 @@ from ..persistence.models import (
     utcnow,
 )
 from .placement import GiB, size_text
+from .resource_limits import vm_usage
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from ..context import Context
@@ -161,8 +162,11 @@ class VmService:
                name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
                host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None,
                details: Mapping[str, str] | None = None,
-               root_disk_gb: int | None = None) -> VmInstance:
-        """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
+               root_disk_gb: int | None = None, user_data: str | None = None,
+               keypairs: Sequence[str] = ()) -> VmInstance:
+        """Validate a deployment and create the VM (Stopped) with its Allocated root volume; the
+        owner's resource counts grow in the same transaction, and a deployment over one of its
+        limits is refused first."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
             raise InvalidParameterValue(f"Unable to find zone by id {zone.uuid}; it was deleted")
@@ -186,11 +190,16 @@ class VmService:
                     f"Root disk size override ({root_disk_gb} GB) is smaller than template size "
                     f"{size_text(template.size_bytes)}; pass rootdisksize >= {-(-template.size_bytes // GiB)}")
             size = root_disk_gb * GiB
+        pairs = self.ctx.ssh_keys.named(owner, keypairs)
+        user_data = self.ctx.ssh_keys.checked_user_data(user_data)
+        usage = vm_usage(cpu_number, memory_mb, size)
+        self.ctx.limits.check(owner, usage)
         vm = VmInstance(
             name=name or "pending", display_name=display_name, instance_name="pending", state=STOPPED,
             zone_id=zone.id, account_id=owner.id, domain_id=owner.domain_id, service_offering_id=offering.id,
             template_id=template.id, hypervisor=template.hypervisor, cpu_number=cpu_number, cpu_speed=cpu_speed,
             memory_mb=memory_mb, ha_enabled=offering.offer_ha, mac_address=self._free_mac(), details={},
+            user_data=user_data, keypairs=",".join(p.name for p in pairs) or None,
         )
         self.session.add(vm)
         self.session.flush()
@@ -203,6 +212,7 @@ class VmService:
             device_id=0, format=template.format.lower(), size_bytes=size, state=ALLOCATED,
         ))
         self.session.flush()
+        self.ctx.limits.change(owner, usage)
         self.ctx.event("VM.CREATE", f"Created VM {vm.name} ({vm.instance_name}) from template {template.name} with offering {offering.name}", vm.uuid)
         log.info("created VM %s (%s) in zone %s", vm.instance_name, vm.uuid, zone.name)
         return vm
