@@ -1,13 +1,13 @@
 """SSH key pairs, resource limits and counts, and the user data and key pairs of guests.
 
-Revision ID: 0007_keys_limits
-Revises: 0006
+Revision ID: 0008_keys_limits
+Revises: 0007_host_pod
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_keys_limits"
-down_revision = "0006"
+revision = "0008_keys_limits"
+down_revision = "0007_host_pod"
 branch_labels = None
 depends_on = None
 
