@@ -3,7 +3,9 @@
 Arithmetic follows cloudstack-api.md §7. CPU (MHz) and memory (bytes) come from hosts that
 are Up and Enabled; their totals are multiplied by each cluster's over-commit detail
 (`cpuOvercommitRatio`, `memoryOvercommitRatio`) — the value stored on the cluster, not the
-live global setting. Primary storage allocated capacity is the pool size times
+live global setting. Each guest counts as its size ÷ the ratios it was started with × the
+cluster's current ratios (a ratio change rates only guests started after it); guests of a
+host that is not Up count nowhere, as its total does not. Primary storage allocated capacity is the pool size times
 `storage.overprovisioning.factor` (the pool's own value, else the global one). Anything in
 a Disabled zone, pod or cluster, or on a host that is not Enabled, is left out.
 """
@@ -151,27 +153,35 @@ class CapacityService:
         return self._allocations(by.in_(list(ids)), by)
 
     def _allocations(self, which: ColumnElement[bool], by: SQLColumnExpression[int]) -> dict[int, Allocation]:
-        sums = (func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
+        """Each guest counts as its size ÷ the ratios it was started with (its details
+        `cpuOvercommitRatio`, `memoryOvercommitRatio`) × its cluster's current ratios, so a
+        ratio change rates only guests started after it; a guest without recorded ratios
+        counts at its size."""
+        started_with = (VmInstance.details[CPU_RATIO].as_string(), VmInstance.details[MEMORY_RATIO].as_string())
+        columns = (by, Host.cluster_id, *started_with,
+                   func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
         rows = self.session.execute(
-            select(by, *sums)
+            select(*columns)
             .join(Host, Host.id == VmInstance.host_id)
             .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
-            .group_by(by)
+            .group_by(by, Host.cluster_id, *started_with)
         ).all()
         # A migrating guest holds its destination's capacity too, until it has moved.
         rows += self.session.execute(
-            select(by, *sums)
+            select(*columns)
             .join(Host, Host.id == VmInstance.migration_host_id)
             .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
-            .group_by(by)
+            .group_by(by, Host.cluster_id, *started_with)
         ).all()
-        allocations: dict[int, Allocation] = {}
-        for key, cpu, memory in rows:
+        current = self.cluster_ratios({row[1] for row in rows})
+        held: dict[int, list[float]] = {}
+        for key, cluster_id, cpu_ratio, memory_ratio, cpu, memory in rows:
+            cpu_now, memory_now = current[cluster_id]
+            sums = held.setdefault(key, [0.0, 0.0])
             # SUM() is a Decimal on MySQL.
-            held = allocations.setdefault(key, Allocation())
-            held.cpu_mhz += int(cpu or 0)
-            held.memory_bytes += int(memory or 0) * 1024 * 1024
-        return allocations
+            sums[0] += int(cpu or 0) * _rerate(cpu_ratio, cpu_now)
+            sums[1] += int(memory or 0) * 1024 * 1024 * _rerate(memory_ratio, memory_now)
+        return {key: Allocation(round(cpu), round(memory)) for key, (cpu, memory) in held.items()}
 
     def host_allocations(self, host_ids: Collection[int]) -> dict[int, Allocation]:
         return self.allocations(Host.id, host_ids)
@@ -189,7 +199,9 @@ class CapacityService:
 
     def cluster_ratios(self, cluster_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
         """{cluster id: (CPU, memory) ratios} for `cluster_ids`, their details read in one query."""
-        details = {cid: {} for cid in cluster_ids}
+        details: dict[int, dict[str, str]] = {cid: {} for cid in cluster_ids}
+        if not details:
+            return {}
         for cluster_id, name, value in self.session.execute(
                 select(ClusterDetail.cluster_id, ClusterDetail.name, ClusterDetail.value).where(
                     ClusterDetail.cluster_id.in_(list(details)), ClusterDetail.name.in_((CPU_RATIO, MEMORY_RATIO)))):
@@ -214,8 +226,8 @@ class CapacityService:
 
     def cluster_capacities(self, clusters: Mapping[int, Cluster], usable_only: bool = False) -> dict[int, Capacity]:
         """{cluster id: Capacity} of the Up and Enabled hosts of `clusters` (id -> Cluster) taken
-        together, against what guests hold on any of the clusters' hosts (with `usable_only`,
-        on those Up and Enabled hosts only: what placement's thresholds measure, so that the
+        together, against what guests hold on the clusters' Up hosts (with `usable_only`, on
+        those Up and Enabled hosts only: what placement's thresholds measure, so that the
         guests of a host being drained do not count twice). A cluster without such hosts has
         no entry."""
         if not clusters:
@@ -226,9 +238,11 @@ class CapacityService:
             Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
             Host.state == "Up", Host.resource_state == "Enabled",
         ).group_by(Host.cluster_id)
-        which = Host.cluster_id.in_(list(clusters))
+        # A host that is not Up (Down, Disconnected, Alert) gives neither its total nor its
+        # guests' usage until they are stopped or moved.
+        which = Host.cluster_id.in_(list(clusters)) & (Host.state == "Up")
         if usable_only:
-            which = which & (Host.state == "Up") & (Host.resource_state == "Enabled")
+            which = which & (Host.resource_state == "Enabled")
         used = self._allocations(which, Host.cluster_id)
         # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
         return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
@@ -360,6 +374,20 @@ class CapacityService:
             s = sums[(SECONDARY_STORAGE, zone_id)]
             s.total += int(total or 0)
             s.used += int(used or 0)
+
+
+def _rerate(started_with: str | None, now: float) -> float:
+    """How much of its size a guest started at ratio `started_with` takes at ratio `now`."""
+    try:
+        ratio = float(started_with) if started_with is not None else None
+    except ValueError:
+        ratio = None
+    return now / ratio if ratio else 1.0
+
+
+def started_ratios(ratios: tuple[float, float]) -> dict[str, str]:
+    """The VM details that record the (CPU, memory) ratios a guest is started with."""
+    return {CPU_RATIO: repr(float(ratios[0])), MEMORY_RATIO: repr(float(ratios[1]))}
 
 
 def _range_size(start: str | None, end: str | None) -> int:

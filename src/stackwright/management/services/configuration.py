@@ -39,6 +39,7 @@ class Key:
     subgroup: str = "Others"
     maximum: float | None = None
     choices: tuple = ()             # allowed values of a String key, any case
+    plain: bool = False             # a Float key takes digits with at most one point only
 
     def validate(self, value):
         """Raise InvalidParameterValue unless `value` fits the key's type and range."""
@@ -56,6 +57,11 @@ class Key:
                 # be stored, and a factor beyond a float's range turns capacities into infinities.
                 number = self.typed(value)
             except ValueError:
+                if self.plain:
+                    raise InvalidParameterValue(
+                        "Please enter a plain decimal number (digits with at most one point) between %g and %g "
+                        "for the configuration parameter: %s" % (self.minimum or 0, self.maximum, self.name)
+                    ) from None
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
                     "Please enter a valid %s value for parameter %s" % (kind, self.name)
@@ -84,7 +90,7 @@ class Key:
         if self.type == "Long":
             return values.parse_int(value)
         if self.type == "Float":
-            return values.parse_decimal(value)
+            return values.parse_plain_decimal(value) if self.plain else values.parse_decimal(value)
         return value
 
 
@@ -93,13 +99,19 @@ def _k(name, default, type="String", scopes=(), description="", **kw):
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 
 
+# The largest over-provisioning factors the hypervisors take: KVM's CFS shares and quotas
+# divide a core down to the guests' MHz, and its balloon starts a guest at memory ÷ factor,
+# which below an eighth of its memory no longer boots an ordinary guest.
+MAX_CPU_FACTOR, MAX_MEMORY_FACTOR = 16, 8
+
 KEYS = {k.name: k for k in (
     _k("cpu.overprovisioning.factor", "1.0", "Float", ["cluster"],
        "Used for CPU overprovisioning calculation; available CPU will be (actualCpuCapacity * cpu.overprovisioning.factor)",
-       minimum=1, category="Advanced", component="CapacityManager", group="Compute", subgroup="Overprovisioning"),
-    _k("mem.overprovisioning.factor", "1.0", "Float", ["cluster"],
-       "Used for memory overprovisioning calculation", minimum=1, component="CapacityManager",
+       minimum=1, maximum=MAX_CPU_FACTOR, plain=True, category="Advanced", component="CapacityManager",
        group="Compute", subgroup="Overprovisioning"),
+    _k("mem.overprovisioning.factor", "1.0", "Float", ["cluster"],
+       "Used for memory overprovisioning calculation", minimum=1, maximum=MAX_MEMORY_FACTOR, plain=True,
+       component="CapacityManager", group="Compute", subgroup="Overprovisioning"),
     _k("storage.overprovisioning.factor", "2", "Float", ["storagepool"],
        "Used for storage overprovisioning calculation; available storage will be (actualStorageSize * storage.overprovisioning.factor)",
        minimum=1, component="StorageManager", group="Storage", subgroup="Overprovisioning"),

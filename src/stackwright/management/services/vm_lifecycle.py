@@ -19,6 +19,8 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
@@ -28,7 +30,8 @@ from ..errors import (
     InsufficientCapacity,
     ResourceUnavailable,
 )
-from ..persistence.models import Host, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Cluster, Host, ServiceOffering, StoragePool, Volume, Zone, utcnow
+from .capacity import MEMORY_RATIO, started_ratios
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
@@ -203,6 +206,10 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
         "resumed": resumed, "bridge": vms.guest_bridge(zone),
     }
     vm.state, vm.host_id, vm.state_changed = STARTING, target.id, utcnow()
+    if not resumed:
+        # The ratios it starts with are its own until it is started again.
+        ratios = ctx.capacity.ratios(session.get(Cluster, target.cluster_id))
+        vm.details = {**(vm.details or {}), **started_ratios(ratios)}
     if create:
         volume.pool_id, volume.state = pool.id, CREATING
     else:
@@ -211,11 +218,19 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
 
 
 def _guest_spec(vm: Any, volume: Volume, host: Host, bridge: str) -> m.VmSpec:
+    """The guest as `host` runs it: its offering's memory as maximum, memory ÷ the memory ratio
+    it was started with as what the host reserves, and with the offering's limitcpuuse each
+    vCPU capped at the offering's MHz."""
     bridges = set(filter(None, (host.details or {}).get("bridges", "").split(",")))
     nics = [m.NicSpec(mac=vm.mac_address, bridge=bridge)] if bridge in bridges else []
+    memory_ratio = float((vm.details or {}).get(MEMORY_RATIO) or 1.0)
+    min_memory = int(vm.memory_mb / memory_ratio) if memory_ratio > 1.0 else None
+    offering = object_session(vm).get(ServiceOffering, vm.service_offering_id)
+    cpu_cap = (min(1.0, vm.cpu_speed / host.cpu_speed)
+               if offering is not None and offering.limit_cpu_use and host.cpu_speed else None)
     return m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
                     memory_mb=vm.memory_mb, disks=[disk_of(volume)], nics=nics,
-                    vnc_listen=host.ip_address or "127.0.0.1")
+                    vnc_listen=host.ip_address or "127.0.0.1", min_memory_mb=min_memory, cpu_cap=cpu_cap)
 
 
 def _discard_volume(pool: m.PoolSpec, name: str):
