@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec, VmNotFound
-from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState
+from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState, check_sizing
 
 SIMULATOR_VERSION = "1.0"
 
@@ -97,6 +97,7 @@ class SimulatorDriver(HypervisorDriver):
     def start(self, spec: VmSpec) -> VmState:
         if not spec.name or spec.vcpus < 1 or spec.memory_mb < 1:
             raise InvalidSpec(f"VM {spec.name!r}: name, vcpus >= 1 and memory_mb >= 1 are required")
+        check_sizing(spec)
         with self._lock:
             guest = self._guests.get(spec.name)
             if guest is not None and guest.state is VmState.RUNNING:

@@ -25,6 +25,7 @@ from stackwright.agent.hypervisor.base import (
     NfsSource,
     VmSpec,
     VmState,
+    check_sizing,
     nfs_path,
 )
 from stackwright.agent.hypervisor.libvirt import xml
@@ -47,6 +48,7 @@ def validate_spec(spec: VmSpec) -> None:
     for label, value in (("vcpus", spec.vcpus), ("memory_mb", spec.memory_mb), ("cpu_mhz", spec.cpu_mhz)):
         if not isinstance(value, int) or value <= 0:
             raise InvalidSpec(f"VM {spec.name}: {label} must be a positive integer, got {value!r}")
+    check_sizing(spec)
     devices = [disk.device for disk in spec.disks]
     for disk in spec.disks:
         if not DISK_DEVICE.fullmatch(disk.device):
