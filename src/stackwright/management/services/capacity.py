@@ -4,10 +4,11 @@ Arithmetic follows cloudstack-api.md §7. CPU (MHz) and memory (bytes) come from
 are Up and Enabled; their totals are multiplied by each cluster's over-commit detail
 (`cpuOvercommitRatio`, `memoryOvercommitRatio`) — the value stored on the cluster, not the
 live global setting. Each guest counts as its size ÷ the ratios it was started with × the
-cluster's current ratios (a ratio change rates only guests started after it); guests of a
-host that is not Up count nowhere, as its total does not. Primary storage allocated capacity is the pool size times
-`storage.overprovisioning.factor` (the pool's own value, else the global one). Anything in
-a Disabled zone, pod or cluster, or on a host that is not Enabled, is left out.
+cluster's current ratios (a ratio change rates only guests started after it); the guests of
+a host that is not Up count nowhere, as its total does not. Primary storage allocated
+capacity is the pool size times `storage.overprovisioning.factor` (the pool's own value,
+else the global one). Anything in a Disabled zone, pod or cluster, or on a host that is not
+Enabled, is left out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from .. import values
 from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
 from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY, MIGRATING
@@ -377,12 +379,12 @@ class CapacityService:
 
 
 def _rerate(started_with: str | None, now: float) -> float:
-    """How much of its size a guest started at ratio `started_with` takes at ratio `now`."""
+    """How much of its size a guest started at ratio `started_with` takes at ratio `now`
+    (all of it when it has no readable ratio of at least 1)."""
     try:
-        ratio = float(started_with) if started_with is not None else None
+        return now / values.parse_decimal(started_with, 1.0)
     except ValueError:
-        ratio = None
-    return now / ratio if ratio else 1.0
+        return 1.0
 
 
 def started_ratios(ratios: tuple[float, float]) -> dict[str, str]:
