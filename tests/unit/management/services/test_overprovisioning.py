@@ -166,3 +166,15 @@ def test_a_host_that_is_not_up_counts_nowhere(ctx, world, gateway, jobs):
         assert (rows[CPU]["capacityused"], rows[CPU]["capacitytotal"]) == (0, 2000)
         assert rows[MEMORY]["percentused"] == "0"
     assert other.id != on.id
+
+
+def test_limitcpuuse_caps_each_vcpu_at_the_offerings_speed(ctx, world, gateway, jobs):
+    _cluster, host, _driver = guide_example(ctx, world, gateway)
+    world.offering.limit_cpu_use = True
+    ctx.session.commit()
+    vm = new_vm(ctx, world, 1024)
+    assert call(ctx, jobs, "startVirtualMachine", vm).status == 1
+    ctx.session.refresh(vm)
+    spec = _guest_spec(vm, ctx.vms.root_volume(vm), host, "cloudbr0")
+    assert (spec.vcpus, spec.cpu_mhz, spec.cpu_cap, spec.min_memory_mb) == (1, 500, 0.5, 512)
+    ctx.session.commit()
