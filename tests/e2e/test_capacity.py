@@ -263,7 +263,8 @@ def test_a_ratio_change_affects_only_vms_started_after_it(api, guide):
 
 
 @pytest.mark.parametrize("value, accepted", [
-    ("0.5", "between 1 and 8"), ("9", "between 1 and 8"), ("2e0", "plain decimal number"), ("two", "plain decimal"),
+    ("0.5", "greater than or equal to 1 and at most 8"), ("9", "greater than or equal to 1 and at most 8"),
+    ("2e0", "plain decimal number"), ("two", "plain decimal"),
 ])
 def test_bad_memory_factors(api, world, value, accepted):
     _zone, _pod, cluster = world
@@ -274,6 +275,5 @@ def test_bad_memory_factors(api, world, value, accepted):
 
 
 def test_bad_cpu_factor(api):
-    api_error(api.updateConfiguration, 431,
-              "Please enter a value between 1 and 16 for the configuration parameter: cpu.overprovisioning.factor",
-              name="cpu.overprovisioning.factor", value="17")
+    api_error(api.updateConfiguration, 431, "cpu.overprovisioning.factor should be greater than or equal to 1 and "
+              "at most 16", name="cpu.overprovisioning.factor", value="17")

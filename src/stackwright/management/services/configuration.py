@@ -66,6 +66,12 @@ class Key:
                 raise InvalidParameterValue(
                     "Please enter a valid %s value for parameter %s" % (kind, self.name)
                 ) from None
+            if self.plain and not self.minimum <= number <= self.maximum:
+                # CloudStack's text for a factor below 1, with the range the hypervisors take.
+                raise InvalidParameterValue(
+                    "%s should be greater than or equal to %g and at most %g"
+                    % (self.name, self.minimum, self.maximum)
+                )
             if self.maximum is not None and not (self.minimum or 0) <= number <= self.maximum:
                 raise InvalidParameterValue(
                     "Please enter a value between %g and %g for the configuration parameter: %s"

@@ -35,9 +35,8 @@ def cluster(session, zone_pod):
 
 @pytest.mark.parametrize("name, value, text", [
     ("cpu.overprovisioning.factor", "0.99",
-     "Please enter a value between 1 and 16 for the configuration parameter: cpu.overprovisioning.factor"),
-    ("mem.overprovisioning.factor", "8.5",
-     "Please enter a value between 1 and 8 for the configuration parameter: mem.overprovisioning.factor"),
+     "cpu.overprovisioning.factor should be greater than or equal to 1 and at most 16"),
+    ("mem.overprovisioning.factor", "8.5", "mem.overprovisioning.factor should be greater than or equal to 1 and at most 8"),
     *(("mem.overprovisioning.factor", text,
        "Please enter a plain decimal number (digits with at most one point) between 1 and 8 for the configuration "
        "parameter: mem.overprovisioning.factor") for text in ("two", "nan", "2e0", "+2", "2.", ".5", "0x2", "１")),
