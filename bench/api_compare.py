@@ -1,6 +1,7 @@
 """The API benchmark's cases for two source trees of the engine, in alternating rounds.
 
-One database and one client process; in each round the engine of each tree is started in
+One client process and, for each tree, a database of its own schema set up and loaded by the
+tree's own code; in each round the engine of each tree is started in
 turn (its code chosen by PYTHONPATH) and measured right after the bare aiohttp handler, so
 a change is judged against its base under the same load of a shared machine:
 
@@ -30,21 +31,58 @@ sys.path.insert(0, str(ROOT))
 from bench.api_bench import (  # noqa: E402
     Api,
     Baseline,
-    detach_simulated_agents,
-    load_hosts,
     pod_pair,
     run_case,
 )
 from tests.support.engine import EngineProcess  # noqa: E402
 
 
-def measure_tree(results, label, src, workdir, db_url, key, secret, zones_zone, hosts_zone, pages, args, run):
+# Loads the hosts with the code of the tree on PYTHONPATH (each tree's schema is its own).
+LOADER = """
+import json, sys
+from bench.api_bench import detach_simulated_agents, load_hosts
+db_url, zone_hosts, hosts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+zones_zone, _took = load_hosts(db_url, "bench-zones", zone_hosts)
+hosts_zone, _took = load_hosts(db_url, "bench-hosts", hosts)
+detach_simulated_agents(db_url)
+print(json.dumps([zones_zone, hosts_zone]))
+"""
+
+
+def key_file_of(src):
+    """Where an engine of tree `src` keeps its key for secrets at rest: next to its database
+    (workdir/<tree>/key), or nowhere for a tree older than encryption at rest."""
+    return (src / "stackwright" / "management" / "persistence" / "crypto.py").exists()
+
+
+def prepare_tree(label, src, workdir, args):
+    """A database of the tree's own schema, set up by its own code, with the benchmark's zones:
+    (db url, key file, api key, secret, zones zone, hosts zone)."""
+    import os
+    import subprocess
+
+    home = workdir / label
+    db_url = "sqlite:///%s" % (home / "cloud.db")
+    key_file = home / "key" if key_file_of(src) else False
+    setup = EngineProcess(home, db_url, env={"PYTHONPATH": str(src)}, key_file=key_file)
+    setup.setup_database()
+    out = subprocess.run(
+        [sys.executable, "-c", LOADER, db_url, str(args.zone_hosts), str(args.hosts)],
+        env=dict(os.environ, PYTHONPATH="%s:%s" % (src, ROOT)), capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError("loading the hosts of %s failed:\n%s" % (label, out.stderr[-2000:]))
+    zones_zone, hosts_zone = json.loads(out.stdout.splitlines()[-1])
+    return db_url, key_file, setup.api_key, setup.api_secret, zones_zone, hosts_zone
+
+
+def measure_tree(results, label, src, workdir, prepared, pages, args, run):
     """One round of every case for the engine of source tree `src`."""
+    db_url, key_file, key, secret, zones_zone, hosts_zone = prepared
     env = {"PYTHONPATH": str(src)}
     quiet = ["--log-level", "WARNING"]
-    cached = EngineProcess(workdir / ("engine-" + label), db_url, extra_args=quiet, env=env)
+    cached = EngineProcess(workdir / ("engine-" + label), db_url, extra_args=quiet, env=env, key_file=key_file)
     uncached = EngineProcess(workdir / ("engine-" + label), db_url, extra_args=quiet + ["--api-cache-size", "0"],
-                             env=env)
+                             env=env, key_file=key_file)
     for engine in (cached, uncached):
         engine.api_key, engine.api_secret = key, secret
     round_ = {"tree": label, "round": run, "cases": []}
@@ -110,7 +148,8 @@ def document(results, clients, base_commit):
          for name, base, head, ratio, better in rows])
     return "\n".join([
         "`bench/api_compare.py` (method in its docstring) runs the API benchmark's cases for this",
-        "commit (head) and for base %s in alternating rounds, one database and one client process" % base_commit,
+        "commit (head) and for base %s in alternating rounds, one client process and a database per" % base_commit,
+        "tree (each of its own schema, set up by its own code, with the same zones and hosts)",
         "(the base checked out beside it with `git worktree add /tmp/base %s`)." % base_commit,
         "The machine is shared with other work and noisy: absolute figures move from run to run",
         "by tens of percent, so what counts are the ratios measured side by side in each round.",
@@ -139,23 +178,18 @@ def main(argv=None):
     base_commit = args.base_name or _commit_of(base_src)
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="stackwright-compare-"))
-    db_url = "sqlite:///%s" % (workdir / "cloud.db")
     results = {"hosts": args.hosts, "rounds_per_tree": args.rounds, "rounds": []}
     try:
-        setup = EngineProcess(workdir / "setup", db_url)
-        setup.setup_database()
-        key, secret = setup.api_key, setup.api_secret
-        zones_zone, took = load_hosts(db_url, "bench-zones", args.zone_hosts)
-        hosts_zone, took2 = load_hosts(db_url, "bench-hosts", args.hosts)
-        detach_simulated_agents(db_url)
-        print("loaded %d + %d Simulator hosts in %.1f s" % (args.zone_hosts, args.hosts, took + took2), flush=True)
+        # Each tree gets a database of its own schema (same zones and hosts), set up by its own code.
+        prepared = {label: prepare_tree(label, src, workdir, args)
+                    for label, src in (("base", base_src), ("head", head_src))}
+        print("loaded %d + %d Simulator hosts for each tree" % (args.zone_hosts, args.hosts), flush=True)
         pages = max(1, (args.hosts + 499) // 500)
         for run in range(args.rounds):
             # Alternate which tree goes first, so neither always runs on a machine just warmed up.
             trees = [("base", base_src), ("head", head_src)]
             for label, src in (trees if run % 2 == 0 else trees[::-1]):
-                measure_tree(results, label, src, workdir, db_url, key, secret, zones_zone, hosts_zone, pages,
-                             args, run)
+                measure_tree(results, label, src, workdir, prepared[label], pages, args, run)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()

@@ -93,18 +93,18 @@ def test_a_session_request_needs_its_session_key(api, engine, unique):
 
 def test_wrong_passwords_lock_the_user_until_an_admin_enables_it(api, engine, unique):
     user, password = new_user(api, engine, unique, prefix="l")
-    for _ in range(5):
+    for _attempt in range(5):
         assert login(engine, "l" + unique, "wrong")[0] == 531
     status, body = login(engine, "l" + unique, password)
     assert status == 531 and password not in json.dumps(body)
     assert api.listUsers(id=user["id"])["user"][0]["state"] == "locked"
-    for _ in range(3):
+    for _attempt in range(3):
         assert login(engine, "l" + unique, password)[0] == 531
     enabled = api.enableUser(id=user["id"])["user"]
     assert enabled["state"] == "enabled"
     assert login(engine, "l" + unique, password)[0] == 200
     # A success clears the count: four more mistakes do not lock.
-    for _ in range(4):
+    for _attempt in range(4):
         assert login(engine, "l" + unique, "wrong")[0] == 531
     assert login(engine, "l" + unique, password)[0] == 200
 
@@ -113,7 +113,7 @@ def test_the_lockout_threshold_is_the_setting(api, engine, unique):
     user, password = new_user(api, engine, unique, prefix="t")
     api.updateConfiguration(name="incorrect.login.attempts.allowed", value="2")
     try:
-        for _ in range(2):
+        for _attempt in range(2):
             assert login(engine, "t" + unique, "wrong")[0] == 531
         assert login(engine, "t" + unique, password)[0] == 531
     finally:
@@ -139,8 +139,8 @@ def test_login_time_does_not_tell_which_names_exist(api, engine, unique):
         assert login(engine, username, "wrong")[0] == 531
         return time.perf_counter() - started
 
-    known = statistics.median(timed("k" + unique) for _ in range(3))
-    unknown = statistics.median(timed("nobody-" + unique) for _ in range(3))
+    known = statistics.median(timed("k" + unique) for _attempt in range(3))
+    unknown = statistics.median(timed("nobody-" + unique) for _attempt in range(3))
     # Both cost one password hash (tens of ms); an unknown name used to answer in about 1 ms.
     assert unknown > known * 0.4, (known, unknown)
 
@@ -172,7 +172,7 @@ def test_an_unknown_parameter_never_answers_for_a_known_one(api, engine, unique)
     status, body, _headers = raw_call(engine, {"command": "listZones", "Name": zone["name"]})
     assert status == 200 and body["listzonesresponse"]["count"] >= 2
     # ... and a later `name` gets the one zone it names, not that stored answer.
-    for _ in range(2):
+    for _attempt in range(2):
         status, body, _headers = raw_call(engine, {"command": "listZones", "name": zone["name"]})
         assert status == 200 and [z["id"] for z in body["listzonesresponse"]["zone"]] == [zone["id"]]
 
@@ -198,7 +198,7 @@ def test_numbers_in_parameters_are_ascii_and_in_range(api, unique):
 def test_an_out_of_range_value_leaves_no_traceback(engine):
     before = engine.log_file.read_text(errors="replace").count("Traceback")
     status, _body, _headers = raw_call(engine, {"command": "deployVirtualMachine", "rootdisksize": "9" * 30,
-                                      "serviceofferingid": "x", "templateid": "x", "zoneid": "x"})
+                                                "serviceofferingid": "x", "templateid": "x", "zoneid": "x"})
     assert status == 431
     assert engine.log_file.read_text(errors="replace").count("Traceback") == before
 

@@ -1015,20 +1015,20 @@ class SessionModel:
         if what in ("body", "body-limit"):
             size = MAX_BODY + 1 if what == "body" else MAX_BODY - 200
             body = b"command=listZones&response=json&name=" + b"a" * size
-            status, _ = self.send(opener, {"size": size}, method="POST", body=body)
+            status, _body = self.send(opener, {"size": size}, method="POST", body=body)
             self.expect("oversized body", status, {401, 413})
         elif what == "url":
-            status, _ = self.send(opener, {"command": "listZones", "name": "a" * 20000}, envelope=False)
+            status, _body = self.send(opener, {"command": "listZones", "name": "a" * 20000}, envelope=False)
             self.expect("oversized URL", status, {400, 401, 414, 431})
         elif what == "many":
             params = {"command": "listZones", "response": "json"}
             params.update(("p%d" % i, "v") for i in range(20000))
-            status, _ = self.send(opener, params, method="POST")
+            status, _body = self.send(opener, params, method="POST")
             self.expect("many parameters", status, {401, 413})
         else:
             params = {"command": "listZones", "response": "json", "details" + "[0].a" * 5000: "v",
                       "x" + "[" * 10000: "y"}
-            status, _ = self.send(opener, params, method="POST")
+            status, _body = self.send(opener, params, method="POST")
             self.expect("deeply nested names", status, {401})
 
 

@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.ansible import ansible_env, collection_tree
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
 def collections_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("collections")
-    namespace = root / "ansible_collections" / "stackwright"
-    namespace.mkdir(parents=True)
-    (namespace / "cloudstack").symlink_to(REPO, target_is_directory=True)
-    return root
-
-
-def ansible_env(collections_path, tmp_path, engine=None, secret=None):
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(collections_path),
-        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_LOCALHOST_WARNING="0",
-    )
-    for name in ("CLOUDSTACK_ENDPOINT", "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET", "CLOUDSTACK_CONFIG"):
-        env.pop(name, None)
-    if engine is not None:
-        env.update(CLOUDSTACK_ENDPOINT=engine.endpoint, CLOUDSTACK_KEY=engine.api_key,
-                   CLOUDSTACK_SECRET=secret or engine.api_secret)
-    return env
+    return collection_tree(tmp_path_factory.mktemp("collections"))
 
 
 @pytest.fixture

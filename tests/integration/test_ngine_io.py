@@ -7,7 +7,6 @@ repeated and must then change nothing.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ansible import ansible_env, collection_tree
+
 PLAYBOOK = Path(__file__).resolve().parent / "ngine_io" / "playbook.yml"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 RUN_TIMEOUT = 300
@@ -32,32 +32,7 @@ def has_ngine_io():
 
 @pytest.fixture(scope="module")
 def collections_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("collections")
-    namespace = root / "ansible_collections" / "stackwright"
-    namespace.mkdir(parents=True)
-    (namespace / "cloudstack").symlink_to(REPO, target_is_directory=True)
-    return root
-
-
-def ansible_env(engine, collections_path, tmp_path):
-    env = dict(
-        os.environ,
-        # The stackwright collection from this tree; ngine_io from the installed ansible package.
-        ANSIBLE_COLLECTIONS_PATH=str(collections_path),
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1",
-        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        CLOUDSTACK_ENDPOINT=engine.endpoint,
-        CLOUDSTACK_KEY=engine.api_key,
-        CLOUDSTACK_SECRET=engine.api_secret,
-    )
-    env.pop("CLOUDSTACK_CONFIG", None)
-    return env
+    return collection_tree(tmp_path_factory.mktemp("collections"))
 
 
 def run_playbook(playbook, env, cwd, prefix):
@@ -87,7 +62,8 @@ def test_ngine_io_playbook_runs_and_is_idempotent(collection, engine, collection
     playbook = ngine_io_playbook_as(collection, tmp_path)
     leftovers = [line for line in playbook.read_text().splitlines() if "ngine_io" in line and "#" not in line]
     assert collection == "ngine_io.cloudstack" or not leftovers
-    env = ansible_env(engine, collections_path, tmp_path)
+    # The stackwright collection from this tree; ngine_io from the installed ansible package.
+    env = ansible_env(collections_path, tmp_path, engine, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1")
     prefix = "ng%s" % uuid.uuid4().hex[:6]
     first = run_playbook(playbook, env, tmp_path, prefix)
     assert first["failed"] == 0 and first["changed"] >= 8, first

@@ -8,7 +8,6 @@ sets the API connection once through the module_defaults action group.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ansible import ansible_env, collection_tree
+
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 TARGETS = sorted(path.name for path in TARGETS_DIR.glob("cs_*") if (path / "tasks" / "main.yml").is_file())
@@ -26,11 +26,7 @@ TARGET_TIMEOUT = 600
 
 @pytest.fixture(scope="session")
 def collections_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("collections")
-    namespace = root / "ansible_collections" / "stackwright"
-    namespace.mkdir(parents=True)
-    (namespace / "cloudstack").symlink_to(REPO, target_is_directory=True)
-    return root
+    return collection_tree(tmp_path_factory.mktemp("collections"))
 
 
 def write_playbook(path, target, engine, prefix):
@@ -60,20 +56,7 @@ def test_target(target, engine, collections_path, tmp_path):
     playbook = tmp_path / "play.yml"
     prefix = "sw%s" % uuid.uuid4().hex[:6]
     write_playbook(playbook, target, engine, prefix)
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(collections_path),
-        ANSIBLE_ROLES_PATH=str(TARGETS_DIR),
-        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_LOCALHOST_WARNING="0",
-    )
-    for name in ("CLOUDSTACK_ENDPOINT", "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET", "CLOUDSTACK_CONFIG"):
-        env.pop(name, None)
+    env = ansible_env(collections_path, tmp_path, ANSIBLE_ROLES_PATH=str(TARGETS_DIR))
     run = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook)],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=TARGET_TIMEOUT, check=False,

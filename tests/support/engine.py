@@ -24,7 +24,9 @@ def free_port(host="127.0.0.1"):
 class EngineProcess:
     """`stackwright-management` on loopback with its own database, logs and ports."""
 
-    def __init__(self, workdir: Path, db_url: str, extra_args=(), env=None):
+    def __init__(self, workdir: Path, db_url: str, extra_args=(), env=None, key_file=True):
+        """`key_file`: where the key for secrets at rest is (True: in `workdir`; False: pass none,
+        for an engine older than encryption at rest, as benchmarks against a base commit run)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
@@ -32,7 +34,7 @@ class EngineProcess:
         self.agent_port = free_port()
         self.endpoint = "http://127.0.0.1:%d/client/api" % self.port
         self.credentials_file = self.workdir / "cloudstack.ini"
-        self.key_file = self.workdir / "key"
+        self.key_file = (self.workdir / "key" if key_file is True else Path(key_file)) if key_file else None
         self.log_file = self.workdir / "management-server.log"
         self.stderr_file = self.workdir / "stderr.log"
         self.extra_args = list(extra_args)
@@ -44,8 +46,8 @@ class EngineProcess:
         out = subprocess.run(
             [str(BIN / "stackwright-setup-databases"), "--db-url", self.db_url,
              "--credentials-file", str(self.credentials_file), "--endpoint", self.endpoint,
-             "--key-file", str(self.key_file)],
-            capture_output=True, text=True, timeout=120, check=False,
+             *self._key_args()],
+            capture_output=True, text=True, timeout=120, check=False, env=self.env,
         )
         if out.returncode != 0:
             raise RuntimeError("stackwright-setup-databases failed: %s%s" % (out.stdout, out.stderr))
@@ -61,7 +63,7 @@ class EngineProcess:
             str(BIN / "stackwright-management"), "--db-url", self.db_url,
             "--listen", "127.0.0.1:%d" % self.port,
             "--agent-listen", "127.0.0.1:%d" % self.agent_port,
-            "--pki-dir", str(self.workdir / "pki"), "--key-file", str(self.key_file),
+            "--pki-dir", str(self.workdir / "pki"), *self._key_args(),
             "--log-file", str(self.log_file), *self.extra_args,
         ]
         stderr = open(self.stderr_file, "ab")
@@ -69,6 +71,9 @@ class EngineProcess:
         stderr.close()
         self.wait_ready(timeout)
         return self
+
+    def _key_args(self):
+        return ["--key-file", str(self.key_file)] if self.key_file is not None else []
 
     def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .services.accounts import AccountService
     from .services.capacity import CapacityService
     from .services.catalog import CatalogService
-    from .services.configuration import ConfigurationService, GlobalSettings
+    from .services.configuration import ConfigurationService
     from .services.gateway import AgentGateway
     from .services.hierarchy import HierarchyService
     from .services.hosts import HostService
@@ -62,10 +62,6 @@ class Context:
         return self.engine.gateway
 
     @property
-    def config(self) -> GlobalSettings:
-        return self.engine.settings
-
-    @property
     def user(self) -> User | None:
         if self._user is None and self.principal is not None:
             from .persistence.models import User
@@ -93,7 +89,8 @@ class Context:
     # Services are created on first use and share this context's transaction.
 
     @functools.cached_property
-    def configuration(self) -> ConfigurationService:
+    def settings(self) -> ConfigurationService:
+        """Settings at every scope; `get`/`typed` read the engine-wide global cache."""
         from .services.configuration import ConfigurationService
 
         return ConfigurationService(self.session, self.engine.settings)

@@ -1,5 +1,7 @@
 """`stackwright-management`: the engine's daemon."""
 
+from __future__ import annotations
+
 import asyncio
 import gc
 import logging
@@ -8,6 +10,7 @@ import os
 import resource
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -20,10 +23,13 @@ from .persistence.crypto import KeyFileError
 from .persistence.db import redact_url
 from .redaction import PrivateFileHandler, RedactingFormatter
 
+if TYPE_CHECKING:
+    from .options import Options
+
 log = logging.getLogger("stackwright.management")
 
 
-def setup_logging(log_file, level):
+def setup_logging(log_file: str, level: str | int) -> None:
     fmt = RedactingFormatter("%(asctime)s %(levelname)s [%(name)s] (%(threadName)s) %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
@@ -41,7 +47,7 @@ def setup_logging(log_file, level):
     logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
 
 
-def _malformed_http_in_one_line(record):
+def _malformed_http_in_one_line(record: logging.LogRecord):
     """A request the HTTP parser refuses (a line over 8 kB, bad syntax) is the client's fault and
     answered 400 by the server: logged as one line, without a traceback."""
     error = record.exc_info[1] if record.exc_info else None
@@ -52,7 +58,7 @@ def _malformed_http_in_one_line(record):
     return True
 
 
-async def serve(opts, engine):
+async def serve(opts: Options, engine: Engine) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,7 +74,7 @@ async def serve(opts, engine):
         await channel.start()
     except OSError as e:
         await runner.cleanup()
-        raise OSError("agent channel on %s:%d: %s" % (opts.agent_host, opts.agent_port, e.strerror or e)) from e
+        raise OSError(f"agent channel on {opts.agent_host}:{opts.agent_port}: {e.strerror or e}") from e
     engine.gateway.attach(channel)
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
@@ -85,7 +91,7 @@ async def serve(opts, engine):
 OPEN_FILES_WANTED = 65536
 
 
-def raise_open_file_limit():
+def raise_open_file_limit() -> int:
     """Raise the soft limit on open files towards the hard limit.
 
     Each connected agent holds one socket; with the usual soft limit of 1024 (systemd's
@@ -104,7 +110,7 @@ def raise_open_file_limit():
     return soft
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     opts = optionslib.load(argv)
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()

@@ -1,9 +1,12 @@
 """The management engine's composition root: database, settings, caches, job workers."""
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 # Importing the command families fills the registry.
 from . import commands  # noqa: F401  # pylint: disable=unused-import
@@ -17,6 +20,12 @@ from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
+
+if TYPE_CHECKING:
+    from .persistence.models import User
+    from .context import Principal
+    from .options import Options
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +49,10 @@ class KeyCache:
     TTL = 5.0
 
     def __init__(self):
-        self._entries = {}
+        self._entries: dict[str, KeyEntry] = {}
         self._lock = threading.Lock()
 
-    def fresh(self, api_key):
+    def fresh(self, api_key: str) -> KeyEntry | None:
         """The entry for `api_key` if it was loaded less than TTL seconds ago, else None."""
         with self._lock:
             entry = self._entries.get(api_key)
@@ -51,7 +60,7 @@ class KeyCache:
             return entry
         return None
 
-    def lookup(self, session, api_key):
+    def lookup(self, session: Session, api_key: str) -> KeyEntry | None:
         entry = self.fresh(api_key)
         if entry is not None:
             return entry
@@ -68,7 +77,7 @@ class KeyCache:
             self._entries[api_key] = entry
         return entry
 
-    def invalidate(self):
+    def invalidate(self) -> None:
         with self._lock:
             self._entries.clear()
 
@@ -76,7 +85,7 @@ class KeyCache:
 class Throttle:
     """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
 
-    def __init__(self, enabled, interval, maximum, cachesize):
+    def __init__(self, enabled: bool, interval: float, maximum: int, cachesize: int):
         self.enabled = enabled
         self.interval = interval
         self.maximum = maximum
@@ -84,7 +93,7 @@ class Throttle:
         self._windows = {}
         self._lock = threading.Lock()
 
-    def check(self, caller):
+    def check(self, caller: Principal) -> None:
         """`caller` is a context Principal."""
         if not self.enabled or caller.root_admin:
             return
@@ -100,11 +109,10 @@ class Throttle:
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(
-                "The given user has reached his/her account api limit, please retry after [%d] ms."
-                % max(retry_ms, 0)
+                f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
-    def status(self, account_id):
+    def status(self, account_id: int) -> tuple[int, int, int]:
         now = time.monotonic()
         with self._lock:
             start, count = self._windows.get(account_id, (now, 0))
@@ -112,7 +120,7 @@ class Throttle:
             start, count = now, 0
         return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
 
-    def reset(self, account_id=None):
+    def reset(self, account_id: int | None = None) -> None:
         with self._lock:
             if account_id is None:
                 self._windows.clear()
@@ -121,7 +129,8 @@ class Throttle:
 
 
 class Engine:
-    def __init__(self, settings):
+    def __init__(self, settings: Options):
+        # Start-up options (server.properties and the command line): how the process runs.
         self.options = settings
         self.key_file = getattr(settings, "key_file", None) or crypto.default_key_file(settings.db_url)
         key = crypto.read_key(self.key_file)
@@ -131,6 +140,8 @@ class Engine:
         crypto.install(key)
         self.db = Database(settings.db_url)
         self.registry = REGISTRY
+        # The engine-wide cache of global settings stored in the database; a command reads
+        # settings at every scope through ctx.settings (the ConfigurationService over this cache).
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)
@@ -140,12 +151,12 @@ class Engine:
         self.gateway = ChannelGateway()
         self.started = time.time()
 
-    def start(self):
+    def start(self) -> None:
         """Check the schema, load settings, start the job workers."""
         if not self.db.has_schema():
             raise RuntimeError(
-                "the database at %s has no Stackwright schema; run stackwright-setup-databases first"
-                % self.db.url.split("@")[-1]
+                f"the database at {self.db.url.split('@')[-1]} has no Stackwright schema; "
+                "run stackwright-setup-databases first"
             )
         self.settings.load()
         s = self.settings
@@ -155,9 +166,9 @@ class Engine:
         )
         self.jobs.start()
 
-    def stop(self):
+    def stop(self) -> None:
         self.jobs.stop()
         self.db.dispose()
 
-    def sessions_user(self, session, session_id, session_key):
+    def sessions_user(self, session: Session, session_id: str, session_key: str) -> User | None:
         return AccountService(session).session_user(session_id, session_key)

@@ -20,6 +20,8 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
                  before their hosts are marked Down (60; at least ping.interval x ping.timeout)
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 from dataclasses import dataclass
@@ -51,34 +53,34 @@ class Options:
     key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
 
-def split_address(text, default_host):
+def split_address(text: str, default_host: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text
     try:
         port = int(port)
     except ValueError:
-        raise SystemExit("invalid address %r: expected HOST:PORT" % text) from None
+        raise SystemExit(f"invalid address {text!r}: expected HOST:PORT") from None
     if not 0 < port < 65536:
-        raise SystemExit("invalid port in %r: expected 1-65535" % text)
+        raise SystemExit(f"invalid port in {text!r}: expected 1-65535")
     return host.strip("[]") or default_host, port
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="stackwright-management",
         description="Stackwright management engine: serves the CloudStack API on /client/api.",
     )
-    ap.add_argument("--config", help="properties file (default %s when it exists)" % DEFAULT_CONFIG)
-    ap.add_argument("--db-url", help="database URL (default %s)" % DEFAULT_DB_URL)
+    ap.add_argument("--config", help=f"properties file (default {DEFAULT_CONFIG} when it exists)")
+    ap.add_argument("--db-url", help=f"database URL (default {DEFAULT_DB_URL})")
     ap.add_argument("--listen", help="HOST:PORT of the API (default 127.0.0.1:8080)")
     ap.add_argument("--agent-listen", help="HOST:PORT of the agent channel (default 0.0.0.0:8250)")
     ap.add_argument("--agent-plain", action="store_true",
                     help="serve the agent channel without TLS (insecure; for isolated test networks)")
-    ap.add_argument("--pki-dir", help="directory of the certificate authority (default %s)" % DEFAULT_PKI)
+    ap.add_argument("--pki-dir", help=f"directory of the certificate authority (default {DEFAULT_PKI})")
     ap.add_argument("--key-file", help="key file of the stored credentials (default next to an SQLite "
                                        "database, else /etc/cloudstack/management/key)")
-    ap.add_argument("--log-file", help="log file (default %s); '-' logs to stderr only" % DEFAULT_LOG)
+    ap.add_argument("--log-file", help=f"log file (default {DEFAULT_LOG}); '-' logs to stderr only")
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--api-workers", type=int)
     ap.add_argument("--job-workers", type=int)
@@ -90,13 +92,13 @@ def parser():
     return ap
 
 
-def load(argv=None):
+def load(argv: list[str] | None = None) -> Options:
     import os
 
     args = parser().parse_args(argv)
     config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if args.config and not os.path.exists(args.config):
-        raise SystemExit("configuration file %s does not exist" % args.config)
+        raise SystemExit(f"configuration file {args.config} does not exist")
     values = properties.read(config) if config else {}
     o = Options(config_file=config)
     o.db_url = args.db_url or values.get("db.url") or o.db_url
@@ -119,7 +121,7 @@ def load(argv=None):
     o.api_cache_size = (args.api_cache_size if args.api_cache_size is not None
                         else int(values.get("api.cache.size", o.api_cache_size)))
     if o.api_cache_size < 0:
-        raise SystemExit("invalid api.cache.size %d: expected 0 or more" % o.api_cache_size)
+        raise SystemExit(f"invalid api.cache.size {o.api_cache_size}: expected 0 or more")
     grace = (args.agent_reconnect_grace if args.agent_reconnect_grace is not None
              else values.get("agent.reconnect.grace", o.agent_reconnect_grace))
     try:
@@ -127,5 +129,5 @@ def load(argv=None):
     except ValueError:
         o.agent_reconnect_grace = math.nan
     if not (math.isfinite(o.agent_reconnect_grace) and o.agent_reconnect_grace >= 0):
-        raise SystemExit("invalid agent.reconnect.grace %s: expected a number of seconds, 0 or more" % grace)
+        raise SystemExit(f"invalid agent.reconnect.grace {grace}: expected a number of seconds, 0 or more")
     return o

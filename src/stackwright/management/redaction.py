@@ -5,10 +5,18 @@ Every error text an answer carries and every line the engine logs passes through
 through `redacted_value`. Log files are created owner read-write, group read (0640).
 """
 
+from __future__ import annotations
+
 import logging
 import logging.handlers
 import os
 import re
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+T = TypeVar("T")
 
 MASK = "******"
 
@@ -21,7 +29,7 @@ SECRET_NAMES = frozenset({
 _NAMES = "|".join(sorted((re.escape(n) for n in SECRET_NAMES), key=len, reverse=True))
 # name=value (query strings, ini lines), name: value, "name": "value" (JSON, dict reprs).
 _ASSIGNED = re.compile(
-    r"""(?P<name>\b(?:%s))(?P<sep>["']?\s*[=:]\s*["']?)(?P<value>[^\s&"',}\]]+)""" % _NAMES,
+    rf"""(?P<name>\b(?:{_NAMES}))(?P<sep>["']?\s*[=:]\s*["']?)(?P<value>[^\s&"',}}\]]+)""",
     re.IGNORECASE,
 )
 # Credentials inside URLs: scheme://user:password@host
@@ -30,17 +38,17 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<v
 _FERNET = re.compile(r"gAAAAA[A-Za-z0-9_=-]{40,}")
 
 
-def is_secret(name):
+def is_secret(name: str) -> bool:
     name = (name or "").lower()
     return name in SECRET_NAMES or name.endswith("password") or name.endswith("secret")
 
 
-def redacted_value(name, value):
+def redacted_value(name: str, value: T) -> T | str:
     """`value` as an error text may show it: masked when parameter `name` is a secret."""
     return MASK if is_secret(name) else value
 
 
-def redact_text(text):
+def redact_text(text: str) -> str:
     """`text` with every secret it recognisably carries replaced by the mask."""
     if not text:
         return text
@@ -49,7 +57,7 @@ def redact_text(text):
     return _FERNET.sub(MASK, text)
 
 
-def redact_params(raw):
+def redact_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A request's parameters with secret values masked, for logging."""
     return {k: redacted_value(k, v) for k, v in raw.items()}
 
@@ -57,7 +65,7 @@ def redact_params(raw):
 class RedactingFormatter(logging.Formatter):
     """Formats a record, its arguments and any traceback included, then masks secrets."""
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
 
 

@@ -4,6 +4,8 @@ Writes the admin's API credentials as a cloudstack.ini (mode 0600) that the `cs`
 other CloudStack tools read: `CLOUDSTACK_CONFIG=PATH cs listZones` works at once.
 """
 
+from __future__ import annotations
+
 import argparse
 import configparser
 import io
@@ -21,7 +23,7 @@ from .services.accounts import AccountService
 log = logging.getLogger(__name__)
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="stackwright-setup-databases",
         description="Create or upgrade the Stackwright database and its root admin account.",
@@ -37,7 +39,7 @@ def parser():
                          "without it the admin gets a random password")
     ap.add_argument("--key-file",
                     help="the key that encrypts stored credentials, created (mode 0600) when missing and "
-                         "kept afterwards (default next to an SQLite database, else %s)" % crypto.DEFAULT_KEY_FILE)
+                         f"kept afterwards (default next to an SQLite database, else {crypto.DEFAULT_KEY_FILE})")
     ap.add_argument("--rotate-keys", action="store_true",
                     help="issue a new API key/secret for admin even if it has one")
     ap.add_argument("--region", default="cloudstack", help="section name in the ini file")
@@ -49,7 +51,7 @@ ENCRYPTED_COLUMNS = tuple((t.name, c.name) for t in Base.metadata.sorted_tables
                           for c in t.columns if isinstance(c.type, crypto.Encrypted))
 
 
-def render_ini(region, endpoint, key, secret):
+def render_ini(region: str, endpoint: str, key: str, secret: str) -> str:
     cp = configparser.ConfigParser(interpolation=None)
     cp[region] = {"endpoint": endpoint, "key": key, "secret": secret}
     buf = io.StringIO()
@@ -57,7 +59,7 @@ def render_ini(region, endpoint, key, secret):
     return buf.getvalue()
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     args = parser().parse_args(argv)
     password = None
@@ -66,7 +68,7 @@ def main(argv=None):
             with open(args.admin_password_file, encoding="utf-8") as f:
                 password = f.read().strip()
         except OSError as e:
-            print("cannot read the admin password file: %s" % e, file=sys.stderr)
+            print(f"cannot read the admin password file: {e}", file=sys.stderr)
             return 2
     key_file = args.key_file or crypto.default_key_file(args.db_url)
     db = Database(args.db_url)
@@ -77,7 +79,7 @@ def main(argv=None):
         try:
             key, key_created = crypto.ensure_key(key_file)
         except (OSError, crypto.KeyFileError) as e:
-            print("cannot set up the key file %s: %s" % (key_file, getattr(e, "strerror", None) or e),
+            print(f"cannot set up the key file {key_file}: {getattr(e, 'strerror', None) or e}",
                   file=sys.stderr)
             return 2
         crypto.install(key)
@@ -92,7 +94,7 @@ def main(argv=None):
                 svc.register_keys(admin)
             key, secret = admin.api_key, admin.secret_key
     except Exception as e:
-        print("cannot set up the database at %s: %s" % (redact_url(args.db_url), str(e).splitlines()[0]),
+        print(f"cannot set up the database at {redact_url(args.db_url)}: {str(e).splitlines()[0]}",
               file=sys.stderr)
         return 1
     finally:
@@ -114,13 +116,13 @@ def main(argv=None):
     else:
         os.chmod(args.credentials_file, 0o600)
         wrote = "unchanged"
-    print("key file %s: %s" % ("created" if key_created else "kept", key_file))
+    print(f"key file {'created' if key_created else 'kept'}: {key_file}")
     if encrypted:
-        print("stored credentials encrypted in place: %d" % encrypted)
+        print(f"stored credentials encrypted in place: {encrypted}")
     if before == after:
-        print("schema at revision %s (unchanged); credentials %s: %s" % (after, wrote, args.credentials_file))
+        print(f"schema at revision {after} (unchanged); credentials {wrote}: {args.credentials_file}")
     else:
-        print("schema upgraded %s -> %s; credentials %s: %s" % (before or "empty", after, wrote, args.credentials_file))
+        print(f"schema upgraded {before or 'empty'} -> {after}; credentials {wrote}: {args.credentials_file}")
     return 0
 
 

@@ -8,6 +8,8 @@ with a short reason, which the caller turns into its own 431 text; ranges are ch
 so an out-of-range value never reaches the database.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import math
 import re
@@ -22,13 +24,13 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _IPV4_CIDR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}", re.ASCII)
 
 
-def _ascii_text(text):
+def _ascii_text(text: str):
     if not isinstance(text, str):
         raise ValueError("not text")
     return text.strip(" \t\r\n")
 
 
-def parse_int(text, minimum=INT64[0], maximum=INT64[1]):
+def parse_int(text: str, minimum: int = INT64[0], maximum: int = INT64[1]) -> int:
     """A whole number in ASCII digits, within [minimum, maximum] (a Java long by default)."""
     text = _ascii_text(text)
     if not _INTEGER.fullmatch(text):
@@ -39,7 +41,7 @@ def parse_int(text, minimum=INT64[0], maximum=INT64[1]):
     return value
 
 
-def parse_decimal(text, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
+def parse_decimal(text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX) -> float:
     """A finite decimal number (digits, one point, an exponent), within [minimum, maximum]."""
     text = _ascii_text(text)
     if not _DECIMAL.fullmatch(text):
@@ -50,7 +52,9 @@ def parse_decimal(text, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
     return value
 
 
-def parse_plain_decimal(text, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
+def parse_plain_decimal(
+    text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX
+) -> float:
     """A non-negative decimal written as digits with at most one point ("2", "1.5"): no sign,
     exponent or bare point, within [minimum, maximum]."""
     if not _PLAIN_DECIMAL.fullmatch(_ascii_text(text)):
@@ -58,7 +62,7 @@ def parse_plain_decimal(text, minimum=-JAVA_FLOAT_MAX, maximum=JAVA_FLOAT_MAX):
     return parse_decimal(text, minimum, maximum)
 
 
-def parse_bool(text):
+def parse_bool(text: str) -> bool:
     """`true` or `false` in any case."""
     text = _ascii_text(text).lower()
     if text not in ("true", "false"):
@@ -66,7 +70,7 @@ def parse_bool(text):
     return text == "true"
 
 
-def parse_size(text, unit=1, maximum=INT64[1]):
+def parse_size(text: str, unit: int = 1, maximum: int = INT64[1]) -> int:
     """A non-negative count of `unit`s (bytes, MiB, GiB) whose size in bytes fits a Java long,
     so that a column or a computation on it can never overflow."""
     value = parse_int(text, 0, INT64[1])
@@ -75,7 +79,7 @@ def parse_size(text, unit=1, maximum=INT64[1]):
     return value
 
 
-def parse_cidr(text):
+def parse_cidr(text: str) -> ipaddress.IPv4Network:
     """An IPv4 network `a.b.c.d/n` in ASCII; the host bits may be set (as a gateway's CIDR)."""
     text = _ascii_text(text)
     if not _IPV4_CIDR.fullmatch(text):

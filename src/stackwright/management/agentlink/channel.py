@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from typing import TYPE_CHECKING
 
 from stackwright.management.agentlink.events import AgentUnavailable, CommandTimeout
 from stackwright.management.agentlink.registrar import Registrar
@@ -21,6 +22,16 @@ from stackwright.management.services.registration import RegistrationService
 from stackwright.protocol.channel import RemoteError
 from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
 
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Awaitable, Callable
+
+    from stackwright.protocol import messages as m
+
+    from ..options import Options
+    from ..engine import Engine
+    from ..persistence.db import Database
+
 log = logging.getLogger(__name__)
 
 SIMULATED_BATCH = 200      # simulated agents started together at engine start
@@ -30,15 +41,15 @@ SIMULATED_PAUSE = 0.5      # seconds between two batches
 class DbTokenStore:
     """Enrollment tokens in the database, keyed by the SHA-256 digest of the secret."""
 
-    def __init__(self, db):
+    def __init__(self, db: Database):
         self.db = db
 
-    def add(self, digest, record: TokenRecord):
+    def add(self, digest: str, record: TokenRecord) -> None:
         with self.db.transaction() as s:
             s.add(EnrollmentToken(digest=digest, expires_at=record.expires_at, guid=record.guid,
                                   note=record.note))
 
-    def take(self, digest):
+    def take(self, digest: str) -> TokenRecord | None:
         with self.db.transaction() as s:
             row = s.get(EnrollmentToken, digest)
             if row is None:
@@ -51,7 +62,7 @@ class AgentChannel:
     """The agent channel of an engine (`engine.db`, `engine.settings`), by the start-up
     options `opts` (agent_host, agent_port, agent_tls, agent_reconnect_grace, pki_dir)."""
 
-    def __init__(self, engine, opts):
+    def __init__(self, engine: Engine, opts: Options):
         self.engine = engine
         self.opts = opts
         self.registration = RegistrationService(engine)
@@ -65,7 +76,7 @@ class AgentChannel:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self):
+    async def start(self) -> AgentChannel:
         self.loop = asyncio.get_running_loop()
         settings = self.engine.settings
         self.ca = CertificateAuthority.load_or_create(self.opts.pki_dir)
@@ -90,12 +101,12 @@ class AgentChannel:
         return self
 
     @property
-    def down_within(self):
+    def down_within(self) -> float:
         """The longest a silent host stays anything but Down, by the settings the channel runs with
         (ping.interval and ping.timeout as they were when it started)."""
         return self.server.settings.down_within
 
-    async def close(self):
+    async def close(self) -> None:
         """Shut the agent channel down; the hosts it served are left Disconnected."""
         self.registrar.closing = True
         # Connected agents, and the engine's own simulated agents even if not registered yet.
@@ -114,7 +125,7 @@ class AgentChannel:
 
     # --- for worker threads (API requests, jobs) -------------------------------------------
 
-    def call(self, host_key, command, timeout=60.0):
+    def call(self, host_key: str, command: m.Request, timeout: float = 60.0) -> m.Answer:
         """Send `command` to a host's agent from a worker thread; returns the answer."""
         if self.loop is None:
             raise ResourceUnavailable("The agent channel is not running")
@@ -122,24 +133,25 @@ class AgentChannel:
         try:
             return future.result(timeout + 5)
         except (AgentUnavailable, CommandTimeout, concurrent.futures.TimeoutError) as e:
-            raise ResourceUnavailable("Host %s did not answer %s: %s" % (host_key, type(command).__name__, e or "timeout")) from None
+            raise ResourceUnavailable(
+                f"Host {host_key} did not answer {type(command).__name__}: {e or 'timeout'}") from None
         except RemoteError as e:
-            raise ResourceUnavailable("Host %s failed %s: %s" % (host_key, type(command).__name__, e)) from None
+            raise ResourceUnavailable(f"Host {host_key} failed {type(command).__name__}: {e}") from None
 
-    def issue_token(self, ttl, guid=None, note=""):
+    def issue_token(self, ttl: float, guid: str | None = None, note: str = "") -> str:
         future = asyncio.run_coroutine_threadsafe(self.tokens.issue(ttl, guid=guid, note=note), self.loop)
         return future.result(30)
 
-    def schedule(self, coro_fn, *args):
+    def schedule(self, coro_fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run `coro_fn(*args)` on the event loop, from any thread, without waiting."""
         if self.loop is not None:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(coro_fn(*args)))
 
-    def registration_event(self, guid):
+    def registration_event(self, guid: str) -> threading.Event:
         """Set while the agent of host `guid` is registered."""
         return self.registrar.registration_event(guid)
 
-    def adopted(self, guid):
+    def adopted(self, guid: str) -> None:
         """From any thread: the pending agent `guid` has its host now (committed); it is
         registered, and attaches its host's storage."""
         self.registrar.adopted(guid)
@@ -158,7 +170,7 @@ class AgentChannel:
         if rows:
             log.info("started %d simulated agent(s) for Simulator hosts", len(rows))
 
-    async def start_simulated(self, guid, url, wait=True):
+    async def start_simulated(self, guid: str, url: str, wait: bool = True) -> None:
         from stackwright.simulation.agent import Registration, SimulatedAgent, SimulatorDriver
         from stackwright.simulation.host import SimulatedHost
 
@@ -171,7 +183,7 @@ class AgentChannel:
         self.simulated[guid] = agent
         await agent.start(wait_registered=10 if wait else None)
 
-    async def stop_simulated(self, guid):
+    async def stop_simulated(self, guid: str) -> None:
         agent = self.simulated.pop(guid, None)
         if agent is not None:
             await agent.stop()

@@ -26,15 +26,15 @@ class ChannelGateway:
 
     # --- the channel, as the composition root attaches it ---------------------------------------
 
-    def expect(self):
+    def expect(self) -> None:
         """A channel will be attached: calls made before wait for it (up to their connect wait)."""
         self.coming = True
 
-    def attach(self, channel: AgentChannel):
+    def attach(self, channel: AgentChannel) -> None:
         self.channel = channel
         self._up.set()
 
-    def detach(self):
+    def detach(self) -> None:
         self.coming = False
         self.channel = None
         self._up.set()  # wake waiters: the channel is not coming any more

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from stackwright.management.agentlink.events import (
     AgentUnavailable,
@@ -29,11 +30,20 @@ from stackwright.management.services.registration import AgentRefused, Registrat
 from stackwright.protocol import messages as m
 from stackwright.protocol.channel import RemoteError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
+
+    from .server import AgentLinkServer
+    from .session import AgentSession
+
 log = logging.getLogger(__name__)
 
 PING_FLUSH_SECONDS = 5.0
 REGISTER_GATHER = 0.02     # seconds registrations wait for others to share their transaction
 REGISTER_BATCH = 200       # registrations per transaction at most
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,7 +58,7 @@ class Registrar:
     """`AgentEvents` on top of the registration service; commands go out through `send`
     (the channel server's) to the sessions `session` finds."""
 
-    def __init__(self, registration: RegistrationService, server=None):
+    def __init__(self, registration: RegistrationService, server: AgentLinkServer | None = None):
         self.registration = registration
         self.server = server       # the AgentLinkServer, once it exists
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="agents")
@@ -69,16 +79,16 @@ class Registrar:
         self._vm_reports: dict[str, dict[str, str]] = {}
         self._vm_reports_lock = threading.Lock()
 
-    async def run(self, fn, *args):
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the thread pool (database work)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_pings_forever(), name="ping-flusher")
 
-    async def drain(self, served):
+    async def drain(self, served: Sequence[str]) -> None:
         """At shutdown: write what is queued, then leave the hosts in `served` Disconnected.
         Registrations and sessions that end from now on write nothing."""
         self.closing = True
@@ -94,17 +104,17 @@ class Registrar:
         await self.run(self._flush_pings)
         await self.run(self.registration.disconnect_all, served)
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         self.pool.shutdown(wait=True)
         self._registrar_pool.shutdown(wait=True)
 
     # --- what the gateway asks -------------------------------------------------------------
 
-    def registration_event(self, guid):
+    def registration_event(self, guid: str) -> threading.Event:
         """Set while the agent of host `guid` is registered."""
         return self._registered.setdefault(guid, threading.Event())
 
-    def pending_for(self, address=None, guid=None):
+    def pending_for(self, address: str | None = None, guid: str | None = None) -> tuple[str, Pending] | None:
         for key, pending in self.pending.items():
             if guid and key == guid:
                 return key, pending
@@ -112,14 +122,14 @@ class Registrar:
                 return key, pending
         return None
 
-    def adopted(self, guid):
+    def adopted(self, guid: str) -> None:
         """The pending agent `guid` has its host now: it counts as registered."""
         self.pending.pop(guid, None)
         self.registration_event(guid).set()
 
     # --- registration ----------------------------------------------------------------------
 
-    async def register_soon(self, request):
+    async def register_soon(self, request: m.RegisterRequest) -> tuple[str | None, str]:
         """Register `request` with others that arrive within REGISTER_GATHER seconds: during a
         reconnect storm, hundreds of registrations then share one transaction."""
         if self.closing:
@@ -152,12 +162,12 @@ class Registrar:
 
     # --- storage the hosts attach and check ----------------------------------------------------
 
-    async def after_register(self, guid):
+    async def after_register(self, guid: str) -> None:
         """Attach the primary pools of the host's cluster."""
         for pool_uuid in await self.run(self.registration.pools_to_attach, guid):
             await self.attach_pool_on(guid, pool_uuid)
 
-    async def attach_pool_on(self, guid, pool_uuid):
+    async def attach_pool_on(self, guid: str, pool_uuid: str) -> None:
         """Ask host `guid` to attach pool `pool_uuid`; record Up with real figures, or why not."""
         pool_spec = await self.run(self.registration.pool_spec, pool_uuid)
         if pool_spec is None:
@@ -171,7 +181,7 @@ class Registrar:
             return
         await self.run(self.registration.pool_result, pool_uuid, answer.stats, None)
 
-    async def check_image_store(self, store_uuid):
+    async def check_image_store(self, store_uuid: str) -> None:
         """Have an Up KVM host of the store's zone check reachability and write access."""
         url, guids = await self.run(self.registration.image_store_target, store_uuid)
         if not url or not guids:
@@ -189,11 +199,11 @@ class Registrar:
 
     # --- heartbeats -------------------------------------------------------------------------
 
-    def pinged(self, guid):
+    def pinged(self, guid: str) -> None:
         with self._pings_lock:
             self._pings[guid] = int(time.time())
 
-    def recovered(self, guid):
+    def recovered(self, guid: str) -> None:
         """A host that was Alert or Disconnected pinged: Up again with the next flush."""
         with self._pings_lock:
             self._recovered.add(guid)
@@ -220,7 +230,7 @@ class Registrar:
 
     # --- guest states reported by agents --------------------------------------------------------
 
-    def vms_reported(self, guid, reported, always=False):
+    def vms_reported(self, guid: str, reported: Mapping[str, m.VmState], always: bool = False) -> None:
         """Host `guid` reported its guests ({instance name: state}); reconcile them with the
         database when they differ from its previous report (or `always`, on registration)."""
         snapshot = {name: str(state) for name, state in reported.items()}
@@ -230,7 +240,7 @@ class Registrar:
             self._vm_reports[guid] = snapshot
         asyncio.ensure_future(self.run(self._reconcile_vms, guid, snapshot, utcnow()))
 
-    def _reconcile_vms(self, guid, snapshot, received):
+    def _reconcile_vms(self, guid: str, snapshot: dict[str, str], received: datetime) -> None:
         if not self.registration.reconcile_vms(guid, snapshot, received):
             # Not settled: look again at the next ping, even if unchanged.
             with self._vm_reports_lock:
@@ -239,7 +249,7 @@ class Registrar:
 
     # --- AgentEvents ---------------------------------------------------------------------------
 
-    async def on_register(self, session, request):
+    async def on_register(self, session: AgentSession, request: m.RegisterRequest) -> m.RegisterAnswer:
         try:
             host_uuid, name = await self.register_soon(request)
         except RegistrationRefused:
@@ -264,7 +274,7 @@ class Registrar:
             self.vms_reported(request.guid, request.vms, always=True)
         return m.RegisterAnswer(host_id=request.guid, host_name=name or request.host.hostname)
 
-    async def on_ping(self, session, ping):
+    async def on_ping(self, session: AgentSession, ping: m.Ping) -> None:
         guid = session.host_key
         if guid in self.pending:
             return
@@ -277,7 +287,7 @@ class Registrar:
         if ping.vms_reported:
             self.vms_reported(guid, ping.vms)
 
-    async def on_disconnect(self, session, clean):
+    async def on_disconnect(self, session: AgentSession, clean: bool) -> None:
         guid = session.host_key
         if self.closing:
             return
@@ -290,7 +300,7 @@ class Registrar:
         if new is not None:
             log.info("agent of host %s disconnected (%s): host is %s", guid, "clean" if clean else "connection lost", new)
 
-    async def on_ping_timeout(self, host_key, level, session):
+    async def on_ping_timeout(self, host_key: str, level: PingLevel, session: AgentSession | None) -> None:
         if host_key in self.pending:
             return
         # Without a connection the host is gone once it has been silent for

@@ -120,4 +120,3 @@ def make_app(engine: Engine, workers: int = 8) -> web.Application:
 
     app.on_cleanup.append(close_pool)
     return app
-

@@ -4,8 +4,11 @@ The HTTP layer and the job workers both come through here, so a command behaves 
 whether it runs in the request or later as an async job.
 """
 
+from __future__ import annotations
+
 import functools
 import logging
+from typing import TYPE_CHECKING, Any
 
 
 from ..context import Context, Principal
@@ -20,19 +23,26 @@ from .registry import REGISTRY, ListResult, Success
 from .views import restricted
 from .render import encode
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from sqlalchemy.orm import Session
+    from ..api.registry import Command
+    from ..engine import Engine, KeyEntry
+    from ..persistence.models import AsyncJob
+
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
 
 
-def response_key(command_name):
+def response_key(command_name: str) -> str:
     cmd = REGISTRY.get(command_name)
     if cmd is None:
         return "errorresponse"
     return cmd.key
 
 
-def shape(cmd, out, admin=True):
+def shape(cmd: Command, out: object, admin: bool = True) -> dict[str, Any]:
     """The body under `<command>response` for a handler's return value; without `admin`, as
     a caller who is not a root admin sees it (api.views)."""
     if isinstance(out, ListResult):
@@ -52,14 +62,14 @@ def shape(cmd, out, admin=True):
     return {cmd.response: out if admin else restricted(cmd.response, out)}
 
 
-def _find_key(raw, name):
+def _find_key(raw: Mapping[str, str], name: str):
     for k, v in raw.items():
         if k.lower() == name:
             return v
     return None
 
 
-def check_signed(engine, entry, raw, method, api_key):
+def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], method: str, api_key: str) -> Principal:
     """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
     signature = _find_key(raw, "signature")
     version = _find_key(raw, "signatureversion")
@@ -82,7 +92,7 @@ def check_signed(engine, entry, raw, method, api_key):
     return Principal(entry.user_id, entry.account_id, entry.root_admin)
 
 
-def authenticate(engine, session, raw, method, cookies):
+def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]) -> Principal:
     """The calling User, or AuthenticationError (401) with CloudStack's text."""
     api_key = _find_key(raw, "apikey")
     if api_key is not None:
@@ -106,7 +116,7 @@ def authenticate(engine, session, raw, method, cookies):
     return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
 
 
-def cached_answer(engine, raw, method):
+def cached_answer(engine: Engine, raw: Mapping[str, str], method: str) -> tuple[str, Any, int] | None:
     """(response_key, body, status) for a cacheable command whose answer is stored and
     whose caller's key is in the key cache, checked without the database; else None, and
     the request takes the full path."""
@@ -133,7 +143,8 @@ def cached_answer(engine, raw, method):
     return cmd.key, data, 200
 
 
-def execute(engine, raw, method="GET", cookies=None, request_id=None):
+def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies: dict[str, str] | None = None,
+            request_id: str | None = None) -> tuple[str, Any, int, dict[str, str]]:
     """Run one API request; returns (response_key, body, http_status, cookies_to_set).
 
     `body` is the response as a dict, or as encoded JSON bytes for cacheable commands.
@@ -166,7 +177,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
             ctx = Context(engine, session, user, cmd.name, request_id)
             if cmd.admin_only and not ctx.is_root_admin:
                 raise AuthenticationError(
-                    "The given command '%s' either does not exist, is not available for user." % cmd.name
+                    f"The given command '{cmd.name}' either does not exist, is not available for user."
                 )
             cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
             if cache is not None:
@@ -197,7 +208,7 @@ def execute(engine, raw, method="GET", cookies=None, request_id=None):
         return key, error_body(key, e), e.errorcode, {}
 
 
-def job_result(cmd, out, admin=True):
+def job_result(cmd: Command, out: object, admin: bool = True) -> dict[str, Any]:
     """The jobresult dict of a job's command output."""
     body = shape(cmd, out, admin)
     if cmd.response and cmd.response in body and isinstance(body[cmd.response], list):
@@ -210,10 +221,10 @@ class ApiJobs:
     """The job executor's way to the API commands (services.jobs.JobCommands): a job runs its
     command's handler, which returns a result or a generator of steps."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
-    def begin(self, session, job):
+    def begin(self, session: Session, job: AsyncJob) -> Begun:
         ctx = self.context(session, job)
         cmd = REGISTRY.get(job.command)
         if cmd is None:
@@ -221,8 +232,8 @@ class ApiJobs:
         p = paramlib.parse(cmd.name, cmd.params, dict(job.params), ctx)
         return Begun(cmd.handler(ctx, p), functools.partial(job_result, cmd, admin=ctx.is_root_admin), ctx)
 
-    def context(self, session, job):
+    def context(self, session: Session, job: AsyncJob) -> Context:
         return Context(self.engine, session, session.get(User, job.user_id), job.command, job=job)
 
-    def after_commit(self, ctx):
+    def after_commit(self, ctx: Context) -> None:
         ctx.run_after_commit()

@@ -5,14 +5,25 @@ request strings into typed values and raises the contract's 431 errors. UUID par
 resolved to database rows here, so a handler never sees an id that names nothing.
 """
 
+from __future__ import annotations
+
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from .. import values
 from ..redaction import redacted_value
 from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import SimpleNamespace
+
+    from ..api.registry import Command
+    from ..context import Context
+    from ..persistence.models import Base
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
@@ -21,38 +32,37 @@ _MAP_KEY = re.compile(r"^(?P<name>[^\[]+)\[(?P<index>\d+)\]\.(?P<key>.+)$")
 class ParamType:
     api_type = "string"
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> str:
         return raw
 
 
 class String(ParamType):
-    def __init__(self, length=255):
+    def __init__(self, length: int = 255):
         self.length = length
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> str:
         if len(raw) > self.length:
             raise InvalidParameterValue(
-                "Value greater than max allowed length %d for param: %s" % (self.length, name)
+                f"Value greater than max allowed length {self.length} for param: {name}"
             )
         if _CONTROL.search(raw):
             raise InvalidParameterValue(
-                "Received value %r for parameter %s is invalid, contains illegal ASCII "
-                "non-printable characters" % (redacted_value(name, raw), name)
+                f"Received value {redacted_value(name, raw)!r} for parameter {name} is invalid, contains illegal ASCII "
+                "non-printable characters"
             )
         return raw
 
 
-def _invalid(cmd, name, raw):
+def _invalid(cmd: Command, name: str, raw: str):
     return ParameterError(
-        "Unable to execute API command %s due to invalid value %s for parameter %s"
-        % (cmd.lower(), redacted_value(name, raw), name)
+        f"Unable to execute API command {cmd.lower()} due to invalid value {redacted_value(name, raw)} for parameter {name}"
     )
 
 
 class Boolean(ParamType):
     api_type = "boolean"
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> bool | None:
         if raw.strip() == "":
             return None
         try:
@@ -67,14 +77,14 @@ class _Number(ParamType):
 
     bounds = values.INT64
 
-    def __init__(self, minimum=None, maximum=None):
+    def __init__(self, minimum: float | None = None, maximum: float | None = None):
         self.minimum = self.bounds[0] if minimum is None else minimum
         self.maximum = self.bounds[1] if maximum is None else maximum
 
-    def parse(self, raw):
+    def parse(self, raw: str) -> float:
         return values.parse_int(raw, self.minimum, self.maximum)
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> float | None:
         if raw.strip() == "":
             return None
         try:
@@ -96,7 +106,7 @@ class Size(Long):
     """A non-negative count of `unit` bytes (a disk size in GB, say) whose byte count fits a
     Java long: the database and the arithmetic on it never see a larger one."""
 
-    def __init__(self, unit=1):
+    def __init__(self, unit: str = 1):
         super().__init__(0, values.INT64[1] // unit)
 
 
@@ -104,7 +114,7 @@ class Float(_Number):
     api_type = "float"
     bounds = (-values.JAVA_FLOAT_MAX, values.JAVA_FLOAT_MAX)
 
-    def parse(self, raw):
+    def parse(self, raw: str) -> float:
         return values.parse_decimal(raw, self.minimum, self.maximum)
 
 
@@ -117,11 +127,11 @@ class Uuid(ParamType):
 
     api_type = "uuid"
 
-    def __init__(self, model=None, owned=False):
+    def __init__(self, model: type[Base] | None = None, owned: bool = False):
         self.model = model
         self.owned = owned
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> object:
         try:
             parsed = uuidlib.UUID(raw)
         except ValueError:
@@ -134,32 +144,30 @@ class Uuid(ParamType):
         row = ctx.session.query(self.model).filter_by(uuid=raw).one_or_none()
         if row is None:
             raise InvalidParameterValue(
-                "Unable to execute API command %s due to invalid value. Invalid parameter %s "
-                "value=%s due to incorrect long value format, or entity does not exist or due "
+                f"Unable to execute API command {cmd.lower()} due to invalid value. Invalid parameter {name} "
+                f"value={raw} due to incorrect long value format, or entity does not exist or due "
                 "to incorrect parameter annotation for the field in api cmd class."
-                % (cmd.lower(), name, raw)
             )
         if self.owned:
             check_owner(ctx, row)
         return row
 
 
-def check_owner(ctx, row):
+def check_owner(ctx: Context, row: Base) -> None:
     """Refuse (531, CloudStack's text) a caller other than a root admin or the row's account."""
     principal = ctx.principal
     if principal is None or principal.root_admin or row.account_id == principal.account_id:
         return
-    raise PermissionDenied("Account %s does not have permission to operate with resource %s"
-                           % (ctx.account.name, row.uuid))
+    raise PermissionDenied(f"Account {ctx.account.name} does not have permission to operate with resource {row.uuid}")
 
 
 class List(ParamType):
     api_type = "list"
 
-    def __init__(self, item=None):
+    def __init__(self, item: ParamType | None = None):
         self.item = item or String()
 
-    def convert(self, cmd, name, raw, ctx):
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> list[object]:
         out = []
         for part in raw.split(","):
             part = part.strip()
@@ -194,11 +202,11 @@ class Param:
             self.type = self.type()
 
     @property
-    def length(self):
+    def length(self) -> int | None:
         return getattr(self.type, "length", None)
 
 
-def _maps(raw):
+def _maps(raw: str):
     """Collect map-typed parameters: {name: [ {key: value, ...} ordered by index ]}."""
     groups = {}
     for key, value in raw.items():
@@ -209,7 +217,7 @@ def _maps(raw):
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
 
 
-def used(params, raw):
+def used(params: Sequence[Param], raw: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The raw strings `parse` reads for `params`: exactly the declared parameters the request
     carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
     unknown or differently spelt name, credentials) changes nothing and is left out."""
@@ -221,7 +229,7 @@ def used(params, raw):
     return tuple(sorted(out))
 
 
-def parse(cmd, params, raw, ctx):
+def parse(cmd: Command, params: Sequence[Param], raw: Mapping[str, str], ctx: Context) -> SimpleNamespace:
     """Validate `raw` (str -> str) against `params`; returns a namespace of typed values."""
     values = {}
     maps = None
@@ -239,15 +247,15 @@ def parse(cmd, params, raw, ctx):
                 if value is _ABSENT:
                     if p.required:
                         raise InvalidParameterValue(
-                            "Unable to execute API command %s due to invalid value. Invalid "
-                            "parameter %s value=%s due to incorrect long value format, or "
+                            f"Unable to execute API command {cmd.lower()} due to invalid value. Invalid "
+                            f"parameter {p.name} value={raw[p.name]} due to incorrect long value format, or "
                             "entity does not exist or due to incorrect parameter annotation "
-                            "for the field in api cmd class." % (cmd.lower(), p.name, raw[p.name])
+                            "for the field in api cmd class."
                         )
                     present, value = False, None
         if p.required and not present:
             raise ParameterError(
-                "Unable to execute API command %s due to missing parameter %s" % (cmd.lower(), p.name)
+                f"Unable to execute API command {cmd.lower()} due to missing parameter {p.name}"
             )
         if value is None and p.default is not None:
             value = p.default
@@ -257,12 +265,12 @@ def parse(cmd, params, raw, ctx):
     return ns
 
 
-def given(p, name):
+def given(p: SimpleNamespace, name: str) -> bool:
     """True when the request carried parameter `name` (with a usable value)."""
     return name in p._given
 
 
-def map_dict(entries):
+def map_dict(entries: Sequence[Mapping[str, str]] | None) -> dict[str, str]:
     """A map parameter as one dict: entries are {key, value} pairs or {<key>: <value>} groups."""
     out = {}
     for entry in entries or ():

@@ -2,6 +2,12 @@
 does not see. CloudStack fills these only in an admin's (ResponseView.Full) answer; here every
 answer passes through `restricted` on its way out, whichever command produced it."""
 
+from __future__ import annotations
+
+from typing import TypeVar
+
+T = TypeVar("T")
+
 # Response object name -> fields only a root admin sees.
 ADMIN_ONLY_FIELDS = {
     # DataCenterJoinDaoImpl: DNS servers and the guest CIDR are infrastructure details.
@@ -10,7 +16,7 @@ ADMIN_ONLY_FIELDS = {
 }
 
 
-def restricted(response, body):
+def restricted(response: str | None, body: T) -> T:
     """`body` (one object or a list of them, of response type `response`) as a caller who is
     not a root admin sees it."""
     hidden = ADMIN_ONLY_FIELDS.get(response)

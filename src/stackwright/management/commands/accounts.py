@@ -1,5 +1,9 @@
 """Accounts, users, domains, API keys, session login, API limits."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, Integer, Param, String, Uuid
 from ..api.registry import Success, api_command
@@ -8,8 +12,13 @@ from ..formatting import compact, date
 from ..persistence.models import Account, Domain, User
 from ..services.accounts import ROLE_TYPES, AccountQueries
 
+if TYPE_CHECKING:
+    from ..api.registry import ListResult
+    from types import SimpleNamespace
+    from ..context import Context
 
-def user_view(user, account, domain):
+
+def user_view(user: User, account: Account, domain: Domain) -> dict[str, Any]:
     return compact({
         "id": user.uuid, "username": user.username, "firstname": user.firstname,
         "lastname": user.lastname, "email": user.email, "created": date(user.created),
@@ -20,7 +29,7 @@ def user_view(user, account, domain):
     })
 
 
-def account_view(ctx, account):
+def account_view(ctx: Context, account: Account) -> dict[str, Any]:
     domain = AccountQueries(ctx).domain(account.domain_id)
     return compact({
         "id": account.uuid, "name": account.name, "accounttype": account.account_type,
@@ -31,7 +40,7 @@ def account_view(ctx, account):
     })
 
 
-def domain_view(ctx, domain):
+def domain_view(ctx: Context, domain: Domain) -> dict[str, Any]:
     reads = AccountQueries(ctx)
     parent = reads.domain(domain.parent_id)
     has_child = reads.has_child(domain)
@@ -53,7 +62,7 @@ def domain_view(ctx, domain):
     Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
     Param("isrecursive", Boolean(), description="defaults to false"),
 ])
-def list_accounts(ctx, p):
+def list_accounts(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists accounts and provides detailed account information for listed accounts."""
     return listed(AccountQueries(ctx).list_accounts(p), lambda a: account_view(ctx, a))
 
@@ -75,7 +84,7 @@ ROLE_IDS = {"0": 0, "user": 0, "1": 1, "admin": 1, "2": 2, "domainadmin": 2}
     Param("networkdomain", String(), description="Network domain for the account's networks"),
     Param("timezone", String(), description="Specifies a timezone for this command"),
 ])
-def create_account(ctx, p):
+def create_account(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates an account."""
     account_type = p.accounttype
     if account_type is None and p.roleid is None:
@@ -83,9 +92,9 @@ def create_account(ctx, p):
     if account_type is None:
         account_type = ROLE_IDS.get(p.roleid.lower())
         if account_type is None:
-            raise InvalidParameterValue("Unable to find role by provided id: %s" % p.roleid)
+            raise InvalidParameterValue(f"Unable to find role by provided id: {p.roleid}")
     if account_type not in ROLE_TYPES:
-        raise InvalidParameterValue("Invalid account type %s given; valid types are 0, 1 and 2" % account_type)
+        raise InvalidParameterValue(f"Invalid account type {account_type} given; valid types are 0, 1 and 2")
     account = ctx.accounts.create_account(
         username=p.username, password=p.password, email=p.email, firstname=p.firstname,
         lastname=p.lastname, account_type=account_type, account_name=p.account,
@@ -101,17 +110,17 @@ def create_account(ctx, p):
     Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
     Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
 ])
-def list_users(ctx, p):
+def list_users(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists user accounts."""
     reads = AccountQueries(ctx)
 
-    def render(user):
+    def render(user: User):
         return user_view(user, user.account, reads.domain(user.account.domain_id))
 
     return listed(reads.list_users(p), render)
 
 
-def _own_or_admin(ctx, user):
+def _own_or_admin(ctx: Context, user: User):
     if not ctx.is_root_admin and user.id != ctx.user.id:
         raise InvalidParameterValue("Unable to find user by id")
 
@@ -119,7 +128,7 @@ def _own_or_admin(ctx, user):
 @api_command("registerUserKeys", response="userkeys", admin_only=False, params=[
     Param("id", Uuid(User), required=True, description="User id"),
 ])
-def register_user_keys(ctx, p):
+def register_user_keys(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Generates a new API key and secret for a user, replacing the old ones."""
     _own_or_admin(ctx, p.id)
     ctx.accounts.register_keys(p.id)
@@ -130,7 +139,7 @@ def register_user_keys(ctx, p):
 @api_command("getUserKeys", response="userkeys", admin_only=False, params=[
     Param("id", Uuid(User), required=True, description="ID of the user whose keys are required"),
 ])
-def get_user_keys(ctx, p):
+def get_user_keys(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Returns the API key and secret of a user."""
     _own_or_admin(ctx, p.id)
     return compact({"apikey": p.id.api_key, "secretkey": p.id.secret_key})
@@ -139,7 +148,7 @@ def get_user_keys(ctx, p):
 @api_command("enableUser", response="user", params=[
     Param("id", Uuid(User), required=True, description="Enables user by user ID."),
 ])
-def enable_user(ctx, p):
+def enable_user(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Enables a user account: a user locked after too many incorrect logins may log in again."""
     user = ctx.accounts.enable_user(p.id)
     ctx.after_commit(ctx.engine.keys.invalidate)
@@ -153,7 +162,7 @@ def enable_user(ctx, p):
     Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
     Param("details", String(), description="comma separated list of domain details requested"),
 ])
-def list_domains(ctx, p):
+def list_domains(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists domains and provides detailed information for listed domains."""
     return listed(AccountQueries(ctx).list_domains(p), lambda d: domain_view(ctx, d))
 
@@ -164,7 +173,7 @@ def list_domains(ctx, p):
     Param("domain", String(), description="Path of the domain that the user belongs to, e.g. ROOT/child"),
     Param("domainId", Uuid(Domain), description="The id of the domain that the user belongs to"),
 ])
-def login(ctx, p):
+def login(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Logs a user into the CloudStack API; answers a session key and sets session cookies."""
     domain = p.domainId
     if domain is None:
@@ -172,12 +181,12 @@ def login(ctx, p):
         if not path.upper().startswith("ROOT"):
             path = "ROOT/" + path
         domain = AccountQueries(ctx).domain_by_path(path)
-    allowed = ctx.config.typed("incorrect.login.attempts.allowed")
+    allowed = ctx.settings.typed("incorrect.login.attempts.allowed")
     user, record, session_key = ctx.accounts.login(p.username, p.password, domain, attempts_allowed=allowed)
     if user is None:
         raise LoginFailed(
-            "Failed to authenticate user %s in domain %s; please provide valid credentials"
-            % (p.username, domain.uuid if domain else (p.domain or "ROOT"))
+            f"Failed to authenticate user {p.username} in domain "
+            f"{domain.uuid if domain else (p.domain or 'ROOT')}; please provide valid credentials"
         )
     account = user.account
     ctx.cookies = {"JSESSIONID": record.session_id, "sessionkey": session_key}
@@ -190,7 +199,7 @@ def login(ctx, p):
 
 
 @api_command("logout", response=None, admin_only=False)
-def logout(ctx, p):
+def logout(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Logs out the user."""
     session_id = getattr(ctx, "cookies_in", {}).get("JSESSIONID")
     if session_id:
@@ -199,7 +208,7 @@ def logout(ctx, p):
 
 
 @api_command("getApiLimit", response="apilimit", admin_only=False, readonly=True)
-def get_api_limit(ctx, p):
+def get_api_limit(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Gets API limit count for the caller."""
     throttle = ctx.engine.throttle
     if not throttle.enabled:
@@ -212,7 +221,7 @@ def get_api_limit(ctx, p):
 @api_command("resetApiLimit", params=[
     Param("account", Uuid(Account), description="the ID of the account whose limit is to be reset"),
 ])
-def reset_api_limit(ctx, p):
+def reset_api_limit(ctx: Context, p: SimpleNamespace) -> Success:
     """Reset API count."""
     throttle = ctx.engine.throttle
     if not throttle.enabled:

@@ -65,5 +65,5 @@ def list_hypervisors(ctx: Context, p: SimpleNamespace) -> ListResult:
     if p.zoneid is not None:
         names = ctx.hierarchy.hypervisors_in(p.zoneid)
     else:
-        names = [h.strip() for h in ctx.config.get("hypervisor.list").split(",") if h.strip()]
+        names = [h.strip() for h in ctx.settings.get("hypervisor.list").split(",") if h.strip()]
     return ListResult([{"name": n} for n in names], len(names))

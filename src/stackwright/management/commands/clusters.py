@@ -42,8 +42,8 @@ def cluster_view(ctx: Context, cluster: Cluster) -> dict[str, Any]:
         "clustertype": cluster.cluster_type,
         "allocationstate": cluster.allocation_state,
         "managedstate": cluster.managed_state,
-        "cpuovercommitratio": ratio(ctx.configuration.cluster_ratio(cluster, "cpu.overprovisioning.factor")),
-        "memoryovercommitratio": ratio(ctx.configuration.cluster_ratio(cluster, "mem.overprovisioning.factor")),
+        "cpuovercommitratio": ratio(ctx.settings.cluster_ratio(cluster, "cpu.overprovisioning.factor")),
+        "memoryovercommitratio": ratio(ctx.settings.cluster_ratio(cluster, "mem.overprovisioning.factor")),
         "resourcedetails": details or None,
         "arch": cluster.arch,
     })

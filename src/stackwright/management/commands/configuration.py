@@ -5,6 +5,10 @@ accountid, domainid, imagestoreuuid). With a scope, listings show only the keys 
 there, with their effective value (the scoped value, else the global one).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.params import Param, String, Uuid
 from ..api.registry import ListResult, api_command
 from ..errors import InvalidParameterValue
@@ -12,6 +16,11 @@ from ..formatting import compact
 from ..persistence.models import Account, Cluster, Domain, ImageStore, StoragePool, Zone
 from ..services.configuration import KEYS, key
 from ..services.queries import check_paging
+
+if TYPE_CHECKING:
+    from ..services.configuration import Key, ScopeResource
+    from types import SimpleNamespace
+    from ..context import Context
 
 # (request parameter, scope name, model); the order is CloudStack's precedence.
 SCOPE_PARAMS = (
@@ -40,7 +49,7 @@ CONFIGURATION_FIELDS = (
 )
 
 
-def configuration_view(k, value, scope=None):
+def configuration_view(k: Key, value: str | None, scope: str | None = None) -> dict[str, Any]:
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
@@ -58,7 +67,7 @@ def configuration_view(k, value, scope=None):
     })
 
 
-def requested_scope(p):
+def requested_scope(p: SimpleNamespace) -> tuple[str, ScopeResource] | tuple[None, None]:
     """(scope, resource) named by the request, or (None, None); more than one is an error."""
     named = [(scope, getattr(p, param)) for param, scope, _model, _text in SCOPE_PARAMS if getattr(p, param) is not None]
     if len(named) > 1:
@@ -74,15 +83,15 @@ def requested_scope(p):
     Param("subgroup", String(), description="lists configurations by subgroup name"),
     Param("parent", String(), description="lists configuration by parent name"),
 ])
-def list_configurations(ctx, p):
+def list_configurations(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all configurations."""
     scope, resource = requested_scope(p)
     offset, limit = check_paging(ctx, p)
-    entries = ctx.configuration.listing(scope, resource)
+    entries = ctx.settings.listing(scope, resource)
     name = (p.name or "").lower()
     keyword = (p.keyword or "").lower()
 
-    def wanted(k, value):
+    def wanted(k: Key, value: str | None) -> bool:
         if name and name not in k.name.lower():
             return False
         for wanted_value, actual in ((p.category, k.category), (p.group, k.group), (p.subgroup, k.subgroup)):
@@ -103,23 +112,23 @@ def list_configurations(ctx, p):
     Param("value", String(4096), description="the value of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def update_configuration(ctx, p):
+def update_configuration(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a configuration."""
     k = key(p.name)
     scope, resource = requested_scope(p)
     if p.value is None:
         # No value: nothing changes; answer with the current one.
-        current = (ctx.configuration.scoped_value(k.name, scope, resource) if scope
-                   else ctx.configuration.global_value(k.name))
+        current = (ctx.settings.scoped_value(k.name, scope, resource) if scope
+                   else ctx.settings.global_value(k.name))
         return configuration_view(k, current, scope)
     value = None if p.value.strip() == "" or p.value == "null" else p.value
     if scope is None:
-        ctx.configuration.set_global(k.name, value)
+        ctx.settings.set_global(k.name, value)
         # Another request may have reloaded the cache before this commit; load it again after.
-        ctx.after_commit(ctx.config.invalidate)
+        ctx.after_commit(ctx.settings.invalidate)
     else:
-        ctx.configuration.set_scoped(k.name, value, scope, resource)
-    ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully edited configuration value %s" % k.name)
+        ctx.settings.set_scoped(k.name, value, scope, resource)
+    ctx.event("CONFIGURATION.VALUE.EDIT", f"Successfully edited configuration value {k.name}")
     return configuration_view(k, value, scope)
 
 
@@ -127,12 +136,12 @@ def update_configuration(ctx, p):
     Param("name", String(), required=True, description="the name of the configuration"),
     *SCOPE_ID_PARAMS,
 ])
-def reset_configuration(ctx, p):
+def reset_configuration(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Resets a configuration: a global value to its default, a scoped value to the global one."""
     k = key(p.name)
     scope, resource = requested_scope(p)
-    value = ctx.configuration.reset(k.name, scope, resource)
+    value = ctx.settings.reset(k.name, scope, resource)
     if scope is None:
-        ctx.after_commit(ctx.config.invalidate)
-    ctx.event("CONFIGURATION.VALUE.EDIT", "Successfully reset configuration value %s" % k.name)
+        ctx.after_commit(ctx.settings.invalidate)
+    ctx.event("CONFIGURATION.VALUE.EDIT", f"Successfully reset configuration value {k.name}")
     return configuration_view(k, value, scope)

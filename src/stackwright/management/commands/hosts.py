@@ -1,5 +1,9 @@
 """Hosts: addHost, updateHost, deleteHost, listHosts, reconnectHost and host maintenance."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import time
 
 from ..api.listing import listed
@@ -10,6 +14,16 @@ from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone
 from ..services import migration
 from ..services.capacity import decimal, host_capacity, percent
 from ..services.steps import DbStep
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from sqlalchemy import Row
+
+    from ..services.capacity import Allocation
+    from ..services.steps import Steps
+    from types import SimpleNamespace
+    from ..context import Context
 
 HOST_FIELDS = (
     ("id", "the ID of the host"), ("name", "the name of the host"),
@@ -38,7 +52,7 @@ HOST_FIELDS = (
 class Placement:
     """What every host of one cluster shares in its view, computed once per page."""
 
-    def __init__(self, cluster, ratios):
+    def __init__(self, cluster: Cluster, ratios: tuple[float, float]):
         # The fields every host of the cluster has alike; each view starts as a copy.
         self.fields = {
             "zoneid": cluster.zone_uuid, "zonename": cluster.zone_name, "podid": cluster.pod_uuid,
@@ -53,7 +67,7 @@ class Placement:
         self.ratios = ratios
 
 
-def render_hosts(ctx, rows):
+def render_hosts(ctx: Context, rows: Sequence[Row]) -> list[dict[str, Any]]:
     """API views of host `rows` (of the host service's VIEW_COLUMNS), with their clusters,
     pods, zones, ratios and allocations read once for the whole list, never once per host."""
     clusters, allocations = ctx.hosts.view_context(rows)
@@ -69,16 +83,17 @@ class Seen:
     __slots__ = ("sizes", "pings")
 
     def __init__(self):
-        self.sizes, self.pings = {}, {}
+        self.sizes: dict[tuple[object, ...], dict[str, Any]] = {}
+        self.pings: dict[int, str] = {}
 
 
-def _epoch_date(seconds):
+def _epoch_date(seconds: float) -> str:
     """`last_pinged` (epoch seconds) in CloudStack's date form."""
     return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(seconds))
 
 
-def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, ratios,
-                allocation):
+def size_fields(cpus: int, cpu_speed: int, cpu_sockets: int, memory_bytes: int, cpu_used_percent: float | None, memory_used_bytes: int,
+                ratios: tuple[float, float], allocation: Allocation | None) -> dict[str, Any]:
     """The CPU and memory fields of a host's view, from its capacity (services.capacity)."""
     capacity = host_capacity(cpus, cpu_speed, memory_bytes, ratios, allocation)
     used = capacity.used
@@ -105,7 +120,8 @@ def size_fields(cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, me
     return fields
 
 
-def host_view(row, placements, allocations, seen=None):
+def host_view(row: Row, placements: Mapping[int, Placement], allocations: Mapping[int, Allocation],
+              seen: Seen | None = None) -> dict[str, Any]:
     """One host's API view; fields that are None are left out, as CloudStack omits nulls.
 
     `placements` and `allocations` are by cluster and host id (render_hosts). Built field by
@@ -161,7 +177,7 @@ def host_view(row, placements, allocations, seen=None):
     return view
 
 
-def _one_host(ctx, host):
+def _one_host(ctx: Context, host: Host):
     """A single host (just changed in this transaction) as a command or job result."""
     return render_hosts(ctx, ctx.hosts.view_rows([host.id]))[0]
 
@@ -178,7 +194,7 @@ def _one_host(ctx, host):
     Param("hosttags", List(), description="list of tags to be added to the host"),
     Param("allocationstate", String(), description="Allocation state of this Host for allocation of new resources"),
 ])
-def add_host(ctx, p):
+def add_host(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Adds a new host."""
     host = ctx.hosts.add_host(
         zone=p.zoneid, pod=p.podid, url=p.url, hypervisor=p.hypervisor, cluster=p.clusterid,
@@ -196,7 +212,7 @@ def add_host(ctx, p):
     Param("oscategoryid", String(), description="the ID of the OS category; not used by this engine"),
     Param("url", String(2048), description="the new URL of the host; not used by this engine"),
 ])
-def update_host(ctx, p):
+def update_host(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a host."""
     host = ctx.hosts.update_host(
         p.id, allocation=p.allocationstate, host_tags=p.hosttags, tags_given=given(p, "hosttags"),
@@ -210,7 +226,7 @@ def update_host(ctx, p):
     Param("forced", Boolean(), description="Force delete the host; it need not be in maintenance"),
     Param("forcedestroylocalstorage", Boolean(), description="Force destroy local storage on this host"),
 ])
-def delete_host(ctx, p):
+def delete_host(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a host."""
     ctx.hosts.delete_host(p.id, forced=bool(p.forced))
     return Success()
@@ -218,27 +234,27 @@ def delete_host(ctx, p):
 
 @api_command("reconnectHost", response="host", async_job=True, instance_type="Host", fields=HOST_FIELDS,
              params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def reconnect_host(ctx, p):
+def reconnect_host(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Reconnects a host."""
     return _one_host(ctx, ctx.hosts.reconnect(p.id))
 
 
 @api_command("prepareHostForMaintenance", response="host", async_job=True, instance_type="Host",
              fields=HOST_FIELDS, params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def prepare_host_for_maintenance(ctx, p):
+def prepare_host_for_maintenance(ctx: Context, p: SimpleNamespace) -> Steps:
     """Prepares a host for maintenance: its running guests are live-migrated to other hosts of its cluster."""
     host_id = p.id.id
     yield from migration.prepare_maintenance(host_id)
     return (yield DbStep(_host_result, host_id))
 
 
-def _host_result(ctx, host_id):
+def _host_result(ctx: Context, host_id: int):
     return render_hosts(ctx, ctx.hosts.view_rows([host_id]))[0]
 
 
 @api_command("cancelHostMaintenance", response="host", async_job=True, instance_type="Host",
              fields=HOST_FIELDS, params=[Param("id", Uuid(Host), required=True, description="the host ID")])
-def cancel_host_maintenance(ctx, p):
+def cancel_host_maintenance(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Cancels host maintenance."""
     return _one_host(ctx, ctx.hosts.cancel_maintenance(p.id))
 
@@ -257,7 +273,7 @@ def cancel_host_maintenance(ctx, p):
     Param("details", List(), description="give details by category: all, capacity, events, stats, min"),
     Param("outofbandmanagementenabled", Boolean(), description="list hosts for which out-of-band management is enabled"),
 ])
-def list_hosts(ctx, p):
+def list_hosts(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists hosts."""
     return listed(ctx.hosts.list_page(p), render_many=lambda rows: render_hosts(ctx, rows))
 
@@ -273,7 +289,7 @@ def list_hosts(ctx, p):
     Param("virtualmachineid", Uuid(VmInstance), required=True,
           description="find hosts to which this VM can be migrated and flag the hosts with enough CPU/RAM to host it"),
 ])
-def find_hosts_for_migration(ctx, p):
+def find_hosts_for_migration(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Find hosts suitable for migrating a virtual machine."""
     found = migration.candidates(ctx, p.virtualmachineid)
     views = {row["id"]: row for row in render_hosts(ctx, ctx.hosts.view_rows([h.id for h, _why in found]))}

@@ -5,6 +5,10 @@ deployVirtualMachine is an async create: the VM exists (Stopped) when the reques
 returns, and the job starts it. The other changes are async jobs whose result is the VM.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, List, Map, Param, Size, String, Uuid, given, map_dict
 from ..api.registry import api_command
@@ -26,6 +30,13 @@ from ..services import vm_lifecycle as lifecycle
 from ..services.queries import by_id, by_uuid
 from ..services.steps import DbStep
 from ..services.vm_queries import VmQueries
+
+if TYPE_CHECKING:
+    from ..api.registry import ListResult
+    from ..services.steps import Steps
+    from types import SimpleNamespace
+    from ..context import Context
+    from ..persistence.models import Account, Entity
 
 VM_FIELDS = (
     ("id", "the ID of the virtual machine"), ("name", "the name of the virtual machine"),
@@ -50,13 +61,13 @@ VM_FIELDS = (
 VM_PACKAGE = "org.apache.cloudstack.api.command.user.vm."
 VM_ID = Param("id", Uuid(VmInstance, owned=True), required=True, description="The ID of the virtual machine")
 PLACEMENT_PARAMS = [
-    Param("%sid" % what, Uuid(model),
-          description="destination %s ID to deploy the VM to - parameter available for root admin only" % label)
+    Param(f"{what}id", Uuid(model),
+          description=f"destination {label} ID to deploy the VM to - parameter available for root admin only")
     for what, model, label in (("host", Host, "Host"), ("pod", Pod, "Pod"), ("cluster", Cluster, "Cluster"))
 ]
 
 
-def render_vms(ctx, vms):
+def render_vms(ctx: Context, vms: list[VmInstance]) -> list[dict[str, Any]]:
     """API views of `vms`, loading what they refer to once per page."""
     if not vms:
         return []
@@ -68,7 +79,8 @@ def render_vms(ctx, vms):
             for v in vms]
 
 
-def vm_view(vm, zone, host, template, offering, account, job_uuid=None, admin=True):
+def vm_view(vm: VmInstance, zone: Zone, host: Host | None, template: Template, offering: ServiceOffering,
+            account: Account, job_uuid: str | None = None, admin: bool = True) -> dict[str, Any]:
     return compact({
         "id": vm.uuid,
         "name": vm.name,
@@ -107,24 +119,24 @@ def vm_view(vm, zone, host, template, offering, account, job_uuid=None, admin=Tr
     })
 
 
-def one_vm(ctx, vm):
+def one_vm(ctx: Context, vm: VmInstance) -> dict[str, Any]:
     return render_vms(ctx, [vm])[0]
 
 
-def _view(ctx, vm_id):
+def _view(ctx: Context, vm_id: int):
     """The job's result: the VM as its last step left it."""
     return one_vm(ctx, by_id(ctx.session, VmInstance, vm_id))
 
 
-def _job_vm(ctx):
+def _job_vm(ctx: Context):
     return by_uuid(ctx.session, VmInstance, ctx.job.instance_uuid)
 
 
-def _id(row):
+def _id(row: Entity | None) -> int | None:
     return row.id if row is not None else None
 
 
-def _prepare_deploy(ctx, p):
+def _prepare_deploy(ctx: Context, p: SimpleNamespace):
     owner = ctx.vms.owner(p.account, p.domainid)
     vm = ctx.vms.create(
         zone=p.zoneid, offering=p.serviceofferingid, template=p.templateid, owner=owner, name=p.name,
@@ -152,7 +164,7 @@ def _prepare_deploy(ctx, p):
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
         Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
     ])
-def deploy_virtual_machine(ctx, p):
+def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Creates and automatically starts a virtual machine based on a service offering and template."""
     vm_id = _job_vm(ctx).id
     yield from lifecycle.deploy(vm_id, start=p.startvm, host_id=_id(p.hostid), pod_id=_id(p.podid),
@@ -168,7 +180,7 @@ def deploy_virtual_machine(ctx, p):
         Param("considerlasthost", Boolean(), default=True,
               description="True by default, the last host of the VM is tried first when it has capacity"),
     ])
-def start_virtual_machine(ctx, p):
+def start_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Starts a virtual machine."""
     vm = ctx.vms.check_access(p.id)
     ctx.vms.check_placement(VmQueries(ctx).zone_of(vm), host=p.hostid, pod=p.podid, cluster=p.clusterid)
@@ -184,7 +196,7 @@ def start_virtual_machine(ctx, p):
         Param("forced", Boolean(), description="Force stop the VM (vm is marked as Stopped even when command fails to "
                                                "be send to the backend, otherwise a force poweroff is attempted)."),
     ])
-def stop_virtual_machine(ctx, p):
+def stop_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Stops a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.stop_vm(vm_id, forced=bool(p.forced))
@@ -193,7 +205,7 @@ def stop_virtual_machine(ctx, p):
 
 @api_command("rebootVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
              admin_only=False, fields=VM_FIELDS, cmd_class=VM_PACKAGE + "RebootVMCmd", params=[VM_ID])
-def reboot_virtual_machine(ctx, p):
+def reboot_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Reboots a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.reboot_vm(vm_id)
@@ -206,7 +218,7 @@ def reboot_virtual_machine(ctx, p):
         VM_ID,
         Param("expunge", Boolean(), description="If true is passed, the vm is expunged immediately. False by default."),
     ])
-def destroy_virtual_machine(ctx, p):
+def destroy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Destroys a virtual machine."""
     vm = ctx.vms.check_access(p.id)
     if p.expunge and not ctx.is_root_admin:
@@ -236,7 +248,7 @@ def destroy_virtual_machine(ctx, p):
         Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
         Param("details", List(), description="comma separated list of vm details requested"),
     ])
-def list_virtual_machines(ctx, p):
+def list_virtual_machines(ctx: Context, p: SimpleNamespace) -> ListResult:
     """List the virtual machines owned by the account."""
     return listed(VmQueries(ctx).list_page(p, given(p, "haenable")), render_many=lambda vms: render_vms(ctx, vms))
 
@@ -254,7 +266,7 @@ def list_virtual_machines(ctx, p):
               description="Destination storage pool ID to migrate VM volumes to; not supported: the VM's disk stays "
                           "on shared storage"),
     ])
-def migrate_virtual_machine(ctx, p):
+def migrate_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Attempts Migration of a VM to a different host or Root volume of the vm to a different storage pool"""
     vm_id = p.virtualmachineid.id
     if p.storageid is not None:

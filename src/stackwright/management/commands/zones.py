@@ -1,10 +1,19 @@
 """Zones: createZone, updateZone, deleteZone, listZones."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..api.listing import listed
 from ..api.params import Boolean, List, Map, Param, String, Uuid, given, map_dict
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
 from ..persistence.models import Domain, Zone
+
+if TYPE_CHECKING:
+    from ..api.registry import ListResult
+    from types import SimpleNamespace
+    from ..context import Context
 
 ZONE_FIELDS = (
     ("id", "the UUID of the zone"), ("name", "zone name"), ("dns1", "the first DNS"),
@@ -19,7 +28,7 @@ ZONE_FIELDS = (
 )
 
 
-def zone_view(zone, domain_name=None):
+def zone_view(zone: Zone, domain_name: str | None = None) -> dict[str, Any]:
     return compact({
         "id": zone.uuid,
         "name": zone.name,
@@ -68,7 +77,7 @@ ZONE_PARAMS = [
     Param("domainid", Uuid(Domain), description="the ID of the containing domain, null for public zones"),
     Param("securitygroupenabled", Boolean(), description="true if network is security group enabled, false otherwise"),
 ])
-def create_zone(ctx, p):
+def create_zone(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a Zone."""
     zone = ctx.hierarchy.create_zone(
         name=p.name, dns1=p.dns1, network_type=p.networktype, dns2=p.dns2,
@@ -97,7 +106,7 @@ _UPDATE_MAP = {
     Param("ispublic", Boolean(), description="updates a private zone to public if set, but not vice-versa"),
     Param("details", Map(), description="the details for the Zone"),
 ])
-def update_zone(ctx, p):
+def update_zone(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Updates a Zone."""
     changes = {attr: getattr(p, param) for param, attr in _UPDATE_MAP.items() if given(p, param)}
     if p.domain == "":
@@ -110,7 +119,7 @@ def update_zone(ctx, p):
 @api_command("deleteZone", params=[
     Param("id", Uuid(Zone), required=True, description="the ID of the Zone"),
 ])
-def delete_zone(ctx, p):
+def delete_zone(ctx: Context, p: SimpleNamespace) -> Success:
     """Deletes a Zone."""
     ctx.hierarchy.delete_zone(p.id)
     return Success()
@@ -126,10 +135,10 @@ def delete_zone(ctx, p):
     Param("showcapacities", Boolean(), description="flag to display the capacity of the zones"),
     Param("tags", Map(), description="List zones by resource tags (key/value pairs)"),
 ])
-def list_zones(ctx, p):
+def list_zones(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists zones."""
 
-    def render(zone):
+    def render(zone: Zone):
         view = zone_view(zone, ctx.hierarchy.domain_name(zone.domain_id))
         if p.showcapacities:
             view["capacity"] = ctx.capacity.rows(zone=zone)

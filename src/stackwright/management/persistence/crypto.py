@@ -10,13 +10,19 @@ reveals no secret.
 The key is process-wide (`install`): one engine process serves one database.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import String, Text
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Dialect
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,7 @@ class KeyFileError(Exception):
     pass
 
 
-def default_key_file(db_url):
+def default_key_file(db_url: str) -> str:
     """Where the key lives unless configured: next to an SQLite database file, else
     /etc/cloudstack/management/key."""
     if db_url.startswith("sqlite") and ":///" in db_url:
@@ -38,7 +44,7 @@ def default_key_file(db_url):
     return DEFAULT_KEY_FILE
 
 
-def read_key(path):
+def read_key(path: str) -> bytes | None:
     """The key in `path`, or None when there is no such file."""
     try:
         with open(path, "rb") as f:
@@ -46,15 +52,15 @@ def read_key(path):
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise KeyFileError("cannot read the key file %s: %s" % (path, e.strerror)) from None
+        raise KeyFileError(f"cannot read the key file {path}: {e.strerror}") from None
     try:
         Fernet(key)
     except ValueError:
-        raise KeyFileError("the key file %s does not hold a valid key" % path) from None
+        raise KeyFileError(f"the key file {path} does not hold a valid key") from None
     return key
 
 
-def ensure_key(path):
+def ensure_key(path: str) -> tuple[bytes | None, bool]:
     """The key in `path`, created (mode 0600, atomically) when there is none yet. An existing
     key is kept, whatever else changes: the stored secrets depend on it. Returns (key, created)."""
     key = read_key(path)
@@ -76,30 +82,30 @@ def ensure_key(path):
 
 
 class SecretBox:
-    def __init__(self, key):
+    def __init__(self, key: bytes):
         self._fernet = Fernet(key)
 
-    def encrypt(self, text):
+    def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
 
-    def decrypt(self, token):
+    def decrypt(self, token: str) -> str:
         return self._fernet.decrypt(token.encode()).decode()
 
 
 _box = None
 
 
-def install(key):
+def install(key: bytes | None) -> None:
     """Use `key` (bytes, or None for no key) for every Encrypted column of this process."""
     global _box
     _box = SecretBox(key) if key is not None else None
 
 
-def installed():
+def installed() -> bool:
     return _box is not None
 
 
-def is_encrypted(value):
+def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 
 
@@ -110,14 +116,14 @@ class Encrypted(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None:
             return None
         if _box is None:
             raise KeyFileError("no key to encrypt stored credentials: run stackwright-setup-databases")
         return _box.encrypt(value)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None or not is_encrypted(value):
             return value
         if _box is None:
@@ -130,7 +136,7 @@ class Encrypted(TypeDecorator):
             return None
 
 
-def encrypt_in_place(connection, table, column, key_column="id"):
+def encrypt_in_place(connection: Connection, table: str, column: str, key_column: str = "id") -> int:
     """Encrypt the clear values left in `table.column` (a database written before encryption
     at rest); returns how many were encrypted. Needs the key installed."""
     from sqlalchemy import column as col
@@ -154,14 +160,14 @@ class EncryptedJSON(Encrypted):
     impl = Text
     cache_ok = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
             return None
         return super().process_bind_param(json.dumps(value, sort_keys=True), dialect)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         text = super().process_result_value(value, dialect)
         return None if text is None else json.loads(text)

@@ -1,5 +1,7 @@
 """Domains, accounts, users, API keys and login sessions."""
 
+from __future__ import annotations
+
 import base64
 import datetime as dt
 import functools
@@ -7,12 +9,19 @@ import hashlib
 import hmac
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from ..errors import InvalidParameterValue
 from ..persistence.models import Account, Domain, LoginSession, User, utcnow
 from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, page
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from ..services.queries import Page
+    from sqlalchemy.orm import Session
+    from ..context import Context
 
 ROOT_ADMIN, USER, DOMAIN_ADMIN = 1, 0, 2
 ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin"}
@@ -22,18 +31,18 @@ LOCKED = "locked"
 log = logging.getLogger(__name__)
 
 
-def new_key():
+def new_key() -> str:
     """An API key or secret: URL-safe Base64 of 64 random bytes (86 characters), as CloudStack."""
     return secrets.token_urlsafe(64)
 
 
-def hash_password(password):
+def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return "scrypt$%s$%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def check_password(password, stored):
+def check_password(password: str, stored: str) -> bool:
     try:
         scheme, salt, digest = stored.split("$")
     except ValueError:
@@ -44,7 +53,7 @@ def check_password(password, stored):
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-def _digest(session_key):
+def _digest(session_key: str):
     """What is stored of a session key: its SHA-256, so the table alone opens no session."""
     return hashlib.sha256(session_key.encode("utf-8", "replace")).hexdigest()
 
@@ -57,15 +66,15 @@ def _dummy_hash():
 
 
 class AccountService:
-    def __init__(self, session):
+    def __init__(self, session: Session):
         self.session = session
 
-    def root_domain(self):
+    def root_domain(self) -> Domain | None:
         return self.session.execute(
             select(Domain).where(Domain.parent_id.is_(None), Domain.removed.is_(None))
         ).scalar_one_or_none()
 
-    def ensure_root(self, admin_password=None):
+    def ensure_root(self, admin_password: str | None = None) -> User:
         """Create the ROOT domain and the `admin` root-admin account if missing.
 
         Returns the admin user; its keys are generated when it has none.
@@ -99,19 +108,20 @@ class AccountService:
             self.register_keys(admin)
         return admin
 
-    def register_keys(self, user):
+    def register_keys(self, user: User) -> User:
         user.api_key = new_key()
         user.secret_key = new_key()
         self.session.flush()
         return user
 
-    def user_by_key(self, api_key):
+    def user_by_key(self, api_key: str) -> User | None:
         return self.session.execute(
             select(User).where(User.api_key == api_key, User.removed.is_(None))
         ).scalar_one_or_none()
 
-    def create_account(self, *, username, password, email, firstname, lastname, account_type,
-                       account_name=None, domain=None, network_domain=None, timezone=None):
+    def create_account(self, *, username: str, password: str, email: str, firstname: str, lastname: str, account_type: int,
+                       account_name: str | None = None, domain: Domain | None = None,
+                       network_domain: str | None = None, timezone: str | None = None) -> Account:
         domain = domain or self.root_domain()
         name = account_name or username
         clash = self.session.execute(
@@ -120,7 +130,7 @@ class AccountService:
         ).scalar_one_or_none()
         if clash is not None:
             raise InvalidParameterValue(
-                "The specified account: %s already exists" % name
+                f"The specified account: {name} already exists"
             )
         user_clash = self.session.execute(
             select(User).join(Account).where(User.username == username,
@@ -129,7 +139,7 @@ class AccountService:
         ).scalar_one_or_none()
         if user_clash is not None:
             raise InvalidParameterValue(
-                "The user %s already exists in domain %s" % (username, domain.path)
+                f"The user {username} already exists in domain {domain.path}"
             )
         account = Account(name=name, account_type=account_type, domain_id=domain.id,
                           network_domain=network_domain)
@@ -142,14 +152,15 @@ class AccountService:
         self.session.flush()
         return account
 
-    def users_of(self, account):
+    def users_of(self, account: Account) -> list[User]:
         return list(self.session.execute(
             select(User).where(User.account_id == account.id, User.removed.is_(None)).order_by(User.id)
         ).scalars())
 
     # --- login sessions -------------------------------------------------------------
 
-    def login(self, username, password, domain, attempts_allowed=5):
+    def login(self, username: str, password: str, domain: Domain | None,
+              attempts_allowed: int = 5) -> tuple[User, LoginSession, str] | tuple[None, None, None]:
         """(user, login session, session key) for the right password of an enabled user, else
         (None, None, None). Only a digest of the session key is stored.
 
@@ -187,7 +198,7 @@ class AccountService:
         self.session.flush()
         return user, record, session_key
 
-    def session_user(self, session_id, session_key):
+    def session_user(self, session_id: str, session_key: str) -> User | None:
         """The user of login session `session_id`, or None. The session key must come with
         every request: the JSESSIONID cookie alone, which a browser sends on any cross-site
         request, authenticates nothing."""
@@ -206,7 +217,7 @@ class AccountService:
         record.expires = utcnow() + SESSION_LIFETIME
         return user
 
-    def enable_user(self, user):
+    def enable_user(self, user: User) -> User:
         """An admin's way back for a locked or disabled user: enabled, the count of wrong
         passwords cleared."""
         user.state = "enabled"
@@ -214,7 +225,7 @@ class AccountService:
         self.session.flush()
         return user
 
-    def logout(self, session_id):
+    def logout(self, session_id: str) -> None:
         record = self.session.execute(
             select(LoginSession).where(LoginSession.session_id == session_id)
         ).scalar_one_or_none()
@@ -252,37 +263,37 @@ DOMAIN_FILTERS = (
 class AccountQueries:
     """The list reads of accounts, users and domains, for the caller of `ctx`."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
-    def list_accounts(self, p):
+    def list_accounts(self, p: SimpleNamespace) -> Page:
         q = select(Account).where(Account.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(Account.id == self.ctx.user.account_id)
         return page(self.ctx, p, filtered(q, ACCOUNT_FILTERS, p), Account.id)
 
-    def list_users(self, p):
+    def list_users(self, p: SimpleNamespace) -> Page:
         q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
         if not self.ctx.is_root_admin:
             q = q.where(User.id == self.ctx.user.id)
         return page(self.ctx, p, filtered(q, USER_FILTERS, p), User.id)
 
-    def list_domains(self, p):
+    def list_domains(self, p: SimpleNamespace) -> Page:
         q = filtered(select(Domain).where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
         if not self.ctx.is_root_admin:
             q = q.where(Domain.id == self.ctx.account.domain_id)
         return page(self.ctx, p, q, Domain.id)
 
-    def domain(self, domain_id):
+    def domain(self, domain_id: int) -> Domain | None:
         return self.session.get(Domain, domain_id) if domain_id else None
 
-    def has_child(self, domain):
+    def has_child(self, domain: Domain) -> bool:
         return self.session.execute(
             select(Domain.id).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def domain_by_path(self, path):
+    def domain_by_path(self, path: str) -> Domain | None:
         """The live domain whose path is `path` (case-insensitive), or None."""
         return self.session.execute(
             select(Domain).where(ci_equals(Domain.path, path), Domain.removed.is_(None))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from .. import values
+from ..formatting import ratio
 from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
 from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY, MIGRATING
@@ -212,7 +213,7 @@ class CapacityService:
 
     def _ratios(self, detail: Callable[[str], str | None]) -> tuple[float, float]:
         """The ratios from `detail(name)`, a cluster's detail or None; the global setting when None."""
-        config = self.ctx.configuration
+        config = self.ctx.settings
         out = []
         for setting in ("cpu.overprovisioning.factor", "mem.overprovisioning.factor"):
             value = detail(CLUSTER_DETAIL_OF[setting])
@@ -355,7 +356,7 @@ class CapacityService:
 
     def storage_factors(self, pool_ids: Collection[int]) -> dict[int, float]:
         """{pool id: storage.overprovisioning.factor} — the pool's value, else the global one."""
-        default = float(self.ctx.configuration.global_value(STORAGE_FACTOR))
+        default = float(self.ctx.settings.global_value(STORAGE_FACTOR))
         factors = dict.fromkeys(pool_ids, default)
         if pool_ids:
             scoped = self.session.execute(
@@ -389,7 +390,7 @@ def _rerate(started_with: str | None, now: float) -> float:
 
 def started_ratios(ratios: tuple[float, float]) -> dict[str, str]:
     """The VM details that record the (CPU, memory) ratios a guest is started with."""
-    return {CPU_RATIO: repr(float(ratios[0])), MEMORY_RATIO: repr(float(ratios[1]))}
+    return {CPU_RATIO: ratio(ratios[0]), MEMORY_RATIO: ratio(ratios[1])}
 
 
 def _range_size(start: str | None, end: str | None) -> int:

@@ -19,6 +19,8 @@ from .hosts import tag_string
 from .queries import NOCASE, ROW, Filter, ci_equals, filtered, keyword, page, rows_by_id
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from ..services.queries import Page
     from sqlalchemy import Select
     from sqlalchemy.orm import Session
 
@@ -197,7 +199,7 @@ class CatalogService:
 
     # --- reads: listServiceOfferings, listTemplates ------------------------------------
 
-    def list_offerings(self, p):
+    def list_offerings(self, p: SimpleNamespace) -> Page:
         q = select(ServiceOffering).where(ServiceOffering.removed.is_(None),
                                           ServiceOffering.is_system.is_(bool(p.issystem)))
         q = filtered(q, OFFERING_FILTERS, p)
@@ -206,17 +208,17 @@ class CatalogService:
                             ServiceOffering.domain_id == self.ctx.account.domain_id))
         return page(self.ctx, p, q, ServiceOffering.id)
 
-    def domain_of(self, row):
+    def domain_of(self, row: ServiceOffering) -> Domain | None:
         """The Domain an offering (or another row with a domain_id) is restricted to, or None."""
         return self.session.get(Domain, row.domain_id) if row.domain_id else None
 
-    def list_templates(self, p, hypervisor=None):
+    def list_templates(self, p: SimpleNamespace, hypervisor: str | None = None) -> Page:
         q = filtered(self.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor), TEMPLATE_LIST_FILTERS, p)
         if p.account:
             q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
         return page(self.ctx, p, q, Template.id)
 
-    def template_view_context(self, templates):
+    def template_view_context(self, templates: list[Template]) -> tuple[dict[int, Zone], dict[int, Account]]:
         """({zone id: Zone}, {account id: Account}) the views of `templates` refer to, one query each."""
         return (rows_by_id(self.session, Zone, (t.zone_id for t in templates)),
                 rows_by_id(self.session, Account, (t.account_id for t in templates)))

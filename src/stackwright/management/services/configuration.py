@@ -7,6 +7,10 @@ are special at cluster scope: they live in the cluster details `cpuOvercommitRat
 `memoryOvercommitRatio`, which is what capacity arithmetic reads.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+
 import threading
 from dataclasses import dataclass
 
@@ -15,6 +19,16 @@ from sqlalchemy import select
 from .. import values
 from ..errors import InvalidParameterValue
 from ..persistence.models import Cluster, ConfigValue
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy.orm import Session
+    from ..persistence.db import Database
+    from ..persistence.models import Account, Domain, ImageStore, StoragePool, Zone
+
+    # The row a scoped value belongs to, one per scope of SCOPES.
+    ScopeResource: TypeAlias = Zone | Cluster | StoragePool | Account | Domain | ImageStore
 
 SCOPES = ("zone", "cluster", "storagepool", "account", "domain", "imagestore")
 
@@ -41,7 +55,7 @@ class Key:
     choices: tuple = ()             # allowed values of a String key, any case
     plain: bool = False             # a Float key takes digits with at most one point only
 
-    def validate(self, value):
+    def validate(self, value: str | None) -> None:
         """Raise InvalidParameterValue unless `value` fits the key's type and range."""
         if value is None:
             return
@@ -64,7 +78,7 @@ class Key:
                     ) from None
                 kind = "decimal number" if self.type == "Float" else "integer"
                 raise InvalidParameterValue(
-                    "Please enter a valid %s value for parameter %s" % (kind, self.name)
+                    f"Please enter a valid {kind} value for parameter {self.name}"
                 ) from None
             if self.plain and not self.minimum <= number <= self.maximum:
                 # CloudStack's text for a factor below 1, with the range the hypervisors take.
@@ -74,19 +88,18 @@ class Key:
                 )
             if self.maximum is not None and not (self.minimum or 0) <= number <= self.maximum:
                 raise InvalidParameterValue(
-                    "Please enter a value between %g and %g for the configuration parameter: %s"
-                    % (self.minimum or 0, self.maximum, self.name)
+                    f"Please enter a value between {self.minimum or 0:g} and {self.maximum:g} for the configuration parameter: {self.name}"
                 )
             if self.minimum is not None and number < self.minimum:
-                bound = ("%g" % self.minimum)
+                bound = (f"{self.minimum:g}")
                 raise InvalidParameterValue(
-                    "%s should be greater than or equal to %s" % (self.name, bound)
+                    f"{self.name} should be greater than or equal to {bound}"
                 )
             return
         if self.choices and value.lower() not in (c.lower() for c in self.choices):
-            raise InvalidParameterValue("Please enter : %s" % ",".join(self.choices))
+            raise InvalidParameterValue(f"Please enter : {','.join(self.choices)}")
 
-    def typed(self, value):
+    def typed(self, value: str | None) -> Any:
         if value is None:
             return None
         if self.type == "Boolean":
@@ -100,8 +113,8 @@ class Key:
         return value
 
 
-
-def _k(name, default, type="String", scopes=(), description="", **kw):
+def _k(name: str, default: str | None, type: str = "String", scopes: Iterable[str] = (), description: str = "",
+       **kw: Any) -> Key:
     return Key(name, default, type, tuple(scopes), description=description, **kw)
 
 
@@ -215,22 +228,22 @@ KEYS = {k.name: k for k in (
 )}
 
 
-def key(name):
+def key(name: str) -> Key:
     try:
         return KEYS[name]
     except KeyError:
-        raise InvalidParameterValue("Config parameter with name %s doesn't exist" % name) from None
+        raise InvalidParameterValue(f"Config parameter with name {name} doesn't exist") from None
 
 
 class GlobalSettings:
     """Process-wide cache of effective global values, refreshed on every update."""
 
-    def __init__(self, db):
+    def __init__(self, db: Database):
         self.db = db
         self._lock = threading.Lock()
         self._values = None
 
-    def load(self, session=None):
+    def load(self, session: Session | None = None) -> dict[str, str | None]:
         if session is None:
             with self.db.transaction(readonly=True) as s:
                 return self.load(s)
@@ -243,14 +256,14 @@ class GlobalSettings:
             self._values = values
         return values
 
-    def get(self, name):
+    def get(self, name: str) -> str | None:
         values = self._values if self._values is not None else self.load()
         return values.get(name, KEYS[name].default if name in KEYS else None)
 
-    def typed(self, name):
+    def typed(self, name: str) -> Any:
         return KEYS[name].typed(self.get(name))
 
-    def invalidate(self):
+    def invalidate(self) -> None:
         with self._lock:
             self._values = None
 
@@ -258,11 +271,23 @@ class GlobalSettings:
 class ConfigurationService:
     """Reads and writes configuration values inside one transaction."""
 
-    def __init__(self, session, settings):
+    def __init__(self, session: Session, settings: GlobalSettings):
         self.session = session
         self.settings = settings
 
-    def _row(self, name, scope, resource_id):
+    def get(self, name: str) -> str | None:
+        """The effective global value of `name`, from the engine-wide cache."""
+        return self.settings.get(name)
+
+    def typed(self, name: str) -> Any:
+        """The effective global value of `name` converted to its type, from the cache."""
+        return self.settings.typed(name)
+
+    def invalidate(self) -> None:
+        """Drop the engine-wide cache; the next read reloads it from the database."""
+        self.settings.invalidate()
+
+    def _row(self, name: str, scope: str, resource_id: int):
         return self.session.execute(
             select(ConfigValue).where(
                 ConfigValue.name == name,
@@ -271,11 +296,11 @@ class ConfigurationService:
             )
         ).scalar_one_or_none()
 
-    def global_value(self, name):
+    def global_value(self, name: str) -> str | None:
         row = self._row(name, "global", 0)
         return row.value if row is not None else key(name).default
 
-    def scoped_value(self, name, scope, resource):
+    def scoped_value(self, name: str, scope: str, resource: ScopeResource) -> str | None:
         """Effective value of `name` for `resource` at `scope` (scoped, else global)."""
         if scope == "cluster" and name in CLUSTER_DETAIL_OF:
             value = resource.detail(CLUSTER_DETAIL_OF[name])
@@ -286,7 +311,7 @@ class ConfigurationService:
             return row.value
         return self.global_value(name)
 
-    def listing(self, scope=None, resource=None):
+    def listing(self, scope: str | None = None, resource: ScopeResource | None = None) -> list[tuple[Key, str | None]]:
         """[(Key, effective value)] ordered by name; with a scope, only the keys valid there."""
         rows = self.session.execute(
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
@@ -306,7 +331,7 @@ class ConfigurationService:
                         values[name] = resource.detail(detail)
         return [(k, values.get(k.name)) for k in sorted(keys, key=lambda k: k.name)]
 
-    def set_global(self, name, value):
+    def set_global(self, name: str, value: str | None) -> None:
         k = key(name)
         k.validate(value)
         row = self._row(name, "global", 0)
@@ -317,10 +342,10 @@ class ConfigurationService:
         self.session.flush()
         self.settings.invalidate()
 
-    def set_scoped(self, name, value, scope, resource):
+    def set_scoped(self, name: str, value: str | None, scope: str, resource: ScopeResource) -> None:
         k = key(name)
         if scope not in k.scopes:
-            raise InvalidParameterValue("Invalid scope id provided for the parameter %s" % name)
+            raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
         k.validate(value)
         if scope == "cluster" and name in CLUSTER_DETAIL_OF:
             resource.set_detail(CLUSTER_DETAIL_OF[name], value)
@@ -331,7 +356,7 @@ class ConfigurationService:
             row.value = value
         self.session.flush()
 
-    def reset(self, name, scope=None, resource=None):
+    def reset(self, name: str, scope: str | None = None, resource: ScopeResource | None = None) -> str | None:
         k = key(name)
         if scope is None:
             row = self._row(name, "global", 0)
@@ -341,7 +366,7 @@ class ConfigurationService:
             self.settings.invalidate()
             return k.default
         if scope not in k.scopes:
-            raise InvalidParameterValue("Invalid scope id provided for the parameter %s" % name)
+            raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
         row = self._row(name, scope, resource.id)
         if row is not None:
             self.session.delete(row)
@@ -351,7 +376,7 @@ class ConfigurationService:
         self.session.flush()
         return self.scoped_value(name, scope, resource)
 
-    def cluster_ratio(self, cluster: Cluster, name):
+    def cluster_ratio(self, cluster: Cluster, name: str) -> float:
         """The over-commit ratio capacity uses: the cluster detail, not the live global."""
         value = cluster.detail(CLUSTER_DETAIL_OF[name])
         return float(value if value is not None else self.global_value(name))

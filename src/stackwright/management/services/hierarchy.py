@@ -34,6 +34,10 @@ from .configuration import CLUSTER_DETAIL_OF, key as config_key
 from .queries import NOCASE, ROW, ROWS, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from types import SimpleNamespace
+    from ..services.queries import Page
     from sqlalchemy import ColumnElement, Select
 
     from ..context import Context
@@ -288,7 +292,7 @@ class HierarchyService:
 
     def _check_pod_cidr(self, zone: Zone, subnet: netaddr.IPNetwork, pod: Pod | None = None) -> None:
         """Pods of one zone live in separate subnets, unless check.pod.cidrs is false."""
-        if not self.ctx.config.typed("check.pod.cidrs"):
+        if not self.ctx.settings.typed("check.pod.cidrs"):
             return
         others = self.session.execute(active(Pod).where(Pod.zone_id == zone.id)).scalars()
         for other in others:
@@ -386,7 +390,7 @@ class HierarchyService:
                           arch=arch, url=url or None)
         # The over-commit ratios are a snapshot of the global factors at creation time.
         for config_name, detail in CLUSTER_DETAIL_OF.items():
-            factor = self.ctx.configuration.global_value(config_name) or config_key(config_name).default
+            factor = self.ctx.settings.global_value(config_name) or config_key(config_name).default
             cluster.set_detail(detail, ratio(factor))
         self.session.add(cluster)
         self.session.flush()
@@ -443,23 +447,23 @@ class HierarchyService:
 
     # --- reads: listZones, listPods, listClusters, listHypervisors -----------------------
 
-    def list_zones(self, p):
+    def list_zones(self, p: SimpleNamespace) -> Page:
         q = filtered(active(Zone), ZONE_FILTERS, p)
         if not self.ctx.is_root_admin:
             q = q.where(Zone.allocation_state == "Enabled")
         return page(self.ctx, p, q, Zone.id)
 
-    def list_pods(self, p):
+    def list_pods(self, p: SimpleNamespace) -> Page:
         return page(self.ctx, p, filtered(active(Pod), POD_FILTERS, p), Pod.id)
 
-    def list_clusters(self, p):
+    def list_clusters(self, p: SimpleNamespace) -> Page:
         return page(self.ctx, p, filtered(active(Cluster), CLUSTER_FILTERS, p), Cluster.id)
 
-    def domain_name(self, domain_id):
+    def domain_name(self, domain_id: int) -> str | None:
         # Public zones (most of them) have no domain: no query for those.
         return self.session.get(Domain, domain_id).name if domain_id is not None else None
 
-    def hypervisors_in(self, zone):
+    def hypervisors_in(self, zone: Zone) -> Sequence[str]:
         """The hypervisor types of the live clusters of `zone`, sorted."""
         return self.session.execute(
             select(Cluster.hypervisor).where(Cluster.zone_id == zone.id, Cluster.removed.is_(None))

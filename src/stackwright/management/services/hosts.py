@@ -11,9 +11,12 @@ once; KVM hosts wait in Connecting until their agent registers over the agent ch
 which then calls `HostService.agent_connected`.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 import urllib.parse
+from typing import TYPE_CHECKING, Never
 
 from sqlalchemy import false, func, select
 
@@ -24,6 +27,20 @@ from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone, utcnow
 from .hierarchy import allocation_state, hypervisor_type
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 from .vms import DESTROYED, EXPUNGING, RUNNING, STOPPED
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+    from datetime import datetime
+
+    from sqlalchemy import Row
+
+    from stackwright.protocol import messages as m
+
+    from .capacity import Allocation
+
+    from types import SimpleNamespace
+    from ..services.queries import Page
+    from ..context import Context
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +57,7 @@ ALLOCATION_EVENTS = {
 }
 
 
-def tag_string(tags):
+def tag_string(tags: Iterable[str] | None) -> str | None:
     """Host tags as CloudStack shows them: comma-joined, first occurrence order, no blanks."""
     seen = []
     for tag in tags or ():
@@ -62,29 +79,29 @@ class HostConnector:
     that case `waiting_message(service, host)` tells the administrator what the host waits for.
     """
 
-    def address(self, url):
+    def address(self, url: str) -> str | None:
         raise NotImplementedError
 
-    def connect(self, service, host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str] | None:
         raise NotImplementedError
 
-    def waiting_message(self, service, host):
+    def waiting_message(self, service: HostService, host: Host) -> None:
         return None
 
 
 class SimulatorConnector(HostConnector):
     """Simulator hosts: the engine plays the agent, so they are Up as soon as they are added."""
 
-    def address(self, url):
+    def address(self, url: str) -> None:
         return None
 
-    def agent(self, service, url):
+    def agent(self, service: HostService, url: str) -> simulator.SimulatedHost:
         try:
-            return simulator.SimulatedHost(url, service.ctx.config.get)
+            return simulator.SimulatedHost(url, service.ctx.settings.get)
         except simulator.SimulatorUrlError as e:
             raise InvalidParameterValue(str(e)) from None
 
-    def connect(self, service, host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str]:
         agent = self.agent(service, host.url)
         ip = host.ip_address or simulator.address(host.id, service.address_taken)
         # A reconnect keeps the name the host registered with.
@@ -97,15 +114,15 @@ class SimulatorConnector(HostConnector):
 class AgentConnector(HostConnector):
     """KVM hosts: a stackwright-agent on the host connects to the engine's agent channel."""
 
-    def address(self, url):
+    def address(self, url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise InvalidParameterValue(
-                "%s is not a valid KVM host URL; use http://<address of the host>" % url
+                f"{url} is not a valid KVM host URL; use http://<address of the host>"
             )
         return parts.hostname
 
-    def connect(self, service, host):
+    def connect(self, service: HostService, host: Host) -> tuple[m.HostInfo, str, str] | None:
         """An agent that registered before this addHost completes the host at once."""
         agents = service.ctx.agents
         found = agents.adopt_pending(host.ip_address)
@@ -114,13 +131,12 @@ class AgentConnector(HostConnector):
         service.ctx.after_commit(lambda: agents.adopted(found[1]))
         return found
 
-    def waiting_message(self, service, host):
+    def waiting_message(self, service: HostService, host: Host) -> str:
         options = getattr(service.ctx.engine, "options", None)
-        port = getattr(options, "agent_port", None) or service.ctx.config.get("port")
+        port = getattr(options, "agent_port", None) or service.ctx.settings.get("port")
         return (
-            "waiting for the agent on %s to connect to the management server on port %s; check that "
+            f"waiting for the agent on {host.ip_address} to connect to the management server on port {port}; check that "
             "stackwright-agent runs there and that agent.properties names this zone/pod/cluster"
-            % (host.ip_address, port)
         )
 
 
@@ -131,46 +147,47 @@ CONNECTORS = {"Simulator": SimulatorConnector(), "KVM": AgentConnector()}
 
 
 class HostService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
     # lookups
 
-    def address_taken(self, ip):
+    def address_taken(self, ip: str) -> bool:
         return self.session.execute(
             select(Host.id).where(Host.ip_address == ip, Host.removed.is_(None)).limit(1)
         ).first() is not None
 
-    def by_guid(self, guid):
+    def by_guid(self, guid: str) -> Host | None:
         return self.session.execute(
             select(Host).where(Host.guid == guid, Host.removed.is_(None))
         ).scalars().first()
 
-    def by_address(self, ip, zone_id=None):
+    def by_address(self, ip: str, zone_id: int | None = None) -> Host | None:
         q = select(Host).where(Host.ip_address == ip, Host.removed.is_(None))
         if zone_id is not None:
             q = q.where(Host.zone_id == zone_id)
         return self.session.execute(q.order_by(Host.id)).scalars().first()
 
-    def presence(self, host_id):
+    def presence(self, host_id: int) -> Row[tuple[str, datetime | None]]:
         """(state, removed) of a host as committed now."""
         return self.session.execute(select(Host.state, Host.removed).where(Host.id == host_id)).one()
 
-    def _live(self, host):
+    def _live(self, host: Host):
         if host.removed is not None:
-            raise InvalidParameterValue("Unable to find host by id %s; it was removed" % host.uuid)
+            raise InvalidParameterValue(f"Unable to find host by id {host.uuid}; it was removed")
         return host
 
     # addHost
 
-    def add_host(self, *, zone, pod, url, hypervisor, cluster=None, cluster_name=None, host_tags=None,
-                 allocation=None):
+    def add_host(self, *, zone: Zone, pod: Pod, url: str, hypervisor: str, cluster: Cluster | None = None,
+                 cluster_name: str | None = None, host_tags: str | None = None,
+                 allocation: str | None = None) -> Host:
         """Register a host; returns it (Up for Simulator hosts, Connecting for KVM hosts)."""
         kind = hypervisor_type(hypervisor)
         if pod.zone_id != zone.id:
             raise InvalidParameterValue(
-                "Pod with specified id %s doesn't belong to the zone with specified id %s" % (pod.uuid, zone.uuid)
+                f"Pod with specified id {pod.uuid} doesn't belong to the zone with specified id {zone.uuid}"
             )
         if zone.removed is not None or pod.removed is not None:
             raise InvalidParameterValue("Cannot add a host to a removed zone or pod")
@@ -182,8 +199,7 @@ class HostService:
             existing = self.by_address(ip, zone.id)
             if existing is not None:
                 raise InvalidParameterValue(
-                    "A host with address %s already exists in zone %s: %s (id %s); delete it before adding it again"
-                    % (ip, zone.name, existing.name, existing.uuid)
+                    f"A host with address {ip} already exists in zone {zone.name}: {existing.name} (id {existing.uuid}); delete it before adding it again"
                 )
         host = Host(
             name=ip or "", url=url, hypervisor=kind, type="Routing", state="Connecting",
@@ -195,10 +211,10 @@ class HostService:
         self.session.flush()
         self._connect(connector, host)
         self._simulated_agent(host, start=True)
-        self.ctx.event("HOST.ADD", "Added host %s (%s) to cluster %s" % (host.name, kind, cluster.name), host.uuid)
+        self.ctx.event("HOST.ADD", f"Added host {host.name} ({kind}) to cluster {cluster.name}", host.uuid)
         return host
 
-    def _cluster_for(self, zone, pod, kind, cluster, cluster_name):
+    def _cluster_for(self, zone: Zone, pod: Pod, kind: str, cluster: Cluster | None, cluster_name: str | None):
         if cluster is None and cluster_name:
             # Like CloudStack, a cluster named but not found is created on the way.
             cluster = self.ctx.hierarchy.cluster_by_name(pod, cluster_name) or self.ctx.hierarchy.add_cluster(
@@ -209,19 +225,18 @@ class HostService:
                 "cluster (addCluster) or clustername"
             )
         if cluster.removed is not None:
-            raise InvalidParameterValue("Unable to find cluster by id %s; it was removed" % cluster.uuid)
+            raise InvalidParameterValue(f"Unable to find cluster by id {cluster.uuid}; it was removed")
         if cluster.pod_id != pod.id:
             raise InvalidParameterValue(
-                "Cluster with specified id %s doesn't belong to the pod with specified id %s" % (cluster.uuid, pod.uuid)
+                f"Cluster with specified id {cluster.uuid} doesn't belong to the pod with specified id {pod.uuid}"
             )
         if cluster.hypervisor.lower() != kind.lower():
             raise InvalidParameterValue(
-                "Can't add host whose hypervisor type is: %s into cluster: %s whose hypervisor type is: %s"
-                % (kind, cluster.name, cluster.hypervisor)
+                f"Can't add host whose hypervisor type is: {kind} into cluster: {cluster.name} whose hypervisor type is: {cluster.hypervisor}"
             )
         return cluster
 
-    def _connect(self, connector, host):
+    def _connect(self, connector: HostConnector, host: Host):
         answer = connector.connect(self, host)
         if answer is None:
             host.state = "Connecting"
@@ -231,7 +246,7 @@ class HostService:
         info, guid, version = answer
         self.agent_connected(host, info, guid=guid, agent_version=version)
 
-    def _simulated_agent(self, host, start):
+    def _simulated_agent(self, host: Host, start: bool):
         """Start (or stop) the in-engine agent of a Simulator host once the change is committed,
         when the agent channel runs; without it the host service answers for the host alone."""
         if host.hypervisor != simulator.HYPERVISOR or not host.guid:
@@ -244,13 +259,13 @@ class HostService:
 
     # the agent side
 
-    def agent_connected(self, host, info, guid=None, agent_version=None):
+    def agent_connected(self, host: Host, info: m.HostInfo, guid: str | None = None, agent_version: str | None = None) -> Host:
         """The agent of `host` registered with `info` (a protocol HostInfo): record it and mark the host Up."""
         if guid and guid != host.guid:
             other = self.by_guid(guid)
             if other is not None and other.id != host.id:
                 raise InvalidParameterValue(
-                    "A host with guid %s already exists: %s (id %s)" % (guid, other.name, other.uuid)
+                    f"A host with guid {guid} already exists: {other.name} (id {other.uuid})"
                 )
             host.guid = guid
         if not (host.hypervisor == simulator.HYPERVISOR and host.ip_address):
@@ -277,7 +292,7 @@ class HostService:
                  host.cpus, host.cpu_speed, host.memory_bytes)
         return host
 
-    def agent_pinged(self, host, stats=None):
+    def agent_pinged(self, host: Host, stats: m.HostStats | None = None) -> None:
         """A heartbeat: the host is Up again if it was Alert or Disconnected."""
         host.last_pinged = int(time.time())
         if stats is not None:
@@ -287,7 +302,7 @@ class HostService:
             host.state = "Up"
             host.disconnected = None
 
-    def agent_lost(self, host, state="Disconnected"):
+    def agent_lost(self, host: Host, state: str = "Disconnected") -> None:
         """The agent's session ended or stopped pinging (`state` Disconnected, Alert or Down)."""
         if state == "Alert" and host.state == "Down":
             # The silent connection of a host found Down is dropped after the fact; that
@@ -300,8 +315,8 @@ class HostService:
 
     # updateHost
 
-    def update_host(self, host, *, allocation=None, host_tags=None, tags_given=False, name=None,
-                    annotation=None):
+    def update_host(self, host: Host, *, allocation: str | None = None, host_tags: str | None = None, tags_given: bool = False, name: str | None = None,
+                    annotation: str | None = None) -> Host:
         """Every failure is CloudStack's 530 `Failed to update host: <host> with id <id>, <reason>`."""
         try:
             self._live(host)
@@ -310,19 +325,19 @@ class HostService:
                 event = next((e for e in ALLOCATION_EVENTS if e.lower() == allocation.lower()), None)
                 if event is None:
                     raise InvalidParameterValue(
-                        "Invalid allocation state: %s, only Enable/Disable are allowed" % allocation
+                        f"Invalid allocation state: {allocation}, only Enable/Disable are allowed"
                     )
                 allowed, target = ALLOCATION_EVENTS[event]
                 if host.resource_state not in allowed:
                     raise InvalidParameterValue(
-                        "No next resource state found for current state = %s event = %s; cancel the "
-                        "maintenance first (cancelHostMaintenance)" % (host.resource_state, event)
+                        f"No next resource state found for current state = {host.resource_state} event = {event}; cancel the "
+                        "maintenance first (cancelHostMaintenance)"
                     )
             if name is not None and not name.strip():
                 raise InvalidParameterValue("the host name cannot be blank")
         except ApiError as e:
             raise CloudRuntimeError(
-                "Failed to update host: %s with id %s, %s" % (host.name, host.uuid, e.text)
+                f"Failed to update host: {host.name} with id {host.uuid}, {e.text}"
             ) from None
         if event is not None:
             host.resource_state = ALLOCATION_EVENTS[event][1]
@@ -333,57 +348,56 @@ class HostService:
         if annotation is not None:
             host.details = dict(host.details or {}, annotation=annotation)
         self.session.flush()
-        self.ctx.event("HOST.UPDATE", "Updated host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.UPDATE", f"Updated host {host.name}", host.uuid)
         return host
 
     # deleteHost
 
-    def delete_host(self, host, forced=False):
+    def delete_host(self, host: Host, forced: bool = False) -> None:
         self._live(host)
         if host.resource_state != MAINTENANCE and not forced:
             raise CloudRuntimeError(
-                "Host %s cannot be deleted as it is not in maintenance mode. Either put the host into "
-                "maintenance or perform a forced deletion." % host.uuid
+                f"Host {host.uuid} cannot be deleted as it is not in maintenance mode. Either put the host into "
+                "maintenance or perform a forced deletion."
             )
         guests = self._guests_on(host)
         if guests:
             raise CloudRuntimeError(
-                "Host %s cannot be deleted: VMs still run on it (%s); migrate or stop them first"
-                % (host.uuid, ", ".join(name for name, _state in guests))
+                f"Host {host.uuid} cannot be deleted: VMs still run on it "
+                f"({', '.join(name for name, _state in guests)}); migrate or stop them first"
             )
         host.removed = utcnow()
         host.state = "Removed"
         self._simulated_agent(host, start=False)
-        self.ctx.event("HOST.DELETE", "Deleted host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.DELETE", f"Deleted host {host.name}", host.uuid)
 
     # reconnectHost
 
-    def reconnect(self, host):
+    def reconnect(self, host: Host) -> Host:
         self._live(host)
         if host.resource_state in MAINTENANCE_STATES:
             raise CloudRuntimeError(
-                "Failed to reconnect host %s: it is in resource state %s; cancel the maintenance first"
-                % (host.name, host.resource_state)
+                f"Failed to reconnect host {host.name}: it is in resource state {host.resource_state}; cancel the maintenance first"
             )
         self._connect(CONNECTORS[host.hypervisor], host)
-        self.ctx.event("HOST.RECONNECT", "Reconnected host %s" % host.name, host.uuid)
+        self.ctx.event("HOST.RECONNECT", f"Reconnected host {host.name}", host.uuid)
         return host
 
     # maintenance
 
-    def begin_maintenance(self, host):
+    def begin_maintenance(self, host: Host) -> Sequence[VmInstance]:
         """PrepareForMaintenance: no new guests come; returns the running guests to migrate away
         (services/migration.py ends it in Maintenance or ErrorInPrepareForMaintenance)."""
         self._live(host)
         state = host.resource_state
         if state in (PREPARE, MAINTENANCE, ERROR_IN_PREPARE):
             self._maintenance_failure(
-                "Host is already in state %s. Cannot recall for maintenance until resolved." % state
+                f"Host is already in state {state}. Cannot recall for maintenance until resolved."
             )
         if state not in (ENABLED, ERROR_IN_MAINTENANCE, "Degraded"):
             self._maintenance_failure(
-                "No next resource state found for current state = %s event = AdminAskMaintenance; "
-                "enable the host first (updateHost allocationstate=Enable)" % state
+                f"No next resource state found for current state = {state} event = AdminAskMaintenance; "
+                "enable the host first (updateHost allocationstate=Enable)"
             )
         preparing = self.session.execute(
             select(Host.name).where(Host.cluster_id == host.cluster_id, Host.id != host.id,
@@ -392,25 +406,24 @@ class HostService:
         if preparing:
             self._maintenance_failure(
                 "There are other servers attempting migrations for maintenance. Found hosts in "
-                "PrepareForMaintenance status in cluster %s: %s" % (host.cluster.name, ", ".join(preparing))
+                f"PrepareForMaintenance status in cluster {host.cluster.name}: {', '.join(preparing)}"
             )
         guests = self._guests_on(host)
         unsettled = [name for name, state in guests if state != RUNNING]
         if unsettled:
             self._maintenance_failure(
-                "There are VMs in transition or error state on host %s: %s; wait for them to settle or "
-                "repair them first" % (host.name, ", ".join(unsettled))
+                f"There are VMs in transition or error state on host {host.name}: {', '.join(unsettled)}; "
+                "wait for them to settle or repair them first"
             )
         host.resource_state = PREPARE
         self.session.flush()
-        self.ctx.event("MAINT.PREPARE", "Host %s is in %s: %d running VM(s) to migrate" % (
-            host.name, PREPARE, len(guests)), host.uuid)
+        self.ctx.event("MAINT.PREPARE", f"Host {host.name} is in {PREPARE}: {len(guests)} running VM(s) to migrate", host.uuid)
         return self.session.execute(
             select(VmInstance).where(VmInstance.host_id == host.id, VmInstance.removed.is_(None),
                                      VmInstance.state == RUNNING).order_by(VmInstance.id)
         ).scalars().all()
 
-    def _guests_on(self, host):
+    def _guests_on(self, host: Host):
         """(name, state) of the guests that occupy `host`: anything not Stopped or gone."""
         return self.session.execute(
             select(VmInstance.name, VmInstance.state).where(
@@ -420,26 +433,26 @@ class HostService:
         ).all()
 
     @staticmethod
-    def _maintenance_failure(reason):
-        raise CloudRuntimeError("Failed to prepare host for maintenance due to: %s" % reason)
+    def _maintenance_failure(reason: str) -> Never:
+        raise CloudRuntimeError(f"Failed to prepare host for maintenance due to: {reason}")
 
-    def cancel_maintenance(self, host):
+    def cancel_maintenance(self, host: Host) -> Host:
         self._live(host)
         if host.resource_state not in MAINTENANCE_STATES:
             raise CloudRuntimeError(
-                "Failed to cancel maintenance for host %s: its resource state is %s, which is not a "
-                "maintenance state" % (host.name, host.resource_state)
+                f"Failed to cancel maintenance for host {host.name}: its resource state is {host.resource_state}, which is not a "
+                "maintenance state"
             )
         host.resource_state = ENABLED
         if host.hypervisor == "Simulator":
             self._connect(CONNECTORS["Simulator"], host)
         self.session.flush()
-        self.ctx.event("MAINT.CANCEL", "Cancelled maintenance of host %s" % host.name, host.uuid)
+        self.ctx.event("MAINT.CANCEL", f"Cancelled maintenance of host {host.name}", host.uuid)
         return host
 
     # counting, for guards elsewhere
 
-    def count_in(self, *, zone=None, pod=None, cluster=None):
+    def count_in(self, *, zone: Zone | None = None, pod: Pod | None = None, cluster: Cluster | None = None) -> int:
         q = select(func.count(Host.id)).where(Host.removed.is_(None))
         if zone is not None:
             q = q.where(Host.zone_id == zone.id)
@@ -451,14 +464,14 @@ class HostService:
 
     # --- reads: listHosts and the views of hosts -----------------------------------------
 
-    def list_page(self, p):
+    def list_page(self, p: SimpleNamespace) -> Page:
         """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
         q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
         if p.hahost or p.outofbandmanagementenabled:
             q = q.where(false())   # no host is dedicated to HA or has out-of-band management
         return page(self.ctx, p, q, Host.id, whole_rows=True)
 
-    def view_rows(self, ids):
+    def view_rows(self, ids: Collection[int]) -> Sequence[Row]:
         """The VIEW_COLUMNS of hosts `ids`, in id order."""
         if not ids:
             return []
@@ -466,7 +479,7 @@ class HostService:
         return self.session.connection().execute(
             _HOST_VIEWS.where(Host.id.in_(ids)).order_by(Host.id)).all()
 
-    def view_context(self, rows):
+    def view_context(self, rows: Sequence[Row]) -> tuple[dict[int, tuple[Row, tuple[float, float]]], dict[int, Allocation]]:
         """What the views of host `rows` (of VIEW_COLUMNS, in id order) refer to, read once for
         all of them: ({cluster id: (cluster row of CLUSTER_VIEW_COLUMNS, over-provisioning
         ratios)}, {host id: Allocation})."""

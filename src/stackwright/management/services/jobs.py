@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +32,13 @@ from .gateway import AgentAbsent
 from ..persistence.models import AsyncJob, utcnow
 from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from stackwright.protocol import messages as m
+
+    from ..context import Context
+
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
@@ -40,11 +47,11 @@ RETRY_SECONDS = 2.0
 
 
 class JobService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
-    def create(self, command, raw_params, instance_type=None, instance_uuid=None):
+    def create(self, command: str, raw_params: Mapping[str, str], instance_type: str | None = None, instance_uuid: str | None = None) -> AsyncJob:
         params = {k: v for k, v in raw_params.items()
                   if k.lower() not in ("apikey", "signature", "signatureversion", "expires", "sessionkey")}
         job = AsyncJob(
@@ -71,13 +78,12 @@ class JobService:
         self.ctx.after_commit(lambda: jobs.submit(job_uuid))
         return job
 
-    def get_visible(self, job_uuid):
+    def get_visible(self, job_uuid: str) -> AsyncJob:
         job = self.session.execute(select(AsyncJob).where(AsyncJob.uuid == job_uuid)).scalar_one_or_none()
         if job is None:
-            raise InvalidParameterValue("Unable to find a job with id %s" % job_uuid)
+            raise InvalidParameterValue(f"Unable to find a job with id {job_uuid}")
         if not self.ctx.is_root_admin and job.account_id != self.ctx.user.account_id:
-            raise PermissionDenied("Account %s does not have permission to access job %s"
-                                   % (self.ctx.account.name, job_uuid))
+            raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to access job {job_uuid}")
         return job
 
 
@@ -261,27 +267,38 @@ class JobExecutor:
                     step = self._db_step(job_uuid, step, cursor, pending, begun)
                     if step is None:
                         return command
-                    pending, settle = [], False
+                    settle = False
                     continue
                 if isinstance(step, AgentStep):
                     ok, value = self._agent_step(step, settle)
                 else:
                     ok, value = self._wait_step(job_uuid, step)
                 settle = False
-                pending.append(record_value(value) if ok else record_error(value))
-                try:
-                    step = cursor.send(ok, value)
-                except Exception as e:
-                    self._record(job_uuid, cursor, pending, begun, failure=e)
+                step = self._outcome(job_uuid, cursor, pending, begun, ok, value)
+                if step is None:
                     return command
-                if cursor.done:
-                    self._record(job_uuid, cursor, pending, begun)
-                    return command
-                if not isinstance(step, DbStep):
-                    self._record(job_uuid, cursor, pending, begun)
-                    pending = []
         finally:
             cursor.close()
+
+    def _outcome(self, job_uuid: str, cursor: _Cursor, pending: list[dict], begun: Begun, ok: bool,
+                 value: Any) -> Step | None:
+        """Feed the outcome of a step that ran outside a transaction (an agent's answer, a wait's
+        result, a database step's failure) to the job; the next step, or None when the job is
+        final. The outcome waits in `pending` for the next database step to record it, unless
+        the job ends here or goes on with another step outside a transaction: then it is
+        recorded now, in a transaction of its own."""
+        pending.append(record_value(value) if ok else record_error(value))
+        try:
+            following = cursor.send(ok, value)
+        except DatabaseUnavailable:
+            raise
+        except Exception as e:
+            self._record(job_uuid, cursor, pending, begun, failure=e)
+            return None
+        if cursor.done or not isinstance(following, DbStep):
+            self._record(job_uuid, cursor, pending, begun)
+            pending.clear()
+        return None if cursor.done else following
 
     def _db_step(self, job_uuid: str, step: DbStep, cursor: _Cursor, pending: list[dict],
                  begun: Begun) -> Step | None:
@@ -315,31 +332,17 @@ class JobExecutor:
                     if cursor.done:
                         _finish(job, begun.shape(cursor.value))
                         following = None
+            pending.clear()     # recorded with the step
             self.commands.after_commit(ctx)
             return following
         except _Failed as failed:
-            error = failed.error
-            _log_step_failure(job_uuid, step, error)
-            pending.append(record_error(error))
-            try:
-                following = cursor.send(False, error)
-            except DatabaseUnavailable:
-                raise
-            except Exception as e:
-                self._record(job_uuid, cursor, pending, begun, failure=e)
-                return None
-            if cursor.done:
-                self._record(job_uuid, cursor, pending, begun)
-                return None
-            if not isinstance(following, DbStep):
-                self._record(job_uuid, cursor, pending, begun)
-                pending.clear()
-            return following
+            _log_step_failure(job_uuid, step, failed.error)
+            return self._outcome(job_uuid, cursor, pending, begun, False, failed.error)
 
     def _agent_step(self, step: AgentStep, settle: bool) -> tuple[bool, Any]:
         gateway = self.engine.gateway
 
-        def ask(request):
+        def ask(request: m.Request) -> m.Answer:
             return gateway.call(step.host, request, step.timeout, connect_wait=step.connect_wait)
 
         try:

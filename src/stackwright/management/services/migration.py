@@ -58,48 +58,46 @@ def demand_of(ctx: Any, vm: Any) -> Demand:
 
 
 def ha_tag(ctx: Any) -> str | None:
-    return (ctx.config.get("ha.tag") or "").strip() or None
+    return (ctx.settings.get("ha.tag") or "").strip() or None
 
 
 def destination_problem(ctx: Any, vm: Any, source: Host, dest: Host, *, explicit: bool) -> str | None:
     """Why `vm` cannot live-migrate from `source` to `dest` now, or None. A host dedicated
     to HA (its tags hold `ha.tag`) takes a non-HA VM only when an admin names it (`explicit`)."""
     if dest.id == source.id:
-        return "the destination host %s is the host the VM runs on" % dest.name
+        return f"the destination host {dest.name} is the host the VM runs on"
     if dest.removed is not None:
-        return "host %s was removed" % dest.uuid
+        return f"host {dest.uuid} was removed"
     if dest.hypervisor != source.hypervisor:
-        return "the destination host %s is a %s host and the VM runs on %s" % (
-            dest.name, dest.hypervisor, source.hypervisor)
+        return f"the destination host {dest.name} is a {dest.hypervisor} host and the VM runs on {source.hypervisor}"
     if dest.cluster_id != source.cluster_id:
         clusters = {c.id: c.name for c in (ctx.session.get(Cluster, source.cluster_id),
                                            ctx.session.get(Cluster, dest.cluster_id))}
-        return ("the destination host %s is in cluster %s and the VM runs in cluster %s; a live migration stays "
-                "within the cluster whose storage holds the VM's disk" % (
-                    dest.name, clusters[dest.cluster_id], clusters[source.cluster_id]))
+        return (f"the destination host {dest.name} is in cluster {clusters[dest.cluster_id]} "
+                f"and the VM runs in cluster {clusters[source.cluster_id]}; a live migration stays "
+                "within the cluster whose storage holds the VM's disk")
     if dest.type != "Routing":
-        return "host %s is not a hypervisor host" % dest.name
+        return f"host {dest.name} is not a hypervisor host"
     if dest.state != "Up":
-        return "the destination host %s is %s, not Up" % (dest.name, dest.state)
+        return f"the destination host {dest.name} is {dest.state}, not Up"
     if dest.resource_state in MAINTENANCE_STATES:
-        return "the destination host %s is in %s" % (dest.name, dest.resource_state)
+        return f"the destination host {dest.name} is in {dest.resource_state}"
     if dest.resource_state != ENABLED:
-        return "the destination host %s is %s; enable it with updateHost allocationstate=Enable" % (
-            dest.name, dest.resource_state)
+        return f"the destination host {dest.name} is {dest.resource_state}; enable it with updateHost allocationstate=Enable"
     tags = ctx.vms.offering_tags(vm)
     if not set(tags) <= set(dest.tag_list):
-        return "the destination host %s does not carry the host tags %s of the VM's service offering" % (
-            dest.name, ",".join(tags))
+        return (f"the destination host {dest.name} does not carry the host tags {','.join(tags)} "
+                "of the VM's service offering")
     tag = ha_tag(ctx)
     if tag and tag in dest.tag_list and not vm.ha_enabled and not explicit:
-        return ("the destination host %s is dedicated to HA (ha.tag %s) and the VM is not HA-enabled; an admin may "
-                "name it as the destination" % (dest.name, tag))
+        return (f"the destination host {dest.name} is dedicated to HA (ha.tag {tag}) and the VM is not HA-enabled; an admin may "
+                "name it as the destination")
     bridge = ctx.vms.guest_bridge(ctx.session.get(Zone, vm.zone_id))
     if bridge in _bridges(source) and bridge not in _bridges(dest):
-        return "the destination host %s has no bridge %s for the VM's NIC" % (dest.name, bridge)
+        return f"the destination host {dest.name} has no bridge {bridge} for the VM's NIC"
     short = Planner(ctx).shortfall(dest, demand_of(ctx, vm))
     if short:
-        return "the destination host %s is short of capacity: %s" % (dest.name, short)
+        return f"the destination host {dest.name} is short of capacity: {short}"
     return None
 
 
@@ -109,11 +107,11 @@ def _bridges(host: Host) -> set[str]:
 
 def _check_vm(vm: Any) -> None:
     if vm.state != RUNNING or vm.host_id is None:
-        raise InvalidParameterValue("VM %s is not Running, unable to migrate the vm; it is %s"
-                                    % (vm.instance_name, vm.state))
+        raise InvalidParameterValue(f"VM {vm.instance_name} is not Running, unable to migrate the vm; it is {vm.state}")
     if vm.hypervisor not in HYPERVISORS:
-        raise InvalidParameterValue("Unsupported hypervisor type %s for live migration; only %s guests migrate"
-                                    % (vm.hypervisor, " and ".join(HYPERVISORS)))
+        raise InvalidParameterValue(
+            f"Unsupported hypervisor type {vm.hypervisor} for live migration; "
+            f"only {' and '.join(HYPERVISORS)} guests migrate")
 
 
 def candidates(ctx: Any, vm: Any) -> list[tuple[Host, str | None]]:
@@ -139,8 +137,9 @@ def _choose(ctx: Any, vm: Any, source: Host, avoid: set[int]) -> Host:
         plan = Planner(ctx).plan(vm_label(vm), ctx.session.get(Zone, vm.zone_id), demand_of(ctx, vm),
                                  cluster=cluster, avoid_hosts=avoid)
     except InsufficientCapacity as e:
-        raise InsufficientCapacity("Unable to find a host in cluster %s to migrate %s to: %s" % (
-            cluster.name, vm_label(vm), e.text.split(": ", 1)[-1]), cserrorcode=4335) from None
+        raise InsufficientCapacity(
+            f"Unable to find a host in cluster {cluster.name} to migrate {vm_label(vm)} to: "
+            f"{e.text.split(': ', 1)[-1]}", cserrorcode=4335) from None
     return plan.host
 
 
@@ -153,7 +152,7 @@ def migrate_vm(vm_id: int, host_id: int | None = None) -> Steps:
     outcomes = yield from _migrations([plan])
     failures = yield DbStep(_finish, outcomes)
     if failures:
-        raise CloudRuntimeError("Failed to migrate VM %s: %s" % (plan["name"], failures[0]["reason"]))
+        raise CloudRuntimeError(f"Failed to migrate VM {plan['name']}: {failures[0]['reason']}")
 
 
 def _reserve(ctx: Any, vm_id: int, host_id: int | None) -> dict:
@@ -166,9 +165,9 @@ def _reserve(ctx: Any, vm_id: int, host_id: int | None) -> dict:
         if problem is None:
             # Checked again under the host's lock, as a plan is.
             short = Planner(ctx).shortfall(dest, demand_of(ctx, vm), lock=True)
-            problem = short and "the destination host %s is short of capacity: %s" % (dest.name, short)
+            problem = short and f"the destination host {dest.name} is short of capacity: {short}"
         if problem:
-            raise InvalidParameterValue("Cannot migrate VM %s: %s" % (vm.instance_name, problem))
+            raise InvalidParameterValue(f"Cannot migrate VM {vm.instance_name}: {problem}")
     else:
         dest = _choose(ctx, vm, source, set())
     return _begin(ctx, vm, source, dest)
@@ -231,9 +230,9 @@ def _move(agents: Any, plan: dict) -> dict:
         except ResourceUnavailable as e:
             log.warning("could not clear %s from host %s after a failed migration: %s", name, dest.name, e.text)
     if where != DESTINATION and reason is None:
-        reason = {SOURCE: "the guest is still on host %s" % source.name,
-                  NOWHERE: "neither host %s nor host %s runs the guest" % (source.name, dest.name),
-                  UNKNOWN: "host %s or %s did not say whether it runs the guest" % (source.name, dest.name)}[where]
+        reason = {SOURCE: f"the guest is still on host {source.name}",
+                  NOWHERE: f"neither host {source.name} nor host {dest.name} runs the guest",
+                  UNKNOWN: f"host {source.name} or {dest.name} did not say whether it runs the guest"}[where]
     return {"vm_id": plan["vm_id"], "name": name, "dest_id": plan["dest_id"], "source": source.name,
             "dest": dest.name, "where": where, "reason": reason if where != DESTINATION else None}
 
@@ -279,8 +278,10 @@ def _finish(ctx: Any, outcomes: list[dict]) -> list[dict]:
         where = outcome["where"]
         if where == DESTINATION:
             vm.state, vm.host_id, vm.last_host_id = RUNNING, outcome["dest_id"], outcome["dest_id"]
-            ctx.event("VM.MIGRATE", "Migrated VM %s from host %s to host %s" % (
-                vm.instance_name, outcome["source"], outcome["dest"]), vm.uuid)
+            ctx.event(
+                "VM.MIGRATE",
+                f"Migrated VM {vm.instance_name} from host {outcome['source']} to host {outcome['dest']}",
+                vm.uuid)
             log.info("migrated %s from %s to %s", vm.instance_name, outcome["source"], outcome["dest"])
             continue
         if where == NOWHERE:
@@ -288,8 +289,8 @@ def _finish(ctx: Any, outcomes: list[dict]) -> list[dict]:
         else:
             # Still on the source; when nobody could say, the hosts' next reports correct it.
             vm.state = RUNNING
-        text = "Failed to migrate VM %s from host %s to host %s: %s" % (
-            vm.instance_name, outcome["source"], outcome["dest"], outcome["reason"])
+        text = (f"Failed to migrate VM {vm.instance_name} from host {outcome['source']} "
+                f"to host {outcome['dest']}: {outcome['reason']}")
         ctx.event("VM.MIGRATE", text, vm.uuid, level="ERROR")
         log.warning("%s", text)
         failures.append({"vm": vm.uuid, "name": vm.instance_name, "reason": outcome["reason"]})
@@ -313,8 +314,9 @@ def prepare_maintenance(host_id: int) -> Steps:
         failures += yield DbStep(_finish, outcomes)
     yield DbStep(_end_maintenance, host_id, failures)
     if failures:
-        raise CloudRuntimeError("Failed to prepare host for maintenance: %d VM(s) could not be migrated: %s" % (
-            len(failures), "; ".join("%s: %s" % (f["name"], f["reason"]) for f in failures)))
+        raise CloudRuntimeError(
+            f"Failed to prepare host for maintenance: {len(failures)} VM(s) could not be migrated: "
+            + "; ".join(f"{f['name']}: {f['reason']}" for f in failures))
 
 
 def _begin_maintenance(ctx: Any, host_id: int) -> list[int]:
@@ -334,8 +336,7 @@ def _reserve_evacuation(ctx: Any, host_id: int, vm_ids: list[int]) -> dict | Non
         try:
             plans.append(_begin(ctx, vm, host, _choose(ctx, vm, host, set())))
         except InsufficientCapacity as e:
-            ctx.event("VM.MIGRATE", "Failed to migrate VM %s off host %s for maintenance: %s" % (
-                vm.instance_name, host.name, e.text), vm.uuid, level="ERROR")
+            ctx.event("VM.MIGRATE", f"Failed to migrate VM {vm.instance_name} off host {host.name} for maintenance: {e.text}", vm.uuid, level="ERROR")
             failures.append({"vm": vm.uuid, "name": vm.instance_name, "reason": e.text})
         ctx.session.flush()     # the next guest's plan counts this one's reservation
     return {"plans": plans, "failures": failures}
@@ -347,9 +348,11 @@ def _end_maintenance(ctx: Any, host_id: int, failures: list[dict]) -> None:
         return
     if failures:
         host.resource_state = ERROR_IN_PREPARE
-        ctx.event("MAINT.PREPARE", "Host %s is in %s: %s" % (
-            host.name, ERROR_IN_PREPARE, "; ".join("VM %s: %s" % (f["name"], f["reason"]) for f in failures)),
+        ctx.event(
+            "MAINT.PREPARE",
+            f"Host {host.name} is in {ERROR_IN_PREPARE}: "
+            + "; ".join(f"VM {f['name']}: {f['reason']}" for f in failures),
             host.uuid, level="ERROR")
         return
     host.resource_state = MAINTENANCE
-    ctx.event("MAINT.PREPARE", "Host %s is in maintenance" % host.name, host.uuid)
+    ctx.event("MAINT.PREPARE", f"Host {host.name} is in maintenance", host.uuid)

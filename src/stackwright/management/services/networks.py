@@ -18,6 +18,8 @@ from .hierarchy import choose
 from .queries import NOCASE, ROW, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from ..services.queries import Page
     from ..context import Context
 
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
@@ -183,14 +185,14 @@ class NetworkService:
 
     # --- reads: listPhysicalNetworks --------------------------------------------------
 
-    def list_physical_networks(self, p):
+    def list_physical_networks(self, p: SimpleNamespace) -> Page:
         q = select(PhysicalNetwork).where(PhysicalNetwork.removed.is_(None))
         return page(self.ctx, p, filtered(q, PHYSICAL_NETWORK_FILTERS, p), PhysicalNetwork.id)
 
-    def zone_of(self, network):
+    def zone_of(self, network: PhysicalNetwork) -> Zone | None:
         return self.session.get(Zone, network.zone_id)
 
-    def network_of(self, traffic_type):
+    def network_of(self, traffic_type: TrafficType) -> PhysicalNetwork | None:
         return self.session.get(PhysicalNetwork, traffic_type.physical_network_id)
 
 

@@ -161,7 +161,7 @@ class Planner:
                        demand: Demand) -> tuple[list[Host], str | None]:
         capacity = self.ctx.capacity
         by_host = capacity.host_capacities(hosts, clusters)
-        thresholds_on = self.ctx.config.typed("cluster.threshold.enabled")
+        thresholds_on = self.ctx.settings.typed("cluster.threshold.enabled")
         by_cluster = capacity.cluster_capacities(
             {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}, usable_only=True) if thresholds_on else {}
         fitting, shortfalls = [], []
@@ -204,7 +204,7 @@ class Planner:
     def _over_threshold(self, cluster: Cluster, capacity: Capacity | None, demand: Demand) -> bool:
         if capacity is None:
             return False
-        config = self.ctx.configuration
+        config = self.ctx.settings
         cpu_limit = float(config.scoped_value("cluster.cpu.allocated.capacity.disablethreshold", "cluster", cluster))
         memory_limit = float(config.scoped_value("cluster.memory.allocated.capacity.disablethreshold", "cluster",
                                                  cluster))
@@ -220,7 +220,7 @@ class Planner:
             return None
         allocated = storage.allocated_by_pool([p.id for p in pools])
         factors = self.ctx.capacity.storage_factors([p.id for p in pools])
-        limit = float(self.ctx.configuration.scoped_value(
+        limit = float(self.ctx.settings.scoped_value(
             "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
         for pool in pools:
             total = (pool.capacity_bytes or 0) * factors[pool.id]

@@ -98,7 +98,7 @@ def filtered(query: S, filters: Iterable[Filter], p: SimpleNamespace) -> S:
 
 
 def page_size_limit(ctx: Context) -> int:
-    return int(ctx.config.get("default.page.size"))
+    return int(ctx.settings.get("default.page.size"))
 
 
 def check_paging(ctx: Context, p: SimpleNamespace) -> tuple[int, int | None]:

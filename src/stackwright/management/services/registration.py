@@ -12,6 +12,7 @@ The host key of a channel session is the agent's guid.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import lazyload
@@ -20,6 +21,14 @@ from stackwright.protocol import messages as m
 
 from ..context import Context
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, VmInstance, Zone, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+    from datetime import datetime
+
+    from sqlalchemy import Row
+    from sqlalchemy.orm import Session
+    from ..engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +46,26 @@ class AgentRefused(Exception):
 class RegistrationService:
     """Registrations, heartbeats and reports of the hosts' agents, on an engine's database."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
         self.db = engine.db
 
-    def _context(self, session):
+    def _context(self, session: Session):
         return Context(self.engine, session, None, "agent")
 
-    def _host(self, s, guid):
+    def _host(self, s: Session, guid: str):
         return s.execute(select(Host).where(Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
 
     # --- start and shutdown ---------------------------------------------------------------
 
-    def hosts_served(self):
+    def hosts_served(self) -> Sequence[str]:
         """Guids of the hosts whose agents were connected before this start: the heartbeat
         monitor judges them Down when they do not come back, as it would a silent one."""
         with self.db.transaction(readonly=True) as s:
             return s.execute(select(Host.guid).where(
                 Host.removed.is_(None), Host.guid.is_not(None), Host.state.in_(SERVED_STATES))).scalars().all()
 
-    def simulated_hosts(self):
+    def simulated_hosts(self) -> list[tuple[str, str]]:
         """(guid, url) of the Simulator hosts whose simulated agent runs in the engine."""
         with self.db.transaction(readonly=True) as s:
             rows = s.execute(
@@ -67,7 +76,7 @@ class RegistrationService:
         # in-engine agent with the same guid would keep replacing their connection.
         return [(guid, url) for guid, url, details in rows if (details or {}).get("agent") != EXTERNAL]
 
-    def disconnect_all(self, guids):
+    def disconnect_all(self, guids: Sequence[str]) -> None:
         """At shutdown: every host whose agent was connected is Disconnected, in one transaction."""
         if not guids:
             return
@@ -82,10 +91,10 @@ class RegistrationService:
 
     # --- registration -------------------------------------------------------------------
 
-    def register_many(self, requests):
+    def register_many(self, requests: Sequence[m.RegisterRequest]) -> list[tuple[str | None, str] | Exception]:
         """Match registering agents to their hosts in one transaction, each in a savepoint of its own: one refusal does
         not undo the others. Returns, per request, (host uuid or None, host name) or the error."""
-        results = []
+        results: list[tuple[str | None, str] | Exception] = []
         with self.db.transaction() as s:
             # Read once for the whole batch: the hosts by guid, and (as they are needed) the
             # zones, pods and clusters that agents name.
@@ -102,7 +111,8 @@ class RegistrationService:
                     results.append(e)
         return results
 
-    def _register_in(self, s, request, known, places):
+    def _register_in(self, s: Session, request: m.RegisterRequest, known: dict[str, Host],
+                     places: dict[tuple[str, int], Row]) -> tuple[str | None, str]:
         hosts = self._context(s).hosts
         host = known.get(request.guid)
         if host is None and request.host.private_ip:
@@ -121,7 +131,7 @@ class RegistrationService:
 
     # --- heartbeats and silences ------------------------------------------------------------
 
-    def host_state(self, guid, state):
+    def host_state(self, guid: str, state: str) -> str | None:
         """Host `guid` is `state` by its agent's connection or pings; returns its new state
         (None when there is no such host)."""
         with self.db.transaction() as s:
@@ -135,7 +145,7 @@ class RegistrationService:
                 hosts.agent_lost(host, state)
             return host.state
 
-    def record_heartbeats(self, pings, recovered):
+    def record_heartbeats(self, pings: Mapping[str, int], recovered: Collection[str]) -> None:
         """`pings`: {guid: epoch seconds of its last ping}; `recovered`: guids of hosts that
         were Alert or Disconnected and pinged again (they are Up again)."""
         if not pings and not recovered:
@@ -157,14 +167,14 @@ class RegistrationService:
 
     # --- guests reported by agents -------------------------------------------------------------
 
-    def _has_guests(self, guid):
+    def _has_guests(self, guid: str):
         with self.db.transaction(readonly=True) as s:
             return s.execute(
                 select(VmInstance.id).join(Host, VmInstance.host_id == Host.id)
                 .where(Host.guid == guid, Host.removed.is_(None), VmInstance.removed.is_(None)).limit(1)
             ).first() is not None
 
-    def reconcile_vms(self, guid, reported, received):
+    def reconcile_vms(self, guid: str, reported: Mapping[str, str], received: datetime) -> bool:
         """Host `guid` reported its guests ({instance name: state}) at `received`: the VM
         service reconciles them. False when the same report must be looked at again (a job
         is moving one of the host's VMs, or the reconciliation failed)."""
@@ -182,7 +192,7 @@ class RegistrationService:
 
     # --- storage the agents attach and check ------------------------------------------------------
 
-    def pools_to_attach(self, guid):
+    def pools_to_attach(self, guid: str) -> list[str]:
         """Uuids of the primary pools host `guid` attaches when it registers."""
         with self.db.transaction(readonly=True) as s:
             host = self._host(s, guid)
@@ -193,7 +203,7 @@ class RegistrationService:
             pools = self._context(s).storage.pools_for_host(host)
             return [p.uuid for p in pools if p.url.lower().startswith("nfs://")]
 
-    def pool_spec(self, pool_uuid):
+    def pool_spec(self, pool_uuid: str) -> m.PoolSpec | None:
         """What an agent needs to attach pool `pool_uuid`; None when it is gone."""
         with self.db.transaction(readonly=True) as s:
             pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
@@ -201,7 +211,7 @@ class RegistrationService:
                 return None
             return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
-    def pool_result(self, pool_uuid, stats, message):
+    def pool_result(self, pool_uuid: str, stats: m.PoolStats | None, message: str | None) -> None:
         """A host attached the pool (`stats`: its figures) or could not (`message`)."""
         with self.db.transaction() as s:
             pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
@@ -213,7 +223,7 @@ class RegistrationService:
             else:
                 storage.pool_unreachable(pool, message)
 
-    def image_store_target(self, store_uuid):
+    def image_store_target(self, store_uuid: str) -> tuple[str, list[str]] | tuple[None, None]:
         """(url, guids of the Up KVM hosts of its zone) of an NFS image store; (None, None) otherwise."""
         with self.db.transaction(readonly=True) as s:
             store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
@@ -224,7 +234,7 @@ class RegistrationService:
                 q = q.where(Host.zone_id == store.zone_id)
             return store.url, [g for g in s.execute(q).scalars() if g]
 
-    def store_result(self, store_uuid, stats, message):
+    def store_result(self, store_uuid: str, stats: m.PoolStats | None, message: str | None) -> None:
         """A host checked the image store (`stats`: its figures) or could not reach it (`message`)."""
         with self.db.transaction() as s:
             store = s.execute(select(ImageStore).where(ImageStore.uuid == store_uuid)).scalar_one_or_none()
@@ -241,7 +251,8 @@ class RegistrationService:
 _LIGHT_HOST = select(Host).options(lazyload("*")).where(Host.removed.is_(None))
 
 
-def _check_location(session, host, request, places):
+def _check_location(session: Session, host: Host, request: m.RegisterRequest,
+                    places: dict[tuple[str, int], Row]) -> None:
     """The zone/pod/cluster in agent.properties, when given, must be the host's (name or id).
 
     `places` keeps the rows read so far, for the other registrations of the same batch."""
@@ -258,12 +269,11 @@ def _check_location(session, host, request, places):
                 select(model.id, model.uuid, model.name).where(model.id == row_id)).one()
         if value not in (row.uuid, row.name) and value != str(row.id):
             raise AgentRefused(
-                "agent.properties names %s %r but host %s was added to %s %s (%s); fix %s= in agent.properties"
-                % (what, value, host.name, what, row.name, row.uuid, what)
+                f"agent.properties names {what} {value!r} but host {host.name} was added to {what} {row.name} ({row.uuid}); fix {what}= in agent.properties"
             )
 
 
-def _adopt_simulated(session, request):
+def _adopt_simulated(session: Session, request: m.RegisterRequest):
     """A simulated agent (e.g. a load generator) joins the Simulator cluster it names.
 
     Real hypervisors keep the explicit addHost flow; simulated hosts exist for rehearsals
@@ -278,12 +288,12 @@ def _adopt_simulated(session, request):
         named = session.execute(q.where(Cluster.name == ref)).scalars().all()
         if len(named) != 1:
             raise AgentRefused(
-                "simulated agent %s names cluster %r, which is not exactly one Simulator cluster; "
-                "use the cluster's id" % (request.guid, ref))
+                f"simulated agent {request.guid} names cluster {ref!r}, which is not exactly one Simulator cluster; "
+                "use the cluster's id")
         cluster = named[0]
     host = Host(name=request.host.hostname or request.guid, guid=request.guid, zone_id=cluster.zone_id,
                 pod_id=cluster.pod_id, cluster_id=cluster.id, hypervisor="Simulator",
-                url="http://sim/%s/%s" % (cluster.name, request.guid), ip_address=request.host.private_ip,
+                url=f"http://sim/{cluster.name}/{request.guid}", ip_address=request.host.private_ip,
                 state="Connecting", resource_state="Enabled", details={"agent": EXTERNAL})
     session.add(host)
     session.flush()

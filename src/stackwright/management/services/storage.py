@@ -29,6 +29,8 @@ from .pool_attach import ATTACH_JOB
 from .queries import EXACT, NOCASE, ROW, Filter, filtered, keyword, page
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from ..services.queries import Page
     from sqlalchemy import Select
 
     from ..context import Context
@@ -169,7 +171,7 @@ class StorageService:
         if hypervisor == SIMULATED_HYPERVISOR:
             pool.state, pool.status_message = "Up", None
             if not capacity_bytes:
-                pool.capacity_bytes = self.ctx.config.typed("simulator.pool.capacity")
+                pool.capacity_bytes = self.ctx.settings.typed("simulator.pool.capacity")
         else:
             pool.state = WAITING
             pool.status_message = self._waiting_message(zone, cluster)
@@ -311,7 +313,7 @@ class StorageService:
         )
 
     def overprovisioning_factor(self, pool: StoragePool) -> str | None:
-        return self.ctx.configuration.scoped_value("storage.overprovisioning.factor", "storagepool", pool)
+        return self.ctx.settings.scoped_value("storage.overprovisioning.factor", "storagepool", pool)
 
     def allocated_bytes(self, pool: StoragePool) -> int:
         """Bytes promised to the volumes placed on `pool` (their full size, thin or not)."""
@@ -469,24 +471,24 @@ class StorageService:
 
     # --- reads: listStoragePools, listImageStores -------------------------------------
 
-    def list_pools(self, p):
+    def list_pools(self, p: SimpleNamespace) -> Page:
         if p.hostid is not None:
             q = self.pools_of(self.session.get(Cluster, p.hostid.cluster_id))
         else:
             q = select(StoragePool).where(StoragePool.removed.is_(None))
         return page(self.ctx, p, filtered(q, POOL_FILTERS, p), StoragePool.id)
 
-    def list_image_stores(self, p):
+    def list_image_stores(self, p: SimpleNamespace) -> Page:
         q = select(ImageStore).where(ImageStore.removed.is_(None))
         return page(self.ctx, p, filtered(q, IMAGE_STORE_FILTERS, p), ImageStore.id)
 
-    def places_of(self, pool):
+    def places_of(self, pool: StoragePool) -> tuple[Zone | None, Pod | None, Cluster | None]:
         """(zone, pod or None, cluster or None) of a pool, for its view."""
         get = self.session.get
         return (get(Zone, pool.zone_id), get(Pod, pool.pod_id) if pool.pod_id else None,
                 get(Cluster, pool.cluster_id) if pool.cluster_id else None)
 
-    def zone_of(self, store):
+    def zone_of(self, store: ImageStore) -> Zone | None:
         return self.session.get(Zone, store.zone_id) if store.zone_id else None
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import object_session
 
@@ -54,6 +54,9 @@ from .vms import (
     pool_spec,
     vm_label,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +239,7 @@ def _guest_spec(vm: Any, volume: Volume, host: Host, bridge: str) -> m.VmSpec:
 def _discard_volume(pool: m.PoolSpec, name: str):
     """Settle a CreateVolume that may have run: drop what it left (the volume never held data),
     then create it again."""
-    def settle(ask):
+    def settle(ask: Callable[[m.Request], m.Answer]) -> m.Answer | None:
         try:
             ask(m.DeleteVolume(pool=pool, name=name))
         except AgentAbsent:

@@ -10,10 +10,13 @@ which only ever corrects the database: the engine never starts or stops a guest 
 of a report.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import logging
 import re
 import secrets
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -37,6 +40,16 @@ from ..persistence.models import (
     utcnow,
 )
 from .placement import GiB, size_text
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+    from ..context import Context
+    from ..persistence.models import StoragePool
+    from ..persistence.models import Zone
+    from ..persistence.models import Template
+    from ..persistence.models import Domain
 
 log = logging.getLogger(__name__)
 
@@ -63,61 +76,60 @@ INVALID_NAME = (
 )
 
 
-def random_mac():
+def random_mac() -> str:
     """A locally administered unicast MAC in 02:00:xx:xx:xx:xx."""
-    return "02:00:" + ":".join("%02x" % b for b in secrets.token_bytes(4))
+    return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
 
 
-def vm_label(vm):
+def vm_label(vm: VmInstance) -> str:
     """How CloudStack names a VM in messages: VM[User|i-2-10-VM]."""
-    return "VM[User|%s]" % vm.instance_name
+    return f"VM[User|{vm.instance_name}]"
 
 
-def disk_of(volume):
+def disk_of(volume: Volume) -> m.DiskSpec:
     """The protocol DiskSpec of a volume the agent created."""
     disk = codec.decode(m.DiskSpec, volume.disk)
     disk.device = ROOT_DEVICE
     return disk
 
 
-def pool_spec(pool):
+def pool_spec(pool: StoragePool) -> m.PoolSpec:
     return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
 
 
 class VmService:
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.session = ctx.session
 
     # --- lookups and ownership -------------------------------------------------------
 
-    def root_volume(self, vm):
+    def root_volume(self, vm: VmInstance) -> Volume | None:
         return self.session.execute(
             select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
         ).scalars().first()
 
-    def locked(self, vm_id):
+    def locked(self, vm_id: int) -> VmInstance:
         """The VM row as committed now, locked for this transaction (MySQL)."""
         return self.session.execute(
             select(VmInstance).where(VmInstance.id == vm_id).with_for_update().execution_options(populate_existing=True)
         ).scalar_one()
 
-    def pod(self, pod_id):
+    def pod(self, pod_id: int) -> Pod | None:
         return self.session.get(Pod, pod_id) if pod_id is not None else None
 
-    def cluster(self, cluster_id):
+    def cluster(self, cluster_id: int) -> Cluster | None:
         return self.session.get(Cluster, cluster_id) if cluster_id is not None else None
 
-    def check_access(self, vm):
+    def check_access(self, vm: VmInstance) -> VmInstance:
         """Non-admin callers may only act on the VMs of their own account."""
         if vm.removed is not None:
-            raise InvalidParameterValue("Unable to find virtual machine by id %s; it was expunged" % vm.uuid)
+            raise InvalidParameterValue(f"Unable to find virtual machine by id {vm.uuid}; it was expunged")
         if not self.ctx.is_root_admin and vm.account_id != self.ctx.account.id:
-            raise PermissionDenied("Account %s does not have permission to operate with resource %s"
-                                   % (self.ctx.account.name, vm.uuid))
+            raise PermissionDenied(f"Account {self.ctx.account.name} does not have permission to operate with resource {vm.uuid}")
         return vm
 
-    def owner(self, account_name=None, domain=None):
+    def owner(self, account_name: str | None = None, domain: Domain | None = None) -> Account:
         """The account a new VM belongs to: the caller's, or (admins) the one named."""
         caller = self.ctx.account
         if account_name is None:
@@ -128,51 +140,51 @@ class VmService:
                                   Account.removed.is_(None))
         ).scalars().first()
         if account is None:
-            raise InvalidParameterValue("Unable to find account %s in domain %s" % (
-                account_name, domain.uuid if domain is not None else caller.domain.uuid))
+            raise InvalidParameterValue(f"Unable to find account {account_name} in domain {domain.uuid if domain is not None else caller.domain.uuid}")
         if account.id != caller.id and not self.ctx.is_root_admin:
-            raise PermissionDenied("Account %s does not have permission to deploy VMs for account %s"
-                                   % (caller.name, account.name))
+            raise PermissionDenied(f"Account {caller.name} does not have permission to deploy VMs for account {account.name}")
         return account
 
-    def check_placement(self, zone, host=None, pod=None, cluster=None):
+    def check_placement(self, zone: Zone, host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None) -> None:
         """Where an admin asks a VM to go must be in its zone; other callers may not ask."""
         for row, what in ((host, "host"), (pod, "pod"), (cluster, "cluster")):
             if row is None:
                 continue
             if not self.ctx.is_root_admin:
-                raise PermissionDenied("Parameter %sid can only be specified by a Root Admin, permission denied" % what)
+                raise PermissionDenied(f"Parameter {what}id can only be specified by a Root Admin, permission denied")
             if row.removed is not None or row.zone_id != zone.id:
-                raise InvalidParameterValue("%s %s is not in zone %s" % (what.capitalize(), row.name, zone.name))
+                raise InvalidParameterValue(f"{what.capitalize()} {row.name} is not in zone {zone.name}")
 
     # --- deployVirtualMachine (the part that runs in the request) ---------------------
 
-    def create(self, *, zone, offering, template, owner, name=None, display_name=None, hypervisor=None,
-               host=None, pod=None, cluster=None, details=None, root_disk_gb=None):
+    def create(self, *, zone: Zone, offering: ServiceOffering, template: Template, owner: Account,
+               name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
+               host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None,
+               details: Mapping[str, str] | None = None,
+               root_disk_gb: int | None = None) -> VmInstance:
         """Validate a deployment and create the VM (Stopped) with its Allocated root volume."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
-            raise InvalidParameterValue("Unable to find zone by id %s; it was deleted" % zone.uuid)
+            raise InvalidParameterValue(f"Unable to find zone by id {zone.uuid}; it was deleted")
         catalog.live_offering(offering)
         catalog.usable_template(template, zone)
         if hypervisor and hypervisor.lower() != template.hypervisor.lower():
             raise InvalidParameterValue(
                 "Hypervisor passed to the deployVm call, is different from the hypervisor type of the template "
-                "(%s is for %s)" % (template.name, template.hypervisor))
+                f"({template.name} is for {template.hypervisor})")
         self.check_placement(zone, host=host, pod=pod, cluster=cluster)
         cpu_number, cpu_speed, memory_mb = self._sizes(offering, details or {})
         if name is not None and not HOSTNAME.match(name):
             raise InvalidParameterValue(INVALID_NAME)
         if name is not None and self._name_taken(name, zone, owner):
             raise InvalidParameterValue(
-                "A virtual machine with name %s already exists in zone %s for account %s; choose another name"
-                % (name, zone.name, owner.name))
+                f"A virtual machine with name {name} already exists in zone {zone.name} for account {owner.name}; choose another name")
         size = template.size_bytes
         if root_disk_gb is not None:
             if root_disk_gb * GiB < template.size_bytes or root_disk_gb <= 0:
                 raise InvalidParameterValue(
-                    "Root disk size override (%s GB) is smaller than template size %s; pass rootdisksize >= %d"
-                    % (root_disk_gb, size_text(template.size_bytes), -(-template.size_bytes // GiB)))
+                    f"Root disk size override ({root_disk_gb} GB) is smaller than template size "
+                    f"{size_text(template.size_bytes)}; pass rootdisksize >= {-(-template.size_bytes // GiB)}")
             size = root_disk_gb * GiB
         vm = VmInstance(
             name=name or "pending", display_name=display_name, instance_name="pending", state=STOPPED,
@@ -182,22 +194,21 @@ class VmService:
         )
         self.session.add(vm)
         self.session.flush()
-        vm.instance_name = "i-%d-%d-VM" % (owner.id, vm.id)
+        vm.instance_name = f"i-{owner.id}-{vm.id}-VM"
         if name is None:
-            vm.name = "VM-%s" % vm.uuid
+            vm.name = f"VM-{vm.uuid}"
         vm.display_name = display_name or vm.name
         self.session.add(Volume(
-            name="ROOT-%d" % vm.id, vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type="ROOT",
+            name=f"ROOT-{vm.id}", vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type="ROOT",
             device_id=0, format=template.format.lower(), size_bytes=size, state=ALLOCATED,
         ))
         self.session.flush()
-        self.ctx.event("VM.CREATE", "Created VM %s (%s) from template %s with offering %s"
-                       % (vm.name, vm.instance_name, template.name, offering.name), vm.uuid)
+        self.ctx.event("VM.CREATE", f"Created VM {vm.name} ({vm.instance_name}) from template {template.name} with offering {offering.name}", vm.uuid)
         log.info("created VM %s (%s) in zone %s", vm.instance_name, vm.uuid, zone.name)
         return vm
 
     @staticmethod
-    def _sizes(offering, details):
+    def _sizes(offering: ServiceOffering, details: Mapping[str, str]) -> tuple[int, int, int]:
         if not offering.is_customized:
             return offering.cpu_number, offering.cpu_speed, offering.memory_mb
         wanted = {}
@@ -214,7 +225,7 @@ class VmService:
                 "Invalid custom offering values: cpuNumber and cpuSpeed must be at least 1 and memory at least 32 MB")
         return wanted["cpuNumber"], wanted["cpuSpeed"], wanted["memory"]
 
-    def _name_taken(self, name, zone, owner):
+    def _name_taken(self, name: str, zone: Zone, owner: Account):
         return self.session.execute(
             select(VmInstance.id).where(func.lower(VmInstance.name) == name.lower(), VmInstance.zone_id == zone.id,
                                         VmInstance.account_id == owner.id, VmInstance.removed.is_(None),
@@ -231,16 +242,16 @@ class VmService:
                 return mac
         raise CloudRuntimeError("Unable to allocate a unique MAC address; retry the deployment")
 
-    def guest_bridge(self, zone):
+    def guest_bridge(self, zone: Zone) -> str:
         """The bridge guests attach to: the KVM label of the zone's Guest traffic, else cloudbr0."""
         guest = self.ctx.networks.zone_traffic(zone).get("Guest")
         return (guest.kvm_label if guest is not None else None) or DEFAULT_GUEST_BRIDGE
 
-    def offering_tags(self, vm):
+    def offering_tags(self, vm: VmInstance) -> list[str]:
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
         return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
 
-    def host_for_pool(self, pool, preferred_id):
+    def host_for_pool(self, pool: StoragePool, preferred_id: int) -> Host | None:
         if pool.scope == "ZONE":
             q = select(Host).where(Host.zone_id == pool.zone_id, Host.hypervisor == pool.hypervisor)
         else:
@@ -253,7 +264,7 @@ class VmService:
 
     # --- reconciliation with hypervisor reports ------------------------------------------
 
-    def reconcile(self, host, reported, reported_at=None):
+    def reconcile(self, host: Host, reported: Mapping[str, str], reported_at: datetime | None = None) -> bool:
         """Correct the VM rows of `host` after its agent reported `reported` ({instance name: state}).
 
         A VM the database has Running on this host that the hypervisor does not run is
@@ -277,8 +288,9 @@ class VmService:
                 settled = False
             elif vm.state == RUNNING and state in (None, STOPPED):
                 vm.state, vm.last_host_id, vm.host_id, vm.state_changed = STOPPED, host.id, None, utcnow()
-                self.ctx.event("VM.STOP", "VM %s stopped outside the engine: host %s reports it %s"
-                               % (vm.instance_name, host.name, "absent" if state is None else state),
+                self.ctx.event("VM.STOP",
+                               f"VM {vm.instance_name} stopped outside the engine: host {host.name} reports it "
+                               f"{'absent' if state is None else state}",
                                vm.uuid, level="WARN")
                 log.warning("VM %s is no longer running on host %s; marked Stopped", vm.instance_name, host.name)
         running = [name for name, state in reported.items() if state == RUNNING and name not in seen]
@@ -291,8 +303,9 @@ class VmService:
                     settled = False
                 elif vm.state == STOPPED:
                     vm.state, vm.host_id, vm.last_host_id, vm.state_changed = RUNNING, host.id, host.id, utcnow()
-                    self.ctx.event("VM.START", "VM %s found running on host %s: it was started outside the engine"
-                                   % (vm.instance_name, host.name), vm.uuid, level="WARN")
+                    self.ctx.event(
+                        "VM.START", f"VM {vm.instance_name} found running on host {host.name}: it was started outside the engine",
+                        vm.uuid, level="WARN")
                     log.warning("VM %s runs on host %s although it was Stopped; marked Running",
                                 vm.instance_name, host.name)
                 else:

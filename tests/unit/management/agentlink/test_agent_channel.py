@@ -92,6 +92,6 @@ def test_agents_register_answer_calls_and_are_left_disconnected(engine, cluster_
 
     with caplog.at_level(logging.INFO):
         asyncio.run(scenario())
-    assert {guid: state for guid, (state, _) in hosts(engine).items()} == {"sim-0": "Disconnected",
-                                                                         "ext-1": "Disconnected"}
+    assert {guid: state for guid, (state, _since) in hosts(engine).items()} == {"sim-0": "Disconnected",
+                                                                                "ext-1": "Disconnected"}
     assert "host(s) left Disconnected at shutdown" in caplog.text

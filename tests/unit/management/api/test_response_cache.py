@@ -4,7 +4,7 @@ was computed, and never across callers."""
 import pytest
 from sqlalchemy import text
 
-from stackwright.management import commands  # noqa: F401  (fills the registry)
+from stackwright.management import commands  # noqa: F401  # pylint: disable=unused-import  # fills the registry
 from stackwright.management.api.cache import ResponseCache
 from stackwright.management.api.registry import REGISTRY
 from stackwright.management.context import Principal

@@ -72,3 +72,28 @@ def zone_pod(ctx):
     ctx.session.add(pod)
     ctx.session.flush()
     return zone, pod
+
+
+@pytest.fixture
+def gateway():
+    """A recording agent gateway over in-process agents."""
+    return RecordingGateway()
+
+
+@pytest.fixture
+def jobs(db, gateway):
+    """Async jobs run the way the engine's workers run them (job_harness.JobHarness)."""
+    from tests.unit.management.services.job_harness import JobHarness
+
+    return JobHarness(db, gateway)
+
+
+@pytest.fixture
+def job_ctx(db, jobs):
+    """A root admin's context whose rows the test commits: jobs run in transactions of their own."""
+    session = db.session()
+    try:
+        yield Context(jobs.engine, session, user=root_admin(session))
+    finally:
+        session.rollback()
+        session.close()

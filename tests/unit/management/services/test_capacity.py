@@ -115,14 +115,14 @@ def test_cluster_scoped_cpu_factor_doubles_cpu_total(ctx, world):
     cluster = world.cluster(world.pod(world.zone()))
     world.host(cluster, cpus=4, speed=2000)
     assert totals(ctx, cluster=cluster, type=CPU) == {CPU: 8000}
-    ctx.configuration.set_scoped("cpu.overprovisioning.factor", "2.0", "cluster", cluster)
+    ctx.settings.set_scoped("cpu.overprovisioning.factor", "2.0", "cluster", cluster)
     assert totals(ctx, cluster=cluster, type=CPU) == {CPU: 16000}
 
 
 def test_live_global_factor_does_not_change_an_existing_cluster(ctx, world):
     cluster = world.cluster(world.pod(world.zone()), cpu_ratio="1.5")
     world.host(cluster, cpus=2, speed=1000)
-    ctx.configuration.set_global("cpu.overprovisioning.factor", "4")
+    ctx.settings.set_global("cpu.overprovisioning.factor", "4")
     assert totals(ctx, cluster=cluster, type=CPU) == {CPU: 3000}
 
 
@@ -172,7 +172,7 @@ def test_primary_storage_used_and_allocated_with_factors(ctx, world):
     default_pool = world.pool(zone, cluster, size=100 * GiB, used=25 * GiB)
     tuned = world.pool(zone, cluster, size=10 * GiB, used=0)
     world.pool(zone, cluster, size=1000 * GiB, state="Disabled")
-    ctx.configuration.set_scoped("storage.overprovisioning.factor", "1.5", "storagepool", tuned)
+    ctx.settings.set_scoped("storage.overprovisioning.factor", "1.5", "storagepool", tuned)
     service = CapacityService(ctx)
     [used] = service.rows(cluster=cluster, type=STORAGE)
     assert (used["capacitytotal"], used["capacityused"], used["percentused"]) == (110 * GiB, 25 * GiB, "22.73")

@@ -19,7 +19,7 @@ def session(ctx):
 
 @pytest.fixture
 def service(ctx):
-    return ctx.configuration
+    return ctx.settings
 
 
 @pytest.fixture

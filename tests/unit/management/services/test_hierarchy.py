@@ -131,7 +131,7 @@ def test_pod_cidr_overlap_follows_check_pod_cidrs(run, zone):
         make_pod(run, zone, name="p2", gateway="10.0.5.1", netmask="255.255.255.0", start_ip="10.0.5.10")
     assert "overlaps with the CIDR 10.0.0.0/16 of pod p1" in e.value.text
     assert run(lambda ctx: ctx.session.execute(select(Pod.name).where(Pod.name == "p2")).first()) is None
-    run(lambda ctx: ctx.configuration.set_global("check.pod.cidrs", "false"))
+    run(lambda ctx: ctx.settings.set_global("check.pod.cidrs", "false"))
     pod = make_pod(run, zone, name="p2", gateway="10.0.5.1", netmask="255.255.255.0", start_ip="10.0.5.10")
     assert pod.end_ip == "10.0.5.254"
 
@@ -162,10 +162,10 @@ def test_delete_pod_guards(run, zone):
 def test_cluster_ratios_snapshot_the_global_factors(run, zone):
     pod = make_pod(run, zone)
     first = make_cluster(run, zone, pod, name="c1")
-    run(lambda ctx: ctx.configuration.set_global("cpu.overprovisioning.factor", "4"))
-    run(lambda ctx: ctx.configuration.set_global("mem.overprovisioning.factor", "2.5"))
+    run(lambda ctx: ctx.settings.set_global("cpu.overprovisioning.factor", "4"))
+    run(lambda ctx: ctx.settings.set_global("mem.overprovisioning.factor", "2.5"))
     second = make_cluster(run, zone, pod, name="c2")
-    run(lambda ctx: ctx.configuration.set_global("cpu.overprovisioning.factor", "1"))
+    run(lambda ctx: ctx.settings.set_global("cpu.overprovisioning.factor", "1"))
 
     def ratios(cluster):
         return run(lambda ctx: {d.name: d.value for d in ctx.session.merge(cluster).details})

@@ -86,7 +86,7 @@ def test_planner_list_capacity_and_host_view_show_the_same_numbers(ctx, host):
     zone = ctx.session.get(Zone, host.zone_id)
     cluster = clusters[host.cluster_id]
     for name in ("cluster.cpu.allocated.capacity.disablethreshold", "cluster.memory.allocated.capacity.disablethreshold"):
-        ctx.configuration.set_scoped(name, "1", "cluster", cluster)
+        ctx.settings.set_scoped(name, "1", "cluster", cluster)
     plan = Planner(ctx).plan("VM[x]", zone, Demand(3, 1000, 3584, "Simulator"))
     assert plan.host.id == host.id
     for demand in (Demand(3, 1001, 3584, "Simulator"), Demand(3, 1000, 3585, "Simulator")):
@@ -95,7 +95,7 @@ def test_planner_list_capacity_and_host_view_show_the_same_numbers(ctx, host):
 
     # ... and the cluster's disable threshold counts against the same totals: 90 % of 4950 MHz
     # is 4455, so 2505 MHz more reach it and 2508 pass it.
-    ctx.configuration.set_scoped("cluster.cpu.allocated.capacity.disablethreshold", "0.9", "cluster", cluster)
+    ctx.settings.set_scoped("cluster.cpu.allocated.capacity.disablethreshold", "0.9", "cluster", cluster)
     assert Planner(ctx).plan("VM[x]", zone, Demand(3, 835, 512, "Simulator")).host.id == host.id
     with pytest.raises(InsufficientCapacity, match="cluster cc is above its allocated capacity disable threshold"):
         Planner(ctx).plan("VM[x]", zone, Demand(3, 836, 512, "Simulator"))

@@ -4,7 +4,6 @@ next run, and which requests reach the agents (recording gateway)."""
 import pytest
 from sqlalchemy import select
 
-from stackwright.management.context import Context
 from stackwright.management.errors import CloudRuntimeError, ResourceUnavailable
 from stackwright.management.persistence.models import Event, Host, StoragePool, Zone
 from stackwright.management.services import system_jobs
@@ -12,30 +11,14 @@ from stackwright.management.services.gateway import HostRef
 from stackwright.management.services.pool_attach import ATTACH_JOB
 from stackwright.management.services.steps import AgentStep, DbStep
 from stackwright.protocol import messages as m
-from tests.support.gateway import EngineKilled, RecordingGateway
-from tests.unit.management.services.conftest import root_admin
-from tests.unit.management.services.job_harness import JobHarness, failure
+from tests.support.gateway import EngineKilled
+from tests.unit.management.services.job_harness import failure
 from tests.unit.management.services.test_vms import World
 
 
 @pytest.fixture
-def gateway():
-    return RecordingGateway()
-
-
-@pytest.fixture
-def jobs(db, gateway):
-    return JobHarness(db, gateway)
-
-
-@pytest.fixture
-def ctx(db, jobs):
-    session = db.session()
-    try:
-        yield Context(jobs.engine, session, user=root_admin(session))
-    finally:
-        session.rollback()
-        session.close()
+def ctx(job_ctx):
+    return job_ctx
 
 
 @pytest.fixture
@@ -198,3 +181,38 @@ def test_a_pool_attach_skips_hosts_whose_agent_is_away_and_records_refusals(ctx,
     assert pool.state == "Initialized" and "did not answer AttachPool" in pool.status_message
     assert gateway.calls() == []            # nothing reached either host
     assert ctx.session.get(Host, away.id) is not None
+
+
+def test_a_failed_step_is_replayed_as_a_failure_after_a_kill(ctx, world, gateway, jobs, kind):
+    """The failure of a database step is recorded with the compensating step after it, so a
+    job killed later takes the same path again on its next run."""
+    host = world.host()
+    ctx.session.commit()
+    gateway.add(host.guid)
+    ref = HostRef(host.guid, host.name)
+    zone_id, before = world.zone.id, world.zone.name
+    paths = []
+
+    def steps(ctx):
+        path = []
+        paths.append(path)
+        try:
+            yield DbStep(rename_then_fail, zone_id, "half")
+            path.append("no failure")
+        except CloudRuntimeError as e:
+            path.append("compensated")
+            yield DbStep(ctx_event, f"compensated once: {e.text}")
+        yield AgentStep(ref, m.GetHostStats(), 10)
+        return {"path": path}
+
+    gateway.kill_after.add(m.GetHostStats)
+    job_uuid = jobs.submit(ctx.user, kind(steps))
+    with pytest.raises(EngineKilled):
+        jobs.run(job_uuid)
+    assert [o.get("error") for o in jobs.job(job_uuid).step_results] == ["CloudRuntimeError", None]
+    job = jobs.run(job_uuid)
+    assert job.status == 1 and job.result == {"path": ["compensated"]}
+    assert paths == [["compensated"], ["compensated"]]      # the first run's, then the replay's
+    assert zone_name(ctx, zone_id) == before
+    events = ctx.session.execute(select(Event).where(Event.description == "compensated once: refusing half"))
+    assert len(events.all()) == 1

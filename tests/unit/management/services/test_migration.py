@@ -20,9 +20,9 @@ from tests.unit.management.services.job_harness import failure
 from tests.unit.management.services import test_vm_lifecycle as lifecycle
 from tests.unit.management.services.test_vm_lifecycle import fresh, new_vm, start
 
-# The fixtures of the life cycle's tests: a recording gateway, jobs run by the executor, a
+# The fixtures of the life cycle's tests (the recording gateway and the jobs come from conftest): a
 # context whose rows the test commits, and a zone of its own.
-ctx, gateway, jobs, world = lifecycle.ctx, lifecycle.gateway, lifecycle.jobs, lifecycle.world
+ctx, world = lifecycle.ctx, lifecycle.world
 
 
 def running_vm(ctx, world, jobs, host, memory=512):
@@ -184,9 +184,9 @@ def test_nowhere_to_go_names_the_shortfall(ctx, world, gateway, jobs, pair):
 def test_a_dedicated_ha_host_takes_a_non_ha_vm_only_when_named(ctx, world, gateway, jobs, pair):
     a, b, (_on_a, on_b) = pair
     ctx.session.get(Host, b.id).host_tags = "ha"
-    ctx.configuration.set_global("ha.tag", "ha")
+    ctx.settings.set_global("ha.tag", "ha")
     ctx.session.commit()
-    ctx.config.invalidate()
+    ctx.settings.invalidate()
     try:
         vm = running_vm(ctx, world, jobs, a)
         code, text, _job = refused(ctx, jobs, vm)
@@ -197,9 +197,9 @@ def test_a_dedicated_ha_host_takes_a_non_ha_vm_only_when_named(ctx, world, gatew
         assert migrate(ctx, jobs, vm, b).status == 1
         assert on_b.query(vm.instance_name) == m.VmState.RUNNING
     finally:
-        ctx.configuration.set_global("ha.tag", "")
+        ctx.settings.set_global("ha.tag", "")
         ctx.session.commit()
-        ctx.config.invalidate()
+        ctx.settings.invalidate()
 
 
 def test_find_hosts_for_migration_flags_each_host(ctx, world, gateway, jobs, pair):

@@ -122,7 +122,7 @@ def test_a_ratio_change_rates_only_guests_started_after_it(ctx, world, gateway, 
     current ratio: two 1 GiB guests started at ratio 1 count 1 ÷ 1 × 4 = 4 GiB each once
     the ratio is 4, all of the 8 GiB offered, until a stop + start re-rates them."""
     cluster, host, _driver = guide_example(ctx, world, gateway, memory_ratio="1")
-    ctx.configuration.set_scoped("cluster.memory.allocated.capacity.disablethreshold", "1", "cluster", cluster)
+    ctx.settings.set_scoped("cluster.memory.allocated.capacity.disablethreshold", "1", "cluster", cluster)
     ctx.session.commit()
     first = [new_vm(ctx, world, 1024) for _ in range(2)]
     for vm in first:
@@ -130,7 +130,7 @@ def test_a_ratio_change_rates_only_guests_started_after_it(ctx, world, gateway, 
         assert job.status == 1, job.result
     assert memory_row(ctx, cluster) == (2 * GiB, 2 * GiB)
 
-    ctx.configuration.set_scoped("mem.overprovisioning.factor", "4", "cluster", cluster)
+    ctx.settings.set_scoped("mem.overprovisioning.factor", "4", "cluster", cluster)
     ctx.session.commit()
     # The running guests keep their ratio 1: each still holds a whole GiB of the host, which
     # at ratio 4 is 4 GiB of the 8 GiB offered.

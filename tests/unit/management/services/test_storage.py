@@ -90,7 +90,7 @@ def test_attach_report_does_not_lift_disabled_or_maintenance(ctx, site):
 def test_simulated_pool_size_comes_from_setting(ctx, site):
     zone, pod, sim, kvm = site
     pool = ctx.storage.create_pool(zone=zone, pod=pod, cluster=sim, name="p4", url="nfs://10.0.0.5/p4")
-    assert pool.state == "Up" and pool.capacity_bytes == int(ctx.config.get("simulator.pool.capacity"))
+    assert pool.state == "Up" and pool.capacity_bytes == int(ctx.settings.get("simulator.pool.capacity"))
     sized = ctx.storage.create_pool(zone=zone, pod=pod, cluster=sim, name="p5", url="nfs://10.0.0.5/p5",
                                     capacity_bytes=3 * GiB)
     assert sized.capacity_bytes == 3 * GiB

@@ -12,37 +12,19 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from stackwright.management.context import Context
 from stackwright.management.errors import ResourceUnavailable
 from stackwright.management.persistence.models import Event, Host, VmInstance, Volume
 from stackwright.management.services import vm_lifecycle
 from stackwright.management.services.placement import GiB
 from stackwright.protocol import messages as m
-from tests.support.gateway import EngineKilled, RecordingGateway
-from tests.unit.management.services.conftest import root_admin
-from tests.unit.management.services.job_harness import JobHarness, failure
+from tests.support.gateway import EngineKilled
+from tests.unit.management.services.job_harness import failure
 from tests.unit.management.services.test_vms import World
 
 
 @pytest.fixture
-def gateway():
-    return RecordingGateway()
-
-
-@pytest.fixture
-def jobs(db, gateway):
-    return JobHarness(db, gateway)
-
-
-@pytest.fixture
-def ctx(db, jobs):
-    """A root admin's context whose rows the test commits (the jobs run in transactions of their own)."""
-    session = db.session()
-    try:
-        yield Context(jobs.engine, session, user=root_admin(session))
-    finally:
-        session.rollback()
-        session.close()
+def ctx(job_ctx):
+    return job_ctx
 
 
 @pytest.fixture

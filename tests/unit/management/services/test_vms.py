@@ -215,7 +215,7 @@ def test_pool_space_follows_the_overprovisioning_factor(ctx, world):
     assert error.cserrorcode == 4340
     assert ("no Up primary storage pool of cluster(s) %s (or zone-wide) has room for a 2 GiB root volume"
             % world.cluster.name) in error.text
-    ctx.configuration.set_scoped("storage.overprovisioning.factor", "4", "storagepool", pool)
+    ctx.settings.set_scoped("storage.overprovisioning.factor", "4", "storagepool", pool)
     assert plan(ctx, world, demand(volume=2 * GiB)).pool.id == pool.id
 
 
@@ -242,7 +242,7 @@ def test_cluster_disable_threshold(ctx, world):
     world.vm(host, speed=500, memory=256)
     error = refused(ctx, world, demand(speed=400, memory=256))      # 900 / 1000 > 0.85
     assert "cluster %s is above its allocated capacity disable threshold" % world.cluster.name in error.text
-    ctx.configuration.set_scoped("cluster.cpu.allocated.capacity.disablethreshold", "0.95", "cluster", world.cluster)
+    ctx.settings.set_scoped("cluster.cpu.allocated.capacity.disablethreshold", "0.95", "cluster", world.cluster)
     assert plan(ctx, world, demand(speed=400, memory=256)).host.id == host.id
 
 
