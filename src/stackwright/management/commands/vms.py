@@ -16,6 +16,7 @@ from ..errors import InvalidParameterValue, PermissionDenied
 from ..formatting import compact, date
 from ..persistence.models import (
     Cluster,
+    DiskOffering,
     Domain,
     Host,
     Pod,
@@ -141,7 +142,8 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
     vm = ctx.vms.create(
         zone=p.zoneid, offering=p.serviceofferingid, template=p.templateid, owner=owner, name=p.name,
         display_name=p.displayname, hypervisor=p.hypervisor, host=p.hostid, pod=p.podid, cluster=p.clusterid,
-        details=map_dict(p.details), root_disk_gb=p.rootdisksize,
+        details=map_dict(p.details), root_disk_gb=p.rootdisksize, disk_offering=p.diskofferingid,
+        data_disk_gb=p.size,
     )
     return vm.uuid
 
@@ -163,6 +165,11 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
         Param("domainid", Uuid(Domain), description="an optional domainId for the virtual machine"),
         Param("details", Map(), description="used to specify the custom parameters (cpuNumber, cpuSpeed, memory)"),
         Param("rootdisksize", Size(1024 ** 3), description="Optional field to resize root disk on deploy (GB)"),
+        Param("diskofferingid", Uuid(DiskOffering),
+              description="the ID of the disk offering for the virtual machine: a data volume of it is created and "
+                          "attached, on a storage pool carrying the offering's tags"),
+        Param("size", Size(1024 ** 3), description="the arbitrary size in GB for the data volume of a customized disk "
+                                                   "offering"),
     ])
 def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Creates and automatically starts a virtual machine based on a service offering and template."""

@@ -156,6 +156,12 @@ KEYS = {k.name: k for k in (
        "Percentage (as a value between 0 and 1) of allocated storage utilization above which allocators will disable "
        "using the pool for low allocated storage available",
        component="CapacityManager", group="Storage", maximum=1),
+    _k("custom.diskoffering.size.min", "1", "Long", [],
+       "Minimum size in GB for custom disk offering", minimum=1,
+       component="VolumeOrchestrationService", group="Storage", subgroup="Disk_Offering"),
+    _k("custom.diskoffering.size.max", "1024", "Long", [],
+       "Maximum size in GB for custom disk offering", minimum=1,
+       component="VolumeOrchestrationService", group="Storage", subgroup="Disk_Offering"),
     _k("ping.interval", "60", "Integer", [], "Interval in seconds at which agents ping the management server",
        minimum=1, component="AgentManager", dynamic=False, group="Agent"),
     _k("ping.timeout", "2.5", "Float", [],

@@ -26,8 +26,24 @@ GiB = 1024 * MiB
 
 
 @dataclass
+class VolumeDemand:
+    """A volume of a guest: on its pool already, or `size_bytes` to place on a pool whose
+    tags contain all of `tags` (the service offering's for a root volume, the disk
+    offering's for a data volume)."""
+
+    kind: str                   # "root" or "data"
+    size_bytes: int
+    tags: list[str] = field(default_factory=list)
+    pool: StoragePool | None = None
+
+    @property
+    def tags_from(self) -> str:
+        return "service offering" if self.kind == "root" else "disk offering"
+
+
+@dataclass
 class Demand:
-    """What a guest needs from a host and, when its root volume is not placed yet, a pool."""
+    """What a guest needs from a host and, for volumes not placed yet, from pools."""
 
     cpu_number: int
     cpu_speed: int              # MHz per vCPU
@@ -36,6 +52,8 @@ class Demand:
     host_tags: list = field(default_factory=list)
     volume_bytes: int = 0       # size of a root volume still to be placed
     pool: StoragePool | None = None   # the pool the root volume already lives on
+    storage_tags: list[str] = field(default_factory=list)   # the root volume's
+    data_volumes: list[VolumeDemand] = field(default_factory=list)
 
     @property
     def cpu_mhz(self) -> int:
@@ -45,11 +63,17 @@ class Demand:
     def memory_bytes(self) -> int:
         return self.memory_mb * MiB
 
+    @property
+    def volumes(self) -> list[VolumeDemand]:
+        """The root volume, then the data volumes."""
+        return [VolumeDemand("root", self.volume_bytes, list(self.storage_tags), self.pool), *self.data_volumes]
+
 
 @dataclass
 class Plan:
     host: Host
     pool: StoragePool
+    data_pools: list[StoragePool] = field(default_factory=list)   # one per Demand.data_volumes
 
 
 class Planner:
@@ -92,26 +116,23 @@ class Planner:
             fail(why)
         if last_host_id is not None:
             fitting.sort(key=lambda h: h.id != last_host_id)
-        chosen_pools, raced = {}, False
+        chosen_pools: dict[int, tuple[list[StoragePool] | None, str | None]] = {}
+        raced, refusal = False, None
         for candidate in fitting:
             c = clusters[candidate.cluster_id]
             if c.id not in chosen_pools:
-                chosen_pools[c.id] = self._pool_for(c, demand, avoid_pools)
-            pool = chosen_pools[c.id]
-            if pool is None:
+                chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
+            pools, why = chosen_pools[c.id]
+            if pools is None:
+                refusal = refusal or why
                 continue
             if self._still_fits(candidate, clusters, demand):
-                return Plan(candidate, pool)
+                return Plan(candidate, pools[0], pools[1:])
             raced = True
         if raced:
             fail("the hosts with room were taken by concurrent deployments; retry")
-        if demand.pool is not None:
-            fail(f"storage pool {demand.pool.name} holding the root volume is not Up or not reachable from any host "
-                 f"with capacity (state {demand.pool.state})", storage=True)
         names = ", ".join(sorted({clusters[h.cluster_id].name for h in fitting}))
-        fail(f"no Up primary storage pool of cluster(s) {names} (or zone-wide) has room for a "
-             f"{size_text(demand.volume_bytes)} root volume; add a pool with createStoragePool or free space",
-             storage=True)
+        fail(refusal.replace("{clusters}", names), storage=True)
 
     def _clusters(self, zone: Zone, hypervisor: str, host: Host | None, pod: Pod | None,
                   cluster: Cluster | None) -> tuple[dict[int, Cluster], str | None]:
@@ -210,24 +231,50 @@ class Planner:
                                                  cluster))
         return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
-    def _pool_for(self, cluster: Cluster, demand: Demand, avoid: Collection[int]) -> StoragePool | None:
+    def _pools_for(self, cluster: Cluster, demand: Demand,
+                   avoid: Collection[int]) -> tuple[list[StoragePool] | None, str | None]:
+        """A pool for each of `demand.volumes` reachable from `cluster` (the placed ones where
+        they are; the others first fit on an Up pool carrying all their tags, within size x
+        storage.overprovisioning.factor and the allocated disable threshold), or (None, why not)
+        with `{clusters}` left to fill in."""
         storage = self.ctx.storage
-        if demand.pool is not None:
-            reachable = {p.id for p in storage.allocatable_pools(cluster)}
-            return demand.pool if demand.pool.id in reachable and demand.pool.id not in avoid else None
-        pools = [p for p in storage.allocatable_pools(cluster) if p.id not in avoid]
-        if not pools:
-            return None
-        allocated = storage.allocated_by_pool([p.id for p in pools])
-        factors = self.ctx.capacity.storage_factors([p.id for p in pools])
-        limit = float(self.ctx.settings.scoped_value(
-            "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
-        for pool in pools:
-            total = (pool.capacity_bytes or 0) * factors[pool.id]
-            after = allocated.get(pool.id, 0) + demand.volume_bytes
-            if total > 0 and after <= total and after / total <= limit:
-                return pool
-        return None
+        reachable = storage.allocatable_pools(cluster)
+        reachable_ids = {p.id for p in reachable}
+        candidates = [p for p in reachable if p.id not in avoid]
+        unplaced = [v for v in demand.volumes if v.pool is None]
+        if unplaced:
+            allocated = storage.allocated_by_pool([p.id for p in candidates])
+            factors = self.ctx.capacity.storage_factors([p.id for p in candidates])
+            limit = float(self.ctx.settings.scoped_value(
+                "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
+        chosen: list[StoragePool] = []
+        for volume in demand.volumes:
+            if volume.pool is not None:
+                if volume.pool.id not in reachable_ids or volume.pool.id in avoid:
+                    return None, (f"storage pool {volume.pool.name} holding the {volume.kind} volume is not Up or not "
+                                  f"reachable from any host with capacity (state {volume.pool.state})")
+                chosen.append(volume.pool)
+                continue
+            tagged = [p for p in candidates if set(volume.tags) <= set(p.tag_list)]
+            if not tagged:
+                return None, (f"no Up primary storage pool of cluster(s) {{clusters}} (or zone-wide) carries the "
+                              f"storage tags {','.join(volume.tags)} of the {volume.tags_from} for the "
+                              f"{size_text(volume.size_bytes)} {volume.kind} volume; tag a pool with updateStoragePool "
+                              "tags= or add one with createStoragePool")
+            for pool in tagged:
+                total = (pool.capacity_bytes or 0) * factors[pool.id]
+                after = allocated.get(pool.id, 0) + volume.size_bytes
+                if total > 0 and after <= total and after / total <= limit:
+                    # Later volumes of the same guest see this one on the pool.
+                    allocated[pool.id] = after
+                    chosen.append(pool)
+                    break
+            else:
+                with_tags = f" with the storage tags {','.join(volume.tags)}" if volume.tags else ""
+                return None, (f"no Up primary storage pool of cluster(s) {{clusters}} (or zone-wide){with_tags} has "
+                              f"room for a {size_text(volume.size_bytes)} {volume.kind} volume; add a pool with "
+                              "createStoragePool or free space")
+        return chosen, None
 
     @staticmethod
     def _where(zone: Zone, host: Host | None, pod: Pod | None, cluster: Cluster | None) -> str:

@@ -98,7 +98,7 @@ def test_the_guides_example_three_guests_of_1_gib_on_2_gib_at_ratio_2(ctx, world
         ctx.session.refresh(vm)
         assert vm.state == "Running" and vm.host_id == host.id
         assert (vm.details["cpuOvercommitRatio"], vm.details["memoryOvercommitRatio"]) == ("1.0", "2.0")
-        spec = _guest_spec(vm, ctx.vms.root_volume(vm), host, "cloudbr0")
+        spec = _guest_spec(vm, ctx.vms.volumes(vm), host, "cloudbr0")
         assert (spec.memory_mb, spec.min_memory_mb, spec.cpu_cap) == (1024, 512, None)
     # The engine counts 3 of 4 GiB; the host holds 3 x 512 MiB of its 2 GiB.
     assert memory_row(ctx, cluster) == (3 * GiB, 4 * GiB)
@@ -175,6 +175,6 @@ def test_limitcpuuse_caps_each_vcpu_at_the_offerings_speed(ctx, world, gateway, 
     vm = new_vm(ctx, world, 1024)
     assert call(ctx, jobs, "startVirtualMachine", vm).status == 1
     ctx.session.refresh(vm)
-    spec = _guest_spec(vm, ctx.vms.root_volume(vm), host, "cloudbr0")
+    spec = _guest_spec(vm, ctx.vms.volumes(vm), host, "cloudbr0")
     assert (spec.vcpus, spec.cpu_mhz, spec.cpu_cap, spec.min_memory_mb) == (1, 500, 0.5, 512)
     ctx.session.commit()
