@@ -256,7 +256,7 @@ class Planner:
                 chosen.append(volume.pool)
                 continue
             tagged = [p for p in candidates if set(volume.tags) <= set(p.tag_list)]
-            if not tagged:
+            if candidates and not tagged:
                 return None, (f"no Up primary storage pool of cluster(s) {{clusters}} (or zone-wide) carries the "
                               f"storage tags {','.join(volume.tags)} of the {volume.tags_from} for the "
                               f"{size_text(volume.size_bytes)} {volume.kind} volume; tag a pool with updateStoragePool "
