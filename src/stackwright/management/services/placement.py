@@ -15,7 +15,7 @@ from ..errors import InsufficientCapacity
 from ..persistence.models import Cluster, Host, StoragePool
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from ..context import Context
     from ..persistence.models import Pod, Zone
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+HOST_BATCH = 64         # hosts the planner reads at a time
 
 
 @dataclass
@@ -86,7 +87,10 @@ class Planner:
     fits when it is Up, reachable from the host's cluster (its own or zone-wide) and its
     allocated bytes plus the volume stay within size x storage.overprovisioning.factor
     and under `pool.storage.allocated.capacity.disablethreshold`.
-    When nothing fits, the error names the first requirement no candidate met.
+    Hosts are read in id order a batch at a time, the VM's last host first when asked, and the
+    first that fits (with a pool for each volume) is taken, so a plan reads only as many hosts
+    as it takes to find one with room. When nothing fits, the error names the first requirement
+    no candidate met.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -108,31 +112,61 @@ class Planner:
         clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
         if not clusters:
             fail(why)
-        hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
-        if not hosts:
-            fail(why)
-        fitting, why = self._with_capacity(hosts, clusters, demand)
-        if not fitting:
-            fail(why)
-        if last_host_id is not None:
-            fitting.sort(key=lambda h: h.id != last_host_id)
         chosen_pools: dict[int, tuple[list[StoragePool] | None, str | None]] = {}
-        raced, refusal = False, None
-        for candidate in fitting:
-            c = clusters[candidate.cluster_id]
-            if c.id not in chosen_pools:
-                chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
-            pools, why = chosen_pools[c.id]
-            if pools is None:
-                refusal = refusal or why
+        raced, refusal, capacity_why = False, None, None
+        fitting_clusters: set[int] = set()
+        for batch, preferred in self._host_batches(clusters, host, last_host_id):
+            tagged = [h for h in batch if h.id not in avoid_hosts and set(demand.host_tags) <= set(h.tag_list)]
+            if not tagged:
                 continue
-            if self._still_fits(candidate, clusters, demand):
-                return Plan(candidate, pools[0], pools[1:])
-            raced = True
+            fitting, why = self._with_capacity(tagged, clusters, demand)
+            if not fitting:
+                # The last host tried first says nothing about the others.
+                capacity_why = capacity_why or (None if preferred else why)
+                continue
+            for candidate in fitting:
+                c = clusters[candidate.cluster_id]
+                fitting_clusters.add(c.id)
+                if c.id not in chosen_pools:
+                    chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
+                pools, why = chosen_pools[c.id]
+                if pools is None:
+                    refusal = refusal or why
+                    continue
+                if self._still_fits(candidate, clusters, demand):
+                    return Plan(candidate, pools[0], pools[1:])
+                raced = True
         if raced:
             fail("the hosts with room were taken by concurrent deployments; retry")
-        names = ", ".join(sorted({clusters[h.cluster_id].name for h in fitting}))
-        fail(refusal.replace("{clusters}", names), storage=True)
+        if refusal is not None:
+            names = ", ".join(sorted(clusters[cid].name for cid in fitting_clusters))
+            fail(refusal.replace("{clusters}", names), storage=True)
+        if capacity_why is not None:
+            fail(capacity_why)
+        # No Up, Enabled, tagged host left at all: say which of these it is.
+        _hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
+        fail(why or f"no host in zone {zone.name} can take the guest")
+
+    def _host_batches(self, clusters: Mapping[int, Cluster], host: Host | None,
+                      last_host_id: int | None) -> Iterator[tuple[list[Host], bool]]:
+        """Up and Enabled hosts of `clusters` (only `host` when given) in batches of HOST_BATCH
+        in id order, the last host first on its own (flagged True): first fit reads only as many
+        hosts as it takes to find one with room, however many the zone has."""
+        base = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
+                                  Host.state == "Up", Host.resource_state == "Enabled")
+        if host is not None:
+            base = base.where(Host.id == host.id)
+        elif last_host_id is not None:
+            yield self.session.execute(base.where(Host.id == last_host_id)).unique().scalars().all(), True
+        after = 0
+        while True:
+            rows = self.session.execute(
+                base.where(Host.id > after).order_by(Host.id).limit(HOST_BATCH)).unique().scalars().all()
+            if rows:
+                yield rows, False
+            if len(rows) < HOST_BATCH:
+                return
+            after = rows[-1].id
 
     def _clusters(self, zone: Zone, hypervisor: str, host: Host | None, pod: Pod | None,
                   cluster: Cluster | None) -> tuple[dict[int, Cluster], str | None]:
