@@ -59,10 +59,33 @@ async def call(api, params):
         return await api.call(session, params)
 
 
+async def job(api, params):
+    """An asynchronous command, waited for; its job result."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        answer = await api.call(session, params)
+        jobid = next(iter(answer.values()))["jobid"]
+        deadline = time.monotonic() + JOB_LIMIT
+        while time.monotonic() < deadline:
+            result = (await api.call(session, {"command": "queryAsyncJobResult", "jobid": jobid}))[
+                "queryasyncjobresultresponse"]
+            if result["jobstatus"] == 1:
+                return result["jobresult"]
+            if result["jobstatus"] != 0:
+                raise RuntimeError("%s failed: %s" % (params["command"], result.get("jobresult")))
+            await asyncio.sleep(JOB_POLL)
+    raise RuntimeError("%s still pending after %.0f s" % (params["command"], JOB_LIMIT))
+
+
 def setup_zone(api, zone_id, hosts, vms):
-    """Enable the zone, add a zone-wide pool for every root volume and a small offering.
-    Returns (offering id, template id)."""
+    """Give the zone a physical network, enable it, add a zone-wide pool for every root volume
+    and a small offering. Returns (offering id, template id)."""
     run = asyncio.run
+    network = run(job(api, {"command": "createPhysicalNetwork", "zoneid": zone_id, "name": "bench-phy"}))
+    for traffic in ("Management", "Public", "Guest"):
+        run(job(api, {"command": "addTrafficType", "physicalnetworkid": network["physicalnetwork"]["id"],
+                      "traffictype": traffic, "kvmnetworklabel": "cloudbr0"}))
     run(call(api, {"command": "updateZone", "id": zone_id, "allocationstate": "Enabled"}))
     run(call(api, {"command": "createStoragePool", "zoneid": zone_id, "name": "bench-pool", "scope": "zone",
                    "hypervisor": "Simulator", "url": "nfs://127.0.0.1/bench-%d" % hosts,
