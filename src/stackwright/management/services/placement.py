@@ -220,6 +220,7 @@ class Planner:
         by_cluster = capacity.cluster_capacities(
             {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}, usable_only=True) if thresholds_on else {}
         fitting, shortfalls = [], []
+        over: dict[int, bool] = {}      # per cluster: its thresholds are read once
         for h in hosts:
             c = clusters[h.cluster_id]
             if (h.cpus or 0) < demand.cpu_number or (h.cpu_speed or 0) < demand.cpu_speed:
@@ -230,7 +231,9 @@ class Planner:
                 shortfalls.append(
                     f"{h.name} has {max(room.cpu_free, 0)} MHz and {size_text(max(room.memory_free, 0))} free")
                 continue
-            if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), demand):
+            if thresholds_on and c.id not in over:
+                over[c.id] = self._over_threshold(c, by_cluster.get(c.id), demand)
+            if thresholds_on and over[c.id]:
                 shortfalls.append(f"cluster {c.name} is above its allocated capacity disable threshold")
                 continue
             fitting.append(h)
