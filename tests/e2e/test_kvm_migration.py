@@ -2,7 +2,8 @@
 
 Two KVM hosts on one machine: each an isolated libvirtd in its own network namespace with its
 own host UUID, listening on TCP without authentication (as the `libvirt_tcp` role sets it up),
-the namespaces joined by a veth pair. A diskless guest runs on one, is live-migrated to the
+the namespaces joined by a veth pair (`tests/support/kvm_cloud.py`, as the engine-level test and
+the migration benchmark set them up). A diskless guest runs on one, is live-migrated to the
 other and back with PrepareForMigration and MigrateVm, the way the engine's migration job asks
 the two agents; a migration to a host whose libvirtd is stopped leaves the guest running where
 it was.
@@ -10,7 +11,6 @@ it was.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
@@ -18,28 +18,22 @@ import pytest
 from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.libvirt.driver import LibvirtDriver
 from stackwright.protocol import messages as m
-from tests.support.libvirtd import IsolatedLibvirtd, isolated_workdir, missing_prerequisites, stop_pid
-from tests.support.netns import veth_pair
+from tests.support.kvm_cloud import LibvirtNode, start_pair
+from tests.support.libvirtd import missing_prerequisites, stop_pid
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ADDRESSES = ("10.250.71.1", "10.250.71.2")
+DEVICES = ("swmig0", "swmig1")
 
 
-class KvmHost:
-    """One isolated libvirtd and an agent's command handlers on it."""
+class KvmHost(LibvirtNode):
+    """A LibvirtNode and an agent's command handlers on it."""
 
-    def __init__(self, address: str):
-        self.address = address
-        self.workdir = isolated_workdir()
-        settings = {"listen_tcp": "1", "listen_tls": "0", "auth_tcp": '"none"', "host_uuid": '"%s"' % uuid.uuid4()}
-        self.libvirtd = IsolatedLibvirtd(self.workdir, settings=settings, listen=True)
+    def __init__(self, address: str, device: str):
+        super().__init__(address, device)
         self.driver: LibvirtDriver | None = None
         self.agent: Dispatcher | None = None
-
-    def start(self) -> KvmHost:
-        self.libvirtd.start()
-        return self
 
     def connect(self) -> None:
         # The daemon's socket, reached through its mount namespace.
@@ -53,8 +47,7 @@ class KvmHost:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.close()
-        self.libvirtd.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.stop_libvirt()
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +55,10 @@ def hosts():
     problems = missing_prerequisites()
     if problems:
         pytest.skip("no real libvirtd here: " + "; ".join(problems))
-    pair = []
+    pair = [KvmHost(address, device) for address, device in zip(ADDRESSES, DEVICES, strict=True)]
     try:
-        for address in ADDRESSES:
-            pair.append(KvmHost(address).start())
-        first, second = pair
-        veth_pair(first.libvirtd.namespace, "swmig0", second.libvirtd.namespace, "swmig1")
-        for host, device in ((first, "swmig0"), (second, "swmig1")):
-            host.libvirtd.namespace.ip("addr", "add", host.address + "/24", "dev", device)
+        start_pair(pair)
+        for host in pair:
             host.connect()
         yield pair
     finally:

@@ -266,6 +266,10 @@ class IsolatedLibvirtd:
                 raise LibvirtdError("namespace holder did not come up: %s" % (self.holder.stderr.read() or "timeout"))
             time.sleep(0.05)
         self.run([_sbin("virtlogd"), "--daemon", "--pid-file", ISOLATED_VIRTLOGD_PID_FILE])
+        self.start_libvirtd()
+
+    def start_libvirtd(self) -> None:
+        """Start libvirtd in the namespaces (again, after it was stopped) and wait until it answers."""
         self.run([_sbin("libvirtd"), "--daemon", *(["--listen"] if self.listen else []), "--config",
                   str(self.config_file), "--pid-file", self.pid_file])
         wait_until_answers(self.uri, wrap=self.nsenter_prefix())

@@ -152,8 +152,10 @@ class Context:
     def event(self, type: str, description: str, resource_uuid: str | None = None, level: str = "INFO") -> None:
         from .persistence.models import Event
 
+        # The caller's ids are known from the key cache: no need to load its User and Account.
+        principal = self.principal
         self.session.add(Event(
             type=type, level=level, description=description, resource_uuid=resource_uuid,
-            account_id=self.account.id if self.account else None,
-            user_id=self.user.id if self.user else None,
+            account_id=principal.account_id if principal else None,
+            user_id=principal.user_id if principal else None,
         ))

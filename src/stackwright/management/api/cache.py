@@ -13,8 +13,6 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, TypeAlias
 
-from .params import used
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -39,7 +37,7 @@ class ResponseCache:
         """What an answer depends on besides the data: the caller, the command and exactly the
         values of the parameters the command declares, as its parser reads them. A parameter
         the command does not know leaves the answer unchanged, and so leaves the token alone."""
-        return principal.user_id, cmd.name, used(cmd.params, raw)
+        return principal.user_id, cmd.name, cmd.declared.used(raw)
 
     @property
     def generation(self) -> int:

@@ -62,18 +62,28 @@ def shape(cmd: Command, out: object, admin: bool = True) -> dict[str, Any]:
     return {cmd.response: out if admin else restricted(cmd.response, out)}
 
 
-def _find_key(raw: Mapping[str, str], name: str):
+CREDENTIALS = frozenset({"apikey", "signature", "signatureversion", "expires", "sessionkey"})
+
+
+def credentials(raw: Mapping[str, str]) -> dict[str, str]:
+    """The credential parameters of a request, by lower-case name: their names are matched in
+    any case, and of two spellings of one name the first in the request counts."""
+    found: dict[str, str] = {}
     for k, v in raw.items():
-        if k.lower() == name:
-            return v
-    return None
+        name = k.lower()
+        if name in CREDENTIALS and name not in found:
+            found[name] = v
+    return found
 
 
-def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], method: str, api_key: str) -> Principal:
-    """The Principal of a request signed with the key `entry` describes, or AuthenticationError."""
-    signature = _find_key(raw, "signature")
-    version = _find_key(raw, "signatureversion")
-    expires = _find_key(raw, "expires")
+def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], creds: Mapping[str, str],
+                 method: str) -> Principal:
+    """The Principal of a request (`creds`: its credentials()) signed with the key `entry`
+    describes, or AuthenticationError."""
+    api_key = creds["apikey"]
+    signature = creds.get("signature")
+    version = creds.get("signatureversion")
+    expires = creds.get("expires")
     enforce = engine.settings.typed("enforce.post.requests.and.timestamps")
     if enforce and (method != "POST" or version != "3"):
         raise AuthenticationError(BAD_CREDENTIALS)
@@ -94,18 +104,19 @@ def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], method
 
 def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]) -> Principal:
     """The calling User, or AuthenticationError (401) with CloudStack's text."""
-    api_key = _find_key(raw, "apikey")
+    creds = credentials(raw)
+    api_key = creds.get("apikey")
     if api_key is not None:
         entry = engine.keys.lookup(session, api_key)
         if entry is None:
             raise AuthenticationError(BAD_CREDENTIALS)
-        return check_signed(engine, entry, raw, method, api_key)
+        return check_signed(engine, entry, raw, creds, method)
     session_id = cookies.get("JSESSIONID")
     if not session_id:
         raise AuthenticationError(BAD_CREDENTIALS)
     # The session key must come as a parameter, which a cross-site page cannot read or send;
     # a `sessionkey` cookie, which the browser adds to any request, must then agree with it.
-    session_key = _find_key(raw, "sessionkey")
+    session_key = creds.get("sessionkey")
     if session_key is None or cookies.get("sessionkey", session_key) != session_key:
         raise AuthenticationError("unable to verify user credentials")
     user = engine.sessions_user(session, session_id, session_key)
@@ -124,12 +135,13 @@ def cached_answer(engine: Engine, raw: Mapping[str, str], method: str) -> tuple[
     cache = engine.responses
     if cmd is None or not cmd.cacheable or not cache.enabled:
         return None
-    api_key = _find_key(raw, "apikey")
+    creds = credentials(raw)
+    api_key = creds.get("apikey")
     entry = engine.keys.fresh(api_key) if api_key is not None else None
     if entry is None:
         return None
     try:
-        user = check_signed(engine, entry, raw, method, api_key)
+        user = check_signed(engine, entry, raw, creds, method)
         if cmd.admin_only and not user.root_admin:
             return None
         data = cache.get(cache.token(user, cmd, raw))

@@ -7,11 +7,14 @@ resolved to database rows here, so a handler never sees an id that names nothing
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, select
 
 from .. import values
 from ..redaction import redacted_value
@@ -20,6 +23,8 @@ from ..errors import InvalidParameterValue, ParameterError, PermissionDenied
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import SimpleNamespace
+
+    from sqlalchemy import Select
 
     from ..api.registry import Command
     from ..context import Context
@@ -131,6 +136,11 @@ class Uuid(ParamType):
         self.model = model
         self.owned = owned
 
+    @functools.cached_property
+    def _by_uuid(self) -> Select[Any]:
+        """The select of the row a value names, built once: a statement reused keeps its cache key."""
+        return select(self.model).where(self.model.uuid == bindparam("uuid"))
+
     def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> object:
         try:
             parsed = uuidlib.UUID(raw)
@@ -141,7 +151,7 @@ class Uuid(ParamType):
             return _ABSENT
         if self.model is None or ctx is None:
             return raw
-        row = ctx.session.query(self.model).filter_by(uuid=raw).one_or_none()
+        row = ctx.session.execute(self._by_uuid, {"uuid": raw}).unique().scalar_one_or_none()
         if row is None:
             raise InvalidParameterValue(
                 f"Unable to execute API command {cmd.lower()} due to invalid value. Invalid parameter {name} "
@@ -236,16 +246,28 @@ def _maps(raw: str):
     return {name: [entry for _index, entry in sorted(by_index.items())] for name, by_index in groups.items()}
 
 
-def used(params: Sequence[Param], raw: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The raw strings `parse` reads for `params`: exactly the declared parameters the request
-    carries, map entries included, as sorted (name, value) pairs. Anything else in `raw` (an
-    unknown or differently spelt name, credentials) changes nothing and is left out."""
-    names = {p.name for p in params if not isinstance(p.type, Map)}
-    maps = {p.name for p in params if isinstance(p.type, Map)}
-    out = [(k, v) for k, v in raw.items() if k in names]
-    if maps:
-        out += [(k, v) for k, v in raw.items() if (m := _MAP_KEY.match(k)) and m["name"] in maps]
-    return tuple(sorted(out))
+class Declared:
+    """The names a list of parameter declarations reads, worked out once per command
+    (Command.declared) rather than on every request."""
+
+    __slots__ = ("names", "maps")
+
+    def __init__(self, params: Sequence[Param]):
+        self.names = frozenset(p.name for p in params if not isinstance(p.type, Map))
+        self.maps = frozenset(p.name for p in params if isinstance(p.type, Map))
+
+    def used(self, raw: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The raw strings `parse` reads for these parameters: exactly the declared parameters
+        the request carries, map entries included, as sorted (name, value) pairs. Anything else
+        in `raw` (an unknown or differently spelt name, credentials) changes nothing and is
+        left out."""
+        names = self.names
+        out = [(k, v) for k, v in raw.items() if k in names]
+        if self.maps:
+            maps = self.maps
+            out += [(k, v) for k, v in raw.items() if (m := _MAP_KEY.match(k)) and m["name"] in maps]
+        out.sort()
+        return tuple(out)
 
 
 def parse(cmd: Command, params: Sequence[Param], raw: Mapping[str, str], ctx: Context) -> SimpleNamespace:

@@ -5,11 +5,12 @@ layer finds commands here, validation reads the parameter declarations, and `lis
 generated from the same records, so documentation cannot drift from behaviour.
 """
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .params import Param
+from .params import Declared, Param
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -42,9 +43,14 @@ class Command:
     related: tuple = ()
     fields: list = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return self.response_key or self.name.lower() + "response"
+
+    @functools.cached_property
+    def declared(self) -> Declared:
+        """The parameter names the command reads (api.cache keys its answers by them)."""
+        return Declared(self.params)
 
 
 REGISTRY: dict[str, Command] = {}

@@ -17,7 +17,13 @@ from urllib.parse import quote
 SIGNING_KEYS = ("apikey", "signature", "signatureversion", "expires")
 
 
+# Values that encode to themselves under every variant (most values: names, UUIDs, numbers).
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-]*")
+
+
 def encode_value(value: str, tilde_raw: bool = False, star_raw: bool = True) -> str:
+    if _PLAIN.fullmatch(value):
+        return value
     safe = "-_."
     if star_raw:
         safe += "*"

@@ -82,14 +82,26 @@ def ensure_key(path: str) -> tuple[bytes | None, bool]:
 
 
 class SecretBox:
+    # Tokens decrypted so far: every load of a row with an encrypted column (a user's, on
+    # each request that reads it) would otherwise verify and decrypt the same token again.
+    # A token has one clear text under one key; the box, and this memo with it, is per key.
+    MEMO_SIZE = 4096
+
     def __init__(self, key: bytes):
         self._fernet = Fernet(key)
+        self._clear: dict[str, str] = {}
 
     def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
 
     def decrypt(self, token: str) -> str:
-        return self._fernet.decrypt(token.encode()).decode()
+        clear = self._clear.get(token)
+        if clear is None:
+            clear = self._fernet.decrypt(token.encode()).decode()
+            if len(self._clear) >= self.MEMO_SIZE:
+                self._clear.clear()
+            self._clear[token] = clear
+        return clear
 
 
 _box = None

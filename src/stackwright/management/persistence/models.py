@@ -188,6 +188,7 @@ class Host(Entity, Base):
     __tablename__ = "host"
     __table_args__ = (
         Index("ix_host_zone_removed", "zone_id", "removed"),
+        Index("ix_host_pod_removed", "pod_id", "removed"),
         Index("ix_host_cluster", "cluster_id"),
         Index("ix_host_ip_address", "ip_address"),
     )

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, union_all
 
 from .. import values
 from ..formatting import ratio
@@ -29,7 +29,7 @@ from .vms import HOLDING_CAPACITY, MIGRATING
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-    from sqlalchemy import ColumnElement, SQLColumnExpression
+    from sqlalchemy import ColumnElement, CompoundSelect, SQLColumnExpression
 
     from ..context import Context
 
@@ -131,6 +131,35 @@ def host_capacity(cpus: int | None, cpu_speed: int | None, memory_bytes: int | N
     return Capacity((cpus or 0) * (cpu_speed or 0), memory_bytes or 0, ratios[0], ratios[1], used or _NOTHING)
 
 
+def _allocation_query(which: ColumnElement[bool], by: SQLColumnExpression[int]) -> CompoundSelect:
+    """CPU and memory guests hold on the hosts `which` selects, summed by `by`, their host's
+    cluster and the ratios they were started with (rows of (key, cluster id, CPU ratio, memory
+    ratio, MHz, MiB); a key may come several times). Guests hold capacity on their host while
+    Starting, Running, Stopping or Migrating, with the sizes copied from the offering at deploy
+    time; a migrating guest holds its destination's capacity too, until it has moved."""
+    started_with = (VmInstance.details[CPU_RATIO].as_string(), VmInstance.details[MEMORY_RATIO].as_string())
+    columns = (by, Host.cluster_id, *started_with,
+               func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
+    return union_all(
+        select(*columns)
+        .join(Host, Host.id == VmInstance.host_id)
+        .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
+        .group_by(by, Host.cluster_id, *started_with),
+        select(*columns)
+        .join(Host, Host.id == VmInstance.migration_host_id)
+        .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
+        .group_by(by, Host.cluster_id, *started_with),
+    )
+
+
+# Built once, as every listHosts page asks for them: what guests hold on a page of hosts in id
+# order, by its bounds, and the over-provisioning details of the page's clusters.
+_HOSTS_BETWEEN = _allocation_query(Host.id.between(bindparam("first"), bindparam("last")), Host.id)
+_CLUSTER_RATIOS = select(ClusterDetail.cluster_id, ClusterDetail.name, ClusterDetail.value).where(
+    ClusterDetail.cluster_id.in_(bindparam("ids", expanding=True)),
+    ClusterDetail.name.in_((CPU_RATIO, MEMORY_RATIO)))
+
+
 @dataclass
 class _Sum:
     total: int = 0
@@ -153,29 +182,14 @@ class CapacityService:
         """
         if not ids:
             return {}
-        return self._allocations(by.in_(list(ids)), by)
+        return self._allocations(_allocation_query(by.in_(list(ids)), by))
 
-    def _allocations(self, which: ColumnElement[bool], by: SQLColumnExpression[int]) -> dict[int, Allocation]:
-        """Each guest counts as its size ÷ the ratios it was started with (its details
-        `cpuOvercommitRatio`, `memoryOvercommitRatio`) × its cluster's current ratios, so a
-        ratio change rates only guests started after it; a guest without recorded ratios
-        counts at its size."""
-        started_with = (VmInstance.details[CPU_RATIO].as_string(), VmInstance.details[MEMORY_RATIO].as_string())
-        columns = (by, Host.cluster_id, *started_with,
-                   func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
-        rows = self.session.execute(
-            select(*columns)
-            .join(Host, Host.id == VmInstance.host_id)
-            .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
-            .group_by(by, Host.cluster_id, *started_with)
-        ).all()
-        # A migrating guest holds its destination's capacity too, until it has moved.
-        rows += self.session.execute(
-            select(*columns)
-            .join(Host, Host.id == VmInstance.migration_host_id)
-            .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
-            .group_by(by, Host.cluster_id, *started_with)
-        ).all()
+    def _allocations(self, statement: CompoundSelect, params: Mapping[str, Any] | None = None) -> dict[int, Allocation]:
+        """{key: Allocation} from the rows of an `_allocation_query` statement. Each guest counts
+        as its size ÷ the ratios it was started with (its details `cpuOvercommitRatio`,
+        `memoryOvercommitRatio`) × its cluster's current ratios, so a ratio change rates only
+        guests started after it; a guest without recorded ratios counts at its size."""
+        rows = self.session.execute(statement, params or {}).all()
         current = self.cluster_ratios({row[1] for row in rows})
         held: dict[int, list[float]] = {}
         for key, cluster_id, cpu_ratio, memory_ratio, cpu, memory in rows:
@@ -192,7 +206,7 @@ class CapacityService:
     def host_allocations_between(self, first_id: int, last_id: int) -> dict[int, Allocation]:
         """{host id: Allocation} for the hosts with ids first_id..last_id: a page of hosts in id
         order is asked for by its bounds, two parameters instead of one per host."""
-        return self._allocations(Host.id.between(first_id, last_id), Host.id)
+        return self._allocations(_HOSTS_BETWEEN, {"first": first_id, "last": last_id})
 
     # --- capacity with over-provisioning ----------------------------------------------
 
@@ -205,9 +219,7 @@ class CapacityService:
         details: dict[int, dict[str, str]] = {cid: {} for cid in cluster_ids}
         if not details:
             return {}
-        for cluster_id, name, value in self.session.execute(
-                select(ClusterDetail.cluster_id, ClusterDetail.name, ClusterDetail.value).where(
-                    ClusterDetail.cluster_id.in_(list(details)), ClusterDetail.name.in_((CPU_RATIO, MEMORY_RATIO)))):
+        for cluster_id, name, value in self.session.execute(_CLUSTER_RATIOS, {"ids": list(details)}):
             details[cluster_id][name] = value
         return {cid: self._ratios(found.get) for cid, found in details.items()}
 
@@ -246,7 +258,7 @@ class CapacityService:
         which = Host.cluster_id.in_(list(clusters)) & (Host.state == "Up")
         if usable_only:
             which = which & (Host.resource_state == "Enabled")
-        used = self._allocations(which, Host.cluster_id)
+        used = self._allocations(_allocation_query(which, Host.cluster_id))
         # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
         return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
                                      used.get(cluster_id, _NOTHING))

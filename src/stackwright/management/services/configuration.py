@@ -248,6 +248,9 @@ class GlobalSettings:
         self.db = db
         self._lock = threading.Lock()
         self._values = None
+        # The typed values read from `_values` so far (requests check a setting or two on every
+        # call), in one pair with it: replaced together, a typed value never outlives a reload.
+        self._typed: tuple[dict[str, str | None], dict[str, Any]] | None = None
 
     def load(self, session: Session | None = None) -> dict[str, str | None]:
         if session is None:
@@ -259,7 +262,7 @@ class GlobalSettings:
         values = {name: k.default for name, k in KEYS.items()}
         values.update({name: value for name, value in rows if name in KEYS})
         with self._lock:
-            self._values = values
+            self._values, self._typed = values, (values, {})
         return values
 
     def get(self, name: str) -> str | None:
@@ -267,11 +270,19 @@ class GlobalSettings:
         return values.get(name, KEYS[name].default if name in KEYS else None)
 
     def typed(self, name: str) -> Any:
-        return KEYS[name].typed(self.get(name))
+        loaded = self._typed
+        values, typed = loaded if loaded is not None else (self.load(), {})
+        try:
+            return typed[name]
+        except KeyError:
+            pass
+        key = KEYS[name]
+        value = typed[name] = key.typed(values.get(name, key.default))
+        return value
 
     def invalidate(self) -> None:
         with self._lock:
-            self._values = None
+            self._values = self._typed = None
 
 
 class ConfigurationService:

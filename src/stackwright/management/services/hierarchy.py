@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import netaddr
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from .. import values
 from ..errors import CloudRuntimeError, InvalidParameterValue
@@ -164,6 +164,11 @@ def active(model: type[E]) -> Select[tuple[E]]:
     return select(model).where(model.removed.is_(None))
 
 
+# The live pods of a zone, as the pod CIDR check reads them.
+_POD_SUBNETS = select(Pod.id, Pod.name, Pod.gateway, Pod.netmask).where(
+    Pod.removed.is_(None), Pod.zone_id == bindparam("zone"))
+
+
 class HierarchyService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -294,14 +299,16 @@ class HierarchyService:
         """Pods of one zone live in separate subnets, unless check.pod.cidrs is false."""
         if not self.ctx.settings.typed("check.pod.cidrs"):
             return
-        others = self.session.execute(active(Pod).where(Pod.zone_id == zone.id)).scalars()
-        for other in others:
-            if pod is not None and other.id == pod.id:
+        # The columns the check reads, not whole pods (each with its zone): this runs inside
+        # every createPod's write transaction.
+        others = self.session.execute(_POD_SUBNETS, {"zone": zone.id})
+        for other_id, other_name, gateway, netmask in others:
+            if pod is not None and other_id == pod.id:
                 continue
-            other_subnet = netaddr.IPNetwork(f"{other.gateway}/{other.netmask}").cidr
+            other_subnet = netaddr.IPNetwork(f"{gateway}/{netmask}").cidr
             if subnet.first <= other_subnet.last and other_subnet.first <= subnet.last:
                 raise InvalidParameterValue(
-                    f"The pod CIDR {subnet} overlaps with the CIDR {other_subnet} of pod {other.name} "
+                    f"The pod CIDR {subnet} overlaps with the CIDR {other_subnet} of pod {other_name} "
                     f"in zone {zone.name}; give every pod its own subnet, or set check.pod.cidrs to false"
                 )
 

@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Never
 
-from sqlalchemy import false, func, select
+from sqlalchemy import bindparam, false, func, select
 
 from stackwright.simulation import host as simulator
 
@@ -490,7 +490,7 @@ class HostService:
         ratios = capacity.cluster_ratios(cluster_ids)
         clusters = {
             c.id: (c, ratios[c.id]) for c in self.session.connection().execute(
-                _CLUSTER_VIEWS.where(Cluster.id.in_(cluster_ids)))
+                _CLUSTER_VIEWS_OF, {"ids": list(cluster_ids)})
         }
         # A page of hosts in id order is asked for by its bounds: two parameters, not one per host.
         allocations = capacity.host_allocations_between(rows[0].id, rows[-1].id)
@@ -518,6 +518,7 @@ _HOST_VIEWS = select(*VIEW_COLUMNS)
 _LIVE_HOST_VIEWS = _HOST_VIEWS.where(Host.removed.is_(None))
 _CLUSTER_VIEWS = (select(*CLUSTER_VIEW_COLUMNS).join(Pod, Pod.id == Cluster.pod_id)
                   .join(Zone, Zone.id == Cluster.zone_id))
+_CLUSTER_VIEWS_OF = _CLUSTER_VIEWS.where(Cluster.id.in_(bindparam("ids", expanding=True)))
 
 HOST_FILTERS = (
     Filter("id", Host.id, ROW),

@@ -1,13 +1,13 @@
 """Disk offerings, storage tags on service offerings, and a data volume's offering.
 
-Revision ID: 0007_storage_tags
-Revises: 0006
+Revision ID: 0008_storage_tags
+Revises: 0007_host_pod
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_storage_tags"
-down_revision = "0006"
+revision = "0008_storage_tags"
+down_revision = "0007_host_pod"
 branch_labels = None
 depends_on = None
 
