@@ -14,6 +14,10 @@ description:
   - CloudStack copies the global CPU and memory factors into a cluster when the cluster is created, so changing
     the global factors does not change existing clusters; set O(cluster) for those.
   - For a cluster, the storage factor is set on each primary storage pool of the cluster.
+  - A running VM keeps the CPU and memory ratios it was started with (they are recorded with it) until it is
+    stopped and started again, so a new cluster factor rates only VMs started after it; the capacity the VMs
+    already running use grows or shrinks with the factor. The module lists those VMs in
+    RV(keeping_started_ratios) and warns about them.
 author: Stackwright maintainers (@stackwright)
 options:
   cpu:
@@ -93,6 +97,15 @@ capacity_after:
   returned: success
   type: dict
   sample: {"cpu": {"total": 64000, "used": 2000, "percent_used": 3.12}}
+keeping_started_ratios:
+  description:
+    - Running VMs of O(cluster) whose recorded CPU or memory ratio differs from the factor set (or, in check mode,
+      that would be set). They keep that ratio until they are stopped and started.
+    - Empty without O(cluster), when no CPU or memory factor changes, or when every running VM already has it.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"id": "9a1e...", "name": "web1", "cpu": 1.0, "memory": 2.0}]
 diff:
   description: The factors before and after the change.
   returned: success
@@ -116,6 +129,8 @@ FACTOR_KEYS = {
 # Smallest factor CloudStack accepts per option, and whether the bound is inclusive.
 FACTOR_MINIMUM = {"cpu": (1.0, True), "memory": (1.0, True), "storage": (0.0, False)}
 CAPACITY_TYPES = {0: "memory", 1: "cpu", 3: "storage_allocated"}
+# The VM details recording the ratios a guest was started with.
+STARTED_RATIO_DETAILS = {"cpu": "cpuOvercommitRatio", "memory": "memoryOvercommitRatio"}
 
 
 def check_factors(params):
@@ -128,6 +143,24 @@ def check_factors(params):
             bound = "at least %g" % minimum if inclusive else "greater than %g" % minimum
             return "%s must be a number %s, got %s" % (option, bound, value)
     return None
+
+
+def started_ratio(vm, option):
+    """The ratio `vm` was started with for `option` (cpu or memory); 1.0 when none is recorded."""
+    try:
+        return float((vm.get("details") or {}).get(STARTED_RATIO_DETAILS[option], 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def keeping_started_ratios(vms, changed):
+    """Running `vms` whose recorded ratios differ from `changed` ({option: new factor})."""
+    kept = []
+    for vm in vms:
+        ratios = dict((option, started_ratio(vm, option)) for option in STARTED_RATIO_DETAILS)
+        if any(ratios[option] != factor for option, factor in changed.items()):
+            kept.append(dict(id=vm.get("id"), name=vm.get("name"), **ratios))
+    return kept
 
 
 def summarise_capacity(rows):
@@ -171,11 +204,32 @@ class Overprovision(CloudStackModule):
                     self.call("updateConfiguration", name=FACTOR_KEYS[option], value=str(want), **scope)
 
         capacity_after = self.capacity(capacity_filter) if changed and not self.module.check_mode else capacity_before
+        rated = dict((option, after[option]) for option in STARTED_RATIO_DETAILS
+                     if option in before and after[option] != before[option])
+        kept = self.keeping_started_ratios(cluster, rated)
         if cluster:
             for state in (before, after):
                 state["cluster"] = cluster["name"]
+        elif rated:
+            self.module.warn("the global CPU and memory factors apply to clusters created later; existing "
+                             "clusters keep their own, set them with the cluster option")
         return {"changed": changed, "overprovision": after, "diff": {"before": before, "after": after},
-                "capacity_before": capacity_before, "capacity_after": capacity_after}
+                "capacity_before": capacity_before, "capacity_after": capacity_after,
+                "keeping_started_ratios": kept}
+
+    def keeping_started_ratios(self, cluster, rated):
+        """Running VMs of `cluster` that keep ratios other than `rated` until restarted; warns about them."""
+        if cluster is None or not rated:
+            return []
+        vms = self.client.list("listVirtualMachines", "virtualmachine", clusterid=cluster["id"], state="Running",
+                               listall="true")
+        kept = keeping_started_ratios(vms, rated)
+        if kept:
+            self.module.warn(
+                "%d running VM(s) of cluster %s (%s) keep the over-provisioning ratios they were started with until "
+                "they are stopped and started; the capacity they use follows the new factor meanwhile"
+                % (len(kept), cluster["name"], ", ".join(vm["name"] for vm in kept)))
+        return kept
 
     def target_cluster(self):
         if not self.params["cluster"]:

@@ -128,7 +128,7 @@ def test_overprovisioning_factor_at_least_one(api, site, scope):
     extra = {"clusterid": site.sim["id"]} if scope else {}
     status, error = api_error(api.updateConfiguration, name="mem.overprovisioning.factor", value="0.5", **extra)
     assert (status, error["cserrorcode"]) == (431, 4350)
-    assert error["errortext"] == "mem.overprovisioning.factor should be greater than or equal to 1"
+    assert error["errortext"] == "mem.overprovisioning.factor should be greater than or equal to 1 and at most 8"
     assert one(api, "mem.overprovisioning.factor", **extra)["value"] == "1.0"
 
 

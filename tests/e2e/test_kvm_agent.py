@@ -440,3 +440,34 @@ def test_kvm_guest_with_its_disk_on_nfs_starts_and_stops(site):
         assert virsh(site, "domstate", vm["instancename"]) == "running"
     finally:
         site.api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
+
+
+def test_kvm_guest_with_a_data_disk_gets_a_qcow2_as_vdb(site):
+    """deployVirtualMachine diskofferingid=: the data volume is a qcow2 image of the offering's
+    size on the NFS pool, attached to the running guest as the virtio disk vdb; an expunge
+    deletes both images."""
+    zone = site.api.listZones(id=site.zone["id"])["zone"][0]
+    if zone["allocationstate"] != "Enabled" or site.pool is None:
+        pytest.skip("needs the enabled zone and the primary storage of the earlier tests")
+    template = next(t for t in site.api.listTemplates(templatefilter="all")["template"]
+                    if t["name"] == "Blank disk (no OS)")
+    offering = next(o for o in site.api.listServiceOfferings()["serviceoffering"] if o["name"] == "Small Instance")
+    disk = site.api.createDiskOffering(name="data-1g-%s" % uuid.uuid4().hex[:6], disksize=1)["diskoffering"]
+    vm = site.api.deployVirtualMachine(zoneid=site.zone["id"], templateid=template["id"],
+                                       serviceofferingid=offering["id"], diskofferingid=disk["id"],
+                                       fetch_result=True)["virtualmachine"]
+    try:
+        assert vm["state"] == "Running", vm
+        volumes = {v["type"]: v for v in site.api.listVolumes(virtualmachineid=vm["id"])["volume"]}
+        data = volumes["DATADISK"]
+        assert (data["size"], data["deviceid"], data["storageid"]) == (1024 ** 3, 1, site.pool["id"])
+        targets = virsh(site, "domblklist", vm["instancename"]).split()
+        assert "vda" in targets and "vdb" in targets
+        [image] = [p for p in site.primary.path.rglob("*") if p.is_file() and data["id"] in p.name]
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)], capture_output=True,
+                                         text=True, timeout=30, check=True).stdout)
+        assert (info["format"], info["virtual-size"]) == ("qcow2", 1024 ** 3)
+    finally:
+        site.api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
+        site.api.deleteDiskOffering(id=disk["id"])
+    assert not [p for p in site.primary.path.rglob("*") if p.is_file() and data["id"] in p.name]

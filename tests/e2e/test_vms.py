@@ -384,10 +384,16 @@ def test_planner_names_what_is_missing(api, unique):
 def test_cpu_overcommit_lets_more_guests_in(api, world, unique):
     big = api.createServiceOffering(name="cpu-" + unique, cpunumber=2, cpuspeed=1000, memory=256)["serviceoffering"]
     host = world.hosts[0]["id"]
-    world.deploy(serviceofferingid=big["id"], hostid=host)
+    first = world.deploy(serviceofferingid=big["id"], hostid=host)
     failed_job(api, "deployVirtualMachine", 533, serviceofferingid=big["id"], templateid=world.template["id"],
                zoneid=world.zone["id"], hostid=host)
     api.updateConfiguration(name="cpu.overprovisioning.factor", value="2.0", clusterid=world.cluster["id"])
+    # The running guest keeps the ratio it started with (2000 MHz ÷ 1 × 2: all of the 4000
+    # now offered) until a stop + start re-rates it to 2000 of them.
+    failed_job(api, "deployVirtualMachine", 533, serviceofferingid=big["id"], templateid=world.template["id"],
+               zoneid=world.zone["id"], hostid=host)
+    vm_job(api, "stopVirtualMachine", id=first["id"])
+    vm_job(api, "startVirtualMachine", id=first["id"])
     assert world.deploy(serviceofferingid=big["id"], hostid=host)["hostid"] == host
 
 

@@ -35,7 +35,8 @@ def collections_path(tmp_path_factory):
     return collection_tree(tmp_path_factory.mktemp("collections"))
 
 
-def run_playbook(playbook, env, cwd, prefix, extra=()):
+def run_playbook(playbook, env, cwd, prefix, *extra_vars):
+    extra = [arg for var in extra_vars for arg in ("-e", var)]
     run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-v", "-e", "prefix=%s" % prefix,
                           *extra],
                          cwd=str(cwd), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
@@ -70,3 +71,19 @@ def test_ngine_io_playbook_runs_and_is_idempotent(collection, engine, collection
     assert first["failed"] == 0 and first["changed"] >= 8, first
     second = run_playbook(playbook, env, tmp_path, prefix)
     assert second == dict(first, changed=0), second
+
+
+DISK_OFFERING_PLAYBOOK = PLAYBOOK.parent / "disk_offering.yml"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_ngine_io(), reason="ngine_io.cloudstack is not installed (the ansible package)")
+def test_ngine_io_disk_offering_module(engine, collections_path, tmp_path):
+    """ngine_io.cloudstack's cs_disk_offering creates, reads back and removes disk offerings,
+    and a second run changes nothing."""
+    env = ansible_env(collections_path, tmp_path, engine, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1")
+    prefix = "do%s" % uuid.uuid4().hex[:6]
+    first = run_playbook(DISK_OFFERING_PLAYBOOK, env, tmp_path, prefix)
+    assert first["failed"] == 0 and first["changed"] == 3, first
+    second = run_playbook(DISK_OFFERING_PLAYBOOK, env, tmp_path, prefix, "second_run=true")
+    assert second["failed"] == 0 and second["changed"] == 0, second

@@ -46,7 +46,7 @@ def test_ngine_io_limits_keys_and_settings(engine, tmp_path_factory, tmp_path):
             "account: %s\npublic_key: %s\npublic_key_fingerprint: '%s'\nstate: %s\ninstance_limit: %d\n"
             "memory_limit: %d\nexpunge_delay: '%s'\n"
             % (account, public, fingerprint, state, instance_limit, memory_limit, expunge_delay))
-        return run_playbook(PLAYBOOK, env, tmp_path, unique, extra=["-e", "@%s" % (tmp_path / "vars.yml")])
+        return run_playbook(PLAYBOOK, env, tmp_path, unique, "@%s" % (tmp_path / "vars.yml"))
 
     try:
         created = run()

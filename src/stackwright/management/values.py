@@ -20,6 +20,7 @@ JAVA_FLOAT_MAX = 3.4028235e38
 
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _IPV4_CIDR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}", re.ASCII)
 
 
@@ -49,6 +50,16 @@ def parse_decimal(text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = 
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise ValueError("out of range")
     return value
+
+
+def parse_plain_decimal(
+    text: str, minimum: float = -JAVA_FLOAT_MAX, maximum: float = JAVA_FLOAT_MAX
+) -> float:
+    """A non-negative decimal written as digits with at most one point ("2", "1.5"): no sign,
+    exponent or bare point, within [minimum, maximum]."""
+    if not _PLAIN_DECIMAL.fullmatch(_ascii_text(text)):
+        raise ValueError("not a plain decimal number")
+    return parse_decimal(text, minimum, maximum)
 
 
 def parse_bool(text: str) -> bool:

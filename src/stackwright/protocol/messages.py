@@ -103,6 +103,17 @@ class VmSpec:
     nics: list[NicSpec] = field(default_factory=list)
     vnc_listen: str = "127.0.0.1"
     vnc_password: str | None = None
+    # The memory the host reserves for the guest (memory_mb ÷ its cluster's memory
+    # over-provisioning ratio; a balloon gives back the rest); None: all of memory_mb.
+    min_memory_mb: int | None = None
+    # With the offering's limitcpuuse: each vCPU is capped at this fraction of one host core
+    # (the offering's MHz ÷ the host's core MHz); None: not capped.
+    cpu_cap: float | None = None
+
+    @property
+    def reserved_memory_mb(self) -> int:
+        """What the host must have free to run the guest."""
+        return self.min_memory_mb if self.min_memory_mb is not None else self.memory_mb
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ import pytest
 
 from stackwright.agent.errors import HypervisorError, VmNotFound
 from stackwright.agent.hypervisor.base import DiskSpec, FileSource, NicSpec, VmSpec, VmState
+from stackwright.agent.hypervisor.libvirt import xml
 from stackwright.agent.hypervisor.libvirt.host import list_bridges
 
 
@@ -108,3 +109,27 @@ def test_failed_boot_leaves_nothing_defined(kvm_driver, libvirtd, guest_name):
         kvm_driver.start(spec)
     assert libvirt_view(libvirtd.uri, spec.name) is None
     assert spec.name not in kvm_driver.list_vms()
+
+
+def test_over_provisioned_capped_guest_starts_with_its_balloon_and_quota(kvm_driver, libvirtd, guest_name):
+    """A guest of a cluster with memory ratio 2 whose offering has limitcpuuse: libvirt takes
+    the domain as defined (128 MiB maximum, 64 MiB current, a virtio balloon, a CFS quota of
+    a fifth of a core per vCPU) and QEMU runs it."""
+    spec = make_spec(guest_name(), memory_mb=128, min_memory_mb=64, cpu_cap=0.2)
+    assert kvm_driver.start(spec) is VmState.RUNNING
+    try:
+        domain = libvirt_view(libvirtd.uri, spec.name)
+        assert domain is not None and domain.isActive()
+        # The definition libvirt kept (a guest without an OS never lets its balloon inflate, so
+        # the live balloon size is not asserted).
+        defined = xml.Domain.parse(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        assert (defined.memory.kib, defined.current_memory.kib) == (128 * 1024, 64 * 1024)
+        assert defined.memballoon == xml.MemBalloon(model="virtio")
+        assert defined.cputune == xml.CpuTune(shares=500, period=100000, quota=20000)
+        # What the running QEMU process got: 128 MiB at most, and the quota in its cgroup.
+        _state, max_kib, _memory_kib, _vcpus, _cpu_time = domain.info()
+        assert max_kib == 128 * 1024
+        scheduler = domain.schedulerParameters()
+        assert (scheduler["vcpu_period"], scheduler["vcpu_quota"]) == (100000, 20000)
+    finally:
+        assert kvm_driver.stop(spec.name, force=True) is VmState.STOPPED

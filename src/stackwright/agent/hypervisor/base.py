@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from stackwright.agent.errors import UnsupportedCommand
+from stackwright.agent.errors import InvalidSpec, UnsupportedCommand
 
 # The value types travel between engine and agent, so the protocol owns them;
 # drivers take and return exactly those objects.
@@ -33,10 +33,20 @@ __all__ = [
     "NicSpec",
     "VmSpec",
     "VmState",
+    "check_sizing",
     "join_export_path",
     "nfs_path",
     "nfs_url",
 ]
+
+
+def check_sizing(spec: VmSpec) -> None:
+    """Reject a minimum memory outside 1..memory_mb or a CPU cap outside (0, 1]."""
+    if spec.min_memory_mb is not None and not 1 <= spec.min_memory_mb <= spec.memory_mb:
+        raise InvalidSpec(f"VM {spec.name}: min_memory_mb must be between 1 and memory_mb ({spec.memory_mb}), "
+                          f"got {spec.min_memory_mb}")
+    if spec.cpu_cap is not None and not 0 < spec.cpu_cap <= 1:
+        raise InvalidSpec(f"VM {spec.name}: cpu_cap must be above 0 and at most 1, got {spec.cpu_cap}")
 
 
 def join_export_path(export: str, path: str) -> str:

@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec, VmNotFound
-from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState
+from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState, check_sizing
 
 SIMULATOR_VERSION = "1.0"
 
@@ -86,7 +86,7 @@ class SimulatorDriver(HypervisorDriver):
     def host_stats(self) -> HostStats:
         with self._lock:
             running = [g.spec for g in self._guests.values() if g.state is VmState.RUNNING]
-        used_mb = sum(spec.memory_mb for spec in running)
+        used_mb = sum(spec.reserved_memory_mb for spec in running)
         busy_vcpus = sum(spec.vcpus for spec in running)
         return HostStats(
             cpu_utilization=min(100.0, 100.0 * busy_vcpus / self.cpus),
@@ -97,6 +97,7 @@ class SimulatorDriver(HypervisorDriver):
     def start(self, spec: VmSpec) -> VmState:
         if not spec.name or spec.vcpus < 1 or spec.memory_mb < 1:
             raise InvalidSpec(f"VM {spec.name!r}: name, vcpus >= 1 and memory_mb >= 1 are required")
+        check_sizing(spec)
         with self._lock:
             guest = self._guests.get(spec.name)
             if guest is not None and guest.state is VmState.RUNNING:
@@ -172,10 +173,12 @@ class SimulatorDriver(HypervisorDriver):
         missing = sorted({nic.bridge for nic in spec.nics} - set(self.bridges))
         if incoming and missing:
             raise HypervisorError(f"VM {spec.name}: host {self.hostname} has no bridge {', '.join(missing)}")
-        used_mb = sum(g.spec.memory_mb for g in self._guests.values() if g.state is VmState.RUNNING)
-        if used_mb + spec.memory_mb > self.memory_mb:
+        # A guest of an over-provisioned cluster takes what the engine planned for it, its
+        # minimum memory, as a balloon would leave it on a real host.
+        used_mb = sum(g.spec.reserved_memory_mb for g in self._guests.values() if g.state is VmState.RUNNING)
+        if used_mb + spec.reserved_memory_mb > self.memory_mb:
             raise InsufficientCapacity(
-                f"VM {spec.name}: needs {spec.memory_mb} MiB but host {self.hostname} has "
+                f"VM {spec.name}: needs {spec.reserved_memory_mb} MiB but host {self.hostname} has "
                 f"{self.memory_mb - used_mb} MiB free of {self.memory_mb} MiB"
             )
 

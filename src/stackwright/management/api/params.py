@@ -189,6 +189,25 @@ class List(ParamType):
         return out
 
 
+class Tags(String):
+    """Comma-separated storage or host tags ("ssd,fast"): each item is a tag, so an empty one
+    ("ssd,,fast", a trailing comma) is refused rather than dropped; an empty value is no tags."""
+
+    def __init__(self) -> None:
+        super().__init__(4096)
+
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> list[str]:
+        raw = super().convert(cmd, name, raw, ctx)
+        if raw.strip() == "":
+            return []
+        items = [item.strip() for item in raw.split(",")]
+        if not all(items):
+            raise InvalidParameterValue(
+                f"Invalid value {raw!r} for parameter {name}: tags are comma-separated names and none of them may "
+                "be empty")
+        return items
+
+
 class Map(ParamType):
     """`name[0].key=k&name[0].value=v` or `name[0].k=v`, grouped by index."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..api.listing import listed
-from ..api.params import Boolean, Integer, List, Param, String, Uuid
+from ..api.params import Boolean, Integer, List, Param, String, Tags, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
 from ..persistence.models import Domain, ServiceOffering, Zone
@@ -24,6 +24,7 @@ OFFERING_FIELDS = (
     ("memory", "the memory in MB", "integer"), ("offerha", "the ha support in the service offering", "boolean"),
     ("storagetype", "the storage type for this service offering"),
     ("hosttags", "the host tag for the service offering"),
+    ("storagetags", "the tags for the service offering: its root volumes go to pools carrying all of them"),
     ("issystem", "is this a system vm offering", "boolean"),
     ("iscustomized", "is true if the offering is customized", "boolean"),
     ("created", "the date this service offering was created", "date"),
@@ -44,6 +45,7 @@ def offering_view(offering: ServiceOffering, domain: Domain | None = None) -> di
         "storagetype": offering.storage_type,
         "provisioningtype": "thin",
         "hosttags": offering.host_tags,
+        "storagetags": offering.storage_tags,
         "issystem": offering.is_system,
         "isvolatile": False,
         "iscustomized": offering.is_customized,
@@ -70,6 +72,8 @@ def _domain(ctx: Context, offering: ServiceOffering) -> Domain | None:
         Param("offerha", Boolean(), description="the HA for the service offering"),
         Param("limitcpuuse", Boolean(), description="restrict the CPU usage to committed service offering"),
         Param("hosttags", List(), description="the host tag for this service offering."),
+        Param("tags", Tags(), description="the storage tags for this service offering: root volumes go to storage "
+                                          "pools carrying all of them"),
         Param("storagetype", String(), description="the storage type of the service offering. Values are local and shared."),
         Param("domainid", Uuid(Domain), description="the ID of the containing domain(s), null for public offerings"),
     ])
@@ -77,7 +81,7 @@ def create_service_offering(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a service offering."""
     offering = ctx.catalog.create_offering(
         name=p.name, display_text=p.displaytext, cpu_number=p.cpunumber, cpu_speed=p.cpuspeed, memory=p.memory,
-        offer_ha=p.offerha, limit_cpu_use=p.limitcpuuse, host_tags=p.hosttags, storage_type=p.storagetype,
+        offer_ha=p.offerha, limit_cpu_use=p.limitcpuuse, host_tags=p.hosttags, storage_tags=p.tags, storage_type=p.storagetype,
         domain=p.domainid)
     return offering_view(offering, _domain(ctx, offering))
 

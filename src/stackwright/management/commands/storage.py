@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..api.listing import listed
-from ..api.params import Boolean, List, Long, Map, Param, String, Uuid, given
+from ..api.params import Boolean, Long, Map, Param, String, Tags, Uuid, given
 from ..api.registry import ListResult, Success, api_command
 from ..errors import InvalidParameterValue
 from ..formatting import compact, date, ratio
@@ -86,7 +86,7 @@ def storage_pool_view(ctx: Context, pool: StoragePool) -> dict[str, Any]:
     Param("hypervisor", String(), description="hypervisor type of the hosts in zone that will be attached to this storage pool. "
                                               "KVM, VMware supported as of now."),
     Param("provider", String(), description="the storage provider name"),
-    Param("tags", String(), description="the tags for the storage pool"),
+    Param("tags", Tags(), description="the tags for the storage pool"),
     Param("istagarule", Boolean(), description="Whether the informed tag is a JS interpretable rule or not."),
     Param("managed", Boolean(), description="whether the storage should be managed by CloudStack"),
     Param("capacitybytes", Long(), description="bytes CloudStack can provision from this storage pool"),
@@ -97,7 +97,7 @@ def create_storage_pool(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     """Creates a storage pool."""
     pool = ctx.storage.create_pool(
         zone=p.zoneid, name=p.name, url=p.url, pod=p.podid, cluster=p.clusterid, scope=p.scope,
-        hypervisor=p.hypervisor, provider=p.provider, tags=(p.tags or "").split(","),
+        hypervisor=p.hypervisor, provider=p.provider, tags=p.tags,
         capacity_bytes=p.capacitybytes, capacity_iops=p.capacityiops, managed=p.managed,
     )
     return storage_pool_view(ctx, pool)
@@ -106,7 +106,7 @@ def create_storage_pool(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
 @api_command("updateStoragePool", response="storagepool", fields=POOL_FIELDS, params=[
     Param("id", Uuid(StoragePool), required=True, description="the Id of the storage pool"),
     Param("name", String(), description="Change the name of the storage pool"),
-    Param("tags", List(), description="comma-separated list of tags for the storage pool"),
+    Param("tags", Tags(), description="comma-separated list of tags for the storage pool"),
     Param("capacitybytes", Long(), description="bytes CloudStack can provision from this storage pool"),
     Param("capacityiops", Long(), description="IOPS CloudStack can provision from this storage pool"),
     Param("enabled", Boolean(), description="false to disable the pool for allocation of new volumes, true to enable it back."),

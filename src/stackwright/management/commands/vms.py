@@ -16,6 +16,7 @@ from ..errors import InvalidParameterValue, PermissionDenied
 from ..formatting import compact, date
 from ..persistence.models import (
     Cluster,
+    DiskOffering,
     Domain,
     Host,
     Pod,
@@ -144,7 +145,8 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
     vm = ctx.vms.create(
         zone=p.zoneid, offering=p.serviceofferingid, template=p.templateid, owner=owner, name=p.name,
         display_name=p.displayname, hypervisor=p.hypervisor, host=p.hostid, pod=p.podid, cluster=p.clusterid,
-        details=map_dict(p.details), root_disk_gb=p.rootdisksize, user_data=p.userdata,
+        details=map_dict(p.details), root_disk_gb=p.rootdisksize, disk_offering=p.diskofferingid,
+        data_disk_gb=p.size, user_data=p.userdata,
         keypairs=([p.keypair] if p.keypair else []) + list(p.keypairs or []),
     )
     return vm.uuid
@@ -172,6 +174,11 @@ def _prepare_deploy(ctx: Context, p: SimpleNamespace):
         Param("userdata", String(1048576), description="an optional binary data that can be sent to the virtual "
                                                        "machine upon a successful deployment, base64 encoded; stored "
                                                        "and shown, not yet handed to the guest"),
+        Param("diskofferingid", Uuid(DiskOffering),
+              description="the ID of the disk offering for the virtual machine: a data volume of it is created and "
+                          "attached, on a storage pool carrying the offering's tags"),
+        Param("size", Size(1024 ** 3), description="the arbitrary size in GB for the data volume of a customized disk "
+                                                   "offering"),
     ])
 def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Creates and automatically starts a virtual machine based on a service offering and template."""

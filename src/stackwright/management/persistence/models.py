@@ -31,6 +31,11 @@ def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
+def split_tags(text: str | None) -> list[str]:
+    """Tags stored comma-joined ("ssd,fast") as a list."""
+    return [t for t in (text or "").split(",") if t]
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -218,7 +223,7 @@ class Host(Entity, Base):
 
     @property
     def tag_list(self) -> list[str]:
-        return [t for t in (self.host_tags or "").split(",") if t]
+        return split_tags(self.host_tags)
 
 
 # --- storage ----------------------------------------------------------------
@@ -246,6 +251,10 @@ class StoragePool(Entity, Base):
     capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     capacity_iops: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    @property
+    def tag_list(self) -> list[str]:
+        return split_tags(self.tags)
 
 
 class ImageStore(Entity, Base):
@@ -285,6 +294,8 @@ class ServiceOffering(Entity, Base):
     limit_cpu_use: Mapped[bool] = mapped_column(Boolean, default=False)
     storage_type: Mapped[str] = mapped_column(String(16), default="shared")
     host_tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    # Storage tags: the root volume goes to a pool whose tags contain all of them.
+    storage_tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     is_system: Mapped[bool] = mapped_column(Boolean, default=False)
     domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
     # Seeded offerings carry a stable name, so setup never seeds one the operator deleted.
@@ -294,6 +305,34 @@ class ServiceOffering(Entity, Base):
     @property
     def is_customized(self) -> bool:
         return self.cpu_number is None
+
+    @property
+    def storage_tag_list(self) -> list[str]:
+        return split_tags(self.storage_tags)
+
+
+class DiskOffering(Entity, Base):
+    """A data disk offering: a fixed size, or (customized) the size the deployment asks for,
+    on a pool whose tags contain all of the offering's."""
+
+    __tablename__ = "disk_offering"
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    disk_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)   # 0 when customized
+    customized: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    storage_type: Mapped[str] = mapped_column(String(16), default="shared")
+    provisioning_type: Mapped[str] = mapped_column(String(16), default="thin")
+    customized_iops: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    min_iops: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_iops: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    display_offering: Mapped[bool] = mapped_column(Boolean, default=True)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+    sort_key: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def tag_list(self) -> list[str]:
+        return split_tags(self.tags)
 
 
 class Template(Entity, Base):
@@ -371,6 +410,8 @@ class Volume(Entity, Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(32), default="Allocated")
     disk: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # A data volume's offering (its size and storage tags); None for a root volume.
+    disk_offering_id: Mapped[int | None] = mapped_column(ForeignKey("disk_offering.id"), nullable=True)
 
 
 class SshKeyPair(Entity, Base):

@@ -3,9 +3,12 @@
 Arithmetic follows cloudstack-api.md §7. CPU (MHz) and memory (bytes) come from hosts that
 are Up and Enabled; their totals are multiplied by each cluster's over-commit detail
 (`cpuOvercommitRatio`, `memoryOvercommitRatio`) — the value stored on the cluster, not the
-live global setting. Primary storage allocated capacity is the pool size times
-`storage.overprovisioning.factor` (the pool's own value, else the global one). Anything in
-a Disabled zone, pod or cluster, or on a host that is not Enabled, is left out.
+live global setting. Each guest counts as its size ÷ the ratios it was started with × the
+cluster's current ratios (a ratio change rates only guests started after it); the guests of
+a host that is not Up count nowhere, as its total does not. Primary storage allocated
+capacity is the pool size times `storage.overprovisioning.factor` (the pool's own value,
+else the global one). Anything in a Disabled zone, pod or cluster, or on a host that is not
+Enabled, is left out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, union_all
 
+from .. import values
+from ..formatting import ratio
 from ..persistence.models import Cluster, ClusterDetail, ConfigValue, Host, ImageStore, Pod, StoragePool, VmInstance, Zone
 from .configuration import CLUSTER_DETAIL_OF
 from .vms import HOLDING_CAPACITY, MIGRATING
@@ -127,20 +132,23 @@ def host_capacity(cpus: int | None, cpu_speed: int | None, memory_bytes: int | N
 
 
 def _allocation_query(which: ColumnElement[bool], by: SQLColumnExpression[int]) -> CompoundSelect:
-    """CPU and memory guests hold on the hosts `which` selects, summed by `by` (rows of
-    (key, MHz, MiB); a key may come twice). Guests hold capacity on their host while Starting,
-    Running, Stopping or Migrating, with the sizes copied from the offering at deploy time; a
-    migrating guest holds its destination's capacity too, until it has moved."""
-    sums = (func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
+    """CPU and memory guests hold on the hosts `which` selects, summed by `by`, their host's
+    cluster and the ratios they were started with (rows of (key, cluster id, CPU ratio, memory
+    ratio, MHz, MiB); a key may come several times). Guests hold capacity on their host while
+    Starting, Running, Stopping or Migrating, with the sizes copied from the offering at deploy
+    time; a migrating guest holds its destination's capacity too, until it has moved."""
+    started_with = (VmInstance.details[CPU_RATIO].as_string(), VmInstance.details[MEMORY_RATIO].as_string())
+    columns = (by, Host.cluster_id, *started_with,
+               func.sum(VmInstance.cpu_number * VmInstance.cpu_speed), func.sum(VmInstance.memory_mb))
     return union_all(
-        select(by, *sums)
+        select(*columns)
         .join(Host, Host.id == VmInstance.host_id)
         .where(which, VmInstance.state.in_(HOLDING_CAPACITY), VmInstance.removed.is_(None))
-        .group_by(by),
-        select(by, *sums)
+        .group_by(by, Host.cluster_id, *started_with),
+        select(*columns)
         .join(Host, Host.id == VmInstance.migration_host_id)
         .where(which, VmInstance.state == MIGRATING, VmInstance.removed.is_(None))
-        .group_by(by),
+        .group_by(by, Host.cluster_id, *started_with),
     )
 
 
@@ -177,14 +185,20 @@ class CapacityService:
         return self._allocations(_allocation_query(by.in_(list(ids)), by))
 
     def _allocations(self, statement: CompoundSelect, params: Mapping[str, Any] | None = None) -> dict[int, Allocation]:
-        """{key: Allocation} from the rows of an `_allocation_query` statement."""
-        allocations: dict[int, Allocation] = {}
-        for key, cpu, memory in self.session.execute(statement, params or {}):
+        """{key: Allocation} from the rows of an `_allocation_query` statement. Each guest counts
+        as its size ÷ the ratios it was started with (its details `cpuOvercommitRatio`,
+        `memoryOvercommitRatio`) × its cluster's current ratios, so a ratio change rates only
+        guests started after it; a guest without recorded ratios counts at its size."""
+        rows = self.session.execute(statement, params or {}).all()
+        current = self.cluster_ratios({row[1] for row in rows})
+        held: dict[int, list[float]] = {}
+        for key, cluster_id, cpu_ratio, memory_ratio, cpu, memory in rows:
+            cpu_now, memory_now = current[cluster_id]
+            sums = held.setdefault(key, [0.0, 0.0])
             # SUM() is a Decimal on MySQL.
-            held = allocations.setdefault(key, Allocation())
-            held.cpu_mhz += int(cpu or 0)
-            held.memory_bytes += int(memory or 0) * 1024 * 1024
-        return allocations
+            sums[0] += int(cpu or 0) * _rerate(cpu_ratio, cpu_now)
+            sums[1] += int(memory or 0) * 1024 * 1024 * _rerate(memory_ratio, memory_now)
+        return {key: Allocation(round(cpu), round(memory)) for key, (cpu, memory) in held.items()}
 
     def host_allocations(self, host_ids: Collection[int]) -> dict[int, Allocation]:
         return self.allocations(Host.id, host_ids)
@@ -202,7 +216,9 @@ class CapacityService:
 
     def cluster_ratios(self, cluster_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
         """{cluster id: (CPU, memory) ratios} for `cluster_ids`, their details read in one query."""
-        details = {cid: {} for cid in cluster_ids}
+        details: dict[int, dict[str, str]] = {cid: {} for cid in cluster_ids}
+        if not details:
+            return {}
         for cluster_id, name, value in self.session.execute(_CLUSTER_RATIOS, {"ids": list(details)}):
             details[cluster_id][name] = value
         return {cid: self._ratios(found.get) for cid, found in details.items()}
@@ -225,8 +241,8 @@ class CapacityService:
 
     def cluster_capacities(self, clusters: Mapping[int, Cluster], usable_only: bool = False) -> dict[int, Capacity]:
         """{cluster id: Capacity} of the Up and Enabled hosts of `clusters` (id -> Cluster) taken
-        together, against what guests hold on any of the clusters' hosts (with `usable_only`,
-        on those Up and Enabled hosts only: what placement's thresholds measure, so that the
+        together, against what guests hold on the clusters' Up hosts (with `usable_only`, on
+        those Up and Enabled hosts only: what placement's thresholds measure, so that the
         guests of a host being drained do not count twice). A cluster without such hosts has
         no entry."""
         if not clusters:
@@ -237,9 +253,11 @@ class CapacityService:
             Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
             Host.state == "Up", Host.resource_state == "Enabled",
         ).group_by(Host.cluster_id)
-        which = Host.cluster_id.in_(list(clusters))
+        # A host that is not Up (Down, Disconnected, Alert) gives neither its total nor its
+        # guests' usage until they are stopped or moved.
+        which = Host.cluster_id.in_(list(clusters)) & (Host.state == "Up")
         if usable_only:
-            which = which & (Host.state == "Up") & (Host.resource_state == "Enabled")
+            which = which & (Host.resource_state == "Enabled")
         used = self._allocations(_allocation_query(which, Host.cluster_id))
         # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
         return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
@@ -371,6 +389,20 @@ class CapacityService:
             s = sums[(SECONDARY_STORAGE, zone_id)]
             s.total += int(total or 0)
             s.used += int(used or 0)
+
+
+def _rerate(started_with: str | None, now: float) -> float:
+    """How much of its size a guest started at ratio `started_with` takes at ratio `now`
+    (all of it when it has no readable ratio of at least 1)."""
+    try:
+        return now / values.parse_decimal(started_with, 1.0)
+    except ValueError:
+        return 1.0
+
+
+def started_ratios(ratios: tuple[float, float]) -> dict[str, str]:
+    """The VM details that record the (CPU, memory) ratios a guest is started with."""
+    return {CPU_RATIO: ratio(ratios[0]), MEMORY_RATIO: ratio(ratios[1])}
 
 
 def _range_size(start: str | None, end: str | None) -> int:

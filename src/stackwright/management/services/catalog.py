@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import false, or_, select
 
 from ..errors import InvalidParameterValue
-from ..persistence.models import Account, Domain, ServiceOffering, Template, Zone, utcnow
+from ..persistence.models import Account, DiskOffering, Domain, ServiceOffering, Template, Zone, utcnow
 from .hosts import tag_string
 from .queries import NOCASE, ROW, Filter, ci_equals, filtered, keyword, page, rows_by_id
 
@@ -32,6 +32,8 @@ GiB = 1024 ** 3
 MAX_INT = 2 ** 31 - 1
 MIN_MEMORY_MB = 32
 STORAGE_TYPES = ("shared", "local")
+PROVISIONING_TYPES = ("thin", "sparse", "fat")
+SIZE_MIN_KEY, SIZE_MAX_KEY = "custom.diskoffering.size.min", "custom.diskoffering.size.max"
 TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable", "executable", "community", "all")
 READY = "Download Complete"
 
@@ -78,6 +80,14 @@ def _by_unique_name(session: Session, model: type[ServiceOffering] | type[Templa
     return session.execute(select(model).where(model.unique_name == unique_name)).scalar_one_or_none()
 
 
+def _storage_type(value: str | None) -> str:
+    storage_type = (value or "shared").lower()
+    if storage_type not in STORAGE_TYPES:
+        raise InvalidParameterValue(
+            f"Invalid storage type {storage_type} specified, valid types are: 'local' and 'shared'")
+    return storage_type
+
+
 class CatalogService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -88,7 +98,8 @@ class CatalogService:
     def create_offering(self, *, name: str, display_text: str | None = None, cpu_number: int | None = None,
                         cpu_speed: int | None = None, memory: int | None = None, offer_ha: bool = False,
                         limit_cpu_use: bool = False, host_tags: Iterable[str] | None = None,
-                        storage_type: str | None = None, domain: Domain | None = None) -> ServiceOffering:
+                        storage_tags: Iterable[str] | None = None, storage_type: str | None = None,
+                        domain: Domain | None = None) -> ServiceOffering:
         sizes = (cpu_number, cpu_speed, memory)
         if any(v is not None for v in sizes) and any(v is None for v in sizes):
             raise InvalidParameterValue(
@@ -104,16 +115,13 @@ class CatalogService:
             raise InvalidParameterValue(
                 f"Failed to create service offering {name}: specify the memory value between "
                 f"{MIN_MEMORY_MB} and {MAX_INT} MB")
-        storage_type = (storage_type or "shared").lower()
-        if storage_type not in STORAGE_TYPES:
-            raise InvalidParameterValue(
-                f"Invalid storage type {storage_type} specified, valid types are: 'local' and 'shared'")
+        storage_type = _storage_type(storage_type)
         if not name.strip():
             raise InvalidParameterValue("Failed to create service offering: the name cannot be blank")
         offering = ServiceOffering(
             name=name, display_text=display_text or name, cpu_number=cpu_number, cpu_speed=cpu_speed,
             memory_mb=memory, offer_ha=bool(offer_ha), limit_cpu_use=bool(limit_cpu_use),
-            host_tags=tag_string(host_tags), storage_type=storage_type,
+            host_tags=tag_string(host_tags), storage_tags=tag_string(storage_tags), storage_type=storage_type,
             domain_id=domain.id if domain is not None else None,
         )
         self.session.add(offering)
@@ -149,6 +157,116 @@ class CatalogService:
         if offering.removed is not None:
             raise InvalidParameterValue(f"Unable to find service offering by id {offering.uuid}")
         return offering
+
+    # --- disk offerings ----------------------------------------------------------------
+
+    def create_disk_offering(self, *, name: str, display_text: str | None = None, disk_size_gb: int | None = None,
+                             customized: bool | None = None, tags: Iterable[str] | None = None,
+                             storage_type: str | None = None, provisioning_type: str | None = None,
+                             customized_iops: bool | None = None, min_iops: int | None = None,
+                             max_iops: int | None = None, display_offering: bool | None = None,
+                             domain: Domain | None = None) -> DiskOffering:
+        """A disk offering: `disk_size_gb` GB, or (customized) the size each deployment asks for
+        within custom.diskoffering.size.min and .max."""
+        if not name.strip():
+            raise InvalidParameterValue("Failed to create disk offering: the name cannot be blank")
+        if not customized and disk_size_gb is None:
+            raise InvalidParameterValue("Disksize is required for a non-customized disk offering")
+        if customized and disk_size_gb is not None:
+            raise InvalidParameterValue(
+                "Disksize can't be specified for a customized disk offering: the deployment passes the size")
+        if disk_size_gb is not None:
+            self.check_disk_size(disk_size_gb, "Failed to create disk offering")
+        if customized_iops and (min_iops is not None or max_iops is not None):
+            raise InvalidParameterValue("Min IOPS and max IOPS cannot be specified when customized IOPS is true")
+        for value, what in ((min_iops, "miniops"), (max_iops, "maxiops")):
+            if value is not None and value < 0:
+                raise InvalidParameterValue(f"{what} must be a positive number, got {value}")
+        if min_iops is not None and max_iops is not None and min_iops > max_iops:
+            raise InvalidParameterValue("The min IOPS must be less than or equal to the max IOPS.")
+        provisioning = (provisioning_type or "thin").lower()
+        if provisioning not in PROVISIONING_TYPES:
+            raise InvalidParameterValue(
+                f"Invalid provisioning type {provisioning_type}; use one of {', '.join(PROVISIONING_TYPES)}")
+        offering = DiskOffering(
+            name=name, display_text=display_text or name,
+            disk_size_bytes=(disk_size_gb or 0) * GiB, customized=bool(customized),
+            tags=tag_string(tags), storage_type=_storage_type(storage_type), provisioning_type=provisioning,
+            customized_iops=customized_iops, min_iops=min_iops, max_iops=max_iops,
+            display_offering=display_offering is not False, domain_id=domain.id if domain is not None else None,
+        )
+        self.session.add(offering)
+        self.session.flush()
+        self.ctx.event("DISK.OFFERING.CREATE", f"Successfully created disk offering {name}", offering.uuid)
+        return offering
+
+    def update_disk_offering(self, offering: DiskOffering, *, name: str | None = None,
+                             display_text: str | None = None, sort_key: int | None = None,
+                             tags: Iterable[str] | None = None,
+                             display_offering: bool | None = None) -> DiskOffering:
+        """Rename, re-describe, re-sort, re-tag (placement of later volumes only) or hide it."""
+        self.live_disk_offering(offering)
+        if name is not None:
+            if not name.strip():
+                raise InvalidParameterValue("the name of a disk offering cannot be blank")
+            offering.name = name
+        if display_text is not None:
+            offering.display_text = display_text
+        if sort_key is not None:
+            offering.sort_key = sort_key
+        if tags is not None:
+            offering.tags = tag_string(tags)
+        if display_offering is not None:
+            offering.display_offering = display_offering
+        self.session.flush()
+        self.ctx.event("DISK.OFFERING.EDIT", f"Successfully updated disk offering {offering.name}", offering.uuid)
+        return offering
+
+    def delete_disk_offering(self, offering: DiskOffering) -> None:
+        self.live_disk_offering(offering)
+        # Volumes keep their size and pool: they live on without the offering.
+        offering.removed = utcnow()
+        self.ctx.event("DISK.OFFERING.DELETE", f"Successfully deleted disk offering {offering.name}", offering.uuid)
+
+    @staticmethod
+    def live_disk_offering(offering: DiskOffering) -> DiskOffering:
+        if offering.removed is not None:
+            raise InvalidParameterValue(f"Unable to find disk offering by id {offering.uuid}")
+        return offering
+
+    def disk_size_range(self) -> tuple[int, int]:
+        """(minimum, maximum) GB of a disk: custom.diskoffering.size.min and .max."""
+        settings = self.ctx.settings
+        return settings.typed(SIZE_MIN_KEY), settings.typed(SIZE_MAX_KEY)
+
+    def check_disk_size(self, size_gb: int, action: str) -> int:
+        """`size_gb` when it lies within custom.diskoffering.size.min and .max, else CloudStack's 431."""
+        low, high = self.disk_size_range()
+        if not low <= size_gb <= high:
+            raise InvalidParameterValue(
+                f"{action}. Volume size: {size_gb}GB is out of allowed range. Max: {high} Min:{low} "
+                f"(settings {SIZE_MAX_KEY} and {SIZE_MIN_KEY})")
+        return size_gb
+
+    def data_disk_bytes(self, offering: DiskOffering, size_gb: int | None) -> int:
+        """The size of a data volume of `offering`: its own, or (customized) `size_gb` in range."""
+        self.live_disk_offering(offering)
+        if not offering.customized:
+            return offering.disk_size_bytes
+        if size_gb is None:
+            raise InvalidParameterValue(
+                f"This disk offering requires a custom size specified: disk offering {offering.name} is customized; "
+                "pass size (GB)")
+        return self.check_disk_size(size_gb, "VM Creation failed") * GiB
+
+    def list_disk_offerings(self, p: SimpleNamespace) -> Page:
+        q = filtered(select(DiskOffering).where(DiskOffering.removed.is_(None)), DISK_OFFERING_FILTERS, p)
+        if not self.ctx.is_root_admin:
+            q = q.where(DiskOffering.display_offering.is_(True))
+            if p.domainid is None:
+                q = q.where(or_(DiskOffering.domain_id.is_(None),
+                                DiskOffering.domain_id == self.ctx.account.domain_id))
+        return page(self.ctx, p, q, DiskOffering.id)
 
     # --- templates -----------------------------------------------------------------------
 
@@ -229,6 +347,13 @@ OFFERING_FILTERS = (
     Filter("name", ServiceOffering.name, NOCASE),
     Filter("domainid", ServiceOffering.domain_id, ROW),
     keyword(ServiceOffering.name, ServiceOffering.display_text),
+)
+
+DISK_OFFERING_FILTERS = (
+    Filter("id", DiskOffering.id, ROW),
+    Filter("name", DiskOffering.name, NOCASE),
+    Filter("domainid", DiskOffering.domain_id, ROW),
+    keyword(DiskOffering.name, DiskOffering.display_text),
 )
 
 TEMPLATE_LIST_FILTERS = (

@@ -54,6 +54,7 @@ class Key:
     subgroup: str = "Others"
     maximum: float | None = None
     choices: tuple = ()             # allowed values of a String key, any case
+    plain: bool = False             # a Float key takes digits with at most one point only
     honoured: bool = False          # the engine acts on the value (others are stored and returned)
 
     @property
@@ -77,10 +78,21 @@ class Key:
                 # be stored, and a factor beyond a float's range turns capacities into infinities.
                 number = self.typed(value)
             except ValueError:
+                if self.plain:
+                    raise InvalidParameterValue(
+                        "Please enter a plain decimal number (digits with at most one point) between %g and %g "
+                        "for the configuration parameter: %s" % (self.minimum or 0, self.maximum, self.name)
+                    ) from None
                 kind = "decimal number" if self.type in ("Float", "Double") else "integer"
                 raise InvalidParameterValue(
                     f"Please enter a valid {kind} value for parameter {self.name}"
                 ) from None
+            if self.plain and not self.minimum <= number <= self.maximum:
+                # CloudStack's text for a factor below 1, with the range the hypervisors take.
+                raise InvalidParameterValue(
+                    "%s should be greater than or equal to %g and at most %g"
+                    % (self.name, self.minimum, self.maximum)
+                )
             if self.maximum is not None and not (self.minimum or 0) <= number <= self.maximum:
                 raise InvalidParameterValue(
                     f"Please enter a value between {self.minimum or 0:g} and {self.maximum:g} for the configuration parameter: {self.name}"
@@ -104,7 +116,7 @@ class Key:
         if self.type == "Long":
             return values.parse_int(value)
         if self.type in ("Float", "Double"):
-            return values.parse_decimal(value)
+            return values.parse_plain_decimal(value) if self.plain else values.parse_decimal(value)
         return value
 
 
@@ -122,7 +134,7 @@ def _load_catalogue(path: Path = CATALOGUE) -> dict[str, Key]:
             component=e["component"], description=e["description"], dynamic=e["dynamic"],
             minimum=e.get("minimum"), maximum=e.get("maximum"), group=e.get("group", "Miscellaneous"),
             subgroup=e.get("subgroup", "Others"), choices=tuple(e.get("choices", ())),
-            honoured=e.get("honoured", False))
+            honoured=e.get("honoured", False), plain=e.get("plain", False))
     return keys
 
 

@@ -176,7 +176,7 @@ def _reserve(ctx: Any, vm_id: int, host_id: int | None) -> dict:
 def _begin(ctx: Any, vm: Any, source: Host, dest: Host) -> dict:
     """Mark `vm` Migrating to `dest` (holding its capacity there too); what the agents need."""
     zone = ctx.session.get(Zone, vm.zone_id)
-    spec = _guest_spec(vm, ctx.vms.root_volume(vm), dest, ctx.vms.guest_bridge(zone))
+    spec = _guest_spec(vm, ctx.vms.volumes(vm), dest, ctx.vms.guest_bridge(zone))
     vm.state, vm.migration_host_id, vm.state_changed = MIGRATING, dest.id, utcnow()
     return {"vm_id": vm.id, "name": vm.instance_name, "source": [source.guid or "", source.name],
             "dest": [dest.guid or "", dest.name], "dest_id": dest.id, "address": dest.ip_address or "",

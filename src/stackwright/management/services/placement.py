@@ -15,7 +15,7 @@ from ..errors import InsufficientCapacity
 from ..persistence.models import Cluster, Host, StoragePool
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from ..context import Context
     from ..persistence.models import Pod, Zone
@@ -23,11 +23,28 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+HOST_BATCH = 64         # hosts the planner reads at a time
+
+
+@dataclass
+class VolumeDemand:
+    """A volume of a guest: on its pool already, or `size_bytes` to place on a pool whose
+    tags contain all of `tags` (the service offering's for a root volume, the disk
+    offering's for a data volume)."""
+
+    kind: str                   # "root" or "data"
+    size_bytes: int
+    tags: list[str] = field(default_factory=list)
+    pool: StoragePool | None = None
+
+    @property
+    def tags_from(self) -> str:
+        return "service offering" if self.kind == "root" else "disk offering"
 
 
 @dataclass
 class Demand:
-    """What a guest needs from a host and, when its root volume is not placed yet, a pool."""
+    """What a guest needs from a host and, for volumes not placed yet, from pools."""
 
     cpu_number: int
     cpu_speed: int              # MHz per vCPU
@@ -36,6 +53,8 @@ class Demand:
     host_tags: list = field(default_factory=list)
     volume_bytes: int = 0       # size of a root volume still to be placed
     pool: StoragePool | None = None   # the pool the root volume already lives on
+    storage_tags: list[str] = field(default_factory=list)   # the root volume's
+    data_volumes: list[VolumeDemand] = field(default_factory=list)
 
     @property
     def cpu_mhz(self) -> int:
@@ -45,11 +64,17 @@ class Demand:
     def memory_bytes(self) -> int:
         return self.memory_mb * MiB
 
+    @property
+    def volumes(self) -> list[VolumeDemand]:
+        """The root volume, then the data volumes."""
+        return [VolumeDemand("root", self.volume_bytes, list(self.storage_tags), self.pool), *self.data_volumes]
+
 
 @dataclass
 class Plan:
     host: Host
     pool: StoragePool
+    data_pools: list[StoragePool] = field(default_factory=list)   # one per Demand.data_volumes
 
 
 class Planner:
@@ -62,7 +87,10 @@ class Planner:
     fits when it is Up, reachable from the host's cluster (its own or zone-wide) and its
     allocated bytes plus the volume stay within size x storage.overprovisioning.factor
     and under `pool.storage.allocated.capacity.disablethreshold`.
-    When nothing fits, the error names the first requirement no candidate met.
+    Hosts are read in id order a batch at a time, the VM's last host first when asked, and the
+    first that fits (with a pool for each volume) is taken, so a plan reads only as many hosts
+    as it takes to find one with room. When nothing fits, the error names the first requirement
+    no candidate met.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -84,34 +112,61 @@ class Planner:
         clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
         if not clusters:
             fail(why)
-        hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
-        if not hosts:
-            fail(why)
-        fitting, why = self._with_capacity(hosts, clusters, demand)
-        if not fitting:
-            fail(why)
-        if last_host_id is not None:
-            fitting.sort(key=lambda h: h.id != last_host_id)
-        chosen_pools, raced = {}, False
-        for candidate in fitting:
-            c = clusters[candidate.cluster_id]
-            if c.id not in chosen_pools:
-                chosen_pools[c.id] = self._pool_for(c, demand, avoid_pools)
-            pool = chosen_pools[c.id]
-            if pool is None:
+        chosen_pools: dict[int, tuple[list[StoragePool] | None, str | None]] = {}
+        raced, refusal, capacity_why = False, None, None
+        fitting_clusters: set[int] = set()
+        for batch, preferred in self._host_batches(clusters, host, last_host_id):
+            tagged = [h for h in batch if h.id not in avoid_hosts and set(demand.host_tags) <= set(h.tag_list)]
+            if not tagged:
                 continue
-            if self._still_fits(candidate, clusters, demand):
-                return Plan(candidate, pool)
-            raced = True
+            fitting, why = self._with_capacity(tagged, clusters, demand)
+            if not fitting:
+                # The last host tried first says nothing about the others.
+                capacity_why = capacity_why or (None if preferred else why)
+                continue
+            for candidate in fitting:
+                c = clusters[candidate.cluster_id]
+                fitting_clusters.add(c.id)
+                if c.id not in chosen_pools:
+                    chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
+                pools, why = chosen_pools[c.id]
+                if pools is None:
+                    refusal = refusal or why
+                    continue
+                if self._still_fits(candidate, clusters, demand):
+                    return Plan(candidate, pools[0], pools[1:])
+                raced = True
         if raced:
             fail("the hosts with room were taken by concurrent deployments; retry")
-        if demand.pool is not None:
-            fail(f"storage pool {demand.pool.name} holding the root volume is not Up or not reachable from any host "
-                 f"with capacity (state {demand.pool.state})", storage=True)
-        names = ", ".join(sorted({clusters[h.cluster_id].name for h in fitting}))
-        fail(f"no Up primary storage pool of cluster(s) {names} (or zone-wide) has room for a "
-             f"{size_text(demand.volume_bytes)} root volume; add a pool with createStoragePool or free space",
-             storage=True)
+        if refusal is not None:
+            names = ", ".join(sorted(clusters[cid].name for cid in fitting_clusters))
+            fail(refusal.replace("{clusters}", names), storage=True)
+        if capacity_why is not None:
+            fail(capacity_why)
+        # No Up, Enabled, tagged host left at all: say which of these it is.
+        _hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
+        fail(why or f"no host in zone {zone.name} can take the guest")
+
+    def _host_batches(self, clusters: Mapping[int, Cluster], host: Host | None,
+                      last_host_id: int | None) -> Iterator[tuple[list[Host], bool]]:
+        """Up and Enabled hosts of `clusters` (only `host` when given) in batches of HOST_BATCH
+        in id order, the last host first on its own (flagged True): first fit reads only as many
+        hosts as it takes to find one with room, however many the zone has."""
+        base = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
+                                  Host.state == "Up", Host.resource_state == "Enabled")
+        if host is not None:
+            base = base.where(Host.id == host.id)
+        elif last_host_id is not None:
+            yield self.session.execute(base.where(Host.id == last_host_id)).unique().scalars().all(), True
+        after = 0
+        while True:
+            rows = self.session.execute(
+                base.where(Host.id > after).order_by(Host.id).limit(HOST_BATCH)).unique().scalars().all()
+            if rows:
+                yield rows, False
+            if len(rows) < HOST_BATCH:
+                return
+            after = rows[-1].id
 
     def _clusters(self, zone: Zone, hypervisor: str, host: Host | None, pod: Pod | None,
                   cluster: Cluster | None) -> tuple[dict[int, Cluster], str | None]:
@@ -165,6 +220,7 @@ class Planner:
         by_cluster = capacity.cluster_capacities(
             {cid: clusters[cid] for cid in {h.cluster_id for h in hosts}}, usable_only=True) if thresholds_on else {}
         fitting, shortfalls = [], []
+        over: dict[int, bool] = {}      # per cluster: its thresholds are read once
         for h in hosts:
             c = clusters[h.cluster_id]
             if (h.cpus or 0) < demand.cpu_number or (h.cpu_speed or 0) < demand.cpu_speed:
@@ -175,7 +231,9 @@ class Planner:
                 shortfalls.append(
                     f"{h.name} has {max(room.cpu_free, 0)} MHz and {size_text(max(room.memory_free, 0))} free")
                 continue
-            if thresholds_on and self._over_threshold(c, by_cluster.get(c.id), demand):
+            if thresholds_on and c.id not in over:
+                over[c.id] = self._over_threshold(c, by_cluster.get(c.id), demand)
+            if thresholds_on and over[c.id]:
                 shortfalls.append(f"cluster {c.name} is above its allocated capacity disable threshold")
                 continue
             fitting.append(h)
@@ -210,24 +268,50 @@ class Planner:
                                                  cluster))
         return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
-    def _pool_for(self, cluster: Cluster, demand: Demand, avoid: Collection[int]) -> StoragePool | None:
+    def _pools_for(self, cluster: Cluster, demand: Demand,
+                   avoid: Collection[int]) -> tuple[list[StoragePool] | None, str | None]:
+        """A pool for each of `demand.volumes` reachable from `cluster` (the placed ones where
+        they are; the others first fit on an Up pool carrying all their tags, within size x
+        storage.overprovisioning.factor and the allocated disable threshold), or (None, why not)
+        with `{clusters}` left to fill in."""
         storage = self.ctx.storage
-        if demand.pool is not None:
-            reachable = {p.id for p in storage.allocatable_pools(cluster)}
-            return demand.pool if demand.pool.id in reachable and demand.pool.id not in avoid else None
-        pools = [p for p in storage.allocatable_pools(cluster) if p.id not in avoid]
-        if not pools:
-            return None
-        allocated = storage.allocated_by_pool([p.id for p in pools])
-        factors = self.ctx.capacity.storage_factors([p.id for p in pools])
-        limit = float(self.ctx.settings.scoped_value(
-            "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
-        for pool in pools:
-            total = (pool.capacity_bytes or 0) * factors[pool.id]
-            after = allocated.get(pool.id, 0) + demand.volume_bytes
-            if total > 0 and after <= total and after / total <= limit:
-                return pool
-        return None
+        reachable = storage.allocatable_pools(cluster)
+        reachable_ids = {p.id for p in reachable}
+        candidates = [p for p in reachable if p.id not in avoid]
+        unplaced = [v for v in demand.volumes if v.pool is None]
+        if unplaced:
+            allocated = storage.allocated_by_pool([p.id for p in candidates])
+            factors = self.ctx.capacity.storage_factors([p.id for p in candidates])
+            limit = float(self.ctx.settings.scoped_value(
+                "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
+        chosen: list[StoragePool] = []
+        for volume in demand.volumes:
+            if volume.pool is not None:
+                if volume.pool.id not in reachable_ids or volume.pool.id in avoid:
+                    return None, (f"storage pool {volume.pool.name} holding the {volume.kind} volume is not Up or not "
+                                  f"reachable from any host with capacity (state {volume.pool.state})")
+                chosen.append(volume.pool)
+                continue
+            tagged = [p for p in candidates if set(volume.tags) <= set(p.tag_list)]
+            if candidates and not tagged:
+                return None, (f"no Up primary storage pool of cluster(s) {{clusters}} (or zone-wide) carries the "
+                              f"storage tags {','.join(volume.tags)} of the {volume.tags_from} for the "
+                              f"{size_text(volume.size_bytes)} {volume.kind} volume; tag a pool with updateStoragePool "
+                              "tags= or add one with createStoragePool")
+            for pool in tagged:
+                total = (pool.capacity_bytes or 0) * factors[pool.id]
+                after = allocated.get(pool.id, 0) + volume.size_bytes
+                if total > 0 and after <= total and after / total <= limit:
+                    # Later volumes of the same guest see this one on the pool.
+                    allocated[pool.id] = after
+                    chosen.append(pool)
+                    break
+            else:
+                with_tags = f" with the storage tags {','.join(volume.tags)}" if volume.tags else ""
+                return None, (f"no Up primary storage pool of cluster(s) {{clusters}} (or zone-wide){with_tags} has "
+                              f"room for a {size_text(volume.size_bytes)} {volume.kind} volume; add a pool with "
+                              "createStoragePool or free space")
+        return chosen, None
 
     @staticmethod
     def _where(zone: Zone, host: Host | None, pod: Pod | None, cluster: Cluster | None) -> str:

@@ -91,9 +91,9 @@ def resource_type(number: int | None = None, name: str | None = None) -> Resourc
     raise InvalidParameterValue("Please specify a resource type (resourcetype or resourcetypename)")
 
 
-def vm_usage(cpu: int, memory_mb: int, volume_bytes: int) -> dict[ResourceType, int]:
-    """What one guest with its root volume counts, per type."""
-    return {USER_VM: 1, CPU: cpu, MEMORY: memory_mb, VOLUME: 1, PRIMARY_STORAGE: volume_bytes}
+def vm_usage(cpu: int, memory_mb: int, *volume_bytes: int) -> dict[ResourceType, int]:
+    """What one guest with its volumes (root first, then data) counts, per type."""
+    return {USER_VM: 1, CPU: cpu, MEMORY: memory_mb, VOLUME: len(volume_bytes), PRIMARY_STORAGE: sum(volume_bytes)}
 
 
 class ResourceLimitService:

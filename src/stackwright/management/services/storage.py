@@ -299,7 +299,7 @@ class StorageService:
             self.pools_of(cluster).where(StoragePool.state == "Up").order_by(StoragePool.id)
         ).scalars().all()
         wanted = {t for t in tags if t}
-        return [p for p in pools if wanted <= set((p.tags or "").split(","))]
+        return [p for p in pools if wanted <= set(p.tag_list)]
 
     def pools_of(self, cluster: Cluster) -> Select[tuple[StoragePool]]:
         """Cluster pools of `cluster` plus zone-wide pools of its zone and hypervisor."""

@@ -19,6 +19,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import object_session
+
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
@@ -28,14 +30,17 @@ from ..errors import (
     InsufficientCapacity,
     ResourceUnavailable,
 )
-from ..persistence.models import Account, Host, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Account, Cluster, Host, ServiceOffering, StoragePool, Volume, Zone, utcnow
+from .capacity import MEMORY_RATIO, started_ratios
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
+from .queries import by_uuid
 from .resource_limits import CPU, MEMORY, PRIMARY_STORAGE, USER_VM, VOLUME
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
 from .vms import (
     ALLOCATED,
     CREATING,
+    DATADISK,
     DESTROY,
     DESTROYED,
     ERROR,
@@ -44,6 +49,7 @@ from .vms import (
     IN_TRANSITION,
     MIGRATING,
     READY,
+    ROOT,
     RUNNING,
     STARTING,
     STOPPED,
@@ -98,29 +104,20 @@ def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = Non
             deploying=deploying, avoid_hosts=avoid_hosts, avoid_pools=avoid_pools, failures=failures))
         if plan is None:
             return
-        host, pool = _host(plan), codec.decode(m.PoolSpec, plan["pool"])
+        host = _host(plan)
         try:
-            if plan["create"]:
-                if plan["recreate"]:
-                    # An interrupted creation may have left an image behind; it never held data.
-                    try:
-                        yield AgentStep(host, m.DeleteVolume(pool=pool, name=plan["volume"]), CLEANUP_TIMEOUT)
-                    except ResourceUnavailable:
-                        pass
-                try:
-                    answer = yield AgentStep(host, m.CreateVolume(
-                        pool=pool, name=plan["volume"], size_bytes=plan["size"], format=plan["format"]),
-                        TIMEOUTS[m.CreateVolume], settle=_discard_volume(pool, plan["volume"]))
-                except ResourceUnavailable as e:
-                    reason = f"creating the root volume on storage pool {plan['pool_name']} failed: {e.text}"
-                    yield DbStep(_volume_failed, vm_id, plan, e.text)
-                    failures.append(f"{host.name}: {reason}")
-                    avoid_hosts.append(plan["host_id"])
-                    avoid_pools.append(plan["pool_id"])
-                    continue
-                spec = yield DbStep(_volume_created, vm_id, plan, answer.disk)
-            else:
-                spec = plan["spec"]
+            spec, failed = plan.get("spec"), None
+            for create in plan["creates"]:
+                spec, failed = yield from _create_volume(host, vm_id, plan, create)
+                if failed is not None:
+                    break
+            if failed is not None:
+                yield DbStep(_volume_failed, vm_id, plan, create, failed)
+                failures.append(f"{host.name}: creating the {create['kind']} volume on storage pool "
+                                f"{create['pool_name']} failed: {failed}")
+                avoid_hosts.append(plan["host_id"])
+                avoid_pools.append(create["pool_id"])
+                continue
             reason = yield from _boot(vm_id, plan, host, codec.decode(m.VmSpec, spec))
         except ApiError:
             raise
@@ -133,6 +130,27 @@ def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = Non
         avoid_hosts.append(plan["host_id"])
     raise InsufficientCapacity(f"Unable to create a deployment for {plan['label']}: {'; '.join(failures)}",
                                cserrorcode=4335)
+
+
+def _create_volume(host: HostRef, vm_id: int, plan: dict, create: dict) -> Steps:
+    """Have `host` create one planned volume on its pool and record it Ready. Returns (the
+    guest's VmSpec once the last planned volume is created, else None; None, or why the agent
+    could not create it)."""
+    pool = codec.decode(m.PoolSpec, create["pool"])
+    if create["recreate"]:
+        # An interrupted creation may have left an image behind; it never held data.
+        try:
+            yield AgentStep(host, m.DeleteVolume(pool=pool, name=create["volume"]), CLEANUP_TIMEOUT)
+        except ResourceUnavailable:
+            pass
+    try:
+        answer = yield AgentStep(host, m.CreateVolume(
+            pool=pool, name=create["volume"], size_bytes=create["size"], format=create["format"]),
+            TIMEOUTS[m.CreateVolume], settle=_discard_volume(pool, create["volume"]))
+    except ResourceUnavailable as e:
+        return None, e.text
+    spec = yield DbStep(_volume_created, vm_id, plan, create, answer.disk)
+    return spec, None
 
 
 def _boot(vm_id: int, plan: dict, host: HostRef, spec: m.VmSpec) -> Steps:
@@ -179,47 +197,66 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
         raise CloudRuntimeError(
             f"Unable to start VM {vm.instance_name}: it is {vm.state}; only a Stopped VM can be started")
     zone = session.get(Zone, vm.zone_id)
-    volume = vms.root_volume(vm)
+    volumes = vms.volumes(vm)
+    volume = next(v for v in volumes if v.volume_type == ROOT)
+    # The root volume first, then the data volumes: the order of Demand.volumes and the plan's pools.
+    ordered = [volume, *(v for v in volumes if v.volume_type == DATADISK)]
     label = vm_label(vm)
     resumed = vm.state == STARTING and vm.host_id is not None
     if resumed:
         # Another run of a start left it Starting there: it may run there already.
         target = session.get(Host, vm.host_id)
-        pool = session.get(StoragePool, volume.pool_id) if volume.pool_id else None
+        pools = [session.get(StoragePool, v.pool_id) if v.pool_id else None for v in ordered]
     else:
         placed = session.get(StoragePool, volume.pool_id) if volume.state == READY else None
+        storage_tags, data_volumes = vms.volume_demands(vm, ordered)
         demand = Demand(vm.cpu_number, vm.cpu_speed, vm.memory_mb, vm.hypervisor, vms.offering_tags(vm),
-                        volume_bytes=volume.size_bytes, pool=placed)
+                        volume_bytes=volume.size_bytes, pool=placed, storage_tags=storage_tags,
+                        data_volumes=data_volumes)
         plan = Planner(ctx).plan(
             label, zone, demand,
             host=session.get(Host, want["host_id"]) if want["host_id"] else None,
             pod=vms.pod(want["pod_id"]), cluster=vms.cluster(want["cluster_id"]),
             last_host_id=vm.last_host_id if want["consider_last_host"] else None,
             avoid_hosts=set(want["avoid_hosts"]), avoid_pools=set(want["avoid_pools"]), failures=want["failures"])
-        target, pool = plan.host, plan.pool
-    if pool is None:
-        raise CloudRuntimeError(f"Unable to start {label}: its root volume has no storage pool")
-    create = volume.state in (ALLOCATED, CREATING)
+        target, pools = plan.host, [plan.pool, *plan.data_pools]
+    if any(pool is None for pool in pools):
+        raise CloudRuntimeError(f"Unable to start {label}: a volume of it has no storage pool")
     out = {
         "label": label, "name": vm.instance_name, "host_id": target.id, "host": target.name, "guid": target.guid,
-        "pool_id": pool.id, "pool_name": pool.name, "pool": codec.encode(pool_spec(pool)), "volume": volume.uuid,
-        "size": volume.size_bytes, "format": volume.format, "create": create, "recreate": volume.state == CREATING,
-        "resumed": resumed, "bridge": vms.guest_bridge(zone),
+        "creates": [], "resumed": resumed, "bridge": vms.guest_bridge(zone),
     }
+    for each, pool in zip(ordered, pools, strict=True):
+        if each.state in (ALLOCATED, CREATING):
+            out["creates"].append({
+                "volume": each.uuid, "kind": "root" if each.volume_type == ROOT else "data", "size": each.size_bytes,
+                "format": each.format, "recreate": each.state == CREATING, "pool_id": pool.id,
+                "pool_name": pool.name, "pool": codec.encode(pool_spec(pool))})
+            each.pool_id, each.state = pool.id, CREATING
     vm.state, vm.host_id, vm.state_changed = STARTING, target.id, utcnow()
-    if create:
-        volume.pool_id, volume.state = pool.id, CREATING
-    else:
-        out["spec"] = codec.encode_as(_guest_spec(vm, volume, target, out["bridge"]), m.VmSpec)
+    if not resumed:
+        # The ratios it starts with are its own until it is started again.
+        ratios = ctx.capacity.ratios(session.get(Cluster, target.cluster_id))
+        vm.details = {**(vm.details or {}), **started_ratios(ratios)}
+    if not out["creates"]:
+        out["spec"] = codec.encode_as(_guest_spec(vm, ordered, target, out["bridge"]), m.VmSpec)
     return out
 
 
-def _guest_spec(vm: Any, volume: Volume, host: Host, bridge: str) -> m.VmSpec:
+def _guest_spec(vm: Any, volumes: list[Volume], host: Host, bridge: str) -> m.VmSpec:
+    """The guest as `host` runs it: its volumes as virtio disks (root vda, data vdb...), its
+    offering's memory as maximum, memory ÷ the memory ratio it was started with as what the
+    host reserves, and with the offering's limitcpuuse each vCPU capped at the offering's MHz."""
     bridges = set(filter(None, (host.details or {}).get("bridges", "").split(",")))
     nics = [m.NicSpec(mac=vm.mac_address, bridge=bridge)] if bridge in bridges else []
+    memory_ratio = float((vm.details or {}).get(MEMORY_RATIO) or 1.0)
+    min_memory = int(vm.memory_mb / memory_ratio) if memory_ratio > 1.0 else None
+    offering = object_session(vm).get(ServiceOffering, vm.service_offering_id)
+    cpu_cap = (min(1.0, vm.cpu_speed / host.cpu_speed)
+               if offering is not None and offering.limit_cpu_use and host.cpu_speed else None)
     return m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
-                    memory_mb=vm.memory_mb, disks=[disk_of(volume)], nics=nics,
-                    vnc_listen=host.ip_address or "127.0.0.1")
+                    memory_mb=vm.memory_mb, disks=[disk_of(v) for v in volumes], nics=nics,
+                    vnc_listen=host.ip_address or "127.0.0.1", min_memory_mb=min_memory, cpu_cap=cpu_cap)
 
 
 def _discard_volume(pool: m.PoolSpec, name: str):
@@ -237,22 +274,29 @@ def _discard_volume(pool: m.PoolSpec, name: str):
     return settle
 
 
-def _volume_failed(ctx: Any, vm_id: int, plan: dict, reason: str) -> None:
+def _volume_failed(ctx: Any, vm_id: int, plan: dict, create: dict, reason: str) -> None:
+    """A volume could not be created: the VM is Stopped again and every volume still being
+    created goes back to Allocated, to be placed anew (those created stay where they are)."""
     vm = ctx.vms.locked(vm_id)
-    volume = ctx.vms.root_volume(vm)
     vm.state, vm.host_id = STOPPED, None
-    volume.pool_id, volume.state = None, ALLOCATED
-    log.warning("could not create the root volume of %s on pool %s from host %s: %s",
-                vm.instance_name, plan["pool_name"], plan["host"], reason)
+    for volume in ctx.vms.volumes(vm):
+        if volume.state == CREATING:
+            volume.pool_id, volume.state = None, ALLOCATED
+    log.warning("could not create the %s volume of %s on pool %s from host %s: %s",
+                create["kind"], vm.instance_name, create["pool_name"], plan["host"], reason)
 
 
-def _volume_created(ctx: Any, vm_id: int, plan: dict, disk: m.DiskSpec) -> dict:
-    vm = ctx.vms.locked(vm_id)
-    volume = ctx.vms.root_volume(vm)
+def _volume_created(ctx: Any, vm_id: int, plan: dict, create: dict, disk: m.DiskSpec) -> dict | None:
+    """Record a created volume Ready; after the last planned one, the guest's VmSpec."""
+    volume = by_uuid(ctx.session, Volume, create["volume"])
     volume.state, volume.disk = READY, codec.encode_as(disk, m.DiskSpec)
-    ctx.event("VOLUME.CREATE", f"Created root volume {volume.name} of {vm.instance_name} on storage pool "
-                               f"{plan['pool_name']}", volume.uuid)
-    return codec.encode_as(_guest_spec(vm, volume, ctx.session.get(Host, plan["host_id"]), plan["bridge"]), m.VmSpec)
+    ctx.event("VOLUME.CREATE", f"Created {create['kind']} volume {volume.name} on storage pool "
+                               f"{create['pool_name']}", volume.uuid)
+    if create["volume"] != plan["creates"][-1]["volume"]:
+        return None
+    vm = ctx.vms.locked(vm_id)
+    return codec.encode_as(_guest_spec(vm, ctx.vms.volumes(vm), ctx.session.get(Host, plan["host_id"]),
+                                       plan["bridge"]), m.VmSpec)
 
 
 def _start_failed(ctx: Any, vm_id: int, host_name: str, reason: str) -> None:
@@ -423,26 +467,28 @@ def _destroyed(ctx: Any, vm_id: int) -> None:
     if vm.state in (DESTROYED, EXPUNGING):
         return
     vm.state, vm.state_changed = DESTROYED, utcnow()
-    volume = ctx.vms.root_volume(vm)
-    if volume is not None and volume.state != ALLOCATED:
-        volume.state = DESTROY
-    # A destroyed guest no longer counts; its root volume counts until it is expunged.
+    for volume in ctx.vms.volumes(vm):
+        if volume.state != ALLOCATED:
+            volume.state = DESTROY
+    # A destroyed guest no longer counts; its volumes count until it is expunged.
     ctx.limits.change(ctx.session.get(Account, vm.account_id), {USER_VM: -1, CPU: -vm.cpu_number, MEMORY: -vm.memory_mb})
     ctx.event("VM.DESTROY", f"Destroyed VM {vm.instance_name}", vm.uuid)
 
 
 def expunge_vm(vm_id: int) -> Steps:
-    """Delete the root volume from its pool, then the VM. The VM stays Destroyed when that fails."""
+    """Delete the VM's volumes (root and data) from their pools, then the VM. The VM stays
+    Destroyed when that fails."""
     target = yield DbStep(_begin_expunge, vm_id)
     try:
-        if target is not None:
-            host, pool = HostRef(*target["host"]), codec.decode(m.PoolSpec, target["pool"])
+        for delete in target["deletes"]:
+            host, pool = HostRef(*delete["host"]), codec.decode(m.PoolSpec, delete["pool"])
             try:
-                yield AgentStep(host, m.DeleteVolume(pool=pool, name=target["volume"]), TIMEOUTS[m.DeleteVolume])
+                yield AgentStep(host, m.DeleteVolume(pool=pool, name=delete["volume"]), TIMEOUTS[m.DeleteVolume])
             except ResourceUnavailable as e:
                 yield DbStep(_unstick, vm_id, DESTROYED, False)
-                raise CloudRuntimeError(f"Failed to expunge VM {target['name']}: could not delete its root volume "
-                                        f"from storage pool {target['pool_name']}: {e.text}") from None
+                raise CloudRuntimeError(f"Failed to expunge VM {target['name']}: could not delete its "
+                                        f"{delete['kind']} volume from storage pool {delete['pool_name']}: "
+                                        f"{e.text}") from None
         yield DbStep(_expunged, vm_id)
     except ApiError:
         raise
@@ -451,31 +497,32 @@ def expunge_vm(vm_id: int) -> Steps:
         raise
 
 
-def _begin_expunge(ctx: Any, vm_id: int) -> dict | None:
+def _begin_expunge(ctx: Any, vm_id: int) -> dict:
     vm = ctx.vms.locked(vm_id)
-    volume = ctx.vms.root_volume(vm)
-    target = None
-    if volume is not None and volume.pool_id is not None:
+    deletes = []
+    for volume in ctx.vms.volumes(vm):
+        if volume.pool_id is None:
+            continue
         pool = ctx.session.get(StoragePool, volume.pool_id)
         host = ctx.vms.host_for_pool(pool, vm.last_host_id)
         if host is None:
             raise CloudRuntimeError(
                 f"Failed to expunge VM {vm.instance_name}: no Up host can reach storage pool {pool.name} to delete its "
-                f"root volume; bring a host of the pool's cluster Up and retry")
-        target = {"name": vm.instance_name, "host": [host.guid, host.name], "pool": codec.encode(pool_spec(pool)),
-                  "pool_name": pool.name, "volume": volume.uuid}
+                f"volume {volume.name}; bring a host of the pool's cluster Up and retry")
+        deletes.append({"host": [host.guid, host.name], "pool": codec.encode(pool_spec(pool)),
+                        "pool_name": pool.name, "volume": volume.uuid,
+                        "kind": "root" if volume.volume_type == ROOT else "data"})
     vm.state = EXPUNGING
-    return target
+    return {"name": vm.instance_name, "deletes": deletes}
 
 
 def _expunged(ctx: Any, vm_id: int) -> None:
     vm = ctx.vms.locked(vm_id)
-    volume = ctx.vms.root_volume(vm)
     now = utcnow()
-    if volume is not None:
+    for volume in ctx.vms.volumes(vm):
         volume.state, volume.removed = EXPUNGED, now
         ctx.limits.change(ctx.session.get(Account, vm.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
-        ctx.event("VOLUME.DELETE", f"Deleted root volume {volume.name} of {vm.instance_name}", volume.uuid)
+        ctx.event("VOLUME.DELETE", f"Deleted volume {volume.name} of {vm.instance_name}", volume.uuid)
     vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
     ctx.event("VM.EXPUNGE", f"Expunged VM {vm.instance_name}", vm.uuid)
     log.info("expunged %s (%s)", vm.instance_name, vm.uuid)

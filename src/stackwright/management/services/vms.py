@@ -32,14 +32,17 @@ from ..errors import (
 from ..persistence.models import (
     Account,
     Cluster,
+    DiskOffering,
     Host,
     Pod,
     ServiceOffering,
+    StoragePool,
     VmInstance,
     Volume,
+    split_tags,
     utcnow,
 )
-from .placement import GiB, size_text
+from .placement import GiB, VolumeDemand, size_text
 from .resource_limits import vm_usage
 
 if TYPE_CHECKING:
@@ -47,7 +50,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from ..context import Context
-    from ..persistence.models import StoragePool
     from ..persistence.models import Zone
     from ..persistence.models import Template
     from ..persistence.models import Domain
@@ -67,7 +69,7 @@ ALLOCATED, CREATING, READY, DESTROY, EXPUNGED = "Allocated", "Creating", "Ready"
 # How much older than its receipt a guest report may be (taken by the agent, then sent).
 REPORT_GRACE = dt.timedelta(seconds=5)
 DEFAULT_GUEST_BRIDGE = "cloudbr0"
-ROOT_DEVICE = "vda"
+ROOT, DATADISK = "ROOT", "DATADISK"
 
 HOSTNAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 INVALID_NAME = (
@@ -87,10 +89,15 @@ def vm_label(vm: VmInstance) -> str:
     return f"VM[User|{vm.instance_name}]"
 
 
+def device_name(device_id: int) -> str:
+    """The virtio disk a volume is attached as: device 0 (root) is vda, 1 is vdb, ..."""
+    return "vd" + "abcdefghijklmnopqrstuvwxyz"[device_id]
+
+
 def disk_of(volume: Volume) -> m.DiskSpec:
-    """The protocol DiskSpec of a volume the agent created."""
+    """The protocol DiskSpec of a volume the agent created, as the guest's disk."""
     disk = codec.decode(m.DiskSpec, volume.disk)
-    disk.device = ROOT_DEVICE
+    disk.device = device_name(volume.device_id)
     return disk
 
 
@@ -107,8 +114,14 @@ class VmService:
 
     def root_volume(self, vm: VmInstance) -> Volume | None:
         return self.session.execute(
-            select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT", Volume.removed.is_(None))
+            select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == ROOT, Volume.removed.is_(None))
         ).scalars().first()
+
+    def volumes(self, vm: VmInstance) -> list[Volume]:
+        """The VM's live volumes in device order: the root volume, then its data volumes."""
+        return list(self.session.execute(
+            select(Volume).where(Volume.vm_id == vm.id, Volume.removed.is_(None)).order_by(Volume.device_id)
+        ).scalars().all())
 
     def locked(self, vm_id: int) -> VmInstance:
         """The VM row as committed now, locked for this transaction (MySQL)."""
@@ -162,11 +175,13 @@ class VmService:
                name: str | None = None, display_name: str | None = None, hypervisor: str | None = None,
                host: Host | None = None, pod: Pod | None = None, cluster: Cluster | None = None,
                details: Mapping[str, str] | None = None,
-               root_disk_gb: int | None = None, user_data: str | None = None,
+               root_disk_gb: int | None = None, disk_offering: DiskOffering | None = None,
+               data_disk_gb: int | None = None, user_data: str | None = None,
                keypairs: Sequence[str] = ()) -> VmInstance:
-        """Validate a deployment and create the VM (Stopped) with its Allocated root volume; the
-        owner's resource counts grow in the same transaction, and a deployment over one of its
-        limits is refused first."""
+        """Validate a deployment and create the VM (Stopped) with its Allocated root volume and,
+        with `disk_offering`, an Allocated data volume (its size, or `data_disk_gb` GB of a
+        customized one); the owner's resource counts grow in the same transaction, and a
+        deployment over one of its limits is refused first."""
         catalog = self.ctx.catalog
         if zone.removed is not None:
             raise InvalidParameterValue(f"Unable to find zone by id {zone.uuid}; it was deleted")
@@ -190,9 +205,10 @@ class VmService:
                     f"Root disk size override ({root_disk_gb} GB) is smaller than template size "
                     f"{size_text(template.size_bytes)}; pass rootdisksize >= {-(-template.size_bytes // GiB)}")
             size = root_disk_gb * GiB
+        data_bytes = catalog.data_disk_bytes(disk_offering, data_disk_gb) if disk_offering is not None else None
         pairs = self.ctx.ssh_keys.named(owner, keypairs)
         user_data = self.ctx.ssh_keys.checked_user_data(user_data)
-        usage = vm_usage(cpu_number, memory_mb, size)
+        usage = vm_usage(cpu_number, memory_mb, size, *([data_bytes] if data_bytes is not None else []))
         self.ctx.limits.check(owner, usage)
         vm = VmInstance(
             name=name or "pending", display_name=display_name, instance_name="pending", state=STOPPED,
@@ -208,9 +224,15 @@ class VmService:
             vm.name = f"VM-{vm.uuid}"
         vm.display_name = display_name or vm.name
         self.session.add(Volume(
-            name=f"ROOT-{vm.id}", vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type="ROOT",
+            name=f"ROOT-{vm.id}", vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type=ROOT,
             device_id=0, format=template.format.lower(), size_bytes=size, state=ALLOCATED,
         ))
+        if data_bytes is not None:
+            self.session.add(Volume(
+                name=f"DATA-{vm.id}", vm_id=vm.id, zone_id=zone.id, account_id=owner.id, volume_type=DATADISK,
+                device_id=1, format="qcow2", size_bytes=data_bytes, state=ALLOCATED,
+                disk_offering_id=disk_offering.id,
+            ))
         self.session.flush()
         self.ctx.limits.change(owner, usage)
         self.ctx.event("VM.CREATE", f"Created VM {vm.name} ({vm.instance_name}) from template {template.name} with offering {offering.name}", vm.uuid)
@@ -259,7 +281,21 @@ class VmService:
 
     def offering_tags(self, vm: VmInstance) -> list[str]:
         offering = self.session.get(ServiceOffering, vm.service_offering_id)
-        return [t for t in (offering.host_tags or "").split(",") if t] if offering else []
+        return split_tags(offering.host_tags) if offering else []
+
+    def volume_demands(self, vm: VmInstance, volumes: list[Volume]) -> tuple[list[str], list[VolumeDemand]]:
+        """(the root volume's storage tags, the data volumes' demands) of `vm` for placement: a
+        Ready volume stays on its pool, the others go where their offering's tags allow."""
+        offering = self.session.get(ServiceOffering, vm.service_offering_id)
+        root_tags = offering.storage_tag_list if offering else []
+        data = []
+        for volume in volumes:
+            if volume.volume_type != DATADISK:
+                continue
+            disk_offering = self.session.get(DiskOffering, volume.disk_offering_id) if volume.disk_offering_id else None
+            placed = self.session.get(StoragePool, volume.pool_id) if volume.state == READY else None
+            data.append(VolumeDemand("data", volume.size_bytes, disk_offering.tag_list if disk_offering else [], placed))
+        return root_tags, data
 
     def host_for_pool(self, pool: StoragePool, preferred_id: int) -> Host | None:
         if pool.scope == "ZONE":

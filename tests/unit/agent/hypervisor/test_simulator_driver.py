@@ -55,6 +55,30 @@ def test_memory_is_a_hard_limit(driver):
     assert driver.start(spec("b", memory_mb=2000)) is VmState.RUNNING
 
 
+def test_an_over_provisioned_guest_takes_its_minimum_memory():
+    """The guide's example: a 2 GiB host whose cluster has memory ratio 2 runs three 1 GiB
+    guests (512 MiB reserved each); a 2 GiB guest (1 GiB reserved) then no longer fits."""
+    small = get_driver("simulator", hostname="sim2", memory_mb=2048)
+    for name in ("a", "b", "c"):
+        assert small.start(VmSpec(name=name, uuid=name, vcpus=1, cpu_mhz=500, memory_mb=1024,
+                                  min_memory_mb=512)) is VmState.RUNNING
+    assert small.host_stats().memory_free_bytes == 512 << 20
+    with pytest.raises(InsufficientCapacity, match="VM d: needs 1024 MiB but host sim2 has 512 MiB free of 2048 MiB"):
+        small.start(VmSpec(name="d", uuid="d", vcpus=1, cpu_mhz=500, memory_mb=2048, min_memory_mb=1024))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"min_memory_mb": 0}, "min_memory_mb must be between 1 and memory_mb \\(1024\\), got 0"),
+    ({"min_memory_mb": 1025}, "min_memory_mb must be between 1 and memory_mb \\(1024\\), got 1025"),
+    ({"cpu_cap": 0.0}, "cpu_cap must be above 0 and at most 1, got 0.0"),
+    ({"cpu_cap": 1.5}, "cpu_cap must be above 0 and at most 1, got 1.5"),
+])
+def test_sizing_out_of_range_is_refused(driver, overrides, message):
+    with pytest.raises(InvalidSpec, match=message):
+        driver.start(VmSpec(name="x", uuid="x", vcpus=1, cpu_mhz=500, memory_mb=1024, **overrides))
+    assert driver.list_vms() == {}
+
+
 def test_invalid_configuration_and_specs():
     with pytest.raises(InvalidSpec, match="3 CPUs cannot be split over 2 sockets"):
         SimulatorDriver(cpus=3, cpu_sockets=2)

@@ -34,9 +34,15 @@ def cluster(session, zone_pod):
 
 
 @pytest.mark.parametrize("name, value, text", [
-    ("cpu.overprovisioning.factor", "0.99", "cpu.overprovisioning.factor should be greater than or equal to 1"),
-    ("cpu.overprovisioning.factor", "two", "Please enter a valid decimal number value for parameter cpu.overprovisioning.factor"),
-    ("cpu.overprovisioning.factor", "nan", "Please enter a valid decimal number value for parameter cpu.overprovisioning.factor"),
+    ("cpu.overprovisioning.factor", "0.99",
+     "cpu.overprovisioning.factor should be greater than or equal to 1 and at most 16"),
+    ("mem.overprovisioning.factor", "8.5", "mem.overprovisioning.factor should be greater than or equal to 1 and at most 8"),
+    *(("mem.overprovisioning.factor", text,
+       "Please enter a plain decimal number (digits with at most one point) between 1 and 8 for the configuration "
+       "parameter: mem.overprovisioning.factor") for text in ("two", "nan", "2e0", "+2", "2.", ".5", "0x2", "１")),
+    ("cpu.overprovisioning.factor", "two",
+     "Please enter a plain decimal number (digits with at most one point) between 1 and 16 for the configuration "
+     "parameter: cpu.overprovisioning.factor"),
     ("ping.interval", "1.5", "Please enter a valid integer value for parameter ping.interval"),
     ("ping.interval", "0", "ping.interval should be greater than or equal to 1"),
     ("cluster.threshold.enabled", "maybe", "Please enter either 'true' or 'false'."),
@@ -53,7 +59,8 @@ def test_validation_texts(name, value, text):
 
 
 @pytest.mark.parametrize("name, value", [
-    ("cpu.overprovisioning.factor", "1"), ("cpu.overprovisioning.factor", "2.0"),
+    ("cpu.overprovisioning.factor", "1"), ("cpu.overprovisioning.factor", "2.0"), ("cpu.overprovisioning.factor", "16"),
+    ("mem.overprovisioning.factor", " 1.5 "), ("mem.overprovisioning.factor", "8"),
     ("cluster.threshold.enabled", "TRUE"), ("agent.load.threshold", "0"), ("agent.load.threshold", "1"),
     ("network.loadbalancer.haproxy.stats.visibility", "Guest-Network"), ("ha.tag", "anything"),
     ("ping.interval", None),

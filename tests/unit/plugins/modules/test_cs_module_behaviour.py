@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.stackwright.cloudstack.plugins.modules import (
@@ -282,3 +284,59 @@ def test_connection_settings_from_environment(run_module, recorded_api, monkeypa
     recorded_api(lists={"listHosts": [HOST]})
     result = run_module(cs_host_info.main, {}, connection=False)
     assert result["hosts"][0]["name"] == "kvm1"
+
+
+@pytest.fixture
+def warnings_of():
+    """The warning texts a module run returned (ansible keeps warnings per process: cleared first)."""
+    from ansible.module_utils.common import warnings
+
+    warnings._global_warnings.clear()
+    return lambda result: [json.dumps(item) if not isinstance(item, str) else item
+                           for item in result.get("warnings", [])]
+
+
+def overprovision_api(recorded_api, vms, memory="1.0"):
+    rows = {"cpu.overprovisioning.factor": "1.0", "mem.overprovisioning.factor": memory,
+            "storage.overprovisioning.factor": "2"}
+    return recorded_api(
+        lists={"listZones": [ZONE], "listClusters": [CLUSTER], "listVirtualMachines": vms,
+               "listConfigurations": lambda params: [{"name": params["name"], "value": rows[params["name"]]}],
+               "listCapacity": [{"type": 0, "capacitytotal": 2048, "capacityused": 1024}]},
+        answers={"updateConfiguration": {"configuration": {}}})
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_overprovision_names_the_running_vms_that_keep_their_ratios(run_module, recorded_api, warnings_of,
+                                                                    check_mode):
+    vms = [{"id": "vm-1", "name": "web1", "details": {"cpuOvercommitRatio": "1.0", "memoryOvercommitRatio": "1.0"}},
+           {"id": "vm-2", "name": "web2", "details": {"cpuOvercommitRatio": "1.0", "memoryOvercommitRatio": "2.0"}}]
+    api = overprovision_api(recorded_api, vms)
+    args = {"cluster": "c1", "zone": "z1", "memory": 2, "_ansible_check_mode": check_mode}
+    result = run_module(cs_overprovision.main, args)
+    assert result["changed"] is True
+    assert result["keeping_started_ratios"] == [{"id": "vm-1", "name": "web1", "cpu": 1.0, "memory": 1.0}]
+    assert ("listVirtualMachines", {"clusterid": CLUSTER["id"], "state": "Running", "listall": "true"}) in [
+        (command, {k: v for k, v in params.items() if k in ("clusterid", "state", "listall")})
+        for command, params in api.calls]
+    [warning] = warnings_of(result)
+    assert "1 running VM(s) of cluster c1 (web1) keep the over-provisioning ratios they were started with" in warning
+    assert api.changes() == ([] if check_mode else [
+        ("updateConfiguration", {"name": "mem.overprovisioning.factor", "value": "2.0", "clusterid": CLUSTER["id"]})])
+    assert result["capacity_before"]["memory"] == {"total": 2048, "used": 1024, "percent_used": 50.0}
+
+
+def test_overprovision_unchanged_factors_look_at_no_vm(run_module, recorded_api, warnings_of):
+    api = overprovision_api(recorded_api, [], memory="2.0")
+    result = run_module(cs_overprovision.main, {"cluster": "c1", "zone": "z1", "memory": 2})
+    assert result["changed"] is False and result["keeping_started_ratios"] == []
+    assert warnings_of(result) == []
+    assert not any(command == "listVirtualMachines" for command, _params in api.calls)
+
+
+def test_overprovision_global_change_warns_that_clusters_keep_theirs(run_module, recorded_api, warnings_of):
+    overprovision_api(recorded_api, [])
+    result = run_module(cs_overprovision.main, {"cpu": 3})
+    assert result["changed"] is True and result["keeping_started_ratios"] == []
+    [warning] = warnings_of(result)
+    assert "existing clusters keep their own" in warning

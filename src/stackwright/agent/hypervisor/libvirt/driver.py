@@ -25,6 +25,7 @@ from stackwright.agent.hypervisor.base import (
     NfsSource,
     VmSpec,
     VmState,
+    check_sizing,
     nfs_path,
 )
 from stackwright.agent.hypervisor.libvirt import xml
@@ -47,6 +48,7 @@ def validate_spec(spec: VmSpec) -> None:
     for label, value in (("vcpus", spec.vcpus), ("memory_mb", spec.memory_mb), ("cpu_mhz", spec.cpu_mhz)):
         if not isinstance(value, int) or value <= 0:
             raise InvalidSpec(f"VM {spec.name}: {label} must be a positive integer, got {value!r}")
+    check_sizing(spec)
     devices = [disk.device for disk in spec.disks]
     for disk in spec.disks:
         if not DISK_DEVICE.fullmatch(disk.device):
@@ -85,6 +87,18 @@ def build_disk(disk: DiskSpec, nfs_identity: tuple[str, str] | None) -> xml.Disk
     raise InvalidSpec(f"disk {disk.device} has an unsupported source {type(disk.source).__name__}")
 
 
+CPU_PERIOD_US = 100_000    # libvirt's default CFS period
+MIN_CPU_QUOTA_US = 1000    # the smallest quota libvirt accepts
+
+
+def cpu_cap(fraction: float | None) -> dict[str, int]:
+    """`<cputune>` period and quota that let each vCPU run `fraction` of a host core; none
+    when the guest is not capped."""
+    if fraction is None:
+        return {}
+    return {"period": CPU_PERIOD_US, "quota": max(MIN_CPU_QUOTA_US, round(CPU_PERIOD_US * fraction))}
+
+
 def build_domain(
     spec: VmSpec,
     accel: str,
@@ -103,11 +117,15 @@ def build_domain(
         name=spec.name,
         uuid=spec.uuid,
         type=domain_type,
+        # The offering's memory is the most the guest gets; an over-provisioned cluster's guest
+        # starts at memory ÷ ratio and the balloon gives the rest back when the host needs it.
         memory=xml.Memory(spec.memory_mb * 1024),
-        current_memory=xml.Memory(spec.memory_mb * 1024, "currentMemory"),
+        current_memory=xml.Memory(spec.reserved_memory_mb * 1024, "currentMemory"),
         vcpus=spec.vcpus,
-        # CloudStack weighs guests by the CPU speed their offering promises.
-        cputune=xml.CpuTune(shares=spec.vcpus * spec.cpu_mhz),
+        # CloudStack weighs guests by the CPU speed their offering promises (and with
+        # limitcpuuse caps each vCPU at it).
+        cputune=xml.CpuTune(shares=spec.vcpus * spec.cpu_mhz, **cpu_cap(spec.cpu_cap)),
+        memballoon=xml.MemBalloon() if domain_type != "test" else None,
         cpu=xml.Cpu(mode=cpu_mode) if cpu_mode and accel == "kvm" else None,
         os=xml.Os(type="hvm", arch=arch, boot=["hd"]),
         features=["acpi", "apic"] if domain_type != "test" else [],

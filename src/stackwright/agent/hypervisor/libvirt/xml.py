@@ -134,19 +134,43 @@ class Cpu(XmlElement):
 
 @dataclass
 class CpuTune(XmlElement):
-    """``<cputune><shares>``: relative CPU weight of the guest."""
+    """``<cputune>``: relative CPU weight of the guest (``<shares>``) and, when capped, the
+    microseconds each vCPU may run (``<quota>``) in every ``<period>``."""
 
     tag: ClassVar[str] = "cputune"
     shares: int
+    period: int | None = None
+    quota: int | None = None
 
     def to_element(self) -> ET.Element:
         element = ET.Element(self.tag)
         ET.SubElement(element, "shares").text = str(self.shares)
+        if self.period is not None:
+            ET.SubElement(element, "period").text = str(self.period)
+        if self.quota is not None:
+            ET.SubElement(element, "quota").text = str(self.quota)
         return element
 
     @classmethod
     def _from_element(cls, element: ET.Element) -> CpuTune:
-        return cls(shares=int(element.findtext("shares", "0")))
+        return cls(shares=int(element.findtext("shares", "0")), period=_int(element.findtext("period")),
+                   quota=_int(element.findtext("quota")))
+
+
+@dataclass
+class MemBalloon(XmlElement):
+    """``<memballoon>``: the device through which the host takes back memory above
+    ``<currentMemory>``."""
+
+    tag: ClassVar[str] = "memballoon"
+    model: str = "virtio"
+
+    def to_element(self) -> ET.Element:
+        return ET.Element(self.tag, model=self.model)
+
+    @classmethod
+    def _from_element(cls, element: ET.Element) -> MemBalloon:
+        return cls(model=element.get("model", "virtio"))
 
 
 @dataclass
@@ -371,6 +395,7 @@ class Domain(XmlElement):
     graphics: list[Graphics] = field(default_factory=list)
     serials: list[CharDevice] = field(default_factory=list)
     consoles: list[CharDevice] = field(default_factory=list)
+    memballoon: MemBalloon | None = None
     description: str | None = None
 
     def to_element(self) -> ET.Element:
@@ -400,6 +425,8 @@ class Domain(XmlElement):
         devices = ET.SubElement(element, "devices")
         for device in (*self.disks, *self.interfaces, *self.serials, *self.consoles, *self.graphics):
             devices.append(device.to_element())
+        if self.memballoon:
+            devices.append(self.memballoon.to_element())
         return element
 
     @classmethod
@@ -414,6 +441,7 @@ class Domain(XmlElement):
         os_element = element.find("os")
         features = element.find("features")
         clock = element.find("clock")
+        balloon = devices.find("memballoon")
         return cls(
             name=element.findtext("name", ""),
             uuid=element.findtext("uuid", ""),
@@ -435,4 +463,5 @@ class Domain(XmlElement):
             graphics=[Graphics.parse(graphics) for graphics in devices.findall("graphics")],
             serials=[CharDevice.parse(serial) for serial in devices.findall("serial")],
             consoles=[CharDevice.parse(console) for console in devices.findall("console")],
+            memballoon=MemBalloon.parse(balloon) if balloon is not None else None,
         )

@@ -15,7 +15,8 @@ from stackwright.agent.hypervisor.base import (
     VmSpec,
     VmState,
 )
-from stackwright.agent.hypervisor.libvirt.driver import LibvirtDriver, build_domain
+from stackwright.agent.hypervisor.libvirt import xml
+from stackwright.agent.hypervisor.libvirt.driver import LibvirtDriver, build_domain, cpu_cap
 from stackwright.agent.hypervisor.libvirt.host import Host, format_version
 
 TEST_URI = "test:///default"
@@ -205,6 +206,23 @@ def test_kvm_domain_policy():
     assert (disk.identity_user, disk.identity_group) == ("root", "root")
     assert domain.interfaces[0].mac == "02:00:0a:00:00:01"
     assert domain.graphics[0].listen == "127.0.0.1"
+
+
+def test_over_provisioned_guest_gets_its_memory_as_maximum_and_a_balloon():
+    """An offering of 2 vCPUs x 1000 MHz and 128 MiB in a cluster of memory ratio 2 on a host of
+    2500 MHz cores, with limitcpuuse: each vCPU may run 1000 of 2500 MHz."""
+    domain = build_domain(make_spec(min_memory_mb=64, cpu_cap=1000 / 2500), accel="kvm", arch="x86_64")
+    assert (domain.memory.kib, domain.current_memory.kib) == (128 * 1024, 64 * 1024)
+    assert domain.memballoon == xml.MemBalloon(model="virtio")
+    assert domain.cputune == xml.CpuTune(shares=2000, period=100000, quota=40000)
+    rendered = domain.to_xml()
+    assert '<memory unit="KiB">131072</memory>' in rendered
+    assert '<currentMemory unit="KiB">65536</currentMemory>' in rendered
+    # Without over-provisioning or a cap: all of it, weighed but not capped.
+    plain = build_domain(make_spec(), accel="kvm", arch="x86_64")
+    assert plain.current_memory.kib == plain.memory.kib == 128 * 1024
+    assert plain.cputune == xml.CpuTune(shares=2000)
+    assert cpu_cap(0.001) == {"period": 100000, "quota": 1000}
 
 
 def test_tcg_domain_policy():

@@ -50,6 +50,23 @@ def test_cputune_shares():
     """)
 
 
+def test_cputune_quota_and_period():
+    tune = xml.CpuTune(shares=1000, period=100000, quota=50000)
+    assert tune.to_xml() == expected("""
+        <cputune>
+          <shares>1000</shares>
+          <period>100000</period>
+          <quota>50000</quota>
+        </cputune>
+    """)
+    assert xml.CpuTune.parse(tune.to_xml()) == tune
+
+
+def test_memballoon():
+    assert xml.MemBalloon().to_xml() == '<memballoon model="virtio" />'
+    assert xml.MemBalloon.parse("<memballoon model='virtio'><alias name='balloon0'/></memballoon>") == xml.MemBalloon()
+
+
 def test_os_with_arch_machine_and_boot_order():
     os_element = xml.Os(arch="x86_64", machine="pc", boot=["cdrom", "hd"])
     assert os_element.to_xml() == expected("""
@@ -166,9 +183,9 @@ def full_domain() -> xml.Domain:
         uuid="1b4e28ba-2fa1-11d2-883f-0016d3cca427",
         type="kvm",
         memory=xml.Memory(524288),
-        current_memory=xml.Memory(524288, "currentMemory"),
+        current_memory=xml.Memory(262144, "currentMemory"),
         vcpus=2,
-        cputune=xml.CpuTune(shares=2000),
+        cputune=xml.CpuTune(shares=2000, period=100000, quota=40000),
         cpu=xml.Cpu(mode="host-model"),
         os=xml.Os(arch="x86_64", boot=["hd"]),
         features=["acpi", "apic"],
@@ -177,6 +194,7 @@ def full_domain() -> xml.Domain:
         serials=[xml.CharDevice(element_name="serial")],
         consoles=[xml.CharDevice(element_name="console", target_type="serial")],
         graphics=[xml.Graphics(listen="10.1.1.5")],
+        memballoon=xml.MemBalloon(),
     )
 
 
@@ -186,10 +204,12 @@ def test_domain():
           <name>i-2-10-VM</name>
           <uuid>1b4e28ba-2fa1-11d2-883f-0016d3cca427</uuid>
           <memory unit="KiB">524288</memory>
-          <currentMemory unit="KiB">524288</currentMemory>
+          <currentMemory unit="KiB">262144</currentMemory>
           <vcpu>2</vcpu>
           <cputune>
             <shares>2000</shares>
+            <period>100000</period>
+            <quota>40000</quota>
           </cputune>
           <os>
             <type arch="x86_64">hvm</type>
@@ -224,6 +244,7 @@ def test_domain():
             <graphics type="vnc" autoport="yes" listen="10.1.1.5">
               <listen type="address" address="10.1.1.5" />
             </graphics>
+            <memballoon model="virtio" />
           </devices>
         </domain>
     """)
