@@ -71,7 +71,9 @@ class Planner:
 
     def plan(self, label: str, zone: Zone, demand: Demand, *, host: Host | None = None, pod: Pod | None = None,
              cluster: Cluster | None = None, last_host_id: int | None = None, avoid_hosts: Collection[int] = (),
-             avoid_pools: Collection[int] = (), failures: Sequence[str] = ()) -> Plan:
+             avoid_pools: Collection[int] = (), failures: Sequence[str] = (), ha: bool = False) -> Plan:
+        """A host and pool for `demand`. Hosts carrying the `ha.tag` host tag take only HA
+        restarts (`ha`), which prefer them, and guests an administrator places there (`host`)."""
         def fail(reason: str, storage: bool = False) -> NoReturn:
             if failures:
                 reason += "; earlier attempts: " + "; ".join(failures)
@@ -84,7 +86,7 @@ class Planner:
         clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
         if not clusters:
             fail(why)
-        hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
+        hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts, ha)
         if not hosts:
             fail(why)
         fitting, why = self._with_capacity(hosts, clusters, demand)
@@ -92,6 +94,9 @@ class Planner:
             fail(why)
         if last_host_id is not None:
             fitting.sort(key=lambda h: h.id != last_host_id)
+        ha_tag = self.ctx.settings.get("ha.tag")
+        if ha and ha_tag and last_host_id is None:
+            fitting.sort(key=lambda h: ha_tag not in h.tag_list)
         chosen_pools, raced = {}, False
         for candidate in fitting:
             c = clusters[candidate.cluster_id]
@@ -137,7 +142,7 @@ class Planner:
         return {c.id: c for c in enabled}, None
 
     def _hosts(self, zone: Zone, clusters: Mapping[int, Cluster], demand: Demand, host: Host | None,
-               avoid: Collection[int]) -> tuple[list[Host], str | None]:
+               avoid: Collection[int], ha: bool = False) -> tuple[list[Host], str | None]:
         q = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None),
                                Host.type == "Routing")
         if host is not None:
@@ -152,6 +157,12 @@ class Planner:
         if not tagged:
             return [], (f"no Up and Enabled host in {where} carries the host tags {','.join(demand.host_tags)} "
                         "of the service offering")
+        ha_tag = self.ctx.settings.get("ha.tag")
+        if ha_tag and host is None and not ha:
+            tagged = [h for h in tagged if ha_tag not in h.tag_list]
+            if not tagged:
+                return [], (f"the only Up and Enabled hosts in {where} carry the HA tag {ha_tag} (ha.tag): they take "
+                            "only HA restarts; add a host without it, or name the host (hostid)")
         left = [h for h in tagged if h.id not in avoid]
         if not left:
             return [], f"no other Up and Enabled host left in {where}"
