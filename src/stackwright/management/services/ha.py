@@ -99,7 +99,7 @@ def host_down(ctx: Context, host: Host) -> None:
 
 def investigate_job(ctx: Context, host_id: int) -> Steps:
     verdict = yield WaitStep(investigate, host_id)
-    yield DbStep(_apply_verdict, host_id, verdict)
+    return (yield DbStep(_apply_verdict, host_id, verdict))
 
 
 def investigate(waiter: Any, host_id: int) -> str:
