@@ -28,14 +28,14 @@ from sqlalchemy import select
 
 from stackwright.protocol import messages as m
 
-from ..errors import ApiError
-from ..persistence.models import Account, AsyncJob, Cluster, Host, User, VmInstance, utcnow
+from ..errors import ApiError, ResourceUnavailable
+from ..persistence.models import Account, AsyncJob, Cluster, Host, User, VmInstance, Volume, utcnow
 from . import alerts
 from .accounts import ROOT_ADMIN
 from .gateway import HostRef
 from .steps import AgentStep, DbStep, WaitStep
 from .vm_lifecycle import start_vm
-from .vms import HOLDING_CAPACITY, RUNNING, STOPPED
+from .vms import HOLDING_CAPACITY, RUNNING, STOPPED, pool_spec
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 INVESTIGATE, RESTART, STOP_STRAY = "HaInvestigateHost", "HaRestartVm", "HaStopStaleGuest"
 ALIVE, DEAD, UNKNOWN = "Alive", "Dead", "Unknown"
 STRAY_STOP_TIMEOUT = 60.0
+CHECK_TIMEOUT = 60.0        # seconds a CheckHeartbeat may take beyond its activity window
 
 
 def submit(ctx: Context, kind: str, params: dict, instance_type: str, instance_uuid: str) -> AsyncJob:
@@ -114,6 +115,65 @@ def investigate(waiter: Any, host_id: int) -> str:
             cluster = ctx.session.get(Cluster, host.cluster_id)
             keep = ctx.settings.scoped_value("simulator.ha.keep.alive", "cluster", cluster)
             return ALIVE if str(keep).lower() == "true" else DEAD
+        evidence = _evidence(ctx, host)
+    return _weigh(waiter, *evidence)
+
+
+def _evidence(ctx: Context, host: Host) -> tuple:
+    """What a KVM investigation asks, and whom: (the silent host's guid and name, [(pool spec,
+    volume names of its guests there)], [HostRef of the other Up hosts of its cluster],
+    heartbeat timeout, activity window)."""
+    pools = [p for p in ctx.storage.pools_for_host(host)
+             if p.state == "Up" and p.url.lower().startswith("nfs://")]
+    volumes: dict[int, list[str]] = {p.id: [] for p in pools}
+    for pool_id, volume_uuid in ctx.session.execute(
+            select(Volume.pool_id, Volume.uuid).join(VmInstance, VmInstance.id == Volume.vm_id).where(
+                VmInstance.host_id == host.id, VmInstance.removed.is_(None), Volume.removed.is_(None),
+                VmInstance.state.in_(HOLDING_CAPACITY))):
+        if pool_id in volumes:
+            volumes[pool_id].append(volume_uuid)
+    checkers = [HostRef(h.guid, h.name) for h in ctx.session.execute(select(Host).where(
+        Host.cluster_id == host.cluster_id, Host.id != host.id, Host.removed.is_(None), Host.state == "Up",
+        Host.guid.is_not(None)).order_by(Host.id)).scalars()]
+    settings = ctx.settings
+    return ((host.guid or "", host.name), [(pool_spec(p), volumes[p.id]) for p in pools], checkers,
+            float(settings.typed("kvm.ha.heartbeat.timeout")), float(settings.typed("kvm.ha.activity.check.interval")))
+
+
+def _weigh(waiter: Any, silent: tuple[str, str], pools: list, checkers: list[HostRef], timeout: float,
+           window: float) -> str:
+    """Ask the other hosts, one after the other, to read the silent host's heartbeat on each
+    pool and watch its guests' volumes: Alive on a fresh heartbeat or a write; Dead when a host
+    looked and found only stale heartbeats and no writes; Unknown when nobody could look or the
+    host never wrote a heartbeat (its heartbeat service does not run)."""
+    guid, name = silent
+    for checker in checkers:
+        looked, stale = False, False
+        for spec, volumes in pools:
+            request = m.CheckHeartbeat(pool=spec, host=guid, volumes=volumes, window=window if volumes else 0.0)
+            try:
+                answer = waiter.agents.call(checker, request, window + CHECK_TIMEOUT, connect_wait=0)
+            except ResourceUnavailable as e:
+                log.info("host %s could not check the heartbeat of %s on pool %s: %s", checker.name, name,
+                         spec.uuid, e.text)
+                continue
+            looked = True
+            if answer.age is not None and answer.age <= timeout:
+                log.warning("host %s is silent but its heartbeat on pool %s is %.0f s old: Alive", name, spec.uuid,
+                            answer.age)
+                return ALIVE
+            if answer.activity:
+                log.warning("host %s is silent but its guests write to pool %s: Alive", name, spec.uuid)
+                return ALIVE
+            stale = stale or answer.age is not None
+        if looked:
+            if stale:
+                log.warning("host %s: heartbeat older than %.0f s on its pools and no disk activity (seen by %s): "
+                            "Dead", name, timeout, checker.name)
+                return DEAD
+            log.warning("host %s never wrote a heartbeat on its pools (is stackwright-heartbeat running?): Unknown",
+                        name)
+            return UNKNOWN
     return UNKNOWN
 
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
+from stackwright.agent.storage import simulator as simulated_storage
 from stackwright.management.commands.hosts import render_hosts
 from stackwright.management.context import Context
 from stackwright.management.persistence.models import Alert, ConfigValue, Event, Host, VmInstance, utcnow
@@ -284,3 +285,70 @@ def test_a_host_back_from_the_dead_stops_its_stale_copy(ctx, world, gateway, job
     row = fresh(ctx, vm)
     assert (row.state, row.host_id) == ("Running", other.id)
     assert any("stale copy" in d for d in events_of(ctx, vm, "VM.STOP"))
+
+
+# --- KVM hosts: the heartbeat on their pools decides --------------------------------------------
+
+
+@pytest.fixture
+def kvm(ctx, world, gateway, jobs):
+    """A KVM cluster of three hosts on one NFS pool, an HA guest on the first, and a one-second
+    activity window; the simulated pool keeps heartbeats the way an NFS export does."""
+    cluster = world.new_cluster(hypervisor="KVM")
+    hosts = [world.host(cluster=cluster) for _n in range(3)]
+    pool = world.pool(cluster=cluster)
+    storages = [gateway.add(h.guid)[1] for h in hosts]
+    ctx.session.add(ConfigValue(name="kvm.ha.activity.check.interval", scope="global", resource_id=0, value="1"))
+    ctx.session.commit()
+    jobs.engine.settings.invalidate()
+    vm = ha_vm(ctx, world)
+    vm.hypervisor = "KVM"
+    ctx.session.commit()
+    assert start(ctx, jobs, vm, hostid=hosts[0].uuid).status == 1
+    yield SimpleNamespace(hosts=hosts, pool=pool, storages=storages, vm=vm,
+                          spec=m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto"))
+    ctx.session.rollback()
+    ctx.session.execute(ConfigValue.__table__.delete().where(ConfigValue.name == "kvm.ha.activity.check.interval"))
+    ctx.session.commit()
+    jobs.engine.settings.invalidate()
+
+
+def beat(kvm, seconds_ago=0.0):
+    """The silent host's heartbeat service wrote on the pool `seconds_ago`."""
+    kvm.storages[0].write_heartbeat(kvm.spec, kvm.hosts[0].guid)
+    simulated_storage._HEARTBEATS[(kvm.spec.uuid, kvm.hosts[0].guid)] -= seconds_ago
+
+
+def test_a_kvm_host_whose_heartbeat_is_fresh_is_alive(ctx, jobs, gateway, kvm):
+    beat(kvm, seconds_ago=5)
+    done = run_all(jobs, went_down(ctx, jobs, kvm.hosts[0]))
+    assert [j.result["verdict"] for j in done] == ["Alive"]
+    assert fresh(ctx, kvm.vm).host_id == kvm.hosts[0].id
+    checks = gateway.calls(m.CheckHeartbeat)
+    assert checks == [(kvm.hosts[1].guid, m.CheckHeartbeat)]       # one other host looked, once
+
+
+def test_a_kvm_host_whose_heartbeat_is_stale_is_dead_and_fenced(ctx, jobs, gateway, kvm):
+    beat(kvm, seconds_ago=600)
+    done = run_all(jobs, went_down(ctx, jobs, kvm.hosts[0]))
+    assert [j.command for j in done] == ["HaInvestigateHost", "HaRestartVm"]
+    assert done[0].result["verdict"] == "Dead"
+    row = fresh(ctx, kvm.vm)
+    assert row.state == "Running" and row.host_id in (kvm.hosts[1].id, kvm.hosts[2].id)
+
+
+def test_a_kvm_host_that_never_wrote_a_heartbeat_is_unknown(ctx, jobs, gateway, kvm):
+    simulated_storage._HEARTBEATS.pop((kvm.spec.uuid, kvm.hosts[0].guid), None)
+    done = run_all(jobs, went_down(ctx, jobs, kvm.hosts[0]))
+    assert [j.result["verdict"] for j in done] == ["Unknown"]
+    assert fresh(ctx, kvm.vm).host_id == kvm.hosts[0].id
+    assert any("no other host could tell whether it is alive" in a for a in alerts_of(ctx, 7))
+
+
+def test_a_kvm_host_nobody_can_look_at_is_unknown(ctx, jobs, gateway, kvm):
+    beat(kvm, seconds_ago=600)
+    for other in kvm.hosts[1:]:
+        gateway.disconnect(other.guid)
+    done = run_all(jobs, went_down(ctx, jobs, kvm.hosts[0]))
+    assert [j.result["verdict"] for j in done] == ["Unknown"]
+    assert fresh(ctx, kvm.vm).state == "Running"
