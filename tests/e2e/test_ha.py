@@ -58,18 +58,22 @@ def test_alerts_are_listed_archived_and_deleted(fresh_engine, unique):
     assert api.deleteAlerts(type=0)["success"] is True
 
 
-def test_ha_tag_hosts_take_only_placed_guests(fresh_engine, unique):
-    api = fresh_engine.client()
+def test_ha_tag_hosts_take_only_placed_guests(api, unique):
     world = World(api, unique, hosts=2)
     reserved, plain = world.hosts
     api.updateHost(id=reserved["id"], hosttags="ha-" + unique)
+    # The tag is this test's own: no host of another test carries it.
     api.updateConfiguration(name="ha.tag", value="ha-" + unique)
-    listed = api.listHosts(clusterid=world.cluster["id"], hahost=True)["host"]
-    assert [(h["id"], h["hahost"]) for h in listed] == [(reserved["id"], True)]
-    assert [h["id"] for h in api.listHosts(clusterid=world.cluster["id"], hahost=False)["host"]] == [plain["id"]]
-    for _n in range(3):
-        assert world.deploy()["hostid"] == plain["id"]
-    assert world.deploy(hostid=reserved["id"])["hostid"] == reserved["id"]
+    try:
+        listed = api.listHosts(clusterid=world.cluster["id"], hahost=True)["host"]
+        assert [(h["id"], h["hahost"]) for h in listed] == [(reserved["id"], True)]
+        others = api.listHosts(clusterid=world.cluster["id"], hahost=False)["host"]
+        assert [(h["id"], h["hahost"]) for h in others] == [(plain["id"], False)]
+        for _n in range(3):
+            assert world.deploy()["hostid"] == plain["id"]
+        assert world.deploy(hostid=reserved["id"])["hostid"] == reserved["id"]
+    finally:
+        api.resetConfiguration(name="ha.tag")
 
 
 def simulated_host_process(engine, cluster_id, prefix):

@@ -99,8 +99,16 @@ def host_down(ctx: Context, host: Host) -> None:
 
 
 def investigate_job(ctx: Context, host_id: int) -> Steps:
-    verdict = yield WaitStep(investigate, host_id)
-    return (yield DbStep(_apply_verdict, host_id, verdict))
+    """Investigate until the host is Dead (fenced) or back Up: a host found Alive or Unknown is
+    looked at again every `investigate.retry.interval` seconds while it stays silent."""
+    previous = None
+    while True:
+        verdict = yield WaitStep(investigate, host_id)
+        result = yield DbStep(_apply_verdict, host_id, verdict, previous)
+        if not result.pop("watch", False):
+            return result
+        previous = result["verdict"]
+        yield WaitStep(_pause, result.pop("interval"))
 
 
 def investigate(waiter: Any, host_id: int) -> str:
@@ -109,8 +117,8 @@ def investigate(waiter: Any, host_id: int) -> str:
         host = ctx.session.get(Host, host_id)
         if host is None or host.removed is not None:
             return DEAD
-        if host.state != "Down":
-            return ALIVE            # it came back while the job waited for a worker
+        if host.state == "Up":
+            return ALIVE            # it came back
         if host.hypervisor == "Simulator":
             cluster = ctx.session.get(Cluster, host.cluster_id)
             keep = ctx.settings.scoped_value("simulator.ha.keep.alive", "cluster", cluster)
@@ -177,24 +185,31 @@ def _weigh(waiter: Any, silent: tuple[str, str], pools: list, checkers: list[Hos
     return UNKNOWN
 
 
-def _apply_verdict(ctx: Context, host_id: int, verdict: str) -> dict:
+def _apply_verdict(ctx: Context, host_id: int, verdict: str, previous: str | None = None) -> dict:
+    """Act on a verdict; `watch` in the result: investigate again after `interval` seconds.
+    An alert is raised when the verdict differs from the previous one."""
     host = ctx.session.get(Host, host_id)
     if host is None:
         return {"verdict": verdict, "restarted": []}
-    if host.state != "Down" and host.removed is None:
-        log.info("host %s is %s again: its guests stay where they are", host.name, host.state)
+    if host.state == "Up" and host.removed is None:
+        log.info("host %s is Up again: its guests stay where they are", host.name)
         return {"verdict": ALIVE, "restarted": []}
     where = dict(zone_id=host.zone_id, pod_id=host.pod_id, cluster_id=host.cluster_id, resource_uuid=host.uuid)
+    watch = {"verdict": verdict, "restarted": [], "watch": host.removed is None,
+             "interval": float(ctx.settings.typed("investigate.retry.interval"))}
     if verdict == ALIVE:
         host.state = "Alert"
-        ctx.alerts.raise_alert(alerts.HOST, f"Host {host.name} does not answer its management server but is alive "
-                                            f"(investigation); its guests are not restarted", **where)
-        return {"verdict": verdict, "restarted": []}
+        if previous != verdict:
+            ctx.alerts.raise_alert(alerts.HOST, f"Host {host.name} does not answer its management server but is "
+                                                f"alive (investigation); its guests are not restarted", **where)
+        return watch
     if verdict != DEAD:
-        ctx.alerts.raise_alert(alerts.HOST, f"Host {host.name} is Down and no other host could tell whether it is "
-                                            f"alive; its guests are not restarted until it returns or is removed",
-                               **where)
-        return {"verdict": verdict, "restarted": []}
+        if previous != verdict:
+            ctx.alerts.raise_alert(alerts.HOST, f"Host {host.name} is Down and no other host could tell whether it "
+                                                f"is alive; its guests are not restarted until it returns or is "
+                                                f"removed", **where)
+        return watch
+    host.state = "Down"
     return {"verdict": verdict, "restarted": fence(ctx, host)}
 
 
