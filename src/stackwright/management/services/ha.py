@@ -49,13 +49,18 @@ STRAY_STOP_TIMEOUT = 60.0
 CHECK_TIMEOUT = 60.0        # seconds a CheckHeartbeat may take beyond its activity window
 
 
-def submit(ctx: Context, kind: str, params: dict, instance_type: str, instance_uuid: str) -> AsyncJob:
+def submit(ctx: Context, kind: str, params: dict, instance_type: str, instance_uuid: str) -> AsyncJob | None:
     """A system job of the engine's own, owned by the first root admin, run once this
-    transaction commits."""
+    transaction commits (None, logged, in a database without an administrator: the change that
+    asked for it still commits)."""
     owner = ctx.session.execute(
         select(User).join(Account, Account.id == User.account_id)
         .where(Account.account_type == ROOT_ADMIN, User.removed.is_(None)).order_by(User.id).limit(1)
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if owner is None:
+        log.error("no root admin to own the %s job of %s %s; run stackwright-setup-databases", kind,
+                  instance_type, instance_uuid)
+        return None
     job = AsyncJob(command=kind, cmd_class=f"com.cloud.ha.{kind}", params=params, user_id=owner.id,
                    account_id=owner.account_id, instance_type=instance_type, instance_uuid=instance_uuid)
     ctx.session.add(job)
