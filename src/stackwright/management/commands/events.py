@@ -8,7 +8,7 @@ from ..api.listing import listed
 from ..api.params import Boolean, Date, Integer, List, Param, String, Uuid
 from ..api.registry import Success, api_command
 from ..formatting import compact, date
-from ..persistence.models import Account, Alert, Event, User
+from ..persistence.models import Account, Alert, Domain, Event, User
 from ..services.queries import rows_by_id
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def alert_view(alert: Alert) -> dict[str, Any]:
     Param("resourceid", String(), description="the ID of the resource associated with the event"),
     Param("resourcetype", String(), description="the type of the resource associated with the event"),
     Param("account", String(), description="list resources by account"),
-    Param("domainid", String(), description="list only resources belonging to the domain specified"),
+    Param("domainid", Uuid(Domain), description="list only resources belonging to the domain specified"),
     Param("listall", Boolean(), description="If set to false, list only resources belonging to the command's caller"),
     Param("isrecursive", Boolean(), description="defaults to false"),
 ])

@@ -85,6 +85,8 @@ class EventService:
                                                                       Account.removed.is_(None))
         elif not (ctx.is_root_admin and p.listall):
             q = q.where(Event.account_id == ctx.principal.account_id)
+        if p.domainid is not None:
+            q = q.where(Event.account_id.in_(select(Account.id).where(Account.domain_id == p.domainid.id)))
         if p.id is not None:
             q = q.where(Event.id == p.id.id)
         if p.resourceid:

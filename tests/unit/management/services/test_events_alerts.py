@@ -12,7 +12,7 @@ from sqlalchemy import select
 from stackwright.management.commands.events import alert_view, render_events
 from stackwright.management.context import Context
 from stackwright.management.errors import InvalidParameterValue
-from stackwright.management.persistence.models import Alert, ConfigValue, Event, utcnow
+from stackwright.management.persistence.models import Alert, ConfigValue, Domain, Event, utcnow
 from stackwright.management.services import alerts
 from stackwright.management.services.alerts import AlertMailer
 from stackwright.management.services.configuration import GlobalSettings
@@ -49,6 +49,11 @@ def test_events_carry_their_resource_type_and_are_filtered(ctx):
     assert [v["type"] for v in listed(ctx, resourcetype="Host")] == ["MAINT.PREPARE"]
     assert [v["type"] for v in listed(ctx, keyword="maintenance")] == ["MAINT.PREPARE"]
     assert listed(ctx, startdate=utcnow() + dt.timedelta(minutes=1)) == []
+    assert len(listed(ctx, domainid=ctx.account.domain)) == 3
+    other = Domain(name="other", path="ROOT/other")
+    ctx.session.add(other)
+    ctx.session.flush()
+    assert listed(ctx, domainid=other) == []
     assert len(listed(ctx, enddate=utcnow().replace(hour=0, minute=0, second=0, microsecond=0))) == 3
     with pytest.raises(InvalidParameterValue, match="Level DEBUG is invalid"):
         listed(ctx, level="DEBUG")
