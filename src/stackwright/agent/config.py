@@ -20,6 +20,7 @@ CONFIG_DIR = Path("/etc/cloudstack/agent")
 DEFAULT_PROPERTIES = CONFIG_DIR / "agent.properties"
 DEFAULT_LOG_FILE = Path("/var/log/cloudstack/agent/agent.log")
 DEFAULT_PORT = 8250
+DEFAULT_POOLS_FILE = Path("/var/lib/stackwright/agent/pools.json")
 
 # Stackwright keys (CloudStack's own keys are read by their usual names).
 OWN_KEYS = {
@@ -31,6 +32,9 @@ OWN_KEYS = {
     "tls.ca.file": "engine CA certificate (default /etc/cloudstack/agent/cloud.ca.crt)",
     "storage.mode": "NFS primary storage attach mode: auto | kernel | userspace (default auto)",
     "storage.mount.dir": "where kernel NFS mounts go (default: the storage driver's)",
+    "ha.pools.file": "where the agent lists the primary pools it attached, for the heartbeat service "
+                     "(default /var/lib/stackwright/agent/pools.json)",
+    "ha.heartbeat.interval": "seconds between two heartbeats of stackwright-heartbeat (default 60)",
     "reconnect.backoff.initial": "first reconnect delay in seconds (default 2, at most 5)",
     "reconnect.backoff.max": "longest reconnect delay in seconds (default 5, like CloudStack's agent)",
     "simulator.cpus": "simulator: logical CPUs (default 8)",
@@ -99,6 +103,8 @@ class AgentConfig:
     ca_file: Path = CONFIG_DIR / "cloud.ca.crt"
     storage_mode: str = "auto"
     storage_mount_dir: str = ""
+    pools_file: Path = DEFAULT_POOLS_FILE
+    heartbeat_interval: float = 60.0
     backoff_initial: float = 2.0
     backoff_max: float = 5.0
     simulator_cpus: int = 8
@@ -144,6 +150,8 @@ class AgentConfig:
             ca_file=Path(reader.text("tls.ca.file", str(CONFIG_DIR / "cloud.ca.crt"))),
             storage_mode=reader.choice("storage.mode", "auto", STORAGE_MODES),
             storage_mount_dir=reader.text("storage.mount.dir", ""),
+            pools_file=Path(reader.text("ha.pools.file", str(DEFAULT_POOLS_FILE))),
+            heartbeat_interval=reader.number("ha.heartbeat.interval", 60.0, 1.0, 3600.0),
             backoff_initial=reader.number("reconnect.backoff.initial", 2.0, 0.1, 5.0),
             backoff_max=reader.number("reconnect.backoff.max", 5.0, 1.0, 3600.0),
             simulator_cpus=reader.integer("simulator.cpus", 8, 1, 4096),

@@ -63,7 +63,8 @@ def build_dispatcher(config: AgentConfig) -> Dispatcher:
         )
     storage_options = {"mount_root": config.storage_mount_dir} if config.storage_mount_dir else {}
     context = HandlerContext(
-        driver, storage_factory=lambda: get_storage_driver("nfs", **storage_options), storage_mode=config.storage_mode
+        driver, storage_factory=lambda: get_storage_driver("nfs", **storage_options), storage_mode=config.storage_mode,
+        pools_file=config.pools_file,
     )
     return Dispatcher(context, workers=config.workers, host_label=config.guid)
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from stackwright.agent.errors import AgentError, UnsupportedCommand
 from stackwright.agent.hypervisor.base import HypervisorDriver
 from stackwright.agent.storage.base import StorageDriver
+from stackwright.protocol import codec
 from stackwright.protocol import messages as m
+from stackwright.protocol.pki import write_file_atomic
 from stackwright.protocol.framing import Frame, describe
 
 log = logging.getLogger(__name__)
@@ -52,9 +56,13 @@ class HandlerContext:
         hypervisor: HypervisorDriver,
         storage_factory: Callable[[], StorageDriver] | None = None,
         storage_mode: str = "auto",
+        pools_file: Path | None = None,
     ):
         self.hypervisor = hypervisor
         self.storage_mode = storage_mode
+        # The pools attached here, for the heartbeat service (stackwright.agent.heartbeat).
+        self.pools_file = pools_file
+        self._pools_lock = threading.Lock()
         self._storage_factory = storage_factory
         self._storage: StorageDriver | None = None
         self._storage_lock = threading.Lock()
@@ -76,6 +84,16 @@ class HandlerContext:
         if pool.mode == "auto" and self.storage_mode != "auto":
             return dataclasses.replace(pool, mode=self.storage_mode)
         return pool
+
+    def attached(self, pool: m.PoolSpec, present: bool) -> None:
+        """Record in the pools file that `pool` is attached here (or no more)."""
+        if self.pools_file is None:
+            return
+        with self._pools_lock:
+            pools = read_pools(self.pools_file)
+            pools = [p for p in pools if p.uuid != pool.uuid] + ([pool] if present else [])
+            write_file_atomic(self.pools_file, json.dumps([codec.encode(p) for p in pools], indent=1).encode(),
+                              mode=0o644)
 
     def migrate(self, command: m.MigrateVm) -> m.VmState:
         """Run one migration of a guest at a time; a request for a guest already migrating
@@ -160,7 +178,9 @@ def migrate_vm(ctx: HandlerContext, command: m.MigrateVm) -> m.Answer:
 
 @handles(m.AttachPool)
 def attach_pool(ctx: HandlerContext, command: m.AttachPool) -> m.Answer:
-    return m.PoolStatsAnswer(stats=ctx.storage.attach(ctx.pool(command.pool)))
+    stats = ctx.storage.attach(ctx.pool(command.pool))
+    ctx.attached(command.pool, True)
+    return m.PoolStatsAnswer(stats=stats)
 
 
 @handles(m.GetPoolStats)
@@ -171,6 +191,7 @@ def get_pool_stats(ctx: HandlerContext, command: m.GetPoolStats) -> m.Answer:
 @handles(m.DetachPool)
 def detach_pool(ctx: HandlerContext, command: m.DetachPool) -> m.Answer:
     ctx.storage.detach(ctx.pool(command.pool))
+    ctx.attached(command.pool, False)
     return m.Ack()
 
 
@@ -183,6 +204,20 @@ def check_secondary(ctx: HandlerContext, command: m.CheckSecondary) -> m.Answer:
 def create_volume(ctx: HandlerContext, command: m.CreateVolume) -> m.Answer:
     disk = ctx.storage.create_volume(ctx.pool(command.pool), command.name, command.size_bytes, fmt=command.format)
     return m.VolumeAnswer(disk=disk)
+
+
+@handles(m.CheckHeartbeat)
+def check_heartbeat(ctx: HandlerContext, command: m.CheckHeartbeat) -> m.Answer:
+    """Another host's heartbeat on a pool, and whether its guests' volumes are being written."""
+    pool, storage = ctx.pool(command.pool), ctx.storage
+    age = storage.heartbeat_age(pool, command.host)
+    activity = False
+    if command.volumes and command.window > 0:
+        before = storage.volume_times(pool, command.volumes)
+        time.sleep(command.window)
+        after = storage.volume_times(pool, command.volumes)
+        activity = any(after.get(name) != when for name, when in before.items())
+    return m.HeartbeatAnswer(age=age, activity=activity)
 
 
 @handles(m.DeleteVolume)
@@ -246,3 +281,11 @@ class Dispatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self.context.close()
+
+
+def read_pools(path: Path) -> list[m.PoolSpec]:
+    """The pools the agent lists in its pools file (none when there is no file yet)."""
+    try:
+        return [codec.decode(m.PoolSpec, item) for item in json.loads(path.read_text())]
+    except FileNotFoundError:
+        return []

@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .persistence.models import Account, AsyncJob, User
     from .services.accounts import AccountService
+    from .services.alerts import AlertService
     from .services.capacity import CapacityService
     from .services.catalog import CatalogService
     from .services.configuration import ConfigurationService
+    from .services.events import EventService
+    from .services.ha import HaService
     from .services.gateway import AgentGateway
     from .services.hierarchy import HierarchyService
     from .services.hosts import HostService
@@ -163,13 +166,25 @@ class Context:
 
         return JobService(self)
 
-    def event(self, type: str, description: str, resource_uuid: str | None = None, level: str = "INFO") -> None:
-        from .persistence.models import Event
+    @functools.cached_property
+    def events(self) -> EventService:
+        from .services.events import EventService
 
-        # The caller's ids are known from the key cache: no need to load its User and Account.
-        principal = self.principal
-        self.session.add(Event(
-            type=type, level=level, description=description, resource_uuid=resource_uuid,
-            account_id=principal.account_id if principal else None,
-            user_id=principal.user_id if principal else None,
-        ))
+        return EventService(self)
+
+    @functools.cached_property
+    def ha(self) -> HaService:
+        from .services.ha import HaService
+
+        return HaService(self)
+
+    @functools.cached_property
+    def alerts(self) -> AlertService:
+        from .services.alerts import AlertService
+
+        return AlertService(self)
+
+    def event(self, type: str, description: str, resource_uuid: str | None = None, level: str = "INFO",
+              account_id: int | None = None) -> None:
+        """Record an event of this transaction's change (services/events.py)."""
+        self.events.record(type, description, resource_uuid, level, account_id)

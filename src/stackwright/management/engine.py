@@ -18,6 +18,7 @@ from .errors import Throttled
 from .persistence import crypto
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
+from .services.alerts import AlertMailer
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
@@ -149,6 +150,8 @@ class Engine:
         self.throttle = None
         # What services reach agents through (ctx.agents); the daemon attaches the channel.
         self.gateway = ChannelGateway()
+        # Mails committed alerts when alert.email.addresses and alert.smtp.host are set.
+        self.mailer = AlertMailer(self.db, self.settings)
         self.started = time.time()
 
     def start(self) -> None:
@@ -165,8 +168,10 @@ class Engine:
             s.typed("api.throttling.max"), s.typed("api.throttling.cachesize"),
         )
         self.jobs.start()
+        self.mailer.start()
 
     def stop(self) -> None:
+        self.mailer.stop()
         self.jobs.stop()
         self.db.dispose()
 

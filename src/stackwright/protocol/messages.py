@@ -383,6 +383,30 @@ class CheckSecondary(Request):
 
 
 @dataclass(kw_only=True)
+class HeartbeatAnswer(Answer):
+    """``age``: seconds between the host's last heartbeat on the pool and now, by the pool's
+    own clock (None: the host never wrote one there); ``activity``: one of the volumes
+    was written during the window."""
+
+    age: float | None = None
+    activity: bool = False
+
+
+@dataclass(kw_only=True)
+class CheckHeartbeat(Request):
+    """Read another host's heartbeat on a primary pool and watch the volumes of its guests for
+    writes during ``window`` seconds: the evidence the engine's investigator weighs before it
+    declares a silent host Dead."""
+
+    answer: ClassVar[type[Answer]] = HeartbeatAnswer
+
+    pool: PoolSpec
+    host: str
+    volumes: list[str] = field(default_factory=list)
+    window: float = 0.0
+
+
+@dataclass(kw_only=True)
 class VolumeAnswer(Answer):
     disk: DiskSpec
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
 import uuid
 
@@ -148,3 +150,53 @@ def test_unreachable_primary_pool_names_server_and_path(nfs_storage, nfs_server)
 def test_path_the_server_does_not_export(nfs_storage, nfs_server):
     with pytest.raises(StorageUnreachable, match="127.0.0.1:/not/exported is unreachable"):
         nfs_storage.check_secondary("nfs://127.0.0.1/not/exported")
+
+
+# --- heartbeats for HA ---------------------------------------------------------------------
+
+
+def test_heartbeat_service_writes_on_the_pools_the_agent_attached(nfs_storage, pool, pool_dir, tmp_path):
+    """The agent lists the pool it attached; stackwright-heartbeat (its own process) writes the
+    host's heartbeat there; another host reads its age by the pool's clock."""
+    from stackwright.agent.handlers import Dispatcher, HandlerContext
+    from stackwright.protocol import messages as m
+
+    pools_file = tmp_path / "pools.json"
+    agent = Dispatcher(HandlerContext(None, storage_factory=lambda: nfs_storage, pools_file=pools_file), workers=0)
+    assert isinstance(agent.run(m.AttachPool(pool=pool)), m.PoolStatsAnswer)
+    assert json.loads(pools_file.read_text())[0]["uuid"] == pool.uuid
+    properties = tmp_path / "agent.properties"
+    properties.write_text("host=127.0.0.1\nguid=host-a\nstorage.mode=userspace\nha.pools.file=%s\n" % pools_file)
+    # Nothing written yet: the checker finds no heartbeat of host-a.
+    other = Dispatcher(HandlerContext(None, storage_factory=lambda: nfs_storage), workers=0)
+    answer = other.run(m.CheckHeartbeat(pool=pool, host="host-a"))
+    assert (answer.age, answer.activity) == (None, False)
+    done = subprocess.run([sys.executable, "-m", "stackwright.agent.heartbeat", "--properties", str(properties),
+                           "--once"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    beat = pool_dir.path / ".stackwright-heartbeat-host-a"
+    assert beat.exists()
+    answer = other.run(m.CheckHeartbeat(pool=pool, host="host-a"))
+    assert 0 <= answer.age < 5 and answer.activity is False
+    # Ten minutes without a heartbeat, on the export's clock.
+    old = time.time() - 600
+    os.utime(beat, (old, old))
+    assert 595 < other.run(m.CheckHeartbeat(pool=pool, host="host-a")).age < 610
+    # A guest of host-a that writes its volume during the window is activity.
+    nfs_storage.create_volume(pool, "vol-busy", 16 << 20, fmt="raw")
+    image = pool_dir.path / "vol-busy"
+
+    def write_soon():
+        time.sleep(0.5)
+        with image.open("r+b") as f:
+            f.write(b"x" * 4096)
+
+    writer = threading.Thread(target=write_soon)
+    writer.start()
+    answer = other.run(m.CheckHeartbeat(pool=pool, host="host-a", volumes=["vol-busy"], window=2.0))
+    writer.join()
+    assert answer.activity is True
+    idle = other.run(m.CheckHeartbeat(pool=pool, host="host-a", volumes=["vol-busy"], window=1.0))
+    assert idle.activity is False
+    assert isinstance(agent.run(m.DetachPool(pool=pool)), m.Ack)
+    assert json.loads(pools_file.read_text()) == []

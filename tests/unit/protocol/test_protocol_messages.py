@@ -56,6 +56,10 @@ SAMPLES = [
     m.CreateVolume(pool=POOL, name="vol-1", size_bytes=1 << 30, format="raw"),
     m.DeleteVolume(pool=POOL, name="vol-1"),
     m.VolumeAnswer(disk=SPEC.disks[0]),
+    m.CheckHeartbeat(pool=m.PoolSpec(uuid="p-1", url="nfs://127.0.0.1/export/primary", mode="auto"),
+                     host="host-guid-1", volumes=["vol-1"], window=5.0),
+    m.HeartbeatAnswer(age=12.5, activity=True),
+    m.HeartbeatAnswer(),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from stackwright.agent.errors import UnsupportedCommand
 from stackwright.agent.hypervisor.base import DiskSpec
 from stackwright.protocol.messages import PoolSpec, PoolStats
 
@@ -44,3 +45,18 @@ class StorageDriver(ABC):
     @abstractmethod
     def check_secondary(self, url: str) -> PoolStats:
         """Prove a secondary storage URL is reachable and writable; report its capacity."""
+
+    # -- heartbeats (HA): what proves a host alive to the other hosts of its pools --
+
+    def write_heartbeat(self, pool: PoolSpec, host: str) -> None:
+        """Write host `host`'s heartbeat on the pool (its time is the pool's clock)."""
+        raise UnsupportedCommand(f"{self.kind or 'this'} storage keeps no heartbeats")
+
+    def heartbeat_age(self, pool: PoolSpec, host: str) -> float | None:
+        """Seconds since host `host`'s last heartbeat on the pool, by the pool's clock; None
+        when it never wrote one."""
+        raise UnsupportedCommand(f"{self.kind or 'this'} storage keeps no heartbeats")
+
+    def volume_times(self, pool: PoolSpec, names: list[str]) -> dict[str, float]:
+        """The last write time of each existing volume of `names` (pool clock)."""
+        raise UnsupportedCommand(f"{self.kind or 'this'} storage cannot tell when volumes were written")

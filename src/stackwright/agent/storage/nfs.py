@@ -48,6 +48,8 @@ VOLUME_FORMATS = ("qcow2", "raw")
 # Volume names become file names on the export: keep them to one plain path component.
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 PROBE_PREFIX = ".stackwright-probe-"
+# A host's heartbeat on a pool: a file at the pool's root named after the host's guid.
+HEARTBEAT_PREFIX = ".stackwright-heartbeat-"
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,79 @@ class NfsStorageDriver(StorageDriver):
             self._probe_remote(location, export)
             return self._remote_stats(export)
 
+    # -- heartbeats ---------------------------------------------------------
+
+    def write_heartbeat(self, pool: PoolSpec, host: str) -> None:
+        name = self._heartbeat_name(host)
+        data = f"{host}\n".encode()
+        location = parse_nfs_url(pool.url)
+        try:
+            if self._mode(pool) == "kernel":
+                (self._kernel_mount(pool, location) / name).write_bytes(data)
+            else:
+                with self._userspace(location) as export:
+                    export.write_file(name, data, mode=0o644)
+        except (OSError, libnfs.LibNfsError) as exc:
+            raise not_writable(location, exc.strerror or str(exc)) from None
+
+    def heartbeat_age(self, pool: PoolSpec, host: str) -> float | None:
+        """The pool's own clock is read from a probe written now, so the hosts' clocks never matter."""
+        name = self._heartbeat_name(host)
+        probe = f"{PROBE_PREFIX}{uuid_module.uuid4().hex}"
+        location = parse_nfs_url(pool.url)
+        try:
+            if self._mode(pool) == "kernel":
+                directory = self._kernel_mount(pool, location)
+                (directory / probe).write_bytes(b"stackwright clock probe\n")
+                try:
+                    now = (directory / probe).stat().st_mtime_ns
+                finally:
+                    (directory / probe).unlink(missing_ok=True)
+                try:
+                    beat = (directory / name).stat().st_mtime_ns
+                except FileNotFoundError:
+                    return None
+                return (now - beat) / 1e9
+            with self._userspace(location) as export:
+                export.write_file(probe, b"stackwright clock probe\n")
+                try:
+                    now = _mtime_ns(export.stat(probe))
+                finally:
+                    export.unlink(probe, missing_ok=True)
+                beat = export.stat(name)
+                return None if beat is None else (now - _mtime_ns(beat)) / 1e9
+        except (OSError, libnfs.LibNfsError) as exc:
+            raise unreachable(location, exc.strerror or str(exc)) from None
+
+    def volume_times(self, pool: PoolSpec, names: list[str]) -> dict[str, float]:
+        for name in names:
+            self._check_volume_name(name)
+        location = parse_nfs_url(pool.url)
+        out = {}
+        try:
+            if self._mode(pool) == "kernel":
+                directory = self._kernel_mount(pool, location)
+                for name in names:
+                    try:
+                        out[name] = (directory / name).stat().st_mtime_ns / 1e9
+                    except FileNotFoundError:
+                        pass
+                return out
+            with self._userspace(location) as export:
+                for name in names:
+                    attributes = export.stat(name)
+                    if attributes is not None:
+                        out[name] = _mtime_ns(attributes) / 1e9
+            return out
+        except (OSError, libnfs.LibNfsError) as exc:
+            raise unreachable(location, exc.strerror or str(exc)) from None
+
+    @staticmethod
+    def _heartbeat_name(host: str) -> str:
+        if not VOLUME_NAME.fullmatch(host or ""):
+            raise InvalidSpec(f"host guid {host!r} cannot name a heartbeat file")
+        return HEARTBEAT_PREFIX + host
+
     # -- mode and validation ----------------------------------------------
 
     def mount_point(self, pool: PoolSpec) -> Path:
@@ -346,3 +421,7 @@ class NfsStorageDriver(StorageDriver):
             if unreachable or "Failed to mount nfs share" in message or "nfs_service" in message:
                 raise unreachable(location, message) from None
             raise StorageError(f"cannot {action} on {location.describe()}: {message}") from None
+
+
+def _mtime_ns(attributes: libnfs.NfsStat64) -> int:
+    return attributes.nfs_mtime * 1_000_000_000 + attributes.nfs_mtime_nsec

@@ -9,6 +9,7 @@ way real storage exercises it.
 from __future__ import annotations
 
 import threading
+import time
 from urllib.parse import urlsplit
 
 from stackwright.agent.errors import InsufficientCapacity, InvalidSpec, VolumeExists
@@ -16,6 +17,10 @@ from stackwright.agent.hypervisor.base import DiskSpec, FileSource, NfsSource
 from stackwright.agent.storage.base import PoolSpec, PoolStats, StorageDriver
 
 DEFAULT_CAPACITY = 1 << 40      # 1 TiB per pool
+# Heartbeats on simulated pools, shared by the simulated hosts of one process as a real pool
+# is shared by its hosts: (pool uuid, host guid) -> monotonic time of the last one.
+_HEARTBEATS: dict[tuple[str, str], float] = {}
+_HEARTBEATS_LOCK = threading.Lock()
 VOLUME_FORMATS = ("qcow2", "raw")
 
 
@@ -73,6 +78,21 @@ class SimulatorStorageDriver(StorageDriver):
 
     def check_secondary(self, url: str) -> PoolStats:
         return PoolStats(capacity_bytes=self.capacity_bytes, used_bytes=0, available_bytes=self.capacity_bytes)
+
+    def write_heartbeat(self, pool: PoolSpec, host: str) -> None:
+        with _HEARTBEATS_LOCK:
+            _HEARTBEATS[(pool.uuid, host)] = time.monotonic()
+
+    def heartbeat_age(self, pool: PoolSpec, host: str) -> float | None:
+        with _HEARTBEATS_LOCK:
+            beat = _HEARTBEATS.get((pool.uuid, host))
+        return None if beat is None else time.monotonic() - beat
+
+    def volume_times(self, pool: PoolSpec, names: list[str]) -> dict[str, float]:
+        """Simulated volumes are never written after their creation."""
+        with self._lock:
+            volumes = self._volumes.get(pool.uuid, {})
+            return {name: 0.0 for name in names if name in volumes}
 
 
 def _source(pool: PoolSpec, name: str) -> NfsSource | FileSource:

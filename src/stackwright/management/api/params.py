@@ -7,6 +7,7 @@ resolved to database rows here, so a handler never sees an id that names nothing
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import uuid as uuidlib
@@ -169,6 +170,28 @@ def check_owner(ctx: Context, row: Base) -> None:
     if principal is None or principal.root_admin or row.account_id == principal.account_id:
         return
     raise PermissionDenied(f"Account {ctx.account.name} does not have permission to operate with resource {row.uuid}")
+
+
+class Date(ParamType):
+    """A date as CloudStack's list commands take it: `yyyy-MM-dd`, `yyyy-MM-dd HH:mm:ss`, or
+    the ISO form with `T` and an optional zone (`+0000`, `Z`); the value is a naive UTC datetime."""
+
+    api_type = "date"
+    FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+
+    def convert(self, cmd: Command, name: str, raw: str, ctx: Context) -> dt.datetime:
+        text = raw.strip().replace("Z", "+0000")
+        for form in self.FORMATS:
+            try:
+                value = dt.datetime.strptime(text, form)
+            except ValueError:
+                continue
+            if value.tzinfo is not None:
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return value
+        raise InvalidParameterValue(
+            f"Unable to parse date {redacted_value(name, raw)} for parameter {name}: use yyyy-MM-dd or "
+            f"yyyy-MM-dd HH:mm:ss")
 
 
 class List(ParamType):

@@ -73,7 +73,13 @@ def render_hosts(ctx: Context, rows: Sequence[Row]) -> list[dict[str, Any]]:
     clusters, allocations = ctx.hosts.view_context(rows)
     placements = {cid: Placement(cluster, ratios) for cid, (cluster, ratios) in clusters.items()}
     seen = Seen()
-    return [host_view(row, placements, allocations, seen) for row in rows]
+    views = [host_view(row, placements, allocations, seen) for row in rows]
+    ha_tag = ctx.settings.get("ha.tag")
+    if ha_tag:
+        for view in views:
+            if ha_tag in (view.get("hosttags") or "").split(","):
+                view["hahost"] = True
+    return views
 
 
 class Seen:

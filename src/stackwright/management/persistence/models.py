@@ -526,6 +526,7 @@ class AsyncJob(Entity, Base):
 
 class Event(Entity, Base):
     __tablename__ = "event"
+    __table_args__ = (Index("ix_event_archived_created", "archived", "created"),)
     type: Mapped[str] = mapped_column(String(64))
     level: Mapped[str] = mapped_column(String(16), default="INFO")
     state: Mapped[str] = mapped_column(String(16), default="Completed")
@@ -533,6 +534,27 @@ class Event(Entity, Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), nullable=True)
     resource_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # What kind of resource `resource_uuid` names (VirtualMachine, Host...), from the type.
+    resource_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class Alert(Entity, Base):
+    """Something an administrator must look at (services/alerts.py): CloudStack's alert type
+    code and name, a one-line subject, where it happened; mailed once when mail is set up."""
+
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_archived_created", "archived", "created"),)
+    type: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(1024))
+    content: Mapped[str | None] = mapped_column(Text, nullable=True)
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zone.id"), nullable=True)
+    pod_id: Mapped[int | None] = mapped_column(ForeignKey("pod.id"), nullable=True)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("cluster.id"), nullable=True)
+    resource_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    mailed: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class EnrollmentToken(Base):

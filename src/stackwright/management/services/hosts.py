@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Never
 
-from sqlalchemy import bindparam, false, func, select
+from sqlalchemy import bindparam, false, func, literal, or_, select
 
 from stackwright.simulation import host as simulator
 
@@ -312,6 +312,8 @@ class HostService:
             host.state = state
             if host.disconnected is None:
                 host.disconnected = utcnow()
+            if state == "Down":
+                self.ctx.ha.host_down(host)
 
     # updateHost
 
@@ -467,8 +469,14 @@ class HostService:
     def list_page(self, p: SimpleNamespace) -> Page:
         """The page of hosts listHosts `p` asks for, as plain rows of VIEW_COLUMNS in id order."""
         q = filtered(_LIVE_HOST_VIEWS, HOST_FILTERS, p)
-        if p.hahost or p.outofbandmanagementenabled:
-            q = q.where(false())   # no host is dedicated to HA or has out-of-band management
+        if p.hahost is not None:
+            ha_tag = self.ctx.settings.get("ha.tag")
+            escaped = (ha_tag or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            tagged = ((literal(",") + Host.host_tags + literal(",")).like(f"%,{escaped},%", escape="\\")
+                      if ha_tag else false())
+            q = q.where(tagged if p.hahost else or_(~tagged, Host.host_tags.is_(None)))
+        if p.outofbandmanagementenabled:
+            q = q.where(false())   # no host has out-of-band management
         return page(self.ctx, p, q, Host.id, whole_rows=True)
 
     def view_rows(self, ids: Collection[int]) -> Sequence[Row]:

@@ -99,7 +99,9 @@ class Planner:
 
     def plan(self, label: str, zone: Zone, demand: Demand, *, host: Host | None = None, pod: Pod | None = None,
              cluster: Cluster | None = None, last_host_id: int | None = None, avoid_hosts: Collection[int] = (),
-             avoid_pools: Collection[int] = (), failures: Sequence[str] = ()) -> Plan:
+             avoid_pools: Collection[int] = (), failures: Sequence[str] = (), ha: bool = False) -> Plan:
+        """A host and pool for `demand`. Hosts carrying the `ha.tag` host tag take only HA
+        restarts (`ha`), which prefer them, and guests an administrator places there (`host`)."""
         def fail(reason: str, storage: bool = False) -> NoReturn:
             if failures:
                 reason += "; earlier attempts: " + "; ".join(failures)
@@ -112,11 +114,20 @@ class Planner:
         clusters, why = self._clusters(zone, demand.hypervisor, host, pod, cluster)
         if not clusters:
             fail(why)
+        ha_tag = self.ctx.settings.get("ha.tag")
+        batches = self._host_batches(clusters, host, last_host_id)
+        if ha and ha_tag and last_host_id is None:
+            # HA restarts are few: the clusters' hosts are read at once, the HA hosts first.
+            every = [h for batch, _preferred in batches for h in batch]
+            batches = iter([(sorted(every, key=lambda h: ha_tag not in h.tag_list), False)])
+        # Hosts of ha.tag take only HA restarts and guests an administrator places there.
+        ha_hosts_open = ha or host is not None or not ha_tag
         chosen_pools: dict[int, tuple[list[StoragePool] | None, str | None]] = {}
         raced, refusal, capacity_why = False, None, None
         fitting_clusters: set[int] = set()
-        for batch, preferred in self._host_batches(clusters, host, last_host_id):
-            tagged = [h for h in batch if h.id not in avoid_hosts and set(demand.host_tags) <= set(h.tag_list)]
+        for batch, preferred in batches:
+            tagged = [h for h in batch if h.id not in avoid_hosts and set(demand.host_tags) <= set(h.tag_list)
+                      and (ha_hosts_open or ha_tag not in h.tag_list)]
             if not tagged:
                 continue
             fitting, why = self._with_capacity(tagged, clusters, demand)
@@ -144,7 +155,7 @@ class Planner:
         if capacity_why is not None:
             fail(capacity_why)
         # No Up, Enabled, tagged host left at all: say which of these it is.
-        _hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts)
+        _hosts, why = self._hosts(zone, clusters, demand, host, avoid_hosts, ha)
         fail(why or f"no host in zone {zone.name} can take the guest")
 
     def _host_batches(self, clusters: Mapping[int, Cluster], host: Host | None,
@@ -192,7 +203,7 @@ class Planner:
         return {c.id: c for c in enabled}, None
 
     def _hosts(self, zone: Zone, clusters: Mapping[int, Cluster], demand: Demand, host: Host | None,
-               avoid: Collection[int]) -> tuple[list[Host], str | None]:
+               avoid: Collection[int], ha: bool = False) -> tuple[list[Host], str | None]:
         q = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None),
                                Host.type == "Routing")
         if host is not None:
@@ -207,6 +218,12 @@ class Planner:
         if not tagged:
             return [], (f"no Up and Enabled host in {where} carries the host tags {','.join(demand.host_tags)} "
                         "of the service offering")
+        ha_tag = self.ctx.settings.get("ha.tag")
+        if ha_tag and host is None and not ha:
+            tagged = [h for h in tagged if ha_tag not in h.tag_list]
+            if not tagged:
+                return [], (f"the only Up and Enabled hosts in {where} carry the HA tag {ha_tag} (ha.tag): they take "
+                            "only HA restarts; add a host without it, or name the host (hostid)")
         left = [h for h in tagged if h.id not in avoid]
         if not left:
             return [], f"no other Up and Enabled host left in {where}"

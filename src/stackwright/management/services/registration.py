@@ -138,12 +138,14 @@ class RegistrationService:
             host = self._host(s, guid)
             if host is None:
                 return None
-            hosts = self._context(s).hosts
+            ctx = self._context(s)
             if state == "Up":
-                hosts.agent_pinged(host)
+                ctx.hosts.agent_pinged(host)
             else:
-                hosts.agent_lost(host, state)
-            return host.state
+                ctx.hosts.agent_lost(host, state)
+            new = host.state
+        ctx.run_after_commit()      # HA work it gave the job workers
+        return new
 
     def record_heartbeats(self, pings: Mapping[str, int], recovered: Collection[str]) -> None:
         """`pings`: {guid: epoch seconds of its last ping}; `recovered`: guids of hosts that
@@ -185,7 +187,10 @@ class RegistrationService:
                 host = self._host(s, guid)
                 if host is None:
                     return True
-                return self._context(s).vms.reconcile(host, reported, reported_at=received)
+                ctx = self._context(s)
+                settled = ctx.vms.reconcile(host, reported, reported_at=received)
+            ctx.run_after_commit()      # HA restarts and stops of stale copies it gave the job workers
+            return settled
         except Exception:
             log.exception("could not reconcile the guests reported by host %s; retrying on its next ping", guid)
             return False

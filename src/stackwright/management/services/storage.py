@@ -23,6 +23,7 @@ from sqlalchemy import func, or_, select
 
 from ..errors import CloudRuntimeError, InvalidParameterValue
 from ..persistence.models import Cluster, Entity, Host, ImageStore, Pod, StoragePool, Volume, Zone, utcnow
+from . import alerts
 from .hierarchy import HYPERVISORS, choose
 from .hosts import tag_string  # pool tags follow the host tag rules
 from .pool_attach import ATTACH_JOB
@@ -280,6 +281,9 @@ class StorageService:
             pool.state = WAITING
         self.ctx.event("SP.UNREACHABLE", f"Storage pool {pool.name} is unreachable: {message}",
                        pool.uuid, level="ERROR")
+        self.ctx.alerts.raise_alert(alerts.STORAGE_MISC, f"Storage pool {pool.name} ({pool.uuid}) is unreachable: "
+                                                         f"{message}", zone_id=pool.zone_id, pod_id=pool.pod_id,
+                                    cluster_id=pool.cluster_id, resource_uuid=pool.uuid)
         self.session.flush()
         return pool
 

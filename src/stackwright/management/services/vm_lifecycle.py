@@ -94,14 +94,16 @@ def deploy(vm_id: int, *, start: bool = True, host_id: int | None = None, pod_id
 
 
 def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = None, cluster_id: int | None = None,
-             consider_last_host: bool = True, deploying: bool = False) -> Steps:
+             consider_last_host: bool = True, deploying: bool = False, ha: bool = False) -> Steps:
+    """Start a Stopped VM on a host the planner chooses (`ha`: an HA restart, which may use
+    and prefers the hosts of `ha.tag`)."""
     avoid_hosts: list[int] = []
     avoid_pools: list[int] = []
     failures: list[str] = []
     for _attempt in range(START_ATTEMPTS):
         plan = yield DbStep(_reserve_start, vm_id, dict(
             host_id=host_id, pod_id=pod_id, cluster_id=cluster_id, consider_last_host=consider_last_host,
-            deploying=deploying, avoid_hosts=avoid_hosts, avoid_pools=avoid_pools, failures=failures))
+            deploying=deploying, avoid_hosts=avoid_hosts, avoid_pools=avoid_pools, failures=failures, ha=ha))
         if plan is None:
             return
         host = _host(plan)
@@ -218,7 +220,8 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
             host=session.get(Host, want["host_id"]) if want["host_id"] else None,
             pod=vms.pod(want["pod_id"]), cluster=vms.cluster(want["cluster_id"]),
             last_host_id=vm.last_host_id if want["consider_last_host"] else None,
-            avoid_hosts=set(want["avoid_hosts"]), avoid_pools=set(want["avoid_pools"]), failures=want["failures"])
+            avoid_hosts=set(want["avoid_hosts"]), avoid_pools=set(want["avoid_pools"]), failures=want["failures"],
+            ha=want.get("ha", False))
         target, pools = plan.host, [plan.pool, *plan.data_pools]
     if any(pool is None for pool in pools):
         raise CloudRuntimeError(f"Unable to start {label}: a volume of it has no storage pool")
@@ -322,6 +325,7 @@ def _started(ctx: Any, vm_id: int, plan: dict) -> None:
                               f"on the host or change the label", vm.uuid, level="WARN")
     ctx.event("VM.START", f"Started VM {vm.instance_name} on host {host.name}", vm.uuid)
     log.info("started %s (%s) on host %s", vm.instance_name, vm.uuid, host.name)
+    ctx.alerts.check_cluster_capacity(host.cluster_id)
 
 
 def _deploy_failed(ctx: Any, vm_id: int) -> None:

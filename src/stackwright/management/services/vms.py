@@ -337,8 +337,9 @@ class VmService:
                 self.ctx.event("VM.STOP",
                                f"VM {vm.instance_name} stopped outside the engine: host {host.name} reports it "
                                f"{'absent' if state is None else state}",
-                               vm.uuid, level="WARN")
+                               vm.uuid, level="WARN", account_id=vm.account_id)
                 log.warning("VM %s is no longer running on host %s; marked Stopped", vm.instance_name, host.name)
+                self.ctx.ha.guest_crashed(vm, host)
         running = [name for name, state in reported.items() if state == RUNNING and name not in seen]
         if running:
             elsewhere = self.session.execute(
@@ -354,9 +355,13 @@ class VmService:
                         vm.uuid, level="WARN")
                     log.warning("VM %s runs on host %s although it was Stopped; marked Running",
                                 vm.instance_name, host.name)
+                elif vm.state == RUNNING and vm.host_id != host.id:
+                    # Restarted elsewhere while this host was declared Dead: this copy must go.
+                    log.warning("host %s runs a stale copy of %s, which runs on another host; stopping it",
+                                host.name, vm.instance_name)
+                    self.ctx.ha.stale_copy(vm, host)
                 else:
-                    log.warning("host %s runs a guest %s that the engine has %s%s; leaving it alone",
-                                host.name, vm.instance_name, vm.state,
-                                " on another host" if vm.state == RUNNING else "")
+                    log.warning("host %s runs a guest %s that the engine has %s; leaving it alone",
+                                host.name, vm.instance_name, vm.state)
         self.session.flush()
         return settled
