@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -14,10 +17,11 @@ from .agentlink.gateway import ChannelGateway
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
-from .errors import Throttled
+from .errors import DatabaseUnavailable, Throttled
 from .persistence import crypto
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
+from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
@@ -128,6 +132,71 @@ class Throttle:
                 self._windows.pop(account_id, None)
 
 
+def advertised_address(opts: Options) -> str:
+    """The address peers reach this server's engine-to-engine channel at."""
+    if opts.cluster_address:
+        return opts.cluster_address
+    host = opts.cluster_host or opts.agent_host
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class ClusterMonitor:
+    """This server's heartbeat, and the takeover of what peers found Down served.
+
+    Every cluster.heartbeat.interval: record the heartbeat; mark Down the peers silent for
+    cluster.heartbeat.threshold; claim the pending jobs of servers that are not Up (and run
+    them at their recorded step), and have the agent channel claim their hosts. A server that
+    finds it was itself marked Down (it stalled longer than the threshold, and its peers took
+    its hosts and jobs) stops, as CloudStack's does: its work is elsewhere now."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fenced = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cluster-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def interval(self) -> float:
+        return self.engine.settings.typed("cluster.heartbeat.interval") / 1000.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval()):
+            try:
+                self.tick()
+            except DatabaseUnavailable as e:
+                log.warning("cannot record this management server's heartbeat: %s", e.text)
+            except Exception:
+                log.exception("management server heartbeat failed")
+
+    def tick(self) -> None:
+        engine = self.engine
+        cluster = engine.cluster
+        if not cluster.heartbeat():
+            if not self.fenced:
+                self.fenced = True
+                log.error("this management server (msid %d) was found Down by its peers, which took over its "
+                          "hosts and jobs; stopping", cluster.me.msid)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+        cluster.find_down(engine.settings.typed("cluster.heartbeat.threshold") / 1000.0)
+        for job_uuid in cluster.claim_jobs(exclude=engine.jobs.running):
+            engine.jobs.submit(job_uuid)
+        engine.gateway.take_over()
+
+
 class Engine:
     def __init__(self, settings: Options):
         # Start-up options (server.properties and the command line): how the process runs.
@@ -149,6 +218,11 @@ class Engine:
         self.throttle = None
         # What services reach agents through (ctx.agents); the daemon attaches the channel.
         self.gateway = ChannelGateway()
+        # This server among the others on the same database (services/cluster.py).
+        self.cluster = ClusterService(self.db, ServerIdentity.of(
+            f"{settings.listen_host}:{settings.listen_port}", advertised_address(settings),
+            settings.cluster_port, settings.agent_port))
+        self.monitor = ClusterMonitor(self)
         self.started = time.time()
 
     def start(self) -> None:
@@ -159,15 +233,22 @@ class Engine:
                 "run stackwright-setup-databases first"
             )
         self.settings.load()
+        self.cluster.register()
         s = self.settings
         self.throttle = Throttle(
             s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
             s.typed("api.throttling.max"), s.typed("api.throttling.cachesize"),
         )
         self.jobs.start()
+        self.monitor.start()
 
     def stop(self) -> None:
+        self.monitor.stop()
         self.jobs.stop()
+        try:
+            self.cluster.stopped()
+        except DatabaseUnavailable as e:
+            log.warning("could not record this management server's stop: %s", e.text)
         self.db.dispose()
 
     def sessions_user(self, session: Session, session_id: str, session_key: str) -> User | None:

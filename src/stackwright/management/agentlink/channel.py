@@ -73,6 +73,7 @@ class AgentChannel:
         self._sim_start: asyncio.Task | None = None
         self.ca = None
         self.tokens = None
+        self._taking_over = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -156,6 +157,27 @@ class AgentChannel:
         registered, and attaches its host's storage."""
         self.registrar.adopted(guid)
         self.schedule(self.registrar.after_register, guid)
+
+    # --- what servers found Down served ------------------------------------------------------
+
+    async def take_over(self) -> None:
+        """Claim the hosts and the in-engine Simulator hosts of servers that are not Up: watch the
+        former until their agents reconnect (here or to another server), run the latter here."""
+        if self._taking_over or self.registrar.closing:
+            return
+        self._taking_over = True
+        try:
+            cluster = self.engine.cluster
+            guids = await self.registrar.run(cluster.claim_hosts)
+            for guid in guids:
+                if self.server.session(guid) is None:
+                    self.server.forget(guid)
+            self.server.monitor.expect(guids)
+            rows = await self.registrar.run(cluster.claim_simulated_hosts, True)
+            for guid, url in rows:
+                await self.start_simulated(guid, url, wait=False)
+        finally:
+            self._taking_over = False
 
     # --- simulated agents of Simulator hosts ------------------------------------------------
 

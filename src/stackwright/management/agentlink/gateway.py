@@ -90,6 +90,12 @@ class ChannelGateway:
         if channel is not None:
             channel.adopted(guid)
 
+    def take_over(self) -> None:
+        """In the background: claim what management servers found Down served."""
+        channel = self.channel
+        if channel is not None:
+            channel.schedule(channel.take_over)
+
     def start_simulated(self, guid: str, url: str) -> None:
         channel = self.channel
         if channel is not None:

@@ -145,6 +145,21 @@ KEYS = {k.name: k for k in (
        minimum=1, component="AgentManager", dynamic=False, group="Agent"),
     _k("host", "localhost", "String", [], "The IP address(es) of the management server that agents connect to (comma list)",
        component="AgentManager", dynamic=False, group="Agent"),
+    _k("cluster.heartbeat.interval", "1500", "Integer", [],
+       "Interval (in milliseconds) at which each management server records its heartbeat in the database",
+       minimum=100, component="ClusterManager", group="Management Server"),
+    _k("cluster.heartbeat.threshold", "150000", "Integer", [],
+       "Threshold (in milliseconds) after which a management server without a heartbeat is considered Down "
+       "and its peers take over its hosts and jobs",
+       minimum=1000, component="ClusterManager", group="Management Server"),
+    _k("indirect.agent.lb.algorithm", "static", "String", [],
+       "Order in which agents try the management servers of the host setting: static (as listed), roundrobin "
+       "(each agent starts at a different one) or shuffle",
+       component="AgentManager", group="Agent", choices=("static", "roundrobin", "shuffle")),
+    _k("indirect.agent.lb.check.interval", "0", "Long", [],
+       "Interval (in seconds) at which an agent connected to another management server than its preferred one "
+       "checks whether it can go back to it; 0 never",
+       minimum=0, component="AgentManager", group="Agent"),
     _k("port", "8250", "Integer", [], "Port on which the management server listens for agents",
        minimum=1, component="AgentManager", dynamic=False, group="Agent"),
     _k("workers", "5", "Integer", [], "Number of worker threads handling remote agent connections",
