@@ -19,20 +19,25 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import platform
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from ..persistence.models import AsyncJob, Host, ManagementServer, utcnow
+from .queries import NOCASE, ROW, Filter, filtered, page
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
+    from types import SimpleNamespace
 
     from sqlalchemy.orm import Session
 
+    from ..context import Context
     from ..persistence.db import Database
+    from .queries import Page
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,9 @@ class ClusterService:
             row.name, row.service_ip, row.service_port = me.name, me.service_ip, me.service_port
             row.agent_port, row.version = me.agent_port, me.version
             row.state, row.last_update, row.last_start, row.removed = UP, now, now, None
+            uname = platform.uname()
+            row.details = dict(row.details or {}, osdistribution=_os_distribution(), kernelversion=uname.release,
+                               pythonversion=platform.python_version(), boottime=_boot_time())
         log.info("management server %s (msid %d) registered, engine-to-engine address %s:%d",
                  me.name, me.msid, me.service_ip, me.service_port)
 
@@ -153,10 +161,10 @@ class ClusterService:
         return (row[0], row[1]) if row is not None else None
 
     def host_owner(self, guid: str) -> int | None:
-        """The msid of the server holding the agent of host `guid`."""
+        """The msid of the server holding the agent of host `guid` (the host may have just been removed)."""
         with self.db.transaction(readonly=True) as s:
-            return s.execute(select(Host.mgmt_server_id).where(
-                Host.guid == guid, Host.removed.is_(None))).scalar_one_or_none()
+            return s.execute(select(Host.mgmt_server_id).where(Host.guid == guid)
+                             .order_by(Host.removed.is_not(None), Host.id.desc()).limit(1)).scalar_one_or_none()
 
     def _not_live(self, column: object, up: Collection[int]) -> object:
         """`column` names no live server: NULL, or a server not Up (never this one)."""
@@ -264,3 +272,56 @@ class ClusterService:
 def owned_by(msid: int) -> object:
     """A host is served by server `msid`, or by no server yet (a host of before several servers)."""
     return or_(Host.mgmt_server_id == msid, Host.mgmt_server_id.is_(None))
+
+
+SERVER_FILTERS = (
+    Filter("id", ManagementServer.id, ROW),
+    Filter("name", ManagementServer.name, NOCASE),
+    Filter("state", ManagementServer.state, NOCASE),
+)
+
+
+def list_servers(ctx: Context, p: SimpleNamespace) -> Page:
+    """The management servers listManagementServers `p` asks for, in id order."""
+    q = select(ManagementServer).where(ManagementServer.removed.is_(None))
+    return page(ctx, p, filtered(q, SERVER_FILTERS, p), ManagementServer.id)
+
+
+def served_counts(session: Session, msids: Collection[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """({msid: hosts whose agent it holds}, {msid: pending jobs it runs})."""
+    if not msids:
+        return {}, {}
+    hosts = dict(session.execute(select(Host.mgmt_server_id, func.count()).where(
+        Host.mgmt_server_id.in_(msids), Host.removed.is_(None), Host.state.in_(SERVED_STATES))
+        .group_by(Host.mgmt_server_id)).all())
+    jobs = dict(session.execute(select(AsyncJob.executing_msid, func.count()).where(
+        AsyncJob.executing_msid.in_(msids), AsyncJob.status == PENDING).group_by(AsyncJob.executing_msid)).all())
+    return hosts, jobs
+
+
+def server_names(session: Session, msids: Collection[int]) -> dict[int, tuple[str, str]]:
+    """{msid: (uuid, name)} of the servers `msids`."""
+    if not msids:
+        return {}
+    return {msid: (uuid, name) for msid, uuid, name in session.execute(
+        select(ManagementServer.msid, ManagementServer.uuid, ManagementServer.name)
+        .where(ManagementServer.msid.in_(msids))).all()}
+
+
+def _os_distribution() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
+    except OSError:
+        return platform.system()
+
+
+def _boot_time() -> int | None:
+    """When this machine booted (epoch seconds), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None

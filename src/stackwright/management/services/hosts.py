@@ -511,7 +511,7 @@ VIEW_COLUMNS = (
     Host.capabilities, Host.status_message, Host.details["arch"].as_string(),
     Host.details["annotation"].as_string(), Host.created, Host.last_pinged, Host.disconnected,
     Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes, Host.cpu_used_percent,
-    Host.memory_used_bytes,
+    Host.memory_used_bytes, Host.mgmt_server_id,
 )
 # Statements are immutable: built once here, each list only adds its conditions.
 _HOST_VIEWS = select(*VIEW_COLUMNS)
