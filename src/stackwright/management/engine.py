@@ -20,6 +20,7 @@ from .api.registry import REGISTRY
 from .errors import DatabaseUnavailable, Throttled
 from .persistence import crypto
 from .persistence.db import Database
+from .services import throttling
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
@@ -87,29 +88,21 @@ class KeyCache:
 
 
 class Throttle:
-    """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
+    """Fixed-window API limit per account (api.throttling.*), counted in the database, so that
+    every management server counts the same calls (services/throttling.py); root admins are exempt."""
 
-    def __init__(self, enabled: bool, interval: float, maximum: int, cachesize: int):
+    def __init__(self, db: Database, enabled: bool, interval: float, maximum: int):
+        self.db = db
         self.enabled = enabled
         self.interval = interval
         self.maximum = maximum
-        self.cachesize = cachesize
-        self._windows = {}
-        self._lock = threading.Lock()
 
     def check(self, caller: Principal) -> None:
         """`caller` is a context Principal."""
         if not self.enabled or caller.root_admin:
             return
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._windows.get(caller.account_id, (now, 0))
-            if now - start >= self.interval:
-                start, count = now, 0
-            count += 1
-            if len(self._windows) >= self.cachesize and caller.account_id not in self._windows:
-                self._windows.clear()
-            self._windows[caller.account_id] = (start, count)
+        now = time.time()
+        count, start = throttling.count_call(self.db, caller.account_id, self.interval, now)
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(
@@ -117,19 +110,16 @@ class Throttle:
             )
 
     def status(self, account_id: int) -> tuple[int, int, int]:
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._windows.get(account_id, (now, 0))
-        if now - start >= self.interval:
-            start, count = now, 0
+        """(calls counted in the window, calls left, milliseconds until the window ends)."""
+        now = time.time()
+        start, count = now, 0
+        counted = throttling.window(self.db, account_id)
+        if counted is not None and now - counted[1] < self.interval:
+            count, start = counted
         return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
 
     def reset(self, account_id: int | None = None) -> None:
-        with self._lock:
-            if account_id is None:
-                self._windows.clear()
-            else:
-                self._windows.pop(account_id, None)
+        throttling.reset(self.db, account_id)
 
 
 def advertised_address(opts: Options) -> str:
@@ -236,8 +226,8 @@ class Engine:
         self.cluster.register()
         s = self.settings
         self.throttle = Throttle(
-            s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
-            s.typed("api.throttling.max"), s.typed("api.throttling.cachesize"),
+            self.db, s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
+            s.typed("api.throttling.max"),
         )
         self.jobs.start()
         self.monitor.start()
