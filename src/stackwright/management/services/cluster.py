@@ -206,9 +206,11 @@ class ClusterService:
         (unless `orphans_only`), and those of no live server (each runs on exactly one server)."""
         with self.db.transaction() as s:
             up = self.up(s) - {self.me.msid}
-            whose = self._not_live(Host.mgmt_server_id, up)
-            if not orphans_only:
-                whose = or_(Host.mgmt_server_id == self.me.msid, whose)
+            if orphans_only:
+                # Left by a server that is not Up (a host nobody ran yet is its adder's to start).
+                whose = Host.mgmt_server_id.not_in(sorted(up | {self.me.msid}))
+            else:
+                whose = or_(Host.mgmt_server_id == self.me.msid, self._not_live(Host.mgmt_server_id, up))
             rows = s.execute(select(Host.id, Host.guid, Host.url, Host.details, Host.mgmt_server_id).where(
                 Host.hypervisor == "Simulator", Host.removed.is_(None), Host.guid.is_not(None), whose)).all()
             claimed = []

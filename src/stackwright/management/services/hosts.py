@@ -253,6 +253,8 @@ class HostService:
             return
         agents, guid, url = self.ctx.agents, host.guid, host.url
         if start:
+            # This server runs it: no peer takes it for one left by a server found Down.
+            host.mgmt_server_id = self.ctx.engine.cluster.me.msid
             self.ctx.after_commit(lambda: agents.start_simulated(guid, url))
         else:
             self.ctx.after_commit(lambda: agents.stop_simulated(guid))
