@@ -14,7 +14,8 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   api.workers    threads serving API requests
   jobs.workers   threads running async jobs
   api.cache.size answers of list commands kept until the database changes (256; 0: none;
-                 SQLite only, since there the engine is the database's only writer)
+                 SQLite only, since there the engine is the database's only writer; several
+                 engines share a MySQL/MariaDB database, where nothing is cached)
   cluster.listen HOST:PORT of the channel other management servers forward agent calls
                  over (mutual TLS; default the agent channel's host, a free port: peers read
                  it from the database)
