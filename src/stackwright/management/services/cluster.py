@@ -78,9 +78,11 @@ class ServerIdentity:
 class ClusterService:
     """The server registry and the claims of what Down servers served, on `db`, as `me`."""
 
-    def __init__(self, db: Database, me: ServerIdentity):
+    def __init__(self, db: Database, me: ServerIdentity, sole: bool | None = None):
         self.db = db
         self.me = me
+        # The only server the database can have (SQLite, unless told otherwise).
+        self.sole = db.is_sqlite if sole is None else sole
         self.run_id = int.from_bytes(os.urandom(6), "big")
 
     # --- this server ---------------------------------------------------------------------
@@ -99,6 +101,11 @@ class ClusterService:
             row.name, row.service_ip, row.service_port = me.name, me.service_ip, me.service_port
             row.agent_port, row.version = me.agent_port, me.version
             row.state, row.last_update, row.last_start, row.removed = UP, now, now, None
+            if self.sole:
+                # One engine per SQLite database: a server recorded Up under another identity (the
+                # API address or machine name changed) is this one's previous run, not a peer.
+                s.execute(update(ManagementServer).where(ManagementServer.msid != me.msid,
+                                                         ManagementServer.state == UP).values(state=DOWN))
             uname = platform.uname()
             row.details = dict(row.details or {}, osdistribution=_os_distribution(), kernelversion=uname.release,
                                pythonversion=platform.python_version(), boottime=_boot_time())

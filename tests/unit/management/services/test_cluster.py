@@ -38,7 +38,9 @@ def db(tmp_path):
 
 @pytest.fixture
 def servers(db):
-    return (registered_server(db, "ms-a", "127.0.0.1:8080"), registered_server(db, "ms-b", "127.0.0.1:8081"))
+    """Two servers on one database (SQLite here, as MariaDB would hold them)."""
+    return (registered_server(db, "ms-a", "127.0.0.1:8080", sole=False),
+            registered_server(db, "ms-b", "127.0.0.1:8081", sole=False))
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def registration_of(db, server):
 def test_servers_register_with_ids_stable_across_restarts_and_distinct_per_server(db, servers):
     a, b = servers
     assert a.me.msid == derive_msid("ms-a", "127.0.0.1:8080") != b.me.msid
-    again = registered_server(db, "ms-a", "127.0.0.1:8080")
+    again = registered_server(db, "ms-a", "127.0.0.1:8080", sole=False)
     assert again.me.msid == a.me.msid and again.run_id != a.run_id
     with db.transaction(readonly=True) as s:
         rows = s.execute(select(ManagementServer.name, ManagementServer.state)).all()
@@ -150,7 +152,7 @@ def test_an_agent_that_registers_here_moves_its_host_here(db, servers, place):
 
 def test_a_down_servers_hosts_jobs_and_simulator_hosts_are_claimed_by_one_survivor(db, servers, place):
     a, b = servers
-    c = registered_server(db, "ms-c", "127.0.0.1:8082")
+    c = registered_server(db, "ms-c", "127.0.0.1:8082", sole=False)
     add_host(db, place, "kb", b)
     add_host(db, place, "sb", b, simulator=True)
     add_host(db, place, "xb", b, simulator=True, external=True)
@@ -188,3 +190,11 @@ def test_a_job_of_a_live_peer_is_not_run_here_and_one_of_a_down_peer_is_claimed(
     assert b.claim_jobs() == []
     with db.transaction(readonly=True) as s:
         assert s.execute(select(AsyncJob.executing_msid)).scalar_one() == a.me.msid
+
+
+def test_on_sqlite_a_server_under_a_new_identity_succeeds_the_previous_one(db, place):
+    old = registered_server(db, "ms-a", "127.0.0.1:8080")
+    job_uuid = add_job(db, place, old)
+    new = registered_server(db, "ms-a", "127.0.0.1:9080")      # the API moved to another port
+    assert new.up() == {new.me.msid}
+    assert new.pending_jobs() == [job_uuid]
