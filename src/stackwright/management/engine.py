@@ -181,6 +181,8 @@ class ClusterMonitor:
                           "hosts and jobs; stopping", cluster.me.msid)
                 os.kill(os.getpid(), signal.SIGTERM)
             return
+        if cluster.sole:
+            return      # no peers on this database
         cluster.find_down(engine.settings.typed("cluster.heartbeat.threshold") / 1000.0)
         for job_uuid in cluster.claim_jobs(exclude=engine.jobs.running):
             engine.jobs.submit(job_uuid)

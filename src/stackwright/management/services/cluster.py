@@ -50,6 +50,11 @@ EXTERNAL = "external"
 PENDING = 0
 
 
+# The servers that are Up, as a subquery: a claim re-checks its owner is not Up in the very
+# statement that moves the row (it may have come back since the candidates were read).
+_LIVE = select(ManagementServer.msid).where(ManagementServer.state == UP)
+
+
 def derive_msid(name: str, api_address: str) -> int:
     """A server's id: the same for the same machine name and API address across restarts (as
     CloudStack's, from the MAC address), different for two servers on one machine."""
@@ -137,10 +142,13 @@ class ClusterService:
         """Mark Down the peers whose last heartbeat is older than `threshold` seconds; their msids."""
         cutoff = utcnow() - dt.timedelta(seconds=threshold)
         found = []
+        late_q = select(ManagementServer.msid, ManagementServer.name).where(
+            ManagementServer.state == UP, ManagementServer.last_update < cutoff, ManagementServer.msid != self.me.msid)
+        with self.db.transaction(readonly=True) as s:
+            if not s.execute(late_q).first():
+                return found        # the usual case: no write
         with self.db.transaction() as s:
-            late = s.execute(select(ManagementServer.msid, ManagementServer.name).where(
-                ManagementServer.state == UP, ManagementServer.last_update < cutoff,
-                ManagementServer.msid != self.me.msid)).all()
+            late = s.execute(late_q).all()
             for msid, name in late:
                 done = s.execute(update(ManagementServer).where(
                     ManagementServer.msid == msid, ManagementServer.state == UP,
@@ -191,15 +199,19 @@ class ClusterService:
     def claim_hosts(self) -> list[str]:
         """Hosts left by a server that is not Up (their agents were connected there): this server
         watches them now, and marks them Down unless their agents come back (here or elsewhere)."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             up = self.up(s)
             rows = s.execute(select(Host.id, Host.guid, Host.mgmt_server_id).where(
                 Host.removed.is_(None), Host.guid.is_not(None), Host.mgmt_server_id.is_not(None),
                 Host.mgmt_server_id.not_in(sorted(up)), Host.state.in_(SERVED_STATES),
                 or_(Host.hypervisor != "Simulator", Host.details["agent"].as_string() == EXTERNAL))).all()
-            claimed = []
+        claimed = []
+        if not rows:
+            return claimed
+        with self.db.transaction() as s:
             for host_id, guid, owner in rows:
-                done = s.execute(update(Host).where(Host.id == host_id, Host.mgmt_server_id == owner)
+                done = s.execute(update(Host).where(Host.id == host_id, Host.mgmt_server_id == owner,
+                                                    Host.mgmt_server_id.not_in(_LIVE))
                                  .values(mgmt_server_id=self.me.msid).execution_options(synchronize_session=False))
                 if done.rowcount:
                     claimed.append(guid)
@@ -211,7 +223,7 @@ class ClusterService:
     def claim_simulated_hosts(self, orphans_only: bool = False) -> list[tuple[str, str]]:
         """(guid, url) of the in-engine Simulator hosts this server runs from now on: its own
         (unless `orphans_only`), and those of no live server (each runs on exactly one server)."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             up = self.up(s) - {self.me.msid}
             if orphans_only:
                 # Left by a server that is not Up (a host nobody ran yet is its adder's to start).
@@ -220,13 +232,17 @@ class ClusterService:
                 whose = or_(Host.mgmt_server_id == self.me.msid, self._not_live(Host.mgmt_server_id, up))
             rows = s.execute(select(Host.id, Host.guid, Host.url, Host.details, Host.mgmt_server_id).where(
                 Host.hypervisor == "Simulator", Host.removed.is_(None), Host.guid.is_not(None), whose)).all()
-            claimed = []
+        claimed = []
+        if not rows:
+            return claimed
+        with self.db.transaction() as s:
             for host_id, guid, url, details, owner in rows:
                 if (details or {}).get("agent") == EXTERNAL:
                     continue  # its simulated agent runs elsewhere and reconnects by itself
                 if owner != self.me.msid:
                     owned = Host.mgmt_server_id.is_(None) if owner is None else Host.mgmt_server_id == owner
-                    done = s.execute(update(Host).where(Host.id == host_id, owned)
+                    done = s.execute(update(Host).where(Host.id == host_id, owned,
+                                                        or_(Host.mgmt_server_id.is_(None), Host.mgmt_server_id.not_in(_LIVE)))
                                      .values(mgmt_server_id=self.me.msid)
                                      .execution_options(synchronize_session=False))
                     if not done.rowcount:
@@ -239,17 +255,20 @@ class ClusterService:
     def claim_jobs(self, exclude: Collection[str] = ()) -> list[str]:
         """Uuids of the pending jobs of servers that are not Up, now this server's (none twice:
         each is moved by a conditional update); `exclude`: jobs this server runs already."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             up = self.up(s)
             rows = s.execute(select(AsyncJob.id, AsyncJob.uuid, AsyncJob.executing_msid).where(
                 AsyncJob.status == PENDING, AsyncJob.executing_msid.is_not(None),
                 AsyncJob.executing_msid.not_in(sorted(up | {self.me.msid}))).order_by(AsyncJob.id)).all()
-            claimed = []
+        claimed = []
+        if not rows:
+            return claimed
+        with self.db.transaction() as s:
             for job_id, job_uuid, owner in rows:
                 if job_uuid in exclude:
                     continue
                 done = s.execute(update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.executing_msid == owner,
-                                                        AsyncJob.status == PENDING)
+                                                        AsyncJob.status == PENDING, AsyncJob.executing_msid.not_in(_LIVE))
                                  .values(executing_msid=self.me.msid).execution_options(synchronize_session=False))
                 if done.rowcount:
                     claimed.append(job_uuid)
