@@ -3,7 +3,8 @@
 A host whose agent is connected to engine A is driven through engine B (the call is
 forwarded to A); B's start and stop never touch A's hosts; `listManagementServers` and
 `managementserverid` say who serves what; after a SIGKILL of A, B finds A Down, ends the
-jobs A had accepted, runs A's Simulator hosts and takes A's simulated agents.
+jobs A had accepted, runs A's Simulator hosts and takes A's simulated agents, which return
+to A (their preferred engine) once it is back.
 """
 
 import json
@@ -50,10 +51,12 @@ def all_up_on(api, cluster_id, names, msid):
 
 
 def load_generator(a, b, cluster_id, prefix):
-    """Simulated agents that know both engines (A first) and stay connected for two minutes."""
+    """Simulated agents that know both engines (A first, every second back to A when away) and
+    stay connected for two minutes."""
     return subprocess.Popen(
         [sys.executable, "-m", "stackwright.simulation.agent",
          "--host", "127.0.0.1:%d,127.0.0.1:%d" % (a.agent_port, b.agent_port),
+         "--lb-check-interval", "1",
          "--count", str(LOADED), "--ramp", "0.2", "--duration", "120", "--ca-dir", str(a.workdir / "pki"),
          "--cluster", cluster_id, "--guid-prefix", prefix],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,6 +132,14 @@ def test_two_engines_share_hosts_forward_calls_and_take_over_after_a_kill(mariad
         log_b = b.log_file.read_text()
         assert "Traceback" not in log_b
         assert "took over" in log_b
+
+        # A comes back: the simulated agents return to it, their preferred engine; the Simulator
+        # hosts B took over stay with B.
+        a.start()
+        wait_for("loaded agents back on A", lambda: all_up_on(api_b, world.cluster["id"], loaded, id_a), 30)
+        assert all_up_on(api_b, world.cluster["id"], sim_names, id_b)
+        assert servers_by_id(api_a)[id_a]["state"] == "Up"
+        assert "Traceback" not in a.log_file.read_text()
     finally:
         if loader is not None:
             loader.terminate()
