@@ -97,29 +97,30 @@ class Throttle:
         self.interval = interval
         self.maximum = maximum
 
-    def check(self, caller: Principal) -> None:
-        """`caller` is a context Principal."""
+    def check(self, caller: Principal, session: Session | None = None) -> None:
+        """`caller` is a context Principal; `session` the request's transaction when it writes
+        (the call is counted in it), else None (counted in a transaction of its own)."""
         if not self.enabled or caller.root_admin:
             return
         now = time.time()
-        count, start = throttling.count_call(self.db, caller.account_id, self.interval, now)
+        count, start = throttling.count_call(self.db, caller.account_id, self.interval, now, session)
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(
                 f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
-    def status(self, account_id: int) -> tuple[int, int, int]:
+    def status(self, account_id: int, session: Session | None = None) -> tuple[int, int, int]:
         """(calls counted in the window, calls left, milliseconds until the window ends)."""
         now = time.time()
         start, count = now, 0
-        counted = throttling.window(self.db, account_id)
+        counted = throttling.window(self.db, account_id, session)
         if counted is not None and now - counted[1] < self.interval:
             count, start = counted
         return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
 
-    def reset(self, account_id: int | None = None) -> None:
-        throttling.reset(self.db, account_id)
+    def reset(self, account_id: int | None = None, session: Session | None = None) -> None:
+        throttling.reset(self.db, account_id, session)
 
 
 def advertised_address(opts: Options) -> str:

@@ -47,3 +47,17 @@ def test_a_window_ends_after_the_interval(db):
     assert throttling.count_call(db, 7, interval=1, now=now + 1.0) == (1, now + 1.0)
     assert throttling.window(db, 7) == (1, now + 1.0)
     assert throttling.window(db, 8) is None
+
+
+def test_a_writing_request_counts_and_resets_in_its_own_transaction(db):
+    """On SQLite a second writer opened by the same request would wait for the first one."""
+    throttle = Throttle(db, True, interval=30, maximum=2)
+    user = Principal(1, 10, False)
+    with db.transaction() as session:
+        throttle.check(user, session)
+        throttle.check(user, session)
+        with pytest.raises(Throttled):
+            throttle.check(user, session)
+        assert throttle.status(10, session)[:2] == (3, 0)
+        throttle.reset(10, session)
+    assert throttle.status(10)[:2] == (0, 2)
