@@ -35,10 +35,25 @@ options:
     default: /etc/cloudstack/agent/agent.properties
   management_hosts:
     description:
-      - Addresses of the management engines (C(host)); the agent tries them in turn.
+      - Addresses of the management engines (C(host)), each V(HOST) or V(HOST:PORT), or the address of
+        the load balancer in front of them; the agent tries them in the order of O(lb_algorithm) and
+        moves to the next when its engine goes away.
       - Required when the file does not name any yet.
     type: list
     elements: str
+  lb_algorithm:
+    description:
+      - Order in which the agent tries O(management_hosts) (C(indirect.agent.lb.algorithm)).
+      - V(static) as listed, V(roundrobin) starting at an engine chosen by the host's guid (agents spread
+        evenly), V(shuffle) at random. Left as it is when not set (the agent's default is V(static)).
+    type: str
+    choices: [static, roundrobin, shuffle]
+  lb_check_interval:
+    description:
+      - Seconds between the agent's looks whether its preferred (first) engine is back while it is
+        connected to another one; it then returns to it (C(indirect.agent.lb.check.interval)). V(0)
+        never. Left as it is when not set.
+    type: int
   port:
     description: Agent port of the engine (C(port)).
     type: int
@@ -165,6 +180,8 @@ EXAMPLES = r"""
 - name: Enroll with a token handed over by the operator
   stackwright.cloudstack.cs_agent:
     management_hosts: [10.0.0.10, 10.0.0.11]
+    lb_algorithm: roundrobin
+    lb_check_interval: 60
     enrollment_token: "{{ agent_token }}"
 
 - name: Only write the file, with the certificates in a directory of their own
@@ -247,12 +264,16 @@ KEYS = {
     "workers": "workers",
     "storage_mode": "storage.mode",
     "storage_mount_dir": "storage.mount.dir",
+    "lb_algorithm": "indirect.agent.lb.algorithm",
+    "lb_check_interval": "indirect.agent.lb.check.interval",
 }
 OWN_KEYS = set(KEYS.values()) | set(entry[1] for entry in TLS_FILES) | {"host", "port", "guid", "tls.enabled"}
 
 ARGUMENT_SPEC = dict(
     properties_file=dict(type="path", default=DEFAULT_DIR + "/agent.properties"),
     management_hosts=dict(type="list", elements="str"),
+    lb_algorithm=dict(type="str", choices=["static", "roundrobin", "shuffle"]),
+    lb_check_interval=dict(type="int"),
     port=dict(type="int", default=8250),
     zone=dict(type="str"),
     pod=dict(type="str"),
@@ -395,6 +416,8 @@ class Agent(CloudStackModule):
         p = self.params
         if not 1 <= p["port"] <= 65535:
             raise ResourceError("port %d is not a TCP port; use 1 to 65535" % p["port"])
+        if p["lb_check_interval"] is not None and not 0 <= p["lb_check_interval"] <= 86400:
+            raise ResourceError("lb_check_interval %d is out of range; use 0 to 86400 seconds" % p["lb_check_interval"])
         if p["workers"] is not None and not 1 <= p["workers"] <= 256:
             raise ResourceError("workers %d is out of range; use 1 to 256" % p["workers"])
         if not 60 <= p["enrollment_token_ttl"] <= 604800:

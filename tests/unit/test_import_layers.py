@@ -46,7 +46,9 @@ LAYERS = [
     ("api", [f"{M}.api"]),
     # The agent channel's engine side: the gateway jobs call through, and the glue that turns
     # the channel's events into the registration service's work. An entry layer like the API.
-    ("agent channel", [f"{M}.agentlink.channel", f"{M}.agentlink.registrar", f"{M}.agentlink.gateway"]),
+    # `peers` forwards calls to the management server holding a host's agent.
+    ("agent channel", [f"{M}.agentlink.channel", f"{M}.agentlink.registrar", f"{M}.agentlink.gateway",
+                       f"{M}.agentlink.peers"]),
     # The command families (zones, hosts, vms, ...): parameters in, response objects out.
     ("commands", [f"{M}.commands"]),
     # What commands declare themselves with: the registry, parameter types, list paging.

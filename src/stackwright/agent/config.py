@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stackwright import properties
 from stackwright.agent.errors import ConfigError
+from stackwright.agent.link import LB_ALGORITHMS, parse_endpoints
 from stackwright.protocol.pki import write_file_atomic
 
 CONFIG_DIR = Path("/etc/cloudstack/agent")
@@ -110,6 +111,10 @@ class AgentConfig:
     simulator_cpus: int = 8
     simulator_cpu_mhz: int = 2400
     simulator_memory_mb: int = 16384
+    # The order engines of `host` are tried in, and how often (s) an agent away from its
+    # preferred engine looks whether it can go back (0: never); as the engine's settings.
+    lb_algorithm: str = "static"
+    lb_check_interval: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -128,6 +133,10 @@ class AgentConfig:
         hosts = [h.strip() for h in reader.text("host", "").split(",") if h.strip()]
         if not hosts:
             raise ConfigError(f"{source}: host is not set; set host to the engine address(es), comma separated")
+        try:
+            parse_endpoints(hosts, DEFAULT_PORT)
+        except ValueError as e:
+            raise ConfigError(f"{source}: host={','.join(hosts)!r}: {e}") from None
         guid = reader.text("guid", "")
         if not guid:
             raise ConfigError(f"{source}: guid is not set; run stackwright-setup-agent to generate one")
@@ -157,6 +166,8 @@ class AgentConfig:
             simulator_cpus=reader.integer("simulator.cpus", 8, 1, 4096),
             simulator_cpu_mhz=reader.integer("simulator.cpu.mhz", 2400, 100, 10000),
             simulator_memory_mb=reader.integer("simulator.memory.mb", 16384, 64, 1 << 24),
+            lb_algorithm=reader.choice("indirect.agent.lb.algorithm", "static", LB_ALGORITHMS),
+            lb_check_interval=reader.number("indirect.agent.lb.check.interval", 0.0, 0.0, 86400.0),
         )
         config.extra = {k: v for k, v in props.items() if k not in reader.used}
         return config

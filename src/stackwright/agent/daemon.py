@@ -98,8 +98,9 @@ async def serve(config: AgentConfig) -> None:
             guest_network_device=config.guest_network_device,
         ),
         dispatcher,
-        tcp_connector(config.hosts, config.port, ssl_context),
+        tcp_connector(config.hosts, config.port, ssl_context, algorithm=config.lb_algorithm, key=config.guid),
         Backoff(config.backoff_initial, config.backoff_max),
+        check_interval=config.lb_check_interval,
     )
     loop = asyncio.get_running_loop()
     received: list[int] = []

@@ -8,6 +8,7 @@ engine restart or a network cut.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import ssl
@@ -60,26 +61,104 @@ class Registration:
     guest_network_device: str = ""
 
 
+LB_ALGORITHMS = ("static", "roundrobin", "shuffle")
+
+
+def parse_endpoints(hosts: list[str] | str, port: int) -> list[tuple[str, int]]:
+    """Engine addresses as `host` lists them (comma separated, each HOST or HOST:PORT, [V6]:PORT)."""
+    if isinstance(hosts, str):
+        hosts = hosts.split(",")
+    endpoints = []
+    for entry in (h.strip() for h in hosts):
+        if not entry:
+            continue
+        host, sep, tail = entry.rpartition(":")
+        if sep and tail.isdigit() and (host.endswith("]") or ":" not in host):
+            if not 0 < int(tail) < 65536:
+                raise ValueError(f"invalid port in engine address {entry!r}: expected 1-65535")
+            endpoints.append((host.strip("[]"), int(tail)))
+        else:
+            endpoints.append((entry.strip("[]"), port))
+    if not endpoints:
+        raise ValueError("no engine address given")
+    return endpoints
+
+
+def ordered_endpoints(endpoints: list[tuple[str, int]], algorithm: str, key: str = "",
+                      rng: random.Random | None = None) -> list[tuple[str, int]]:
+    """The order an agent tries the engines in (its preferred one first), by
+    indirect.agent.lb.algorithm: `static` as listed; `roundrobin` the list rotated by the
+    agent's `key` (its guid), so agents spread over the engines evenly; `shuffle` at random."""
+    if algorithm not in LB_ALGORITHMS:
+        raise ValueError(f"unknown load-balancing algorithm {algorithm!r}; use one of {', '.join(LB_ALGORITHMS)}")
+    endpoints = list(endpoints)
+    if algorithm == "roundrobin" and endpoints:
+        start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % len(endpoints)
+        endpoints = endpoints[start:] + endpoints[:start]
+    elif algorithm == "shuffle":
+        (rng or random.Random()).shuffle(endpoints)
+    return endpoints
+
+
+class EngineConnector:
+    """Connects to the engines in the agent's order, one per call: the next one after a failure
+    or a lost session; `prefer()` starts over at the preferred (first) one."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], ssl_context: ssl.SSLContext | None,
+                 timeout: float = 10.0):
+        self.endpoints = endpoints
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self._next = 0
+        self.current: tuple[str, int] | None = None
+
+    @property
+    def preferred(self) -> tuple[str, int]:
+        return self.endpoints[0]
+
+    def prefer(self) -> None:
+        self._next = 0
+
+    async def __call__(self) -> tuple[Streams, str]:
+        host, port = self.endpoints[self._next % len(self.endpoints)]
+        self._next = (self._next + 1) % len(self.endpoints)
+        endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.current = None
+        async with asyncio.timeout(self.timeout):
+            streams = await asyncio.open_connection(
+                host, port, ssl=self.ssl_context, ssl_handshake_timeout=self.timeout if self.ssl_context else None
+            )
+        self.current = (host, port)
+        return streams, endpoint
+
+    async def reachable(self, endpoint: tuple[str, int]) -> bool:
+        """Whether `endpoint` accepts a connection (and, with TLS, completes the handshake) now."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                _reader, writer = await asyncio.open_connection(
+                    *endpoint, ssl=self.ssl_context,
+                    ssl_handshake_timeout=self.timeout if self.ssl_context else None)
+        except (OSError, TimeoutError, ssl.SSLError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass
+        return True
+
+
 def tcp_connector(
     hosts: list[str],
     port: int,
     ssl_context: ssl.SSLContext | None,
     timeout: float = 10.0,
-) -> Connector:
-    """Connect to the engine hosts in turn, one host per call (round robin)."""
-    state = {"next": 0}
-
-    async def connect() -> tuple[Streams, str]:
-        host = hosts[state["next"] % len(hosts)]
-        state["next"] += 1
-        endpoint = f"{host}:{port}"
-        async with asyncio.timeout(timeout):
-            streams = await asyncio.open_connection(
-                host, port, ssl=ssl_context, ssl_handshake_timeout=timeout if ssl_context else None
-            )
-        return streams, endpoint
-
-    return connect
+    algorithm: str = "static",
+    key: str = "",
+) -> EngineConnector:
+    """Connect to the engine hosts (HOST or HOST:PORT, `port` by default) in the order of
+    `algorithm` (see `ordered_endpoints`), one host per call, moving on after a failure."""
+    return EngineConnector(ordered_endpoints(parse_endpoints(hosts, port), algorithm, key), ssl_context, timeout)
 
 
 class AgentLink:
@@ -93,8 +172,12 @@ class AgentLink:
         backoff: Backoff | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         register_timeout: float = 30.0,
+        check_interval: float = 0.0,
     ):
         self.registration = registration
+        # indirect.agent.lb.check.interval: while connected to another engine than the preferred
+        # one, look this often whether the preferred one is back, and return to it (0: never).
+        self.check_interval = check_interval
         self.dispatcher = dispatcher
         self.connector = connector
         self.backoff = backoff or Backoff()
@@ -150,7 +233,15 @@ class AgentLink:
             if answer is None:
                 return False
             ping_task = asyncio.create_task(self._ping_loop(channel, answer.ping_interval))
-            await channel.wait_closed()
+            check_task = None
+            if self.check_interval > 0 and isinstance(self.connector, EngineConnector):
+                check_task = asyncio.create_task(self._return_to_preferred(channel))
+            try:
+                await channel.wait_closed()
+            finally:
+                if check_task is not None:
+                    check_task.cancel()
+                    await asyncio.gather(check_task, return_exceptions=True)
             level = logging.INFO if self._stopping.is_set() else logging.WARNING
             log.log(level, "session with engine %s ended: %s", endpoint, channel.close_reason)
             return True
@@ -161,6 +252,20 @@ class AgentLink:
             await channel.close("agent session ended")
             await asyncio.gather(reader_task, *(t for t in [ping_task] if t), return_exceptions=True)
             self._channel = None
+
+    async def _return_to_preferred(self, channel: Channel) -> None:
+        """While connected to another engine than the preferred one: every check interval, when the
+        preferred one accepts connections again, end this session and reconnect there."""
+        connector = self.connector
+        while not channel.closed:
+            await asyncio.sleep(self.check_interval)
+            if connector.current is None or connector.current == connector.preferred:
+                return
+            if await connector.reachable(connector.preferred):
+                log.info("the preferred engine %s:%d is back; reconnecting to it", *connector.preferred)
+                connector.prefer()
+                await channel.close("returning to the preferred management server")
+                return
 
     async def _register(self, channel: Channel, endpoint: str) -> RegisterAnswer | None:
         try:

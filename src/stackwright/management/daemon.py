@@ -9,6 +9,7 @@ import logging.handlers
 import os
 import resource
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,25 @@ def _malformed_http_in_one_line(record: logging.LogRecord):
     return True
 
 
-async def serve(opts: Options, engine: Engine) -> None:
+def bind_peer_socket(opts: Options) -> socket.socket:
+    """The engine-to-engine listener's socket, bound before the engine registers (its port goes
+    into mshost); `opts.cluster_port` becomes the bound port."""
+    host = opts.cluster_host or opts.agent_host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, opts.cluster_port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    opts.cluster_port = sock.getsockname()[1]
+    return sock
+
+
+async def serve(opts: Options, engine: Engine, peer_socket: socket.socket | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +88,7 @@ async def serve(opts: Options, engine: Engine) -> None:
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
     await site.start()
-    channel = AgentChannel(engine, opts)
+    channel = AgentChannel(engine, opts, peer_socket)
     try:
         await channel.start()
     except OSError as e:
@@ -119,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(opts.log_file, opts.log_level)
     raise_open_file_limit()
     try:
+        peer_socket = bind_peer_socket(opts)
+    except OSError as e:
+        log.error("cannot listen for other management servers on %s:%d: %s",
+                  opts.cluster_host or opts.agent_host, opts.cluster_port, e.strerror or e)
+        return 1
+    try:
         engine = Engine(opts)
     except KeyFileError as e:
         log.error("cannot start: %s", e)
@@ -139,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     # ones far more often than their garbage warrants.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     try:
-        asyncio.run(serve(opts, engine))
+        asyncio.run(serve(opts, engine, peer_socket))
     except OSError as e:
         log.error("cannot listen: %s", e)
         return 1

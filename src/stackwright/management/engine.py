@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -14,11 +17,13 @@ from .agentlink.gateway import ChannelGateway
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
-from .errors import Throttled
+from .errors import DatabaseUnavailable, Throttled
 from .persistence import crypto
 from .persistence.db import Database
+from .services import throttling
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.alerts import AlertMailer
+from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
 from .services.jobs import JobExecutor
 
@@ -84,49 +89,106 @@ class KeyCache:
 
 
 class Throttle:
-    """Fixed-window API limit per account (api.throttling.*); root admins are exempt."""
+    """Fixed-window API limit per account (api.throttling.*), counted in the database, so that
+    every management server counts the same calls (services/throttling.py); root admins are exempt."""
 
-    def __init__(self, enabled: bool, interval: float, maximum: int, cachesize: int):
+    def __init__(self, db: Database, enabled: bool, interval: float, maximum: int):
+        self.db = db
         self.enabled = enabled
         self.interval = interval
         self.maximum = maximum
-        self.cachesize = cachesize
-        self._windows = {}
-        self._lock = threading.Lock()
 
-    def check(self, caller: Principal) -> None:
-        """`caller` is a context Principal."""
+    def check(self, caller: Principal, session: Session | None = None) -> None:
+        """`caller` is a context Principal; `session` the request's transaction when it writes
+        (the call is counted in it), else None (counted in a transaction of its own)."""
         if not self.enabled or caller.root_admin:
             return
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._windows.get(caller.account_id, (now, 0))
-            if now - start >= self.interval:
-                start, count = now, 0
-            count += 1
-            if len(self._windows) >= self.cachesize and caller.account_id not in self._windows:
-                self._windows.clear()
-            self._windows[caller.account_id] = (start, count)
+        now = time.time()
+        count, start = throttling.count_call(self.db, caller.account_id, self.interval, now, session)
         if count > self.maximum:
             retry_ms = int((start + self.interval - now) * 1000)
             raise Throttled(
                 f"The given user has reached his/her account api limit, please retry after [{max(retry_ms, 0)}] ms."
             )
 
-    def status(self, account_id: int) -> tuple[int, int, int]:
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._windows.get(account_id, (now, 0))
-        if now - start >= self.interval:
-            start, count = now, 0
+    def status(self, account_id: int, session: Session | None = None) -> tuple[int, int, int]:
+        """(calls counted in the window, calls left, milliseconds until the window ends)."""
+        now = time.time()
+        start, count = now, 0
+        counted = throttling.window(self.db, account_id, session)
+        if counted is not None and now - counted[1] < self.interval:
+            count, start = counted
         return count, max(0, self.maximum - count), int((start + self.interval - now) * 1000)
 
-    def reset(self, account_id: int | None = None) -> None:
-        with self._lock:
-            if account_id is None:
-                self._windows.clear()
-            else:
-                self._windows.pop(account_id, None)
+    def reset(self, account_id: int | None = None, session: Session | None = None) -> None:
+        throttling.reset(self.db, account_id, session)
+
+
+def advertised_address(opts: Options) -> str:
+    """The address peers reach this server's engine-to-engine channel at."""
+    if opts.cluster_address:
+        return opts.cluster_address
+    host = opts.cluster_host or opts.agent_host
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class ClusterMonitor:
+    """This server's heartbeat, and the takeover of what peers found Down served.
+
+    Every cluster.heartbeat.interval: record the heartbeat; mark Down the peers silent for
+    cluster.heartbeat.threshold; claim the pending jobs of servers that are not Up (and run
+    them at their recorded step), and have the agent channel claim their hosts. A server that
+    finds it was itself marked Down (it stalled longer than the threshold, and its peers took
+    its hosts and jobs) stops, as CloudStack's does: its work is elsewhere now."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fenced = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cluster-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def interval(self) -> float:
+        return self.engine.settings.typed("cluster.heartbeat.interval") / 1000.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval()):
+            try:
+                self.tick()
+            except DatabaseUnavailable as e:
+                log.warning("cannot record this management server's heartbeat: %s", e.text)
+            except Exception:
+                log.exception("management server heartbeat failed")
+
+    def tick(self) -> None:
+        engine = self.engine
+        cluster = engine.cluster
+        if not cluster.heartbeat():
+            if not self.fenced:
+                self.fenced = True
+                log.error("this management server (msid %d) was found Down by its peers, which took over its "
+                          "hosts and jobs; stopping", cluster.me.msid)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if cluster.sole:
+            return      # no peers on this database
+        cluster.find_down(engine.settings.typed("cluster.heartbeat.threshold") / 1000.0)
+        for job_uuid in cluster.claim_jobs(exclude=engine.jobs.running):
+            engine.jobs.submit(job_uuid)
+        engine.gateway.take_over()
 
 
 class Engine:
@@ -152,6 +214,11 @@ class Engine:
         self.gateway = ChannelGateway()
         # Mails committed alerts when alert.email.addresses and alert.smtp.host are set.
         self.mailer = AlertMailer(self.db, self.settings)
+        # This server among the others on the same database (services/cluster.py).
+        self.cluster = ClusterService(self.db, ServerIdentity.of(
+            f"{settings.listen_host}:{settings.listen_port}", advertised_address(settings),
+            settings.cluster_port, settings.agent_port))
+        self.monitor = ClusterMonitor(self)
         self.started = time.time()
 
     def start(self) -> None:
@@ -162,17 +229,24 @@ class Engine:
                 "run stackwright-setup-databases first"
             )
         self.settings.load()
+        self.cluster.register()
         s = self.settings
         self.throttle = Throttle(
-            s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
-            s.typed("api.throttling.max"), s.typed("api.throttling.cachesize"),
+            self.db, s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
+            s.typed("api.throttling.max"),
         )
         self.jobs.start()
         self.mailer.start()
+        self.monitor.start()
 
     def stop(self) -> None:
+        self.monitor.stop()
         self.mailer.stop()
         self.jobs.stop()
+        try:
+            self.cluster.stopped()
+        except DatabaseUnavailable as e:
+            log.warning("could not record this management server's stop: %s", e.text)
         self.db.dispose()
 
     def sessions_user(self, session: Session, session_id: str, session_key: str) -> User | None:

@@ -14,7 +14,14 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   api.workers    threads serving API requests
   jobs.workers   threads running async jobs
   api.cache.size answers of list commands kept until the database changes (256; 0: none;
-                 SQLite only, since there the engine is the database's only writer)
+                 SQLite only, since there the engine is the database's only writer; several
+                 engines share a MySQL/MariaDB database, where nothing is cached)
+  cluster.listen HOST:PORT of the channel other management servers forward agent calls
+                 over (mutual TLS; default the agent channel's host, a free port: peers read
+                 it from the database)
+  cluster.address
+                 the address peers reach that channel at (default: cluster.listen's host, or
+                 this machine's address when that is 0.0.0.0)
   agent.reconnect.grace
                  seconds the agents of hosts served before a start have to reconnect
                  before their hosts are marked Down (60; at least ping.interval x ping.timeout)
@@ -49,6 +56,9 @@ class Options:
     job_workers: int = 4
     api_cache_size: int = 256
     agent_reconnect_grace: float = 60.0
+    cluster_host: str | None = None     # None: agent_host
+    cluster_port: int = 0
+    cluster_address: str | None = None
     config_file: str | None = None
     key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
@@ -89,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--agent-reconnect-grace", type=float,
                     help="seconds agents have to reconnect after a start before their hosts are marked Down "
                          "(default 60; at least ping.interval x ping.timeout)")
+    ap.add_argument("--cluster-listen",
+                    help="HOST:PORT of the engine-to-engine channel (default: the agent channel's host, any free port)")
+    ap.add_argument("--cluster-address", help="the address other management servers reach this one at")
     return ap
 
 
@@ -112,6 +125,10 @@ def load(argv: list[str] | None = None) -> Options:
         o.agent_tls = False
     elif "agent.tls" in values:
         o.agent_tls = values["agent.tls"].lower() != "false"
+    cluster = args.cluster_listen or values.get("cluster.listen")
+    if cluster:
+        o.cluster_host, o.cluster_port = split_address(cluster, o.agent_host)
+    o.cluster_address = args.cluster_address or values.get("cluster.address") or None
     o.pki_dir = args.pki_dir or values.get("pki.dir") or o.pki_dir
     o.key_file = args.key_file or values.get("key.file") or None
     o.log_file = args.log_file or values.get("log.file") or o.log_file

@@ -40,6 +40,8 @@ CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 SERVER_CERT_FILE = "server.crt"
 SERVER_KEY_FILE = "server.key"
+PEER_CERT_FILE = "peer.crt"
+PEER_KEY_FILE = "peer.key"
 CA_DAYS = 3650
 SERVER_DAYS = 825
 CLIENT_DAYS = 1095
@@ -255,7 +257,8 @@ class CertificateAuthority:
     def fingerprint(self) -> str:
         return fingerprint(self.cert)
 
-    def _issue(self, public_key, cn: str, days: int, usage: x509.ObjectIdentifier, names: Iterable[str] = ()):
+    def _issue(self, public_key, cn: str, days: int, usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
+               names: Iterable[str] = ()):
         now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
@@ -266,7 +269,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(min(now + datetime.timedelta(days=days), self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
@@ -306,6 +309,19 @@ class CertificateAuthority:
         key = new_private_key()
         cert = self._issue(key.public_key(), names[0] if names else "localhost", SERVER_DAYS,
                            ExtendedKeyUsageOID.SERVER_AUTH, names)
+        write_file_atomic(key_path, key_to_pem(key), 0o600)
+        write_file_atomic(cert_path, cert_to_pem(cert), 0o644)
+        return cert_path, key_path
+
+    def issue_peer_cert(self, cn: str, names: Iterable[str]) -> tuple[Path, Path]:
+        """A certificate (server and client authentication) with which one management server
+        talks to another over mutual TLS; only servers hold a server-auth certificate of the CA,
+        agents only client-auth ones. Issued afresh at each start; returns (cert, key) paths."""
+        key = new_private_key()
+        names = sorted(set(names) | {"localhost", "127.0.0.1"})
+        cert = self._issue(key.public_key(), cn, SERVER_DAYS,
+                           [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], names)
+        cert_path, key_path = self.directory / PEER_CERT_FILE, self.directory / PEER_KEY_FILE
         write_file_atomic(key_path, key_to_pem(key), 0o600)
         write_file_atomic(cert_path, cert_to_pem(cert), 0o644)
         return cert_path, key_path
@@ -484,6 +500,26 @@ def client_context(ca_file: Path | str, cert_file: Path | str, key_file: Path | 
     context.load_verify_locations(cafile=str(ca_file))
     context.load_cert_chain(str(cert_file), str(key_file))
     return context
+
+
+def peer_server_context(cert_file: Path | str, key_file: Path | str, ca_file: Path | str) -> ssl.SSLContext:
+    """A management server's engine-to-engine listener: a client certificate of the CA is required
+    (`is_server_certificate` then tells a peer server's from an agent's)."""
+    context = server_context(cert_file, key_file, ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def is_server_certificate(der: bytes | None) -> bool:
+    """Whether a (verified) peer certificate allows server authentication: a management server's."""
+    if not der:
+        return False
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usages
 
 
 def enrollment_context() -> ssl.SSLContext:

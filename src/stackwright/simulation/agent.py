@@ -7,7 +7,7 @@ hold many hosts in one process.
 
 Run as a module it is a bounded load generator against a running engine::
 
-    python -m stackwright.simulation.agent --host 127.0.0.1 --port 8250 \\
+    python -m stackwright.simulation.agent --host 10.0.0.1,10.0.0.2:8250 --port 8250 \\
         --count 200 --duration 60 --ca-dir /var/lib/stackwright/ca
 
 With TLS (the default) it issues each simulated host a client certificate from
@@ -33,7 +33,16 @@ from pathlib import Path
 # which never imports the agent package, takes them from here.
 from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
-from stackwright.agent.link import AgentLink, Backoff, Connector, Registration, Streams, tcp_connector
+from stackwright.agent.link import (
+    LB_ALGORITHMS,
+    AgentLink,
+    Backoff,
+    Connector,
+    Registration,
+    Streams,
+    parse_endpoints,
+    tcp_connector,
+)
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
 from stackwright.protocol.pki import CertificateAuthority, CertificateError, client_context, use_small_tls_buffers
 
@@ -52,12 +61,14 @@ class SimulatedAgent:
         driver: SimulatorDriver | None = None,
         backoff: Backoff | None = None,
         workers: int = 0,
+        check_interval: float = 0.0,
     ):
         self.driver = driver or SimulatorDriver(hostname=registration.guid)
         self.storage = SimulatorStorageDriver()
         self.dispatcher = Dispatcher(HandlerContext(self.driver, storage_factory=lambda: self.storage),
                                      workers=workers, host_label=registration.guid)
-        self.link = AgentLink(registration, self.dispatcher, connector, backoff or Backoff(0.5, 5.0))
+        self.link = AgentLink(registration, self.dispatcher, connector, backoff or Backoff(0.5, 5.0),
+                              check_interval=check_interval)
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -99,8 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stackwright.simulation.agent", description="Open N simulated agent connections to an engine."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8250)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="engine address(es), comma separated, each HOST or HOST:PORT (as agent.properties host)")
+    parser.add_argument("--port", type=int, default=8250, help="port of the addresses given without one")
+    parser.add_argument("--lb-algorithm", choices=LB_ALGORITHMS, default="static",
+                        help="order the engines are tried in (indirect.agent.lb.algorithm)")
+    parser.add_argument("--lb-check-interval", type=float, default=0.0,
+                        help="seconds between looks for the preferred engine when away from it (0: never)")
     parser.add_argument("--count", type=int, default=10, help="simulated hosts (1..20000)")
     parser.add_argument("--duration", type=float, default=30.0, help=f"seconds to stay connected (max {MAX_DURATION:g})")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which connections open")
@@ -148,7 +164,8 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
         # A distinct loopback label per simulated host; nothing ever connects to it.
         label = str(ipaddress.IPv4Address("127.64.0.1") + index)
         driver = SimulatorDriver(hostname=guid, cpus=args.cpus, memory_mb=args.memory_mb, private_ip=label)
-        agents.append(SimulatedAgent(registration, tcp_connector([args.host], args.port, context), driver))
+        connector = tcp_connector(args.host.split(","), args.port, context, algorithm=args.lb_algorithm, key=guid)
+        agents.append(SimulatedAgent(registration, connector, driver, check_interval=args.lb_check_interval))
     # Ping round trips, by the ping interval the engine gave at registration.
     round_trips: dict[float, list[float]] = {}
 
@@ -218,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 0 < args.duration <= MAX_DURATION:
         print(f"--duration must be between 0 and {MAX_DURATION:g} seconds", file=sys.stderr)
+        return 2
+    try:
+        parse_endpoints(args.host, args.port)
+    except ValueError as exc:
+        print(f"--host {args.host!r}: {exc}", file=sys.stderr)
         return 2
     if not args.no_tls and args.ca_dir is None:
         print("pass --ca-dir (the engine's CA directory) or --no-tls", file=sys.stderr)

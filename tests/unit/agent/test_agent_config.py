@@ -99,3 +99,18 @@ def test_invalid_values_are_named(props, message):
 def test_missing_file_tells_how_to_create_it(tmp_path):
     with pytest.raises(ConfigError, match="does not exist; create it with stackwright-setup-agent"):
         AgentConfig.load(tmp_path / "agent.properties")
+
+
+def test_several_engines_and_the_order_they_are_tried_in():
+    config = AgentConfig.from_properties({
+        "host": "10.0.0.1, 10.0.0.2:9250", "guid": "g", "indirect.agent.lb.algorithm": "roundrobin",
+        "indirect.agent.lb.check.interval": "30"})
+    assert config.hosts == ["10.0.0.1", "10.0.0.2:9250"]
+    assert (config.lb_algorithm, config.lb_check_interval) == ("roundrobin", 30.0)
+    assert "indirect.agent.lb.algorithm" not in config.extra
+    plain = AgentConfig.from_properties({"host": "10.0.0.1", "guid": "g"})
+    assert (plain.lb_algorithm, plain.lb_check_interval) == ("static", 0.0)
+    with pytest.raises(ConfigError, match="indirect.agent.lb.algorithm='weighted' is not supported"):
+        AgentConfig.from_properties({"host": "10.0.0.1", "guid": "g", "indirect.agent.lb.algorithm": "weighted"})
+    with pytest.raises(ConfigError, match="invalid port in engine address '10.0.0.2:0'"):
+        AgentConfig.from_properties({"host": "10.0.0.1,10.0.0.2:0", "guid": "g"})

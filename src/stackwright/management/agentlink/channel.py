@@ -14,15 +14,17 @@ import logging
 from typing import TYPE_CHECKING
 
 from stackwright.management.agentlink.events import AgentUnavailable, CommandTimeout
+from stackwright.management.agentlink.peers import PeerClient, PeerServer, shared_ca
 from stackwright.management.agentlink.registrar import Registrar
 from stackwright.management.agentlink.server import AgentLinkServer, LinkSettings
 from stackwright.management.errors import ResourceUnavailable
 from stackwright.management.persistence.models import EnrollmentToken
 from stackwright.management.services.registration import RegistrationService
 from stackwright.protocol.channel import RemoteError
-from stackwright.protocol.pki import CertificateAuthority, EnrollmentTokens, TokenRecord
+from stackwright.protocol.pki import EnrollmentTokens, TokenRecord
 
 if TYPE_CHECKING:
+    import socket
     import threading
     from collections.abc import Awaitable, Callable
 
@@ -62,9 +64,13 @@ class AgentChannel:
     """The agent channel of an engine (`engine.db`, `engine.settings`), by the start-up
     options `opts` (agent_host, agent_port, agent_tls, agent_reconnect_grace, pki_dir)."""
 
-    def __init__(self, engine: Engine, opts: Options):
+    def __init__(self, engine: Engine, opts: Options, peer_socket: socket.socket | None = None):
         self.engine = engine
         self.opts = opts
+        # Bound before the engine started (its port is in mshost): peers forward calls there.
+        self.peer_socket = peer_socket
+        self.peer_server: PeerServer | None = None
+        self.peer_client: PeerClient | None = None
         self.registration = RegistrationService(engine)
         self.registrar = Registrar(self.registration)
         self.server: AgentLinkServer | None = None
@@ -73,14 +79,21 @@ class AgentChannel:
         self._sim_start: asyncio.Task | None = None
         self.ca = None
         self.tokens = None
+        self._taking_over = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> AgentChannel:
         self.loop = asyncio.get_running_loop()
         settings = self.engine.settings
-        self.ca = CertificateAuthority.load_or_create(self.opts.pki_dir)
+        self.ca = await asyncio.to_thread(shared_ca, self.engine.db, self.opts.pki_dir)
         self.tokens = EnrollmentTokens(DbTokenStore(self.engine.db), self.ca)
+        me = self.engine.cluster.me
+        cert, key = await asyncio.to_thread(self.ca.issue_peer_cert, f"management-server-{me.msid}", [me.service_ip])
+        self.peer_client = PeerClient(self.ca, cert, key)
+        if self.peer_socket is not None:
+            self.peer_server = PeerServer(self, self.peer_socket, cert, key)
+            await self.peer_server.start()
         names = tuple(n.strip() for n in settings.get("host").split(",") if n.strip())
         link = LinkSettings(
             host=self.opts.agent_host, port=self.opts.agent_port, tls=self.opts.agent_tls,
@@ -118,6 +131,8 @@ class AgentChannel:
         for agent in list(self.simulated.values()):
             await agent.stop()
         self.simulated.clear()
+        if self.peer_server is not None:
+            await self.peer_server.close()
         await self.registrar.drain(served)
         if self.server is not None:
             await self.server.stop()
@@ -156,6 +171,27 @@ class AgentChannel:
         registered, and attaches its host's storage."""
         self.registrar.adopted(guid)
         self.schedule(self.registrar.after_register, guid)
+
+    # --- what servers found Down served ------------------------------------------------------
+
+    async def take_over(self) -> None:
+        """Claim the hosts and the in-engine Simulator hosts of servers that are not Up: watch the
+        former until their agents reconnect (here or to another server), run the latter here."""
+        if self._taking_over or self.registrar.closing:
+            return
+        self._taking_over = True
+        try:
+            cluster = self.engine.cluster
+            guids = await self.registrar.run(cluster.claim_hosts)
+            for guid in guids:
+                if self.server.session(guid) is None:
+                    self.server.forget(guid)
+            self.server.monitor.expect(guids)
+            rows = await self.registrar.run(cluster.claim_simulated_hosts, True)
+            for guid, url in rows:
+                await self.start_simulated(guid, url, wait=False)
+        finally:
+            self._taking_over = False
 
     # --- simulated agents of Simulator hosts ------------------------------------------------
 

@@ -7,12 +7,21 @@ daemon said it is coming) or not run at all (then nothing is ever sent).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from stackwright.management.agentlink.channel import AgentChannel
+from stackwright.management.agentlink.peers import PeerAbsent
 from stackwright.management.errors import ResourceUnavailable
 from stackwright.management.services.gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from stackwright.protocol import messages as m
+
+
+log = logging.getLogger(__name__)
+
+# Seconds between two looks, while a call waits for a host's agent, at where it is connected.
+WHERE_POLL = 0.5
 
 
 class ChannelGateway:
@@ -56,16 +65,47 @@ class ChannelGateway:
 
     def call(self, host: HostRef, request: m.Request, timeout: float, *,
              connect_wait: float = CONNECT_WAIT) -> m.Answer:
+        """The host's agent is reached here, or through the management server holding it
+        (recorded in the database); while it is connected to neither, the call waits up to
+        `connect_wait` for it to connect to one of them."""
         channel = self.channel_within(connect_wait)
         if channel is None:
             raise AgentAbsent("the agent channel is not running on this management server")
-        if not host.guid or not channel.registration_event(host.guid).wait(connect_wait):
+        if not host.guid:
             raise AgentAbsent(f"the agent of host {host.name} is not connected")
-        return channel.call(host.guid, request, timeout)
+        registered = channel.registration_event(host.guid)
+        deadline = time.monotonic() + connect_wait
+        while True:
+            if registered.is_set():
+                return channel.call(host.guid, request, timeout)
+            peer = self._peer_holding(channel, host.guid)
+            if peer is not None:
+                try:
+                    return channel.peer_client.call(peer, host.guid, host.name, request, timeout)
+                except PeerAbsent:
+                    pass    # it is moving: look again
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AgentAbsent(f"the agent of host {host.name} is not connected")
+            registered.wait(min(WHERE_POLL, remaining))
+
+    @staticmethod
+    def _peer_holding(channel: AgentChannel, guid: str) -> tuple[str, int] | None:
+        """The address of the live peer holding the agent of host `guid`, if one does."""
+        cluster = channel.engine.cluster
+        owner = cluster.host_owner(guid)
+        if owner is None or owner == cluster.me.msid or channel.peer_client is None:
+            return None
+        return cluster.peer_address(owner)
 
     def connected(self, guid: str, wait: float = 0.0) -> bool:
         channel = self.channel
-        return channel is not None and bool(guid) and channel.registration_event(guid).wait(wait)
+        if channel is None or not guid:
+            return False
+        registered = channel.registration_event(guid)
+        if registered.is_set() or self._peer_holding(channel, guid) is not None:
+            return True
+        return registered.wait(wait)
 
     @property
     def down_within(self) -> float:
@@ -90,6 +130,12 @@ class ChannelGateway:
         if channel is not None:
             channel.adopted(guid)
 
+    def take_over(self) -> None:
+        """In the background: claim what management servers found Down served."""
+        channel = self.channel
+        if channel is not None:
+            channel.schedule(channel.take_over)
+
     def start_simulated(self, guid: str, url: str) -> None:
         channel = self.channel
         if channel is not None:
@@ -97,8 +143,18 @@ class ChannelGateway:
 
     def stop_simulated(self, guid: str) -> None:
         channel = self.channel
-        if channel is not None:
-            channel.schedule(channel.stop_simulated, guid)
+        if channel is None:
+            return
+        if guid not in channel.simulated:
+            # Run by a peer, perhaps: that one stops it.
+            peer = self._peer_holding(channel, guid)
+            if peer is not None:
+                try:
+                    channel.peer_client.stop_simulated(peer, guid)
+                except (OSError, ResourceUnavailable) as e:
+                    log.warning("could not have the management server at %s:%d stop the simulated agent of "
+                                "host %s: %s", peer[0], peer[1], guid, e)
+        channel.schedule(channel.stop_simulated, guid)
 
     def issue_token(self, ttl: int, guid: str | None = None, note: str = "") -> str:
         return self._running().issue_token(ttl, guid=guid, note=note)

@@ -180,10 +180,10 @@ def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies
             if failed is not None:
                 raise failed
             return key, {key: shape(cmd, out)}, 200, ctx.cookies
-        readonly = cmd.readonly if cmd else True
-        with engine.db.transaction(readonly=readonly and not (cmd and cmd.async_job)) as session:
+        readonly = (cmd.readonly if cmd else True) and not (cmd and cmd.async_job)
+        with engine.db.transaction(readonly=readonly) as session:
             user = authenticate(engine, session, raw, method, cookies or {})
-            engine.throttle.check(user)
+            engine.throttle.check(user, None if readonly else session)
             if cmd is None:
                 raise AuthenticationError(BAD_CREDENTIALS)
             ctx = Context(engine, session, user, cmd.name, request_id)

@@ -213,7 +213,7 @@ def get_api_limit(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
     throttle = ctx.engine.throttle
     if not throttle.enabled:
         raise UnsupportedAction("This api is only available when api.throttling.enabled = true.")
-    issued, allowed, expires = throttle.status(ctx.user.account_id)
+    issued, allowed, expires = throttle.status(ctx.user.account_id, ctx.session)
     return {"account": ctx.account.name, "accountid": ctx.account.uuid, "apiIssued": issued,
             "apiAllowed": allowed, "expireAfter": max(expires, 0)}
 
@@ -226,5 +226,5 @@ def reset_api_limit(ctx: Context, p: SimpleNamespace) -> Success:
     throttle = ctx.engine.throttle
     if not throttle.enabled:
         raise UnsupportedAction("This api is only available when api.throttling.enabled = true.")
-    throttle.reset(p.account.id if p.account is not None else None)
+    throttle.reset(p.account.id if p.account is not None else None, ctx.session)
     return Success()

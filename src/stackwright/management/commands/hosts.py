@@ -11,7 +11,7 @@ from ..api.params import Boolean, List, Param, String, Uuid, given
 from ..api.registry import ListResult, Success, api_command
 from ..formatting import date, ratio
 from ..persistence.models import Cluster, Host, Pod, VmInstance, Zone
-from ..services import migration
+from ..services import cluster, migration
 from ..services.capacity import decimal, host_capacity, percent
 from ..services.steps import DbStep
 
@@ -46,6 +46,8 @@ HOST_FIELDS = (
     ("hosttags", "comma-separated list of tags for the host"),
     ("created", "the date and time the host was created", "date"),
     ("lastpinged", "the date and time the host was last pinged", "date"),
+    ("managementserverid", "the ID of the management server holding the host's agent"),
+    ("managementservername", "the name of the management server holding the host's agent"),
 )
 
 
@@ -73,6 +75,7 @@ def render_hosts(ctx: Context, rows: Sequence[Row]) -> list[dict[str, Any]]:
     clusters, allocations = ctx.hosts.view_context(rows)
     placements = {cid: Placement(cluster, ratios) for cid, (cluster, ratios) in clusters.items()}
     seen = Seen()
+    seen.servers = cluster.server_names(ctx.session, {row.mgmt_server_id for row in rows} - {None})
     views = [host_view(row, placements, allocations, seen) for row in rows]
     ha_tag = ctx.settings.get("ha.tag")
     if ha_tag:
@@ -86,11 +89,13 @@ class Seen:
     """What the views of one list have already printed: the hosts of a page mostly share
     their sizes, ratios and allocations, and many were pinged in the same second."""
 
-    __slots__ = ("sizes", "pings")
+    __slots__ = ("sizes", "pings", "servers")
 
     def __init__(self):
         self.sizes: dict[tuple[object, ...], dict[str, Any]] = {}
         self.pings: dict[int, str] = {}
+        # {msid: (uuid, name)} of the management servers holding the hosts' agents
+        self.servers: dict[int, tuple[str, str]] = {}
 
 
 def _epoch_date(seconds: float) -> str:
@@ -137,7 +142,7 @@ def host_view(row: Row, placements: Mapping[int, Placement], allocations: Mappin
     (host_id, uuid, name, state, resource_state, host_type, ip_address, cluster_id, hypervisor,
      hypervisor_version, version, host_tags, capabilities, status_message, arch, annotation, created,
      last_pinged, disconnected, cpu_sockets, cpus, cpu_speed, memory_bytes, cpu_used_percent,
-     memory_used_bytes) = row
+     memory_used_bytes, msid) = row
     placement = placements[cluster_id]
     view = placement.fields.copy()
     view["id"] = uuid
@@ -172,6 +177,9 @@ def host_view(row: Row, placements: Mapping[int, Placement], allocations: Mappin
         view["lastpinged"] = pinged
     if disconnected is not None:
         view["disconnected"] = date(disconnected)
+    server = seen.servers.get(msid) if msid is not None else None
+    if server is not None:
+        view["managementserverid"], view["managementservername"] = server
     allocation = allocations.get(host_id)
     key = (cpus, cpu_speed, cpu_sockets, memory_bytes, cpu_used_percent, memory_used_bytes, placement.ratios,
            (allocation.cpu_mhz, allocation.memory_bytes) if allocation is not None else None)

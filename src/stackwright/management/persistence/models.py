@@ -217,7 +217,9 @@ class Host(Entity, Base):
     host_tags: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     last_pinged: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     disconnected: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    mgmt_server_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The management server (mshost.msid) holding the host's agent connection (or, for an
+    # in-engine Simulator host, running its simulated agent).
+    mgmt_server_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     cluster: Mapped[Cluster] = relationship(lazy="joined")
 
@@ -522,6 +524,9 @@ class AsyncJob(Entity, Base):
     # (services/steps.py); NULL for jobs that are one transaction.
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     step_results: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # The management server (mshost.msid) running the job; a survivor takes the pending jobs
+    # of a server found Down. NULL: not claimed yet (any server may run it).
+    executing_msid: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class Event(Entity, Base):
@@ -575,3 +580,49 @@ class SchemaInfo(Base):
     __tablename__ = "schema_info"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(1024))
+
+
+# --- management servers ------------------------------------------------------------
+
+
+class ManagementServer(Entity, Base):
+    """One management server (engine) on this database, CloudStack's `mshost`: each registers
+    at start, heartbeats every cluster.heartbeat.interval and is found Down by a peer after
+    cluster.heartbeat.threshold without one."""
+
+    __tablename__ = "mshost"
+    msid: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # Changes at every start: tells a restarted server from its previous run.
+    run_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(255))
+    # Where peers reach it (the engine-to-engine channel) and where agents connect.
+    service_ip: Mapped[str] = mapped_column(String(64))
+    service_port: Mapped[int] = mapped_column(Integer)
+    agent_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="Up")
+    last_update: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_start: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_stop: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ManagementCa(Base):
+    """The certificate authority every management server shares (agents' and engines'
+    certificates chain to it); its key is encrypted with the key file."""
+
+    __tablename__ = "management_ca"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_pem: Mapped[dict] = mapped_column(EncryptedJSON())
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiCounter(Base):
+    """API calls of one account in the current throttling window, counted by every server."""
+
+    __tablename__ = "api_counter"
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Epoch seconds the window started: DOUBLE (MySQL's FLOAT is single precision).
+    window_start: Mapped[float] = mapped_column(Double)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -34,7 +34,8 @@ class AgentGateway(Protocol):
 
     def call(self, host: HostRef, request: m.Request, timeout: float, *,
              connect_wait: float = CONNECT_WAIT) -> m.Answer:
-        """Send `request` to the agent of `host` and return its answer.
+        """Send `request` to the agent of `host` and return its answer (through the management
+        server holding the agent when that is another one).
 
         Raises `AgentAbsent` when no agent of that host connected within `connect_wait`
         seconds (the request was never sent), `ResourceUnavailable` when it was sent and

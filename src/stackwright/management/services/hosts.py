@@ -253,6 +253,8 @@ class HostService:
             return
         agents, guid, url = self.ctx.agents, host.guid, host.url
         if start:
+            # This server runs it: no peer takes it for one left by a server found Down.
+            host.mgmt_server_id = self.ctx.engine.cluster.me.msid
             self.ctx.after_commit(lambda: agents.start_simulated(guid, url))
         else:
             self.ctx.after_commit(lambda: agents.stop_simulated(guid))
@@ -519,7 +521,7 @@ VIEW_COLUMNS = (
     Host.capabilities, Host.status_message, Host.details["arch"].as_string(),
     Host.details["annotation"].as_string(), Host.created, Host.last_pinged, Host.disconnected,
     Host.cpu_sockets, Host.cpus, Host.cpu_speed, Host.memory_bytes, Host.cpu_used_percent,
-    Host.memory_used_bytes,
+    Host.memory_used_bytes, Host.mgmt_server_id,
 )
 # Statements are immutable: built once here, each list only adds its conditions.
 _HOST_VIEWS = select(*VIEW_COLUMNS)

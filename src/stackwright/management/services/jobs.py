@@ -62,6 +62,7 @@ class JobService:
             account_id=self.ctx.user.account_id,
             instance_type=instance_type or command.instance_type,
             instance_uuid=instance_uuid,
+            executing_msid=self.ctx.engine.cluster.me.msid,
         )
         self.session.add(job)
         self.session.flush()
@@ -71,7 +72,7 @@ class JobService:
         """A job the engine gives itself on behalf of the caller, run once this transaction commits."""
         job = AsyncJob(command=kind, cmd_class=f"com.cloud.{kind}", params=params, user_id=self.ctx.user.id,
                        account_id=self.ctx.user.account_id, instance_type=instance_type,
-                       instance_uuid=instance_uuid)
+                       instance_uuid=instance_uuid, executing_msid=self.ctx.engine.cluster.me.msid)
         self.session.add(job)
         self.session.flush()
         job_uuid, jobs = job.uuid, self.ctx.engine.jobs
@@ -163,10 +164,8 @@ class JobExecutor:
             self._threads.append(t)
         self._retry_thread = threading.Thread(target=self._retry_deferred, name="job-retry", daemon=True)
         self._retry_thread.start()
-        with self.engine.db.transaction(readonly=True) as s:
-            pending = s.execute(
-                select(AsyncJob.uuid).where(AsyncJob.status == PENDING).order_by(AsyncJob.id)
-            ).scalars().all()
+        # Its own, and those of servers that are not Up; a live peer's are the peer's.
+        pending = self.engine.cluster.pending_jobs()
         if pending:
             log.info("resuming %d pending async job(s) after restart", len(pending))
         for job_uuid in pending:
@@ -195,6 +194,22 @@ class JobExecutor:
         deadline = time.monotonic() + timeout
         for t in self._threads + ([self._retry_thread] if self._retry_thread else []):
             t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def running(self) -> set[str]:
+        """The uuids of the jobs the workers run now."""
+        with self._lock:
+            return set(self._running)
+
+    def _mine(self, job: AsyncJob | None) -> bool:
+        """Whether `job` (locked) is still pending and run by this server: a peer that found this
+        one Down may have taken it over meanwhile, and goes on with it from its recorded step."""
+        if job is None or job.status != PENDING:
+            return False
+        if job.executing_msid not in (None, self.engine.cluster.me.msid):
+            log.warning("job %s is run by management server %d now; this one stops", job.uuid, job.executing_msid)
+            return False
+        return True
 
     @property
     def busy(self) -> int:
@@ -239,7 +254,7 @@ class JobExecutor:
         db = self.engine.db
         with db.transaction() as s:
             job = _job(s, job_uuid, lock=True)
-            if job is None or job.status != PENDING:
+            if job is None or job.status != PENDING or not self.engine.cluster.may_run(s, job):
                 return None
             command = job.command
             job.attempts = (job.attempts or 0) + 1
@@ -307,7 +322,7 @@ class JobExecutor:
         try:
             with self.engine.db.transaction() as s:
                 job = _job(s, job_uuid, lock=True)
-                if job is None or job.status != PENDING:
+                if not self._mine(job):
                     return None
                 ctx = self.commands.context(s, job)
                 try:
@@ -376,7 +391,7 @@ class JobExecutor:
         when the job ended."""
         with self.engine.db.transaction() as s:
             job = _job(s, job_uuid, lock=True)
-            if job is None or job.status != PENDING:
+            if not self._mine(job):
                 return
             _record_into(job, cursor, outcomes)
             if failure is not None:
@@ -390,7 +405,7 @@ class JobExecutor:
         try:
             with self.engine.db.transaction() as s:
                 job = _job(s, job_uuid, lock=True)
-                if job is None or job.status != PENDING:
+                if not self._mine(job):
                     return
                 _fail_into(job, error)
         except DatabaseUnavailable as e:

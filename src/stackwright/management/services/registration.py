@@ -20,6 +20,7 @@ from sqlalchemy.orm import lazyload
 from stackwright.protocol import messages as m
 
 from ..context import Context
+from .cluster import EXTERNAL, owned_by
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, VmInstance, Zone, utcnow
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Host detail `agent` of a Simulator host whose simulated agent runs outside the engine.
-EXTERNAL = "external"
-# Host states whose agent was connected (or connecting) when the engine last ran.
-SERVED_STATES = ("Up", "Alert", "Disconnected", "Connecting")
 CHUNK = 500     # guids per IN (...) list
 
 
@@ -58,33 +55,34 @@ class RegistrationService:
 
     # --- start and shutdown ---------------------------------------------------------------
 
+    @property
+    def msid(self) -> int:
+        return self.engine.cluster.me.msid
+
     def hosts_served(self) -> Sequence[str]:
-        """Guids of the hosts whose agents were connected before this start: the heartbeat
-        monitor judges them Down when they do not come back, as it would a silent one."""
-        with self.db.transaction(readonly=True) as s:
-            return s.execute(select(Host.guid).where(
-                Host.removed.is_(None), Host.guid.is_not(None), Host.state.in_(SERVED_STATES))).scalars().all()
+        """Guids of the hosts whose agents were connected to this server (or to none that is
+        alive) before this start: the heartbeat monitor judges them Down when they do not come
+        back, as it would a silent one. Hosts of live peers are theirs to judge."""
+        return self.engine.cluster.served_hosts()
 
     def simulated_hosts(self) -> list[tuple[str, str]]:
-        """(guid, url) of the Simulator hosts whose simulated agent runs in the engine."""
-        with self.db.transaction(readonly=True) as s:
-            rows = s.execute(
-                select(Host.guid, Host.url, Host.details).where(
-                    Host.hypervisor == "Simulator", Host.removed.is_(None), Host.guid.is_not(None))
-            ).all()
-        # Hosts whose simulated agent runs elsewhere reconnect by themselves; a second,
-        # in-engine agent with the same guid would keep replacing their connection.
-        return [(guid, url) for guid, url, details in rows if (details or {}).get("agent") != EXTERNAL]
+        """(guid, url) of the Simulator hosts whose simulated agent runs in this engine: its own
+        and those no live server runs (claimed). Hosts whose simulated agent runs elsewhere
+        reconnect by themselves; a second, in-engine agent with the same guid would keep
+        replacing their connection."""
+        return self.engine.cluster.claim_simulated_hosts()
 
     def disconnect_all(self, guids: Sequence[str]) -> None:
-        """At shutdown: every host whose agent was connected is Disconnected, in one transaction."""
+        """At shutdown: every host whose agent was connected here (and is not served by another
+        server by now) is Disconnected, in one transaction."""
         if not guids:
             return
         now = utcnow()
         with self.db.transaction() as s:
             for start in range(0, len(guids), CHUNK):
                 chunk = guids[start:start + CHUNK]
-                s.execute(update(Host).where(Host.guid.in_(chunk), Host.removed.is_(None), Host.state != "Disconnected")
+                s.execute(update(Host).where(Host.guid.in_(chunk), Host.removed.is_(None), Host.state != "Disconnected",
+                                             owned_by(self.msid))
                           .values(state="Disconnected", disconnected=func.coalesce(Host.disconnected, now))
                           .execution_options(synchronize_session=False))
         log.info("%d host(s) left Disconnected at shutdown", len(guids))
@@ -126,6 +124,7 @@ class RegistrationService:
             return None, ""
         _check_location(s, host, request, places)
         hosts.agent_connected(host, request.host, guid=request.guid, agent_version=request.agent_version)
+        host.mgmt_server_id = self.msid
         known[request.guid] = host  # the same agent twice in one batch finds the host it now has
         return host.uuid, host.name
 
@@ -138,6 +137,9 @@ class RegistrationService:
             host = self._host(s, guid)
             if host is None:
                 return None
+            if host.mgmt_server_id not in (None, self.msid):
+                # Its agent is connected to another server now: that server judges it.
+                return host.state
             ctx = self._context(s)
             if state == "Up":
                 ctx.hosts.agent_pinged(host)
@@ -162,6 +164,7 @@ class RegistrationService:
             guids = sorted(recovered)
             for start in range(0, len(guids), CHUNK):
                 s.execute(update(Host).where(Host.guid.in_(guids[start:start + CHUNK]), Host.removed.is_(None),
+                                             owned_by(self.msid),
                                              Host.state.in_(("Alert", "Disconnected", "Connecting")))
                           .values(state="Up", disconnected=None).execution_options(synchronize_session=False))
         if recovered:

@@ -11,6 +11,7 @@ from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Account, Domain, Pod, User, Zone
 from stackwright.management.services.accounts import ROOT_ADMIN
 from stackwright.management.services.configuration import GlobalSettings
+from tests.support.servers import registered_server
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def db(tmp_path_factory):
 def engine_for(db, submitted=None):
     """What services reach of the engine: settings, the agent gateway, the job queue."""
     queue = SimpleNamespace(submit=(submitted if submitted is not None else []).append)
-    return SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue)
+    return SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue,
+                           cluster=registered_server(db))
 
 
 def root_admin(session):

@@ -14,6 +14,7 @@ import stackwright.management.commands  # noqa: F401  # pylint: disable=unused-i
 from stackwright.management.persistence.models import AsyncJob, User
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.jobs import JobExecutor
+from tests.support.servers import registered_server
 
 
 class JobHarness:
@@ -21,7 +22,7 @@ class JobHarness:
         self.db = db
         self.gateway = gateway
         self.submitted: list[str] = []
-        self.engine = SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=gateway,
+        self.engine = SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=gateway, cluster=registered_server(db),
                                       jobs=SimpleNamespace(submit=self.submitted.append))
         self.executor = JobExecutor(self.engine, ApiJobs(self.engine), workers=0)
 

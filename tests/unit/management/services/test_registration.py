@@ -11,6 +11,7 @@ from stackwright.management.persistence.models import Cluster, Host, Pod, Zone
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.registration import AgentRefused, RegistrationService
 from stackwright.protocol import messages as m
+from tests.support.servers import registered_server
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def registration(tmp_path):
             s.add(Host(name=name, guid=guid, zone_id=zone.id, pod_id=pod.id, cluster_id=kvm.id, hypervisor="KVM",
                        url="http://%s" % address, ip_address=address, state="Disconnected", resource_state="Enabled",
                        details={}))
-    yield RegistrationService(SimpleNamespace(db=db, settings=GlobalSettings(db)))
+    yield RegistrationService(SimpleNamespace(db=db, settings=GlobalSettings(db), cluster=registered_server(db)))
     db.dispose()
 
 

@@ -23,6 +23,7 @@ from stackwright.management.agentlink.registrar import Registrar
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.registration import RegistrationService
 from stackwright.protocol.messages import VmState
+from tests.support.servers import registered_server
 
 GUID = "host-guid-1"
 
@@ -70,7 +71,8 @@ def set_running(db, vm_id):
 
 
 def test_only_changed_reports_are_reconciled(db, vm_id):
-    registrar = Registrar(RegistrationService(SimpleNamespace(db=db, settings=GlobalSettings(db))))
+    registrar = Registrar(RegistrationService(SimpleNamespace(db=db, settings=GlobalSettings(db),
+                                                              cluster=registered_server(db))))
 
     async def report(vms, always=False):
         registrar.vms_reported(GUID, vms, always=always)

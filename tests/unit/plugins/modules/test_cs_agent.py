@@ -177,6 +177,17 @@ def test_file_written_once_with_comments_kept_and_stable_guid(run_module, tmp_pa
     assert second["guid"] == first["guid"]
 
 
+def test_several_engines_and_how_the_agent_picks_one(run_module, tmp_path):
+    path = tmp_path / "agent.properties"
+    result = run_module(cs_agent.main, agent_args(path, management_hosts=["10.0.0.1", "10.0.0.2:9250"],
+                                                  lb_algorithm="roundrobin", lb_check_interval=60, enroll=False),
+                        connection=False)
+    assert result["changed"]
+    values = props.read_values(path.read_text())
+    assert values["host"] == "10.0.0.1,10.0.0.2:9250"
+    assert (values["indirect.agent.lb.algorithm"], values["indirect.agent.lb.check.interval"]) == ("roundrobin", "60")
+
+
 def test_secret_keys_make_the_file_private_and_are_masked(run_module, tmp_path):
     path = tmp_path / "agent.properties"
     result = run_module(cs_agent.main, agent_args(path, enroll=False, extra_properties={"vnc.password": "hunter2"}),
@@ -215,6 +226,7 @@ def test_disabled_tls_never_enrolls(run_module, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"port": 0}, "port 0 is not a TCP port; use 1 to 65535"),
     ({"workers": 1000}, "workers 1000 is out of range; use 1 to 256"),
+    ({"lb_check_interval": -1}, "lb_check_interval -1 is out of range; use 0 to 86400 seconds"),
     ({"management_hosts": ["10.0.0.1,10.0.0.2"]}, "management_hosts must list one or more addresses, one per item"),
     ({"extra_properties": {"guid": "x"}}, "extra_properties: 'guid' cannot be set there; use its own option"),
     ({"enrollment_token_ttl": 5}, "enrollment_token_ttl must be between 60 and 604800 seconds"),

@@ -1,0 +1,13 @@
+"""Management servers on a test's database (services/cluster.py), registered as an engine's start does."""
+
+from __future__ import annotations
+
+from stackwright.management.services.cluster import ClusterService, ServerIdentity
+
+
+def registered_server(db, name="ms-a", api_address="127.0.0.1:8080", service_port=9090, sole=None):
+    """A `ClusterService` for a server called `name`, registered Up on `db` (`sole`: whether it is
+    the database's only server, by default when the database is SQLite)."""
+    cluster = ClusterService(db, ServerIdentity.of(api_address, "127.0.0.1", service_port, name=name), sole=sole)
+    cluster.register()
+    return cluster
