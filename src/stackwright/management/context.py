@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .services.jobs import JobService
     from .services.networks import NetworkService
     from .services.storage import StorageService
+    from .services.templates import TemplateService
     from .services.vms import VmService
 
 
@@ -130,6 +131,12 @@ class Context:
         from .services.capacity import CapacityService
 
         return CapacityService(self)
+
+    @functools.cached_property
+    def templates(self) -> TemplateService:
+        from .services.templates import TemplateService
+
+        return TemplateService(self)
 
     @functools.cached_property
     def catalog(self) -> CatalogService:

@@ -182,6 +182,11 @@ KEYS = {k.name: k for k in (
        component="ClusteredAgentManager", maximum=1),
     _k("use.external.dns", "false", "Boolean", ["zone"], "Bypass internal dns, use external dns1 and dns2",
        component="NetworkOrchestrationService"),
+    _k("secstorage.allowed.internal.sites", None, "String", [],
+       "Comma separated list of cidrs internal to the datacenter that can host template download servers, "
+       "please note 0.0.0.0 is not a valid site", component="SecondaryStorageManager", group="Storage"),
+    _k("max.template.iso.size", "50", "Integer", [], "The maximum size for a downloaded template or ISO (in GB).",
+       minimum=1, component="TemplateManager", group="Storage"),
     _k("allow.public.user.templates", "true", "Boolean", ["account"],
        "If false, users will not be able to create public templates.", component="TemplateManager"),
     _k("network.loadbalancer.haproxy.stats.visibility", "global", "String", [],

@@ -4,8 +4,9 @@ returning the job's steps. They run, are recorded and resume like the API's asyn
 from collections.abc import Callable
 from typing import Any
 
-from . import pool_attach
+from . import pool_attach, template_jobs, templates
 
 SYSTEM_JOBS: dict[str, Callable[..., Any]] = {
     pool_attach.ATTACH_JOB: pool_attach.attach_job,
+    templates.DOWNLOAD_JOB: template_jobs.download_job,
 }

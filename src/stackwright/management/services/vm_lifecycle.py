@@ -28,10 +28,11 @@ from ..errors import (
     InsufficientCapacity,
     ResourceUnavailable,
 )
-from ..persistence.models import Host, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Host, StoragePool, Template, Volume, Zone, utcnow
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
+from .template_jobs import COPY_TIMEOUT, await_copy, copy_after_expunge, copy_failed, copy_ready, drop_copy, plan_copy
 from .vms import (
     ALLOCATED,
     CREATING,
@@ -61,7 +62,7 @@ START_ATTEMPTS = 3          # hosts tried before a start gives up
 VERDICT_POLL = 5.0          # seconds between two looks at a host a guest may still run on
 CLEANUP_TIMEOUT = 30.0
 TIMEOUTS = {
-    m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
+    m.CopyTemplate: COPY_TIMEOUT, m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
 }
 
 
@@ -106,9 +107,18 @@ def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = Non
                         yield AgentStep(host, m.DeleteVolume(pool=pool, name=plan["volume"]), CLEANUP_TIMEOUT)
                     except ResourceUnavailable:
                         pass
+                copy = plan["copy"]
+                if copy is not None and not copy["ready"]:
+                    reason = yield from _template_on_pool(vm_id, plan, host, pool, copy)
+                    if reason is not None:
+                        failures.append(f"{host.name}: {reason}")
+                        avoid_hosts.append(plan["host_id"])
+                        avoid_pools.append(plan["pool_id"])
+                        continue
                 try:
                     answer = yield AgentStep(host, m.CreateVolume(
-                        pool=pool, name=plan["volume"], size_bytes=plan["size"], format=plan["format"]),
+                        pool=pool, name=plan["volume"], size_bytes=plan["size"], format=plan["format"],
+                        backing=copy["name"] if copy is not None else None),
                         TIMEOUTS[m.CreateVolume], settle=_discard_volume(pool, plan["volume"]))
                 except ResourceUnavailable as e:
                     reason = f"creating the root volume on storage pool {plan['pool_name']} failed: {e.text}"
@@ -132,6 +142,35 @@ def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = Non
         avoid_hosts.append(plan["host_id"])
     raise InsufficientCapacity(f"Unable to create a deployment for {plan['label']}: {'; '.join(failures)}",
                                cserrorcode=4335)
+
+
+def _template_on_pool(vm_id: int, plan: dict, host: HostRef, pool: m.PoolSpec, copy: dict) -> Steps:
+    """Make sure the template's copy is on the pool before the root volume is made on it: copy it
+    (the first volume of the template there) or wait for the job copying it. None when it is
+    there, else why not (the VM is Stopped again)."""
+    if copy["copy"]:
+        try:
+            answer = yield AgentStep(host, m.CopyTemplate(
+                pool=pool, template=codec.decode(m.TemplateLocation, copy["location"]), name=copy["name"]),
+                TIMEOUTS[m.CopyTemplate], settle=_discard_volume(pool, copy["name"]))
+        except ResourceUnavailable as e:
+            reason = (f"copying template {copy['template']} from image store {copy['store']} to storage pool "
+                      f"{plan['pool_name']} failed: {e.text}")
+            yield DbStep(_copy_failed, vm_id, plan, copy["ref"], reason)
+            return reason
+        yield DbStep(copy_ready, copy["ref"], answer.disk.size_bytes)
+        return None
+    if (yield WaitStep(await_copy, copy["ref"])):
+        return None
+    reason = (f"template {copy['template']} was being copied to storage pool {plan['pool_name']} by another job, "
+              f"which did not finish")
+    yield DbStep(_volume_failed, vm_id, plan, reason)
+    return reason
+
+
+def _copy_failed(ctx: Any, vm_id: int, plan: dict, ref_id: int, reason: str) -> None:
+    copy_failed(ctx, ref_id)
+    _volume_failed(ctx, vm_id, plan, reason)
 
 
 def _boot(vm_id: int, plan: dict, host: HostRef, spec: m.VmSpec) -> Steps:
@@ -199,11 +238,14 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
     if pool is None:
         raise CloudRuntimeError(f"Unable to start {label}: its root volume has no storage pool")
     create = volume.state in (ALLOCATED, CREATING)
+    copy = plan_copy(ctx, session.get(Template, vm.template_id), zone, pool) if create else None
+    if copy is not None:
+        volume.template_id, volume.format = vm.template_id, "qcow2"
     out = {
         "label": label, "name": vm.instance_name, "host_id": target.id, "host": target.name, "guid": target.guid,
         "pool_id": pool.id, "pool_name": pool.name, "pool": codec.encode(pool_spec(pool)), "volume": volume.uuid,
         "size": volume.size_bytes, "format": volume.format, "create": create, "recreate": volume.state == CREATING,
-        "resumed": resumed, "bridge": vms.guest_bridge(zone),
+        "resumed": resumed, "bridge": vms.guest_bridge(zone), "copy": copy,
     }
     vm.state, vm.host_id, vm.state_changed = STARTING, target.id, utcnow()
     if create:
@@ -240,7 +282,7 @@ def _volume_failed(ctx: Any, vm_id: int, plan: dict, reason: str) -> None:
     vm = ctx.vms.locked(vm_id)
     volume = ctx.vms.root_volume(vm)
     vm.state, vm.host_id = STOPPED, None
-    volume.pool_id, volume.state = None, ALLOCATED
+    volume.pool_id, volume.state, volume.template_id = None, ALLOCATED, None
     log.warning("could not create the root volume of %s on pool %s from host %s: %s",
                 vm.instance_name, plan["pool_name"], plan["host"], reason)
 
@@ -440,7 +482,9 @@ def expunge_vm(vm_id: int) -> Steps:
                 yield DbStep(_unstick, vm_id, DESTROYED, False)
                 raise CloudRuntimeError(f"Failed to expunge VM {target['name']}: could not delete its root volume "
                                         f"from storage pool {target['pool_name']}: {e.text}") from None
-        yield DbStep(_expunged, vm_id)
+        unused = yield DbStep(_expunged, vm_id)
+        if unused is not None:
+            yield from drop_copy(unused)
     except ApiError:
         raise
     except Exception:
@@ -465,16 +509,22 @@ def _begin_expunge(ctx: Any, vm_id: int) -> dict | None:
     return target
 
 
-def _expunged(ctx: Any, vm_id: int) -> None:
+def _expunged(ctx: Any, vm_id: int) -> dict | None:
+    """The VM and its root volume are gone; returns the template copy on the volume's pool when
+    that was its last user and the template is deleted."""
     vm = ctx.vms.locked(vm_id)
     volume = ctx.vms.root_volume(vm)
     now = utcnow()
+    unused = None
     if volume is not None:
         volume.state, volume.removed = EXPUNGED, now
         ctx.event("VOLUME.DELETE", f"Deleted root volume {volume.name} of {vm.instance_name}", volume.uuid)
+        ctx.session.flush()
+        unused = copy_after_expunge(ctx, volume.template_id, volume.pool_id)
     vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
     ctx.event("VM.EXPUNGE", f"Expunged VM {vm.instance_name}", vm.uuid)
     log.info("expunged %s (%s)", vm.instance_name, vm.uuid)
+    return unused
 
 
 # --- shared ------------------------------------------------------------------------------
