@@ -56,10 +56,9 @@ def kernel() -> Path:
 def busybox() -> Path:
     for candidate in BUSYBOX:
         path = Path(candidate)
-        if path.exists():
-            run = subprocess.run(["file", "-b", str(path)], capture_output=True, text=True, check=False)
-            if "dynamically" not in run.stdout:
-                return path
+        # A dynamic executable names its loader (PT_INTERP) near its start.
+        if path.exists() and b"ld-linux" not in path.read_bytes()[:4096]:
+            return path
     raise Unavailable("no static busybox: install busybox-static")
 
 
@@ -132,3 +131,27 @@ def bootable_qcow2() -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         build(target)
     return target
+
+
+def kvm_boots(image: Path, timeout: float = 30.0) -> bool:
+    """Whether QEMU with KVM boots `image` to the marker here (nested KVM may not run Linux)."""
+    import time
+
+    if not Path("/dev/kvm").exists() or shutil.which("qemu-system-x86_64") is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="kvm-probe-") as scratch:
+        log = Path(scratch) / "serial.log"
+        proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-enable-kvm", "-m", "256", "-snapshot", "-display", "none", "-monitor", "none",
+             "-drive", "file=%s,if=virtio,format=qcow2" % image, "-serial", "file:%s" % log],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and proc.poll() is None:
+                if log.exists() and BOOT_MARKER in log.read_text(errors="replace"):
+                    return True
+                time.sleep(0.5)
+            return False
+        finally:
+            proc.kill()
+            proc.wait(10)
