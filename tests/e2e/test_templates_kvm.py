@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import json
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -294,3 +295,63 @@ def test_deleting_a_template_removes_it_from_the_image_store(site):
     assert template_dir(site, template) is not None
     site.api.deleteTemplate(id=template["id"], fetch_result=True)
     assert template_dir(site, template) is None
+
+
+# --- the cs_template and cs_template_info modules ------------------------------------------------
+
+
+def module(site, tmp_path, module_name, check=False, **args):
+    """Run a module of the collection with `ansible localhost -m`; its result."""
+    from tests.support.ansible import ansible_env, collection_tree
+
+    tree = tmp_path / "collections"
+    if not tree.exists():
+        collection_tree(tree)
+    command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-o",
+               "-m", "stackwright.cloudstack.%s" % module_name, "-a", json.dumps(args)]
+    command += ["--check"] if check else []
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                         env=ansible_env(tree, tmp_path, engine=site.engine))
+    out = run.stdout.strip()
+    assert " => " in out, "%s\n%s" % (out, run.stderr)
+    status, _, payload = out.partition(" => ")
+    result = json.loads(payload)
+    result["_status"] = status.split(" | ")[-1]
+    return result
+
+
+def test_cs_template_registers_waits_and_is_idempotent(site, images, tmp_path):
+    name = "mod-%s" % uuid.uuid4().hex[:6]
+    data = Path(images.files["small.qcow2"]).read_bytes()
+    args = dict(name=name, zone=site.zone["name"], url=images.url("small.qcow2"), os_type="Other Linux (64-bit)",
+                checksum="{SHA-256}" + hashlib.sha256(data).hexdigest(), is_public=True, wait_timeout=120)
+    checked = module(site, tmp_path, "cs_template", check=True, **args)
+    assert checked["changed"] is True and checked["template"]["status"] == "0% Downloaded", checked
+    assert site.api.listTemplates(templatefilter="all", name=name).get("template", []) == []
+
+    created = module(site, tmp_path, "cs_template", **args)
+    assert created["changed"] is True, created
+    assert (created["template"]["is_ready"], created["template"]["status"]) == (True, "Download Complete")
+    assert created["template"]["zone"] == site.zone["name"]
+    again = module(site, tmp_path, "cs_template", **args)
+    assert again["changed"] is False and again["template"]["id"] == created["template"]["id"], again
+
+    changed = module(site, tmp_path, "cs_template", **dict(args, display_text="renamed"))
+    assert changed["changed"] is True and changed["template"]["display_text"] == "renamed", changed
+    assert template_now(site, created["template"])["displaytext"] == "renamed"
+
+    listed = module(site, tmp_path, "cs_template_info", name=name, zone=site.zone["name"])
+    assert [t["id"] for t in listed["templates"]] == [created["template"]["id"]]
+
+    gone = module(site, tmp_path, "cs_template", name=name, zone=site.zone["name"], state="absent")
+    assert gone["changed"] is True
+    assert module(site, tmp_path, "cs_template", name=name, zone=site.zone["name"], state="absent")["changed"] is False
+    assert template_dir(site, created["template"]) is None
+
+
+def test_cs_template_fails_with_the_download_reason(site, images, tmp_path):
+    name = "modbad-%s" % uuid.uuid4().hex[:6]
+    failed = module(site, tmp_path, "cs_template", name=name, zone=site.zone["name"], url=images.url("missing"),
+                    os_type="Other Linux (64-bit)", wait_timeout=120)
+    assert failed["_status"] == "FAILED!", failed
+    assert "Download failed: HTTP error 404" in failed["msg"], failed
