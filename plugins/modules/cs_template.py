@@ -42,8 +42,8 @@ options:
     type: str
     default: KVM
   os_type:
-    description: OS type of the template, its description as C(listOsTypes) shows it (for example
-      V(Debian GNU/Linux 12 \(64-bit\))) or its UUID. Required to register the template.
+    description: OS type of the template, its description as C(listOsTypes) shows it or its UUID. Required to
+      register the template.
     type: str
   checksum:
     description:
