@@ -361,3 +361,17 @@ def test_the_os_catalogue(ctx):
                                   ).scalar_one_or_none()
     if builtin is not None:
         assert builtin.os_type_id is not None
+
+
+def test_an_iso_must_carry_the_iso_9660_signature(ctx, site, jobs, server):
+    iso = register(ctx, site, server.url("disk.raw"), fmt="ISO")
+    ref = download(ctx, jobs, iso)
+    assert (ref.state, ref.status) == ("Failed", "Download failed: the file is not an ISO 9660 image (no CD001 "
+                                                 "signature)")
+    assert ref.install_path.endswith("/%s.iso" % iso.uuid)
+    assert stored(site, iso) is None
+    # ISOs are listed by listIsos, templates by listTemplates.
+    shown = ctx.catalog.templates("all", iso=True)
+    assert iso.id in set(ctx.session.execute(shown.with_only_columns(Template.id)).scalars())
+    assert iso.id not in set(ctx.session.execute(
+        ctx.catalog.templates("all").with_only_columns(Template.id)).scalars())
