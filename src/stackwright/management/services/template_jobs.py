@@ -349,7 +349,7 @@ def plan_copy(ctx: Context, template: Template, zone: Zone, pool: StoragePool) -
     copy = ref is None
     if copy:
         if store.state != "Up":
-            ctx.after_commit(lambda: ctx.agents.check_image_store(store.uuid))
+            ctx.agents.check_image_store(store.uuid)        # in the background; this step fails
             raise ResourceUnavailable(
                 f"Template {template.name} is not on storage pool {pool.name} yet and its image store {store.name} "
                 f"({store.url}) is unreachable: {store.status_message or 'not checked'}; retry once it is back")

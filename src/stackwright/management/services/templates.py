@@ -155,8 +155,10 @@ class TemplateService:
             if zone is None and not candidates:
                 continue
             if candidates:
+                # The refusal rolls the transaction back: the check is asked for now (the agent
+                # channel runs it in the background), so the store is Up again once reachable.
                 for store in candidates:
-                    self.ctx.after_commit(lambda uuid=store.uuid: self.ctx.agents.check_image_store(uuid))
+                    self.ctx.agents.check_image_store(store.uuid)
                 down = candidates[0]
                 raise ResourceUnavailable(
                     f"Failed to register {what}: the image store {down.name} ({down.url}) of zone {z.name} is "

@@ -292,6 +292,8 @@ def test_an_unreachable_image_store_refuses_registration_and_is_checked_again(ct
         register(ctx, site, server.url("disk.qcow2"))
     assert ("the image store %s (nfs://nfs/secondary) of zone %s is unreachable: NFS export" %
             (store.name, site.zone.name)) in refused.value.text
+    # The store is checked again at once, so registering works again once it is back.
+    assert ("check_image_store", store.uuid) in ctx.engine.gateway.background
 
 
 # --- root volumes from templates -------------------------------------------------------------
