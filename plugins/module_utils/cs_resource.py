@@ -279,6 +279,28 @@ IMAGE_STORE = Kind("image store", "listImageStores", "imagestore", plural="image
     "scope": "scope",
 })
 
+TEMPLATE = Kind("template", "listTemplates", "template", plural="templates", fields={
+    "id": "id",
+    "name": "name",
+    "display_text": Field("displaytext", compat="displaytext", compat_alias=False),
+    "url": Field("url", create_only=True),
+    "format": Field("format", create_only=True),
+    "hypervisor": Field("hypervisor", create_only=True),
+    "checksum": Field("checksum", create_only=True),
+    "os_type": Field("ostypename", param="ostypeid"),
+    "os_type_id": "ostypeid",
+    "zone_id": "zoneid",
+    "zone": "zonename",
+    "is_public": Field("ispublic", compat="public", compat_alias=False),
+    "is_featured": Field("isfeatured", compat="featured", compat_alias=False),
+    "is_ready": "isready",
+    "status": "status",
+    "size": "size",
+    "physical_size": "physicalsize",
+    "account": "account",
+    "created": "created",
+})
+
 CONFIGURATION = Kind("configuration", "listConfigurations", "configuration", plural="configurations", fields={
     "name": "name",
     "value": "value",

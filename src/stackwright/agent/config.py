@@ -31,6 +31,7 @@ OWN_KEYS = {
     "tls.key.file": "agent private key (default /etc/cloudstack/agent/cloud.key)",
     "tls.cert.file": "agent certificate (default /etc/cloudstack/agent/cloud.crt)",
     "tls.ca.file": "engine CA certificate (default /etc/cloudstack/agent/cloud.ca.crt)",
+    "guest.accel": "libvirt: how guests run: auto | kvm | tcg (default auto: kvm where libvirt offers it)",
     "storage.mode": "NFS primary storage attach mode: auto | kernel | userspace (default auto)",
     "storage.mount.dir": "where kernel NFS mounts go (default: the storage driver's)",
     "ha.pools.file": "where the agent lists the primary pools it attached, for the heartbeat service "
@@ -46,6 +47,7 @@ OWN_KEYS = {
 SECRET_KEY_PATTERN = re.compile(r"(pass|secret|token|password|passphrase)", re.IGNORECASE)
 HYPERVISOR_DRIVERS = ("libvirt", "simulator")
 STORAGE_MODES = ("auto", "kernel", "userspace")
+GUEST_ACCELS = ("auto", "kvm", "tcg")
 
 
 # -- the file format ---------------------------------------------------------------
@@ -98,6 +100,7 @@ class AgentConfig:
     workers: int = 5
     hypervisor_driver: str = "libvirt"
     libvirt_uri: str = "qemu:///system"
+    guest_accel: str = "auto"
     tls: bool = True
     key_file: Path = CONFIG_DIR / "cloud.key"
     cert_file: Path = CONFIG_DIR / "cloud.crt"
@@ -153,6 +156,7 @@ class AgentConfig:
             workers=reader.integer("workers", 5, 1, 256),
             hypervisor_driver=reader.choice("hypervisor.driver", "libvirt", HYPERVISOR_DRIVERS),
             libvirt_uri=reader.text("libvirt.uri", "qemu:///system"),
+            guest_accel=reader.choice("guest.accel", "auto", GUEST_ACCELS),
             tls=reader.boolean("tls.enabled", True),
             key_file=Path(reader.text("tls.key.file", str(CONFIG_DIR / "cloud.key"))),
             cert_file=Path(reader.text("tls.cert.file", str(CONFIG_DIR / "cloud.crt"))),

@@ -59,7 +59,8 @@ def build_dispatcher(config: AgentConfig) -> Dispatcher:
         )
     else:
         driver = get_driver(
-            "libvirt", uri=config.libvirt_uri, private_device=config.private_network_device or None
+            "libvirt", uri=config.libvirt_uri, private_device=config.private_network_device or None,
+            accel=None if config.guest_accel == "auto" else config.guest_accel,
         )
     storage_options = {"mount_root": config.storage_mount_dir} if config.storage_mount_dir else {}
     context = HandlerContext(

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from stackwright.agent.downloads import Downloads
 from stackwright.agent.errors import AgentError, UnsupportedCommand
 from stackwright.agent.hypervisor.base import HypervisorDriver
 from stackwright.agent.storage.base import StorageDriver
@@ -69,6 +70,7 @@ class HandlerContext:
         # Migrations under way, by guest name: a repeated MigrateVm waits for the running one.
         self._migrations: dict[str, Future[m.VmState]] = {}
         self._migrations_lock = threading.Lock()
+        self.downloads = Downloads(lambda: self.storage)
 
     @property
     def storage(self) -> StorageDriver:
@@ -202,7 +204,9 @@ def check_secondary(ctx: HandlerContext, command: m.CheckSecondary) -> m.Answer:
 
 @handles(m.CreateVolume)
 def create_volume(ctx: HandlerContext, command: m.CreateVolume) -> m.Answer:
-    disk = ctx.storage.create_volume(ctx.pool(command.pool), command.name, command.size_bytes, fmt=command.format)
+    overlay = {"backing": command.backing} if command.backing else {}
+    disk = ctx.storage.create_volume(ctx.pool(command.pool), command.name, command.size_bytes, fmt=command.format,
+                                     **overlay)
     return m.VolumeAnswer(disk=disk)
 
 
@@ -218,6 +222,27 @@ def check_heartbeat(ctx: HandlerContext, command: m.CheckHeartbeat) -> m.Answer:
         after = storage.volume_times(pool, command.volumes)
         activity = any(after.get(name) != when for name, when in before.items())
     return m.HeartbeatAnswer(age=age, activity=activity)
+
+
+@handles(m.CopyTemplate)
+def copy_template(ctx: HandlerContext, command: m.CopyTemplate) -> m.Answer:
+    return m.VolumeAnswer(disk=ctx.storage.copy_template(ctx.pool(command.pool), command.template, command.name))
+
+
+@handles(m.DownloadTemplate)
+def download_template(ctx: HandlerContext, command: m.DownloadTemplate) -> m.Answer:
+    return ctx.downloads.start(command)
+
+
+@handles(m.QueryDownload)
+def query_download(ctx: HandlerContext, command: m.QueryDownload) -> m.Answer:
+    return ctx.downloads.query(command.location)
+
+
+@handles(m.DeleteTemplate)
+def delete_template(ctx: HandlerContext, command: m.DeleteTemplate) -> m.Answer:
+    ctx.downloads.delete(command.location)
+    return m.Ack()
 
 
 @handles(m.DeleteVolume)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .services.resource_limits import ResourceLimitService
     from .services.ssh_keys import SshKeyService
     from .services.storage import StorageService
+    from .services.templates import TemplateService
     from .services.vms import VmService
 
 
@@ -135,6 +136,12 @@ class Context:
         from .services.capacity import CapacityService
 
         return CapacityService(self)
+
+    @functools.cached_property
+    def templates(self) -> TemplateService:
+        from .services.templates import TemplateService
+
+        return TemplateService(self)
 
     @functools.cached_property
     def catalog(self) -> CatalogService:

@@ -78,11 +78,20 @@ class NfsSource:
 
 
 @dataclass(kw_only=True)
+class BackingSpec:
+    """The read-only image a qcow2 volume is an overlay on (a template's copy on the same pool)."""
+
+    source: FileSource | NfsSource
+    format: str = "qcow2"
+
+
+@dataclass(kw_only=True)
 class DiskSpec:
     device: str
     source: FileSource | NfsSource
     format: str = "qcow2"
     size_bytes: int = 0
+    backing: BackingSpec | None = None
 
 
 @dataclass(kw_only=True)
@@ -121,6 +130,17 @@ class PoolSpec:
     uuid: str
     url: str
     mode: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateLocation:
+    """Where a template lies on secondary storage: ``<store_url>/<directory>/<file_name>``, the
+    directory holding ``template.properties`` beside the image once it is complete."""
+
+    store_url: str
+    directory: str
+    file_name: str
+    format: str = "qcow2"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -413,12 +433,74 @@ class VolumeAnswer(Answer):
 
 @dataclass(kw_only=True)
 class CreateVolume(Request):
+    """Create a volume; with ``backing`` (a volume of the same pool, such as a template's cached
+    copy) a qcow2 overlay on it, grown to ``size_bytes`` when that is larger than the backing image."""
+
     answer: ClassVar[type[Answer]] = VolumeAnswer
 
     pool: PoolSpec
     name: str
     size_bytes: int
     format: str = "qcow2"
+    backing: str | None = None
+
+
+@dataclass(kw_only=True)
+class CopyTemplate(Request):
+    """Copy a template from secondary storage onto a primary pool as volume ``name`` (qcow2),
+    the pool's cached copy that root volumes are overlays on."""
+
+    answer: ClassVar[type[Answer]] = VolumeAnswer
+
+    pool: PoolSpec
+    template: TemplateLocation
+    name: str
+
+
+@dataclass(kw_only=True)
+class DownloadStatus(Answer):
+    """Where a download stands. ``state``: absent (nothing under way, nothing complete on the
+    store), downloading, complete, or failed (``error`` says why, ``error_code`` is the agent's code
+    when storage failed; nothing is left on the store)."""
+
+    state: str
+    downloaded_bytes: int = 0
+    total_bytes: int = 0
+    physical_size: int = 0
+    virtual_size: int = 0
+    error: str = ""
+    error_code: str = ""
+
+
+@dataclass(kw_only=True)
+class DownloadTemplate(Request):
+    """Download ``url`` onto secondary storage at ``location`` in the background; the answer is the
+    download's status at once. Asking again for a download under way or complete starts nothing."""
+
+    answer: ClassVar[type[Answer]] = DownloadStatus
+
+    location: TemplateLocation
+    url: str
+    checksum: str = ""
+    max_bytes: int = 0
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class QueryDownload(Request):
+    answer: ClassVar[type[Answer]] = DownloadStatus
+
+    location: TemplateLocation
+
+
+@dataclass(kw_only=True)
+class DeleteTemplate(Request):
+    """Remove a template (image, template.properties and its directory) from secondary storage,
+    stopping its download first when one is under way."""
+
+    answer: ClassVar[type[Answer]] = Ack
+
+    location: TemplateLocation
 
 
 @dataclass(kw_only=True)

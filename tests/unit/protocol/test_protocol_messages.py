@@ -22,6 +22,9 @@ SPEC = m.VmSpec(
     vnc_password="s3cret",
 )
 
+TEMPLATE = m.TemplateLocation(store_url="nfs://192.0.2.5/secondary", directory="template/tmpl/2/201",
+                              file_name="t.qcow2", format="qcow2")
+
 SAMPLES = [
     m.ErrorAnswer(code="vm_not_found", message="VM x does not exist"),
     m.Ack(),
@@ -60,6 +63,16 @@ SAMPLES = [
                      host="host-guid-1", volumes=["vol-1"], window=5.0),
     m.HeartbeatAnswer(age=12.5, activity=True),
     m.HeartbeatAnswer(),
+    m.CreateVolume(pool=POOL, name="vol-2", size_bytes=1 << 30, backing="template-1"),
+    m.VolumeAnswer(disk=m.DiskSpec(device="vda", source=m.FileSource(path="/mnt/p/vol-2"), backing=m.BackingSpec(
+        source=m.NfsSource(server="192.0.2.5", export="/primary", path="template-1")))),
+    m.CopyTemplate(pool=POOL, template=TEMPLATE, name="template-1"),
+    m.DownloadTemplate(location=TEMPLATE, url="https://images.example/t.qcow2", checksum="{SHA-256}" + "0" * 64,
+                       max_bytes=50 << 30, properties={"id": "201"}),
+    m.QueryDownload(location=TEMPLATE),
+    m.DownloadStatus(state="failed", downloaded_bytes=10, total_bytes=20, error="HTTP error 404",
+                     error_code=""),
+    m.DeleteTemplate(location=TEMPLATE),
 ]
 
 

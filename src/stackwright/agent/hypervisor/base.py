@@ -13,17 +13,20 @@ from stackwright.agent.errors import InvalidSpec, UnsupportedCommand
 # The value types travel between engine and agent, so the protocol owns them;
 # drivers take and return exactly those objects.
 from stackwright.protocol.messages import (
+    BackingSpec,
     DiskSpec,
     FileSource,
     HostInfo,
     HostStats,
     NfsSource,
     NicSpec,
+    TemplateLocation,
     VmSpec,
     VmState,
 )
 
 __all__ = [
+    "BackingSpec",
     "DiskSpec",
     "FileSource",
     "HostInfo",
@@ -31,6 +34,7 @@ __all__ = [
     "HypervisorDriver",
     "NfsSource",
     "NicSpec",
+    "TemplateLocation",
     "VmSpec",
     "VmState",
     "check_sizing",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import BinaryIO
 
 from stackwright.agent.errors import UnsupportedCommand
-from stackwright.agent.hypervisor.base import DiskSpec
+from stackwright.agent.hypervisor.base import DiskSpec, TemplateLocation
 from stackwright.protocol.messages import PoolSpec, PoolStats
 
 __all__ = ["POOL_MODES", "PoolSpec", "PoolStats", "StorageDriver"]
@@ -32,8 +33,10 @@ class StorageDriver(ABC):
         """Release a pool (unmount if this driver mounted it)."""
 
     @abstractmethod
-    def create_volume(self, pool: PoolSpec, name: str, size_bytes: int, fmt: str = "qcow2") -> DiskSpec:
-        """Create an empty volume on a pool; return how a guest reaches it.
+    def create_volume(self, pool: PoolSpec, name: str, size_bytes: int, fmt: str = "qcow2",
+                      backing: str | None = None) -> DiskSpec:
+        """Create an empty volume on a pool, or with ``backing`` (a volume of the same pool) a
+        qcow2 overlay on it; return how a guest reaches it.
 
         The returned ``DiskSpec`` has ``device`` left as ``"vda"``; callers set the device name.
         """
@@ -60,3 +63,30 @@ class StorageDriver(ABC):
     def volume_times(self, pool: PoolSpec, names: list[str]) -> dict[str, float]:
         """The last write time of each existing volume of `names` (pool clock)."""
         raise UnsupportedCommand(f"{self.kind or 'this'} storage cannot tell when volumes were written")
+
+    # -- templates: secondary storage and their copies on primary pools ------------
+
+    def copy_template(self, pool: PoolSpec, template: TemplateLocation, name: str) -> DiskSpec:
+        """Copy a template from its image store onto a pool as qcow2 volume ``name``."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot copy templates")
+
+    def write_template(self, template: TemplateLocation, source: BinaryIO) -> int:
+        """Write a template's image, read from ``source``, to its image store (no template.properties
+        yet); returns its bytes. A failure, or an exception raised by ``source``, leaves nothing."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot store templates")
+
+    def inspect_template(self, template: TemplateLocation) -> dict:
+        """What ``qemu-img info --output=json`` says of the template's image on its store."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot store templates")
+
+    def finish_template(self, template: TemplateLocation, properties: str) -> None:
+        """Write template.properties beside the image: from now on the template is complete."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot store templates")
+
+    def template_properties(self, template: TemplateLocation) -> str | None:
+        """The template.properties of a complete template on its store, or None."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot store templates")
+
+    def delete_template(self, template: TemplateLocation) -> None:
+        """Remove a template's files and directory from its store; nothing there is not an error."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot store templates")

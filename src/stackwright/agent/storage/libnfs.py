@@ -1,7 +1,7 @@
 """A small ctypes binding to libnfs, the user-space NFS client QEMU itself uses.
 
 Only the synchronous calls the storage driver needs are bound: mount,
-statvfs, create/write/close, stat and unlink.  No CLI in libnfs-utils
+statvfs, create/open/read/write/close, stat, unlink, mkdir and rmdir.  No CLI in libnfs-utils
 reports a filesystem's capacity and usage separately (``nfs-ls -s`` prints
 free and total only), so FSSTAT goes through ``nfs_statvfs64`` here.
 """
@@ -14,6 +14,7 @@ import errno
 import os
 from contextlib import contextmanager
 from collections.abc import Iterator
+from typing import BinaryIO
 
 LIBRARY_NAMES = ("libnfs.so.13", "libnfs.so.14", "libnfs.so")
 
@@ -96,8 +97,12 @@ def load() -> ctypes.CDLL:
     lib.nfs_write.argtypes = [ctx, fh, ctypes.c_uint64, ctypes.c_void_p]
     lib.nfs_close.argtypes = [ctx, fh]
     lib.nfs_unlink.argtypes = [ctx, ctypes.c_char_p]
+    lib.nfs_open.argtypes = [ctx, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(fh)]
+    lib.nfs_read.argtypes = [ctx, fh, ctypes.c_uint64, ctypes.c_void_p]
+    lib.nfs_mkdir.argtypes = [ctx, ctypes.c_char_p]
+    lib.nfs_rmdir.argtypes = [ctx, ctypes.c_char_p]
     for name in ("nfs_mount", "nfs_umount", "nfs_statvfs64", "nfs_stat64", "nfs_creat",
-                 "nfs_write", "nfs_close", "nfs_unlink"):
+                 "nfs_write", "nfs_close", "nfs_unlink", "nfs_open", "nfs_read", "nfs_mkdir", "nfs_rmdir"):
         getattr(lib, name).restype = ctypes.c_int
     _library = lib
     return lib
@@ -146,6 +151,65 @@ class NfsMount:
                 raise LibNfsError(errno.EIO, f"write {path}: short write ({written} of {len(data)})")
         finally:
             self._check(self._lib.nfs_close(self._context, handle), f"close {path}")
+
+    def write_stream(self, path: str, source: BinaryIO, chunk: int = 1 << 20, mode: int = 0o644) -> int:
+        """Create ``path`` (truncating it) with everything read from ``source``; returns the bytes written."""
+        handle = ctypes.c_void_p()
+        self._check(
+            self._lib.nfs_creat(self._context, path.encode(), mode, ctypes.byref(handle)),
+            f"create {path}",
+        )
+        total = 0
+        try:
+            while data := source.read(chunk):
+                buffer = ctypes.create_string_buffer(data, len(data))
+                done = 0
+                while done < len(data):
+                    written = self._check(self._lib.nfs_write(
+                        self._context, handle, len(data) - done, ctypes.byref(buffer, done)), f"write {path}")
+                    if written <= 0:
+                        raise LibNfsError(errno.EIO, f"write {path}: no progress")
+                    done += written
+                total += len(data)
+        finally:
+            self._check(self._lib.nfs_close(self._context, handle), f"close {path}")
+        return total
+
+    def read_file(self, path: str, limit: int = 1 << 20) -> bytes | None:
+        """The first ``limit`` bytes of ``path``, or None when it does not exist."""
+        handle = ctypes.c_void_p()
+        code = self._lib.nfs_open(self._context, path.encode(), os.O_RDONLY, ctypes.byref(handle))
+        if code == -errno.ENOENT:
+            return None
+        self._check(code, f"open {path}")
+        chunks = []
+        try:
+            remaining = limit
+            while remaining > 0:
+                buffer = ctypes.create_string_buffer(min(remaining, 1 << 16))
+                count = self._check(self._lib.nfs_read(self._context, handle, len(buffer), buffer), f"read {path}")
+                if count == 0:
+                    break
+                chunks.append(buffer.raw[:count])
+                remaining -= count
+        finally:
+            self._check(self._lib.nfs_close(self._context, handle), f"close {path}")
+        return b"".join(chunks)
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and its missing parents (relative to the export root)."""
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current = f"{current}/{part}"
+            code = self._lib.nfs_mkdir(self._context, current.encode())
+            if code < 0 and code != -errno.EEXIST:
+                self._check(code, f"mkdir {current}")
+
+    def rmdir(self, path: str, missing_ok: bool = False) -> None:
+        code = self._lib.nfs_rmdir(self._context, path.encode())
+        if code == -errno.ENOENT and missing_ok:
+            return
+        self._check(code, f"rmdir {path}")
 
     def unlink(self, path: str, missing_ok: bool = False) -> None:
         code = self._lib.nfs_unlink(self._context, path.encode())

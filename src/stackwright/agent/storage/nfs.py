@@ -14,10 +14,20 @@ Two ways to reach an export, chosen per pool (``mode``) or detected (``auto``):
   served on the standard ports.
 
 Attaching proves write access by creating and removing a probe file.
+
+Secondary storage (an image store) holds templates in CloudStack's layout,
+``template/tmpl/<account id>/<template id>/<file>`` with a ``template.properties``
+beside the image; the properties file is written last, so a directory without one
+holds no complete template. A kernel-mounted store stays mounted under
+``<mount_root>/<uuid5 of its URL>``.
+
+A root volume made from a template is a qcow2 overlay (``qemu-img create -b``) on the
+template's copy on the same pool, named relative to it, so both modes resolve it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -25,10 +35,11 @@ import shutil
 import subprocess
 import tempfile
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from stackwright.agent.errors import (
@@ -37,8 +48,9 @@ from stackwright.agent.errors import (
     StorageNotWritable,
     StorageUnreachable,
     VolumeExists,
+    VolumeNotFound,
 )
-from stackwright.agent.hypervisor.base import DiskSpec, FileSource, NfsSource, nfs_url
+from stackwright.agent.hypervisor.base import BackingSpec, DiskSpec, FileSource, NfsSource, TemplateLocation, nfs_url
 from stackwright.agent.storage import libnfs
 from stackwright.agent.storage.base import POOL_MODES, PoolSpec, PoolStats, StorageDriver
 
@@ -50,6 +62,77 @@ VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 PROBE_PREFIX = ".stackwright-probe-"
 # A host's heartbeat on a pool: a file at the pool's root named after the host's guid.
 HEARTBEAT_PREFIX = ".stackwright-heartbeat-"
+PROPERTIES = "template.properties"
+# A template's directory on a store: template/tmpl/<account id>/<template id> (or an ISO's).
+TEMPLATE_DIRECTORY = re.compile(r"template/tmpl/[0-9]+/[0-9]+")
+
+
+class LocalFiles:
+    """Files under a local (kernel-mounted) directory, by path relative to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def makedirs(self, path: str) -> None:
+        (self.root / path).mkdir(parents=True, exist_ok=True)
+
+    def write_stream(self, path: str, source: BinaryIO) -> int:
+        with open(self.root / path, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+            return target.tell()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        (self.root / path).write_bytes(data)
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            return (self.root / path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def size(self, path: str) -> int | None:
+        try:
+            return (self.root / path).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def unlink(self, path: str) -> None:
+        (self.root / path).unlink(missing_ok=True)
+
+    def rmdir(self, path: str) -> None:
+        try:
+            (self.root / path).rmdir()
+        except FileNotFoundError:
+            pass
+
+
+class RemoteFiles:
+    """The same operations on an export reached from user space (libnfs)."""
+
+    def __init__(self, export: libnfs.NfsMount) -> None:
+        self.export = export
+
+    def makedirs(self, path: str) -> None:
+        self.export.makedirs(path)
+
+    def write_stream(self, path: str, source: BinaryIO) -> int:
+        return self.export.write_stream(path, source)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.export.write_file(path, data, mode=0o644)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.export.read_file(path)
+
+    def size(self, path: str) -> int | None:
+        found = self.export.stat(path)
+        return None if found is None else found.nfs_size
+
+    def unlink(self, path: str) -> None:
+        self.export.unlink(path, missing_ok=True)
+
+    def rmdir(self, path: str) -> None:
+        self.export.rmdir(path, missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -70,6 +153,10 @@ def unreachable(location: NfsLocation, reason: str) -> StorageUnreachable:
         f"NFS export {location.describe()} is unreachable: {reason}; check that the server is "
         "running, exports that path and allows this host"
     )
+
+
+# `_run` takes a flag of the same name.
+unreachable_error = unreachable
 
 
 def not_writable(location: NfsLocation, reason: str) -> StorageNotWritable:
@@ -172,23 +259,42 @@ class NfsStorageDriver(StorageDriver):
         except OSError as exc:
             log.warning("left mount point %s in place: %s", mount_point, exc)
 
-    def create_volume(self, pool: PoolSpec, name: str, size_bytes: int, fmt: str = "qcow2") -> DiskSpec:
+    def create_volume(self, pool: PoolSpec, name: str, size_bytes: int, fmt: str = "qcow2",
+                      backing: str | None = None) -> DiskSpec:
         self._check_volume(name, fmt, size_bytes)
         location = parse_nfs_url(pool.url)
+        backing_spec = None
+        if backing is not None:
+            self._check_volume_name(backing)
+            if fmt != "qcow2":
+                raise InvalidSpec(f"volume {name}: an overlay on {backing} must be qcow2, not {fmt}")
         if self._mode(pool) == "kernel":
-            path = self._kernel_mount(pool, location) / name
+            root = self._kernel_mount(pool, location)
+            path = root / name
             if path.exists():
                 raise VolumeExists(f"volume {name} already exists on storage pool {pool.uuid}")
+            if backing is not None and not (root / backing).exists():
+                raise VolumeNotFound(f"volume {backing} is not on storage pool {pool.uuid}")
             target, source = str(path), FileSource(path=str(path))
+            if backing is not None:
+                backing_spec = BackingSpec(source=FileSource(path=str(root / backing)))
         else:
             self._require_standard_ports(location, pool)
             with self._userspace(location) as export:
                 if export.stat(name) is not None:
                     raise VolumeExists(f"volume {name} already exists on storage pool {pool.uuid}")
+                if backing is not None and export.stat(backing) is None:
+                    raise VolumeNotFound(f"volume {backing} is not on storage pool {pool.uuid}")
             source = NfsSource(server=location.server, export=location.export, path=name)
             target = nfs_url(source)
+            if backing is not None:
+                backing_spec = BackingSpec(source=NfsSource(server=location.server, export=location.export,
+                                                            path=backing))
+        # The backing file is named relative to the overlay: both sit in the pool's root.
+        options = ["-b", backing, "-F", "qcow2"] if backing is not None else []
         try:
-            self._run([self.qemu_img, "create", "-q", "-f", fmt, target, str(size_bytes)], location, "create volume")
+            self._run([self.qemu_img, "create", "-q", "-f", fmt, *options, target, str(size_bytes)], location,
+                      "create volume")
         except StorageError:
             # Leave no half-made image behind under a name the engine may reuse.
             try:
@@ -196,8 +302,125 @@ class NfsStorageDriver(StorageDriver):
             except StorageError as cleanup:
                 log.warning("could not remove partial volume %s: %s", name, cleanup)
             raise
-        log.info("created %s volume %s (%s bytes) on pool %s", fmt, name, size_bytes, pool.uuid)
-        return DiskSpec(device="vda", source=source, format=fmt, size_bytes=size_bytes)
+        log.info("created %s volume %s (%s bytes%s) on pool %s", fmt, name, size_bytes,
+                 f", overlay on {backing}" if backing else "", pool.uuid)
+        return DiskSpec(device="vda", source=source, format=fmt, size_bytes=size_bytes, backing=backing_spec)
+
+    def copy_template(self, pool: PoolSpec, template: TemplateLocation, name: str) -> DiskSpec:
+        self._check_volume_name(name)
+        self._check_template(template)
+        location = parse_nfs_url(pool.url)
+        with self._template_source(template) as source_path:
+            if self._mode(pool) == "kernel":
+                path = self._kernel_mount(pool, location) / name
+                target, source = str(path), FileSource(path=str(path))
+            else:
+                self._require_standard_ports(location, pool)
+                source = NfsSource(server=location.server, export=location.export, path=name)
+                target = nfs_url(source)
+            try:
+                self._run([self.qemu_img, "convert", "-q", "-f", _image_format(template.format), "-O", "qcow2",
+                           source_path, target], location, "copy template", timeout=3600)
+            except StorageError:
+                try:
+                    self.delete_volume(pool, name)
+                except StorageError as cleanup:
+                    log.warning("could not remove partial template copy %s: %s", name, cleanup)
+                raise
+            size = self._virtual_size(target, location)
+        log.info("copied template %s/%s to pool %s as %s", template.directory, template.file_name, pool.uuid, name)
+        return DiskSpec(device="vda", source=source, format="qcow2", size_bytes=size)
+
+    # -- secondary storage: templates --------------------------------------
+
+    def write_template(self, template: TemplateLocation, source: BinaryIO) -> int:
+        self._check_template(template)
+        with self._store_files(template.store_url) as files:
+            try:
+                files.makedirs(template.directory)
+                return files.write_stream(f"{template.directory}/{template.file_name}", source)
+            except BaseException as exc:
+                self._remove_template(files, template)
+                if isinstance(exc, OSError):
+                    raise StorageError(f"cannot write template {template.directory} to the image store "
+                                       f"{template.store_url}: {exc.strerror or exc}") from None
+                raise
+
+    def inspect_template(self, template: TemplateLocation) -> dict:
+        self._check_template(template)
+        location = parse_nfs_url(template.store_url)
+        with self._template_source(template) as source:
+            return json.loads(self._run([self.qemu_img, "info", "--output=json", source], location,
+                                        "inspect template"))
+
+    def finish_template(self, template: TemplateLocation, properties: str) -> None:
+        self._check_template(template)
+        with self._store_files(template.store_url) as files:
+            try:
+                files.write_file(f"{template.directory}/{PROPERTIES}", properties.encode())
+            except OSError as exc:
+                self._remove_template(files, template)
+                raise StorageError(f"cannot write template {template.directory} to the image store "
+                                   f"{template.store_url}: {exc.strerror or exc}") from None
+
+    def template_properties(self, template: TemplateLocation) -> str | None:
+        self._check_template(template)
+        with self._store_files(template.store_url) as files:
+            data = files.read_file(f"{template.directory}/{PROPERTIES}")
+        return None if data is None else data.decode(errors="replace")
+
+    def delete_template(self, template: TemplateLocation) -> None:
+        self._check_template(template)
+        with self._store_files(template.store_url) as files:
+            self._remove_template(files, template)
+        log.info("deleted template %s from %s", template.directory, template.store_url)
+
+    @staticmethod
+    def _remove_template(files: LocalFiles | RemoteFiles, template: TemplateLocation) -> None:
+        files.unlink(f"{template.directory}/{PROPERTIES}")
+        files.unlink(f"{template.directory}/{template.file_name}")
+        files.rmdir(template.directory)
+
+    @contextmanager
+    def _store_files(self, url: str) -> Iterator[LocalFiles | RemoteFiles]:
+        location = parse_nfs_url(url)
+        if self._kernel_available():
+            yield LocalFiles(self._kernel_mount(self._store_spec(url), location))
+        else:
+            with self._userspace(location) as export:
+                yield RemoteFiles(export)
+
+    @contextmanager
+    def _template_source(self, template: TemplateLocation) -> Iterator[str]:
+        """The template's image as qemu-img takes it: a path on the mounted store, or an nfs:// URL."""
+        location = parse_nfs_url(template.store_url)
+        relative = f"{template.directory}/{template.file_name}"
+        if self._kernel_available():
+            path = self._kernel_mount(self._store_spec(template.store_url), location) / relative
+            if not path.exists():
+                raise VolumeNotFound(f"template {relative} is not on the image store {template.store_url}")
+            yield str(path)
+            return
+        self._require_standard_ports(location, PoolSpec(uuid="image store", url=template.store_url))
+        with self._userspace(location) as export:
+            if export.stat(relative) is None:
+                raise VolumeNotFound(f"template {relative} is not on the image store {template.store_url}")
+        yield nfs_url(NfsSource(server=location.server, export=location.export, path=relative))
+
+    @staticmethod
+    def _store_spec(url: str) -> PoolSpec:
+        return PoolSpec(uuid=str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, url)), url=url)
+
+    @staticmethod
+    def _check_template(template: TemplateLocation) -> None:
+        if not TEMPLATE_DIRECTORY.fullmatch(template.directory or ""):
+            raise InvalidSpec(f"template directory {template.directory!r} is not template/tmpl/<account>/<id>")
+        if not VOLUME_NAME.fullmatch(template.file_name or "") or template.file_name == PROPERTIES:
+            raise InvalidSpec(f"template file name {template.file_name!r} is not allowed")
+
+    def _virtual_size(self, target: str, location: NfsLocation) -> int:
+        info = self._run([self.qemu_img, "info", "--output=json", target], location, "inspect volume")
+        return int(json.loads(info).get("virtual-size") or 0)
 
     def delete_volume(self, pool: PoolSpec, name: str) -> None:
         self._check_volume_name(name)
@@ -407,21 +630,28 @@ class NfsStorageDriver(StorageDriver):
 
     # -- commands ----------------------------------------------------------
 
-    def _run(self, argv: list[str], location: NfsLocation, action: str, unreachable: bool = False) -> None:
+    def _run(self, argv: list[str], location: NfsLocation, action: str, unreachable: bool = False,
+             timeout: float | None = None) -> str:
         env = dict(os.environ, LC_ALL="C")
+        limit = timeout or self.timeout * 3
         try:
-            subprocess.run(argv, check=True, capture_output=True, text=True, timeout=self.timeout * 3, env=env)
+            return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=limit, env=env).stdout
         except FileNotFoundError:
             raise StorageError(f"cannot {action} on {location.describe()}: {argv[0]} is not installed") from None
         except subprocess.TimeoutExpired:
-            raise unreachable(location, f"{action} did not finish within {self.timeout * 3:.0f}s") from None
+            raise unreachable_error(location, f"{action} did not finish within {limit:.0f}s") from None
         except subprocess.CalledProcessError as exc:
             reason = (exc.stderr or exc.stdout or f"exit status {exc.returncode}").strip().splitlines()
             message = reason[-1] if reason else f"exit status {exc.returncode}"
             if unreachable or "Failed to mount nfs share" in message or "nfs_service" in message:
-                raise unreachable(location, message) from None
+                raise unreachable_error(location, message) from None
             raise StorageError(f"cannot {action} on {location.describe()}: {message}") from None
 
 
 def _mtime_ns(attributes: libnfs.NfsStat64) -> int:
     return attributes.nfs_mtime * 1_000_000_000 + attributes.nfs_mtime_nsec
+
+
+def _image_format(fmt: str) -> str:
+    """qemu-img's name of a template format (an ISO is read as raw)."""
+    return "qcow2" if fmt.lower() == "qcow2" else "raw"

@@ -337,8 +337,25 @@ class DiskOffering(Entity, Base):
         return split_tags(self.tags)
 
 
+class GuestOsCategory(Entity, Base):
+    """A family of operating systems (CentOS, Debian, Windows, ...): listOsCategories."""
+
+    __tablename__ = "guest_os_category"
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class GuestOs(Entity, Base):
+    """An operating system a template declares (listOsTypes), seeded from a fixed catalogue."""
+
+    __tablename__ = "guest_os"
+    category_id: Mapped[int] = mapped_column(ForeignKey("guest_os_category.id"))
+    display_name: Mapped[str] = mapped_column(String(255), unique=True)
+    is_user_defined: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class Template(Entity, Base):
-    """A root disk image guests are deployed from. `zone_id` None: available in every zone."""
+    """A root disk image guests are deployed from, or an ISO (`format` ISO). `zone_id` None:
+    available in every zone. `size_bytes` is the disk a guest sees (the image's virtual size)."""
 
     __tablename__ = "vm_template"
     name: Mapped[str] = mapped_column(String(255))
@@ -357,6 +374,54 @@ class Template(Entity, Base):
     url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     checksum: Mapped[str | None] = mapped_column(String(255), nullable=True)
     unique_name: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    os_type_id: Mapped[int | None] = mapped_column(ForeignKey("guest_os.id"), nullable=True)
+    bootable: Mapped[bool] = mapped_column(Boolean, default=True)
+    physical_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    @property
+    def is_iso(self) -> bool:
+        return self.format == "ISO"
+
+
+class TemplateStoreRef(Base):
+    """A template's copy on one image store: its download's progress, then where it lies.
+
+    `state`: Allocated (not started), Downloading, Ready, Failed (`status` names the reason;
+    nothing is left on the store), or Destroying while it is deleted from the store."""
+
+    __tablename__ = "template_store_ref"
+    __table_args__ = (UniqueConstraint("template_id", "store_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("image_store.id"), index=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zone.id"))
+    state: Mapped[str] = mapped_column(String(32), default="Allocated")
+    status: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    percent: Mapped[int] = mapped_column(Integer, default=0)
+    downloaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    install_path: Mapped[str] = mapped_column(String(1024))
+    physical_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    virtual_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TemplatePoolRef(Base):
+    """A template's cached copy on a primary pool, which root volumes are qcow2 overlays on.
+
+    `state` Creating while it is copied, Ready once done. Its users are the live volumes with
+    this template on this pool; it is deleted once it has none and the template is deleted."""
+
+    __tablename__ = "template_spool_ref"
+    __table_args__ = (UniqueConstraint("template_id", "pool_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("storage_pool.id"), index=True)
+    state: Mapped[str] = mapped_column(String(32), default="Creating")
+    volume_name: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class VmInstance(Entity, Base):
@@ -414,6 +479,8 @@ class Volume(Entity, Base):
     disk: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # A data volume's offering (its size and storage tags); None for a root volume.
     disk_offering_id: Mapped[int | None] = mapped_column(ForeignKey("disk_offering.id"), nullable=True)
+    # A root volume made as an overlay on a template's copy on its pool (TemplatePoolRef).
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("vm_template.id"), nullable=True, index=True)
 
 
 class SshKeyPair(Entity, Base):

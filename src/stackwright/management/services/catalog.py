@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import false, or_, select
 
 from ..errors import InvalidParameterValue
-from ..persistence.models import Account, DiskOffering, Domain, ServiceOffering, Template, Zone, utcnow
+from ..persistence.models import Account, DiskOffering, Domain, GuestOs, ServiceOffering, Template, Zone, utcnow
+from . import guest_os
 from .hosts import tag_string
 from .queries import NOCASE, ROW, Filter, ci_equals, filtered, keyword, page, rows_by_id
 
@@ -70,6 +71,11 @@ def seed(session: Session) -> list[str]:
                                  status=READY, **spec))
             added.append(spec["name"])
     session.flush()
+    added += guest_os.seed(session)
+    for template in session.execute(select(Template).where(Template.os_type_id.is_(None),
+                                                           Template.os_type.is_not(None))).scalars():
+        found = guest_os.by_name(session, template.os_type)
+        template.os_type_id = found.id if found is not None else None
     if added:
         log.info("seeded %s", ", ".join(added))
     return added
@@ -271,14 +277,16 @@ class CatalogService:
     # --- templates -----------------------------------------------------------------------
 
     def templates(self, template_filter: str, *, zone: Zone | None = None,
-                  hypervisor: str | None = None) -> Select[tuple[Template]]:
-        """A select of the templates `template_filter` shows the caller (CloudStack's filters)."""
+                  hypervisor: str | None = None, iso: bool = False) -> Select[tuple[Template]]:
+        """A select of the templates (or ISOs) `template_filter` shows the caller (CloudStack's filters)."""
         wanted = template_filter.lower()
         if wanted not in TEMPLATE_FILTERS:
+            what = "isofilter" if iso else "templatefilter"
             raise InvalidParameterValue(
-                "Please specify a valid template filter; templatefilter must be one of "
+                f"Please specify a valid {'ISO' if iso else 'template'} filter; {what} must be one of "
                 f"{', '.join(TEMPLATE_FILTERS)}")
-        q = select(Template).where(Template.removed.is_(None))
+        q = select(Template).where(Template.removed.is_(None),
+                                   (Template.format == "ISO") if iso else (Template.format != "ISO"))
         account_id = self.ctx.account.id if self.ctx.account is not None else None
         own = Template.account_id == account_id if account_id is not None else false()
         if wanted == "featured":
@@ -306,7 +314,10 @@ class CatalogService:
         """The template a guest of `zone` may be deployed from, or CloudStack's 431."""
         if template.removed is not None:
             raise InvalidParameterValue(f"Unable to use template {template.uuid}: it was deleted")
-        if not template.is_ready or (template.zone_id is not None and template.zone_id != zone.id):
+        if template.is_iso:
+            raise InvalidParameterValue(f"Unable to deploy from {template.uuid}: it is an ISO, not a template")
+        downloaded = template.url is None or self.ctx.templates.ready_ref(template, zone) is not None
+        if not template.is_ready or not downloaded or (template.zone_id is not None and template.zone_id != zone.id):
             raise InvalidParameterValue(
                 f"Template {template.uuid} has not been completely downloaded to zone {zone.uuid}")
         if not template.is_public and not self.ctx.is_root_admin and (
@@ -330,8 +341,10 @@ class CatalogService:
         """The Domain an offering (or another row with a domain_id) is restricted to, or None."""
         return self.session.get(Domain, row.domain_id) if row.domain_id else None
 
-    def list_templates(self, p: SimpleNamespace, hypervisor: str | None = None) -> Page:
-        q = filtered(self.templates(p.templatefilter, zone=p.zoneid, hypervisor=hypervisor), TEMPLATE_LIST_FILTERS, p)
+    def list_templates(self, p: SimpleNamespace, hypervisor: str | None = None, *, template_filter: str,
+                       iso: bool = False) -> Page:
+        q = filtered(self.templates(template_filter, zone=p.zoneid, hypervisor=hypervisor, iso=iso),
+                     TEMPLATE_LIST_FILTERS, p)
         if p.account:
             q = q.join(Account, Account.id == Template.account_id).where(ci_equals(Account.name, p.account))
         return page(self.ctx, p, q, Template.id)
@@ -340,6 +353,12 @@ class CatalogService:
         """({zone id: Zone}, {account id: Account}) the views of `templates` refer to, one query each."""
         return (rows_by_id(self.session, Zone, (t.zone_id for t in templates)),
                 rows_by_id(self.session, Account, (t.account_id for t in templates)))
+
+    def zones_by_id(self, ids: Iterable[int | None]) -> dict[int, Zone]:
+        return rows_by_id(self.session, Zone, ids)
+
+    def os_types_by_id(self, ids: Iterable[int | None]) -> dict[int, GuestOs]:
+        return rows_by_id(self.session, GuestOs, ids)
 
 
 OFFERING_FILTERS = (
@@ -359,5 +378,8 @@ DISK_OFFERING_FILTERS = (
 TEMPLATE_LIST_FILTERS = (
     Filter("id", Template.id, ROW),
     Filter("name", Template.name, NOCASE),
+    Filter("bootable", Template.bootable),
+    Filter("ispublic", Template.is_public),
+    Filter("isready", Template.is_ready),
     keyword(Template.name, Template.display_text),
 )

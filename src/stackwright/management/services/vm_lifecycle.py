@@ -30,13 +30,14 @@ from ..errors import (
     InsufficientCapacity,
     ResourceUnavailable,
 )
-from ..persistence.models import Account, Cluster, Host, ServiceOffering, StoragePool, Volume, Zone, utcnow
+from ..persistence.models import Account, Cluster, Host, ServiceOffering, StoragePool, Template, Volume, Zone, utcnow
 from .capacity import MEMORY_RATIO, started_ratios
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .queries import by_uuid
 from .resource_limits import CPU, MEMORY, PRIMARY_STORAGE, USER_VM, VOLUME
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
+from .template_jobs import COPY_TIMEOUT, await_copy, copy_after_expunge, copy_failed, copy_ready, drop_copy, plan_copy
 from .vms import (
     ALLOCATED,
     CREATING,
@@ -68,7 +69,7 @@ START_ATTEMPTS = 3          # hosts tried before a start gives up
 VERDICT_POLL = 5.0          # seconds between two looks at a host a guest may still run on
 CLEANUP_TIMEOUT = 30.0
 TIMEOUTS = {
-    m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
+    m.CopyTemplate: COPY_TIMEOUT, m.CreateVolume: 300.0, m.StartVm: 300.0, m.StopVm: 180.0, m.RebootVm: 180.0, m.DeleteVolume: 120.0,
 }
 
 
@@ -135,9 +136,10 @@ def start_vm(vm_id: int, *, host_id: int | None = None, pod_id: int | None = Non
 
 
 def _create_volume(host: HostRef, vm_id: int, plan: dict, create: dict) -> Steps:
-    """Have `host` create one planned volume on its pool and record it Ready. Returns (the
-    guest's VmSpec once the last planned volume is created, else None; None, or why the agent
-    could not create it)."""
+    """Have `host` create one planned volume on its pool (a root volume from a template as an
+    overlay on the template's copy there, made first when missing) and record it Ready. Returns
+    (the guest's VmSpec once the last planned volume is created, else None; None, or why it
+    could not be created)."""
     pool = codec.decode(m.PoolSpec, create["pool"])
     if create["recreate"]:
         # An interrupted creation may have left an image behind; it never held data.
@@ -145,14 +147,41 @@ def _create_volume(host: HostRef, vm_id: int, plan: dict, create: dict) -> Steps
             yield AgentStep(host, m.DeleteVolume(pool=pool, name=create["volume"]), CLEANUP_TIMEOUT)
         except ResourceUnavailable:
             pass
+    copy = create.get("copy")
+    if copy is not None and not copy["ready"]:
+        reason = yield from _template_on_pool(host, pool, create, copy)
+        if reason is not None:
+            return None, reason
     try:
         answer = yield AgentStep(host, m.CreateVolume(
-            pool=pool, name=create["volume"], size_bytes=create["size"], format=create["format"]),
+            pool=pool, name=create["volume"], size_bytes=create["size"], format=create["format"],
+            backing=copy["name"] if copy is not None else None),
             TIMEOUTS[m.CreateVolume], settle=_discard_volume(pool, create["volume"]))
     except ResourceUnavailable as e:
         return None, e.text
     spec = yield DbStep(_volume_created, vm_id, plan, create, answer.disk)
     return spec, None
+
+
+def _template_on_pool(host: HostRef, pool: m.PoolSpec, create: dict, copy: dict) -> Steps:
+    """Make sure the template's copy is on the pool before the root volume is made on it: copy it
+    (the first volume of the template there) or wait for the job copying it. None when it is
+    there, else why not."""
+    if copy["copy"]:
+        try:
+            answer = yield AgentStep(host, m.CopyTemplate(
+                pool=pool, template=codec.decode(m.TemplateLocation, copy["location"]), name=copy["name"]),
+                TIMEOUTS[m.CopyTemplate], settle=_discard_volume(pool, copy["name"]))
+        except ResourceUnavailable as e:
+            yield DbStep(copy_failed, copy["ref"])
+            return (f"copying template {copy['template']} from image store {copy['store']} to storage pool "
+                    f"{create['pool_name']} failed: {e.text}")
+        yield DbStep(copy_ready, copy["ref"], answer.disk.size_bytes)
+        return None
+    if (yield WaitStep(await_copy, copy["ref"])):
+        return None
+    return (f"template {copy['template']} was being copied to storage pool {create['pool_name']} by another job, "
+            f"which did not finish")
 
 
 def _boot(vm_id: int, plan: dict, host: HostRef, spec: m.VmSpec) -> Steps:
@@ -231,10 +260,16 @@ def _reserve_start(ctx: Any, vm_id: int, want: dict) -> dict | None:
     }
     for each, pool in zip(ordered, pools, strict=True):
         if each.state in (ALLOCATED, CREATING):
+            copy = None
+            if each.volume_type == ROOT:
+                # A root volume from a downloaded template is an overlay on its copy on the pool.
+                copy = plan_copy(ctx, session.get(Template, vm.template_id), zone, pool)
+                if copy is not None:
+                    each.template_id, each.format = vm.template_id, "qcow2"
             out["creates"].append({
                 "volume": each.uuid, "kind": "root" if each.volume_type == ROOT else "data", "size": each.size_bytes,
                 "format": each.format, "recreate": each.state == CREATING, "pool_id": pool.id,
-                "pool_name": pool.name, "pool": codec.encode(pool_spec(pool))})
+                "pool_name": pool.name, "pool": codec.encode(pool_spec(pool)), "copy": copy})
             each.pool_id, each.state = pool.id, CREATING
     vm.state, vm.host_id, vm.state_changed = STARTING, target.id, utcnow()
     if not resumed:
@@ -284,7 +319,7 @@ def _volume_failed(ctx: Any, vm_id: int, plan: dict, create: dict, reason: str) 
     vm.state, vm.host_id = STOPPED, None
     for volume in ctx.vms.volumes(vm):
         if volume.state == CREATING:
-            volume.pool_id, volume.state = None, ALLOCATED
+            volume.pool_id, volume.state, volume.template_id = None, ALLOCATED, None
     log.warning("could not create the %s volume of %s on pool %s from host %s: %s",
                 create["kind"], vm.instance_name, create["pool_name"], plan["host"], reason)
 
@@ -493,7 +528,9 @@ def expunge_vm(vm_id: int) -> Steps:
                 raise CloudRuntimeError(f"Failed to expunge VM {target['name']}: could not delete its "
                                         f"{delete['kind']} volume from storage pool {delete['pool_name']}: "
                                         f"{e.text}") from None
-        yield DbStep(_expunged, vm_id)
+        unused = yield DbStep(_expunged, vm_id)
+        for copy in unused:
+            yield from drop_copy(copy)
     except ApiError:
         raise
     except Exception:
@@ -520,16 +557,25 @@ def _begin_expunge(ctx: Any, vm_id: int) -> dict:
     return {"name": vm.instance_name, "deletes": deletes}
 
 
-def _expunged(ctx: Any, vm_id: int) -> None:
+def _expunged(ctx: Any, vm_id: int) -> list[dict]:
+    """The VM and its volumes are gone; returns the template copies on their pools of which they
+    were the last users, when the template is deleted."""
     vm = ctx.vms.locked(vm_id)
     now = utcnow()
+    unused = []
     for volume in ctx.vms.volumes(vm):
         volume.state, volume.removed = EXPUNGED, now
         ctx.limits.change(ctx.session.get(Account, vm.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
         ctx.event("VOLUME.DELETE", f"Deleted volume {volume.name} of {vm.instance_name}", volume.uuid)
+        if volume.template_id is not None:
+            ctx.session.flush()
+            copy = copy_after_expunge(ctx, volume.template_id, volume.pool_id)
+            if copy is not None:
+                unused.append(copy)
     vm.state, vm.removed, vm.host_id = EXPUNGING, now, None
     ctx.event("VM.EXPUNGE", f"Expunged VM {vm.instance_name}", vm.uuid)
     log.info("expunged %s (%s)", vm.instance_name, vm.uuid)
+    return unused
 
 
 # --- shared ------------------------------------------------------------------------------

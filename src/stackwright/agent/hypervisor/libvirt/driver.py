@@ -17,6 +17,7 @@ import threading
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec
 from stackwright.agent.hypervisor.base import (
+    BackingSpec,
     DiskSpec,
     FileSource,
     HostInfo,
@@ -69,22 +70,28 @@ def validate_spec(spec: VmSpec) -> None:
             raise InvalidSpec(f"VM {spec.name}: NIC {nic.mac} names no bridge")
 
 
-def build_disk(disk: DiskSpec, nfs_identity: tuple[str, str] | None) -> xml.Disk:
+def build_disk(disk: DiskSpec | BackingSpec, nfs_identity: tuple[str, str] | None, device: str = "") -> xml.Disk:
+    """The ``<disk>`` of a guest disk; a qcow2 overlay names its backing image (``<backingStore>``),
+    so libvirt need not probe the chain over NFS."""
+    device = device or getattr(disk, "device", "")
+    backing = getattr(disk, "backing", None)
+    below = build_disk(backing, nfs_identity, device) if backing is not None else None
     if isinstance(disk.source, FileSource):
-        return xml.Disk(target_dev=disk.device, driver_type=disk.format, source_file=disk.source.path)
+        return xml.Disk(target_dev=device, driver_type=disk.format, source_file=disk.source.path, backing=below)
     if isinstance(disk.source, NfsSource):
         user, group = nfs_identity or (None, None)
         # libvirt rejects a port on NFS hosts; the portmapper finds the services.
         return xml.Disk(
-            target_dev=disk.device,
+            target_dev=device,
             driver_type=disk.format,
             source_protocol="nfs",
             source_name=nfs_path(disk.source),
             hosts=[xml.DiskHost(name=disk.source.server)],
             identity_user=user,
             identity_group=group,
+            backing=below,
         )
-    raise InvalidSpec(f"disk {disk.device} has an unsupported source {type(disk.source).__name__}")
+    raise InvalidSpec(f"disk {device} has an unsupported source {type(disk.source).__name__}")
 
 
 CPU_PERIOD_US = 100_000    # libvirt's default CFS period
@@ -105,12 +112,15 @@ def build_domain(
     arch: str,
     nfs_identity: tuple[str, str] | None = None,
     cpu_mode: str | None = None,
+    console_log_dir: str | None = None,
 ) -> xml.Domain:
     """Turn a `VmSpec` into domain XML objects for this host's acceleration.
 
     ``cpu_mode`` is agent.properties' ``guest.cpu.mode`` (host-model,
     host-passthrough); without it libvirt's default CPU model is used, which
     also works under nested virtualisation where passthrough may not.
+    With ``console_log_dir`` the serial console is also logged to
+    ``<console_log_dir>/<name>-console.log``.
     """
     domain_type = DOMAIN_TYPES[accel]
     return xml.Domain(
@@ -131,10 +141,15 @@ def build_domain(
         features=["acpi", "apic"] if domain_type != "test" else [],
         disks=[build_disk(disk, nfs_identity) for disk in spec.disks],
         interfaces=[xml.Interface(mac=nic.mac.lower(), bridge=nic.bridge, model=nic.model) for nic in spec.nics],
-        serials=[xml.CharDevice(element_name="serial", target_port=0)],
+        serials=[xml.CharDevice(element_name="serial", target_port=0, log_file=(
+            f"{console_log_dir}/{spec.name}-console.log" if console_log_dir else None))],
         consoles=[xml.CharDevice(element_name="console", target_type="serial", target_port=0)],
         graphics=[xml.Graphics(listen=spec.vnc_listen, password=spec.vnc_password)],
     )
+
+
+# Where libvirt keeps its QEMU logs; each guest's serial console is logged beside them.
+CONSOLE_LOG_DIR = "/var/log/libvirt/qemu"
 
 
 class LibvirtDriver(HypervisorDriver):
@@ -150,6 +165,7 @@ class LibvirtDriver(HypervisorDriver):
         nfs_identity: tuple[str, str] | None = ("root", "root"),
         accel: str | None = None,
         cpu_mode: str | None = None,
+        console_log_dir: str | None = CONSOLE_LOG_DIR,
     ) -> None:
         if accel is not None and accel not in DOMAIN_TYPES:
             raise InvalidSpec(f"acceleration {accel!r} is not one of: {', '.join(DOMAIN_TYPES)}")
@@ -161,6 +177,7 @@ class LibvirtDriver(HypervisorDriver):
         self.nfs_identity = nfs_identity
         self._accel = accel
         self.cpu_mode = cpu_mode
+        self.console_log_dir = console_log_dir
         self._cpu_sample: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
@@ -216,7 +233,7 @@ class LibvirtDriver(HypervisorDriver):
     def domain_xml(self, spec: VmSpec) -> str:
         validate_spec(spec)
         return build_domain(spec, self.accel, self.host.cpu_topology().arch, self.nfs_identity,
-                            self.cpu_mode).to_xml()
+                            self.cpu_mode, self.console_log_dir).to_xml()
 
     def start(self, spec: VmSpec) -> VmState:
         domain_xml = self.domain_xml(spec)

@@ -237,6 +237,8 @@ class Disk(XmlElement):
     identity_group: str | None = None
     cache: str | None = None
     readonly: bool = False
+    # The image a qcow2 overlay reads through to (its own backing chain ends there).
+    backing: Disk | None = None
 
     @property
     def type(self) -> str:
@@ -247,6 +249,18 @@ class Disk(XmlElement):
         driver = ET.SubElement(element, "driver", name="qemu", type=self.driver_type)
         if self.cache:
             driver.set("cache", self.cache)
+        self._add_source(element)
+        if self.backing is not None:
+            store = ET.SubElement(element, "backingStore", type=self.backing.type)
+            ET.SubElement(store, "format", type=self.backing.driver_type)
+            self.backing._add_source(store)
+            ET.SubElement(store, "backingStore")
+        ET.SubElement(element, "target", dev=self.target_dev, bus=self.target_bus)
+        if self.readonly:
+            ET.SubElement(element, "readonly")
+        return element
+
+    def _add_source(self, element: ET.Element) -> None:
         if self.source_protocol:
             source = ET.SubElement(element, "source", protocol=self.source_protocol, name=self.source_name or "")
             for host in self.hosts:
@@ -259,15 +273,17 @@ class Disk(XmlElement):
                     identity.set("group", self.identity_group)
         elif self.source_file:
             ET.SubElement(element, "source", file=self.source_file)
-        ET.SubElement(element, "target", dev=self.target_dev, bus=self.target_bus)
-        if self.readonly:
-            ET.SubElement(element, "readonly")
-        return element
 
     @classmethod
     def _from_element(cls, element: ET.Element) -> Disk:
         source = element.find("source")
+        store = element.find("backingStore")
+        backing = None
+        if store is not None and store.find("source") is not None:
+            backing = cls._from_element(store)
+            backing.driver_type = _child_attr(store, "format", "type", "raw")
         return cls(
+            backing=backing,
             target_dev=_child_attr(element, "target", "dev", ""),
             target_bus=_child_attr(element, "target", "bus", "virtio"),
             driver_type=_child_attr(element, "driver", "type", "raw"),
@@ -352,9 +368,13 @@ class CharDevice(XmlElement):
     type: str = "pty"
     target_port: int = 0
     target_type: str | None = None
+    # Everything the guest writes to the device is also kept in this file (virtlogd).
+    log_file: str | None = None
 
     def to_element(self) -> ET.Element:
         element = ET.Element(self.element_name, type=self.type)
+        if self.log_file:
+            ET.SubElement(element, "log", file=self.log_file, append="off")
         target = ET.SubElement(element, "target")
         if self.target_type:
             target.set("type", self.target_type)
@@ -368,6 +388,7 @@ class CharDevice(XmlElement):
             type=element.get("type", "pty"),
             target_port=int(_child_attr(element, "target", "port", 0)),
             target_type=_child_attr(element, "target", "type"),
+            log_file=_child_attr(element, "log", "file"),
         )
 
 

@@ -241,3 +241,21 @@ def test_start_replaces_a_stale_stopped_definition(driver):
     domain = connection.lookupByName(spec.name)
     assert (domain.UUIDString(), domain.maxMemory()) == (spec.uuid, 128 * 1024)
     connection.close()
+
+
+def test_an_overlay_names_its_backing_image_and_the_console_is_logged():
+    from stackwright.agent.hypervisor.base import BackingSpec
+    from stackwright.agent.hypervisor.libvirt import xml as libvirt_xml
+
+    spec = make_spec(disks=[DiskSpec(
+        device="vda", source=NfsSource(server="10.0.0.9", export="/export/primary", path="root.qcow2"),
+        backing=BackingSpec(source=NfsSource(server="10.0.0.9", export="/export/primary", path="template-1")))])
+    domain = build_domain(spec, accel="kvm", arch="x86_64", nfs_identity=("root", "root"), console_log_dir="/logs")
+    text = domain.to_xml()
+    parsed = libvirt_xml.Domain.parse(text)
+    backing = parsed.disks[0].backing
+    assert (backing.source_protocol, backing.source_name, backing.driver_type) == (
+        "nfs", "/export/primary/template-1", "qcow2")
+    assert parsed.disks[0].target_dev == "vda" and parsed.disks[0].source_name == "/export/primary/root.qcow2"
+    assert "<backingStore />" in text or "<backingStore/>" in text     # the chain ends at the template's copy
+    assert parsed.serials[0].log_file == "/logs/%s-console.log" % spec.name
