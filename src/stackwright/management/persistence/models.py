@@ -348,6 +348,8 @@ class VmInstance(Entity, Base):
     nic_uuid: Mapped[str] = mapped_column(String(36), default=new_uuid)
     state_changed: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The guest's VNC password (services/console.py), encrypted at rest; set on its first start.
+    vnc_password: Mapped[str | None] = mapped_column(Encrypted(255), nullable=True)
 
 
 class Volume(Entity, Base):

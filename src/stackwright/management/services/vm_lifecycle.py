@@ -29,6 +29,7 @@ from ..errors import (
     ResourceUnavailable,
 )
 from ..persistence.models import Host, StoragePool, Volume, Zone, utcnow
+from .console import opened, seal, vnc_password_for
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
@@ -138,7 +139,7 @@ def _boot(vm_id: int, plan: dict, host: HostRef, spec: m.VmSpec) -> Steps:
     """Boot the guest on the planned host: None when it runs, else why not (the VM is Stopped again)."""
     name = plan["name"]
     try:
-        answer = yield AgentStep(host, m.StartVm(spec=spec), TIMEOUTS[m.StartVm],
+        answer = yield AgentStep(host, m.StartVm(spec=opened(spec)), TIMEOUTS[m.StartVm],
                                  settle=settle_guest(name, m.VmState.RUNNING))
         if answer.state != m.VmState.RUNNING:
             raise ResourceUnavailable(f"host {host.name} reports the guest {answer.state} after starting it")
@@ -218,7 +219,7 @@ def _guest_spec(vm: Any, volume: Volume, host: Host, bridge: str) -> m.VmSpec:
     nics = [m.NicSpec(mac=vm.mac_address, bridge=bridge)] if bridge in bridges else []
     return m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
                     memory_mb=vm.memory_mb, disks=[disk_of(volume)], nics=nics,
-                    vnc_listen=host.ip_address or "127.0.0.1")
+                    vnc_listen=host.ip_address or "127.0.0.1", vnc_password=seal(vnc_password_for(vm)))
 
 
 def _discard_volume(pool: m.PoolSpec, name: str):
