@@ -9,6 +9,7 @@ import logging.handlers
 import os
 import resource
 import signal
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import options as optionslib
 from .api.app import make_app
+from .api.console import add_console_routes
 from .agentlink.channel import AgentChannel
 from .engine import Engine
 from .persistence.crypto import KeyFileError
@@ -65,6 +67,7 @@ async def serve(opts: Options, engine: Engine) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     app = make_app(engine, workers=opts.api_workers)
+    consoles = add_console_routes(app, engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
@@ -76,6 +79,14 @@ async def serve(opts: Options, engine: Engine) -> None:
         await runner.cleanup()
         raise OSError(f"agent channel on {opts.agent_host}:{opts.agent_port}: {e.strerror or e}") from e
     engine.gateway.attach(channel)
+    if consoles:
+        try:
+            engine.console_endpoint = await serve_consoles(opts, engine, runner, channel)
+        except OSError as e:
+            await runner.cleanup()
+            await channel.close()
+            raise OSError(f"console proxy on {opts.console_host or opts.listen_host}:{opts.console_port}: "
+                          f"{e.strerror or e}") from e
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
@@ -85,6 +96,35 @@ async def serve(opts: Options, engine: Engine) -> None:
     await runner.cleanup()
     engine.gateway.detach()
     await channel.close()
+
+
+def advertised(engine: Engine, listen_host: str) -> str:
+    """The address a console URL names for a listener on `listen_host`: that address, or the
+    management server's (the `host` setting agents use) when it listens on every address."""
+    if listen_host in ("", "0.0.0.0", "::"):
+        return next((n.strip() for n in (engine.settings.get("host") or "").split(",") if n.strip()), "localhost")
+    return listen_host
+
+
+async def serve_consoles(opts: Options, engine: Engine, runner: web.AppRunner,
+                         channel: AgentChannel) -> tuple[str, str, int]:
+    """Where the console proxy is served: on the API's listener, or over TLS on a listener of
+    its own (console.listen) with the engine's certificate when consoleproxy.sslEnabled is true."""
+    if not engine.settings.typed("consoleproxy.sslEnabled"):
+        log.info("console proxy on the API listener (consoleproxy.sslEnabled is false)")
+        return "http", advertised(engine, opts.listen_host), opts.listen_port
+    host = opts.console_host or opts.listen_host
+    names = {advertised(engine, host)}
+    domain = engine.settings.get("consoleproxy.url.domain")
+    if domain and not domain.startswith("*."):
+        names.add(domain)
+    cert, key = channel.server_certificate(names)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, host, opts.console_port, ssl_context=context, reuse_address=True)
+    await site.start()
+    log.info("console proxy over TLS on %s:%d", host, opts.console_port)
+    return "https", advertised(engine, host), opts.console_port
 
 
 # Enough descriptors for every agent connection plus the API's, the database's and the logs'.

@@ -19,6 +19,7 @@ from .persistence import crypto
 from .persistence.db import Database
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.configuration import GlobalSettings
+from .services.console import ConsoleTokens
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
@@ -149,6 +150,10 @@ class Engine:
         self.throttle = None
         # What services reach agents through (ctx.agents); the daemon attaches the channel.
         self.gateway = ChannelGateway()
+        # One-time console tokens, and where the console proxy is served: (scheme, address,
+        # port), set by the daemon once it listens; None while it is not served.
+        self.consoles = ConsoleTokens()
+        self.console_endpoint: tuple[str, str, int] | None = None
         self.started = time.time()
 
     def start(self) -> None:

@@ -30,11 +30,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from stackwright.protocol import messages as m
 
 from ..persistence import crypto
+from ..persistence.models import Host, VmInstance
+from .gateway import HostRef
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ..persistence.models import VmInstance
+    from sqlalchemy.orm import Session
 
 # VNC authentication uses the first 8 bytes of the password only.
 VNC_PASSWORD_LENGTH = 8
@@ -84,20 +86,25 @@ class ConsoleGrant:
 
 class ConsoleTokens:
     """The engine's console tokens, in memory: each names one VM, is good once, and expires
-    `timeout` seconds after it was issued. A used or expired token is remembered until its
-    deadline has passed (twice over) so the refusal says which it was."""
+    `timeout` seconds after it was issued. A used or expired token is remembered for
+    `REMEMBER` seconds more, so its refusal says which it was."""
+
+    REMEMBER = 3600.0
+    USED = "this console URL was already used; request a new one (createConsoleEndpoint)"
+    EXPIRED = "this console URL has expired; request a new one (createConsoleEndpoint)"
+    UNKNOWN = "this console URL is not valid; request a new one (createConsoleEndpoint)"
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
         self._live: dict[str, ConsoleGrant] = {}
-        self._spent: dict[str, float] = {}     # token -> when to forget it
+        self._ended: dict[str, tuple[float, str]] = {}     # token -> (when to forget it, why it ended)
 
     def issue(self, vm_id: int, vm_uuid: str, timeout: float) -> ConsoleGrant:
         now = self._clock()
         grant = ConsoleGrant(secrets.token_urlsafe(TOKEN_BYTES), vm_id, vm_uuid, now + timeout)
         with self._lock:
-            self._forget_old(now)
+            self._sweep(now)
             self._live[grant.token] = grant
         return grant
 
@@ -106,28 +113,22 @@ class ConsoleTokens:
         used or expired."""
         now = self._clock()
         with self._lock:
-            self._forget_old(now)
+            self._sweep(now)
             grant = self._live.pop(token, None)
             if grant is None:
-                if token in self._spent:
-                    raise TokenRefused("this console URL was already used; request a new one "
-                                       "(createConsoleEndpoint)")
-                raise TokenRefused("this console URL is not valid or has expired; request a new one "
-                                   "(createConsoleEndpoint)")
-            self._spent[token] = now + 2 * max(grant.expires - now, 0.0) + 60.0
-            if now > grant.expires:
-                raise TokenRefused("this console URL has expired; request a new one (createConsoleEndpoint)")
+                ended = self._ended.get(token)
+                raise TokenRefused(ended[1] if ended else self.UNKNOWN)
+            self._ended[token] = (now + self.REMEMBER, self.USED)
             return grant
 
-    def _forget_old(self, now: float) -> None:
+    def _sweep(self, now: float) -> None:
         for token, grant in list(self._live.items()):
             if now > grant.expires:
-                # Expired unused: remembered as spent for as long again, then forgotten.
                 del self._live[token]
-                self._spent[token] = grant.expires + (grant.expires - now) + 60.0
-        for token, until in list(self._spent.items()):
-            if now > until:
-                del self._spent[token]
+                self._ended[token] = (now + self.REMEMBER, self.EXPIRED)
+        for token, (forget, _why) in list(self._ended.items()):
+            if now > forget:
+                del self._ended[token]
 
 
 # --- the RFB handshakes ---------------------------------------------------------------------
@@ -148,8 +149,8 @@ def vnc_response(password: str, challenge: bytes) -> bytes:
         raise VncError(f"VNC challenge of {len(challenge)} bytes (16 expected)")
     key = password.encode("latin-1", "replace")[:8].ljust(8, b"\0")
     key = bytes(int(f"{byte:08b}"[::-1], 2) for byte in key)
-    # Single DES: Triple DES with one 8-byte key is DES.
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()
+    # Single DES: Triple DES with the same key three times is DES.
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
     return encryptor.update(challenge) + encryptor.finalize()
 
 
@@ -230,3 +231,38 @@ async def to_browser(receive: Callable[[int], Awaitable[bytes]], send: Callable[
             await send(struct.pack(">I", 0))
     else:
         await send(struct.pack(">I", SECURITY_NONE))
+
+
+# --- where a console leads --------------------------------------------------------------------
+
+CONSOLE_TIMEOUT = 30.0      # seconds the host's agent has to say where a display listens
+
+
+@dataclass(frozen=True)
+class ConsoleTarget:
+    host: HostRef
+    host_address: str
+    instance_name: str
+    password: str | None
+
+
+def console_target(session: Session, vm_id: int) -> ConsoleTarget:
+    """Where the console of VM `vm_id` is now: its host and its password; TokenRefused when it
+    has none (not Running any more, expunged)."""
+    vm = session.get(VmInstance, vm_id)
+    if vm is None or vm.removed is not None:
+        raise TokenRefused("the VM of this console URL no longer exists")
+    if vm.state != "Running" or vm.host_id is None:
+        raise TokenRefused(f"VM {vm.instance_name} is {vm.state}; its console is available while it is Running")
+    host = session.get(Host, vm.host_id)
+    return ConsoleTarget(HostRef(host.guid or "", host.name), host.ip_address or "", vm.instance_name,
+                         vm.vnc_password)
+
+
+def display_address(target: ConsoleTarget, answer: m.VmConsoleAnswer) -> tuple[str, int]:
+    """Where to connect to the display the agent described: its listen address, or the host's
+    management address when it listens on every address."""
+    address = answer.address
+    if not address or address in ("0.0.0.0", "::"):
+        address = target.host_address or "127.0.0.1"
+    return address, answer.port
