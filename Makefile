@@ -21,7 +21,8 @@ SYSTEM_PACKAGES := \
 	nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind \
 	mariadb-server mariadb-client \
 	iproute2 iputils-ping bridge-utils procps dnsmasq-base \
-	python3-venv python3-dev gcc supervisor
+	python3-venv python3-dev gcc supervisor \
+	novnc chromium
 
 # Per-test limit in seconds; a hung test fails instead of eating CI's budget.
 TEST_TIMEOUT ?= 300
