@@ -223,3 +223,14 @@ def test_start_replaces_a_stale_stopped_definition(driver):
     domain = connection.lookupByName(spec.name)
     assert (domain.UUIDString(), domain.maxMemory()) == (spec.uuid, 128 * 1024)
     connection.close()
+
+
+def test_console_of_guests_without_a_display(driver):
+    with pytest.raises(VmNotFound):
+        driver.console("i-9-9999-VM")
+    spec = make_spec()
+    driver.start(spec)
+    # libvirt's test driver runs no QEMU: the guest has no port, which is said as such.
+    with pytest.raises(HypervisorError, match="no VNC display"):
+        driver.console(spec.name)
+    driver.stop(spec.name, force=True)
