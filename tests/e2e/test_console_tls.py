@@ -54,7 +54,7 @@ def test_novnc_is_served_over_tls_with_the_engines_certificate(engine):
 
 
 async def _refusal(url, context):
-    async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=context) as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=context or True) as ws:
         data = bytearray()
         while len(data) < 12 + 1 + 4:
             msg = await ws.receive(timeout=30)
