@@ -38,8 +38,8 @@ BRIDGE = "cloudbr0"
 
 CANVAS = """(() => {
   const c = document.querySelector('#noVNC_container canvas');
-  const status = (document.getElementById('noVNC_status') || {}).textContent || '';
-  const state = document.documentElement.className;
+  const status = ((document.getElementById && document.getElementById('noVNC_status')) || {}).textContent || '';
+  const state = document.documentElement ? document.documentElement.className : '';
   if (!c || !c.width || !c.height) return {status, state, width: 0};
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   const colours = new Set();
