@@ -5,6 +5,7 @@ WebSocket over plain HTTP; a made-up token is refused over wss with the reason a
 
 from __future__ import annotations
 
+import socket
 import ssl
 import struct
 import urllib.error
@@ -16,6 +17,7 @@ import pytest
 
 from tests.support.browser import run
 from tests.support.engine import EngineProcess, free_port
+from tests.support.waiting import wait_for
 
 NOVNC = Path("/usr/share/novnc/vnc.html")
 
@@ -32,10 +34,20 @@ def engine(tmp_path_factory):
         engine.start()
         engine.client().updateConfiguration(name="consoleproxy.sslEnabled", value="true")
         engine.restart()
+        # The console's listener opens after the API answers (it waits for the agent channel's certificate).
+        wait_for("console listener on port %d" % console_port, lambda: listening(console_port), 30)
         engine.console_port = console_port
         yield engine
     finally:
         engine.kill()
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+    except OSError:
+        return False
+    return True
 
 
 def trusting(engine):
