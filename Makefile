@@ -22,7 +22,8 @@ SYSTEM_PACKAGES := \
 	mariadb-server mariadb-client \
 	iproute2 iputils-ping bridge-utils procps dnsmasq-base \
 	python3-venv python3-dev gcc supervisor \
-	linux-image-cloud-amd64 busybox-static syslinux syslinux-common mtools dosfstools
+	linux-image-cloud-amd64 busybox-static syslinux syslinux-common mtools dosfstools \
+	novnc chromium
 
 # Per-test limit in seconds; a hung test fails instead of eating CI's budget.
 TEST_TIMEOUT ?= 300

@@ -167,6 +167,12 @@ def query_vm(ctx: HandlerContext, command: m.QueryVm) -> m.Answer:
     return m.VmStateAnswer(name=command.name, state=ctx.hypervisor.query(command.name))
 
 
+@handles(m.GetVmConsole)
+def get_vm_console(ctx: HandlerContext, command: m.GetVmConsole) -> m.Answer:
+    address, port = ctx.hypervisor.console(command.name)
+    return m.VmConsoleAnswer(name=command.name, address=address, port=port)
+
+
 @handles(m.PrepareForMigration)
 def prepare_for_migration(ctx: HandlerContext, command: m.PrepareForMigration) -> m.Answer:
     ctx.hypervisor.prepare_migration(command.spec)

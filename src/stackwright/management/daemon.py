@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import options as optionslib
 from .api.app import make_app
+from .api.console import add_console_routes
 from .agentlink.channel import AgentChannel
 from .engine import Engine
 from .persistence.crypto import KeyFileError
@@ -84,6 +86,7 @@ async def serve(opts: Options, engine: Engine, peer_socket: socket.socket | None
         loop.add_signal_handler(sig, stop.set)
 
     app = make_app(engine, workers=opts.api_workers)
+    consoles = add_console_routes(app, engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, opts.listen_host, opts.listen_port, reuse_address=True)
@@ -95,6 +98,14 @@ async def serve(opts: Options, engine: Engine, peer_socket: socket.socket | None
         await runner.cleanup()
         raise OSError(f"agent channel on {opts.agent_host}:{opts.agent_port}: {e.strerror or e}") from e
     engine.gateway.attach(channel)
+    if consoles:
+        try:
+            engine.console_endpoint = await serve_consoles(opts, engine, runner, channel)
+        except OSError as e:
+            await runner.cleanup()
+            await channel.close()
+            raise OSError(f"console proxy on {opts.console_host or opts.listen_host}:{opts.console_port}: "
+                          f"{e.strerror or e}") from e
     log.info(
         "management engine up: API http://%s:%d/client/api, database %s",
         opts.listen_host, opts.listen_port, redact_url(opts.db_url),
@@ -109,6 +120,36 @@ async def serve(opts: Options, engine: Engine, peer_socket: socket.socket | None
 # Container allocations (net of those freed) between two passes of the cycle collector over
 # the youngest generation (Python's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
+
+
+def advertised(engine: Engine, listen_host: str) -> str:
+    """The address a console URL names for a listener on `listen_host`: that address, or the
+    management server's (the `host` setting agents use) when it listens on every address."""
+    if listen_host in ("", "0.0.0.0", "::"):
+        return next((n.strip() for n in (engine.settings.get("host") or "").split(",") if n.strip()), "localhost")
+    return listen_host
+
+
+async def serve_consoles(opts: Options, engine: Engine, runner: web.AppRunner,
+                         channel: AgentChannel) -> tuple[str, str, int]:
+    """Where the console proxy is served: on the API's listener, or over TLS on a listener of
+    its own (console.listen) with the engine's certificate when consoleproxy.sslEnabled is true."""
+    if not engine.settings.typed("consoleproxy.sslEnabled"):
+        log.info("console proxy on the API listener (consoleproxy.sslEnabled is false)")
+        return "http", advertised(engine, opts.listen_host), opts.listen_port
+    host = opts.console_host or opts.listen_host
+    names = {advertised(engine, host)}
+    domain = engine.settings.get("consoleproxy.url.domain")
+    if domain and not domain.startswith("*."):
+        names.add(domain)
+    cert, key = channel.server_certificate(names)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, host, opts.console_port, ssl_context=context, reuse_address=True)
+    await site.start()
+    log.info("console proxy over TLS on %s:%d", host, opts.console_port)
+    return "https", advertised(engine, host), opts.console_port
+
 
 # Enough descriptors for every agent connection plus the API's, the database's and the logs'.
 OPEN_FILES_WANTED = 65536

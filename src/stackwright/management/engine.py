@@ -25,6 +25,7 @@ from .services.accounts import ROOT_ADMIN, AccountService
 from .services.alerts import AlertMailer
 from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
+from .services.console import ConsoleTokens
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
@@ -219,6 +220,10 @@ class Engine:
             f"{settings.listen_host}:{settings.listen_port}", advertised_address(settings),
             settings.cluster_port, settings.agent_port))
         self.monitor = ClusterMonitor(self)
+        # One-time console tokens, and where the console proxy is served: (scheme, address,
+        # port), set by the daemon once it listens; None while it is not served.
+        self.consoles = ConsoleTokens()
+        self.console_endpoint: tuple[str, str, int] | None = None
         self.started = time.time()
 
     def start(self) -> None:

@@ -22,6 +22,9 @@ Keys of the file (all optional), in the spirit of CloudStack's db.properties/ser
   cluster.address
                  the address peers reach that channel at (default: cluster.listen's host, or
                  this machine's address when that is 0.0.0.0)
+  console.listen HOST:PORT of the console proxy's TLS listener, used when the global setting
+                 consoleproxy.sslEnabled is true (default: the API's host, port 8443); without
+                 TLS the console is served on the API's listener
   agent.reconnect.grace
                  seconds the agents of hosts served before a start have to reconnect
                  before their hosts are marked Down (60; at least ping.interval x ping.timeout)
@@ -59,6 +62,8 @@ class Options:
     cluster_host: str | None = None     # None: agent_host
     cluster_port: int = 0
     cluster_address: str | None = None
+    console_host: str | None = None     # None: the API's host
+    console_port: int = 8443
     config_file: str | None = None
     key_file: str | None = None     # None: persistence.crypto.default_key_file(db_url)
 
@@ -87,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--agent-listen", help="HOST:PORT of the agent channel (default 0.0.0.0:8250)")
     ap.add_argument("--agent-plain", action="store_true",
                     help="serve the agent channel without TLS (insecure; for isolated test networks)")
+    ap.add_argument("--console-listen", help="HOST:PORT of the console proxy over TLS, when consoleproxy.sslEnabled "
+                                             "is true (default: the API's host, port 8443)")
     ap.add_argument("--pki-dir", help=f"directory of the certificate authority (default {DEFAULT_PKI})")
     ap.add_argument("--key-file", help="key file of the stored credentials (default next to an SQLite "
                                        "database, else /etc/cloudstack/management/key)")
@@ -121,6 +128,9 @@ def load(argv: list[str] | None = None) -> Options:
     agent = args.agent_listen or values.get("agent.listen")
     if agent:
         o.agent_host, o.agent_port = split_address(agent, "0.0.0.0")
+    console = args.console_listen or values.get("console.listen")
+    if console:
+        o.console_host, o.console_port = split_address(console, o.listen_host)
     if args.agent_plain:
         o.agent_tls = False
     elif "agent.tls" in values:

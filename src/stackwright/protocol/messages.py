@@ -366,6 +366,24 @@ class QueryVm(Request):
 
 
 @dataclass(kw_only=True)
+class VmConsoleAnswer(Answer):
+    """Where a running guest's VNC display listens on its host."""
+
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(kw_only=True)
+class GetVmConsole(Request):
+    """The address and port of a running guest's VNC display (the console proxy connects there)."""
+
+    answer: ClassVar[type[Answer]] = VmConsoleAnswer
+
+    name: str
+
+
+@dataclass(kw_only=True)
 class PoolStatsAnswer(Answer):
     stats: PoolStats
 

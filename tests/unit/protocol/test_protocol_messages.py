@@ -48,6 +48,8 @@ SAMPLES = [
     m.StopVm(name="i-1", force=True),
     m.RebootVm(name="i-1"),
     m.QueryVm(name="i-1"),
+    m.GetVmConsole(name="i-1"),
+    m.VmConsoleAnswer(name="i-1", address="10.0.0.5", port=5901),
     m.PrepareForMigration(spec=SPEC),
     m.MigrateVm(name="i-1", address="192.0.2.12", guid="kvm-2", vnc_listen="192.0.2.12", timeout=60.0),
     m.VmStateAnswer(name="i-1", state=m.VmState.STOPPING),

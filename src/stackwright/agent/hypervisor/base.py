@@ -117,6 +117,10 @@ class HypervisorDriver(ABC):
     def list_vms(self) -> dict[str, VmState]:
         """Return every guest the hypervisor knows, by instance name."""
 
+    def console(self, name: str) -> tuple[str, int]:
+        """The address and port where running guest ``name``'s VNC display listens."""
+        raise UnsupportedCommand(f"the {self.kind} driver has no guest consoles")
+
     def prepare_migration(self, spec: VmSpec) -> None:
         """As the destination of a live migration: check the guest can run here (bridges,
         memory) and no copy of it runs here; forget a stale stopped definition of it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 from stackwright.management.agentlink.events import AgentUnavailable, CommandTimeout
@@ -26,7 +27,8 @@ from stackwright.protocol.pki import EnrollmentTokens, TokenRecord
 if TYPE_CHECKING:
     import socket
     import threading
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
+    from pathlib import Path
 
     from stackwright.protocol import messages as m
 
@@ -80,8 +82,14 @@ class AgentChannel:
         self.ca = None
         self.tokens = None
         self._taking_over = False
+        self.cert_names: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
+
+    def server_certificate(self, names: Iterable[str]) -> tuple[Path, Path]:
+        """The engine's certificate (cert, key files), covering the agent listener's names and
+        `names` too (the console proxy's): one certificate for every TLS listener of the engine."""
+        return self.ca.ensure_server_cert(self.cert_names | set(names))
 
     async def start(self) -> AgentChannel:
         self.loop = asyncio.get_running_loop()
@@ -102,6 +110,9 @@ class AgentChannel:
             ping_timeout=float(settings.typed("ping.timeout")),
             reconnect_grace=self.opts.agent_reconnect_grace,
         )
+        self.cert_names = set(link.server_names) | {socket.gethostname()}
+        if self.opts.agent_host not in ("", "0.0.0.0", "::"):
+            self.cert_names.add(self.opts.agent_host)
         self.server = AgentLinkServer(self.registrar, link, self.ca, self.tokens)
         self.registrar.server = self.server
         await self.server.start()

@@ -117,6 +117,20 @@ def installed() -> bool:
     return _box is not None
 
 
+def seal(text: str) -> str:
+    """`text` as a Fernet token, for a secret that passes through plain records (a job's step
+    outcomes) on its way to an agent; `unseal` gives it back."""
+    if _box is None:
+        raise KeyFileError("no key to encrypt stored credentials: run stackwright-setup-databases")
+    return _box.encrypt(text)
+
+
+def unseal(token: str) -> str:
+    if _box is None:
+        raise KeyFileError("no key to decrypt stored credentials: run stackwright-setup-databases")
+    return _box.decrypt(token)
+
+
 def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 

@@ -458,6 +458,8 @@ class VmInstance(Entity, Base):
     # Base64 user data as given at deploy, and the names of its SSH key pairs (comma list).
     user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     keypairs: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # The guest's VNC password (services/console.py), encrypted at rest; set on its first start.
+    vnc_password: Mapped[str | None] = mapped_column(Encrypted(255), nullable=True)
 
 
 class Volume(Entity, Base):

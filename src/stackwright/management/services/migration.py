@@ -30,6 +30,7 @@ from stackwright.protocol import messages as m
 
 from ..errors import CloudRuntimeError, InsufficientCapacity, InvalidParameterValue, ResourceUnavailable
 from ..persistence.models import Cluster, Host, StoragePool, Zone, utcnow
+from .console import opened
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .hosts import ENABLED, ERROR_IN_PREPARE, MAINTENANCE, MAINTENANCE_STATES, PREPARE
 from .placement import Demand, Planner
@@ -216,7 +217,7 @@ def _move(agents: Any, plan: dict) -> dict:
     where, dest_state = _locate(agents, name, source, dest)
     if where == SOURCE:
         try:
-            agents.call(dest, m.PrepareForMigration(spec=codec.decode(m.VmSpec, plan["spec"])), PREPARE_TIMEOUT)
+            agents.call(dest, m.PrepareForMigration(spec=opened(codec.decode(m.VmSpec, plan["spec"]))), PREPARE_TIMEOUT)
             agents.call(source, m.MigrateVm(name=name, address=plan["address"], guid=dest.guid,
                                             vnc_listen=plan["address"] or "127.0.0.1", timeout=MIGRATE_TIMEOUT),
                         MIGRATE_TIMEOUT + 30)

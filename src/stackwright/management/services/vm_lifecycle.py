@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..persistence.models import Account, Cluster, Host, ServiceOffering, StoragePool, Template, Volume, Zone, utcnow
 from .capacity import MEMORY_RATIO, started_ratios
+from .console import opened, seal, vnc_password_for
 from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .queries import by_uuid
@@ -188,7 +189,7 @@ def _boot(vm_id: int, plan: dict, host: HostRef, spec: m.VmSpec) -> Steps:
     """Boot the guest on the planned host: None when it runs, else why not (the VM is Stopped again)."""
     name = plan["name"]
     try:
-        answer = yield AgentStep(host, m.StartVm(spec=spec), TIMEOUTS[m.StartVm],
+        answer = yield AgentStep(host, m.StartVm(spec=opened(spec)), TIMEOUTS[m.StartVm],
                                  settle=settle_guest(name, m.VmState.RUNNING))
         if answer.state != m.VmState.RUNNING:
             raise ResourceUnavailable(f"host {host.name} reports the guest {answer.state} after starting it")
@@ -294,7 +295,8 @@ def _guest_spec(vm: Any, volumes: list[Volume], host: Host, bridge: str) -> m.Vm
                if offering is not None and offering.limit_cpu_use and host.cpu_speed else None)
     return m.VmSpec(name=vm.instance_name, uuid=vm.uuid, vcpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
                     memory_mb=vm.memory_mb, disks=[disk_of(v) for v in volumes], nics=nics,
-                    vnc_listen=host.ip_address or "127.0.0.1", min_memory_mb=min_memory, cpu_cap=cpu_cap)
+                    vnc_listen=host.ip_address or "127.0.0.1", vnc_password=seal(vnc_password_for(vm)),
+                    min_memory_mb=min_memory, cpu_cap=cpu_cap)
 
 
 def _discard_volume(pool: m.PoolSpec, name: str):

@@ -276,6 +276,16 @@ class LibvirtDriver(HypervisorDriver):
     def query(self, name: str) -> VmState:
         return Guest(self.host, self.host.get_domain(name)).state
 
+    def console(self, name: str) -> tuple[str, int]:
+        guest = Guest(self.host, self.host.get_domain(name))
+        if not guest.is_active:
+            raise HypervisorError(f"{name} has no console: it is not running")
+        # The live definition carries the port libvirt chose (autoport) while the guest runs.
+        address, port = xml.vnc_display(guest.xml())
+        if port > 0:
+            return address, port
+        raise HypervisorError(f"{name} has no VNC display")
+
     def list_vms(self) -> dict[str, VmState]:
         return {guest.name: guest.state for guest in (Guest(self.host, d) for d in self.host.list_domains())}
 

@@ -358,6 +358,16 @@ class Graphics(XmlElement):
         )
 
 
+def vnc_display(domain_xml: str) -> tuple[str, int]:
+    """A running domain's VNC address and port (the port libvirt chose under autoport; -1 when
+    the domain has no VNC display)."""
+    for element in ET.fromstring(domain_xml).iter("graphics"):
+        if element.get("type") == "vnc":
+            listen = element.get("listen") or _child_attr(element, "listen", "address", "")
+            return listen, _int(element.get("port")) or -1
+    return "", -1
+
+
 @dataclass
 class CharDevice(XmlElement):
     """``<serial type='pty'>`` or ``<console type='pty'>``."""

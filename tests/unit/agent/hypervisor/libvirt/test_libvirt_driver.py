@@ -259,3 +259,14 @@ def test_an_overlay_names_its_backing_image_and_the_console_is_logged():
     assert parsed.disks[0].target_dev == "vda" and parsed.disks[0].source_name == "/export/primary/root.qcow2"
     assert "<backingStore />" in text or "<backingStore/>" in text     # the chain ends at the template's copy
     assert parsed.serials[0].log_file == "/logs/%s-console.log" % spec.name
+
+
+def test_console_of_guests_without_a_display(driver):
+    with pytest.raises(VmNotFound):
+        driver.console("i-9-9999-VM")
+    spec = make_spec()
+    driver.start(spec)
+    # libvirt's test driver runs no QEMU: the guest has no port, which is said as such.
+    with pytest.raises(HypervisorError, match="no VNC display"):
+        driver.console(spec.name)
+    driver.stop(spec.name, force=True)

@@ -290,3 +290,16 @@ def test_domain_parse_reads_what_libvirt_adds_and_skips_the_rest():
 def test_parse_rejects_the_wrong_element():
     with pytest.raises(ValueError, match="expected <domain>, got <disk>"):
         xml.Domain.parse("<disk/>")
+
+
+def test_vnc_display_of_a_running_domain():
+    # As libvirt shows a running guest under autoport: the port it chose, autoport still yes.
+    running = """<domain type='kvm'><name>i-2-3-VM</name><devices>
+      <graphics type='vnc' port='5901' autoport='yes' listen='10.0.0.5'>
+        <listen type='address' address='10.0.0.5'/>
+      </graphics></devices></domain>"""
+    assert xml.vnc_display(running) == ("10.0.0.5", 5901)
+    child_only = running.replace(" listen='10.0.0.5'>", ">")
+    assert xml.vnc_display(child_only) == ("10.0.0.5", 5901)
+    assert xml.vnc_display(running.replace("port='5901'", "port='-1'"))[1] == -1
+    assert xml.vnc_display("<domain><devices/></domain>") == ("", -1)
