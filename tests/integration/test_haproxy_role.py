@@ -231,8 +231,8 @@ def test_haproxy_balances_and_keeps_sessions(balancer):
     engines[owner].healthy = True
 
     # Agents: each new connection goes to the engine holding fewer.
-    first = socket.create_connection(("127.0.0.1", balancer["agent_port"]), timeout=10)
-    second = socket.create_connection(("127.0.0.1", balancer["agent_port"]), timeout=10)
-    with first, second:
-        names = {first.makefile().readline().strip(), second.makefile().readline().strip()}
-    assert names == {"mgmt1", "mgmt2"}
+    with socket.create_connection(("127.0.0.1", balancer["agent_port"]), timeout=10) as first:
+        first_name = first.makefile().readline().strip()
+        with socket.create_connection(("127.0.0.1", balancer["agent_port"]), timeout=10) as second:
+            second_name = second.makefile().readline().strip()
+    assert {first_name, second_name} == {"mgmt1", "mgmt2"}
