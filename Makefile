@@ -19,7 +19,7 @@ SYSTEM_PACKAGES := \
 	libvirt-daemon-system-sysv libvirt-clients libvirt-dev pkg-config \
 	qemu-system-x86 qemu-utils qemu-block-extra \
 	nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind \
-	mariadb-server mariadb-client \
+	mariadb-server mariadb-client galera-4 rsync socat haproxy \
 	iproute2 iputils-ping bridge-utils procps dnsmasq-base \
 	python3-venv python3-dev gcc supervisor \
 	linux-image-cloud-amd64 busybox-static syslinux syslinux-common mtools dosfstools \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages given as arguments, skipping those already present.
+# Install the Debian packages given as arguments, skipping those already present
+# (the Makefile's SYSTEM_PACKAGES: libvirt, nfs-ganesha, MariaDB with galera-4, haproxy, ...).
 #
 # Safe to run on every build: when nothing is missing it only asks dpkg and exits.
 # Package maintainer scripts are kept from starting services (the test suite starts

@@ -30,7 +30,7 @@ RUN_TIMEOUT = 180
 # Hosts per group the playbooks target, as each inventory documents its layout.
 LAYOUT = {
     "local": {"management": 1, "nfs_servers": 1, "kvm_hosts": 1},
-    "example": {"management": 1, "nfs_servers": 1, "kvm_hosts": 3},
+    "example": {"management": 2, "nfs_servers": 1, "kvm_hosts": 3, "galera": 3, "balancers": 1},
 }
 # Facts the roles set themselves; they share a role's prefix without being its options.
 ROLE_FACTS = {"management_server_api"}
@@ -159,7 +159,8 @@ def test_role_variables_match_the_argument_specs(inventory, collections_path, tm
     # Every host of the inventory got checked (local runs every role on one host).
     assert len(checked) == (1 if inventory.name == "local" else sum(LAYOUT[inventory.name].values())), \
         run.stdout[-4000:]
-    assert "skipping:" not in run.stdout, run.stdout[-4000:]
+    # A skipped task is a failure; a play for a group the inventory lacks (galera, balancers in local) is not.
+    assert not re.search(r"^skipping: \[", run.stdout, re.M), run.stdout[-4000:]
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)

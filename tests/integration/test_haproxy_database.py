@@ -1,0 +1,135 @@
+"""The haproxy role's database listener in front of two real MariaDB servers: every connection
+goes to the first while it is up, to the backup while it is down, and back to the first when it
+returns, with the sessions left on the backup closed, so one server takes the writes at a time."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.support.ansible import ansible_env, collection_tree
+from tests.support.mariadb import MariaDBServer
+
+BIN = Path(sys.executable).parent
+RUN_TIMEOUT = 300
+WRITER, PASSWORD = "writer", "writer-password"
+
+pytestmark = [pytest.mark.mysql, pytest.mark.slow]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started = []
+    try:
+        for name in ("db1", "db2"):
+            server = MariaDBServer(tmp_path / ("%s.log" % name))
+            started.append(server)
+            server.start()
+            with server.admin_connection() as connection, connection.cursor() as cursor:
+                cursor.execute("CREATE USER IF NOT EXISTS 'haproxy_check'@'127.0.0.1'")
+                cursor.execute("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s", (WRITER, PASSWORD))
+        yield started
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+def listener(tmp_path, servers):
+    port = free_port()
+    supervisor = tmp_path / "supervisor"
+    play_vars = {
+        "haproxy_bind_address": "127.0.0.1",
+        "haproxy_log_target": "",
+        "haproxy_config_file": str(tmp_path / "etc" / "haproxy.cfg"),
+        "haproxy_database_enabled": True,
+        "haproxy_database_port": port,
+        "haproxy_database_servers": [{"name": "db%d" % (index + 1), "address": "127.0.0.1", "port": server.port}
+                                     for index, server in enumerate(servers)],
+        "haproxy_daemon_name": "test-haproxy-db",
+        "haproxy_service_manager": "supervisor",
+        "runtime_supervisor_dir": str(supervisor),
+        "runtime_supervisor_run_dir": str(tmp_path / "supervisor-run"),
+        "runtime_log_dir": str(tmp_path / "supervisor-log"),
+    }
+    playbook = tmp_path / "haproxy.yml"
+    playbook.write_text(json.dumps([{"name": "Balancer", "hosts": "localhost", "connection": "local",
+                                     "gather_facts": False, "vars": play_vars,
+                                     "roles": ["stackwright.cloudstack.haproxy"]}]))
+    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)], cwd=str(tmp_path),
+                         env=ansible_env(collection_tree(tmp_path / "collections"), tmp_path),
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+    try:
+        assert run.returncode == 0, run.stdout[-10000:] + run.stderr[-3000:]
+        yield port
+    finally:
+        conf = supervisor / "supervisord.conf"
+        if conf.exists():
+            subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60,
+                           check=False)
+        pid_file = tmp_path / "supervisor-run" / "supervisord.pid"
+        deadline = time.monotonic() + 30
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def connect(port):
+    return pymysql.connect(host="127.0.0.1", port=port, user=WRITER, password=PASSWORD, connect_timeout=5,
+                           read_timeout=5)
+
+
+def served_by(port):
+    """The port of the MariaDB server a new connection through the balancer reaches."""
+    with connect(port) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT @@port")
+        return cursor.fetchone()[0]
+
+
+def until_served_by(port, expected, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = served_by(port)
+            if last == expected:
+                return
+        except pymysql.MySQLError as error:
+            last = error
+        time.sleep(0.3)
+    pytest.fail("connections reach %r, not port %d" % (last, expected), pytrace=False)
+
+
+@pytest.mark.timeout(300)
+def test_one_database_server_takes_the_writes(listener, servers):
+    first, backup = servers
+    until_served_by(listener, first.port)
+    assert {served_by(listener) for _ in range(10)} == {first.port}
+
+    # The first server stops: new connections reach the backup.
+    first.stop()
+    until_served_by(listener, backup.port)
+    session = connect(listener)
+    with session.cursor() as cursor:
+        cursor.execute("SELECT @@port")
+        assert cursor.fetchone()[0] == backup.port
+
+    # It comes back: connections return to it, and the session left on the backup is closed.
+    first.start()
+    until_served_by(listener, first.port)
+    with pytest.raises(pymysql.MySQLError):
+        with session.cursor() as cursor:
+            cursor.execute("SELECT @@port")
+    session.close()
