@@ -493,7 +493,7 @@ def update_domain(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
 def _admit_delete_domain(ctx: Context, p: SimpleNamespace) -> None:
     """Refuse at once what the job would refuse: ROOT, the caller's own domain, children without cleanup."""
     domain = AccountQueries(ctx).check_domain(p.id)
-    if domain.id == ctx.account.domain_id:
+    if domain.id == ctx.account.domain_id and domain.parent_id is not None:
         raise PermissionDenied("Caller may not delete its own domain")
     ctx.accounts.check_domain_deletable(domain, bool(p.cleanup))
 

@@ -508,7 +508,8 @@ class AccountQueries:
             q = select(Domain).where(Domain.path.startswith(parent.path + "/", autoescape=True))
         else:
             q = select(Domain).where(Domain.parent_id == parent.id)
-        q = filtered(q.where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
+        # `id` names the parent here, not a domain listed.
+        q = filtered(q.where(Domain.removed.is_(None)), [f for f in DOMAIN_FILTERS if f.param != "id"], p)
         return page(self.ctx, p, q, Domain.id)
 
     def domain(self, domain_id: int) -> Domain | None:
