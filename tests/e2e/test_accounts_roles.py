@@ -293,6 +293,8 @@ def test_role_enforcement_matrix(api, engine, unique, role_name):
     account, client = new_account(api, engine, unique, prefix="m", roleid=role["id"])
     allowed = {a["name"] for a in client.listApis()["api"]}
     for command, (write, params) in SAMPLE_COMMANDS.items():
+        if write and role_name.startswith("Read-Only"):
+            assert command not in allowed and command not in EXPECTED[role_name], command
         params = dict(params)
         if "name" in params and command != "listApis":
             params["name"] += unique

@@ -70,7 +70,7 @@ class Account(Entity, Base):
     state: Mapped[str] = mapped_column(String(32), default="enabled")
     network_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The role its API calls are checked against; None: the default role of account_type.
-    role_id: Mapped[int | None] = mapped_column(ForeignKey("role.id"), nullable=True)
+    role_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     domain: Mapped[Domain] = relationship(lazy="joined")
 
 

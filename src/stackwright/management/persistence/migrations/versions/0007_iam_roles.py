@@ -65,17 +65,17 @@ def upgrade():
          "description": None, "sort_order": order}
         for rid in (5, 6) for order, (rule, allowed) in enumerate(READ_ONLY_RULES)
     ])
-    with op.batch_alter_table("account") as batch:
-        batch.add_column(sa.Column("role_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key("fk_account_role", "role", ["role_id"], ["id"])
+    # A plain column (the engine keeps it pointing at a live role): adding a foreign key would
+    # rebuild the account table on SQLite, which the users' references to it forbid.
+    op.add_column("account", sa.Column("role_id", sa.Integer(), nullable=True))
+    op.create_index("ix_account_role_id", "account", ["role_id"])
     account = sa.table("account", sa.column("account_type", sa.Integer()), sa.column("role_id", sa.Integer()))
     for kind, rid in ROLE_OF_TYPE.items():
         op.execute(account.update().where(account.c.account_type == kind).values(role_id=rid))
 
 
 def downgrade():
-    with op.batch_alter_table("account") as batch:
-        batch.drop_constraint("fk_account_role", type_="foreignkey")
-        batch.drop_column("role_id")
+    op.drop_index("ix_account_role_id", table_name="account")
+    op.drop_column("account", "role_id")
     op.drop_table("role_permission")
     op.drop_table("role")
