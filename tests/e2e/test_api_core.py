@@ -292,8 +292,9 @@ def test_user_keys_and_role_denial(api, engine, unique):
     assert "zone" not in client.listZones() or all(z["allocationstate"] == "Enabled" for z in client.listZones()["zone"])
     with pytest.raises(CloudStackApiException) as e:
         client.createZone(name="nope-" + unique, dns1="8.8.8.8", networktype="Basic")
-    assert e.value.response.status_code == 401
-    assert e.value.error["errortext"] == "The given command 'createZone' either does not exist, is not available for user."
+    assert e.value.response.status_code == 432
+    assert e.value.error["errortext"] == (
+        "The API [createZone] does not exist or is not available for the account u%s." % unique)
     names = {a["name"] for a in client.listApis()["api"]}
     assert "listZones" in names and "createZone" not in names
     # Rotating the keys revokes the old ones at once.

@@ -296,7 +296,16 @@ def test_a_database_with_clear_secrets_is_encrypted_in_place(old_database, tmp_p
     engine.workdir.mkdir(parents=True, exist_ok=True)
     engine.setup_database()
     key, secret = engine.api_key, engine.api_secret
-    # Back to what an older release left: revision 0003, the secret in clear, no key file.
+    # Back to what an older release left: revision 0004, the secret in clear, no key file.
+    # The migrations after 0006 have downgrades; the older steps are undone by hand below.
+    from alembic import command
+    from stackwright.management.persistence.db import Database
+
+    schema = Database(old_database)
+    try:
+        command.downgrade(schema.alembic_config(), "0006")
+    finally:
+        schema.dispose()
     db = sa.create_engine(old_database)
     with db.begin() as conn:
         user = sa.table("user", sa.column("api_key"), sa.column("secret_key"))

@@ -76,7 +76,8 @@ CSERRORCODES = {4250, 4280, 4325, 4335, 4340, 4350, 4365, 4370, 4375, 4380, 4545
 RESPONSE_KEYS = {"enableStorageMaintenance": "prepareprimarystorageformaintenanceresponse",
                  "cancelStorageMaintenance": "cancelprimarystoragemaintenanceresponse"}
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
-ROLE_DENIED = "The given command '%s' either does not exist, is not available for user."
+# The caller's role does not allow the command (432); the text ends with the account's name.
+ROLE_DENIED = "The API [%s] does not exist or is not available for the account "
 INTERNAL = "Internal error executing command"
 LOGIN_FREE = {"login", "logout"}
 # A setting that makes every later GET request fail authentication: the rest of the run
@@ -450,7 +451,7 @@ class ApiFuzzer:
         if len(names) != len(set(names)):
             return      # which duplicate the engine reads is its choice; the signature covers that one
         if req.auth == fuzzing.USER and command not in self.user_commands:
-            if status != 401 or inner.get("errortext") != ROLE_DENIED % command:
+            if status != 432 or not inner.get("errortext", "").startswith(ROLE_DENIED % command):
                 problem("user key ran the admin command %s" % command)
         elif status == 401:
             problem("correctly signed %s request refused" % req.auth)

@@ -18,6 +18,7 @@ import pytest
 from tests.support.ansible import ansible_env, collection_tree
 
 PLAYBOOK = Path(__file__).resolve().parent / "ngine_io" / "playbook.yml"
+IAM_PLAYBOOK = Path(__file__).resolve().parent / "ngine_io" / "iam.yml"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 RUN_TIMEOUT = 300
 
@@ -87,3 +88,40 @@ def test_ngine_io_disk_offering_module(engine, collections_path, tmp_path):
     assert first["failed"] == 0 and first["changed"] == 3, first
     second = run_playbook(DISK_OFFERING_PLAYBOOK, env, tmp_path, prefix, "second_run=true")
     assert second["failed"] == 0 and second["changed"] == 0, second
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_ngine_io(), reason="ngine_io.cloudstack is not installed (the ansible package)")
+def test_ngine_io_accounts_and_roles(engine, collections_path, tmp_path):
+    """cs_domain, cs_role, cs_role_permission, cs_account and cs_user, unmodified: create, update,
+    removal, each run a second time without a change."""
+    env = ansible_env(collections_path, tmp_path, engine, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1")
+    prefix = "ng%s" % uuid.uuid4().hex[:6]
+    api = engine.client()
+
+    def twice(*extra):
+        first = run_playbook(IAM_PLAYBOOK, env, tmp_path, prefix, *extra)
+        assert first["failed"] == 0 and first["changed"] >= 1, (extra, first)
+        second = run_playbook(IAM_PLAYBOOK, env, tmp_path, prefix, *extra)
+        assert second == dict(first, changed=0), (extra, second)
+        return first
+
+    created = twice("state=present", "version=1")
+    assert created["changed"] == 6, created
+    account = api.listAccounts(name=prefix + "-acct", listall=True)["account"][0]
+    assert account["rolename"] == prefix + "-role" and account["state"] == "enabled"
+    role_id = account["roleid"]
+    rules = [(r["rule"], r["permission"]) for r in api.listRolePermissions(roleid=role_id)["rolepermission"]]
+    assert rules == [("listZones", "allow"), ("list*", "deny")]
+
+    twice("state=present", "version=2")
+    rules = [(r["rule"], r["permission"]) for r in api.listRolePermissions(roleid=role_id)["rolepermission"]]
+    assert rules == [("listZones", "deny")]
+    assert api.listAccounts(id=account["id"])["account"][0]["state"] == "locked"
+    assert api.listDomains(name=prefix + "dom")["domain"][0]["networkdomain"] == "v2.example"
+
+    for stage in (1, 2, 3, 4):
+        twice("state=absent", "stage=%d" % stage)
+    assert "account" not in api.listAccounts(id=account["id"])
+    assert "role" not in api.listRoles(id=role_id)
+    assert "domain" not in api.listDomains(name=prefix + "dom")

@@ -35,12 +35,21 @@ if TYPE_CHECKING:
 class Principal:
     """Who calls, as known from the API key cache: enough to authorise without a query."""
 
-    __slots__ = ("user_id", "account_id", "root_admin")
+    __slots__ = ("user_id", "account_id", "root_admin", "role_id")
 
-    def __init__(self, user_id: int, account_id: int, root_admin: bool) -> None:
+    def __init__(self, user_id: int, account_id: int, root_admin: bool, role_id: int) -> None:
         self.user_id = user_id
         self.account_id = account_id
         self.root_admin = root_admin
+        self.role_id = role_id
+
+    @classmethod
+    def of(cls, user: User) -> Principal:
+        """The principal of a loaded User row."""
+        from .services.roles import role_of
+
+        account = user.account
+        return cls(user.id, user.account_id, account.account_type == ROOT_ADMIN, role_of(account))
 
 
 class Context:
@@ -54,8 +63,7 @@ class Context:
             self.principal, self._user = user, None
         else:
             self._user = user
-            self.principal = None if user is None else Principal(
-                user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
+            self.principal = None if user is None else Principal.of(user)
         self.command = command
         self.request_id = request_id
         self.job = job

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 # Importing the command families fills the registry.
 from . import commands  # noqa: F401  # pylint: disable=unused-import
 from .agentlink.gateway import ChannelGateway
+from .api.authorize import RoleCache
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
@@ -26,6 +27,7 @@ from .services.alerts import AlertMailer
 from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
 from .services.console import ConsoleTokens
+from .services.roles import role_of
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class KeyEntry:
     account_id: int
     secret: str
     root_admin: bool
+    role_id: int
     enabled: bool
     loaded: float
 
@@ -77,7 +80,7 @@ class KeyCache:
             return None
         enabled = user.state == "enabled" and user.account.state == "enabled"
         entry = KeyEntry(user.id, user.account_id, user.secret_key,
-                         user.account.account_type == ROOT_ADMIN, enabled, now)
+                         user.account.account_type == ROOT_ADMIN, role_of(user.account), enabled, now)
         with self._lock:
             if len(self._entries) > 10000:
                 self._entries.clear()
@@ -208,6 +211,8 @@ class Engine:
         # settings at every scope through ctx.settings (the ConfigurationService over this cache).
         self.settings = GlobalSettings(self.db)
         self.keys = KeyCache()
+        # Each role's rules, compiled (api.authorize): every call is checked against them.
+        self.roles = RoleCache()
         self.responses = ResponseCache(self.db, size=settings.api_cache_size)
         self.jobs = JobExecutor(self, ApiJobs(self), workers=settings.job_workers)
         self.throttle = None

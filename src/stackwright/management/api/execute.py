@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from ..context import Context, Principal
 from ..errors import ApiError, AuthenticationError, LoginFailed, MethodNotAllowed
 from ..persistence.models import User
-from ..services.accounts import ROOT_ADMIN
 from ..services.jobs import Begun
 from ..services.system_jobs import SYSTEM_JOBS
 from . import params as paramlib
 from . import signing
+from .authorize import refused
 from .registry import REGISTRY, ListResult, Success
 from .views import restricted
 from .render import encode
@@ -99,7 +99,7 @@ def check_signed(engine: Engine, entry: KeyEntry, raw: Mapping[str, str], creds:
     if not entry.enabled:
         raise AuthenticationError(BAD_CREDENTIALS)
     # The key cache knows enough to authorise; the User row is loaded only if a command needs it.
-    return Principal(entry.user_id, entry.account_id, entry.root_admin)
+    return Principal(entry.user_id, entry.account_id, entry.root_admin, entry.role_id)
 
 
 def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], method: str, cookies: dict[str, str]) -> Principal:
@@ -124,7 +124,7 @@ def authenticate(engine: Engine, session: Session, raw: Mapping[str, str], metho
         raise AuthenticationError("unable to verify user credentials")
     if user.removed is not None or user.state != "enabled" or user.account.state != "enabled":
         raise AuthenticationError(BAD_CREDENTIALS)
-    return Principal(user.id, user.account_id, user.account.account_type == ROOT_ADMIN)
+    return Principal.of(user)
 
 
 def cached_answer(engine: Engine, raw: Mapping[str, str], method: str) -> tuple[str, Any, int] | None:
@@ -142,7 +142,8 @@ def cached_answer(engine: Engine, raw: Mapping[str, str], method: str) -> tuple[
         return None
     try:
         user = check_signed(engine, entry, raw, creds, method)
-        if cmd.admin_only and not user.root_admin:
+        policy = engine.roles.fresh(user.role_id)
+        if policy is None or not policy.allows(cmd.name):
             return None
         data = cache.get(cache.token(user, cmd, raw))
         if data is None:
@@ -187,10 +188,8 @@ def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies
             if cmd is None:
                 raise AuthenticationError(BAD_CREDENTIALS)
             ctx = Context(engine, session, user, cmd.name, request_id)
-            if cmd.admin_only and not ctx.is_root_admin:
-                raise AuthenticationError(
-                    f"The given command '{cmd.name}' either does not exist, is not available for user."
-                )
+            if not engine.roles.allows(session, user, cmd.name):
+                raise refused(cmd.name, ctx.account.name if ctx.account else None)
             cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
             if cache is not None:
                 token, generation = cache.token(user, cmd, raw), cache.generation
@@ -199,6 +198,8 @@ def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies
                     return key, data, 200, {}
             p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
             if cmd.async_job:
+                if cmd.admit is not None:
+                    cmd.admit(ctx, p)
                 instance_uuid = cmd.prepare(ctx, p) if cmd.prepare else getattr(getattr(p, "id", None), "uuid", None)
                 job = ctx.jobs.create(cmd, raw, instance_uuid=instance_uuid)
                 body = {"jobid": job.uuid}

@@ -33,9 +33,12 @@ class Command:
     returns_list: bool = False           # handler returns a ListResult
     async_job: bool = False              # runs as an async job
     prepare: Callable | None = None      # async create: runs in the request, returns instance ids
+    admit: Callable | None = None        # async: runs in the request (checks, immediate effects)
     instance_type: str | None = None     # jobinstancetype of its jobs
     cmd_class: str = ""                  # Java class name reported as the job's `cmd`
     admin_only: bool = True
+    # The role types the command is meant for: what a role without a matching rule may call.
+    authorized: frozenset = frozenset({"Admin"})
     readonly: bool = False
     cacheable: bool = False              # answer depends only on the database, caller and params
     login_free: bool = False
@@ -65,9 +68,11 @@ def api_command(
     returns_list: bool | None = None,
     async_job: bool = False,
     prepare: Callable[..., Any] | None = None,
+    admit: Callable[..., Any] | None = None,
     instance_type: str | None = None,
     response_key: str | None = None,
     admin_only: bool = True,
+    authorized: Iterable[str] | None = None,
     readonly: bool | None = None,
     cacheable: bool = False,
     cmd_class: str | None = None,
@@ -75,7 +80,10 @@ def api_command(
     related: Iterable[str] = (),
     fields: Iterable[ResponseField | tuple[str, ...]] = (),
 ) -> Callable[[H], H]:
-    """Declare an API command; the decorated function is `handler(ctx, p)`."""
+    """Declare an API command; the decorated function is `handler(ctx, p)`.
+
+    `authorized` names the role types the command is meant for (CloudStack's
+    `APICommand.authorized`); by default Admin alone when `admin_only`, else every type."""
 
     def wrap(fn: H) -> H:
         if name in REGISTRY:
@@ -103,9 +111,12 @@ def api_command(
             returns_list=is_list,
             async_job=async_job,
             prepare=prepare,
+            admit=admit,
             instance_type=instance_type,
             cmd_class=cmd_class or _java_class(name),
             admin_only=admin_only,
+            authorized=frozenset(authorized if authorized is not None else (
+                ("Admin",) if admin_only else ("Admin", "ResourceAdmin", "DomainAdmin", "User"))),
             login_free=name in ("login", "logout"),
             readonly=(name.startswith(("list", "get", "query")) if readonly is None else readonly),
             cacheable=cacheable,

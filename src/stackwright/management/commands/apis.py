@@ -46,8 +46,9 @@ def api_view(cmd: Command) -> dict[str, Any]:
 ])
 def list_apis(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all available APIs and their parameters, for the caller's role."""
+    policy = ctx.engine.roles.policy(ctx.session, ctx.principal.role_id)
     commands = [c for c in sorted(REGISTRY.values(), key=lambda c: c.name)
-                if ctx.is_root_admin or not c.admin_only]
+                if c.login_free or (policy is not None and policy.allows(c.name))]
     if p.name:
         commands = [c for c in commands if c.name == p.name]
         if not commands:
@@ -67,3 +68,19 @@ def list_hypervisors(ctx: Context, p: SimpleNamespace) -> ListResult:
     else:
         names = [h.strip() for h in ctx.settings.get("hypervisor.list").split(",") if h.strip()]
     return ListResult([{"name": n} for n in names], len(names))
+
+
+# The Apache CloudStack release whose API the engine answers as (clients compare versions).
+CLOUDSTACK_VERSION = "4.19.0.0"
+
+
+@api_command("listCapabilities", response="capability", admin_only=False, readonly=True, returns_list=False)
+def list_capabilities(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
+    """Lists capabilities."""
+    return {
+        "cloudstackversion": CLOUDSTACK_VERSION, "dynamicrolesenabled": True, "securitygroupsenabled": False,
+        "userpublictemplateenabled": False, "allowusercreateprojects": False, "allowuserviewdestroyedvm": False,
+        "allowuserexpungerecovervm": False, "kvmsnapshotenabled": False, "projectinviterequired": False,
+        "apilimitinterval": ctx.settings.typed("api.throttling.interval"),
+        "apilimitmax": ctx.settings.typed("api.throttling.max"),
+    }

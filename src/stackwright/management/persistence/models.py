@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -73,6 +74,8 @@ class Account(Entity, Base):
     domain_id: Mapped[int] = mapped_column(ForeignKey("domain.id"))
     state: Mapped[str] = mapped_column(String(32), default="enabled")
     network_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The role its API calls are checked against; None: the default role of account_type.
+    role_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     domain: Mapped[Domain] = relationship(lazy="joined")
 
 
@@ -93,6 +96,33 @@ class User(Entity, Base):
     # Encrypted at rest (services.secrets): a Fernet token, never the secret itself.
     secret_key: Mapped[str | None] = mapped_column(Encrypted(255), nullable=True)
     account: Mapped[Account] = relationship(lazy="joined")
+
+
+class Role(Entity, Base):
+    """A dynamic role: a type (Admin, ResourceAdmin, DomainAdmin, User) and ordered rules.
+    `version` grows with every change of the role or its rules, so a compiled copy of the
+    rules is known to be current by one number."""
+
+    __tablename__ = "role"
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    role_type: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class RolePermission(Base):
+    """One rule of a role: `allow` or `deny` on an API name or a wildcard, in `sort_order`."""
+
+    __tablename__ = "role_permission"
+    __table_args__ = (UniqueConstraint("role_id", "rule"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    role_id: Mapped[int] = mapped_column(ForeignKey("role.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(255))
+    permission: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LoginSession(Base):

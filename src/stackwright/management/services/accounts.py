@@ -9,22 +9,26 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from ..errors import InvalidParameterValue
-from ..persistence.models import Account, Domain, LoginSession, User, utcnow
+from ..errors import CloudRuntimeError, InvalidParameterValue, PermissionDenied
+from ..persistence.models import Account, Domain, LoginSession, Role, User, VmInstance, utcnow
+from .roles import ACCOUNT_TYPE_OF_ROLE_TYPE, DEFAULT_ROLE_OF_ACCOUNT_TYPE
 from .queries import EXACT, NOCASE, ROW, Filter, ci_equals, filtered, keyword, page
 
 if TYPE_CHECKING:
     from types import SimpleNamespace
+    from sqlalchemy import Select
     from ..services.queries import Page
     from sqlalchemy.orm import Session
     from ..context import Context
 
-ROOT_ADMIN, USER, DOMAIN_ADMIN = 1, 0, 2
-ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin"}
+S = TypeVar("S", bound="Select[Any]")
+ROOT_ADMIN, USER, DOMAIN_ADMIN, RESOURCE_ADMIN = 1, 0, 2, 3
+ROLE_TYPES = {ROOT_ADMIN: "Admin", USER: "User", DOMAIN_ADMIN: "DomainAdmin", RESOURCE_ADMIN: "ResourceAdmin"}
+ENABLED, DISABLED = "enabled", "disabled"
 SESSION_LIFETIME = dt.timedelta(minutes=30)
 LOCKED = "locked"
 
@@ -90,7 +94,8 @@ class AccountService:
             )
         ).scalar_one_or_none()
         if admin is None:
-            account = Account(name="admin", account_type=ROOT_ADMIN, domain_id=root.id)
+            account = Account(name="admin", account_type=ROOT_ADMIN, domain_id=root.id,
+                              role_id=DEFAULT_ROLE_OF_ACCOUNT_TYPE[ROOT_ADMIN])
             self.session.add(account)
             self.session.flush()
             admin = User(
@@ -119,38 +124,195 @@ class AccountService:
             select(User).where(User.api_key == api_key, User.removed.is_(None))
         ).scalar_one_or_none()
 
-    def create_account(self, *, username: str, password: str, email: str, firstname: str, lastname: str, account_type: int,
-                       account_name: str | None = None, domain: Domain | None = None,
+    def create_account(self, *, username: str, password: str, email: str, firstname: str, lastname: str,
+                       role: Role, account_name: str | None = None, domain: Domain | None = None,
                        network_domain: str | None = None, timezone: str | None = None) -> Account:
+        """A new account of `role` (its type follows the role's) with its first user."""
         domain = domain or self.root_domain()
         name = account_name or username
-        clash = self.session.execute(
-            select(Account).where(Account.name == name, Account.domain_id == domain.id,
-                                  Account.removed.is_(None))
-        ).scalar_one_or_none()
-        if clash is not None:
-            raise InvalidParameterValue(
-                f"The specified account: {name} already exists"
-            )
-        user_clash = self.session.execute(
-            select(User).join(Account).where(User.username == username,
-                                             Account.domain_id == domain.id,
-                                             User.removed.is_(None))
-        ).scalar_one_or_none()
-        if user_clash is not None:
-            raise InvalidParameterValue(
-                f"The user {username} already exists in domain {domain.path}"
-            )
-        account = Account(name=name, account_type=account_type, domain_id=domain.id,
-                          network_domain=network_domain)
+        if self.account_named(name, domain) is not None:
+            raise InvalidParameterValue(f"The specified account: {name} already exists")
+        account = Account(name=name, account_type=ACCOUNT_TYPE_OF_ROLE_TYPE[role.role_type], domain_id=domain.id,
+                          network_domain=network_domain, role_id=role.id)
         self.session.add(account)
         self.session.flush()
+        self.create_user(account, username=username, password=password, email=email, firstname=firstname,
+                         lastname=lastname, timezone=timezone)
+        return account
+
+    def account_named(self, name: str, domain: Domain) -> Account | None:
+        return self.session.execute(
+            select(Account).where(Account.name == name, Account.domain_id == domain.id, Account.removed.is_(None))
+        ).scalar_one_or_none()
+
+    def create_user(self, account: Account, *, username: str, password: str, email: str | None,
+                    firstname: str | None, lastname: str | None, timezone: str | None = None) -> User:
+        """A new user of `account`; user names are unique within a domain, as CloudStack's."""
+        self._check_username(username, account.domain_id)
         user = User(username=username, password_hash=hash_password(password), email=email,
-                    firstname=firstname, lastname=lastname, account_id=account.id,
-                    timezone=timezone)
+                    firstname=firstname, lastname=lastname, account_id=account.id, timezone=timezone)
         self.session.add(user)
         self.session.flush()
-        return account
+        return user
+
+    def _check_username(self, username: str, domain_id: int, other_than: User | None = None) -> None:
+        clash = self.session.execute(
+            select(User).join(Account).where(User.username == username, Account.domain_id == domain_id,
+                                             User.removed.is_(None))
+        ).scalars().first()
+        if clash is not None and clash is not other_than:
+            domain = self.session.get(Domain, domain_id)
+            raise InvalidParameterValue(f"The user {username} already exists in domain {domain.path}")
+
+    def update_user(self, user: User, *, username: str | None = None, password: str | None = None,
+                    email: str | None = None, firstname: str | None = None, lastname: str | None = None,
+                    timezone: str | None = None) -> User:
+        if username is not None and username != user.username:
+            if not username.strip():
+                raise InvalidParameterValue("Username cannot be empty")
+            self._check_username(username, user.account.domain_id, other_than=user)
+            user.username = username
+        if password is not None:
+            if not password:
+                raise InvalidParameterValue("Password cannot be empty")
+            user.password_hash = hash_password(password)
+        for column, value in (("email", email), ("firstname", firstname), ("lastname", lastname),
+                              ("timezone", timezone)):
+            if value is not None:
+                setattr(user, column, value)
+        self.session.flush()
+        return user
+
+    def set_user_state(self, user: User, state: str) -> User:
+        """`enabled`, `disabled` or `locked`; enabling clears the count of wrong passwords."""
+        user.state = state
+        if state == ENABLED:
+            user.login_attempts = 0
+        self.session.flush()
+        return user
+
+    def delete_user(self, user: User) -> None:
+        """Removes the user, its keys and its login sessions; an account's last user stays."""
+        others = [u for u in self.users_of(user.account) if u.id != user.id]
+        if not others:
+            raise InvalidParameterValue(
+                f"Account id={user.account.uuid} has only one user; delete the account instead")
+        self._remove_user(user)
+
+    def _remove_user(self, user: User) -> None:
+        user.removed = utcnow()
+        user.state = DISABLED
+        user.api_key = None
+        user.secret_key = None
+        for record in self.session.execute(
+                select(LoginSession).where(LoginSession.user_id == user.id)).scalars():
+            self.session.delete(record)
+        self.session.flush()
+
+    def revoke_keys(self, account: Account) -> None:
+        """The account's users can no longer call the API: keys and sessions dropped."""
+        for user in self.users_of(account):
+            user.api_key = None
+            user.secret_key = None
+            for record in self.session.execute(
+                    select(LoginSession).where(LoginSession.user_id == user.id)).scalars():
+                self.session.delete(record)
+        self.session.flush()
+
+    def guests_of(self, account: Account) -> list[int]:
+        """Ids of the account's guests that are not yet expunged."""
+        return list(self.session.execute(
+            select(VmInstance.id).where(VmInstance.account_id == account.id, VmInstance.removed.is_(None))
+            .order_by(VmInstance.id)
+        ).scalars())
+
+    def running_guests(self, account: Account) -> list[int]:
+        return list(self.session.execute(
+            select(VmInstance.id).where(VmInstance.account_id == account.id, VmInstance.removed.is_(None),
+                                        VmInstance.state == "Running").order_by(VmInstance.id)
+        ).scalars())
+
+    def remove_account(self, account: Account) -> None:
+        """The account and its users, once its guests are gone."""
+        if self.guests_of(account):
+            raise CloudRuntimeError(f"Failed to delete account {account.name}: it still has guests")
+        for user in self.users_of(account):
+            self._remove_user(user)
+        account.removed = utcnow()
+        account.state = DISABLED
+        self.session.flush()
+
+    # --- domains --------------------------------------------------------------------
+
+    def children(self, domain: Domain) -> list[Domain]:
+        return list(self.session.execute(
+            select(Domain).where(Domain.parent_id == domain.id, Domain.removed.is_(None)).order_by(Domain.id)
+        ).scalars())
+
+    def accounts_in(self, domain: Domain) -> list[Account]:
+        return list(self.session.execute(
+            select(Account).where(Account.domain_id == domain.id, Account.removed.is_(None)).order_by(Account.id)
+        ).scalars())
+
+    def create_domain(self, name: str, parent: Domain | None, network_domain: str | None,
+                      uuid: str | None = None) -> Domain:
+        parent = parent or self.root_domain()
+        name = (name or "").strip()
+        if not name or "/" in name:
+            raise InvalidParameterValue(f"Invalid domain name {name!r}: it must not be empty or contain '/'")
+        if any(child.name.lower() == name.lower() for child in self.children(parent)):
+            raise InvalidParameterValue(
+                f"Domain with name {name} already exists for the parent id={parent.uuid}")
+        domain = Domain(name=name, path=f"{parent.path}/{name}", level=parent.level + 1, parent_id=parent.id,
+                        network_domain=network_domain)
+        if uuid:
+            domain.uuid = uuid
+        self.session.add(domain)
+        self.session.flush()
+        return domain
+
+    def update_domain(self, domain: Domain, name: str | None, network_domain: str | None) -> Domain:
+        if name is not None and name != domain.name:
+            if domain.parent_id is None:
+                raise InvalidParameterValue("ROOT domain can not be edited with a new name")
+            name = name.strip()
+            parent = self.session.get(Domain, domain.parent_id)
+            if not name or "/" in name:
+                raise InvalidParameterValue(f"Invalid domain name {name!r}: it must not be empty or contain '/'")
+            if any(c.name.lower() == name.lower() and c.id != domain.id for c in self.children(parent)):
+                raise InvalidParameterValue(
+                    f"Failed to update domain id={domain.uuid}; domain with name {name} already exists in the "
+                    f"system")
+            old = domain.path
+            domain.name, domain.path = name, f"{parent.path}/{name}"
+            for below in self.session.execute(
+                    select(Domain).where(Domain.path.startswith(old + "/", autoescape=True))).scalars():
+                below.path = domain.path + below.path[len(old):]
+        if network_domain is not None:
+            domain.network_domain = network_domain or None
+        self.session.flush()
+        return domain
+
+    def subtree(self, domain: Domain) -> list[Domain]:
+        """`domain` and the live domains below it, deepest first."""
+        below = self.session.execute(
+            select(Domain).where(Domain.removed.is_(None), or_(Domain.id == domain.id, Domain.path.startswith(
+                domain.path + "/", autoescape=True)))
+        ).scalars()
+        return sorted(below, key=lambda d: -d.level)
+
+    def check_domain_deletable(self, domain: Domain, cleanup: bool) -> None:
+        if domain.parent_id is None:
+            raise PermissionDenied("Can't delete ROOT domain")
+        if not cleanup and (self.children(domain) or self.accounts_in(domain)):
+            raise CloudRuntimeError(
+                f"Delete failed on domain {domain.name} (id: {domain.uuid}); please make sure all users and sub "
+                f"domains have been removed from the domain before deleting, or pass cleanup=true")
+
+    def remove_domain(self, domain: Domain) -> None:
+        domain.removed = utcnow()
+        domain.state = "Inactive"
+        self.session.flush()
 
     def users_of(self, account: Account) -> list[User]:
         return list(self.session.execute(
@@ -220,10 +382,7 @@ class AccountService:
     def enable_user(self, user: User) -> User:
         """An admin's way back for a locked or disabled user: enabled, the count of wrong
         passwords cleared."""
-        user.state = "enabled"
-        user.login_attempts = 0
-        self.session.flush()
-        return user
+        return self.set_user_state(user, ENABLED)
 
     def logout(self, session_id: str) -> None:
         record = self.session.execute(
@@ -267,22 +426,90 @@ class AccountQueries:
         self.ctx = ctx
         self.session = ctx.session
 
+    # --- who sees and acts on what: a root admin everything, a domain admin its domain and
+    # the domains below it, a user its own account and user ----------------------------
+
+    @property
+    def is_domain_admin(self) -> bool:
+        return not self.ctx.is_root_admin and self.ctx.account.account_type == DOMAIN_ADMIN
+
+    def in_scope(self, domain: Domain) -> bool:
+        """Whether the caller administers `domain` (root admin: all; domain admin: its subtree)."""
+        if self.ctx.is_root_admin:
+            return True
+        if not self.is_domain_admin:
+            return False
+        base = self.ctx.account.domain
+        return domain.id == base.id or domain.path.lower().startswith(base.path.lower() + "/")
+
+    def check_domain(self, domain: Domain) -> Domain:
+        if not self.in_scope(domain):
+            raise PermissionDenied(
+                f"Account {self.ctx.account.name} does not have permission to operate within domain id={domain.uuid}")
+        return domain
+
+    def check_account(self, account: Account) -> Account:
+        """`account` if the caller may act on it: its own, or one in a domain it administers."""
+        if account.removed is not None:
+            raise InvalidParameterValue(f"Unable to find account by id {account.uuid}")
+        if account.id != self.ctx.principal.account_id and not self.in_scope(self.domain(account.domain_id)):
+            raise PermissionDenied(
+                f"Account {self.ctx.account.name} does not have permission to operate with resource {account.uuid}")
+        return account
+
+    def check_user(self, user: User) -> User:
+        """`user` if the caller may act on it: itself, or a user of an account it may act on."""
+        if user.removed is not None:
+            raise InvalidParameterValue(f"Unable to find user by id {user.uuid}")
+        if user.id != self.ctx.principal.user_id and not self.in_scope(self.domain(user.account.domain_id)):
+            raise PermissionDenied(
+                f"Account {self.ctx.account.name} does not have permission to operate with resource {user.uuid}")
+        return user
+
+    def account_by_name(self, name: str, domain: Domain | None) -> Account:
+        """The live account `name` of `domain` (the caller's when None), or 431."""
+        domain = domain or self.domain(self.ctx.account.domain_id)
+        account = AccountService(self.session).account_named(name, domain)
+        if account is None:
+            raise InvalidParameterValue(f"Unable to find account by name {name} in domain id={domain.uuid}")
+        return account
+
+    def _scoped(self, q: S, account_column: object, domain_column: object) -> S:
+        if self.ctx.is_root_admin:
+            return q
+        if self.is_domain_admin:
+            base = self.ctx.account.domain
+            return q.where(domain_column.in_(
+                select(Domain.id).where(or_(Domain.id == base.id,
+                                            Domain.path.startswith(base.path + "/", autoescape=True)))))
+        return q.where(account_column == self.ctx.principal.account_id)
+
     def list_accounts(self, p: SimpleNamespace) -> Page:
-        q = select(Account).where(Account.removed.is_(None))
-        if not self.ctx.is_root_admin:
-            q = q.where(Account.id == self.ctx.user.account_id)
+        q = self._scoped(select(Account).where(Account.removed.is_(None)), Account.id, Account.domain_id)
         return page(self.ctx, p, filtered(q, ACCOUNT_FILTERS, p), Account.id)
 
     def list_users(self, p: SimpleNamespace) -> Page:
         q = select(User).join(Account, Account.id == User.account_id).where(User.removed.is_(None))
-        if not self.ctx.is_root_admin:
-            q = q.where(User.id == self.ctx.user.id)
+        if not self.ctx.is_root_admin and not self.is_domain_admin:
+            q = q.where(User.id == self.ctx.principal.user_id)
+        q = self._scoped(q, Account.id, Account.domain_id)
         return page(self.ctx, p, filtered(q, USER_FILTERS, p), User.id)
 
     def list_domains(self, p: SimpleNamespace) -> Page:
         q = filtered(select(Domain).where(Domain.removed.is_(None)), DOMAIN_FILTERS, p)
-        if not self.ctx.is_root_admin:
+        if not self.ctx.is_root_admin and not self.is_domain_admin:
             q = q.where(Domain.id == self.ctx.account.domain_id)
+        q = self._scoped(q, None, Domain.id) if self.is_domain_admin else q
+        return page(self.ctx, p, q, Domain.id)
+
+    def list_children(self, p: SimpleNamespace, parent: Domain, recursive: bool) -> Page:
+        """The domains below `parent`: its children, or every level with `recursive`."""
+        if recursive:
+            q = select(Domain).where(Domain.path.startswith(parent.path + "/", autoescape=True))
+        else:
+            q = select(Domain).where(Domain.parent_id == parent.id)
+        # `id` names the parent here, not a domain listed.
+        q = filtered(q.where(Domain.removed.is_(None)), [f for f in DOMAIN_FILTERS if f.param != "id"], p)
         return page(self.ctx, p, q, Domain.id)
 
     def domain(self, domain_id: int) -> Domain | None:

@@ -11,7 +11,7 @@ from stackwright.management.context import Principal
 from stackwright.management.options import load
 from stackwright.management.persistence.db import Database
 
-ADMIN, OTHER = Principal(1, 1, True), Principal(2, 2, False)
+ADMIN, OTHER = Principal(1, 1, True, 1), Principal(2, 2, False, 4)
 ZONES = REGISTRY["listZones"]
 
 
