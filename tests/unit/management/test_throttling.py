@@ -21,7 +21,7 @@ def db(tmp_path):
 
 def test_two_servers_share_one_limit_per_account(db):
     first, second = (Throttle(db, True, interval=30, maximum=5) for _ in range(2))
-    user, other, admin = Principal(1, 10, False), Principal(2, 20, False), Principal(3, 30, True)
+    user, other, admin = Principal(1, 10, False, 4), Principal(2, 20, False, 4), Principal(3, 30, True, 1)
     for server in (first, second, first, second, first):
         server.check(user)
     with pytest.raises(Throttled, match=r"account api limit, please retry after \[\d+\] ms"):
@@ -52,7 +52,7 @@ def test_a_window_ends_after_the_interval(db):
 def test_a_writing_request_counts_and_resets_in_its_own_transaction(db):
     """On SQLite a second writer opened by the same request would wait for the first one."""
     throttle = Throttle(db, True, interval=30, maximum=2)
-    user = Principal(1, 10, False)
+    user = Principal(1, 10, False, 4)
     with db.transaction() as session:
         throttle.check(user, session)
         throttle.check(user, session)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 ADMIN, RESOURCE_ADMIN, DOMAIN_ADMIN, USER = "Admin", "ResourceAdmin", "DomainAdmin", "User"
 ROLE_TYPES = (ADMIN, RESOURCE_ADMIN, DOMAIN_ADMIN, USER)
-# The default roles' ids (migration 0007): Root Admin is allowed everything.
+# The default roles' ids (migration 0014): Root Admin is allowed everything.
 ROOT_ADMIN_ROLE = 1
 # Account type (0 user, 1 root admin, 2 domain admin, 3 resource admin) <-> role type.
 ACCOUNT_TYPE_OF_ROLE_TYPE = {ADMIN: 1, RESOURCE_ADMIN: 3, DOMAIN_ADMIN: 2, USER: 0}
