@@ -55,7 +55,7 @@ def test_limits_listed_with_defaults_and_updated(api, tenant):
     api_error(api.updateResourceLimit, 431, "Please specify either '-1' for an infinite limit, or a limit that is at "
                                             "least '0'.", resourcetype=8, max=-5, **owner)
     # Users may not set limits.
-    api_error(user.updateResourceLimit, 401, resourcetype=0, max=50)
+    api_error(user.updateResourceLimit, 432, resourcetype=0, max=50)
 
 
 def test_deploy_over_the_limit_is_refused_and_counts_follow_the_guests(api, world, tenant):
