@@ -53,8 +53,6 @@ def downgrade():
     with op.batch_alter_table("vm_instance") as batch:
         batch.drop_column("keypairs")
         batch.drop_column("user_data")
-    for table in ("resource_count", "resource_limit"):
-        op.drop_index("ix_%s_owner" % table, table)
+    # A table's indexes go with it (MySQL refuses to drop one a foreign key still needs).
+    for table in ("resource_count", "resource_limit", "ssh_keypair"):
         op.drop_table(table)
-    op.drop_index("ix_ssh_keypair_account_id", "ssh_keypair")
-    op.drop_table("ssh_keypair")

@@ -75,8 +75,9 @@ def downgrade():
     op.drop_table("template_spool_ref")
     op.drop_table("template_store_ref")
     with op.batch_alter_table("volume") as batch:
-        batch.drop_index("ix_volume_template_id")
+        # MySQL keeps an index while a foreign key needs it: the key goes first.
         batch.drop_constraint("fk_volume_template", type_="foreignkey")
+        batch.drop_index("ix_volume_template_id")
         batch.drop_column("template_id")
     with op.batch_alter_table("vm_template") as batch:
         batch.drop_constraint("fk_vm_template_os_type", type_="foreignkey")
