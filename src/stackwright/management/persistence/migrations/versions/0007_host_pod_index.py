@@ -28,4 +28,8 @@ def upgrade():
 
 def downgrade():
     if _has_index():
+        if op.get_bind().dialect.name == "mysql":
+            # InnoDB let the pod foreign key use this index and dropped the key's own: give the
+            # key an index of its own again before this one goes.
+            op.create_index("ix_host_pod_id", "host", ["pod_id"])
         op.drop_index(INDEX, table_name="host")
