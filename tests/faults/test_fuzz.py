@@ -198,14 +198,17 @@ def build_world(engine):
     api.deployVirtualMachine(zoneid=zone["id"], serviceofferingid=offering["id"], templateid=template["id"],
                              name="fuzz-vm", fetch_result=True)
     # A user whose keys sign part of the requests, and one whose keys the fuzzer may rotate.
-    user = api.createAccount(username="fuzzuser" + unique, password="pw-" + unique, email="f@example.org",
-                             firstname="F", lastname="Uzz", accounttype=0)["account"]["user"][0]
+    account = api.createAccount(username="fuzzuser" + unique, password="pw-" + unique, email="f@example.org",
+                                firstname="F", lastname="Uzz", accounttype=0)["account"]
+    user = account["user"][0]
     keys = api.registerUserKeys(id=user["id"])["userkeys"]
     api.createAccount(username="spare" + unique, password="pw-" + unique, email="s@example.org",
                       firstname="S", lastname="Pare", accounttype=0)
     admin_user = api.listUsers(username="admin", listall=True)["user"][0]
 
-    protected = {user["id"], admin_user["id"]}
+    # The signing users and their accounts stay as they are: locking, disabling or deleting them
+    # (or changing their role) would turn the rest of the run into one refusal.
+    protected = {user["id"], admin_user["id"], account["id"], admin_user["accountid"]}
     ids, names = collections.defaultdict(set), set()
     for kind, command, params in (
         ("zone", "listZones", {}), ("pod", "listPods", {}), ("cluster", "listClusters", {}),

@@ -167,11 +167,13 @@ def _zone(ctx: Context, value: str) -> Zone | None:
     """`zoneid`: a zone's id, or -1 for every zone."""
     if value == "-1":
         return None
+    from sqlalchemy.exc import NoResultFound
+
     from ..services.queries import by_uuid
 
     try:
         return by_uuid(ctx.session, Zone, value)
-    except InvalidParameterValue:
+    except (InvalidParameterValue, NoResultFound):
         raise InvalidParameterValue(f"Unable to execute API command due to invalid value. Invalid parameter zoneid "
                                     f"value={value}: give the id of a zone, or -1 for every zone") from None
 
