@@ -226,7 +226,11 @@ def test_catalogue_of_hundreds_with_honoured_ones_marked(api):
     ssl = one(api, "consoleproxy.sslEnabled")
     assert (ssl["value"], ssl["defaultvalue"], ssl["type"], ssl["isdynamic"], ssl["category"]) == (
         "false", "false", "Boolean", False, "Console Proxy")
-    assert "honours" not in ssl["description"]
+    assert ssl["description"].endswith("The engine honours this setting.")
+    # Stored and returned faithfully, not acted on: the console proxy runs inside the engine.
+    rpfilter = one(api, "consoleproxy.disable.rpfilter")
+    assert (rpfilter["value"], rpfilter["type"]) == ("true", "Boolean")
+    assert "honours" not in rpfilter["description"]
 
 
 def test_expunge_delay_settable_and_reset(api, restore_global):

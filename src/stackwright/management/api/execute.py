@@ -10,9 +10,12 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import exc as sa_exc
+
 
 from ..context import Context, Principal
 from ..errors import ApiError, AuthenticationError, LoginFailed, MethodNotAllowed
+from ..persistence.db import is_deadlock
 from ..persistence.models import User
 from ..services.jobs import Begun
 from ..services.system_jobs import SYSTEM_JOBS
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
+# Runs of a request whose transaction a deadlock rolled back.
+DEADLOCK_TRIES = 3
 
 
 def response_key(command_name: str) -> str:
@@ -181,40 +186,53 @@ def execute(engine: Engine, raw: Mapping[str, str], method: str = "GET", cookies
             if failed is not None:
                 raise failed
             return key, {key: shape(cmd, out)}, 200, ctx.cookies
-        readonly = (cmd.readonly if cmd else True) and not (cmd and cmd.async_job)
-        with engine.db.transaction(readonly=readonly) as session:
-            user = authenticate(engine, session, raw, method, cookies or {})
-            engine.throttle.check(user, None if readonly else session)
-            if cmd is None:
-                raise AuthenticationError(BAD_CREDENTIALS)
-            ctx = Context(engine, session, user, cmd.name, request_id)
-            if not engine.roles.allows(session, user, cmd.name):
-                raise refused(cmd.name, ctx.account.name if ctx.account else None)
-            cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
+
+        def attempt() -> tuple[str, Any, int, dict[str, str]]:
+            readonly = (cmd.readonly if cmd else True) and not (cmd and cmd.async_job)
+            with engine.db.transaction(readonly=readonly) as session:
+                user = authenticate(engine, session, raw, method, cookies or {})
+                engine.throttle.check(user, None if readonly else session)
+                if cmd is None:
+                    raise AuthenticationError(BAD_CREDENTIALS)
+                ctx = Context(engine, session, user, cmd.name, request_id)
+                if not engine.roles.allows(session, user, cmd.name):
+                    raise refused(cmd.name, ctx.account.name if ctx.account else None)
+                cache = engine.responses if cmd.cacheable and engine.responses.enabled else None
+                if cache is not None:
+                    token, generation = cache.token(user, cmd, raw), cache.generation
+                    data = cache.get(token)
+                    if data is not None:
+                        return key, data, 200, {}
+                p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
+                if cmd.async_job:
+                    if cmd.admit is not None:
+                        cmd.admit(ctx, p)
+                    instance_uuid = cmd.prepare(ctx, p) if cmd.prepare else getattr(getattr(p, "id", None), "uuid", None)
+                    job = ctx.jobs.create(cmd, raw, instance_uuid=instance_uuid)
+                    body = {"jobid": job.uuid}
+                    if cmd.prepare is not None:
+                        body = {"id": instance_uuid, "jobid": job.uuid}
+                    job_uuid = job.uuid
+                    ctx.after_commit(lambda: engine.jobs.submit(job_uuid))
+                else:
+                    body = shape(cmd, cmd.handler(ctx, p), ctx.is_root_admin)
+            ctx.run_after_commit()
             if cache is not None:
-                token, generation = cache.token(user, cmd, raw), cache.generation
-                data = cache.get(token)
-                if data is not None:
-                    return key, data, 200, {}
-            p = paramlib.parse(cmd.name, cmd.params, raw, ctx)
-            if cmd.async_job:
-                if cmd.admit is not None:
-                    cmd.admit(ctx, p)
-                instance_uuid = cmd.prepare(ctx, p) if cmd.prepare else getattr(getattr(p, "id", None), "uuid", None)
-                job = ctx.jobs.create(cmd, raw, instance_uuid=instance_uuid)
-                body = {"jobid": job.uuid}
-                if cmd.prepare is not None:
-                    body = {"id": instance_uuid, "jobid": job.uuid}
-                job_uuid = job.uuid
-                ctx.after_commit(lambda: engine.jobs.submit(job_uuid))
-            else:
-                body = shape(cmd, cmd.handler(ctx, p), ctx.is_root_admin)
-        ctx.run_after_commit()
-        if cache is not None:
-            data = encode({key: body})
-            cache.put(token, generation, data)
-            return key, data, 200, ctx.cookies
-        return key, {key: body}, 200, ctx.cookies
+                data = encode({key: body})
+                cache.put(token, generation, data)
+                return key, data, 200, ctx.cookies
+            return key, {key: body}, 200, ctx.cookies
+
+        # MariaDB (and Galera's certification) may pick this transaction as a deadlock's victim:
+        # it was rolled back whole, so the request runs again from the start.
+        for tries in range(1, DEADLOCK_TRIES + 1):
+            try:
+                return attempt()
+            except sa_exc.OperationalError as e:
+                if tries == DEADLOCK_TRIES or not is_deadlock(e):
+                    raise
+                log.info("request %s (%s) chosen as a deadlock victim; running it again", request_id, command_name)
+        raise AssertionError("unreachable")
     except ApiError as e:
         from .render import error_body
 

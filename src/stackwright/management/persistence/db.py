@@ -197,6 +197,16 @@ class Database:
 _CONNECTION_ERRORS = (2002, 2003, 2006, 2013, 2055, 1927, 1053)
 
 
+# MySQL/MariaDB: a deadlock victim (Galera's certification failures answer the same code).
+DEADLOCK = 1213
+
+
+def is_deadlock(e: exc.DBAPIError) -> bool:
+    """Whether `e` is MySQL's "deadlock found": the whole transaction was rolled back and may run again."""
+    args = getattr(getattr(e, "orig", None), "args", ())
+    return bool(args) and args[0] == DEADLOCK
+
+
 def _is_connection_error(e: exc.DBAPIError) -> bool:
     orig = getattr(e, "orig", None)
     args = getattr(orig, "args", ())

@@ -12,6 +12,7 @@ definition and hands it over again on the next start.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 
@@ -233,7 +234,19 @@ class LibvirtDriver(HypervisorDriver):
     def domain_xml(self, spec: VmSpec) -> str:
         validate_spec(spec)
         return build_domain(spec, self.accel, self.host.cpu_topology().arch, self.nfs_identity,
-                            self.cpu_mode, self.console_log_dir).to_xml()
+                            self.cpu_mode, self._console_log_dir()).to_xml()
+
+    def _console_log_dir(self) -> str | None:
+        """The directory guests' serial consoles are logged to, made when missing (a host whose
+        libvirtd has never run a guest has none); None, and no log, when it cannot be made."""
+        if not self.console_log_dir:
+            return None
+        try:
+            os.makedirs(self.console_log_dir, exist_ok=True)
+        except OSError as e:
+            log.warning("guests' consoles are not logged: cannot make %s: %s", self.console_log_dir, e)
+            return None
+        return self.console_log_dir
 
     def start(self, spec: VmSpec) -> VmState:
         domain_xml = self.domain_xml(spec)
