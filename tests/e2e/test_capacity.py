@@ -220,7 +220,7 @@ def test_the_guides_example(api, guide):
     assert (host["memorytotal"], host["memorywithoverprovisioning"]) == (2 * GiB, str(4 * GiB))
 
     # Three VMs of 1 GB all run: used 3 GB, free 1 GB.
-    vms = [guide.running(guide.small) for _ in range(3)]
+    vms = [guide.running(guide.small) for _unused in range(3)]
     assert [vm["state"] for vm in vms] == ["Running"] * 3
     assert {vm["hostid"] for vm in vms} == {guide.host["id"]}
     assert all((vm["details"]["memoryOvercommitRatio"], vm["details"]["cpuOvercommitRatio"]) == ("2.0", "1.0")
@@ -246,7 +246,7 @@ def test_the_guides_example(api, guide):
 
 
 def test_a_ratio_change_affects_only_vms_started_after_it(api, guide):
-    first = [guide.running(guide.small) for _ in range(2)]
+    first = [guide.running(guide.small) for _unused in range(2)]
     assert guide.memory() == (2 * GiB, 4 * GiB, 2 * GiB)
     # Factor 4: the running VMs keep their ratio 2, each 1 GB ÷ 2 × 4 = 2 GB of the 8 GB now offered.
     api.updateConfiguration(name="mem.overprovisioning.factor", value="4", clusterid=guide.cluster["id"])

@@ -106,9 +106,11 @@ def test_a_dead_host_s_ha_guest_is_restarted_and_the_other_stopped(fresh_engine,
         dying.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         dying.wait(10)
-        restarted = wait_for("the HA guest Running on the survivor", lambda: (
-            lambda v: v if v["state"] == "Running" and v.get("hostid") == survivor["id"] else None)(
-            vm_of(api, protected["id"])), timeout=60, interval=0.1)
+        def moved():
+            v = vm_of(api, protected["id"])
+            return v if v["state"] == "Running" and v.get("hostid") == survivor["id"] else None
+
+        restarted = wait_for("the HA guest Running on the survivor", moved, timeout=60, interval=0.1)
         elapsed = time.monotonic() - killed
         # Down after ping.interval x ping.timeout without a connection (2 s), then the restart.
         assert elapsed < 30, elapsed

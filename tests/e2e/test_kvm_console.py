@@ -120,8 +120,8 @@ def cloud(tmp_path_factory, libvirtd, nfs_server):
                                      name="primary-%s" % unique, url=scratch.url, scope="cluster")["storagepool"]
         wait_for("pool Up", lambda: api.listStoragePools(id=pool["id"])["storagepool"][0]["state"] == "Up", 60)
         api.updateZone(id=zone["id"], allocationstate="Enabled")
-        template = next(t for t in api.listTemplates(templatefilter="all")["template"]
-                        if t["name"] == "Blank disk (no OS)")
+        [template] = [t for t in api.listTemplates(templatefilter="all")["template"]
+                      if t["name"] == "Blank disk (no OS)"]
         offering = api.createServiceOffering(name="console-" + unique, displaytext="console", cpunumber=1,
                                              cpuspeed=500, memory=128)["serviceoffering"]
         existing = virsh(libvirtd.uri, "list", "--all", "--name").split()
@@ -256,5 +256,5 @@ def test_an_expired_or_made_up_token_is_refused(cloud):
     assert "not valid" in reason and code == 4001, (reason, code)
     # A fresh token gets the security type None offered: the proxy did the guest's VNC authentication.
     fresh = endpoint(cloud)["websocket"]
-    offered, _ = run(_raw(url.replace(websocket["token"], fresh["token"])))
+    offered, _unused = run(_raw(url.replace(websocket["token"], fresh["token"])))
     assert offered == "offered [1]", offered

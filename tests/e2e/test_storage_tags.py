@@ -68,8 +68,7 @@ def destroy(api, vm):
 def test_disk_offering_life_cycle(api, unique):
     fixed = api.createDiskOffering(name="fixed-" + unique, displaytext="Five GB on SSD", disksize=5,
                                    tags="ssd,fast", miniops=100, maxiops=500)["diskoffering"]
-    assert (fixed["disksize"], fixed["iscustomized"], fixed["tags"], fixed["storagetype"]) == (5, False, "ssd,fast",
-                                                                                                 "shared")
+    assert (fixed["disksize"], fixed["iscustomized"], fixed["tags"], fixed["storagetype"]) == (5, False, "ssd,fast", "shared")
     assert (fixed["miniops"], fixed["maxiops"], fixed["displaytext"], fixed["provisioningtype"]) == (
         100, 500, "Five GB on SSD", "thin")
     custom = api.createDiskOffering(name="custom-" + unique, customized="true")["diskoffering"]
@@ -126,8 +125,7 @@ def test_root_and_data_volumes_follow_their_tags(api, tagged):
     assert (root["state"], data["state"]) == ("Ready", "Ready")
     assert (root["deviceid"], data["deviceid"]) == (0, 1)
     assert (data["size"], data["diskofferingid"], data["diskofferingname"]) == (5 * GiB, disk["id"], disk["name"])
-    assert (root["serviceofferingid"], root["virtualmachineid"], root["vmname"]) == (offering["id"], vm["id"],
-                                                                                      vm["name"])
+    assert (root["serviceofferingid"], root["virtualmachineid"], root["vmname"]) == (offering["id"], vm["id"], vm["name"])
     assert all(v["zoneid"] == tagged.zone["id"] and v["created"] for v in volumes.values())
     assert "diskofferingid" not in root
     # Filters: by pool, by type.

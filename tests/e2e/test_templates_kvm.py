@@ -42,7 +42,7 @@ class ImageServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N802
+            def do_GET(handler):  # noqa: N802  # pylint: disable=no-self-argument
                 name = handler.path.lstrip("/")
                 path = server.files.get(name)
                 if path is None:
@@ -64,7 +64,7 @@ class ImageServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def log_message(handler, *args):
+            def log_message(handler, *args):  # pylint: disable=no-self-argument
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -147,7 +147,7 @@ def site(tmp_path_factory, libvirtd, nfs_server, accel):
         api.addTrafficType(physicalnetworkid=network["id"], traffictype="Public", kvmnetworklabel="cloudbr0",
                            fetch_result=True)
         api.updateZone(id=zone["id"], allocationstate="Enabled")
-        site.os_type = next(o for o in api.listOsTypes()["ostype"] if o["description"] == "Other Linux (64-bit)")
+        [site.os_type] = [o for o in api.listOsTypes()["ostype"] if o["description"] == "Other Linux (64-bit)"]
         site.account_id = None
         yield site
     finally:
@@ -257,7 +257,7 @@ def test_guests_boot_from_one_copy_of_the_template_on_their_pool(site, images):
     offering = next(o for o in site.api.listServiceOfferings()["serviceoffering"] if o["name"] == "Small Instance")
     vms = []
     try:
-        for _ in range(2):
+        for _unused in range(2):
             vms.append(site.api.deployVirtualMachine(zoneid=site.zone["id"], templateid=template["id"],
                                                      serviceofferingid=offering["id"], rootdisksize=2,
                                                      fetch_result=True)["virtualmachine"])
@@ -314,7 +314,7 @@ def module(site, tmp_path, module_name, check=False, **args):
                          env=ansible_env(tree, tmp_path, engine=site.engine))
     out = run.stdout.strip()
     assert " => " in out, "%s\n%s" % (out, run.stderr)
-    status, _, payload = out.partition(" => ")
+    status, _unused, payload = out.partition(" => ")
     result = json.loads(payload)
     result["_status"] = status.split(" | ")[-1]
     return result

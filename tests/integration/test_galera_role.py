@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 def free_ports(count):
     sockets = []
     try:
-        for _ in range(count):
+        for _unused in range(count):
             probe = socket.socket()
             probe.bind(("127.0.0.1", 0))
             sockets.append(probe)

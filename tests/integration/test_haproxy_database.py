@@ -116,7 +116,7 @@ def until_served_by(port, expected, timeout=30.0):
 def test_one_database_server_takes_the_writes(listener, servers):
     first, backup = servers
     until_served_by(listener, first.port)
-    assert {served_by(listener) for _ in range(10)} == {first.port}
+    assert {served_by(listener) for _unused in range(10)} == {first.port}
 
     # The first server stops: new connections reach the backup.
     first.stop()

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 def free_ports(count):
     probes = []
     try:
-        for _ in range(count):
+        for _unused in range(count):
             probe = socket.socket()
             probe.bind(("127.0.0.1", 0))
             probes.append(probe)
@@ -218,7 +218,7 @@ def test_haproxy_balances_and_keeps_sessions(balancer):
     owner = body
     jsession = http.cookies.SimpleCookie(cookies[0])["JSESSIONID"].value
     assert jsession.startswith(owner + "~"), jsession
-    for _ in range(10):
+    for _unused in range(10):
         answer = call(port, "command=listZones", cookie="JSESSIONID=%s" % jsession)[0]
         assert answer == "%s %s-1" % (owner, owner), answer
 
@@ -227,7 +227,7 @@ def test_haproxy_balances_and_keeps_sessions(balancer):
     engines[owner].healthy = False
     other = ({"mgmt1", "mgmt2"} - {owner}).pop()
     assert until(lambda: all(call(port, "command=listZones", cookie="JSESSIONID=%s" % jsession)[0].startswith(other)
-                             for _ in range(4)), timeout=20)
+                             for _unused in range(4)), timeout=20)
     engines[owner].healthy = True
 
     # Agents: each new connection goes to the engine holding fewer.

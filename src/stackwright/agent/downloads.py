@@ -63,7 +63,7 @@ def parse_checksum(text: str) -> tuple[str, str] | None:
         return None
     algorithm = "MD5"
     if text.startswith("{"):
-        algorithm, _, text = text[1:].partition("}")
+        algorithm, _unused, text = text[1:].partition("}")
         algorithm = algorithm.upper()
     if algorithm not in ALGORITHMS:
         raise InvalidSpec(f"checksum algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")

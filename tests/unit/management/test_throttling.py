@@ -20,15 +20,15 @@ def db(tmp_path):
 
 
 def test_two_servers_share_one_limit_per_account(db):
-    first, second = (Throttle(db, True, interval=30, maximum=5) for _ in range(2))
+    first, second = (Throttle(db, True, interval=30, maximum=5) for _unused in range(2))
     user, other, admin = Principal(1, 10, False, 4), Principal(2, 20, False, 4), Principal(3, 30, True, 1)
     for server in (first, second, first, second, first):
         server.check(user)
     with pytest.raises(Throttled, match=r"account api limit, please retry after \[\d+\] ms"):
         second.check(user)
-    other_calls = [first.check(other) for _ in range(5)]
+    other_calls = [first.check(other) for _unused in range(5)]
     assert other_calls == [None] * 5
-    for _ in range(10):
+    for _unused in range(10):
         second.check(admin)         # root admins are not counted
     issued, allowed, expires = first.status(10)
     assert (issued, allowed) == (6, 0) and 0 < expires <= 30000

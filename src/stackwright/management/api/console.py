@@ -170,6 +170,7 @@ def add_console_routes(app: web.Application, engine: Engine, novnc_dir: str = NO
         log.warning("noVNC is not installed (%s/vnc.html is missing): guest consoles are not served; install "
                     "Debian's novnc package", novnc_dir)
         return False
+
     async def handler(request: web.Request) -> web.StreamResponse:
         return await websockify(engine, request)
 

@@ -71,8 +71,7 @@ def _unique_name(ctx: Context, name: str, other_than: Role | None = None) -> Non
                  Param("id", Uuid(Role), description="List role by role ID."),
                  Param("name", String(), description="List role by role name."),
                  Param("type", String(), description="List role by role type, valid options are: Admin, "
-                                                     "ResourceAdmin, DomainAdmin, User."),
-             ])
+                                                     "ResourceAdmin, DomainAdmin, User.")])
 def list_roles(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists dynamic roles in CloudStack."""
     if p.type:
@@ -162,8 +161,7 @@ def create_role_permission(ctx: Context, p: SimpleNamespace) -> dict[str, Any]:
 
 @api_command("updateRolePermission", since="4.9.0", cmd_class=ACL + "UpdateRolePermissionCmd", params=[
     Param("roleid", Uuid(Role), required=True, description="ID of the role"),
-    Param("ruleorder", List(Uuid(RolePermission)), description="The parent role permission uuid, use 0 to move this "
-                                                             "rule at the top of the list"),
+    Param("ruleorder", List(Uuid(RolePermission)), description="The parent role permission uuid, use 0 to move this rule at the top of the list"),
     Param("ruleid", Uuid(RolePermission), description="Role permission rule id"),
     Param("permission", String(), description="Rule permission, can be: allow or deny"),
 ])

@@ -204,8 +204,7 @@ def _views(ctx: Context, template: Template) -> list[dict[str, Any]]:
     "registerTemplate", response="template", returns_list=True, admin_only=False, fields=TEMPLATE_FIELDS,
     cmd_class="org.apache.cloudstack.api.command.user.template.RegisterTemplateCmd", params=[
         *REGISTER_PARAMS,
-        Param("format", String(), required=True, description="the format for the template. Possible values include "
-                                                               "QCOW2 and RAW"),
+        Param("format", String(), required=True, description="the format for the template. Possible values include QCOW2 and RAW"),
         Param("hypervisor", String(), required=True, description="the target hypervisor for the template (KVM)"),
         Param("requireshvm", Boolean(), description="true if this template requires HVM"),
         Param("passwordenabled", Boolean(), description="true if the template supports the password reset feature"),
@@ -223,8 +222,7 @@ def register_template(ctx: Context, p: SimpleNamespace) -> ListResult:
     "registerIso", response="iso", returns_list=True, admin_only=False, fields=TEMPLATE_FIELDS,
     cmd_class="org.apache.cloudstack.api.command.user.iso.RegisterIsoCmd", params=[
         *REGISTER_PARAMS,
-        Param("bootable", Boolean(), default=True, description="true if this ISO is bootable. If not passed "
-                                                                "explicitly its assumed to be true"),
+        Param("bootable", Boolean(), default=True, description="true if this ISO is bootable. If not passed explicitly its assumed to be true"),
     ])
 def register_iso(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Registers an existing ISO into the CloudStack Cloud."""

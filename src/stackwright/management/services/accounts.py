@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, TypeVar
+# Any is named in a TypeVar bound written as a string.
+from typing import TYPE_CHECKING, Any, TypeVar  # pylint: disable=unused-import
 
 from sqlalchemy import or_, select
 

@@ -48,7 +48,7 @@ TOKEN_BYTES = 32
 
 
 def new_vnc_password() -> str:
-    return "".join(secrets.choice(VNC_PASSWORD_ALPHABET) for _ in range(VNC_PASSWORD_LENGTH))
+    return "".join(secrets.choice(VNC_PASSWORD_ALPHABET) for _unused in range(VNC_PASSWORD_LENGTH))
 
 
 def vnc_password_for(vm: VmInstance) -> str:

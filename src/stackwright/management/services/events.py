@@ -128,8 +128,7 @@ class EventService:
         return which
 
 
-def between(column: ColumnElement[dt.datetime], start: dt.datetime | None,
-             end: dt.datetime | None) -> list[ColumnElement[bool]]:
+def between(column: ColumnElement[dt.datetime], start: dt.datetime | None, end: dt.datetime | None) -> list[ColumnElement[bool]]:
     """Conditions for `column` within [start, end]; a date without time as the end covers that whole day."""
     out = []
     if start is not None:

@@ -301,8 +301,7 @@ def _copy_target(ctx: Context, ref: TemplatePoolRef) -> dict | None:
 def drop_copy(copy: dict) -> Steps:
     """Delete a template's unused copy from its pool, then its record."""
     try:
-        yield AgentStep(HostRef(*copy["host"]), m.DeleteVolume(pool=codec.decode(m.PoolSpec, copy["pool"]),
-                                                                name=copy["name"]), DELETE_TIMEOUT)
+        yield AgentStep(HostRef(*copy["host"]), m.DeleteVolume(pool=codec.decode(m.PoolSpec, copy["pool"]), name=copy["name"]), DELETE_TIMEOUT)
     except ResourceUnavailable as e:
         log.warning("could not delete template copy %s from pool %s: %s", copy["name"], copy["pool_name"], e.text)
         return

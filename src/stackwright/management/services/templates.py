@@ -327,7 +327,6 @@ class TemplateService:
             select(GuestOsCategory).where(GuestOsCategory.id.in_(ids))).scalars()}
 
 
-
 OS_TYPE_FILTERS = (
     Filter("id", GuestOs.id, ROW),
     Filter("oscategoryid", GuestOs.category_id, ROW),

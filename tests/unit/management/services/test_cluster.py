@@ -157,7 +157,7 @@ def test_a_down_servers_hosts_jobs_and_simulator_hosts_are_claimed_by_one_surviv
     add_host(db, place, "sb", b, simulator=True)
     add_host(db, place, "xb", b, simulator=True, external=True)
     add_host(db, place, "sa", a, simulator=True)
-    jobs = [add_job(db, place, b) for _ in range(3)]
+    jobs = [add_job(db, place, b) for _unused in range(3)]
     mine = add_job(db, place, a)
     # While b is Up, nothing of it is claimed.
     assert a.claim_jobs() == [] and a.claim_hosts() == [] and a.claim_simulated_hosts(orphans_only=True) == []

@@ -97,7 +97,7 @@ def test_vnc_response_matches_what_qemu_accepted():
 
 
 def test_new_vnc_passwords_are_random_and_eight_characters():
-    passwords = {console.new_vnc_password() for _ in range(50)}
+    passwords = {console.new_vnc_password() for _unused in range(50)}
     assert len(passwords) == 50
     assert all(len(p) == 8 and p.isalnum() for p in passwords)
 

@@ -39,7 +39,7 @@ def deploy(ctx, tenant, **kw):
 
 
 def test_deploy_counts_for_the_account_and_each_domain(ctx, tenant):
-    account, child, *_ = tenant
+    account, child, *_unused = tenant
     vm = deploy(ctx, tenant)
     limits = ctx.limits
     for owner in ({"account": account}, {"domain": child}, {"domain": ctx.account.domain}):
@@ -56,7 +56,7 @@ def test_deploy_counts_for_the_account_and_each_domain(ctx, tenant):
 
 
 def test_account_limit_refuses_the_deploy_with_535(ctx, tenant):
-    account, *_ = tenant
+    account, *_unused = tenant
     ctx.limits.set_limit(USER_VM, 1, account=account)
     deploy(ctx, tenant)
     with pytest.raises(ResourceAllocationError) as info:
@@ -69,7 +69,7 @@ def test_account_limit_refuses_the_deploy_with_535(ctx, tenant):
 
 
 def test_domain_limit_bounds_its_accounts_and_defaults_come_from_settings(ctx, tenant):
-    account, child, *_ = tenant
+    account, child, *_unused = tenant
     assert ctx.limits.account_limit(account, CPU) == 40           # max.account.cpus
     assert ctx.limits.domain_limit(child, MEMORY) == 81920        # max.domain.memory
     assert ctx.limits.domain_limit(ctx.account.domain, CPU) == -1  # ROOT is never limited
@@ -87,7 +87,7 @@ def test_domain_limit_bounds_its_accounts_and_defaults_come_from_settings(ctx, t
 
 
 def test_limit_rules(ctx, tenant):
-    account, child, *_ = tenant
+    account, child, *_unused = tenant
     deploy(ctx, tenant)
     with pytest.raises(InvalidParameterValue, match="below its current usage of 2; release resources first"):
         ctx.limits.set_limit(CPU, 1, account=account)
@@ -108,7 +108,7 @@ def test_limit_rules(ctx, tenant):
 
 
 def test_ssh_key_pairs(ctx, tenant):
-    account, *_ = tenant
+    account, *_unused = tenant
     pair, private = ctx.ssh_keys.create(account, "k1")
     key = serialization.load_pem_private_key(private.encode(), password=None)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)

@@ -91,7 +91,7 @@ def guide_example(ctx, world, gateway, memory_ratio="2"):
 def test_the_guides_example_three_guests_of_1_gib_on_2_gib_at_ratio_2(ctx, world, gateway, jobs):
     cluster, host, driver = guide_example(ctx, world, gateway)
     assert memory_row(ctx, cluster) == (0, 4 * GiB)
-    vms = [new_vm(ctx, world, 1024) for _ in range(3)]
+    vms = [new_vm(ctx, world, 1024) for _unused in range(3)]
     for vm in vms:
         assert call(ctx, jobs, "startVirtualMachine", vm).status == 1
     for vm in vms:
@@ -124,7 +124,7 @@ def test_a_ratio_change_rates_only_guests_started_after_it(ctx, world, gateway, 
     cluster, host, _driver = guide_example(ctx, world, gateway, memory_ratio="1")
     ctx.settings.set_scoped("cluster.memory.allocated.capacity.disablethreshold", "1", "cluster", cluster)
     ctx.session.commit()
-    first = [new_vm(ctx, world, 1024) for _ in range(2)]
+    first = [new_vm(ctx, world, 1024) for _unused in range(2)]
     for vm in first:
         job = call(ctx, jobs, "startVirtualMachine", vm)
         assert job.status == 1, job.result

@@ -21,7 +21,7 @@ def demand(memory_mb=512):
 def test_first_fit_past_a_batch_of_full_hosts(ctx, world, monkeypatch):
     monkeypatch.setattr(placement, "HOST_BATCH", 4)
     world.pool()
-    full = [world.host(memory=256 * 1024 * 1024) for _ in range(9)]   # 256 MiB: no room for 512 MiB
+    full = [world.host(memory=256 * 1024 * 1024) for _unused in range(9)]   # 256 MiB: no room for 512 MiB
     roomy = world.host()
     plan = Planner(ctx).plan("VM[User|x]", world.zone, demand())
     assert plan.host.id == roomy.id
@@ -37,7 +37,7 @@ def test_first_fit_past_a_batch_of_full_hosts(ctx, world, monkeypatch):
 def test_no_usable_host_is_still_explained(ctx, world, monkeypatch):
     monkeypatch.setattr(placement, "HOST_BATCH", 2)
     world.pool()
-    for _ in range(3):
+    for _unused in range(3):
         world.host(resource_state="Disabled")
     with pytest.raises(InsufficientCapacity, match="no Up and Enabled Simulator host in zone"):
         Planner(ctx).plan("VM[User|x]", world.zone, demand())

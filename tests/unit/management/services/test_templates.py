@@ -56,7 +56,7 @@ class Server:
         self.requests = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N802
+            def do_GET(handler):  # noqa: N802  # pylint: disable=no-self-argument
                 self.requests.append(handler.path)
                 name = handler.path.lstrip("/")
                 if name == "huge":
@@ -73,7 +73,7 @@ class Server:
                 handler.end_headers()
                 handler.wfile.write(files[name])
 
-            def log_message(handler, *args):
+            def log_message(handler, *args):  # pylint: disable=no-self-argument
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -162,8 +162,7 @@ def template_row(ctx, template):
 
 def stored(site, template):
     """What the image store holds in the template's directory."""
-    return site.storage.templates().get(("nfs://nfs/secondary", "template/tmpl/%d/%d" % (site.account.id,
-                                                                                          template.id)))
+    return site.storage.templates().get(("nfs://nfs/secondary", "template/tmpl/%d/%d" % (site.account.id, template.id)))
 
 
 # --- downloads -------------------------------------------------------------------------------
@@ -171,8 +170,7 @@ def stored(site, template):
 
 def test_a_registered_template_is_downloaded_onto_the_image_store(ctx, site, jobs, server, images):
     data = server.files["disk.qcow2"]
-    template = register(ctx, site, server.url("disk.qcow2"),
-                           checksum="{SHA-256}" + hashlib.sha256(data).hexdigest())
+    template = register(ctx, site, server.url("disk.qcow2"), checksum="{SHA-256}" + hashlib.sha256(data).hexdigest())
     before = copy_of(ctx, template)
     assert (before.state, before.status) == ("Allocated", "0% Downloaded")
     ref = download(ctx, jobs, template)
