@@ -253,6 +253,8 @@ class IsolatedLibvirtd:
         cache = self.workdir / "qemu-cache"
         mounts = ["if [ -d %s ]; then cp -a %s %s; fi" % (QEMU_CACHE, QEMU_CACHE, cache)]
         mounts += ["mount -t tmpfs -o mode=0755 swlv %s" % d for d in PRIVATE_DIRS]
+        # As the libvirt packages leave it: where guests' serial consoles are logged.
+        mounts += ["mkdir -p /var/log/libvirt/qemu"]
         mounts += ["if [ -d %s ]; then cp -a %s %s; fi" % (cache, cache, QEMU_CACHE)]
         mounts += ["if [ -d %s ]; then mount -t tmpfs -o mode=0755 swlv %s; fi" % (d, d) for d in PRIVATE_IF_PRESENT]
         script = "set -e; %s; touch %s; exec sleep infinity" % ("; ".join(mounts), ready)
