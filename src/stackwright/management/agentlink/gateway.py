@@ -109,7 +109,9 @@ class ChannelGateway:
 
     @property
     def down_within(self) -> float:
-        channel = self.channel
+        # Jobs resumed after a restart ask before the channel is up: it is waited for, so that a
+        # host's silence is judged by the channel's rules and not taken as none at all.
+        channel = self.channel_within(CONNECT_WAIT)
         return channel.down_within if channel is not None else 0.0
 
     def check_image_store(self, store_uuid: str) -> None:
