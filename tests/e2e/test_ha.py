@@ -106,6 +106,7 @@ def test_a_dead_host_s_ha_guest_is_restarted_and_the_other_stopped(fresh_engine,
         dying.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         dying.wait(10)
+
         def moved():
             v = vm_of(api, protected["id"])
             return v if v["state"] == "Running" and v.get("hostid") == survivor["id"] else None
