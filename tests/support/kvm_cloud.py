@@ -1,18 +1,22 @@
-"""Two real KVM hosts registered with a live engine, for tests and benchmarks of live migration.
+"""Real KVM hosts registered with a live engine, for tests and benchmarks of live migration and HA.
 
 Each host is a network namespace with its own libvirtd (its own host UUID, listening on TCP as
 the `libvirt_tcp` role sets it up) and its own `stackwright-agent` running inside it (in the
-daemon's network and mount namespaces); the two namespaces are joined by a veth pair and
-migrate over it. Inside each namespace the engine's agent port and nfs-ganesha's ports
+daemon's network and mount namespaces), and optionally its own `stackwright-heartbeat`. Two
+namespaces are joined by a veth pair and migrate over it; with three, the first one's device
+is a bridge the others' veths end on. Inside each namespace the engine's agent port and nfs-ganesha's ports
 (portmapper, MOUNT, NFS) are relayed from the machine's loopback (`nsforward`), so both hosts
 use the same NFS export as primary storage, through QEMU's own NFS client. `KvmCloud.start`
-builds it all: a zone with a KVM cluster, both hosts Up, a primary pool Up, the zone Enabled.
+builds it all: a zone with a KVM cluster, every host Up, a primary pool Up, the zone Enabled.
+`KvmHost.die` stops everything of a host at once (a host death) and `revive` boots it again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,15 +26,15 @@ from pathlib import Path
 from tests.support.engine import EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.jobs import run_job
-from tests.support.libvirtd import IsolatedLibvirtd, isolated_workdir
+from tests.support.libvirtd import ISOLATED_VIRTLOGD_PID_FILE, IsolatedLibvirtd, isolated_workdir
 from tests.support.netns import Namespace, veth_pair
 from tests.support.nfs import MOUNT_PORT, NFS_PORT, PORTMAP_PORT
 from tests.support.nsforward import LoopbackForwarder
 from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent
-ADDRESSES = ("10.250.72.1", "10.250.72.2")
-DEVICES = ("swkm0", "swkm1")
+ADDRESSES = ("10.250.72.1", "10.250.72.2", "10.250.72.3")
+DEVICES = ("swkm0", "swkm1", "swkm2")
 BRIDGE = "cloudbr0"
 
 
@@ -40,6 +44,28 @@ def log_tail(path, lines=30):
     except OSError:
         return "(no log at %s)" % path
     return "\n".join([line for line in text.splitlines() if "[stackwright.management.access]" not in line][-lines:])
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _kill(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            _kill(process)
 
 
 class LibvirtNode:
@@ -81,25 +107,37 @@ class LibvirtNode:
 
 
 def start_pair(nodes: Sequence[LibvirtNode]) -> None:
-    """Start both nodes' libvirtd and join their namespaces by a veth pair, each end carrying its
-    node's address (the address the other migrates to)."""
-    first, second = nodes
+    """Start the nodes' libvirtd and join their namespaces, each device carrying its node's
+    address (the address the others migrate to): two nodes by a veth pair; more by a bridge, the
+    first node's device, that a veth from each other node ends on."""
+    first, *others = nodes
     for node in nodes:
         node.libvirtd.start()
-    veth_pair(first.namespace, first.device, second.namespace, second.device)
+    if len(others) == 1:
+        veth_pair(first.namespace, first.device, others[0].namespace, others[0].device)
+    else:
+        first.namespace.ip("link", "add", first.device, "type", "bridge")
+        first.namespace.ip("link", "set", first.device, "up")
+        for number, node in enumerate(others, 1):
+            port = "%sp%d" % (first.device, number)
+            veth_pair(first.namespace, port, node.namespace, node.device)
+            first.namespace.ip("link", "set", port, "master", first.device)
     for node in nodes:
         node.namespace.ip("addr", "add", node.address + "/24", "dev", node.device)
 
 
 class KvmHost(LibvirtNode):
-    """A LibvirtNode with an agent of its own."""
+    """A LibvirtNode with an agent of its own and, with `heartbeat_interval`, the heartbeat
+    service beside it."""
 
-    def __init__(self, address: str, device: str, workdir: Path):
+    def __init__(self, address: str, device: str, workdir: Path, heartbeat_interval: float | None = None):
         super().__init__(address, device)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.forwarder: LoopbackForwarder | None = None
         self.agent: subprocess.Popen | None = None
+        self.heartbeat: subprocess.Popen | None = None
+        self.heartbeat_interval = heartbeat_interval
         self.properties = self.workdir / "agent.properties"
         self.log_file = self.workdir / "agent.log"
         self.id = None
@@ -113,38 +151,81 @@ class KvmHost(LibvirtNode):
              "--host", "127.0.0.1", "--port", str(engine.agent_port), "--zone", site.zone["name"],
              "--pod", site.pod["name"], "--cluster", site.cluster["name"], "--private-device", self.device,
              "--hypervisor-driver", "libvirt", "--libvirt-uri", "qemu:///system",
-             "--set", "storage.mode=userspace", "--set", "reconnect.backoff.max=2", "--token-file", str(token_file)],
+             "--set", "storage.mode=userspace", "--set", "reconnect.backoff.max=2",
+             "--set", "ha.pools.file=%s" % (self.workdir / "pools.json"), "--token-file", str(token_file)],
             capture_output=True, text=True, timeout=60, check=False)
         token_file.unlink(missing_ok=True)
         assert run.returncode == 0, run.stdout + run.stderr
         return json.loads(run.stdout)
 
+    def _spawn(self, argv: list[str], stderr_name: str) -> subprocess.Popen:
+        """`argv` running in this host's namespaces, its stderr appended to a file of the host."""
+        with open(self.workdir / stderr_name, "ab") as log:
+            return subprocess.Popen(self.libvirtd.exec_argv(argv), stdout=subprocess.DEVNULL, stderr=log, cwd="/")
+
     def start_agent(self):
-        log = open(self.workdir / "agent.stderr", "ab")
-        self.agent = subprocess.Popen(
-            self.libvirtd.exec_argv([str(BIN / "stackwright-agent"), "--properties", str(self.properties),
-                                     "--log-file", str(self.log_file)]),
-            stdout=subprocess.DEVNULL, stderr=log, cwd="/")
-        log.close()
+        self.agent = self._spawn([str(BIN / "stackwright-agent"), "--properties", str(self.properties),
+                                  "--log-file", str(self.log_file)], "agent.stderr")
+
+    def start_heartbeat(self):
+        """The heartbeat service, when this host has one (every `heartbeat_interval` seconds)."""
+        if self.heartbeat_interval is not None:
+            self.heartbeat = self._spawn([str(BIN / "stackwright-heartbeat"), "--properties", str(self.properties),
+                                          "--interval", str(self.heartbeat_interval)], "heartbeat.log")
+
+    def kill_agent(self):
+        """SIGKILL the agent alone (a crash): libvirtd, its guests and the heartbeat go on."""
+        _kill(self.agent)
+
+    def qemu_pids(self) -> list[int]:
+        """The QEMU processes of this host's namespace."""
+        return self.libvirtd.processes("qemu")
+
+    def qemu_pid(self, name: str) -> int | None:
+        """The pid of guest `name`'s QEMU, as libvirtd recorded it, while it lives."""
+        try:
+            pid = int((Path("/proc/%d/root" % self.libvirtd.holder.pid) / "run/libvirt/qemu"
+                       / ("%s.pid" % name)).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid in self.qemu_pids() else None
+
+    def die(self):
+        """Everything of the host stops at once, as in a power loss: the agent, the heartbeat,
+        every QEMU and the daemons (SIGKILL). The namespaces stay, as the machine does."""
+        _kill(self.agent)
+        _kill(self.heartbeat)
+        for pid in (self.libvirtd.daemon_pid(), self.libvirtd.daemon_pid(ISOLATED_VIRTLOGD_PID_FILE)):
+            if pid is not None:
+                _signal(pid, signal.SIGKILL)
+        for pid in self.qemu_pids():
+            _signal(pid, signal.SIGKILL)
+        wait_for("the QEMU processes of %s gone" % self.address, lambda: not self.qemu_pids(), 20)
+
+    def revive(self):
+        """Boot the host again after `die`: its daemons, heartbeat and agent."""
+        self.libvirtd.start_daemons()
+        self.start_heartbeat()
+        self.start_agent()
 
     def stop(self):
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.terminate()
-            try:
-                self.agent.wait(20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait(10)
+        _stop(self.heartbeat)
+        _stop(self.agent)
         if self.forwarder is not None:
             self.forwarder.stop()
         self.stop_libvirt()
 
 
 class KvmCloud:
-    """An engine (SQLite, loopback) with a KVM cluster of two real hosts sharing an NFS pool."""
+    """An engine (SQLite, loopback) with a KVM cluster of real hosts (two, or `hosts`) sharing an
+    NFS pool. `settings`: global settings the engine starts with (set, then the engine restarted,
+    before any host joins: ping.interval and ping.timeout are read at start);
+    `heartbeat_interval`: every host runs stackwright-heartbeat that often."""
 
-    def __init__(self, workdir: Path, nfs_server, memory_mb: int = 128):
+    def __init__(self, workdir: Path, nfs_server, memory_mb: int = 128, hosts: int = 2,
+                 settings: dict[str, object] | None = None, heartbeat_interval: float | None = None):
         self.workdir, self.nfs_server, self.memory_mb = Path(workdir), nfs_server, memory_mb
+        self.host_count, self.settings, self.heartbeat_interval = hosts, dict(settings or {}), heartbeat_interval
         self.engine = EngineProcess(self.workdir / "engine", "sqlite:///%s" % (self.workdir / "engine" / "cloud.db"))
         self.scratch = None
         self.api = None
@@ -199,6 +280,11 @@ class KvmCloud:
     def _start(self, engine: EngineProcess, nfs_server) -> None:
         engine.start()
         api = self.api = engine.client()
+        if self.settings:
+            for name, value in self.settings.items():
+                api.updateConfiguration(name=name, value=str(value))
+            engine.restart()
+            api = self.api = engine.client()
         unique = uuid.uuid4().hex[:8]
         self.zone = new_zone(api, unique, networktype="Advanced")
         network = physical_network(api, self.zone, unique, traffic=("Management", "Guest"), label=BRIDGE)
@@ -206,8 +292,8 @@ class KvmCloud:
                            fetch_result=True)
         self.pod = new_pod(api, self.zone, unique)
         self.cluster = new_cluster(api, self.pod, unique, hypervisor="KVM")
-        for address, device in zip(ADDRESSES, DEVICES, strict=True):
-            self.hosts.append(KvmHost(address, device, self.workdir / address))
+        for address, device in zip(ADDRESSES[:self.host_count], DEVICES[:self.host_count], strict=True):
+            self.hosts.append(KvmHost(address, device, self.workdir / address, self.heartbeat_interval))
         start_pair(self.hosts)
         for host in self.hosts:
             namespace = host.namespace
@@ -217,6 +303,7 @@ class KvmCloud:
                                                                 NFS_PORT]).start()
             token = api.createAgentEnrollmentToken()["agentenrollmenttoken"]["token"]
             host.enroll(engine, self, token)
+            host.start_heartbeat()
             host.start_agent()
             added = api.addHost(zoneid=self.zone["id"], podid=self.pod["id"], clusterid=self.cluster["id"],
                                 hypervisor="KVM", url="http://%s" % host.address, username="root",
@@ -228,11 +315,24 @@ class KvmCloud:
         pool = api.createStoragePool(zoneid=self.zone["id"], podid=self.pod["id"], clusterid=self.cluster["id"],
                                      name="primary-%s" % unique, url=self.scratch.url, scope="cluster")["storagepool"]
         self.wait("pool Up", lambda: api.listStoragePools(id=pool["id"])["storagepool"][0]["state"] == "Up", 60)
+        if self.heartbeat_interval is not None:
+            self.wait("a heartbeat of every host on the pool", lambda: len(self.heartbeats()) == len(self.hosts),
+                      2 * self.heartbeat_interval + 30)
         api.updateZone(id=self.zone["id"], allocationstate="Enabled")
         self.template = next(t for t in api.listTemplates(templatefilter="all")["template"]
                              if t["name"] == "Blank disk (no OS)")
         self.offering = api.createServiceOffering(name="mig-" + unique, displaytext="migration", cpunumber=1,
                                                   cpuspeed=500, memory=self.memory_mb)["serviceoffering"]
+
+    def heartbeats(self) -> dict[str, float]:
+        """The heartbeat files on the pool (stackwright-heartbeat's), and their modification times."""
+        found = {}
+        for path in self.scratch.path.glob(".stackwright-heartbeat-*"):
+            try:
+                found[path.name] = path.stat().st_mtime
+            except FileNotFoundError:
+                pass
+        return found
 
     def wait(self, what, condition, timeout):
         """wait_for, with the engine's and agents' logs when it times out."""

@@ -267,6 +267,10 @@ class IsolatedLibvirtd:
             if self.holder.poll() is not None or time.monotonic() > deadline:
                 raise LibvirtdError("namespace holder did not come up: %s" % (self.holder.stderr.read() or "timeout"))
             time.sleep(0.05)
+        self.start_daemons()
+
+    def start_daemons(self) -> None:
+        """Start virtlogd and libvirtd in the namespaces (again, after they were killed)."""
         self.run([_sbin("virtlogd"), "--daemon", "--pid-file", ISOLATED_VIRTLOGD_PID_FILE])
         self.start_libvirtd()
 
@@ -319,6 +323,12 @@ class IsolatedLibvirtd:
         if pid is None or not self._in_our_namespace(pid):
             return None
         return pid
+
+    def processes(self, prefix: str) -> list[int]:
+        """The pids of the processes of this instance's network namespace whose name starts with
+        `prefix` (its guests' QEMU: "qemu")."""
+        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        return sorted(pid for pid in pids if _comm(pid).startswith(prefix) and self._in_our_namespace(pid))
 
     def _in_our_namespace(self, pid: int) -> bool:
         try:
