@@ -65,6 +65,19 @@ def site(tmp_path_factory, nfs_server):
         cloud.stop()
 
 
+@pytest.fixture(autouse=True)
+def every_host_up(site):
+    """After each test, whatever it left: every host booted, its agent running, Up."""
+    yield
+    for host in site.hosts:
+        if host.dead():
+            host.revive()
+        elif host.agent.poll() is not None:
+            host.start_agent()
+    for host in site.hosts:
+        wait_up(site, host)
+
+
 def ha_guest(site, host):
     vm = site.deploy(host, serviceofferingid=site.ha_offering["id"])
     assert vm["haenable"] is True
@@ -78,8 +91,8 @@ def ha_jobs(site, vm_or_host_id, command):
 
 def alive_alerts(site, host):
     """How many alerts say `host` was found alive while silent."""
-    return sum(1 for a in site.api.listAlerts(type=7).get("alert", [])
-               if "Host %s does not answer its management server but is alive" % host.name in a["description"])
+    text = "Host %s does not answer its management server but is alive" % site.host_now(host)["name"]
+    return sum(1 for a in site.api.listAlerts(type=7).get("alert", []) if text in a["description"])
 
 
 def wait_up(site, host, timeout=60):
@@ -119,8 +132,15 @@ def silent_and_alive(site, host, vm, silence):
         watch.until("host %s found alive" % host.address, lambda: alive_alerts(site, host) > before, 60)
         watch.look()
     watch.until("host %s Up" % host.address, lambda: site.host_now(host)["state"] == "Up", 60)
-    jobs = ha_jobs(site, site.host_now(host)["id"], INVESTIGATE_JOB)
+    jobs = watch.until("the investigations of %s finished" % host.address,
+                       lambda: finished_investigations(site, host), 30)
     return watch, jobs
+
+
+def finished_investigations(site, host):
+    """The investigation jobs of `host`, once none runs any more."""
+    jobs = ha_jobs(site, host.id, INVESTIGATE_JOB)
+    return jobs if all(j["jobstatus"] != 0 for j in jobs) else None
 
 
 @contextlib.contextmanager
@@ -158,6 +178,12 @@ def no_restart_case(site, host, vm, silence):
     return watch.most_copies, watch.pids, len(ha_jobs(site, vm["id"], RESTART_JOB))
 
 
+def running_elsewhere(site, vm, host):
+    """`vm`'s view when it is Running on a host other than `host`, else None."""
+    now = site.vm(vm["id"])
+    return now if now["state"] == "Running" and now.get("hostid") not in (None, host.id) else None
+
+
 def host_death_case(site, dying, protected, plain=None):
     """Kill `dying` whole; wait until `protected` runs elsewhere, then boot `dying` again. The
     seconds from the death to the guest Running elsewhere, the host it runs on, the hosts that
@@ -166,10 +192,8 @@ def host_death_case(site, dying, protected, plain=None):
     watch = Watch(site, name)
     dying.die()
     died = time.monotonic()
-    watch.until("the HA guest Running on another host", lambda: (
-        site.vm(protected["id"])["state"] == "Running" and site.vm(protected["id"]).get("hostid") != dying.id), 90)
+    now = watch.until("the HA guest Running on another host", lambda: running_elsewhere(site, protected, dying), 90)
     took = time.monotonic() - died
-    now = site.vm(protected["id"])
     if plain is not None:
         stopped = site.vm(plain["id"])
         assert stopped["state"] == "Stopped" and "hostid" not in stopped, stopped
@@ -256,8 +280,7 @@ def test_an_engine_killed_during_an_ha_restart_finishes_it_once(site):
     site.engine.kill()
     site.engine.start()
     site.api = site.engine.client()
-    watch.until("the guest Running on another host", lambda: (
-        site.vm(vm["id"])["state"] == "Running" and site.vm(vm["id"]).get("hostid") != a.id), 90)
+    watch.until("the guest Running on another host", lambda: running_elsewhere(site, vm, a), 90)
     restarts = ha_jobs(site, vm["id"], RESTART_JOB)
     assert len(restarts) == 1, restarts
     job = job_of(site.api, restarts[0]["jobid"], 60)

@@ -91,6 +91,9 @@ class LibvirtNode:
         return run.stdout.strip()
 
     def running(self) -> set[str]:
+        """The guests running here (none while libvirtd is down: a dead host runs nothing)."""
+        if self.libvirtd.daemon_pid() is None:
+            return set()
         return set(self.virsh("list", "--name").split())
 
     def defined(self) -> set[str]:
@@ -170,8 +173,10 @@ class KvmHost(LibvirtNode):
     def start_heartbeat(self):
         """The heartbeat service, when this host has one (every `heartbeat_interval` seconds)."""
         if self.heartbeat_interval is not None:
-            self.heartbeat = self._spawn([str(BIN / "stackwright-heartbeat"), "--properties", str(self.properties),
-                                          "--interval", str(self.heartbeat_interval)], "heartbeat.log")
+            # As the packaged unit runs it (docs/ha.md): the module, whatever scripts are installed.
+            self.heartbeat = self._spawn([sys.executable, "-m", "stackwright.agent.heartbeat", "--properties",
+                                          str(self.properties), "--interval", str(self.heartbeat_interval)],
+                                         "heartbeat.log")
 
     def kill_agent(self):
         """SIGKILL the agent alone (a crash): libvirtd, its guests and the heartbeat go on."""
@@ -201,6 +206,9 @@ class KvmHost(LibvirtNode):
         for pid in self.qemu_pids():
             _signal(pid, signal.SIGKILL)
         wait_for("the QEMU processes of %s gone" % self.address, lambda: not self.qemu_pids(), 20)
+
+    def dead(self) -> bool:
+        return self.libvirtd.daemon_pid() is None
 
     def revive(self):
         """Boot the host again after `die`: its daemons, heartbeat and agent."""
@@ -236,6 +244,8 @@ class KvmCloud:
     def diagnostics(self):
         parts = ["engine log:\n%s" % log_tail(self.engine.log_file)]
         parts += ["agent %s log:\n%s" % (h.address, log_tail(h.log_file, 15)) for h in self.hosts]
+        parts += ["heartbeat %s log:\n%s" % (h.address, log_tail(h.workdir / "heartbeat.log", 5))
+                  for h in self.hosts if h.heartbeat_interval is not None]
         return "\n".join(parts)
 
     def host_now(self, host):
