@@ -90,7 +90,12 @@ class HaService:
 
 
 def host_down(ctx: Context, host: Host) -> None:
-    """`host` just went Down (its agent silent past ping.timeout): alert, and investigate."""
+    """`host` just went Down (its agent silent past ping.timeout): alert, and investigate; unless
+    an investigation watches it already (it found the host Alive, made it Alert, and the
+    heartbeat monitor calls it Down again: that investigation looks again by itself)."""
+    if ctx.session.execute(select(AsyncJob.id).where(
+            AsyncJob.command == INVESTIGATE, AsyncJob.status == 0, AsyncJob.instance_uuid == host.uuid)).first():
+        return
     cluster = ctx.session.get(Cluster, host.cluster_id)
     ctx.alerts.raise_alert(
         alerts.HOST, f"Host is down, name: {host.name} ({host.uuid}), availability zone: {cluster.zone.name}, "

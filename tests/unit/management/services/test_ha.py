@@ -357,6 +357,17 @@ def test_a_kvm_host_whose_heartbeat_is_fresh_is_alive(ctx, jobs, gateway, kvm):
     assert checks and set(checks) == {(kvm.hosts[1].guid, m.CheckHeartbeat)}     # the first other host looked
 
 
+def test_a_host_found_alive_that_goes_down_again_is_not_investigated_twice(ctx, jobs, gateway, kvm):
+    beat(kvm, seconds_ago=5)
+    investigation, = went_down(ctx, jobs, kvm.hosts[0])
+    with jobs.db.transaction() as s:
+        s.get(Host, kvm.hosts[0].id).state = "Alert"        # what the Alive verdict does
+    down_alerts = len(alerts_of(ctx, 7))
+    assert went_down(ctx, jobs, kvm.hosts[0]) == []
+    assert len(alerts_of(ctx, 7)) == down_alerts
+    assert watched(ctx, jobs, kvm.hosts[0], investigation) == "Alive"
+
+
 def test_a_kvm_host_whose_heartbeat_is_stale_is_dead_and_fenced(ctx, jobs, gateway, kvm):
     beat(kvm, seconds_ago=600)
     done = run_all(jobs, went_down(ctx, jobs, kvm.hosts[0]))
