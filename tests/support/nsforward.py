@@ -118,9 +118,23 @@ class LoopbackForwarder:
                 outer.settimeout(None)
                 with self._lock:
                     self._connections += [inner, outer]
+                finished: list[socket.socket] = []
                 for a, b in ((inner, outer), (outer, inner)):
-                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                    threading.Thread(target=self._pump, args=(a, b, finished), daemon=True).start()
         selector.close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, finished: list[socket.socket]) -> None:
+        """Relay one direction; the second direction to end closes the connection's sockets, so
+        a relay that makes a connection a second (an NFS client) holds no descriptors for long."""
+        _pump(source, sink)
+        with self._lock:
+            finished.append(source)
+            if len(finished) < 2:
+                return
+            for sock in (source, sink):
+                if sock in self._connections:
+                    self._connections.remove(sock)
+                sock.close()
 
     def stop(self) -> None:
         self._stop.set()
