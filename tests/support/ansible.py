@@ -48,16 +48,21 @@ def ansible_env(collections_path: Path, tmp_path: Path, engine=None, secret: str
 
 
 class RolePlaybook:
-    """A playbook of one play applying one role of this collection, in its own work directory
-    (the collection tree and Ansible's temporary directories live there)."""
+    """A playbook of one play applying one role of this collection (its `tasks_from` entry point,
+    main by default), in its own work directory (the collection tree and Ansible's temporary
+    directories live there)."""
 
     def __init__(self, work: Path, role: str, play_vars: dict | None = None, hosts: str = "localhost",
-                 inventory: dict | None = None, timeout: float = 300):
+                 inventory: dict | None = None, timeout: float = 300, tasks_from: str | None = None):
         self.work = Path(work)
         self.collections = collection_tree(self.work / "collections")
         self.timeout = timeout
-        play = {"name": "Apply %s" % role, "hosts": hosts, "gather_facts": False,
-                "roles": ["stackwright.cloudstack.%s" % role]}
+        play = {"name": "Apply %s" % role, "hosts": hosts, "gather_facts": False}
+        if tasks_from:
+            play["tasks"] = [{"name": "Apply %s (%s)" % (role, tasks_from), "ansible.builtin.include_role": {
+                "name": "stackwright.cloudstack.%s" % role, "tasks_from": tasks_from}}]
+        else:
+            play["roles"] = ["stackwright.cloudstack.%s" % role]
         if play_vars:
             play["vars"] = play_vars
         if inventory is None:
