@@ -7,11 +7,13 @@ jobs A had accepted, runs A's Simulator hosts and takes A's simulated agents, wh
 to A (their preferred engine) once it is back.
 """
 
+import itertools
 import json
 import subprocess
 import sys
 import time
 
+from cs import CloudStackApiException
 from sqlalchemy import select
 
 from stackwright.management.persistence.db import Database
@@ -149,3 +151,46 @@ def test_two_engines_share_hosts_forward_calls_and_take_over_after_a_kill(mariad
         a.kill()
         b.stop()
         mariadb_server.drop_database(database)
+
+
+# Page sizes asked by page_size_limit_seen: one never asked before at each call, so no stored
+# answer is served; all below the default limit of 500.
+PAGE_SIZES = itertools.count(10)
+
+
+def page_size_limit_seen(api):
+    """The page size limit `api`'s engine applies now; None when it is above any size asked."""
+    size = next(PAGE_SIZES)
+    try:
+        api.listZones(page=1, pagesize=size)
+    except CloudStackApiException as refused:
+        text = refused.error["errortext"]
+        return int(text.rsplit(":", 1)[1])
+    return None
+
+
+def test_a_global_setting_changed_through_one_engine_takes_effect_on_the_other(mariadb_server, tmp_path):
+    database = mariadb_server.create_database(prefix="mgmt")
+    a = EngineProcess(tmp_path / "a", database.url)
+    b = EngineProcess(tmp_path / "b", database.url, key_file=a.key_file)
+    try:
+        a.start()
+        b.api_key, b.api_secret = a.api_key, a.api_secret
+        b.start()
+        api_a, api_b = a.client(), b.client()
+        assert page_size_limit_seen(api_b) is None          # the default, 500: any page size here passes
+        interval = api_b.listConfigurations(name="cluster.heartbeat.interval")["configuration"][0]["value"]
+        api_a.updateConfiguration(name="default.page.size", value="7")
+        changed = time.monotonic()
+        assert page_size_limit_seen(api_a) == 7
+        wait_for("B applies the page size set through A", lambda: page_size_limit_seen(api_b) == 7, 10)
+        # Within one heartbeat interval (plus the time of a call).
+        assert time.monotonic() - changed < int(interval) / 1000 + 1.0
+        assert "global settings changed on another management server, now in effect here: default.page.size" \
+            in b.log_file.read_text()
+        # A reset through B reaches A the same way.
+        api_b.resetConfiguration(name="default.page.size")
+        wait_for("A applies the reset made through B", lambda: page_size_limit_seen(api_a) is None, 10)
+    finally:
+        a.kill()
+        b.kill()

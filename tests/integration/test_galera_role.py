@@ -11,7 +11,6 @@ positions, and bootstraps the node with the highest seqno when told to.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.support.ansible import ansible_env, collection_tree
+from tests.support.ansible import changed_per_host, role_playbook
 
 BIN = Path(sys.executable).parent
 NODES = ("node1", "node2", "node3")
@@ -53,9 +52,8 @@ def free_ports(count):
 class Cluster:
     """Three nodes' inventory, the playbook that applies the role, and the processes to end."""
 
-    def __init__(self, work: Path, collections: Path):
+    def __init__(self, work: Path):
         self.work = work
-        self.collections = collections
         ports = free_ports(4 * len(NODES))
         self.nodes = {}
         for index, name in enumerate(NODES):
@@ -91,29 +89,19 @@ class Cluster:
                 "galera_check_hosts": ["127.0.0.1"],
             },
         }}
-        self.inventory = work / "inventory.json"
-        self.inventory.write_text(json.dumps(inventory, indent=2))
-        self.playbook = work / "galera.yml"
-        self.playbook.write_text(json.dumps([{
-            "name": "Galera cluster", "hosts": "galera", "gather_facts": False,
-            "roles": ["stackwright.cloudstack.galera"],
-        }]))
+        self.playbook = role_playbook("galera", hosts="galera", inventory=inventory, work=work, timeout=RUN_TIMEOUT)
 
     def converge(self, *extra, expect_failure=False):
-        env = ansible_env(self.collections, self.work)
-        run = subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(self.playbook), *extra],
-            cwd=str(self.work), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-        )
+        run = self.playbook.run(*extra)
         if (run.returncode != 0) != expect_failure:
             pytest.fail("ansible-playbook %s rc=%d:\n%s\n%s\n%s" % (
                 " ".join(extra), run.returncode, run.stdout[-15000:], run.stderr[-3000:], self.logs()), pytrace=False)
         return run
 
     def changed(self, run):
-        recaps = dict(re.findall(r"^(node\d)\s*:.*changed=(\d+)", run.stdout, re.MULTILINE))
+        recaps = changed_per_host(run.stdout)
         assert set(recaps) == set(NODES), run.stdout[-3000:]
-        return {name: int(count) for name, count in recaps.items()}
+        return recaps
 
     def logs(self):
         tails = []
@@ -189,7 +177,7 @@ def cluster(tmp_path):
     # mariadbd runs as mysql: its directories must be reachable through every parent.
     work = Path(tempfile.mkdtemp(prefix="sw-galera-", dir="/tmp"))
     work.chmod(0o755)
-    cluster = Cluster(work, collection_tree(tmp_path / "collections"))
+    cluster = Cluster(work)
     try:
         yield cluster
     finally:

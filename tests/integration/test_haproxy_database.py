@@ -4,20 +4,15 @@ returns, with the sessions left on the backup closed, so one server takes the wr
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pymysql
 import pytest
 
-from tests.support.ansible import ansible_env, collection_tree
+from tests.support.ansible import private_supervisor, role_playbook, shutdown_supervisor
 from tests.support.mariadb import MariaDBServer
 
-BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 300
 WRITER, PASSWORD = "writer", "writer-password"
 
@@ -50,7 +45,6 @@ def servers(tmp_path):
 @pytest.fixture
 def listener(tmp_path, servers):
     port = free_port()
-    supervisor = tmp_path / "supervisor"
     play_vars = {
         "haproxy_bind_address": "127.0.0.1",
         "haproxy_log_target": "",
@@ -61,29 +55,14 @@ def listener(tmp_path, servers):
                                      for index, server in enumerate(servers)],
         "haproxy_daemon_name": "test-haproxy-db",
         "haproxy_service_manager": "supervisor",
-        "runtime_supervisor_dir": str(supervisor),
-        "runtime_supervisor_run_dir": str(tmp_path / "supervisor-run"),
-        "runtime_log_dir": str(tmp_path / "supervisor-log"),
+        **private_supervisor(tmp_path),
     }
-    playbook = tmp_path / "haproxy.yml"
-    playbook.write_text(json.dumps([{"name": "Balancer", "hosts": "localhost", "connection": "local",
-                                     "gather_facts": False, "vars": play_vars,
-                                     "roles": ["stackwright.cloudstack.haproxy"]}]))
-    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)], cwd=str(tmp_path),
-                         env=ansible_env(collection_tree(tmp_path / "collections"), tmp_path),
-                         capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+    run = role_playbook("haproxy", play_vars, work=tmp_path, timeout=RUN_TIMEOUT).run()
     try:
         assert run.returncode == 0, run.stdout[-10000:] + run.stderr[-3000:]
         yield port
     finally:
-        conf = supervisor / "supervisord.conf"
-        if conf.exists():
-            subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60,
-                           check=False)
-        pid_file = tmp_path / "supervisor-run" / "supervisord.pid"
-        deadline = time.monotonic() + 30
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        shutdown_supervisor(tmp_path)
 
 
 def connect(port):

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import http.cookies
 import http.server
-import json
-import os
 import re
-import signal
 import socket
 import socketserver
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,11 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support.ansible import ansible_env, collection_tree
+from tests.support.ansible import private_supervisor, role_playbook, shutdown_supervisor
 
-BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 300
-HEALTH_KEY = "haproxy-health-check"
+HEALTH_PATH = "/client/api/health"
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +42,8 @@ def free_ports(count):
 
 
 class Engine(http.server.ThreadingHTTPServer):
-    """Answers like the engine does where the balancer looks: 401 to the health check's unknown
-    key while its database answers (`healthy`), 530 otherwise; `login` sets JSESSIONID."""
+    """Answers like the engine does where the balancer looks: 200 on its health path while its
+    database answers (`healthy`), 503 otherwise; `login` sets JSESSIONID."""
 
     daemon_threads = True
 
@@ -62,8 +57,8 @@ class EngineHandler(http.server.BaseHTTPRequestHandler):
         server = self.server
         query = parse_qs(urlsplit(self.path).query)
         headers = {}
-        if query.get("apiKey") == [HEALTH_KEY]:
-            status, body = (401 if server.healthy else 530), "health"
+        if urlsplit(self.path).path == HEALTH_PATH:
+            status, body = (200 if server.healthy else 503), "health"
         elif query.get("command") == ["login"]:
             server.sessions += 1
             status, body = 200, server.name
@@ -117,7 +112,6 @@ def balancer(tmp_path):
     engines = [serve(Engine("mgmt1")), serve(Engine("mgmt2"))]
     agents = [serve(AgentPort("mgmt1")), serve(AgentPort("mgmt2"))]
     api_port, agent_port, database_port, db1, db2 = free_ports(5)
-    supervisor = tmp_path / "supervisor"
     play_vars = {
         "haproxy_bind_address": "127.0.0.1",
         "haproxy_api_port": api_port,
@@ -135,41 +129,19 @@ def balancer(tmp_path):
                                      {"name": "db2", "address": "127.0.0.1", "port": db2}],
         "haproxy_daemon_name": "test-haproxy",
         "haproxy_service_manager": "supervisor",
-        "runtime_supervisor_dir": str(supervisor),
-        "runtime_supervisor_run_dir": str(tmp_path / "supervisor-run"),
-        "runtime_log_dir": str(tmp_path / "supervisor-log"),
+        **private_supervisor(tmp_path),
     }
-    playbook = tmp_path / "haproxy.yml"
-    playbook.write_text(json.dumps([{"name": "Balancer", "hosts": "localhost", "connection": "local",
-                                     "gather_facts": False, "vars": play_vars,
-                                     "roles": ["stackwright.cloudstack.haproxy"]}]))
-    collections = collection_tree(tmp_path / "collections")
+    playbook = role_playbook("haproxy", play_vars, work=tmp_path, timeout=RUN_TIMEOUT)
 
     def converge(*extra):
-        run = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), *extra],
-                             cwd=str(tmp_path), env=ansible_env(collections, tmp_path), capture_output=True,
-                             text=True, timeout=RUN_TIMEOUT, check=False)
-        assert run.returncode == 0, run.stdout[-10000:] + run.stderr[-3000:]
-        return int(re.search(r"localhost\s*:.*changed=(\d+)", run.stdout).group(1))
+        return playbook.converge(*extra)["localhost"]
 
     state = {"converge": converge, "engines": engines, "api_port": api_port, "agent_port": agent_port,
              "config": Path(play_vars["haproxy_config_file"]), "database_port": database_port}
     try:
         yield state
     finally:
-        conf = supervisor / "supervisord.conf"
-        if conf.exists():
-            subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60,
-                           check=False)
-        pid_file = tmp_path / "supervisor-run" / "supervisord.pid"
-        deadline = time.monotonic() + 30
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except (ValueError, ProcessLookupError):
-                pass
+        shutdown_supervisor(tmp_path)
         for server in engines + agents:
             server.shutdown()
             server.server_close()

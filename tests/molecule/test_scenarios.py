@@ -1,7 +1,8 @@
 """The molecule scenarios: the whole cloud on this machine, built, rebuilt without
 changes, verified through the API and torn down by `molecule test`; `default` also rolls
 its hosts through maintenance (side_effect), `mariadb` checks that the teardown dropped
-the engine's database and user.
+the engine's database and user, `ha` runs two management servers on a three-node Galera
+cluster behind HAProxy (ports of its own, about three minutes).
 
 They need root and the ports the local inventory uses (API 8080, agent channel 8250,
 NFS 2049 and the portmapper on 127.0.0.1). The test suite's own NFS fixture uses 2049

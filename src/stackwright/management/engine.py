@@ -146,9 +146,10 @@ class ClusterMonitor:
 
     Every cluster.heartbeat.interval: record the heartbeat; mark Down the peers silent for
     cluster.heartbeat.threshold; claim the pending jobs of servers that are not Up (and run
-    them at their recorded step), and have the agent channel claim their hosts. A server that
-    finds it was itself marked Down (it stalled longer than the threshold, and its peers took
-    its hosts and jobs) stops, as CloudStack's does: its work is elsewhere now."""
+    them at their recorded step), and have the agent channel claim their hosts; reload the
+    global settings when a peer changed them. A server that finds it was itself marked Down
+    (it stalled longer than the threshold, and its peers took its hosts and jobs) stops, as
+    CloudStack's does: its work is elsewhere now."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -193,6 +194,11 @@ class ClusterMonitor:
         for job_uuid in cluster.claim_jobs(exclude=engine.jobs.running):
             engine.jobs.submit(job_uuid)
         engine.gateway.take_over()
+        # Global settings another server changed take effect here within one interval.
+        changed = engine.settings.refresh()
+        if changed:
+            log.info("global settings changed on another management server, now in effect here: %s",
+                     ", ".join(changed))
 
 
 class Engine:
@@ -258,6 +264,19 @@ class Engine:
         except DatabaseUnavailable as e:
             log.warning("could not record this management server's stop: %s", e.text)
         self.db.dispose()
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Whether this engine can serve calls: its database answers and its management-server
+        record is Up (not found Down by a peer); with what a balancer or an operator may read
+        (no names, addresses or ids)."""
+        try:
+            state = self.cluster.recorded_state()
+        except DatabaseUnavailable:
+            return False, {"status": "DOWN", "database": "unreachable"}
+        recorded = state if state is not None else "Unknown"
+        healthy = state == "Up" and not self.monitor.fenced
+        return healthy, {"status": "UP" if healthy else "DOWN", "database": "reachable",
+                         "managementserverstate": recorded}
 
     def sessions_user(self, session: Session, session_id: str, session_key: str) -> User | None:
         return AccountService(session).session_user(session_id, session_key)

@@ -27,6 +27,13 @@ access_log = logging.getLogger("stackwright.management.access")
 
 ENGINE = web.AppKey("engine", object)
 POOL = web.AppKey("pool", concurrent.futures.ThreadPoolExecutor)
+HEALTH_POOL = web.AppKey("health_pool", concurrent.futures.ThreadPoolExecutor)
+
+# The balancer's health check: no key, no command, one small query. Apache CloudStack has no
+# such endpoint (balancers there fetch the UI page, which says nothing of the database).
+HEALTH_PATH = "/client/api/health"
+# A database that does not answer within this many seconds counts as unreachable.
+HEALTH_TIMEOUT = 5.0
 
 INTERNAL_ERROR = "Internal error executing command, please contact your system administrator (request id %s)"
 
@@ -103,6 +110,24 @@ async def api_handler(request: web.Request) -> web.Response:
     return response
 
 
+async def health_handler(request: web.Request) -> web.Response:
+    """200 while this engine reaches its database and its management-server record is Up,
+    503 otherwise; the body says which, without names, addresses or secrets."""
+    engine = request.app[ENGINE]
+    loop = asyncio.get_running_loop()
+    try:
+        healthy, report = await asyncio.wait_for(
+            loop.run_in_executor(request.app[HEALTH_POOL], engine.health), HEALTH_TIMEOUT)
+    except asyncio.TimeoutError:
+        healthy, report = False, {"status": "DOWN", "database": "unreachable"}
+    except Exception:
+        log.exception("health check failed with an internal error")
+        healthy, report = False, {"status": "DOWN"}
+    if not healthy:
+        access_log.info("- %s health status=503 %s", request.method, report)
+    return _json({"health": report}, 200 if healthy else 503)
+
+
 async def root_handler(request: web.Request) -> NoReturn:
     raise web.HTTPFound("/client/api")
 
@@ -111,6 +136,10 @@ def make_app(engine: Engine, workers: int = 8) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[ENGINE] = engine
     app[POOL] = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api")
+    # One thread of its own: a check is answered while every API worker is busy.
+    app[HEALTH_POOL] = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
+    app.router.add_route("GET", HEALTH_PATH, health_handler)
+    app.router.add_route("HEAD", HEALTH_PATH, health_handler)
     app.router.add_route("GET", "/client/api", api_handler)
     app.router.add_route("POST", "/client/api", api_handler)
     app.router.add_route("GET", "/client/api/", api_handler)
@@ -118,6 +147,7 @@ def make_app(engine: Engine, workers: int = 8) -> web.Application:
 
     async def close_pool(app: web.Application) -> None:
         app[POOL].shutdown(wait=True, cancel_futures=True)
+        app[HEALTH_POOL].shutdown(wait=False, cancel_futures=True)
 
     app.on_cleanup.append(close_pool)
     return app

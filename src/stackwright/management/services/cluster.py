@@ -128,6 +128,17 @@ class ClusterService:
             row.last_update = utcnow()
             return True
 
+    def recorded_state(self) -> str | None:
+        """This server's state as its row in the database says, None when the row is another
+        run's (another process runs as this server); raises DatabaseUnavailable when the
+        database cannot be reached."""
+        with self.db.transaction(readonly=True) as s:
+            row = s.execute(select(ManagementServer.state, ManagementServer.run_id).where(
+                ManagementServer.msid == self.me.msid)).first()
+        if row is None or row[1] != self.run_id:
+            return None
+        return row[0]
+
     def stopped(self) -> None:
         """At a clean shutdown: Down, with the time."""
         now = utcnow()

@@ -149,7 +149,9 @@ def key(name: str) -> Key:
 
 
 class GlobalSettings:
-    """Process-wide cache of effective global values, refreshed on every update."""
+    """Process-wide cache of effective global values, reloaded on every update through this
+    server and, for updates through another server on the same database, by `refresh` at
+    every heartbeat (cluster.heartbeat.interval)."""
 
     def __init__(self, db: Database):
         self.db = db
@@ -159,18 +161,38 @@ class GlobalSettings:
         # call), in one pair with it: replaced together, a typed value never outlives a reload.
         self._typed: tuple[dict[str, str | None], dict[str, Any]] | None = None
 
-    def load(self, session: Session | None = None) -> dict[str, str | None]:
+    def _read(self, session: Session | None) -> dict[str, str | None]:
+        """Every key's effective global value as the database holds it now."""
         if session is None:
             with self.db.transaction(readonly=True) as s:
-                return self.load(s)
+                return self._read(s)
         rows = session.execute(
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
         ).all()
         values = {name: k.default for name, k in KEYS.items()}
         values.update({name: value for name, value in rows if name in KEYS})
+        return values
+
+    def load(self, session: Session | None = None) -> dict[str, str | None]:
+        values = self._read(session)
         with self._lock:
             self._values, self._typed = values, (values, {})
         return values
+
+    def refresh(self, session: Session | None = None) -> list[str]:
+        """Reload the cache when the database holds other global values than it (another
+        management server on the same database changed them); the names that changed. One
+        query of the global rows that are set, which are few: cheap enough for every heartbeat."""
+        values = self._read(session)
+        current = self._values
+        if current is None:
+            return []       # not loaded yet (or just invalidated): the next read loads it
+        changed = sorted(name for name, value in values.items() if current.get(name) != value)
+        if changed:
+            with self._lock:
+                if self._values is current:
+                    self._values, self._typed = values, (values, {})
+        return changed
 
     def get(self, name: str) -> str | None:
         values = self._values if self._values is not None else self.load()

@@ -21,7 +21,7 @@ from stackwright.management.persistence.models import (
     utcnow,
 )
 from stackwright.management.services.cluster import derive_msid
-from stackwright.management.services.configuration import GlobalSettings
+from stackwright.management.services.configuration import ConfigurationService, GlobalSettings
 from stackwright.management.services.registration import RegistrationService
 from tests.support.servers import registered_server
 from tests.unit.management.services.test_registration import request
@@ -198,3 +198,31 @@ def test_on_sqlite_a_server_under_a_new_identity_succeeds_the_previous_one(db, p
     new = registered_server(db, "ms-a", "127.0.0.1:9080")      # the API moved to another port
     assert new.up() == {new.me.msid}
     assert new.pending_jobs() == [job_uuid]
+
+
+def test_recorded_state_is_up_until_a_peer_finds_the_server_down_or_another_run_takes_its_row(db, servers):
+    a, b = servers
+    assert (a.recorded_state(), b.recorded_state()) == ("Up", "Up")
+    silence(db, b)
+    a.find_down(threshold=5)
+    assert b.recorded_state() == "Down"
+    again = registered_server(db, "ms-b", "127.0.0.1:8081", sole=False)     # the same server, started again
+    assert again.recorded_state() == "Up"
+    assert b.recorded_state() is None
+
+
+def test_global_settings_changed_through_one_server_reach_the_other_at_its_refresh(db):
+    here, there = GlobalSettings(db), GlobalSettings(db)
+    assert here.typed("default.page.size") == there.typed("default.page.size") == 500
+    assert there.refresh() == []
+    with db.transaction() as s:
+        ConfigurationService(s, here).set_global("default.page.size", "20")
+        ConfigurationService(s, here).set_global("ha.tag", "ha-hosts")
+    assert here.typed("default.page.size") == 20
+    assert there.typed("default.page.size") == 500          # cached until the refresh
+    assert there.refresh() == ["default.page.size", "ha.tag"]
+    assert (there.typed("default.page.size"), there.get("ha.tag")) == (20, "ha-hosts")
+    with db.transaction() as s:
+        ConfigurationService(s, here).reset("ha.tag")
+    assert there.refresh() == ["ha.tag"] and there.get("ha.tag") is None
+    assert there.refresh() == []
