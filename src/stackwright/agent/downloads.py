@@ -11,14 +11,20 @@ Any failure removes what was written and leaves the reason in the status.
 
 What is under way lives in this process only: after a restart of the agent a template is
 either complete on the store (its template.properties says so) or absent, and the engine
-starts it again. Redirects are not followed: the engine checked the registered URL's
-address, not the one a redirect would lead to.
+starts it again. The URL's host name is resolved again when the download starts and each
+address judged with the engine's rules (protocol.sites: loopback, link-local and the
+management networks are refused unless `secstorage.allowed.internal.sites` allows them), so a
+name whose DNS answer changed since registration cannot lead inside the cloud; the
+connection goes to the address judged, not to a later answer. Redirects are not followed,
+for the same reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING
 from stackwright import properties as props
 from stackwright.agent.errors import AgentError, InvalidSpec
 from stackwright.protocol import messages as m
+from stackwright.protocol import sites
 
 if TYPE_CHECKING:
     from http.client import HTTPResponse
@@ -123,6 +130,49 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
                              f"followed, register that URL instead")
 
 
+def _pinned(base: type[http.client.HTTPConnection], address: str) -> type[http.client.HTTPConnection]:
+    """`base` connecting to `address` whatever its host name resolves to now (the Host header, TLS
+    server name and certificate check still use the name)."""
+
+    class Pinned(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            self._create_connection = lambda where, *rest: socket.create_connection((address, where[1]), *rest)
+
+    return Pinned
+
+
+class _PinnedHttp(urllib.request.HTTPHandler):
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def http_open(self, req):  # noqa: ANN001, ANN201
+        return self.do_open(_pinned(http.client.HTTPConnection, self.address), req)
+
+
+class _PinnedHttps(urllib.request.HTTPSHandler):
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def https_open(self, req):  # noqa: ANN001, ANN201
+        return self.do_open(_pinned(http.client.HTTPSConnection, self.address), req, context=self._context)
+
+
+def judged_address(command: m.DownloadTemplate) -> str:
+    """The address to fetch `command.url` from, its host name resolved now and judged by the
+    engine's rules; raises DownloadFailed naming why it is refused."""
+    management = []
+    for cidr, name in command.management_networks.items():
+        management += [(network, name) for network in sites.networks([cidr])]
+    try:
+        _host, _port, addresses = sites.resolve(command.url, sites.networks(command.allowed_sites), management)
+    except sites.Refused as e:
+        raise DownloadFailed(f"refused when the download started: {e}") from None
+    return str(addresses[0])
+
+
 class Downloads:
     """The downloads of one agent, by (image store URL, template directory)."""
 
@@ -131,7 +181,6 @@ class Downloads:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._downloads: dict[tuple[str, str], _Download] = {}
-        self._opener = urllib.request.build_opener(_NoRedirects())
 
     def start(self, command: m.DownloadTemplate) -> m.DownloadStatus:
         location = command.location
@@ -204,8 +253,10 @@ class Downloads:
         checksum = parse_checksum(command.checksum)
         hasher = hashlib.new(checksum[0]) if checksum else None
         log.info("downloading %s into %s on %s", command.url, location.directory, location.store_url)
+        address = judged_address(command)
+        opener = urllib.request.build_opener(_NoRedirects(), _PinnedHttp(address), _PinnedHttps(address))
         request = urllib.request.Request(command.url, headers={"User-Agent": USER_AGENT})
-        with self._opener.open(request, timeout=self.timeout) as response:
+        with opener.open(request, timeout=self.timeout) as response:
             length = int(response.headers.get("Content-Length") or 0)
             if command.max_bytes and length > command.max_bytes:
                 raise DownloadFailed(f"the file is {length} bytes, larger than max.template.iso.size "

@@ -7,6 +7,12 @@ standard library to fetch over http(s). The agent runs the download in the backg
 the job follows it (`QueryDownload` every few seconds), recording each step's progress on
 the copy's row, so `listTemplates` shows `NN% Downloaded`, then `Download Complete`.
 
+**Zones of Simulator hosts.** A zone whose hosts are all Simulator hosts has nothing that
+writes the image store (a Simulator host's agent is simulated in the engine and keeps what it
+stores in memory), so a download there fails at once with a status saying so, instead of
+waiting for a KVM host; the built-in Simulator template serves those hosts. A zone with no
+host yet waits, like one whose KVM hosts are all down.
+
 **Restarts.** A restarted engine replays the job and asks again; the agent answers for a
 download under way or complete, so nothing runs twice. A restarted agent has lost what was
 under way (the image is incomplete and has no template.properties, so it is never taken as
@@ -145,12 +151,21 @@ def _download_target(ctx: Context, ref_id: int) -> dict | None:
         Host.guid.is_not(None)).order_by(Host.id)).unique().scalars().all()
     if not hosts:
         zone = ctx.session.get(Zone, ref.zone_id)
+        kinds = set(ctx.session.execute(select(Host.hypervisor).where(
+            Host.zone_id == ref.zone_id, Host.removed.is_(None))).scalars())
+        if kinds and "KVM" not in kinds:
+            _failed(ctx, ref_id, f"zone {zone.name} has only {', '.join(sorted(kinds))} hosts; their agents are "
+                                 f"simulated in the engine and write no image store, and templates are downloaded "
+                                 f"by the agent of a KVM host of the zone: add one and register the template again")
+            return None
         return _retry(ctx, ref, template, f"no Up KVM host in zone {zone.name} can download it")
     host = hosts[ref.attempts % len(hosts)]
     ref.state, ref.updated = DOWNLOADING, utcnow()
+    service = TemplateService(ctx)
     request = m.DownloadTemplate(
         location=_location(ref, store, template), url=template.url or "", checksum=template.checksum or "",
-        max_bytes=TemplateService(ctx).max_bytes(),
+        max_bytes=service.max_bytes(), allowed_sites=[str(n) for n in service.allowed_sites()],
+        management_networks={str(network): name for network, name in service.management_networks()},
         properties={"id": str(template.id), "uniquename": template.uuid, "description": template.display_text or "",
                     "public": str(template.is_public).lower(), "hvm": "true"})
     return {"host": [host.guid, host.name], "request": codec.encode(request)}

@@ -272,6 +272,47 @@ def test_internal_and_non_http_urls_are_refused(ctx, site):
         ctx.engine.settings.invalidate()
 
 
+def test_a_zone_of_simulator_hosts_ends_the_download_with_the_reason(ctx, jobs, server):
+    world = World(ctx)
+    world.host()
+    world.add(ImageStore(name=world.name("store"), zone_id=world.zone.id, url="nfs://nfs/simulated",
+                         protocol="nfs", provider="NFS", state="Up"))
+    world.os_type = ctx.session.execute(select(GuestOs).where(
+        GuestOs.display_name == "Debian GNU/Linux 12 (64-bit)")).scalar_one()
+    ctx.session.commit()
+    template = register(ctx, world, server.url("disk.qcow2"))
+    ref = download(ctx, jobs, template)
+    assert ref.state == "Failed"
+    assert ref.status == (
+        "Download failed: zone %s has only Simulator hosts; their agents are simulated in the engine and write no "
+        "image store, and templates are downloaded by the agent of a KVM host of the zone: add one and register "
+        "the template again" % world.zone.name), ref.status
+    assert template_row(ctx, template).is_ready is False
+    assert jobs.gateway.calls(m.DownloadTemplate) == []
+
+
+def test_the_url_is_judged_again_where_and_when_the_download_starts(ctx, site, jobs, server):
+    template = register(ctx, site, server.url("disk.qcow2"))
+    # Between registration and download, what the URL leads to stops being allowed (as after a
+    # DNS change to an internal address): the agent resolves the name again and refuses it.
+    ctx.settings.set_global("secstorage.allowed.internal.sites", "")
+    ctx.session.commit()
+    ctx.engine.settings.invalidate()
+    asked = len(server.requests)
+    try:
+        ref = download(ctx, jobs, template)
+    finally:
+        ctx.settings.set_global("secstorage.allowed.internal.sites", "127.0.0.0/8")
+        ctx.session.commit()
+        ctx.engine.settings.invalidate()
+    assert ref.state == "Failed"
+    assert ref.status.startswith("Download failed: refused when the download started: 127.0.0.1 resolves to "
+                                 "127.0.0.1, a loopback address; downloads from there are refused unless "
+                                 "secstorage.allowed.internal.sites allows it"), ref.status
+    assert len(server.requests) == asked
+    assert stored(site, template) is None
+
+
 def test_bad_checksums_and_formats_are_refused(ctx, site, server):
     for kwargs, text in ((dict(checksum="{SHA-256}abc"), "Invalid checksum {SHA-256}abc"),
                          (dict(checksum="{CRC}00"), "Invalid checksum"),
