@@ -168,10 +168,20 @@ def deploys(site, template, offering, count, domains):
                      lambda name=vm["instancename"]: bootimage.BOOT_MARKER in console_log(name), 300)
             times.append(time.perf_counter() - started)
             domains.add(vm["instancename"])
-            xml = site.virsh("dumpxml", "--security-info", vm["instancename"])
+            xml = domain_xml(site, vm["instancename"])
         finally:
             site.api.destroyVirtualMachine(id=vm["id"], expunge="true", fetch_result=True)
     return times, xml
+
+
+def domain_xml(site, name):
+    """The guest's definition as it can be created again: its persistent one, else the migratable XML."""
+    for flags in (["--inactive"], ["--migratable"]):
+        run = subprocess.run(["virsh", "-c", site.libvirtd.uri, "dumpxml", "--security-info", *flags, name],
+                             capture_output=True, text=True, timeout=30, check=False)
+        if run.returncode == 0:
+            return run.stdout
+    raise RuntimeError("virsh dumpxml %s: %s" % (name, run.stderr))
 
 
 def copy_url(site, template):

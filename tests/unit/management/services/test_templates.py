@@ -416,3 +416,23 @@ def test_an_iso_must_carry_the_iso_9660_signature(ctx, site, jobs, server):
     assert iso.id in set(ctx.session.execute(shown.with_only_columns(Template.id)).scalars())
     assert iso.id not in set(ctx.session.execute(
         ctx.catalog.templates("all").with_only_columns(Template.id)).scalars())
+
+
+def test_the_next_query_comes_when_the_download_should_end():
+    status = m.DownloadStatus(state="downloading", downloaded_bytes=10 << 20, total_bytes=100 << 20)
+    seen, first = template_jobs.next_query(status, None, 100.0)
+    assert (seen, first) == ((10 << 20, 100.0), template_jobs.MIN_POLL_SECONDS)
+    # 40 MiB in 0.5 s: the other 50 MiB take 0.625 s more.
+    later = m.DownloadStatus(state="downloading", downloaded_bytes=50 << 20, total_bytes=100 << 20)
+    seen, interval = template_jobs.next_query(later, seen, 100.5)
+    assert seen == (50 << 20, 100.5) and abs(interval - 0.625) < 1e-9
+    # Slow: never more than POLL_SECONDS; all bytes in (qemu-img info still to run): MIN_POLL_SECONDS.
+    crawling = m.DownloadStatus(state="downloading", downloaded_bytes=(50 << 20) + 1, total_bytes=100 << 20)
+    assert template_jobs.next_query(crawling, seen, 101.5)[1] == template_jobs.POLL_SECONDS
+    done = m.DownloadStatus(state="downloading", downloaded_bytes=100 << 20, total_bytes=100 << 20)
+    assert template_jobs.next_query(done, seen, 101.0)[1] == template_jobs.MIN_POLL_SECONDS
+    # No progress: the longest wait; no length from the server: twice the last wait, up to the longest.
+    assert template_jobs.next_query(later, seen, 101.0)[1] == template_jobs.POLL_SECONDS
+    unknown = m.DownloadStatus(state="downloading", downloaded_bytes=60 << 20, total_bytes=0)
+    assert abs(template_jobs.next_query(unknown, seen, 100.8)[1] - 0.6) < 1e-9
+    assert template_jobs.next_query(unknown, seen, 103.0)[1] == template_jobs.POLL_SECONDS
