@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import queue
 import socket
 import threading
 import urllib.error
@@ -122,6 +123,52 @@ class _Counted:
         if len(self.header) < HEADER_BYTES:
             self.header += data[:HEADER_BYTES - len(self.header)]
         return data
+
+
+class _Prefetched:
+    """`source` read ahead by a thread of its own, at most `depth` chunks: the next chunks of the
+    HTTP body arrive while the last ones are written to the image store, instead of the two
+    taking turns. An error of the reader is raised to the writer; `close` stops the reader."""
+
+    def __init__(self, source: _Counted, depth: int = 4) -> None:
+        self.source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="download-reader")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self.source.read(CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the writer, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = CHUNK) -> bytes:
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -263,7 +310,11 @@ class Downloads:
                                      f"({command.max_bytes} bytes)")
             download.total = length
             body = _Counted(response, download, hasher, command.max_bytes)
-            written = storage.write_template(location, body)
+            ahead = _Prefetched(body)
+            try:
+                written = storage.write_template(location, ahead)
+            finally:
+                ahead.close()
         if length and written != length:
             raise DownloadFailed(f"the server sent {written} of {length} bytes")
         if checksum is not None:
