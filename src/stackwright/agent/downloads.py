@@ -177,39 +177,50 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
                              f"followed, register that URL instead")
 
 
-def _pinned(base: type[http.client.HTTPConnection], address: str) -> type[http.client.HTTPConnection]:
-    """`base` connecting to `address` whatever its host name resolves to now (the Host header, TLS
-    server name and certificate check still use the name)."""
+def _connect(addresses: list[str], port: int, *rest) -> socket.socket:  # noqa: ANN002
+    """A connection to the first of `addresses` that answers on `port`."""
+    error: OSError = OSError(f"no address to connect to on port {port}")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), *rest)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+def _pinned(base: type[http.client.HTTPConnection], addresses: list[str]) -> type[http.client.HTTPConnection]:
+    """`base` connecting to one of `addresses` whatever its host name resolves to now (the Host
+    header, TLS server name and certificate check still use the name)."""
 
     class Pinned(base):  # type: ignore[misc,valid-type]
         def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
             super().__init__(*args, **kwargs)
-            self._create_connection = lambda where, *rest: socket.create_connection((address, where[1]), *rest)
+            self._create_connection = lambda where, *rest: _connect(addresses, where[1], *rest)
 
     return Pinned
 
 
 class _PinnedHttp(urllib.request.HTTPHandler):
-    def __init__(self, address: str) -> None:
+    def __init__(self, addresses: list[str]) -> None:
         super().__init__()
-        self.address = address
+        self.addresses = addresses
 
     def http_open(self, req):  # noqa: ANN001, ANN201
-        return self.do_open(_pinned(http.client.HTTPConnection, self.address), req)
+        return self.do_open(_pinned(http.client.HTTPConnection, self.addresses), req)
 
 
 class _PinnedHttps(urllib.request.HTTPSHandler):
-    def __init__(self, address: str) -> None:
+    def __init__(self, addresses: list[str]) -> None:
         super().__init__()
-        self.address = address
+        self.addresses = addresses
 
     def https_open(self, req):  # noqa: ANN001, ANN201
-        return self.do_open(_pinned(http.client.HTTPSConnection, self.address), req, context=self._context)
+        return self.do_open(_pinned(http.client.HTTPSConnection, self.addresses), req, context=self._context)
 
 
-def judged_address(command: m.DownloadTemplate) -> str:
-    """The address to fetch `command.url` from, its host name resolved now and judged by the
-    engine's rules; raises DownloadFailed naming why it is refused."""
+def judged_addresses(command: m.DownloadTemplate) -> list[str]:
+    """The addresses to fetch `command.url` from, its host name resolved now and every address
+    judged by the engine's rules; raises DownloadFailed naming why it is refused."""
     management = []
     for cidr, name in command.management_networks.items():
         management += [(network, name) for network in sites.networks([cidr])]
@@ -217,7 +228,7 @@ def judged_address(command: m.DownloadTemplate) -> str:
         _host, _port, addresses = sites.resolve(command.url, sites.networks(command.allowed_sites), management)
     except sites.Refused as e:
         raise DownloadFailed(f"refused when the download started: {e}") from None
-    return str(addresses[0])
+    return [str(address) for address in addresses]
 
 
 class Downloads:
@@ -300,8 +311,8 @@ class Downloads:
         checksum = parse_checksum(command.checksum)
         hasher = hashlib.new(checksum[0]) if checksum else None
         log.info("downloading %s into %s on %s", command.url, location.directory, location.store_url)
-        address = judged_address(command)
-        opener = urllib.request.build_opener(_NoRedirects(), _PinnedHttp(address), _PinnedHttps(address))
+        addresses = judged_addresses(command)
+        opener = urllib.request.build_opener(_NoRedirects(), _PinnedHttp(addresses), _PinnedHttps(addresses))
         request = urllib.request.Request(command.url, headers={"User-Agent": USER_AGENT})
         with opener.open(request, timeout=self.timeout) as response:
             length = int(response.headers.get("Content-Length") or 0)
