@@ -83,6 +83,8 @@ cloud: venv collection
 	@echo "API:  http://127.0.0.1:8080/client/api"
 	@echo "Keys: /etc/cloudstack/management/cloudstack.ini (mode 0600, section [cloudstack]);"
 	@echo "      CLOUDSTACK_CONFIG=/etc/cloudstack/management/cloudstack.ini $(VENV)/bin/cs listHosts"
+	@echo "VM:   template stackwright-boot is ready; deploy with the cs deployVirtualMachine line printed above,"
+	@echo "      then cs createConsoleEndpoint virtualmachineid=ID and open its url for the console"
 	@echo "Stop: make cloud-down"
 
 # Removes what `make cloud` built and stops its daemons; PURGE=1 also deletes its data.

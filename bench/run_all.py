@@ -27,6 +27,7 @@ BENCHMARKS = {
     "failure": ("failure_bench.py", []),
     "storage": ("storage_bench.py", []),
     "migration": ("migration_bench.py", []),
+    "templates": ("templates_bench.py", []),
 }
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,15 +21,11 @@ from pathlib import Path
 import pytest
 
 from stackwright.protocol.pki import CertificateAuthority
-from tests.support.engine import EngineProcess
-from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
+from tests.support.kvm_cloud import kvm_site, setup_args
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow]
 
-BIN = Path(sys.executable).parent
-SETUP_AGENT = str(BIN / "stackwright-setup-agent")
-AGENT = str(BIN / "stackwright-agent")
 PING_INTERVAL = 2
 PING_TIMEOUT = 2
 # Scheduling on a loaded 2-core machine, the heartbeat monitor's tick and the API round trip.
@@ -39,145 +33,20 @@ SLACK = 10.0
 VM_COMMANDS = {"deployVirtualMachine", "stopVirtualMachine", "startVirtualMachine", "destroyVirtualMachine"}
 
 
-def tail(path, lines=40):
-    """The end of a log, without the engine's one-line-per-request access log."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return "(no log at %s)" % path
-    return "\n".join([line for line in text.splitlines() if "[stackwright.management.access]" not in line][-lines:])
-
-
-class Agent:
-    """One `stackwright-agent` process with its own agent.properties, certificates and log."""
-
-    def __init__(self, workdir, engine):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.engine = engine
-        self.properties = self.workdir / "agent.properties"
-        self.log_file = self.workdir / "agent.log"
-        self.proc = None
-
-    def setup(self, *args, token=None):
-        """Run stackwright-setup-agent --json; returns (exit status, parsed output)."""
-        command = [SETUP_AGENT, "--properties", str(self.properties), "--json", *args]
-        if token is not None:
-            token_file = self.workdir / "token"
-            token_file.write_text(token)
-            token_file.chmod(0o600)
-            command += ["--token-file", str(token_file)]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        (self.workdir / "token").unlink(missing_ok=True)
-        return run.returncode, json.loads(run.stdout)
-
-    def start(self):
-        self.proc = subprocess.Popen([AGENT, "--properties", str(self.properties), "--log-file", str(self.log_file)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return self
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self):
-        """SIGTERM, the clean way; returns the exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("agent did not stop within 20 s of SIGTERM:\n%s" % tail(self.log_file)) from None
-
-    def log(self):
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, libvirtd, nfs_server):
     """Engine with ping.interval=2/ping.timeout=2, a zone with a KVM cluster, and storage scratch dirs."""
-    workdir = tmp_path_factory.mktemp("kvm-agent")
-    engine = EngineProcess(workdir / "engine", "sqlite:///%s" % (workdir / "engine" / "cloud.db"))
-    agents = []
-    scratch = []
-    try:
-        engine.start()
-        api = engine.client()
+
+    def configure(engine):
         # The agent channel reads these when the engine starts.
+        api = engine.client()
         api.updateConfiguration(name="ping.interval", value=str(PING_INTERVAL))
         api.updateConfiguration(name="ping.timeout", value=str(PING_TIMEOUT))
         engine.restart()
-        api = engine.client()
-        unique = uuid.uuid4().hex[:8]
-        zone = new_zone(api, unique, networktype="Advanced")
-        network = physical_network(api, zone, unique, traffic=("Management", "Guest"), label="cloudbr0")
-        pod = new_pod(api, zone, unique)
-        cluster = new_cluster(api, pod, unique, hypervisor="KVM")
-        primary = nfs_server.scratch(nfs_server.primary, "kvm-agent-%s" % unique)
-        secondary = nfs_server.scratch(nfs_server.secondary, "kvm-agent-%s" % unique)
-        scratch += [primary, secondary]
-        site = Site(engine, api, zone, pod, cluster, workdir, agents, primary, secondary, libvirtd)
-        site.physical_network = network
+        return engine.client()
+
+    with kvm_site(tmp_path_factory.mktemp("kvm-agent"), libvirtd, nfs_server, "kvm-agent", configure) as site:
         yield site
-    finally:
-        for agent in agents:
-            agent.kill()
-        engine.kill()
-        for directory in scratch:
-            nfs_server.discard(directory)
-
-
-class Site:
-    def __init__(self, engine, api, zone, pod, cluster, workdir, agents, primary, secondary, libvirtd):
-        self.engine, self.api = engine, api
-        self.zone, self.pod, self.cluster = zone, pod, cluster
-        self.workdir, self.agents = workdir, agents
-        self.primary, self.secondary = primary, secondary
-        self.libvirtd = libvirtd
-        self.host = None
-        self.agent = None
-        self.guid = None
-        self.pool = None
-        # The agent's longest reconnect delay (reconnect.backoff.max), set by setup_args.
-        self.agent_backoff_max = 5
-
-    def new_agent(self, name):
-        agent = Agent(self.workdir / name, self.engine)
-        self.agents.append(agent)
-        return agent
-
-    def token(self, **params):
-        return self.api.createAgentEnrollmentToken(**params)["agentenrollmenttoken"]
-
-    def host_now(self):
-        return self.api.listHosts(id=self.host["id"])["host"][0]
-
-    def wait_host(self, state, timeout):
-        seen = {}
-
-        def reached():
-            seen.update(self.host_now())
-            return dict(seen) if seen["state"] == state else None
-
-        try:
-            return wait_for("host %s state %s" % (self.host["id"], state), reached, timeout)
-        except AssertionError as exc:
-            raise AssertionError("%s\nhost is %s (%s)\n%s" % (exc, seen.get("state"), seen.get("details"),
-                                                              self.diagnostics())) from None
-
-    def diagnostics(self):
-        agent_log = tail(self.agent.log_file) if self.agent else "(no agent)"
-        return "engine log:\n%s\nagent log:\n%s" % (tail(self.engine.log_file), agent_log)
-
-
-def setup_args(site, *extra):
-    return ["--host", "127.0.0.1", "--port", str(site.engine.agent_port), "--zone", site.zone["name"],
-            "--pod", site.pod["name"], "--cluster", site.cluster["name"], "--private-device", "lo",
-            "--hypervisor-driver", "libvirt", "--libvirt-uri", site.libvirtd.uri,
-            "--set", "reconnect.backoff.max=%d" % site.agent_backoff_max, *extra]
 
 
 def meminfo_bytes():
@@ -398,12 +267,6 @@ def test_wrong_and_reused_tokens_are_refused(site):
 # --- a guest on NFS primary storage --------------------------------------------------------
 
 
-def virsh(site, *args):
-    run = subprocess.run(["virsh", "-c", site.libvirtd.uri, *args], capture_output=True, text=True, timeout=30, check=False)
-    assert run.returncode == 0, "virsh %s: %s" % (" ".join(args), run.stderr)
-    return run.stdout.strip()
-
-
 def test_kvm_guest_with_its_disk_on_nfs_starts_and_stops(site):
     apis = {api["name"] for api in site.api.listApis()["api"]}
     missing = sorted(VM_COMMANDS - apis)
@@ -417,7 +280,7 @@ def test_kvm_guest_with_its_disk_on_nfs_starts_and_stops(site):
     template = next(t for t in site.api.listTemplates(templatefilter="all")["template"]
                     if t["name"] == "Blank disk (no OS)")
     offering = next(o for o in site.api.listServiceOfferings()["serviceoffering"] if o["name"] == "Small Instance")
-    existing = virsh(site, "list", "--all", "--name").split()
+    existing = site.virsh("list", "--all", "--name").split()
     vm = site.api.deployVirtualMachine(zoneid=site.zone["id"], templateid=template["id"],
                                        serviceofferingid=offering["id"], fetch_result=True)["virtualmachine"]
     try:
@@ -426,18 +289,18 @@ def test_kvm_guest_with_its_disk_on_nfs_starts_and_stops(site):
                         "libvirtd), so this test cannot tell its guest apart" % (vm["instancename"], site.libvirtd.uri))
         assert vm["state"] == "Running", vm
         assert vm["hostid"] == site.host["id"]
-        assert virsh(site, "domstate", vm["instancename"]) == "running"
-        assert virsh(site, "domuuid", vm["instancename"]) == vm["id"]
+        assert site.virsh("domstate", vm["instancename"]) == "running"
+        assert site.virsh("domuuid", vm["instancename"]) == vm["id"]
         disks = [p for p in site.primary.path.rglob("*") if p.is_file()]
         assert disks, "no volume file on the NFS primary export %s" % site.primary.path
 
         stopped = site.api.stopVirtualMachine(id=vm["id"], fetch_result=True)["virtualmachine"]
         assert stopped["state"] == "Stopped"
-        assert vm["instancename"] not in virsh(site, "list", "--name").split()
+        assert vm["instancename"] not in site.virsh("list", "--name").split()
 
         started = site.api.startVirtualMachine(id=vm["id"], fetch_result=True)["virtualmachine"]
         assert started["state"] == "Running"
-        assert virsh(site, "domstate", vm["instancename"]) == "running"
+        assert site.virsh("domstate", vm["instancename"]) == "running"
     finally:
         site.api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
 
@@ -461,7 +324,7 @@ def test_kvm_guest_with_a_data_disk_gets_a_qcow2_as_vdb(site):
         volumes = {v["type"]: v for v in site.api.listVolumes(virtualmachineid=vm["id"])["volume"]}
         data = volumes["DATADISK"]
         assert (data["size"], data["deviceid"], data["storageid"]) == (1024 ** 3, 1, site.pool["id"])
-        targets = virsh(site, "domblklist", vm["instancename"]).split()
+        targets = site.virsh("domblklist", vm["instancename"]).split()
         assert "vda" in targets and "vdb" in targets
         [image] = [p for p in site.primary.path.rglob("*") if p.is_file() and data["id"] in p.name]
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)], capture_output=True,

@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-import subprocess
-import sys
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,16 +22,12 @@ import aiohttp
 import pytest
 
 from tests.support.browser import Chromium, chromium_binary, png_pixels, run
-from tests.support.engine import EngineProcess
-from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
-from tests.support.waiting import wait_for
+from tests.support.kvm_cloud import kvm_site
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow]
 
-BIN = Path(sys.executable).parent
 NOVNC = Path("/usr/share/novnc/vnc.html")
 TOKEN_TIMEOUT = 8
-BRIDGE = "cloudbr0"
 
 CANVAS = """(() => {
   const c = document.querySelector('#noVNC_container canvas');
@@ -55,96 +48,39 @@ CANVAS = """(() => {
 })()"""
 
 
-def tail(path, lines=30):
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return "(no log at %s)" % path
-    return "\n".join([line for line in text.splitlines() if "[stackwright.management.access]" not in line][-lines:])
-
-
-def virsh(uri, *args):
-    run_ = subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30, check=False)
-    assert run_.returncode == 0, "virsh %s: %s" % (" ".join(args), run_.stderr)
-    return run_.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory, libvirtd, nfs_server):
     """An engine with one KVM host (the machine's libvirtd, address 127.0.0.1), an NFS pool, an
     Enabled zone, and one running guest with no OS."""
     if chromium_binary() is None or not NOVNC.exists():
         pytest.skip("needs Debian's chromium and novnc packages")
-    workdir = tmp_path_factory.mktemp("kvm-console")
-    engine = EngineProcess(workdir / "engine", "sqlite:///%s" % (workdir / "engine" / "cloud.db"))
-    agent = None
-    scratch = None
-    vm = None
-    api = None
-    try:
-        engine.start()
-        api = engine.client()
-        api.updateConfiguration(name="consoleproxy.token.timeout", value=str(TOKEN_TIMEOUT))
-        unique = uuid.uuid4().hex[:8]
-        zone = new_zone(api, unique, networktype="Advanced")
-        network = physical_network(api, zone, unique, traffic=("Management", "Guest"), label=BRIDGE)
-        api.addTrafficType(physicalnetworkid=network["id"], traffictype="Public", kvmnetworklabel=BRIDGE,
-                           fetch_result=True)
-        pod = new_pod(api, zone, unique)
-        cluster = new_cluster(api, pod, unique, hypervisor="KVM")
-        agent_dir = workdir / "agent"
-        agent_dir.mkdir()
-        token_file = agent_dir / "token"
-        token_file.write_text(api.createAgentEnrollmentToken()["agentenrollmenttoken"]["token"])
-        token_file.chmod(0o600)
-        properties = agent_dir / "agent.properties"
-        setup = subprocess.run(
-            [str(BIN / "stackwright-setup-agent"), "--properties", str(properties), "--json",
-             "--host", "127.0.0.1", "--port", str(engine.agent_port), "--zone", zone["name"], "--pod", pod["name"],
-             "--cluster", cluster["name"], "--private-device", "lo", "--hypervisor-driver", "libvirt",
-             "--libvirt-uri", libvirtd.uri, "--token-file", str(token_file)],
-            capture_output=True, text=True, timeout=60, check=False)
-        assert setup.returncode == 0, setup.stdout + setup.stderr
-        agent = subprocess.Popen([str(BIN / "stackwright-agent"), "--properties", str(properties),
-                                  "--log-file", str(agent_dir / "agent.log")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        host = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="KVM",
-                           url="http://127.0.0.1", username="root", password="unused")["host"][0]
-
-        def diagnostics():
-            return "engine log:\n%s\nagent log:\n%s" % (tail(engine.log_file), tail(agent_dir / "agent.log"))
-
-        wait_for("host Up", lambda: api.listHosts(id=host["id"])["host"][0]["state"] == "Up", 60)
-        scratch = nfs_server.scratch(nfs_server.primary, "kvm-console-%s" % unique)
-        pool = api.createStoragePool(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"],
-                                     name="primary-%s" % unique, url=scratch.url, scope="cluster")["storagepool"]
-        wait_for("pool Up", lambda: api.listStoragePools(id=pool["id"])["storagepool"][0]["state"] == "Up", 60)
-        api.updateZone(id=zone["id"], allocationstate="Enabled")
-        [template] = [t for t in api.listTemplates(templatefilter="all")["template"]
-                      if t["name"] == "Blank disk (no OS)"]
-        offering = api.createServiceOffering(name="console-" + unique, displaytext="console", cpunumber=1,
-                                             cpuspeed=500, memory=128)["serviceoffering"]
-        existing = virsh(libvirtd.uri, "list", "--all", "--name").split()
-        vm = api.deployVirtualMachine(zoneid=zone["id"], templateid=template["id"], serviceofferingid=offering["id"],
-                                      fetch_result=True)["virtualmachine"]
-        assert vm["state"] == "Running", "%s\n%s" % (vm, diagnostics())
-        assert vm["instancename"] not in existing, "a guest %s was already defined on %s" % (
-            vm["instancename"], libvirtd.uri)
-        yield type("Cloud", (), dict(engine=engine, api=api, vm=vm, uri=libvirtd.uri, workdir=workdir,
-                                     diagnostics=staticmethod(diagnostics)))
-    finally:
-        if vm is not None and api is not None:
-            try:
-                api.stopVirtualMachine(id=vm["id"], forced=True, fetch_result=True)
-                api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
-            except Exception as exc:  # the engine's state is reported, the clean-up goes on
-                print("clean-up of %s failed: %s" % (vm["id"], exc))
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            agent.wait(20)
-        engine.kill()
-        if scratch is not None:
-            nfs_server.discard(scratch)
+    with kvm_site(tmp_path_factory.mktemp("kvm-console"), libvirtd, nfs_server, "kvm-console") as site:
+        api = site.api
+        vm = None
+        try:
+            api.updateConfiguration(name="consoleproxy.token.timeout", value=str(TOKEN_TIMEOUT))
+            site.add_host()
+            site.add_storage(site.unique)
+            site.enable()
+            [template] = [t for t in api.listTemplates(templatefilter="all")["template"]
+                          if t["name"] == "Blank disk (no OS)"]
+            offering = api.createServiceOffering(name="console-" + site.unique, displaytext="console", cpunumber=1,
+                                                 cpuspeed=500, memory=128)["serviceoffering"]
+            existing = site.virsh("list", "--all", "--name").split()
+            vm = api.deployVirtualMachine(zoneid=site.zone["id"], templateid=template["id"],
+                                          serviceofferingid=offering["id"], fetch_result=True)["virtualmachine"]
+            assert vm["state"] == "Running", "%s\n%s" % (vm, site.diagnostics())
+            assert vm["instancename"] not in existing, "a guest %s was already defined on %s" % (
+                vm["instancename"], libvirtd.uri)
+            site.vm, site.uri = vm, libvirtd.uri
+            yield site
+        finally:
+            if vm is not None:
+                try:
+                    api.stopVirtualMachine(id=vm["id"], forced=True, fetch_result=True)
+                    api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
+                except Exception as exc:  # the engine's state is reported, the clean-up goes on
+                    print("clean-up of %s failed: %s" % (vm["id"], exc))
 
 
 def endpoint(cloud):
@@ -154,7 +90,7 @@ def endpoint(cloud):
 
 
 def test_the_guest_display_has_a_password_and_listens_on_the_management_address(cloud):
-    domain = ET.fromstring(virsh(cloud.uri, "dumpxml", "--security-info", cloud.vm["instancename"]))
+    domain = ET.fromstring(cloud.virsh("dumpxml", "--security-info", cloud.vm["instancename"]))
     graphics = domain.find("devices/graphics")
     assert graphics is not None and graphics.get("type") == "vnc"
     assert graphics.get("listen") == "127.0.0.1"

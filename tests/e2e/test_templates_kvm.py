@@ -22,10 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_kvm_agent import Site, setup_args, virsh
 from tests.support import bootimage
-from tests.support.engine import EngineProcess
-from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
+from tests.support.kvm_cloud import kvm_site
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.nfs, pytest.mark.slow]
@@ -111,51 +109,14 @@ def images(tmp_path_factory, boot_image):
 def site(tmp_path_factory, libvirtd, nfs_server, accel):
     """An engine that allows downloads from loopback, a KVM zone with one enrolled host Up, its
     NFS primary pool Up and its NFS image store checked."""
-    workdir = tmp_path_factory.mktemp("templates")
-    engine = EngineProcess(workdir / "engine", "sqlite:///%s" % (workdir / "engine" / "cloud.db"))
-    agents, scratch = [], []
-    try:
-        engine.start()
-        api = engine.client()
-        api.updateConfiguration(name="secstorage.allowed.internal.sites", value="127.0.0.0/8")
-        unique = uuid.uuid4().hex[:8]
-        zone = new_zone(api, unique, networktype="Advanced")
-        network = physical_network(api, zone, unique, traffic=("Management", "Guest"), label="cloudbr0")
-        pod = new_pod(api, zone, unique)
-        cluster = new_cluster(api, pod, unique, hypervisor="KVM")
-        primary = nfs_server.scratch(nfs_server.primary, "templates-%s" % unique)
-        secondary = nfs_server.scratch(nfs_server.secondary, "templates-%s" % unique)
-        scratch += [primary, secondary]
-        site = Site(engine, api, zone, pod, cluster, workdir, agents, primary, secondary, libvirtd)
-        agent = site.agent = site.new_agent("agent")
-        status, result = agent.setup(*setup_args(site), "--set", "guest.accel=%s" % accel,
-                                     token=site.token()["token"])
-        assert status == 0, result
-        site.guid = result["guid"]
-        agent.start()
-        site.host = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="KVM",
-                                url="http://127.0.0.1", username="root", password="unused")["host"][0]
-        site.wait_host("Up", 60)
-        site.pool = api.createStoragePool(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"],
-                                          name="primary-%s" % unique, url=primary.url, scope="cluster")["storagepool"]
-        wait_for("primary storage Up", lambda: api.listStoragePools(id=site.pool["id"])["storagepool"][0]["state"]
-                 == "Up", 30)
-        site.store = api.addImageStore(provider="NFS", zoneid=zone["id"], url=secondary.url,
-                                       name="secondary-%s" % unique)["imagestore"]
-        wait_for("image store checked", lambda: api.listImageStores(id=site.store["id"])["imagestore"][0].get(
-            "disksizetotal"), 30)
-        api.addTrafficType(physicalnetworkid=network["id"], traffictype="Public", kvmnetworklabel="cloudbr0",
-                           fetch_result=True)
-        api.updateZone(id=zone["id"], allocationstate="Enabled")
-        [site.os_type] = [o for o in api.listOsTypes()["ostype"] if o["description"] == "Other Linux (64-bit)"]
+    with kvm_site(tmp_path_factory.mktemp("templates"), libvirtd, nfs_server, "templates") as site:
+        site.api.updateConfiguration(name="secstorage.allowed.internal.sites", value="127.0.0.0/8")
+        site.add_host("--set", "guest.accel=%s" % accel)
+        site.add_storage(site.unique)
+        site.enable()
+        [site.os_type] = [o for o in site.api.listOsTypes()["ostype"] if o["description"] == "Other Linux (64-bit)"]
         site.account_id = None
         yield site
-    finally:
-        for agent in agents:
-            agent.kill()
-        engine.kill()
-        for directory in scratch:
-            nfs_server.discard(directory)
 
 
 def register(site, url, name, **params):
@@ -263,7 +224,7 @@ def test_guests_boot_from_one_copy_of_the_template_on_their_pool(site, images):
                                                      fetch_result=True)["virtualmachine"])
         for vm in vms:
             assert vm["state"] == "Running", vm
-            assert virsh(site, "domstate", vm["instancename"]) == "running"
+            assert site.virsh("domstate", vm["instancename"]) == "running"
             try:
                 wait_for("%s booted" % vm["instancename"],
                          lambda name=vm["instancename"]: bootimage.BOOT_MARKER in console_log(name), BOOT_TIMEOUT)

@@ -13,6 +13,7 @@ builds it all: a zone with a KVM cluster, every host Up, a primary pool Up, the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -358,3 +359,186 @@ class KvmCloud:
         if self.scratch is not None:
             self.nfs_server.discard(self.scratch)
             self.scratch = None
+
+
+# --- one KVM host on the machine's own libvirtd ------------------------------------------------
+#
+# The agent's end-to-end tests, the template tests and the template benchmarks build the same
+# site: an engine of their own, a zone with a KVM cluster, scratch directories on the NFS
+# exports, and `stackwright-agent` processes enrolled with `stackwright-setup-agent`.
+
+SETUP_AGENT = str(BIN / "stackwright-setup-agent")
+AGENT = str(BIN / "stackwright-agent")
+
+
+class Agent:
+    """One `stackwright-agent` process with its own agent.properties, certificates and log."""
+
+    def __init__(self, workdir, engine):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine
+        self.properties = self.workdir / "agent.properties"
+        self.log_file = self.workdir / "agent.log"
+        self.proc = None
+
+    def setup(self, *args, token=None):
+        """Run stackwright-setup-agent --json; returns (exit status, parsed output)."""
+        command = [SETUP_AGENT, "--properties", str(self.properties), "--json", *args]
+        if token is not None:
+            token_file = self.workdir / "token"
+            token_file.write_text(token)
+            token_file.chmod(0o600)
+            command += ["--token-file", str(token_file)]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        (self.workdir / "token").unlink(missing_ok=True)
+        return run.returncode, json.loads(run.stdout)
+
+    def start(self):
+        self.proc = subprocess.Popen([AGENT, "--properties", str(self.properties), "--log-file", str(self.log_file)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self):
+        """SIGTERM, the clean way; returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("agent did not stop within 20 s of SIGTERM:\n%s" % log_tail(self.log_file)) from None
+
+    def log(self):
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+class Site:
+    """An engine with a zone, a pod and a KVM cluster, scratch directories on both NFS exports, the
+    machine's libvirtd, and the agents started for it."""
+
+    def __init__(self, engine, api, zone, pod, cluster, workdir, agents, primary, secondary, libvirtd):
+        self.engine, self.api = engine, api
+        self.zone, self.pod, self.cluster = zone, pod, cluster
+        self.workdir, self.agents = workdir, agents
+        self.primary, self.secondary = primary, secondary
+        self.libvirtd = libvirtd
+        self.host = None
+        self.agent = None
+        self.guid = None
+        self.pool = None
+        self.store = None
+        self.physical_network = None
+        # The agent's longest reconnect delay (reconnect.backoff.max), set by setup_args.
+        self.agent_backoff_max = 5
+
+    def new_agent(self, name):
+        agent = Agent(self.workdir / name, self.engine)
+        self.agents.append(agent)
+        return agent
+
+    def token(self, **params):
+        return self.api.createAgentEnrollmentToken(**params)["agentenrollmenttoken"]
+
+    def host_now(self):
+        return self.api.listHosts(id=self.host["id"])["host"][0]
+
+    def wait_host(self, state, timeout):
+        seen = {}
+
+        def reached():
+            seen.update(self.host_now())
+            return dict(seen) if seen["state"] == state else None
+
+        try:
+            return wait_for("host %s state %s" % (self.host["id"], state), reached, timeout)
+        except AssertionError as exc:
+            raise AssertionError("%s\nhost is %s (%s)\n%s" % (exc, seen.get("state"), seen.get("details"),
+                                                              self.diagnostics())) from None
+
+    def diagnostics(self):
+        agent_log = log_tail(self.agent.log_file, 40) if self.agent else "(no agent)"
+        return "engine log:\n%s\nagent log:\n%s" % (log_tail(self.engine.log_file, 40), agent_log)
+
+    def virsh(self, *args):
+        run = subprocess.run(["virsh", "-c", self.libvirtd.uri, *args], capture_output=True, text=True, timeout=30,
+                             check=False)
+        assert run.returncode == 0, "virsh %s: %s" % (" ".join(args), run.stderr)
+        return run.stdout.strip()
+
+    def add_host(self, *setup_extra):
+        """Enroll an agent with `setup_extra` settings, start it and add its host; waits for Up."""
+        agent = self.agent = self.new_agent("agent")
+        status, result = agent.setup(*setup_args(self, *setup_extra), token=self.token()["token"])
+        assert status == 0, result
+        self.guid = result["guid"]
+        agent.start()
+        self.host = self.api.addHost(zoneid=self.zone["id"], podid=self.pod["id"], clusterid=self.cluster["id"],
+                                     hypervisor="KVM", url="http://127.0.0.1", username="root",
+                                     password="unused")["host"][0]
+        self.wait_host("Up", 60)
+        return self.host
+
+    def add_storage(self, unique):
+        """The primary pool Up on the cluster and the NFS image store checked, on the scratch directories."""
+        api = self.api
+        self.pool = api.createStoragePool(zoneid=self.zone["id"], podid=self.pod["id"], clusterid=self.cluster["id"],
+                                          name="primary-%s" % unique, url=self.primary.url,
+                                          scope="cluster")["storagepool"]
+        wait_for("primary storage Up", lambda: api.listStoragePools(id=self.pool["id"])["storagepool"][0]["state"]
+                 == "Up", 30)
+        self.store = api.addImageStore(provider="NFS", zoneid=self.zone["id"], url=self.secondary.url,
+                                       name="secondary-%s" % unique)["imagestore"]
+        wait_for("image store checked", lambda: api.listImageStores(id=self.store["id"])["imagestore"][0].get(
+            "disksizetotal"), 30)
+
+    def enable(self):
+        """A Public traffic type on the bridge and the zone Enabled: ready for guests."""
+        self.api.addTrafficType(physicalnetworkid=self.physical_network["id"], traffictype="Public",
+                                kvmnetworklabel=BRIDGE, fetch_result=True)
+        self.api.updateZone(id=self.zone["id"], allocationstate="Enabled")
+
+
+def setup_args(site, *extra):
+    """stackwright-setup-agent's arguments for an agent of `site` on the machine's libvirtd."""
+    return ["--host", "127.0.0.1", "--port", str(site.engine.agent_port), "--zone", site.zone["name"],
+            "--pod", site.pod["name"], "--cluster", site.cluster["name"], "--private-device", "lo",
+            "--hypervisor-driver", "libvirt", "--libvirt-uri", site.libvirtd.uri,
+            "--set", "reconnect.backoff.max=%d" % site.agent_backoff_max, *extra]
+
+
+@contextlib.contextmanager
+def kvm_site(workdir, libvirtd, nfs_server, prefix, configure=None):
+    """A `Site` (engine on SQLite under `workdir`) for the duration of the block; then its agents and
+    engine are stopped and its scratch directories discarded. `configure(engine)` runs before the
+    zone is created and returns the API client to use (for settings read at the engine's start)."""
+    workdir = Path(workdir)
+    engine = EngineProcess(workdir / "engine", "sqlite:///%s" % (workdir / "engine" / "cloud.db"))
+    agents, scratch = [], []
+    try:
+        engine.start()
+        api = configure(engine) if configure is not None else engine.client()
+        unique = uuid.uuid4().hex[:8]
+        zone = new_zone(api, unique, networktype="Advanced")
+        network = physical_network(api, zone, unique, traffic=("Management", "Guest"), label=BRIDGE)
+        pod = new_pod(api, zone, unique)
+        cluster = new_cluster(api, pod, unique, hypervisor="KVM")
+        primary = nfs_server.scratch(nfs_server.primary, "%s-%s" % (prefix, unique))
+        secondary = nfs_server.scratch(nfs_server.secondary, "%s-%s" % (prefix, unique))
+        scratch += [primary, secondary]
+        site = Site(engine, api, zone, pod, cluster, workdir, agents, primary, secondary, libvirtd)
+        site.physical_network = network
+        site.unique = unique
+        yield site
+    finally:
+        for agent in agents:
+            agent.kill()
+        engine.kill()
+        for directory in scratch:
+            nfs_server.discard(directory)

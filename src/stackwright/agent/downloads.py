@@ -11,14 +11,21 @@ Any failure removes what was written and leaves the reason in the status.
 
 What is under way lives in this process only: after a restart of the agent a template is
 either complete on the store (its template.properties says so) or absent, and the engine
-starts it again. Redirects are not followed: the engine checked the registered URL's
-address, not the one a redirect would lead to.
+starts it again. The URL's host name is resolved again when the download starts and each
+address judged with the engine's rules (protocol.sites: loopback, link-local and the
+management networks are refused unless `secstorage.allowed.internal.sites` allows them), so a
+name whose DNS answer changed since registration cannot lead inside the cloud; the
+connection goes to the address judged, not to a later answer. Redirects are not followed,
+for the same reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
+import queue
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING
 from stackwright import properties as props
 from stackwright.agent.errors import AgentError, InvalidSpec
 from stackwright.protocol import messages as m
+from stackwright.protocol import sites
 
 if TYPE_CHECKING:
     from http.client import HTTPResponse
@@ -117,10 +125,110 @@ class _Counted:
         return data
 
 
+class _Prefetched:
+    """`source` read ahead by a thread of its own, at most `depth` chunks: the next chunks of the
+    HTTP body arrive while the last ones are written to the image store, instead of the two
+    taking turns. An error of the reader is raised to the writer; `close` stops the reader."""
+
+    def __init__(self, source: _Counted, depth: int = 4) -> None:
+        self.source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="download-reader")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self.source.read(CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the writer, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = CHUNK) -> bytes:
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
         raise DownloadFailed(f"the server answered HTTP {code} with a redirect to {newurl}; redirects are not "
                              f"followed, register that URL instead")
+
+
+def _connect(addresses: list[str], port: int, *rest) -> socket.socket:  # noqa: ANN002
+    """A connection to the first of `addresses` that answers on `port`."""
+    error: OSError = OSError(f"no address to connect to on port {port}")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), *rest)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+def _pinned(base: type[http.client.HTTPConnection], addresses: list[str]) -> type[http.client.HTTPConnection]:
+    """`base` connecting to one of `addresses` whatever its host name resolves to now (the Host
+    header, TLS server name and certificate check still use the name)."""
+
+    class Pinned(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            self._create_connection = lambda where, *rest: _connect(addresses, where[1], *rest)
+
+    return Pinned
+
+
+class _PinnedHttp(urllib.request.HTTPHandler):
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__()
+        self.addresses = addresses
+
+    def http_open(self, req):  # noqa: ANN001, ANN201
+        return self.do_open(_pinned(http.client.HTTPConnection, self.addresses), req)
+
+
+class _PinnedHttps(urllib.request.HTTPSHandler):
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__()
+        self.addresses = addresses
+
+    def https_open(self, req):  # noqa: ANN001, ANN201
+        return self.do_open(_pinned(http.client.HTTPSConnection, self.addresses), req, context=self._context)
+
+
+def judged_addresses(command: m.DownloadTemplate) -> list[str]:
+    """The addresses to fetch `command.url` from, its host name resolved now and every address
+    judged by the engine's rules; raises DownloadFailed naming why it is refused."""
+    management = []
+    for cidr, name in command.management_networks.items():
+        management += [(network, name) for network in sites.networks([cidr])]
+    try:
+        _host, _port, addresses = sites.resolve(command.url, sites.networks(command.allowed_sites), management)
+    except sites.Refused as e:
+        raise DownloadFailed(f"refused when the download started: {e}") from None
+    return [str(address) for address in addresses]
 
 
 class Downloads:
@@ -131,7 +239,6 @@ class Downloads:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._downloads: dict[tuple[str, str], _Download] = {}
-        self._opener = urllib.request.build_opener(_NoRedirects())
 
     def start(self, command: m.DownloadTemplate) -> m.DownloadStatus:
         location = command.location
@@ -204,15 +311,21 @@ class Downloads:
         checksum = parse_checksum(command.checksum)
         hasher = hashlib.new(checksum[0]) if checksum else None
         log.info("downloading %s into %s on %s", command.url, location.directory, location.store_url)
+        addresses = judged_addresses(command)
+        opener = urllib.request.build_opener(_NoRedirects(), _PinnedHttp(addresses), _PinnedHttps(addresses))
         request = urllib.request.Request(command.url, headers={"User-Agent": USER_AGENT})
-        with self._opener.open(request, timeout=self.timeout) as response:
+        with opener.open(request, timeout=self.timeout) as response:
             length = int(response.headers.get("Content-Length") or 0)
             if command.max_bytes and length > command.max_bytes:
                 raise DownloadFailed(f"the file is {length} bytes, larger than max.template.iso.size "
                                      f"({command.max_bytes} bytes)")
             download.total = length
             body = _Counted(response, download, hasher, command.max_bytes)
-            written = storage.write_template(location, body)
+            ahead = _Prefetched(body)
+            try:
+                written = storage.write_template(location, ahead)
+            finally:
+                ahead.close()
         if length and written != length:
             raise DownloadFailed(f"the server sent {written} of {length} bytes")
         if checksum is not None:

@@ -502,6 +502,11 @@ class DownloadTemplate(Request):
     checksum: str = ""
     max_bytes: int = 0
     properties: dict[str, str] = field(default_factory=dict)
+    # The URL's host name is resolved again where the download runs and judged as the engine
+    # judged it at registration (protocol.sites): the allowed CIDRs, and the management networks
+    # (CIDR -> pod name) that are refused.
+    allowed_sites: list[str] = field(default_factory=list)
+    management_networks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

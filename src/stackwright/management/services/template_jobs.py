@@ -4,8 +4,15 @@
 of an Up KVM host of the store's zone does it (`DownloadTemplate`): it reaches the zone's
 NFS image store already (it checks it when the store is added) and needs nothing but the
 standard library to fetch over http(s). The agent runs the download in the background and
-the job follows it (`QueryDownload` every few seconds), recording each step's progress on
+the job follows it (`QueryDownload`, next when the download should end at the rate seen, at
+most every two seconds), recording each step's progress on
 the copy's row, so `listTemplates` shows `NN% Downloaded`, then `Download Complete`.
+
+**Zones of Simulator hosts.** A zone whose hosts are all Simulator hosts has nothing that
+writes the image store (a Simulator host's agent is simulated in the engine and keeps what it
+stores in memory), so a download there fails at once with a status saying so, instead of
+waiting for a KVM host; the built-in Simulator template serves those hosts. A zone with no
+host yet waits, like one whose KVM hosts are all down.
 
 **Restarts.** A restarted engine replays the job and asks again; the agent answers for a
 download under way or complete, so nothing runs twice. A restarted agent has lost what was
@@ -24,6 +31,7 @@ deleted (at the template's deletion, or at the expunge of its last volume).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -55,7 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESTROYING = "Destroying"
-POLL_SECONDS = 2.0
+POLL_SECONDS = 2.0                 # the longest wait between two QueryDownload
+MIN_POLL_SECONDS = 0.1
 RETRY_SECONDS = 10.0
 MAX_RETRIES = 360                  # an hour of an unreachable store or no host before the download fails
 START_TIMEOUT = 60.0
@@ -89,10 +98,12 @@ def download(ref_id: int) -> Steps:
         request = codec.decode(m.DownloadTemplate, target["request"])
         try:
             status = yield AgentStep(host, request, START_TIMEOUT)
+            seen = None
             while status.state == "downloading":
                 if not (yield DbStep(_progress, ref_id, status)):
                     return
-                yield WaitStep(_pause, POLL_SECONDS)
+                seen, interval = next_query(status, seen, time.monotonic())
+                yield WaitStep(_pause, interval)
                 status = yield AgentStep(host, m.QueryDownload(location=request.location), QUERY_TIMEOUT)
         except ResourceUnavailable as e:
             yield DbStep(_interrupted, ref_id, f"host {host.name}: {e.text}", False)
@@ -108,6 +119,24 @@ def download(ref_id: int) -> Steps:
             return
         yield DbStep(_interrupted, ref_id, f"host {host.name} no longer has the download (its agent restarted)",
                      False)
+
+
+def next_query(status: m.DownloadStatus, seen: tuple[int, float] | None,
+               now: float) -> tuple[tuple[int, float], float]:
+    """((bytes, time) seen now, seconds until the next QueryDownload): when the download should
+    end at the rate seen since the last answer, at least MIN_POLL_SECONDS and at most POLL_SECONDS,
+    so the end of a short download is seen when it happens rather than up to POLL_SECONDS later."""
+    current = (status.downloaded_bytes, now)
+    if seen is None or now <= seen[1]:
+        return current, MIN_POLL_SECONDS
+    if not status.total_bytes:
+        # No Content-Length: twice the last wait.
+        return current, min(POLL_SECONDS, max(MIN_POLL_SECONDS, 2 * (now - seen[1])))
+    rate = (status.downloaded_bytes - seen[0]) / (now - seen[1])
+    if rate <= 0:
+        return current, POLL_SECONDS
+    remaining = max(0, status.total_bytes - status.downloaded_bytes) / rate
+    return current, min(POLL_SECONDS, max(MIN_POLL_SECONDS, remaining))
 
 
 def _pause(waiter: Any, seconds: float) -> None:
@@ -145,12 +174,21 @@ def _download_target(ctx: Context, ref_id: int) -> dict | None:
         Host.guid.is_not(None)).order_by(Host.id)).unique().scalars().all()
     if not hosts:
         zone = ctx.session.get(Zone, ref.zone_id)
+        kinds = set(ctx.session.execute(select(Host.hypervisor).where(
+            Host.zone_id == ref.zone_id, Host.removed.is_(None))).scalars())
+        if kinds and "KVM" not in kinds:
+            _failed(ctx, ref_id, f"zone {zone.name} has only {', '.join(sorted(kinds))} hosts; their agents are "
+                                 f"simulated in the engine and write no image store, and templates are downloaded "
+                                 f"by the agent of a KVM host of the zone: add one and register the template again")
+            return None
         return _retry(ctx, ref, template, f"no Up KVM host in zone {zone.name} can download it")
     host = hosts[ref.attempts % len(hosts)]
     ref.state, ref.updated = DOWNLOADING, utcnow()
+    service = TemplateService(ctx)
     request = m.DownloadTemplate(
         location=_location(ref, store, template), url=template.url or "", checksum=template.checksum or "",
-        max_bytes=TemplateService(ctx).max_bytes(),
+        max_bytes=service.max_bytes(), allowed_sites=[str(n) for n in service.allowed_sites()],
+        management_networks={str(network): name for network, name in service.management_networks()},
         properties={"id": str(template.id), "uniquename": template.uuid, "description": template.display_text or "",
                     "public": str(template.is_public).lower(), "hvm": "true"})
     return {"host": [host.guid, host.name], "request": codec.encode(request)}

@@ -13,12 +13,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import socket
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
+
+from stackwright.protocol import sites
 
 from ..errors import InvalidParameterValue, ResourceUnavailable
 from ..persistence.models import (
@@ -47,7 +47,7 @@ GiB = 1024 ** 3
 TEMPLATE_FORMATS = ("QCOW2", "RAW")
 ISO_FORMAT = "ISO"
 HYPERVISORS = ("KVM",)
-ALLOWED_SITES = "secstorage.allowed.internal.sites"
+ALLOWED_SITES = sites.ALLOWED_SITES
 MAX_SIZE = "max.template.iso.size"
 CHECKSUM = re.compile(r"(\{(MD5|SHA-1|SHA-224|SHA-256|SHA-384|SHA-512)\})?([0-9a-fA-F]+)")
 DIGEST_LENGTHS = {"MD5": 32, "SHA-1": 40, "SHA-224": 56, "SHA-256": 64, "SHA-384": 96, "SHA-512": 128}
@@ -172,49 +172,29 @@ class TemplateService:
 
     def check_url(self, url: str, what: str = "template") -> None:
         """Refuse URLs that are not http(s) or that lead into the cloud's own networks."""
-        parts = urlsplit(url or "")
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise InvalidParameterValue(f"Invalid {what} URL {url}: only http and https URLs can be downloaded")
         try:
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-            infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-        except (socket.gaierror, ValueError) as e:
-            raise InvalidParameterValue(f"Invalid {what} URL {url}: cannot resolve {parts.hostname} ({e})") from None
-        allowed = self.allowed_sites()
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-            reason = self._internal(address)
-            if reason and not any(address in network for network in allowed):
-                raise InvalidParameterValue(
-                    f"Invalid {what} URL {url}: {parts.hostname} resolves to {address}, {reason}; downloads from "
-                    f"there are refused unless {ALLOWED_SITES} allows it (a comma-separated CIDR list)")
+            sites.resolve(url, self.allowed_sites(), self.management_networks())
+        except sites.Refused as e:
+            raise InvalidParameterValue(f"Invalid {what} URL {url}: {e}") from None
 
     def allowed_sites(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         text = self.ctx.settings.get(ALLOWED_SITES) or ""
-        networks = []
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                log.warning("ignoring %r in %s: not a CIDR", item, ALLOWED_SITES)
-        return networks
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        found = sites.networks(items)
+        if len(found) < len(items):
+            log.warning("ignoring entries of %s that are not CIDRs: %s", ALLOWED_SITES, text)
+        return found
 
-    def _internal(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-        if address.is_loopback:
-            return "a loopback address"
-        if address.is_link_local:
-            return "a link-local address"
-        if address.is_unspecified or address.is_multicast:
-            return "not a host address"
+    def management_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+        """(network, pod name) of every pod's management network."""
+        found = []
         for gateway, netmask, name in self.session.execute(
                 select(Pod.gateway, Pod.netmask, Pod.name).where(Pod.removed.is_(None))):
             try:
-                network = ipaddress.ip_network(f"{gateway}/{netmask}", strict=False)
+                found.append((ipaddress.ip_network(f"{gateway}/{netmask}", strict=False), name))
             except ValueError:
                 continue
-            if address in network:
-                return f"in the management network {network} of pod {name}"
-        return None
+        return found
 
     def max_bytes(self) -> int:
         return int(self.ctx.settings.typed(MAX_SIZE)) * GiB

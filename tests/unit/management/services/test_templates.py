@@ -272,6 +272,47 @@ def test_internal_and_non_http_urls_are_refused(ctx, site):
         ctx.engine.settings.invalidate()
 
 
+def test_a_zone_of_simulator_hosts_ends_the_download_with_the_reason(ctx, jobs, server):
+    world = World(ctx)
+    world.host()
+    world.add(ImageStore(name=world.name("store"), zone_id=world.zone.id, url="nfs://nfs/simulated",
+                         protocol="nfs", provider="NFS", state="Up"))
+    world.os_type = ctx.session.execute(select(GuestOs).where(
+        GuestOs.display_name == "Debian GNU/Linux 12 (64-bit)")).scalar_one()
+    ctx.session.commit()
+    template = register(ctx, world, server.url("disk.qcow2"))
+    ref = download(ctx, jobs, template)
+    assert ref.state == "Failed"
+    assert ref.status == (
+        "Download failed: zone %s has only Simulator hosts; their agents are simulated in the engine and write no "
+        "image store, and templates are downloaded by the agent of a KVM host of the zone: add one and register "
+        "the template again" % world.zone.name), ref.status
+    assert template_row(ctx, template).is_ready is False
+    assert jobs.gateway.calls(m.DownloadTemplate) == []
+
+
+def test_the_url_is_judged_again_where_and_when_the_download_starts(ctx, site, jobs, server):
+    template = register(ctx, site, server.url("disk.qcow2"))
+    # Between registration and download, what the URL leads to stops being allowed (as after a
+    # DNS change to an internal address): the agent resolves the name again and refuses it.
+    ctx.settings.set_global("secstorage.allowed.internal.sites", "")
+    ctx.session.commit()
+    ctx.engine.settings.invalidate()
+    asked = len(server.requests)
+    try:
+        ref = download(ctx, jobs, template)
+    finally:
+        ctx.settings.set_global("secstorage.allowed.internal.sites", "127.0.0.0/8")
+        ctx.session.commit()
+        ctx.engine.settings.invalidate()
+    assert ref.state == "Failed"
+    assert ref.status.startswith("Download failed: refused when the download started: 127.0.0.1 resolves to "
+                                 "127.0.0.1, a loopback address; downloads from there are refused unless "
+                                 "secstorage.allowed.internal.sites allows it"), ref.status
+    assert len(server.requests) == asked
+    assert stored(site, template) is None
+
+
 def test_bad_checksums_and_formats_are_refused(ctx, site, server):
     for kwargs, text in ((dict(checksum="{SHA-256}abc"), "Invalid checksum {SHA-256}abc"),
                          (dict(checksum="{CRC}00"), "Invalid checksum"),
@@ -375,3 +416,23 @@ def test_an_iso_must_carry_the_iso_9660_signature(ctx, site, jobs, server):
     assert iso.id in set(ctx.session.execute(shown.with_only_columns(Template.id)).scalars())
     assert iso.id not in set(ctx.session.execute(
         ctx.catalog.templates("all").with_only_columns(Template.id)).scalars())
+
+
+def test_the_next_query_comes_when_the_download_should_end():
+    status = m.DownloadStatus(state="downloading", downloaded_bytes=10 << 20, total_bytes=100 << 20)
+    seen, first = template_jobs.next_query(status, None, 100.0)
+    assert (seen, first) == ((10 << 20, 100.0), template_jobs.MIN_POLL_SECONDS)
+    # 40 MiB in 0.5 s: the other 50 MiB take 0.625 s more.
+    later = m.DownloadStatus(state="downloading", downloaded_bytes=50 << 20, total_bytes=100 << 20)
+    seen, interval = template_jobs.next_query(later, seen, 100.5)
+    assert seen == (50 << 20, 100.5) and abs(interval - 0.625) < 1e-9
+    # Slow: never more than POLL_SECONDS; all bytes in (qemu-img info still to run): MIN_POLL_SECONDS.
+    crawling = m.DownloadStatus(state="downloading", downloaded_bytes=(50 << 20) + 1, total_bytes=100 << 20)
+    assert template_jobs.next_query(crawling, seen, 101.5)[1] == template_jobs.POLL_SECONDS
+    done = m.DownloadStatus(state="downloading", downloaded_bytes=100 << 20, total_bytes=100 << 20)
+    assert template_jobs.next_query(done, seen, 101.0)[1] == template_jobs.MIN_POLL_SECONDS
+    # No progress: the longest wait; no length from the server: twice the last wait, up to the longest.
+    assert template_jobs.next_query(later, seen, 101.0)[1] == template_jobs.POLL_SECONDS
+    unknown = m.DownloadStatus(state="downloading", downloaded_bytes=60 << 20, total_bytes=0)
+    assert abs(template_jobs.next_query(unknown, seen, 100.8)[1] - 0.6) < 1e-9
+    assert template_jobs.next_query(unknown, seen, 103.0)[1] == template_jobs.POLL_SECONDS
