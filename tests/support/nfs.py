@@ -34,6 +34,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,6 +246,26 @@ class NfsTestServer:
             process.wait(timeout=STOP_TIMEOUT)
         self._started.clear()
         self._processes.clear()
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """nfs-ganesha stopped for the block and started again after it, whatever happens in it.
+        Only a server this object started is stopped (one adopted from another run is not ours)."""
+        mine = [(pid, name) for pid, name in self._started if name == "ganesha.nfsd"]
+        if not mine:
+            raise NfsServerError("nfs-ganesha was not started by this test run; it is not stopped")
+        pid, name = mine[-1]
+        _terminate(pid, name)
+        self._started.remove((pid, name))
+        for process in [p for p in self._processes if p.pid == pid]:
+            process.wait(timeout=STOP_TIMEOUT)
+            self._processes.remove(process)
+        self.ganesha_pid_path.unlink(missing_ok=True)
+        log.info("stopped nfs-ganesha pid %s (outage)", pid)
+        try:
+            yield
+        finally:
+            self._start_ganesha(shutil.which("ganesha.nfsd") or "ganesha.nfsd")
 
     def __enter__(self) -> NfsTestServer:
         return self.start()

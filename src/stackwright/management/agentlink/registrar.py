@@ -192,9 +192,14 @@ class Registrar:
     async def _check_pools_forever(self) -> None:
         """Every storage.stats.interval: each NFS pool of a KVM cluster is asked about by one of
         its hosts; a pool that stops answering is lost (alert), one that answers again is Up."""
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.registration.pool_check_interval())
+            # The interval is read every second: a new value applies without waiting out the old.
+            await asyncio.sleep(1.0)
             try:
+                if time.monotonic() - last < self.registration.pool_check_interval():
+                    continue
+                last = time.monotonic()
                 await self.check_pools()
             except Exception:
                 log.exception("checking the primary storage pools failed; trying again next round")
