@@ -212,10 +212,10 @@ def qemu_pid(name):
 
 
 def test_a_primary_storage_outage_holds_guests_and_they_run_on_after_it(site, nfs_server):
-    """nfs-ganesha stops under a running guest: the engine marks the pool unreachable with an
-    alert; the guest's disk I/O waits (QEMU's NFS client holds it; a kernel mount's errors
-    would pause the guest instead) and its OS never sees an error; once ganesha is back the
-    pool is Up, the I/O completes and the same QEMU process runs the guest on."""
+    """nfs-ganesha stops answering (frozen) under a running guest: the engine marks the pool
+    unreachable with an alert; the guest's disk I/O waits (QEMU's NFS client holds it; a kernel
+    mount's errors would pause the guest instead) and its OS never sees an error; once ganesha
+    answers again the pool is Up, the I/O completes and the same QEMU process runs the guest on."""
     if not nfs_server.started_here:
         pytest.skip("nfs-ganesha was started by another run: not ours to stop")
     api, host = site.api, site.hosts[0]

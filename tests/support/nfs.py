@@ -249,23 +249,23 @@ class NfsTestServer:
 
     @contextmanager
     def outage(self) -> Iterator[None]:
-        """nfs-ganesha stopped for the block and started again after it, whatever happens in it.
-        Only a server this object started is stopped (one adopted from another run is not ours)."""
-        mine = [(pid, name) for pid, name in self._started if name == "ganesha.nfsd"]
+        """nfs-ganesha stops answering for the block: frozen (SIGSTOP), it keeps its sockets and
+        answers nothing, as a hung server does; it goes on (SIGCONT) after the block, whatever
+        happens in it. Only a server this object started is frozen (one adopted from another
+        run is not ours). A frozen server, not a killed one: ganesha restarted refuses to mount
+        subdirectories of its exports that it served before (MNT3ERR_ACCES), which the tests'
+        pools are."""
+        mine = [pid for pid, name in self._started if name == "ganesha.nfsd" and _alive(pid, name)]
         if not mine:
             raise NfsServerError("nfs-ganesha was not started by this test run; it is not stopped")
-        pid, name = mine[-1]
-        _terminate(pid, name)
-        self._started.remove((pid, name))
-        for process in [p for p in self._processes if p.pid == pid]:
-            process.wait(timeout=STOP_TIMEOUT)
-            self._processes.remove(process)
-        self.ganesha_pid_path.unlink(missing_ok=True)
-        log.info("stopped nfs-ganesha pid %s (outage)", pid)
+        pid = mine[-1]
+        os.kill(pid, signal.SIGSTOP)
+        log.info("froze nfs-ganesha pid %s (outage)", pid)
         try:
             yield
         finally:
-            self._start_ganesha(shutil.which("ganesha.nfsd") or "ganesha.nfsd")
+            os.kill(pid, signal.SIGCONT)
+            log.info("nfs-ganesha pid %s answers again", pid)
 
     def __enter__(self) -> NfsTestServer:
         return self.start()
