@@ -12,7 +12,8 @@ boot); a migration whose destination libvirtd stops mid-way fails and leaves the
 on its source, with no definition left on the destination; maintenance drains a host with three
 running guests and cancel brings it back; a guest that fits nowhere leaves its host in
 ErrorInPrepareForMaintenance; an engine killed during a migration resolves it after its
-restart with exactly one running copy. A migration is held "under way" by dropping, on the
+restart with exactly one running copy; an NFS server that stops answering under a running
+guest is an outage of the pool, ridden out by the same QEMU process. A migration is held "under way" by dropping, on the
 destination's veth, every connection but libvirtd's, so the migration data cannot flow.
 """
 
