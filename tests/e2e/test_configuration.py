@@ -266,3 +266,14 @@ def test_catalogue_keys_at_every_scope(api, site, key, param, name, value):
     finally:
         api.resetConfiguration(name=name, **scope)
     assert one(api, name, **scope)["value"] == default
+
+
+def test_a_secret_setting_is_never_shown(api, restore_global):
+    restore_global("alert.smtp.password")
+    conf = api.updateConfiguration(name="alert.smtp.password", value="Sm7p-secret")["configuration"]
+    assert conf["value"] == "*****"
+    listed = one(api, "alert.smtp.password")
+    assert (listed["value"], listed["category"]) == ("*****", "Secure")
+    assert "Sm7p-secret" not in str(api.listConfigurations(keyword="Sm7p"))
+    assert api.listConfigurations(keyword="Sm7p-secret").get("configuration", []) == []
+    assert one(api, "alert.smtp.username").get("value") != "*****"

@@ -12,14 +12,18 @@ boot); a migration whose destination libvirtd stops mid-way fails and leaves the
 on its source, with no definition left on the destination; maintenance drains a host with three
 running guests and cancel brings it back; a guest that fits nowhere leaves its host in
 ErrorInPrepareForMaintenance; an engine killed during a migration resolves it after its
-restart with exactly one running copy. A migration is held "under way" by dropping, on the
+restart with exactly one running copy; an NFS server that stops answering under a running
+guest is an outage of the pool, ridden out by the same QEMU process. A migration is held "under way" by dropping, on the
 destination's veth, every connection but libvirtd's, so the migration data cannot flow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +197,64 @@ def test_an_engine_killed_during_a_migration_leaves_exactly_one_running_copy(sit
         site.wait("host %s Up" % host.address, lambda h=host: site.host_now(h)["state"] == "Up", 60)
     site.discard(vm)
     assert site.copies(name) == []
+
+
+def qemu_pid(name):
+    """The pid of the QEMU process running guest `name` (its command line names the guest)."""
+    marker = ("guest=%s," % name).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def test_a_primary_storage_outage_holds_guests_and_they_run_on_after_it(site, nfs_server):
+    """nfs-ganesha stops answering (frozen) under a running guest: the engine marks the pool
+    unreachable with an alert; the guest's disk I/O waits (QEMU's NFS client holds it; a kernel
+    mount's errors would pause the guest instead) and its OS never sees an error; once ganesha
+    answers again the pool is Up, the I/O completes and the same QEMU process runs the guest on."""
+    if not nfs_server.started_here:
+        pytest.skip("nfs-ganesha was started by another run: not ours to stop")
+    api, host = site.api, site.hosts[0]
+    pool = api.listStoragePools(clusterid=site.cluster["id"])["storagepool"][0]
+    api.updateConfiguration(name="storage.stats.interval", value="2000")
+    vm = site.deploy(host)
+    name = vm["instancename"]
+    pid = qemu_pid(name)
+    assert pid is not None
+
+    def pool_state():
+        return api.listStoragePools(id=pool["id"])["storagepool"][0]["state"]
+
+    def alerted(type_code, text):
+        return any(text in a["description"] for a in api.listAlerts(type=type_code).get("alert", []))
+
+    reset = None
+    try:
+        with nfs_server.outage():
+            site.wait("the pool unreachable", lambda: pool_state() != "Up", 60)
+            assert alerted(12, pool["id"])
+            # The guest's firmware reads its disk again (it has no OS doing I/O of its own); the
+            # reset waits for that I/O, which waits for the server.
+            reset = subprocess.Popen(host.libvirtd.exec_argv(["virsh", "-c", "qemu:///system", "reset", name]),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            held_since = time.monotonic()
+            while time.monotonic() - held_since < 8:
+                assert host.virsh("domstate", "--reason", name) in ("running (booted)", "paused (I/O error)")
+                time.sleep(1)
+            assert site.vm(vm["id"])["state"] == "Running"
+        site.wait("the pool Up again", lambda: pool_state() == "Up", 90)
+        assert reset.wait(60) == 0, reset.stderr.read()
+        site.wait("the guest running again", lambda: host.virsh("domstate", name) == "running", 60)
+        assert qemu_pid(name) == pid                        # the same QEMU process: never restarted
+        assert site.vm(vm["id"])["state"] == "Running" and site.copies(name) == [host]
+    finally:
+        if reset is not None and reset.poll() is None:
+            reset.kill()
+            reset.wait(10)
+        api.resetConfiguration(name="storage.stats.interval")
+        site.discard(vm)

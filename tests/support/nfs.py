@@ -34,6 +34,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,6 +246,26 @@ class NfsTestServer:
             process.wait(timeout=STOP_TIMEOUT)
         self._started.clear()
         self._processes.clear()
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """nfs-ganesha stops answering for the block: frozen (SIGSTOP), it keeps its sockets and
+        answers nothing, as a hung server does; it goes on (SIGCONT) after the block, whatever
+        happens in it. Only a server this object started is frozen (one adopted from another
+        run is not ours). A frozen server, not a killed one: ganesha restarted refuses to mount
+        subdirectories of its exports that it served before (MNT3ERR_ACCES), which the tests'
+        pools are."""
+        mine = [pid for pid, name in self._started if name == "ganesha.nfsd" and _alive(pid, name)]
+        if not mine:
+            raise NfsServerError("nfs-ganesha was not started by this test run; it is not stopped")
+        pid = mine[-1]
+        os.kill(pid, signal.SIGSTOP)
+        log.info("froze nfs-ganesha pid %s (outage)", pid)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            log.info("nfs-ganesha pid %s answers again", pid)
 
     def __enter__(self) -> NfsTestServer:
         return self.start()

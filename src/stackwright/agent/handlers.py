@@ -124,6 +124,10 @@ class HandlerContext:
     def vm_states(self) -> dict[str, m.VmState]:
         return self.hypervisor.list_vms()
 
+    def guest_report(self) -> tuple[dict[str, m.VmState], list[str]]:
+        """What a ping says of the guests: their states, and those paused for storage errors."""
+        return self.hypervisor.list_vms(), self.hypervisor.io_paused()
+
     def close(self) -> None:
         self.hypervisor.close()
 
@@ -194,6 +198,11 @@ def attach_pool(ctx: HandlerContext, command: m.AttachPool) -> m.Answer:
 @handles(m.GetPoolStats)
 def get_pool_stats(ctx: HandlerContext, command: m.GetPoolStats) -> m.Answer:
     return m.PoolStatsAnswer(stats=ctx.storage.stats(ctx.pool(command.pool)))
+
+
+@handles(m.ResumeIoPaused)
+def resume_io_paused(ctx: HandlerContext, command: m.ResumeIoPaused) -> m.Answer:
+    return m.IoPausedAnswer(names=ctx.hypervisor.resume_io_paused())
 
 
 @handles(m.DetachPool)

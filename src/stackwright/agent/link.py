@@ -335,7 +335,8 @@ class AgentLink:
 
     async def _ping_message(self) -> Ping:
         try:
-            return Ping(vms=await self.dispatcher.call(self.dispatcher.context.vm_states))
+            vms, io_paused = await self.dispatcher.call(self.dispatcher.context.guest_report)
+            return Ping(vms=vms, io_paused=io_paused)
         except AgentError as exc:
             log.warning("cannot list VMs for the ping: %s", exc)
             return Ping(vms={}, vms_reported=False)

@@ -21,7 +21,7 @@ from .api.registry import REGISTRY
 from .errors import DatabaseUnavailable, Throttled
 from .persistence import crypto
 from .persistence.db import Database
-from .services import throttling
+from .services import ha, throttling
 from .services.accounts import ROOT_ADMIN, AccountService
 from .services.alerts import AlertMailer
 from .services.cluster import ClusterService, ServerIdentity
@@ -191,8 +191,7 @@ class ClusterMonitor:
         if cluster.sole:
             return      # no peers on this database
         cluster.find_down(engine.settings.typed("cluster.heartbeat.threshold") / 1000.0)
-        for job_uuid in cluster.claim_jobs(exclude=engine.jobs.running):
-            engine.jobs.submit(job_uuid)
+        engine.jobs.resubmit(cluster.claim_jobs(exclude=engine.jobs.running))
         engine.gateway.take_over()
         # Global settings another server changed take effect here within one interval.
         changed = engine.settings.refresh()
@@ -251,6 +250,8 @@ class Engine:
             self.db, s.typed("api.throttling.enabled"), s.typed("api.throttling.interval"),
             s.typed("api.throttling.max"),
         )
+        # HA work (investigations, restarts) on ha.workers threads of its own.
+        self.jobs.lane("ha-worker", s.typed("ha.workers"), ha.JOBS)
         self.jobs.start()
         self.mailer.start()
         self.monitor.start()

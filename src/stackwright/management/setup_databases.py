@@ -19,6 +19,7 @@ from .persistence.db import Database, redact_url
 from .persistence.models import Base
 from .services import catalog
 from .services.accounts import AccountService
+from .services.configuration import seal_stored_secrets
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         with db.engine.begin() as conn:
             # A database written before encryption at rest: its credentials, encrypted in place.
             encrypted = sum(crypto.encrypt_in_place(conn, table, column) for table, column in ENCRYPTED_COLUMNS)
+        with db.transaction() as s:
+            encrypted += seal_stored_secrets(s)     # secret settings (alert.smtp.password, ...)
         with db.transaction() as s:
             svc = AccountService(s)
             admin = svc.ensure_root(admin_password=password)

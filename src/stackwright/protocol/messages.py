@@ -293,6 +293,8 @@ class Ping(Request):
 
     vms: dict[str, VmState] = field(default_factory=dict)
     vms_reported: bool = True
+    # Guests (running, in ``vms``) that their disks' error policy paused: their storage failed.
+    io_paused: list[str] = field(default_factory=list)
 
 
 # -- engine -> agent ---------------------------------------------------------------
@@ -402,6 +404,18 @@ class GetPoolStats(Request):
     answer: ClassVar[type[Answer]] = PoolStatsAnswer
 
     pool: PoolSpec
+
+
+@dataclass(kw_only=True)
+class IoPausedAnswer(Answer):
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class ResumeIoPaused(Request):
+    """Resume the guests that storage errors paused (a primary pool answers again)."""
+
+    answer: ClassVar[type[Answer]] = IoPausedAnswer
 
 
 @dataclass(kw_only=True)

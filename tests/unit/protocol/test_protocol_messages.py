@@ -38,6 +38,7 @@ SAMPLES = [
     m.RegisterAnswer(host_id="h-1", host_name="kvm1", ping_interval=60.0),
     m.Ping(vms={"i-1": m.VmState.STOPPED, "i-2": m.VmState.RUNNING}),
     m.Ping(vms={}, vms_reported=False),
+    m.Ping(vms={"i-3": m.VmState.RUNNING}, io_paused=["i-3"]),
     m.PingAnswer(),
     m.Ready(),
     m.CheckHealth(),
@@ -65,6 +66,8 @@ SAMPLES = [
                      host="host-guid-1", volumes=["vol-1"], window=5.0),
     m.HeartbeatAnswer(age=12.5, activity=True),
     m.HeartbeatAnswer(),
+    m.ResumeIoPaused(),
+    m.IoPausedAnswer(names=["i-2-7-VM"]),
     m.CreateVolume(pool=POOL, name="vol-2", size_bytes=1 << 30, backing="template-1"),
     m.VolumeAnswer(disk=m.DiskSpec(device="vda", source=m.FileSource(path="/mnt/p/vol-2"), backing=m.BackingSpec(
         source=m.NfsSource(server="192.0.2.5", export="/primary", path="template-1")))),

@@ -117,6 +117,14 @@ class HypervisorDriver(ABC):
     def list_vms(self) -> dict[str, VmState]:
         """Return every guest the hypervisor knows, by instance name."""
 
+    def io_paused(self) -> list[str]:
+        """Guests paused because their storage failed (the disks' error policy), by name."""
+        return []
+
+    def resume_io_paused(self) -> list[str]:
+        """Resume the guests paused because their storage failed; their names."""
+        return []
+
     def console(self, name: str) -> tuple[str, int]:
         """The address and port where running guest ``name``'s VNC display listens."""
         raise UnsupportedCommand(f"the {self.kind} driver has no guest consoles")

@@ -578,7 +578,10 @@ class NfsStorageDriver(StorageDriver):
         return mount_point
 
     def _mount(self, location: NfsLocation, mount_point: Path) -> None:
-        # soft + bounded retries: a dead server must fail the command, not hang the agent.
+        # soft + bounded retries: a dead server must fail the command, not hang the agent (a hard
+        # mount leaves the agent in uninterruptible sleep and cannot be unmounted). A guest's I/O
+        # that fails so pauses the guest (its disks' error policy, "stop") instead of reaching its
+        # OS; the engine has it resumed once the pool answers again (ResumeIoPaused).
         seconds = max(1, int(self.timeout))
         options = f"soft,timeo={seconds * 10},retrans=1"
         if location.port is not None:

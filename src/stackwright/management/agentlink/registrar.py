@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PING_FLUSH_SECONDS = 5.0
+POOL_CHECK_TIMEOUT = 60.0  # seconds a host has to answer for a pool before the pool counts as lost
 REGISTER_GATHER = 0.02     # seconds registrations wait for others to share their transaction
 REGISTER_BATCH = 200       # registrations per transaction at most
 
@@ -72,6 +73,9 @@ class Registrar:
         self._recovered: set[str] = set()
         self._pings_lock = threading.Lock()
         self._flusher: asyncio.Task | None = None
+        self._pool_checker: asyncio.Task | None = None
+        # Guests each host last reported paused by storage errors.
+        self._io_paused: dict[str, frozenset[str]] = {}
         self._registrations: list = []
         self._registrar_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="registrar")
         self._registrar: asyncio.Task | None = None
@@ -87,14 +91,16 @@ class Registrar:
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_pings_forever(), name="ping-flusher")
+        self._pool_checker = asyncio.create_task(self._check_pools_forever(), name="pool-checker")
 
     async def drain(self, served: Sequence[str]) -> None:
         """At shutdown: write what is queued, then leave the hosts in `served` Disconnected.
         Registrations and sessions that end from now on write nothing."""
         self.closing = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        for task in (self._flusher, self._pool_checker):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         # A batch of registrations still being written would mark its hosts Up after the
         # Disconnected below: let it finish first, and take no more.
         if self._registrar is not None:
@@ -180,6 +186,67 @@ class Registrar:
             await self.run(self.registration.pool_result, pool_uuid, None, message)
             return
         await self.run(self.registration.pool_result, pool_uuid, answer.stats, None)
+
+    # --- primary storage outages ---------------------------------------------------------------
+
+    async def _check_pools_forever(self) -> None:
+        """Every storage.stats.interval: each NFS pool of a KVM cluster is asked about by one of
+        its hosts; a pool that stops answering is lost (alert), one that answers again is Up."""
+        last = time.monotonic()
+        while True:
+            # The interval is read every second: a new value applies without waiting out the old.
+            await asyncio.sleep(1.0)
+            try:
+                if time.monotonic() - last < self.registration.pool_check_interval():
+                    continue
+                last = time.monotonic()
+                await self.check_pools()
+            except Exception:
+                log.exception("checking the primary storage pools failed; trying again next round")
+
+    async def check_pools(self) -> None:
+        for spec, up, guids in await self.run(self.registration.pools_to_check):
+            guid = next((g for g in guids if self.server.session(g) is not None), None)
+            if guid is None:
+                continue        # no host of its cluster is connected here: nobody to ask
+            # An Up pool is asked for its figures; one waiting to be reached is attached again
+            # (mounted, and proven writable).
+            request = m.GetPoolStats(pool=spec) if up else m.AttachPool(pool=spec)
+            try:
+                answer = await self.server.send(guid, request, timeout=POOL_CHECK_TIMEOUT)
+            except AgentUnavailable:
+                continue
+            except (RemoteError, CommandTimeout) as e:
+                message = str(e) or type(e).__name__
+                if up:
+                    log.warning("primary storage pool %s (%s) does not answer host %s: %s", spec.uuid, spec.url, guid,
+                                message)
+                    await self.run(self.registration.pool_lost, spec.uuid, message)
+                continue
+            for host in await self.run(self.registration.pool_answered, spec.uuid, answer.stats):
+                await self.resume_io_paused(host)
+
+    async def resume_io_paused(self, guid: str) -> None:
+        """Have host `guid` resume the guests storage errors paused."""
+        if self.server.session(guid) is None:
+            return
+        try:
+            answer = await self.server.send(guid, m.ResumeIoPaused(), timeout=POOL_CHECK_TIMEOUT)
+        except (RemoteError, AgentUnavailable, CommandTimeout) as e:
+            log.warning("host %s could not resume its guests paused by storage errors: %s", guid, e)
+            return
+        if answer.names:
+            log.warning("host %s resumed %d guest(s) paused by storage errors: %s", guid, len(answer.names),
+                        ", ".join(answer.names))
+
+    def io_paused_reported(self, guid: str, names: Sequence[str]) -> None:
+        """Host `guid` reported the guests storage errors paused; alert for the new ones."""
+        now = frozenset(names)
+        new = now - self._io_paused.get(guid, frozenset())
+        self._io_paused[guid] = now
+        if new:
+            log.warning("host %s: guest(s) paused by storage errors: %s", guid, ", ".join(sorted(new)))
+            asyncio.ensure_future(self.run(self.registration.guests_io_paused, guid, sorted(new)))
 
     async def check_image_store(self, store_uuid: str) -> None:
         """Have an Up KVM host of the store's zone check reachability and write access."""
@@ -286,6 +353,8 @@ class Registrar:
             self.recovered(guid)
         if ping.vms_reported:
             self.vms_reported(guid, ping.vms)
+            if ping.io_paused or guid in self._io_paused:
+                self.io_paused_reported(guid, ping.io_paused)
 
     async def on_disconnect(self, session: AgentSession, clean: bool) -> None:
         guid = session.host_key

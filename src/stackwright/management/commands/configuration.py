@@ -49,12 +49,21 @@ CONFIGURATION_FIELDS = (
 )
 
 
+# What a secret setting (a password, a key) shows for its value once one is set.
+MASKED = "*****"
+
+
+def shown(k: Key, value: str | None) -> str | None:
+    """The value a view shows: a secret setting's never leaves the engine."""
+    return MASKED if k.secret and value not in (None, "") else value
+
+
 def configuration_view(k: Key, value: str | None, scope: str | None = None) -> dict[str, Any]:
     """`scope` is the request's scope; unscoped views show where the key may be set."""
     return compact({
         "id": _KEY_IDS[k.name],
         "name": k.name,
-        "value": value,
+        "value": shown(k, value),
         "defaultvalue": k.default,
         "scope": scope or (k.scopes[0] if k.scopes else "global"),
         "category": k.category,
@@ -98,7 +107,7 @@ def list_configurations(ctx: Context, p: SimpleNamespace) -> ListResult:
             if wanted_value and wanted_value.lower() != actual.lower():
                 return False
         if keyword:
-            texts = (k.name, k.description, k.category, k.component, value or "")
+            texts = (k.name, k.description, k.category, k.component, shown(k, value) or "")
             return any(keyword in text.lower() for text in texts)
         return True
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 
 from .. import values
 from ..errors import InvalidParameterValue
+from ..persistence import crypto
 from ..persistence.models import Cluster, ConfigValue
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
     # The row a scoped value belongs to, one per scope of SCOPES.
     ScopeResource: TypeAlias = Zone | Cluster | StoragePool | Account | Domain | ImageStore
+
+log = logging.getLogger(__name__)
 
 SCOPES = ("zone", "cluster", "storagepool", "account", "domain", "imagestore")
 
@@ -56,6 +61,7 @@ class Key:
     choices: tuple = ()             # allowed values of a String key, any case
     plain: bool = False             # a Float key takes digits with at most one point only
     honoured: bool = False          # the engine acts on the value (others are stored and returned)
+    secret: bool = False            # a credential: encrypted at rest, never shown by listConfigurations
 
     @property
     def text(self) -> str:
@@ -134,11 +140,47 @@ def _load_catalogue(path: Path = CATALOGUE) -> dict[str, Key]:
             component=e["component"], description=e["description"], dynamic=e["dynamic"],
             minimum=e.get("minimum"), maximum=e.get("maximum"), group=e.get("group", "Miscellaneous"),
             subgroup=e.get("subgroup", "Others"), choices=tuple(e.get("choices", ())),
-            honoured=e.get("honoured", False), plain=e.get("plain", False))
+            honoured=e.get("honoured", False), plain=e.get("plain", False), secret=e.get("secret", False))
     return keys
 
 
 KEYS = _load_catalogue()
+
+
+def stored(name: str, value: str | None) -> str | None:
+    """`value` of setting `name` as the database keeps it: a secret setting's as a token of the
+    engine's key (crypto), any other as given."""
+    k = KEYS.get(name)
+    if value is None or k is None or not k.secret:
+        return value
+    return crypto.seal(value)
+
+
+def clear(name: str, value: str | None) -> str | None:
+    """The value of setting `name` read from the database: a secret setting's token decrypted
+    (None, logged, when it does not decrypt with the key in use); a clear value written before
+    secret settings were encrypted reads as it is until stackwright-setup-databases seals it."""
+    k = KEYS.get(name)
+    if value is None or k is None or not k.secret or not crypto.is_encrypted(value):
+        return value
+    try:
+        return crypto.unseal(value)
+    except (crypto.KeyFileError, InvalidToken):
+        log.error("the stored value of %s does not decrypt with the key file in use", name)
+        return None
+
+
+def seal_stored_secrets(session: Session) -> int:
+    """Encrypt the secret settings stored in clear (a database written before they were
+    encrypted at rest); how many. Needs the key installed."""
+    names = [k.name for k in KEYS.values() if k.secret]
+    done = 0
+    for row in session.execute(select(ConfigValue).where(ConfigValue.name.in_(names))).scalars():
+        if row.value is not None and not crypto.is_encrypted(row.value):
+            row.value = crypto.seal(row.value)
+            done += 1
+    session.flush()
+    return done
 
 
 def key(name: str) -> Key:
@@ -170,7 +212,7 @@ class GlobalSettings:
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
         ).all()
         values = {name: k.default for name, k in KEYS.items()}
-        values.update({name: value for name, value in rows if name in KEYS})
+        values.update({name: clear(name, value) for name, value in rows if name in KEYS})
         return values
 
     def load(self, session: Session | None = None) -> dict[str, str | None]:
@@ -244,7 +286,7 @@ class ConfigurationService:
 
     def global_value(self, name: str) -> str | None:
         row = self._row(name, "global", 0)
-        return row.value if row is not None else key(name).default
+        return clear(name, row.value) if row is not None else key(name).default
 
     def scoped_value(self, name: str, scope: str, resource: ScopeResource) -> str | None:
         """Effective value of `name` for `resource` at `scope` (scoped, else global)."""
@@ -254,7 +296,7 @@ class ConfigurationService:
                 return value
         row = self._row(name, scope, resource.id)
         if row is not None:
-            return row.value
+            return clear(name, row.value)
         return self.global_value(name)
 
     def listing(self, scope: str | None = None, resource: ScopeResource | None = None) -> list[tuple[Key, str | None]]:
@@ -263,14 +305,14 @@ class ConfigurationService:
             select(ConfigValue.name, ConfigValue.value).where(ConfigValue.scope == "global")
         ).all()
         values = {name: k.default for name, k in KEYS.items()}
-        values.update({name: value for name, value in rows if name in KEYS})
+        values.update({name: clear(name, value) for name, value in rows if name in KEYS})
         keys = [k for k in KEYS.values() if scope is None or scope in k.scopes]
         if scope is not None:
             scoped = self.session.execute(
                 select(ConfigValue.name, ConfigValue.value).where(
                     ConfigValue.scope == scope, ConfigValue.resource_id == resource.id)
             ).all()
-            values.update(dict(scoped))
+            values.update({name: clear(name, value) for name, value in scoped})
             if scope == "cluster":
                 for name, detail in CLUSTER_DETAIL_OF.items():
                     if resource.detail(detail) is not None:
@@ -282,9 +324,9 @@ class ConfigurationService:
         k.validate(value)
         row = self._row(name, "global", 0)
         if row is None:
-            self.session.add(ConfigValue(name=name, scope="global", resource_id=0, value=value))
+            self.session.add(ConfigValue(name=name, scope="global", resource_id=0, value=stored(name, value)))
         else:
-            row.value = value
+            row.value = stored(name, value)
         self.session.flush()
         self.settings.invalidate()
 
@@ -297,9 +339,9 @@ class ConfigurationService:
             resource.set_detail(CLUSTER_DETAIL_OF[name], value)
         row = self._row(name, scope, resource.id)
         if row is None:
-            self.session.add(ConfigValue(name=name, scope=scope, resource_id=resource.id, value=value))
+            self.session.add(ConfigValue(name=name, scope=scope, resource_id=resource.id, value=stored(name, value)))
         else:
-            row.value = value
+            row.value = stored(name, value)
         self.session.flush()
 
     def reset(self, name: str, scope: str | None = None, resource: ScopeResource | None = None) -> str | None:

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INVESTIGATE, RESTART, STOP_STRAY = "HaInvestigateHost", "HaRestartVm", "HaStopStaleGuest"
+# HA work runs on `ha.workers` threads of its own (JobExecutor.lane): at most that many items at
+# once, and a restart waiting restart.retry.interval never holds a worker of API jobs.
+JOBS = (INVESTIGATE, RESTART, STOP_STRAY)
 ALIVE, DEAD, UNKNOWN = "Alive", "Dead", "Unknown"
 STRAY_STOP_TIMEOUT = 60.0
 CHECK_TIMEOUT = 60.0        # seconds a CheckHeartbeat may take beyond its activity window
@@ -66,7 +69,7 @@ def submit(ctx: Context, kind: str, params: dict, instance_type: str, instance_u
     ctx.session.add(job)
     ctx.session.flush()
     job_uuid, jobs = job.uuid, ctx.engine.jobs
-    ctx.after_commit(lambda: jobs.submit(job_uuid))
+    ctx.after_commit(lambda: jobs.submit(job_uuid, kind))
     return job
 
 

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,7 +149,11 @@ class JobExecutor:
         self.commands = commands
         self.workers = workers
         self._queue: queue.Queue = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        # Job commands run apart, on threads of their own (`lane`): command -> its queue, and
+        # each queue with its thread count (the general queue first).
+        self._lane_of: dict[str, queue.Queue] = {}
+        self._queues: list[tuple[queue.Queue, int, str]] = [(self._queue, workers, "job-worker")]
+        self._threads: list[tuple[threading.Thread, queue.Queue]] = []
         self.stopping = threading.Event()
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -157,22 +161,43 @@ class JobExecutor:
         self._deferred: set[str] = set()
         self._retry_thread: threading.Thread | None = None
 
+    def lane(self, name: str, workers: int, commands: Collection[str]) -> None:
+        """Run the jobs of `commands` on `workers` threads of their own (before `start`): at most
+        that many run at once, and their waits never hold a general worker (HA work, ha.workers)."""
+        lane: queue.Queue = queue.Queue()
+        self._queues.append((lane, workers, name))
+        self._lane_of.update(dict.fromkeys(commands, lane))
+
     def start(self) -> None:
-        for i in range(self.workers):
-            t = threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for lane, workers, name in self._queues:
+            for i in range(workers):
+                t = threading.Thread(target=self._work, args=(lane,), name=f"{name}-{i}", daemon=True)
+                t.start()
+                self._threads.append((t, lane))
         self._retry_thread = threading.Thread(target=self._retry_deferred, name="job-retry", daemon=True)
         self._retry_thread.start()
         # Its own, and those of servers that are not Up; a live peer's are the peer's.
         pending = self.engine.cluster.pending_jobs()
         if pending:
             log.info("resuming %d pending async job(s) after restart", len(pending))
-        for job_uuid in pending:
-            self.submit(job_uuid)
+        self.resubmit(pending)
 
-    def submit(self, job_uuid: str) -> None:
-        self._queue.put(job_uuid)
+    def submit(self, job_uuid: str, command: str | None = None) -> None:
+        """Queue a job; `command` (the job's) picks its lane, the general queue without one."""
+        self._lane_of.get(command, self._queue).put(job_uuid)
+
+    def resubmit(self, job_uuids: Collection[str]) -> None:
+        """Queue jobs known by uuid only (pending after a restart, taken over, deferred), each in
+        the lane of its command."""
+        if not job_uuids:
+            return
+        commands: dict[str, str] = {}
+        if self._lane_of:
+            with self.engine.db.transaction(readonly=True) as s:
+                commands = dict(s.execute(select(AsyncJob.uuid, AsyncJob.command).where(
+                    AsyncJob.uuid.in_(list(job_uuids)))).all())
+        for job_uuid in job_uuids:
+            self.submit(job_uuid, commands.get(job_uuid))
 
     def defer(self, job_uuid: str) -> None:
         """Run the job again once RETRY_SECONDS have passed (the database was away)."""
@@ -183,16 +208,19 @@ class JobExecutor:
         while not self.stopping.wait(RETRY_SECONDS):
             with self._lock:
                 due, self._deferred = self._deferred, set()
-            for job_uuid in sorted(due):
-                self.submit(job_uuid)
+            try:
+                self.resubmit(sorted(due))
+            except DatabaseUnavailable:
+                with self._lock:
+                    self._deferred |= due
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; wait (bounded) for running ones to finish."""
         self.stopping.set()
-        for _thread in self._threads:
-            self._queue.put(None)
+        for _thread, lane in self._threads:
+            lane.put(None)
         deadline = time.monotonic() + timeout
-        for t in self._threads + ([self._retry_thread] if self._retry_thread else []):
+        for t in [t for t, _lane in self._threads] + ([self._retry_thread] if self._retry_thread else []):
             t.join(max(0.0, deadline - time.monotonic()))
 
     @property
@@ -216,9 +244,9 @@ class JobExecutor:
         with self._lock:
             return len(self._running)
 
-    def _work(self) -> None:
+    def _work(self, lane: queue.Queue) -> None:
         while not self.stopping.is_set():
-            job_uuid = self._queue.get()
+            job_uuid = lane.get()
             if job_uuid is None:
                 return
             with self._lock:

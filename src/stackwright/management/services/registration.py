@@ -19,8 +19,12 @@ from sqlalchemy.orm import lazyload
 
 from stackwright.protocol import messages as m
 
+from .. import values
 from ..context import Context
+from . import alerts
 from .cluster import EXTERNAL, owned_by
+from .storage import WAITING
+from .vms import pool_spec
 from ..persistence.models import Cluster, Host, ImageStore, Pod, StoragePool, VmInstance, Zone, utcnow
 
 if TYPE_CHECKING:
@@ -217,7 +221,7 @@ class RegistrationService:
             pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
             if pool is None or pool.removed is not None:
                 return None
-            return m.PoolSpec(uuid=pool.uuid, url=pool.url, mode="auto")
+            return pool_spec(pool)
 
     def pool_result(self, pool_uuid: str, stats: m.PoolStats | None, message: str | None) -> None:
         """A host attached the pool (`stats`: its figures) or could not (`message`)."""
@@ -230,6 +234,75 @@ class RegistrationService:
                 storage.pool_attached(pool, stats.capacity_bytes, stats.used_bytes)
             else:
                 storage.pool_unreachable(pool, message)
+
+    # --- primary storage outages -------------------------------------------------------------------
+
+    def pool_check_interval(self) -> float:
+        """Seconds between two checks of the primary pools: storage.stats.interval (ms)."""
+        try:
+            return max(1.0, values.parse_decimal(self.engine.settings.get("storage.stats.interval")) / 1000)
+        except (TypeError, ValueError):
+            return 60.0
+
+    def pools_to_check(self) -> list[tuple[m.PoolSpec, bool, list[str]]]:
+        """The NFS pools of KVM clusters the engine watches, each with whether it is Up (else it
+        is waiting to be reached again) and the guids of its cluster's Up hosts that may look."""
+        with self.db.transaction(readonly=True) as s:
+            pools = s.execute(select(StoragePool).where(
+                StoragePool.removed.is_(None), StoragePool.state.in_(("Up", WAITING)),
+                StoragePool.cluster_id.is_not(None)).order_by(StoragePool.id)).scalars().all()
+            checks = []
+            for pool in pools:
+                if not pool.url.lower().startswith("nfs://"):
+                    continue
+                guids = s.execute(select(Host.guid).where(
+                    Host.cluster_id == pool.cluster_id, Host.removed.is_(None), Host.state == "Up",
+                    Host.hypervisor == "KVM", Host.guid.is_not(None)).order_by(Host.id)).scalars().all()
+                if guids:
+                    checks.append((pool_spec(pool), pool.state == "Up", list(guids)))
+            return checks
+
+    def pool_lost(self, pool_uuid: str, message: str) -> None:
+        """An Up pool stopped answering its hosts: out of allocation, with an alert, once."""
+        with self.db.transaction() as s:
+            pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+            if pool is None or pool.removed is not None or pool.state != "Up":
+                return
+            self._context(s).storage.pool_unreachable(pool, f"{message}; its guests pause until it answers again")
+
+    def pool_answered(self, pool_uuid: str, stats: m.PoolStats) -> list[str]:
+        """A host reached the pool. When it was not Up (an outage, or never attached), it is
+        Up again: the guids of the hosts of its cluster whose guests to resume."""
+        with self.db.transaction() as s:
+            pool = s.execute(select(StoragePool).where(StoragePool.uuid == pool_uuid)).scalar_one_or_none()
+            if pool is None or pool.removed is not None:
+                return []
+            was = pool.state
+            ctx = self._context(s)
+            ctx.storage.pool_attached(pool, stats.capacity_bytes, stats.used_bytes)
+            if was == "Up":
+                return []
+            ctx.alerts.raise_alert(alerts.STORAGE_MISC, f"Storage pool {pool.name} ({pool.uuid}) answers again; "
+                                                        f"guests paused by its outage are resumed",
+                                   zone_id=pool.zone_id, pod_id=pool.pod_id, cluster_id=pool.cluster_id,
+                                   resource_uuid=pool.uuid)
+            return [g for g in s.execute(select(Host.guid).where(
+                Host.cluster_id == pool.cluster_id, Host.removed.is_(None), Host.state == "Up",
+                Host.guid.is_not(None))).scalars()]
+
+    def guests_io_paused(self, guid: str, names: Sequence[str]) -> None:
+        """Host `guid` reports guests newly paused by storage errors: an alert for each."""
+        with self.db.transaction() as s:
+            host = self._host(s, guid)
+            if host is None:
+                return
+            ctx = self._context(s)
+            for vm in s.execute(select(VmInstance).where(
+                    VmInstance.instance_name.in_(list(names)), VmInstance.removed.is_(None))).scalars():
+                ctx.alerts.raise_alert(alerts.USERVM, f"VM {vm.instance_name} ({vm.name}) is paused on host {host.name}: "
+                                                      f"its primary storage does not answer (I/O error); it resumes "
+                                                      f"when the storage answers again", zone_id=vm.zone_id,
+                                       pod_id=host.pod_id, cluster_id=host.cluster_id, resource_uuid=vm.uuid)
 
     def image_store_target(self, store_uuid: str) -> tuple[str, list[str]] | tuple[None, None]:
         """(url, guids of the Up KVM hosts of its zone) of an NFS image store; (None, None) otherwise."""

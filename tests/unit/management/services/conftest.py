@@ -27,7 +27,8 @@ def db(tmp_path_factory):
 
 def engine_for(db, submitted=None):
     """What services reach of the engine: settings, the agent gateway, the job queue."""
-    queue = SimpleNamespace(submit=(submitted if submitted is not None else []).append)
+    uuids = submitted if submitted is not None else []
+    queue = SimpleNamespace(submit=lambda job_uuid, command=None: uuids.append(job_uuid))
     return SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue,
                            cluster=registered_server(db))
 

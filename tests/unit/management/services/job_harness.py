@@ -23,7 +23,7 @@ class JobHarness:
         self.gateway = gateway
         self.submitted: list[str] = []
         self.engine = SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=gateway, cluster=registered_server(db),
-                                      jobs=SimpleNamespace(submit=self.submitted.append))
+                                      jobs=SimpleNamespace(submit=lambda job_uuid, command=None: self.submitted.append(job_uuid)))
         self.executor = JobExecutor(self.engine, ApiJobs(self.engine), workers=0)
 
     def submit(self, user: User, command: str, instance_uuid: str | None = None, **params: str) -> str:

@@ -138,3 +138,38 @@ def test_global_cache_follows_updates(db, session):
         service.reset("ping.interval")
         session.commit()
     assert settings.typed("ping.interval") == 60
+
+
+def test_a_secret_setting_is_encrypted_at_rest_and_never_shown(db, session):
+    from stackwright.management.commands.configuration import MASKED, configuration_view
+    from stackwright.management.services.configuration import seal_stored_secrets
+
+    settings = GlobalSettings(db)
+    service = ConfigurationService(session, settings)
+    assert key("alert.smtp.password").secret and not key("alert.smtp.username").secret
+    service.set_global("alert.smtp.password", "s3cret-Pa55")
+    session.commit()
+    try:
+        stored = session.query(ConfigValue).filter_by(name="alert.smtp.password").one().value
+        assert "s3cret" not in stored and stored.startswith("gAAAAA")
+        assert settings.get("alert.smtp.password") == "s3cret-Pa55"           # the engine reads it
+        assert service.global_value("alert.smtp.password") == "s3cret-Pa55"
+        listed = dict(service.listing())
+        assert listed[key("alert.smtp.password")] == "s3cret-Pa55"
+        view = configuration_view(key("alert.smtp.password"), listed[key("alert.smtp.password")])
+        assert view["value"] == MASKED and "s3cret" not in str(view)
+        assert configuration_view(key("alert.smtp.password"), None).get("value") is None
+        # A value stored in clear before secrets were encrypted reads, and is sealed in place.
+        session.query(ConfigValue).filter_by(name="alert.smtp.password").one().value = "old-clear"
+        session.commit()
+        settings.invalidate()
+        assert settings.get("alert.smtp.password") == "old-clear"
+        assert seal_stored_secrets(session) == 1
+        session.commit()
+        assert session.query(ConfigValue).filter_by(name="alert.smtp.password").one().value.startswith("gAAAAA")
+        assert seal_stored_secrets(session) == 0
+        settings.invalidate()
+        assert settings.get("alert.smtp.password") == "old-clear"
+    finally:
+        service.reset("alert.smtp.password")
+        session.commit()

@@ -180,3 +180,45 @@ def test_an_unreachable_mail_server_leaves_the_alert_for_the_next_round(db):
     assert AlertMailer(db, settings).send_pending() == 0
     with db.transaction(readonly=True) as s:
         assert s.execute(select(Alert.mailed).where(Alert.subject == "Pool p1 is unreachable")).scalar_one() is None
+
+
+def test_alert_mail_logs_in_with_the_encrypted_password(db):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from stackwright.management.services.configuration import ConfigurationService
+
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"alerts", b"Pa55-word")
+        logins.append(ok)
+        return AuthResult(success=ok)
+
+    inbox = Inbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_require_tls=False, auth_required=True)
+    controller.start()
+    settings, engine = GlobalSettings(db), engine_for(db)
+    try:
+        with db.transaction() as s:
+            s.query(ConfigValue).filter(ConfigValue.name.like("alert.%")).delete()
+            Context(engine, s, root_admin(s)).alerts.raise_alert(alerts.HOST, "Host h7 is Down")
+            service = ConfigurationService(s, settings)
+            for name, value in {"alert.email.addresses": "ops@example.org", "alert.smtp.host": "127.0.0.1",
+                                "alert.smtp.port": str(port), "alert.smtp.useAuth": "true",
+                                "alert.smtp.username": "alerts", "alert.smtp.password": "Pa55-word"}.items():
+                service.set_global(name, value)
+        with db.transaction(readonly=True) as s:
+            assert "Pa55" not in s.execute(select(ConfigValue.value).where(
+                ConfigValue.name == "alert.smtp.password")).scalar_one()
+        settings.invalidate()
+        assert AlertMailer(db, settings).send_pending() >= 1
+        assert logins == [True]
+        assert any(b"Host h7 is Down" in e.content for e in inbox.messages)
+    finally:
+        controller.stop()
+        with db.transaction() as s:
+            s.query(ConfigValue).filter(ConfigValue.name.like("alert.%")).delete()

@@ -286,6 +286,17 @@ def test_a_crashed_ha_guest_is_restarted_on_its_host(ctx, world, gateway, jobs):
     row = fresh(ctx, vm)
     assert (row.state, row.host_id) == ("Running", host.id)
     assert fresh(ctx, plain).state == "Stopped"           # not HA-enabled: left Stopped
+    # A second crash within time.between.failures (3600 s) of the restart: not restarted again.
+    settled(ctx, vm)
+    before = len(jobs.submitted)
+    with jobs.db.transaction() as s:
+        agent = Context(jobs.engine, s, None, "agent")
+        agent.vms.reconcile(s.get(Host, host.id), {}, reported_at=utcnow())
+    agent.run_after_commit()
+    again, = jobs.submitted[before:]
+    assert jobs.run(again).result == {"restarted": False}
+    assert fresh(ctx, vm).state == "Stopped"
+    assert any("failed again less than 3600 s (time.between.failures)" in a for a in alerts_of(ctx, 8))
 
 
 def test_a_host_back_from_the_dead_stops_its_stale_copy(ctx, world, gateway, jobs):

@@ -71,14 +71,24 @@ def validate_spec(spec: VmSpec) -> None:
             raise InvalidSpec(f"VM {spec.name}: NIC {nic.mac} names no bridge")
 
 
+# A disk whose storage fails (an NFS pool that stops answering) pauses its guest, as CloudStack's
+# KVM guests do, instead of handing I/O errors to the guest OS (which may remount read-only or
+# crash); the agent resumes it once the pool answers again (ResumeIoPaused).
+DISK_ERROR_POLICY = "stop"
+
+
 def build_disk(disk: DiskSpec | BackingSpec, nfs_identity: tuple[str, str] | None, device: str = "") -> xml.Disk:
     """The ``<disk>`` of a guest disk; a qcow2 overlay names its backing image (``<backingStore>``),
     so libvirt need not probe the chain over NFS."""
     device = device or getattr(disk, "device", "")
     backing = getattr(disk, "backing", None)
     below = build_disk(backing, nfs_identity, device) if backing is not None else None
+    # The policies belong to the guest's disk; a backing store has no <driver> of its own.
+    policies = {} if isinstance(disk, BackingSpec) else {"error_policy": DISK_ERROR_POLICY,
+                                                          "rerror_policy": DISK_ERROR_POLICY}
     if isinstance(disk.source, FileSource):
-        return xml.Disk(target_dev=device, driver_type=disk.format, source_file=disk.source.path, backing=below)
+        return xml.Disk(target_dev=device, driver_type=disk.format, source_file=disk.source.path, backing=below,
+                        **policies)
     if isinstance(disk.source, NfsSource):
         user, group = nfs_identity or (None, None)
         # libvirt rejects a port on NFS hosts; the portmapper finds the services.
@@ -91,6 +101,7 @@ def build_disk(disk: DiskSpec | BackingSpec, nfs_identity: tuple[str, str] | Non
             identity_user=user,
             identity_group=group,
             backing=below,
+            **policies,
         )
     raise InvalidSpec(f"disk {device} has an unsupported source {type(disk.source).__name__}")
 
@@ -288,6 +299,21 @@ class LibvirtDriver(HypervisorDriver):
 
     def query(self, name: str) -> VmState:
         return Guest(self.host, self.host.get_domain(name)).state
+
+    def io_paused(self) -> list[str]:
+        return sorted(g.name for g in (Guest(self.host, d) for d in self.host.list_domains())
+                      if g.paused_for_io_error())
+
+    def resume_io_paused(self) -> list[str]:
+        resumed = []
+        for name in self.io_paused():
+            domain = self.host.find_domain(name)
+            if domain is None:
+                continue
+            Guest(self.host, domain).resume()
+            log.warning("resumed %s, paused for an I/O error of its storage", name)
+            resumed.append(name)
+        return resumed
 
     def console(self, name: str) -> tuple[str, int]:
         guest = Guest(self.host, self.host.get_domain(name))

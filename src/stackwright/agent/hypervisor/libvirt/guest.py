@@ -46,6 +46,17 @@ class Guest:
             code, _reason = self.domain.state()
         return STATES.get(code, VmState.UNKNOWN)
 
+    def paused_for_io_error(self) -> bool:
+        """Whether QEMU paused the guest because its storage failed (the disks' error policy)."""
+        with self.host.errors(f"read state of {self.name}"):
+            code, reason = self.domain.state()
+        return code == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR
+
+    def resume(self) -> None:
+        """Let a paused guest run on; QEMU retries the I/O that failed first."""
+        with self.host.errors(f"resume {self.name}"):
+            self.domain.resume()
+
     @property
     def is_active(self) -> bool:
         with self.host.errors(f"read state of {self.name}"):

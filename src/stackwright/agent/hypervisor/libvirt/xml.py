@@ -237,6 +237,10 @@ class Disk(XmlElement):
     identity_group: str | None = None
     cache: str | None = None
     readonly: bool = False
+    # What QEMU does on a write (error_policy) or read (rerror_policy) error: "stop" pauses
+    # the guest instead of passing the error to its OS.
+    error_policy: str | None = None
+    rerror_policy: str | None = None
     # The image a qcow2 overlay reads through to (its own backing chain ends there).
     backing: Disk | None = None
 
@@ -249,6 +253,10 @@ class Disk(XmlElement):
         driver = ET.SubElement(element, "driver", name="qemu", type=self.driver_type)
         if self.cache:
             driver.set("cache", self.cache)
+        if self.error_policy:
+            driver.set("error_policy", self.error_policy)
+        if self.rerror_policy:
+            driver.set("rerror_policy", self.rerror_policy)
         self._add_source(element)
         if self.backing is not None:
             store = ET.SubElement(element, "backingStore", type=self.backing.type)
@@ -288,6 +296,8 @@ class Disk(XmlElement):
             target_bus=_child_attr(element, "target", "bus", "virtio"),
             driver_type=_child_attr(element, "driver", "type", "raw"),
             cache=_child_attr(element, "driver", "cache"),
+            error_policy=_child_attr(element, "driver", "error_policy"),
+            rerror_policy=_child_attr(element, "driver", "rerror_policy"),
             device=element.get("device", "disk"),
             source_file=source.get("file") if source is not None else None,
             source_protocol=source.get("protocol") if source is not None else None,

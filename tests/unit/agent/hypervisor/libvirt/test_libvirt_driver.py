@@ -204,6 +204,9 @@ def test_kvm_domain_policy():
     assert (disk.source_protocol, disk.source_name) == ("nfs", "/export/primary/root.qcow2")
     assert [host.name for host in disk.hosts] == ["10.0.0.9"] and disk.hosts[0].port is None
     assert (disk.identity_user, disk.identity_group) == ("root", "root")
+    # Storage errors pause the guest (resumed once its pool answers) instead of reaching its OS.
+    assert (disk.error_policy, disk.rerror_policy) == ("stop", "stop")
+    assert 'error_policy="stop" rerror_policy="stop"' in disk.to_xml()
     assert domain.interfaces[0].mac == "02:00:0a:00:00:01"
     assert domain.graphics[0].listen == "127.0.0.1"
 
@@ -270,3 +273,13 @@ def test_console_of_guests_without_a_display(driver):
     with pytest.raises(HypervisorError, match="no VNC display"):
         driver.console(spec.name)
     driver.stop(spec.name, force=True)
+
+
+def test_only_guests_paused_by_storage_errors_are_resumed(driver):
+    spec = make_spec()
+    driver.start(spec)
+    domain = driver.host.get_domain(spec.name)
+    domain.suspend()                       # paused by an operator, not by an I/O error
+    assert driver.io_paused() == [] and driver.resume_io_paused() == []
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert driver.list_vms()[spec.name] is VmState.RUNNING

@@ -115,6 +115,18 @@ def test_nfs_network_disk_with_host_port_and_identity():
     assert xml.Disk.parse(disk.to_xml()) == disk
 
 
+def test_disk_error_policies():
+    disk = xml.Disk(target_dev="vda", source_file="/mnt/pool/root.qcow2", error_policy="stop", rerror_policy="stop")
+    assert disk.to_xml() == expected("""
+        <disk type="file" device="disk">
+          <driver name="qemu" type="qcow2" error_policy="stop" rerror_policy="stop" />
+          <source file="/mnt/pool/root.qcow2" />
+          <target dev="vda" bus="virtio" />
+        </disk>
+    """)
+    assert xml.Disk.parse(disk.to_xml()) == disk
+
+
 def test_readonly_cdrom_with_cache():
     disk = xml.Disk(target_dev="hdc", target_bus="ide", device="cdrom", driver_type="raw",
                     source_file="/isos/boot.iso", cache="none", readonly=True)
