@@ -139,7 +139,7 @@ class Planner:
                 c = clusters[candidate.cluster_id]
                 fitting_clusters.add(c.id)
                 if c.id not in chosen_pools:
-                    chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
+                    chosen_pools[c.id] = self._pools_for(c, demand.volumes, avoid_pools)
                 pools, why = chosen_pools[c.id]
                 if pools is None:
                     refusal = refusal or why
@@ -285,9 +285,18 @@ class Planner:
                                                  cluster))
         return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
-    def _pools_for(self, cluster: Cluster, demand: Demand,
+    def volume_pool(self, cluster: Cluster, volume: VolumeDemand, label: str) -> StoragePool:
+        """The pool a volume of a guest running in `cluster` goes on (its own when placed), by the
+        same rules as a deployment's; InsufficientCapacity (4340) naming why when none fits."""
+        pools, why = self._pools_for(cluster, [volume], ())
+        if pools is None:
+            raise InsufficientCapacity(f"Unable to find storage for {label}: {why.replace('{clusters}', cluster.name)}",
+                                       cserrorcode=4340)
+        return pools[0]
+
+    def _pools_for(self, cluster: Cluster, volumes: Sequence[VolumeDemand],
                    avoid: Collection[int]) -> tuple[list[StoragePool] | None, str | None]:
-        """A pool for each of `demand.volumes` reachable from `cluster` (the placed ones where
+        """A pool for each of `volumes` reachable from `cluster` (the placed ones where
         they are; the others first fit on an Up pool carrying all their tags, within size x
         storage.overprovisioning.factor and the allocated disable threshold), or (None, why not)
         with `{clusters}` left to fill in."""
@@ -295,14 +304,14 @@ class Planner:
         reachable = storage.allocatable_pools(cluster)
         reachable_ids = {p.id for p in reachable}
         candidates = [p for p in reachable if p.id not in avoid]
-        unplaced = [v for v in demand.volumes if v.pool is None]
+        unplaced = [v for v in volumes if v.pool is None]
         if unplaced:
             allocated = storage.allocated_by_pool([p.id for p in candidates])
             factors = self.ctx.capacity.storage_factors([p.id for p in candidates])
             limit = float(self.ctx.settings.scoped_value(
                 "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
         chosen: list[StoragePool] = []
-        for volume in demand.volumes:
+        for volume in volumes:
             if volume.pool is not None:
                 if volume.pool.id not in reachable_ids or volume.pool.id in avoid:
                     return None, (f"storage pool {volume.pool.name} holding the {volume.kind} volume is not Up or not "
