@@ -419,7 +419,7 @@ class NfsStorageDriver(StorageDriver):
             raise InvalidSpec(f"template file name {template.file_name!r} is not allowed")
 
     def _virtual_size(self, target: str, location: NfsLocation) -> int:
-        info = self._run([self.qemu_img, "info", "--output=json", target], location, "inspect volume")
+        info = self._run([self.qemu_img, "info", "-U", "--output=json", target], location, "inspect volume")
         return int(json.loads(info).get("virtual-size") or 0)
 
     def _volume_target(self, pool: PoolSpec, name: str) -> tuple[str, NfsLocation]:
