@@ -211,6 +211,12 @@ def _detached_volume(ctx: Context, p: SimpleNamespace) -> Volume:
     return ctx.volumes.by_device(ctx.vms.check_access(p.virtualmachineid), p.deviceid)
 
 
+def _detach_target(ctx: Context, volume_id: int | None, vm_id: int | None, device_id: int | None) -> int:
+    if volume_id is not None:
+        return volume_id
+    return ctx.volumes.by_device(ctx.session.get(VmInstance, vm_id), device_id).id
+
+
 def _admit_detach(ctx: Context, p: SimpleNamespace) -> None:
     ctx.volumes.check_detach(_detached_volume(ctx, p))
 
@@ -226,7 +232,9 @@ def _admit_detach(ctx: Context, p: SimpleNamespace) -> None:
     ])
 def detach_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     """Detaches a disk volume from a virtual machine."""
-    volume_id = _detached_volume(ctx, p).id
+    # The volume is found once and recorded: a resumed job detaches the same one.
+    volume_id = yield DbStep(_detach_target, p.id.id if p.id is not None else None,
+                             p.virtualmachineid.id if p.virtualmachineid is not None else None, p.deviceid)
     yield from jobs.detach_volume(volume_id)
     return (yield DbStep(_view, volume_id))
 
@@ -247,8 +255,8 @@ def _admit_resize(ctx: Context, p: SimpleNamespace) -> None:
     ])
 def resize_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     """Resizes a volume"""
-    size, offering_id = ctx.volumes.check_resize(p.id, p.size, p.diskofferingid, bool(p.shrinkok))
-    yield from jobs.resize_volume(p.id.id, size, offering_id, bool(p.shrinkok))
+    offering_id = p.diskofferingid.id if p.diskofferingid is not None else None
+    yield from jobs.resize_volume(p.id.id, p.size, offering_id, bool(p.shrinkok))
     return (yield DbStep(_view, p.id.id))
 
 

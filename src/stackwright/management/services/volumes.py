@@ -380,11 +380,11 @@ def _detached(ctx: Any, volume_id: int) -> None:
               account_id=volume.account_id)
 
 
-def resize_volume(volume_id: int, size: int, offering_id: int | None, shrink_ok: bool) -> Steps:
-    plan = yield DbStep(_begin_resize, volume_id, size, offering_id, shrink_ok)
+def resize_volume(volume_id: int, size_gb: int | None, offering_id: int | None, shrink_ok: bool) -> Steps:
+    plan = yield DbStep(_begin_resize, volume_id, size_gb, offering_id, shrink_ok)
     if plan is None:
         return
-    pool = codec.decode(m.PoolSpec, plan["pool"])
+    pool, size = codec.decode(m.PoolSpec, plan["pool"]), plan["size"]
     try:
         answer = yield AgentStep(HostRef(*plan["host"]), m.ResizeVolume(
             pool=pool, name=plan["volume"], size_bytes=size, shrink=size < plan["from"], vm=plan.get("vm"),
@@ -395,19 +395,19 @@ def resize_volume(volume_id: int, size: int, offering_id: int | None, shrink_ok:
     yield DbStep(_resized, volume_id, answer.size_bytes, offering_id)
 
 
-def _begin_resize(ctx: Any, volume_id: int, size: int, offering_id: int | None, shrink_ok: bool) -> dict | None:
+def _begin_resize(ctx: Any, volume_id: int, size_gb: int | None, offering_id: int | None,
+                  shrink_ok: bool) -> dict | None:
     """Check again under lock; a volume without image just takes its new size, the others are
     Resizing until the agent has grown the image (on the host running its guest, live)."""
     volume = ctx.volumes.locked(volume_id)
     offering = ctx.session.get(DiskOffering, offering_id) if offering_id is not None else None
-    ctx.volumes.check_resize(volume, size // GiB if offering is None or offering.customized else None, offering,
-                             shrink_ok)
+    size, _offering_id = ctx.volumes.check_resize(volume, size_gb, offering, shrink_ok)
     if volume.state == ALLOCATED:
         _resized(ctx, volume_id, size, offering_id)
         return None
     pool = ctx.session.get(StoragePool, volume.pool_id)
     vm = ctx.session.get(VmInstance, volume.vm_id) if volume.vm_id else None
-    out = {"volume": volume.uuid, "volume_name": volume.name, "from": volume.size_bytes,
+    out = {"volume": volume.uuid, "volume_name": volume.name, "from": volume.size_bytes, "size": size,
            "pool": codec.encode(pool_spec(pool))}
     if vm is not None and vm.state == RUNNING:
         host = ctx.session.get(Host, vm.host_id)
