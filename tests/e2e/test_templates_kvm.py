@@ -301,7 +301,7 @@ def disks_seen(name):
 def hot_plug_a_volume(site, vm):
     """A data volume created on its own (Allocated, no image), attached to the running guest:
     made on the pool and hot-plugged, the guest sees a second virtio disk; grown live; detached:
-    the guest loses it; deleted: its image is gone."""
+    the guest loses it; grown on its pool; deleted: its image is gone."""
     api, name = site.api, vm["instancename"]
     offering = api.createDiskOffering(name="hot-%s" % uuid.uuid4().hex[:6], customized="true")["diskoffering"]
     volume = api.createVolume(name="hot-" + name, diskofferingid=offering["id"], size=1, zoneid=site.zone["id"],
@@ -325,6 +325,11 @@ def hot_plug_a_volume(site, vm):
     assert virsh(site, "domblklist", name).split()[3::2] == ["vda"]
     wait_for("%s lost the unplugged disk" % name, lambda: disks_seen(name) == 1, 60)
     [image] = list(site.primary.path.glob("%s*" % volume["id"]))
+    # Detached, it grows on its pool (qemu-img resize).
+    assert api.resizeVolume(id=volume["id"], size=3, fetch_result=True)["volume"]["size"] == 3 << 30
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 3 << 30)
     api.deleteVolume(id=volume["id"], fetch_result=True)
     assert not image.exists()
     api.deleteDiskOffering(id=offering["id"])
