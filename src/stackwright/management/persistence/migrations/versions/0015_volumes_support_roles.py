@@ -15,10 +15,12 @@ down_revision = "0014_iam"
 branch_labels = None
 depends_on = None
 
-RESOURCE_ADMIN, SUPPORT_ADMIN, SUPPORT_USER = 2, 7, 8
+RESOURCE_ADMIN = 2
+SUPPORT_ADMIN, SUPPORT_USER = "Support Admin - Default", "Support User - Default"
+# Their ids are whatever the database gives them: custom roles may hold the next ones already.
 SUPPORT_ROLES = [
-    (SUPPORT_ADMIN, "Support Admin - Default", "Admin", "Default support admin role"),
-    (SUPPORT_USER, "Support User - Default", "User", "Default support user role"),
+    (SUPPORT_ADMIN, "Admin", "Default support admin role"),
+    (SUPPORT_USER, "User", "Default support user role"),
 ]
 # What the read-only roles allow, then what support staff may change: guests' power, volumes,
 # ISOs and templates (and, for admins, offerings and maintenance); everything else is denied.
@@ -98,40 +100,53 @@ RESOURCE_ADMIN_ALLOWED = """
 """.split()
 
 
-def rules_of(role_id):
-    """The ordered (rule, permission) pairs a default role gets here."""
+def rules_of(role):
+    """The ordered (rule, permission) pairs a default role (its id or name) gets here."""
     allowed = {
         RESOURCE_ADMIN: RESOURCE_ADMIN_ALLOWED,
         SUPPORT_ADMIN: READ_ONLY_ALLOWED + SUPPORT_ADMIN_ALLOWED,
         SUPPORT_USER: READ_ONLY_ALLOWED + SUPPORT_USER_ALLOWED,
-    }[role_id]
+    }[role]
     return [(rule, "allow") for rule in allowed] + [("*", "deny")]
+
+
+def _role_table():
+    return sa.table("role", sa.column("id", sa.Integer()), sa.column("uuid", sa.String()),
+                    sa.column("created", sa.DateTime()), sa.column("name", sa.String()),
+                    sa.column("role_type", sa.String()), sa.column("description", sa.String()),
+                    sa.column("is_default", sa.Boolean()), sa.column("version", sa.Integer()))
+
+
+def _support_role_ids(bind, role):
+    """{name: id} of the support roles."""
+    rows = bind.execute(sa.select(role.c.name, role.c.id).where(
+        role.c.name.in_([SUPPORT_ADMIN, SUPPORT_USER]), role.c.is_default.is_(True))).all()
+    return dict(rows)
 
 
 def upgrade():
     op.add_column("volume", sa.Column("attached", sa.DateTime(), nullable=True))
-    role = sa.table("role", sa.column("id", sa.Integer()), sa.column("uuid", sa.String()),
-                    sa.column("created", sa.DateTime()), sa.column("name", sa.String()),
-                    sa.column("role_type", sa.String()), sa.column("description", sa.String()),
-                    sa.column("is_default", sa.Boolean()), sa.column("version", sa.Integer()))
+    role = _role_table()
     permission = sa.table("role_permission", sa.column("uuid", sa.String()), sa.column("role_id", sa.Integer()),
                           sa.column("rule", sa.String()), sa.column("permission", sa.String()),
                           sa.column("description", sa.String()), sa.column("sort_order", sa.Integer()))
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     op.bulk_insert(role, [
-        {"id": rid, "uuid": str(uuid.uuid4()), "created": now, "name": name, "role_type": kind,
-         "description": text, "is_default": True, "version": 1}
-        for rid, name, kind, text in SUPPORT_ROLES
+        {"uuid": str(uuid.uuid4()), "created": now, "name": name, "role_type": kind, "description": text,
+         "is_default": True, "version": 1}
+        for name, kind, text in SUPPORT_ROLES
     ])
     bind = op.get_bind()
+    roles = {role_id: name for name, role_id in _support_role_ids(bind, role).items()}
     # Resource Admin's rules are written only where it has none yet (they cannot be changed).
     has_rules = bind.execute(sa.select(sa.func.count()).select_from(permission)
                              .where(permission.c.role_id == RESOURCE_ADMIN)).scalar_one()
-    role_ids = [SUPPORT_ADMIN, SUPPORT_USER] + ([] if has_rules else [RESOURCE_ADMIN])
+    if not has_rules:
+        roles[RESOURCE_ADMIN] = RESOURCE_ADMIN
     op.bulk_insert(permission, [
-        {"uuid": str(uuid.uuid4()), "role_id": rid, "rule": rule, "permission": allowed, "description": None,
+        {"uuid": str(uuid.uuid4()), "role_id": role_id, "rule": rule, "permission": allowed, "description": None,
          "sort_order": order}
-        for rid in role_ids for order, (rule, allowed) in enumerate(rules_of(rid))
+        for role_id, key in roles.items() for order, (rule, allowed) in enumerate(rules_of(key))
     ])
     # A role's cached policy is recompiled when its version moves.
     op.execute(role.update().where(role.c.id == RESOURCE_ADMIN).values(version=role.c.version + 1))
@@ -139,10 +154,13 @@ def upgrade():
 
 def downgrade():
     permission = sa.table("role_permission", sa.column("role_id", sa.Integer()))
-    role = sa.table("role", sa.column("id", sa.Integer()))
-    account = sa.table("account", sa.column("account_type", sa.Integer()), sa.column("role_id", sa.Integer()))
-    op.execute(account.update().where(account.c.role_id == SUPPORT_ADMIN).values(role_id=1))
-    op.execute(account.update().where(account.c.role_id == SUPPORT_USER).values(role_id=4))
-    op.execute(permission.delete().where(permission.c.role_id.in_([RESOURCE_ADMIN, SUPPORT_ADMIN, SUPPORT_USER])))
-    op.execute(role.delete().where(role.c.id.in_([SUPPORT_ADMIN, SUPPORT_USER])))
+    role = _role_table()
+    account = sa.table("account", sa.column("role_id", sa.Integer()))
+    ids = _support_role_ids(op.get_bind(), role)
+    # Accounts of a support role go back to the default role of its type.
+    for name, default in ((SUPPORT_ADMIN, 1), (SUPPORT_USER, 4)):
+        if name in ids:
+            op.execute(account.update().where(account.c.role_id == ids[name]).values(role_id=default))
+    op.execute(permission.delete().where(permission.c.role_id.in_([RESOURCE_ADMIN, *ids.values()])))
+    op.execute(role.delete().where(role.c.id.in_(list(ids.values()))))
     op.drop_column("volume", "attached")
