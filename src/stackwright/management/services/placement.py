@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, NoReturn
 from sqlalchemy import select
 
 from ..errors import InsufficientCapacity
-from ..persistence.models import Cluster, Host, StoragePool
+from ..persistence.models import Cluster, Host, StoragePool, Zone
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from ..context import Context
-    from ..persistence.models import Pod, Zone
+    from ..persistence.models import Pod
     from .capacity import Capacity
 
 MiB = 1024 * 1024
@@ -325,9 +325,8 @@ class Planner:
                               f"{size_text(volume.size_bytes)} {volume.kind} volume; tag a pool with updateStoragePool "
                               "tags= or add one with createStoragePool")
             for pool in tagged:
-                total = (pool.capacity_bytes or 0) * factors[pool.id]
                 after = allocated.get(pool.id, 0) + volume.size_bytes
-                if total > 0 and after <= total and after / total <= limit:
+                if _room_for(pool, after, factors[pool.id], limit):
                     # Later volumes of the same guest see this one on the pool.
                     allocated[pool.id] = after
                     chosen.append(pool)
@@ -339,6 +338,18 @@ class Planner:
                               "createStoragePool or free space")
         return chosen, None
 
+    def growth_fits(self, pool: StoragePool, extra_bytes: int) -> str | None:
+        """Why `pool` cannot take `extra_bytes` more (a volume on it growing), by the rules a
+        placement follows; None when it can."""
+        allocated = self.ctx.storage.allocated_by_pool([pool.id]).get(pool.id, 0) + extra_bytes
+        factor = self.ctx.capacity.storage_factors([pool.id])[pool.id]
+        limit = float(self.ctx.settings.scoped_value("pool.storage.allocated.capacity.disablethreshold", "zone",
+                                                     self.session.get(Zone, pool.zone_id)))
+        if _room_for(pool, allocated, factor, limit):
+            return None
+        return (f"storage pool {pool.name} has no room for {size_text(extra_bytes)} more (capacity x "
+                "storage.overprovisioning.factor, pool.storage.allocated.capacity.disablethreshold)")
+
     @staticmethod
     def _where(zone: Zone, host: Host | None, pod: Pod | None, cluster: Cluster | None) -> str:
         if host is not None:
@@ -348,6 +359,13 @@ class Planner:
         if pod is not None:
             return f"pod {pod.name}"
         return f"zone {zone.name}"
+
+
+def _room_for(pool: StoragePool, allocated_after: int, factor: float, limit: float) -> bool:
+    """Whether `pool` holds `allocated_after` bytes within its size x over-provisioning factor and
+    under the allocated disable threshold `limit`."""
+    total = (pool.capacity_bytes or 0) * factor
+    return total > 0 and allocated_after <= total and allocated_after / total <= limit
 
 
 def size_text(n: int) -> str:

@@ -24,7 +24,13 @@ from sqlalchemy import select
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
 
-from ..errors import CloudRuntimeError, InvalidParameterValue, PermissionDenied, ResourceUnavailable
+from ..errors import (
+    CloudRuntimeError,
+    InsufficientCapacity,
+    InvalidParameterValue,
+    PermissionDenied,
+    ResourceUnavailable,
+)
 from ..persistence.models import Account, Cluster, DiskOffering, Host, StoragePool, VmInstance, Volume, utcnow
 from .gateway import HostRef
 from .placement import GiB, Planner, VolumeDemand, size_text
@@ -237,6 +243,11 @@ class VolumeService:
         if size > volume.size_bytes:
             self.ctx.limits.check(self.session.get(Account, volume.account_id),
                                   {PRIMARY_STORAGE: size - volume.size_bytes})
+            if volume.pool_id is not None:
+                why = Planner(self.ctx).growth_fits(self.session.get(StoragePool, volume.pool_id),
+                                                    size - volume.size_bytes)
+                if why is not None:
+                    raise InsufficientCapacity(f"Unable to resize volume {volume.name}: {why}", cserrorcode=4340)
         return size, offering.id if offering is not None else None
 
     def check_delete(self, volume: Volume) -> None:

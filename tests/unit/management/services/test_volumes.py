@@ -139,5 +139,8 @@ def test_checks_run_again_in_the_job(ctx, world, gateway, jobs):
     assert code == 431 and "detach it first" in text
     code, text = failure(jobs.call(ctx.user, "resizeVolume", id=volume.uuid, size="1"))
     assert code == 431 and "shrinkok" in text
+    # Growing past its pool's room (10 GiB x 2 over-provisioning, under the 0.85 threshold).
+    code, text = failure(jobs.call(ctx.user, "resizeVolume", id=volume.uuid, size="30"))
+    assert code == 533 and "has no room for 28 GiB more" in text
     assert volume_now(ctx, volume.id).size_bytes == 2 * GiB
     assert fresh(ctx, vm).state == "Running"
