@@ -34,7 +34,6 @@ from ..errors import (
 from ..persistence.models import Account, Cluster, DiskOffering, Host, StoragePool, VmInstance, Volume, utcnow
 from .gateway import HostRef
 from .placement import GiB, Planner, VolumeDemand, size_text
-from .queries import by_id
 from .resource_limits import PRIMARY_STORAGE, VOLUME
 from .steps import AgentStep, DbStep, Settle, Steps, settle_by
 from .vm_lifecycle import discard_volume
@@ -496,6 +495,3 @@ def _deleted(ctx: Any, volume_id: int) -> None:
     ctx.limits.change(ctx.session.get(Account, volume.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
     ctx.event("VOLUME.DELETE", f"Deleted volume {volume.name}", volume.uuid, account_id=volume.account_id)
 
-
-def view(ctx: Any, volume_id: int) -> Volume:
-    return by_id(ctx.session, Volume, volume_id)
