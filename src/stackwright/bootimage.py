@@ -7,7 +7,9 @@ The disk is a FAT file system over the whole disk (no partition table) that SYSL
 (`syslinux --install` writes its boot sector through mtools, no mount needed). It holds the
 host's Debian kernel (`linux-image-cloud-amd64`) and an initramfs of a static BusyBox
 (`busybox-static`) whose /init prints `BOOT_MARKER` and the kernel command line on the
-serial console, then waits. The raw disk is converted to qcow2 and cached under
+serial console, then reports on the serial console how many virtio disks it has
+(`DISKS_MARKER <n>`) at boot and whenever that changes (a disk hot-plugged or unplugged).
+The raw disk is converted to qcow2 and cached under
 `$XDG_CACHE_HOME/stackwright/test-images` (default ~/.cache), keyed by the kernel and
 BusyBox it was made from.
 
@@ -27,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 BOOT_MARKER = "STACKWRIGHT-GUEST-BOOTED"
+DISKS_MARKER = "STACKWRIGHT-VIRTIO-DISKS"
 BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 TOOLS = ("syslinux", "mcopy", "mkfs.fat", "qemu-img")
 DISK_KIB = 48 * 1024
@@ -37,8 +40,14 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "%s $(/bin/busybox cat /proc/cmdline)" > /dev/ttyS0
-while true; do /bin/busybox sleep 3600; done
-""" % BOOT_MARKER
+last=""
+while true; do
+  n=$(/bin/busybox cat /sys/bus/pci/devices/*/device | /bin/busybox grep -c -e 0x1001 -e 0x1042)
+  [ "$n" = "$last" ] || echo "%s $n" > /dev/ttyS0
+  last=$n
+  /bin/busybox sleep 1
+done
+""" % (BOOT_MARKER, DISKS_MARKER)
 
 SYSLINUX_CFG = """SERIAL 0 115200
 DEFAULT linux

@@ -10,6 +10,7 @@ from tests.support.hierarchy import api_error
 from tests.support.jobs import job_of, run_job
 
 READ_ONLY_USER, READ_ONLY_ADMIN = "Read-Only User - Default", "Read-Only Admin - Default"
+SUPPORT_USER, SUPPORT_ADMIN = "Support User - Default", "Support Admin - Default"
 
 
 def role_named(api, name):
@@ -186,7 +187,19 @@ def test_delete_account_revokes_keys_at_once_and_expunges_its_guests(api, engine
 
 def test_default_roles(api):
     roles = {r["name"]: r for r in api.listRoles()["role"]}
-    assert {"Root Admin", "Resource Admin", "Domain Admin", "User", READ_ONLY_ADMIN, READ_ONLY_USER} <= set(roles)
+    assert {"Root Admin", "Resource Admin", "Domain Admin", "User", READ_ONLY_ADMIN, READ_ONLY_USER, SUPPORT_ADMIN,
+            SUPPORT_USER} <= set(roles)
+    assert (roles[SUPPORT_ADMIN]["type"], roles[SUPPORT_USER]["type"]) == ("Admin", "User")
+    support = [(r["rule"], r["permission"])
+               for r in api.listRolePermissions(roleid=roles[SUPPORT_USER]["id"])["rolepermission"]]
+    assert support[:4] == [("list*", "allow"), ("get*", "allow"), ("queryAsyncJobResult", "allow"),
+                           ("startVirtualMachine", "allow")]
+    assert ("attachVolume", "allow") in support and support[-1] == ("*", "deny")
+    # Resource Admin's rules are explicit: CloudStack's list of what it may call, then nothing else.
+    resource = [(r["rule"], r["permission"])
+                for r in api.listRolePermissions(roleid=roles["Resource Admin"]["id"])["rolepermission"]]
+    assert ("addHost", "allow") in resource and ("createVolume", "allow") in resource
+    assert ("createDomain", "allow") not in resource and resource[-1] == ("*", "deny")
     assert roles["Root Admin"]["type"] == "Admin" and roles["User"]["type"] == "User"
     assert all(roles[name]["isdefault"] for name in ("Root Admin", "Domain Admin", "User", READ_ONLY_USER))
     rules = api.listRolePermissions(roleid=roles[READ_ONLY_USER]["id"])["rolepermission"]
@@ -284,7 +297,14 @@ EXPECTED = {
     "User": {"listZones", "listAccounts", "listApis", "registerUserKeys", "updateUser"},
     READ_ONLY_ADMIN: {"listZones", "listAccounts", "listApis", "listRoles", "listHosts"},
     READ_ONLY_USER: {"listZones", "listAccounts", "listApis", "listRoles", "listHosts"},
+    "Resource Admin": {"listZones", "listAccounts", "listApis", "listRoles", "listHosts", "registerUserKeys",
+                       "updateUser"},
+    SUPPORT_ADMIN: {"listZones", "listAccounts", "listApis", "listRoles", "listHosts"},
+    SUPPORT_USER: {"listZones", "listAccounts", "listApis", "listRoles", "listHosts"},
 }
+# What support staff may change besides reading: guests' power and volumes, not their removal.
+SUPPORT_WRITES = {"startVirtualMachine", "stopVirtualMachine", "rebootVirtualMachine", "createVolume", "attachVolume",
+                  "detachVolume"}
 
 
 @pytest.mark.parametrize("role_name", sorted(EXPECTED))
@@ -292,6 +312,8 @@ def test_role_enforcement_matrix(api, engine, unique, role_name):
     role = role_named(api, role_name)
     account, client = new_account(api, engine, unique, prefix="m", roleid=role["id"])
     allowed = {a["name"] for a in client.listApis()["api"]}
+    if role_name.startswith("Support"):
+        assert SUPPORT_WRITES <= allowed and not {"deleteVolume", "resizeVolume", "destroyVirtualMachine"} & allowed
     for command, (write, params) in SAMPLE_COMMANDS.items():
         if write and role_name.startswith("Read-Only"):
             assert command not in allowed and command not in EXPECTED[role_name], command

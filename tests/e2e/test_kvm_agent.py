@@ -308,7 +308,7 @@ def test_kvm_guest_with_its_disk_on_nfs_starts_and_stops(site):
 def test_kvm_guest_with_a_data_disk_gets_a_qcow2_as_vdb(site):
     """deployVirtualMachine diskofferingid=: the data volume is a qcow2 image of the offering's
     size on the NFS pool, attached to the running guest as the virtio disk vdb; an expunge
-    deletes both images."""
+    deletes the root image and keeps the data volume, detached, until deleteVolume."""
     zone = site.api.listZones(id=site.zone["id"])["zone"][0]
     if zone["allocationstate"] != "Enabled" or site.pool is None:
         pytest.skip("needs the enabled zone and the primary storage of the earlier tests")
@@ -333,4 +333,8 @@ def test_kvm_guest_with_a_data_disk_gets_a_qcow2_as_vdb(site):
     finally:
         site.api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
         site.api.deleteDiskOffering(id=disk["id"])
+    kept = site.api.listVolumes(id=data["id"])["volume"][0]
+    assert kept["state"] == "Ready" and "virtualmachineid" not in kept
+    assert [p for p in site.primary.path.rglob("*") if p.is_file() and data["id"] in p.name]
+    site.api.deleteVolume(id=data["id"], fetch_result=True)
     assert not [p for p in site.primary.path.rglob("*") if p.is_file() and data["id"] in p.name]

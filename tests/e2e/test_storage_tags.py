@@ -137,6 +137,10 @@ def test_root_and_data_volumes_follow_their_tags(api, tagged):
     assert pool["disksizeallocated"] == 5 * GiB
     destroy(api, vm)
     assert api.listVolumes(virtualmachineid=vm["id"]).get("volume", []) == []
+    # The expunge kept the data volume, detached, on its pool until it is deleted.
+    assert api.listStoragePools(id=tagged.pools["bulk"]["id"])["storagepool"][0]["disksizeallocated"] == 5 * GiB
+    _answer, job = run_job(api, "deleteVolume", id=data["id"])
+    assert job["jobstatus"] == 1, job
     assert api.listStoragePools(id=tagged.pools["bulk"]["id"])["storagepool"][0]["disksizeallocated"] == 0
 
 

@@ -239,6 +239,7 @@ def test_guests_boot_from_one_copy_of_the_template_on_their_pool(site, images):
                                              capture_output=True, text=True, check=True).stdout)
             assert info["backing-filename"] == copies[0].name
             assert info["virtual-size"] == 2 << 30
+        hot_plug_a_volume(site, vms[0])
     finally:
         for vm in vms:
             site.api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)
@@ -249,6 +250,50 @@ def test_guests_boot_from_one_copy_of_the_template_on_their_pool(site, images):
     assert [p for p in site.primary.path.iterdir() if not p.name.startswith(".")] == []
     assert template_dir(site, template) is None
     assert site.api.listTemplates(templatefilter="all", id=template["id"]).get("template", []) == []
+
+
+def disks_seen(name):
+    """How many virtio disks the booted guest last reported on its serial console."""
+    reports = [line.split(bootimage.DISKS_MARKER, 1)[1].split() for line in console_log(name).splitlines()
+               if bootimage.DISKS_MARKER in line]
+    return int(reports[-1][0]) if reports and reports[-1] else None
+
+
+def hot_plug_a_volume(site, vm):
+    """A data volume created on its own (Allocated, no image), attached to the running guest:
+    made on the pool and hot-plugged, the guest sees a second virtio disk; grown live; detached:
+    the guest loses it; grown on its pool; deleted: its image is gone."""
+    api, name = site.api, vm["instancename"]
+    offering = api.createDiskOffering(name="hot-%s" % uuid.uuid4().hex[:6], customized="true")["diskoffering"]
+    volume = api.createVolume(name="hot-" + name, diskofferingid=offering["id"], size=1, zoneid=site.zone["id"],
+                              fetch_result=True)["volume"]
+    assert volume["state"] == "Allocated" and not list(site.primary.path.glob("%s*" % volume["id"]))
+    wait_for("%s reports its disk" % name, lambda: disks_seen(name) == 1, 30)
+    attached = api.attachVolume(id=volume["id"], virtualmachineid=vm["id"], fetch_result=True)["volume"]
+    assert (attached["state"], attached["deviceid"], attached["virtualmachineid"]) == ("Ready", 1, vm["id"])
+    assert virsh(site, "domblklist", name).split()[3::2] == ["vda", "vdb"]
+    try:
+        wait_for("%s sees the hot-plugged disk" % name, lambda: disks_seen(name) == 2, 60)
+    except AssertionError as exc:
+        raise AssertionError("%s\nconsole:\n%s" % (exc, console_log(name)[-1000:])) from None
+    grown = api.resizeVolume(id=volume["id"], size=2, fetch_result=True)["volume"]
+    assert grown["size"] == 2 << 30
+    capacity = [line.split()[1] for line in virsh(site, "domblkinfo", name, "vdb").splitlines()
+                if line.startswith("Capacity:")]
+    assert capacity == [str(2 << 30)]
+    detached = api.detachVolume(id=volume["id"], fetch_result=True)["volume"]
+    assert "virtualmachineid" not in detached
+    assert virsh(site, "domblklist", name).split()[3::2] == ["vda"]
+    wait_for("%s lost the unplugged disk" % name, lambda: disks_seen(name) == 1, 60)
+    [image] = list(site.primary.path.glob("%s*" % volume["id"]))
+    # Detached, it grows on its pool (qemu-img resize).
+    assert api.resizeVolume(id=volume["id"], size=3, fetch_result=True)["volume"]["size"] == 3 << 30
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 3 << 30)
+    api.deleteVolume(id=volume["id"], fetch_result=True)
+    assert not image.exists()
+    api.deleteDiskOffering(id=offering["id"])
 
 
 def test_deleting_a_template_removes_it_from_the_image_store(site):

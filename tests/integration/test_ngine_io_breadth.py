@@ -1,5 +1,6 @@
-"""ngine_io.cloudstack's cs_resourcelimit, cs_sshkeypair and cs_configuration modules, unmodified,
-against a live engine: create, a second run that changes nothing, an update, and removal."""
+"""ngine_io.cloudstack's cs_resourcelimit, cs_sshkeypair, cs_configuration, cs_disk_offering and
+cs_volume modules, unmodified, against a live engine: create, a second run that changes nothing,
+an update, and removal."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.e2e.test_vms import World
 from tests.integration.test_ngine_io import has_ngine_io, run_playbook
 from tests.support.ansible import ansible_env, collection_tree
 
 PLAYBOOK = Path(__file__).resolve().parent / "ngine_io" / "limits_keys_settings.yml"
+VOLUMES_PLAYBOOK = PLAYBOOK.parent / "volumes.yml"
 
 
 def has_sshpubkeys():
@@ -68,3 +71,36 @@ def test_ngine_io_limits_keys_and_settings(engine, tmp_path_factory, tmp_path):
         assert run(state="absent")["changed"] == 0
     finally:
         api.resetConfiguration(name="expunge.delay")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_ngine_io(), reason="ngine_io.cloudstack is not installed (the ansible package)")
+def test_ngine_io_disk_offering_and_volume(engine, tmp_path_factory, tmp_path):
+    api = engine.client()
+    unique = uuid.uuid4().hex[:6]
+    world = World(api, unique, hosts=1)
+    vm = world.deploy(name="ng-" + unique)
+    env = ansible_env(collection_tree(tmp_path_factory.mktemp("collections")), tmp_path, engine,
+                      ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="1")
+
+    def run(volume_state, size=1):
+        return run_playbook(VOLUMES_PLAYBOOK, env, tmp_path, "ng" + unique, "zone=%s" % world.zone["name"],
+                            "vm=%s" % vm["name"], "volume_state=%s" % volume_state, "size=%d" % size)
+
+    def volume():
+        listed = api.listVolumes(name="ng%s-data" % unique, type="DATADISK")
+        return listed["volume"][0] if listed else None
+
+    created = run("present")
+    assert created["failed"] == 0 and created["changed"] == 2, created
+    assert volume()["state"] == "Allocated"
+    assert run("present") == dict(created, changed=0)
+    assert run("present", size=2)["changed"] == 1
+    assert volume()["size"] == 2 * 1024 ** 3
+    assert run("attached", size=2)["changed"] == 1
+    assert (volume()["virtualmachineid"], volume()["state"]) == (vm["id"], "Ready")
+    assert run("detached", size=2)["changed"] == 1
+    assert "virtualmachineid" not in volume()
+    assert run("absent", size=2)["changed"] == 2
+    assert volume() is None and api.listDiskOfferings(name="ng%s-custom" % unique) == {}
+    api.destroyVirtualMachine(id=vm["id"], expunge=True, fetch_result=True)

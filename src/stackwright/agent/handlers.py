@@ -188,6 +188,38 @@ def migrate_vm(ctx: HandlerContext, command: m.MigrateVm) -> m.Answer:
     return m.VmStateAnswer(name=command.name, state=ctx.migrate(command))
 
 
+@handles(m.AttachDisk)
+def attach_disk(ctx: HandlerContext, command: m.AttachDisk) -> m.Answer:
+    ctx.hypervisor.attach_disk(command.name, command.disk)
+    return m.VmDisksAnswer(name=command.name, devices=ctx.hypervisor.disks(command.name))
+
+
+@handles(m.DetachDisk)
+def detach_disk(ctx: HandlerContext, command: m.DetachDisk) -> m.Answer:
+    ctx.hypervisor.detach_disk(command.name, command.device, command.timeout)
+    return m.VmDisksAnswer(name=command.name, devices=ctx.hypervisor.disks(command.name))
+
+
+@handles(m.QueryDisks)
+def query_disks(ctx: HandlerContext, command: m.QueryDisks) -> m.Answer:
+    return m.VmDisksAnswer(name=command.name, devices=ctx.hypervisor.disks(command.name))
+
+
+@handles(m.ResizeVolume)
+def resize_volume(ctx: HandlerContext, command: m.ResizeVolume) -> m.Answer:
+    """A disk of a running guest grows live (the guest sees it); any other volume on its pool."""
+    if command.vm and command.device:
+        ctx.hypervisor.resize_disk(command.vm, command.device, command.size_bytes)
+        return m.VolumeSizeAnswer(size_bytes=command.size_bytes)
+    size = ctx.storage.resize_volume(ctx.pool(command.pool), command.name, command.size_bytes, command.shrink)
+    return m.VolumeSizeAnswer(size_bytes=size)
+
+
+@handles(m.QueryVolume)
+def query_volume(ctx: HandlerContext, command: m.QueryVolume) -> m.Answer:
+    return m.VolumeSizeAnswer(size_bytes=ctx.storage.volume_size(ctx.pool(command.pool), command.name))
+
+
 @handles(m.AttachPool)
 def attach_pool(ctx: HandlerContext, command: m.AttachPool) -> m.Answer:
     stats = ctx.storage.attach(ctx.pool(command.pool))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .services.storage import StorageService
     from .services.templates import TemplateService
     from .services.vms import VmService
+    from .services.volumes import VolumeService
 
 
 class Principal:
@@ -162,6 +163,12 @@ class Context:
         from .services.vms import VmService
 
         return VmService(self)
+
+    @functools.cached_property
+    def volumes(self) -> VolumeService:
+        from .services.volumes import VolumeService
+
+        return VolumeService(self)
 
     @functools.cached_property
     def limits(self) -> ResourceLimitService:

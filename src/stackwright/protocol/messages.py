@@ -577,3 +577,70 @@ class MigrateVm(Request):
     guid: str
     vnc_listen: str = "127.0.0.1"
     timeout: float = 300.0
+
+
+@dataclass(kw_only=True)
+class VmDisksAnswer(Answer):
+    """The disk devices (vda, vdb, ...) a guest has now."""
+
+    name: str
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class AttachDisk(Request):
+    """Hot-plug a volume into a running guest as a virtio disk (``disk.device``); a disk already
+    there under that device is left as it is."""
+
+    answer: ClassVar[type[Answer]] = VmDisksAnswer
+
+    name: str
+    disk: DiskSpec
+
+
+@dataclass(kw_only=True)
+class DetachDisk(Request):
+    """Hot-unplug disk ``device`` from a running guest; a device the guest no longer has is done."""
+
+    answer: ClassVar[type[Answer]] = VmDisksAnswer
+
+    name: str
+    device: str
+    timeout: float = 30.0
+
+
+@dataclass(kw_only=True)
+class QueryDisks(Request):
+    answer: ClassVar[type[Answer]] = VmDisksAnswer
+
+    name: str
+
+
+@dataclass(kw_only=True)
+class VolumeSizeAnswer(Answer):
+    size_bytes: int
+
+
+@dataclass(kw_only=True)
+class ResizeVolume(Request):
+    """Grow (or, with ``shrink``, shrink) a volume to ``size_bytes``; with ``vm`` and ``device`` the
+    volume is a disk of that running guest, resized live so the guest sees its new size."""
+
+    answer: ClassVar[type[Answer]] = VolumeSizeAnswer
+
+    pool: PoolSpec
+    name: str
+    size_bytes: int
+    shrink: bool = False
+    vm: str | None = None
+    device: str | None = None
+
+
+@dataclass(kw_only=True)
+class QueryVolume(Request):
+    """The virtual size of a volume on a pool."""
+
+    answer: ClassVar[type[Answer]] = VolumeSizeAnswer
+
+    pool: PoolSpec
+    name: str

@@ -79,6 +79,14 @@ SAMPLES = [
     m.DownloadStatus(state="failed", downloaded_bytes=10, total_bytes=20, error="HTTP error 404",
                      error_code=""),
     m.DeleteTemplate(location=TEMPLATE),
+    m.AttachDisk(name="i-1", disk=m.DiskSpec(device="vdb", source=m.NfsSource(server="192.0.2.5", export="/primary",
+                                                                              path="vol-3"))),
+    m.DetachDisk(name="i-1", device="vdb", timeout=10.0),
+    m.QueryDisks(name="i-1"),
+    m.VmDisksAnswer(name="i-1", devices=["vda", "vdb"]),
+    m.ResizeVolume(pool=POOL, name="vol-3", size_bytes=2 << 30, shrink=False, vm="i-1", device="vdb"),
+    m.QueryVolume(pool=POOL, name="vol-3"),
+    m.VolumeSizeAnswer(size_bytes=2 << 30),
 ]
 
 

@@ -129,6 +129,24 @@ class HypervisorDriver(ABC):
         """The address and port where running guest ``name``'s VNC display listens."""
         raise UnsupportedCommand(f"the {self.kind} driver has no guest consoles")
 
+    def disks(self, name: str) -> list[str]:
+        """The disk devices (vda, vdb, ...) of running guest ``name``."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot list a guest's disks")
+
+    def attach_disk(self, name: str, disk: DiskSpec) -> None:
+        """Hot-plug ``disk`` into running guest ``name`` as ``disk.device`` (a virtio disk); a
+        device the guest has already is left alone."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot hot-plug disks")
+
+    def detach_disk(self, name: str, device: str, timeout: float) -> None:
+        """Hot-unplug disk ``device`` from running guest ``name``, waiting up to ``timeout`` seconds
+        for the guest to release it; a device the guest does not have is done."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot hot-unplug disks")
+
+    def resize_disk(self, name: str, device: str, size_bytes: int) -> None:
+        """Grow disk ``device`` of running guest ``name`` (its image too) to ``size_bytes`` live."""
+        raise UnsupportedCommand(f"the {self.kind} driver cannot resize a running guest's disks")
+
     def prepare_migration(self, spec: VmSpec) -> None:
         """As the destination of a live migration: check the guest can run here (bridges,
         memory) and no copy of it runs here; forget a stale stopped definition of it."""

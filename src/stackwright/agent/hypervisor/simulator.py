@@ -16,7 +16,15 @@ import weakref
 from dataclasses import dataclass
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec, VmNotFound
-from stackwright.agent.hypervisor.base import HostInfo, HostStats, HypervisorDriver, VmSpec, VmState, check_sizing
+from stackwright.agent.hypervisor.base import (
+    DiskSpec,
+    HostInfo,
+    HostStats,
+    HypervisorDriver,
+    VmSpec,
+    VmState,
+    check_sizing,
+)
 
 SIMULATOR_VERSION = "1.0"
 
@@ -128,6 +136,37 @@ class SimulatorDriver(HypervisorDriver):
     def list_vms(self) -> dict[str, VmState]:
         with self._lock:
             return {name: guest.state for name, guest in self._guests.items()}
+
+    # -- disks of running guests -------------------------------------------------------------
+
+    def _running(self, name: str) -> _Guest:
+        guest = self._require(name)
+        if guest.state is not VmState.RUNNING:
+            raise HypervisorError(f"VM {name} is not running on host {self.hostname}")
+        return guest
+
+    def disks(self, name: str) -> list[str]:
+        with self._lock:
+            return [disk.device for disk in self._running(name).spec.disks]
+
+    def attach_disk(self, name: str, disk: DiskSpec) -> None:
+        with self._lock:
+            guest = self._running(name)
+            if disk.device not in {d.device for d in guest.spec.disks}:
+                guest.spec.disks.append(disk)
+
+    def detach_disk(self, name: str, device: str, timeout: float) -> None:
+        with self._lock:
+            guest = self._running(name)
+            guest.spec.disks = [d for d in guest.spec.disks if d.device != device]
+
+    def resize_disk(self, name: str, device: str, size_bytes: int) -> None:
+        with self._lock:
+            for disk in self._running(name).spec.disks:
+                if disk.device == device:
+                    disk.size_bytes = size_bytes
+                    return
+            raise HypervisorError(f"VM {name} has no disk {device}")
 
     # -- live migration, in simulation: the same rules as libvirt's ------------------------
 

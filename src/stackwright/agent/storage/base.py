@@ -45,6 +45,14 @@ class StorageDriver(ABC):
     def delete_volume(self, pool: PoolSpec, name: str) -> None:
         """Remove a volume; removing a volume that is already gone is not an error."""
 
+    def resize_volume(self, pool: PoolSpec, name: str, size_bytes: int, shrink: bool = False) -> int:
+        """Grow a volume to ``size_bytes`` (shrink it only with ``shrink``); return its new virtual size."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot resize volumes")
+
+    def volume_size(self, pool: PoolSpec, name: str) -> int:
+        """The virtual size of a volume (VolumeNotFound when it is not on the pool)."""
+        raise UnsupportedCommand(f"the {self.kind} storage driver cannot inspect volumes")
+
     @abstractmethod
     def check_secondary(self, url: str) -> PoolStats:
         """Prove a secondary storage URL is reachable and writable; report its capacity."""

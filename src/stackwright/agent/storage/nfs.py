@@ -419,8 +419,42 @@ class NfsStorageDriver(StorageDriver):
             raise InvalidSpec(f"template file name {template.file_name!r} is not allowed")
 
     def _virtual_size(self, target: str, location: NfsLocation) -> int:
-        info = self._run([self.qemu_img, "info", "--output=json", target], location, "inspect volume")
+        info = self._run([self.qemu_img, "info", "-U", "--output=json", target], location, "inspect volume")
         return int(json.loads(info).get("virtual-size") or 0)
+
+    def _volume_target(self, pool: PoolSpec, name: str) -> tuple[str, NfsLocation]:
+        """(what qemu-img opens for volume `name` of `pool`, the pool's location); VolumeNotFound
+        when it is not there."""
+        self._check_volume_name(name)
+        location = parse_nfs_url(pool.url)
+        if self._mode(pool) == "kernel":
+            path = self._kernel_mount(pool, location) / name
+            if not path.exists():
+                raise VolumeNotFound(f"volume {name} is not on storage pool {pool.uuid}")
+            return str(path), location
+        self._require_standard_ports(location, pool)
+        with self._userspace(location) as export:
+            if export.stat(name) is None:
+                raise VolumeNotFound(f"volume {name} is not on storage pool {pool.uuid}")
+        return nfs_url(NfsSource(server=location.server, export=location.export, path=name)), location
+
+    def resize_volume(self, pool: PoolSpec, name: str, size_bytes: int, shrink: bool = False) -> int:
+        if not isinstance(size_bytes, int) or size_bytes <= 0:
+            raise InvalidSpec(f"volume size {size_bytes!r} must be a positive number of bytes")
+        target, location = self._volume_target(pool, name)
+        current = self._virtual_size(target, location)
+        if size_bytes < current and not shrink:
+            raise InvalidSpec(f"volume {name}: {size_bytes} bytes would shrink it from {current}; "
+                              "shrinking must be asked for")
+        if size_bytes != current:
+            self._run([self.qemu_img, "resize", "-q", *(["--shrink"] if size_bytes < current else []), target,
+                       str(size_bytes)], location, "resize volume")
+            log.info("resized volume %s on pool %s from %s to %s bytes", name, pool.uuid, current, size_bytes)
+        return self._virtual_size(target, location)
+
+    def volume_size(self, pool: PoolSpec, name: str) -> int:
+        target, location = self._volume_target(pool, name)
+        return self._virtual_size(target, location)
 
     def delete_volume(self, pool: PoolSpec, name: str) -> None:
         self._check_volume_name(name)

@@ -131,6 +131,26 @@ class SimulatorStorageDriver(StorageDriver):
         with self._lock:
             self._volumes.get(pool.uuid, {}).pop(name, None)
 
+    def resize_volume(self, pool: PoolSpec, name: str, size_bytes: int, shrink: bool = False) -> int:
+        with self._lock:
+            volumes = self._volumes.get(pool.uuid, {})
+            if name not in volumes:
+                raise VolumeNotFound(f"volume {name} is not on storage pool {pool.uuid}")
+            if size_bytes < volumes[name] and not shrink:
+                raise InvalidSpec(f"volume {name}: {size_bytes} bytes would shrink it from {volumes[name]}; "
+                                  "shrinking must be asked for")
+            if sum(volumes.values()) - volumes[name] + size_bytes > self.capacity_bytes:
+                raise InsufficientCapacity(f"storage pool {pool.uuid} has no room to grow {name} to {size_bytes} bytes")
+            volumes[name] = size_bytes
+            return size_bytes
+
+    def volume_size(self, pool: PoolSpec, name: str) -> int:
+        with self._lock:
+            size = self._volumes.get(pool.uuid, {}).get(name)
+        if size is None:
+            raise VolumeNotFound(f"volume {name} is not on storage pool {pool.uuid}")
+        return size
+
     def volumes(self, pool_uuid: str) -> dict[str, int]:
         """The volumes of a pool, by name (for tests and diagnostics)."""
         with self._lock:

@@ -1,14 +1,20 @@
-"""Volumes: listVolumes shows each guest disk, where it lives and what it was made from."""
+"""Volumes: listVolumes shows each guest disk, where it lives and what it was made from;
+createVolume, attachVolume, detachVolume, resizeVolume and deleteVolume change data volumes
+as async jobs of recorded steps (services/volumes.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..api.listing import listed
-from ..api.params import Boolean, List, Param, String, Uuid
-from ..api.registry import api_command
+from ..api.params import Boolean, List, Long, Param, Size, String, Uuid
+from ..api.registry import Success, api_command
+from ..errors import InvalidParameterValue
 from ..formatting import compact, date
 from ..persistence.models import Cluster, DiskOffering, Domain, Host, Pod, StoragePool, VmInstance, Volume, Zone
+from ..services import volumes as jobs
+from ..services.queries import by_id, by_uuid
+from ..services.steps import DbStep
 from ..services.volume_queries import VolumeQueries
 from ..services.vms import DESTROY, EXPUNGED
 
@@ -17,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..api.registry import ListResult
     from ..context import Context
+    from ..services.steps import Steps
     from ..services.volume_queries import VolumeView
 
 VOLUME_FIELDS = (
@@ -80,7 +87,7 @@ def volume_view(volume: Volume, refs: VolumeView, admin: bool) -> dict[str, Any]
         "domainid": account.domain.uuid if account else None,
         "domain": account.domain.name if account else None,
         "created": date(volume.created),
-        "attached": date(volume.created) if vm else None,
+        "attached": date(volume.attached or volume.created) if vm else None,
         "isextractable": False,
         "tags": [],
     })
@@ -115,3 +122,152 @@ def render_volumes(ctx: Context, volumes: list[Volume]) -> list[dict[str, Any]]:
 def list_volumes(ctx: Context, p: SimpleNamespace) -> ListResult:
     """Lists all volumes."""
     return listed(VolumeQueries(ctx).list_page(p), render_many=lambda volumes: render_volumes(ctx, volumes))
+
+
+# --- changes of data volumes, as async jobs ----------------------------------------------------
+
+VOLUME_PACKAGE = "org.apache.cloudstack.api.command.user.volume."
+VOLUME_ID = Param("id", Uuid(Volume), required=True, description="the ID of the disk volume")
+
+
+def _view(ctx: Context, volume_id: int) -> dict[str, Any]:
+    """The job's result: the volume as its last step left it."""
+    return render_volumes(ctx, [by_id(ctx.session, Volume, volume_id)])[0]
+
+
+def _job_volume(ctx: Context) -> Volume:
+    return by_uuid(ctx.session, Volume, ctx.job.instance_uuid)
+
+
+def _prepare_create(ctx: Context, p: SimpleNamespace) -> str:
+    if p.zoneid is None:
+        if p.virtualmachineid is None:
+            raise InvalidParameterValue("Please specify zoneid (or virtualmachineid) to create a volume")
+        p.zoneid = ctx.session.get(Zone, p.virtualmachineid.zone_id)
+    if p.diskofferingid is None:
+        raise InvalidParameterValue("Please specify diskofferingid: volumes are created from a disk offering "
+                                    "(snapshots are not supported)")
+    owner = ctx.vms.owner(p.account, p.domainid)
+    volume = ctx.volumes.create(zone=p.zoneid, offering=p.diskofferingid, owner=owner, name=p.name, size_gb=p.size,
+                                vm=p.virtualmachineid)
+    return volume.uuid
+
+
+@api_command(
+    "createVolume", response="volume", async_job=True, prepare=_prepare_create, instance_type="Volume",
+    admin_only=False, fields=VOLUME_FIELDS, cmd_class=VOLUME_PACKAGE + "CreateVolumeCmd", params=[
+        Param("name", String(), description="the name of the disk volume"),
+        Param("diskofferingid", Uuid(DiskOffering), description="the ID of the disk offering: its size (or, "
+                                                                "customized, the size asked for) and storage tags"),
+        Param("size", Size(1024 ** 3), description="Arbitrary volume size (GB), for a customized disk offering"),
+        Param("zoneid", Uuid(Zone), description="the ID of the availability zone"),
+        Param("virtualmachineid", Uuid(VmInstance), description="the ID of the virtual machine; to be used with "
+                                                                "snapshot Id, VM to which the volume gets attached "
+                                                                "after creation"),
+        Param("account", String(), description="the account associated with the disk volume. Must be used with the "
+                                               "domainId parameter."),
+        Param("domainid", Uuid(Domain), description="the domain ID associated with the disk offering. If used with "
+                                                    "the account parameter returns the disk volume associated with "
+                                                    "the account for the specified domain."),
+        Param("displayvolume", Boolean(), description="an optional field, whether to display the volume to the end "
+                                                      "user or not."),
+        Param("miniops", Long(), description="min iops (not applied)"),
+        Param("maxiops", Long(), description="max iops (not applied)"),
+    ])
+def create_volume(ctx: Context, p: SimpleNamespace) -> Steps:
+    """Creates a disk volume from a disk offering. This disk volume must still be attached to a virtual machine to
+    make use of it."""
+    volume = _job_volume(ctx)
+    yield from jobs.create_volume(volume.id, p.virtualmachineid.id if p.virtualmachineid is not None else None)
+    return (yield DbStep(_view, volume.id))
+
+
+def _admit_attach(ctx: Context, p: SimpleNamespace) -> None:
+    ctx.volumes.check_attach(p.id, p.virtualmachineid, p.deviceid)
+
+
+@api_command(
+    "attachVolume", response="volume", async_job=True, admit=_admit_attach, instance_type="Volume",
+    admin_only=False, fields=VOLUME_FIELDS, cmd_class=VOLUME_PACKAGE + "AttachVolumeCmd", params=[
+        VOLUME_ID,
+        Param("virtualmachineid", Uuid(VmInstance), required=True, description="the ID of the virtual machine"),
+        Param("deviceid", Long(), description="the ID of the device to map the volume to the guest OS (1, 2, 4-25: "
+                                              "vdb, vdc, vde...); without it the lowest free one"),
+    ])
+def attach_volume(ctx: Context, p: SimpleNamespace) -> Steps:
+    """Attaches a disk volume to a virtual machine."""
+    yield from jobs.attach_volume(p.id.id, p.virtualmachineid.id, p.deviceid)
+    return (yield DbStep(_view, p.id.id))
+
+
+def _detached_volume(ctx: Context, p: SimpleNamespace) -> Volume:
+    """detachVolume's volume: `id`, or the one at `deviceid` of `virtualmachineid`."""
+    if p.id is not None:
+        if p.virtualmachineid is not None or p.deviceid is not None:
+            raise InvalidParameterValue("Please provide either a volume id, or a tuple(device id, instance id)")
+        return p.id
+    if p.virtualmachineid is None or p.deviceid is None:
+        raise InvalidParameterValue("Please provide either a volume id, or a tuple(device id, instance id)")
+    return ctx.volumes.by_device(ctx.vms.check_access(p.virtualmachineid), p.deviceid)
+
+
+def _detach_target(ctx: Context, volume_id: int | None, vm_id: int | None, device_id: int | None) -> int:
+    if volume_id is not None:
+        return volume_id
+    return ctx.volumes.by_device(ctx.session.get(VmInstance, vm_id), device_id).id
+
+
+def _admit_detach(ctx: Context, p: SimpleNamespace) -> None:
+    ctx.volumes.check_detach(_detached_volume(ctx, p))
+
+
+@api_command(
+    "detachVolume", response="volume", async_job=True, admit=_admit_detach,
+    instance_type="Volume", admin_only=False, fields=VOLUME_FIELDS, cmd_class=VOLUME_PACKAGE + "DetachVolumeCmd",
+    params=[
+        Param("id", Uuid(Volume), description="the ID of the disk volume"),
+        Param("virtualmachineid", Uuid(VmInstance), description="the ID of the virtual machine where the volume is "
+                                                                "detached from"),
+        Param("deviceid", Long(), description="the device ID on the virtual machine where volume is detached from"),
+    ])
+def detach_volume(ctx: Context, p: SimpleNamespace) -> Steps:
+    """Detaches a disk volume from a virtual machine."""
+    # The volume is found once and recorded: a resumed job detaches the same one.
+    volume_id = yield DbStep(_detach_target, p.id.id if p.id is not None else None,
+                             p.virtualmachineid.id if p.virtualmachineid is not None else None, p.deviceid)
+    yield from jobs.detach_volume(volume_id)
+    return (yield DbStep(_view, volume_id))
+
+
+def _admit_resize(ctx: Context, p: SimpleNamespace) -> None:
+    ctx.volumes.check_resize(p.id, p.size, p.diskofferingid, bool(p.shrinkok))
+
+
+@api_command(
+    "resizeVolume", response="volume", async_job=True, admit=_admit_resize, instance_type="Volume",
+    admin_only=False, fields=VOLUME_FIELDS, cmd_class=VOLUME_PACKAGE + "ResizeVolumeCmd", params=[
+        VOLUME_ID,
+        Param("size", Size(1024 ** 3), description="New volume size in GB"),
+        Param("diskofferingid", Uuid(DiskOffering), description="new disk offering id"),
+        Param("shrinkok", Boolean(), description="Verify OK to Shrink"),
+        Param("miniops", Long(), description="New minimum number of IOPS (not applied)"),
+        Param("maxiops", Long(), description="New maximum number of IOPS (not applied)"),
+    ])
+def resize_volume(ctx: Context, p: SimpleNamespace) -> Steps:
+    """Resizes a volume"""
+    offering_id = p.diskofferingid.id if p.diskofferingid is not None else None
+    yield from jobs.resize_volume(p.id.id, p.size, offering_id, bool(p.shrinkok))
+    return (yield DbStep(_view, p.id.id))
+
+
+def _admit_delete(ctx: Context, p: SimpleNamespace) -> None:
+    ctx.volumes.check_delete(p.id)
+
+
+@api_command(
+    "deleteVolume", async_job=True, admit=_admit_delete, instance_type="Volume",
+    admin_only=False, cmd_class=VOLUME_PACKAGE + "DeleteVolumeCmd", params=[VOLUME_ID])
+def delete_volume(ctx: Context, p: SimpleNamespace) -> Steps:
+    """Deletes a detached disk volume (and its image on primary storage)."""
+    yield from jobs.delete_volume(p.id.id)
+    return Success()

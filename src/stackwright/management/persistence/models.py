@@ -513,6 +513,8 @@ class Volume(Entity, Base):
     disk_offering_id: Mapped[int | None] = mapped_column(ForeignKey("disk_offering.id"), nullable=True)
     # A root volume made as an overlay on a template's copy on its pool (TemplatePoolRef).
     template_id: Mapped[int | None] = mapped_column(ForeignKey("vm_template.id"), nullable=True, index=True)
+    # When a data volume was attached to its VM (None while detached).
+    attached: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class SshKeyPair(Entity, Base):

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, NoReturn
 from sqlalchemy import select
 
 from ..errors import InsufficientCapacity
-from ..persistence.models import Cluster, Host, StoragePool
+from ..persistence.models import Cluster, Host, StoragePool, Zone
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from ..context import Context
-    from ..persistence.models import Pod, Zone
+    from ..persistence.models import Pod
     from .capacity import Capacity
 
 MiB = 1024 * 1024
@@ -139,7 +139,7 @@ class Planner:
                 c = clusters[candidate.cluster_id]
                 fitting_clusters.add(c.id)
                 if c.id not in chosen_pools:
-                    chosen_pools[c.id] = self._pools_for(c, demand, avoid_pools)
+                    chosen_pools[c.id] = self._pools_for(c, demand.volumes, avoid_pools)
                 pools, why = chosen_pools[c.id]
                 if pools is None:
                     refusal = refusal or why
@@ -285,9 +285,18 @@ class Planner:
                                                  cluster))
         return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
 
-    def _pools_for(self, cluster: Cluster, demand: Demand,
+    def volume_pool(self, cluster: Cluster, volume: VolumeDemand, label: str) -> StoragePool:
+        """The pool a volume of a guest running in `cluster` goes on (its own when placed), by the
+        same rules as a deployment's; InsufficientCapacity (4340) naming why when none fits."""
+        pools, why = self._pools_for(cluster, [volume], ())
+        if pools is None:
+            raise InsufficientCapacity(f"Unable to find storage for {label}: {why.replace('{clusters}', cluster.name)}",
+                                       cserrorcode=4340)
+        return pools[0]
+
+    def _pools_for(self, cluster: Cluster, volumes: Sequence[VolumeDemand],
                    avoid: Collection[int]) -> tuple[list[StoragePool] | None, str | None]:
-        """A pool for each of `demand.volumes` reachable from `cluster` (the placed ones where
+        """A pool for each of `volumes` reachable from `cluster` (the placed ones where
         they are; the others first fit on an Up pool carrying all their tags, within size x
         storage.overprovisioning.factor and the allocated disable threshold), or (None, why not)
         with `{clusters}` left to fill in."""
@@ -295,14 +304,14 @@ class Planner:
         reachable = storage.allocatable_pools(cluster)
         reachable_ids = {p.id for p in reachable}
         candidates = [p for p in reachable if p.id not in avoid]
-        unplaced = [v for v in demand.volumes if v.pool is None]
+        unplaced = [v for v in volumes if v.pool is None]
         if unplaced:
             allocated = storage.allocated_by_pool([p.id for p in candidates])
             factors = self.ctx.capacity.storage_factors([p.id for p in candidates])
             limit = float(self.ctx.settings.scoped_value(
                 "pool.storage.allocated.capacity.disablethreshold", "zone", cluster.zone))
         chosen: list[StoragePool] = []
-        for volume in demand.volumes:
+        for volume in volumes:
             if volume.pool is not None:
                 if volume.pool.id not in reachable_ids or volume.pool.id in avoid:
                     return None, (f"storage pool {volume.pool.name} holding the {volume.kind} volume is not Up or not "
@@ -316,9 +325,8 @@ class Planner:
                               f"{size_text(volume.size_bytes)} {volume.kind} volume; tag a pool with updateStoragePool "
                               "tags= or add one with createStoragePool")
             for pool in tagged:
-                total = (pool.capacity_bytes or 0) * factors[pool.id]
                 after = allocated.get(pool.id, 0) + volume.size_bytes
-                if total > 0 and after <= total and after / total <= limit:
+                if _room_for(pool, after, factors[pool.id], limit):
                     # Later volumes of the same guest see this one on the pool.
                     allocated[pool.id] = after
                     chosen.append(pool)
@@ -330,6 +338,18 @@ class Planner:
                               "createStoragePool or free space")
         return chosen, None
 
+    def growth_fits(self, pool: StoragePool, extra_bytes: int) -> str | None:
+        """Why `pool` cannot take `extra_bytes` more (a volume on it growing), by the rules a
+        placement follows; None when it can."""
+        allocated = self.ctx.storage.allocated_by_pool([pool.id]).get(pool.id, 0) + extra_bytes
+        factor = self.ctx.capacity.storage_factors([pool.id])[pool.id]
+        limit = float(self.ctx.settings.scoped_value("pool.storage.allocated.capacity.disablethreshold", "zone",
+                                                     self.session.get(Zone, pool.zone_id)))
+        if _room_for(pool, allocated, factor, limit):
+            return None
+        return (f"storage pool {pool.name} has no room for {size_text(extra_bytes)} more (capacity x "
+                "storage.overprovisioning.factor, pool.storage.allocated.capacity.disablethreshold)")
+
     @staticmethod
     def _where(zone: Zone, host: Host | None, pod: Pod | None, cluster: Cluster | None) -> str:
         if host is not None:
@@ -339,6 +359,13 @@ class Planner:
         if pod is not None:
             return f"pod {pod.name}"
         return f"zone {zone.name}"
+
+
+def _room_for(pool: StoragePool, allocated_after: int, factor: float, limit: float) -> bool:
+    """Whether `pool` holds `allocated_after` bytes within its size x over-provisioning factor and
+    under the allocated disable threshold `limit`."""
+    total = (pool.capacity_bytes or 0) * factor
+    return total > 0 and allocated_after <= total and allocated_after / total <= limit
 
 
 def size_text(n: int) -> str:

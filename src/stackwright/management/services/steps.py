@@ -81,18 +81,24 @@ class StepFailed(Exception):
 # --- settling agent steps whose outcome was not recorded ----------------------------------
 
 
-def settle_guest(name: str, *done: m.VmState) -> Settle:
-    """Settle a guest request by the guest's state on the host: done when it is in `done`."""
+def settle_by(query: m.Request, done: Callable[[m.Answer], bool]) -> Settle:
+    """Settle a request by asking the host `query` (read-only): done when `done(answer)`; a host
+    that does not know what was asked about has not done it."""
     def settle(ask: Callable[[m.Request], m.Answer]) -> m.Answer | None:
         try:
-            answer = ask(m.QueryVm(name=name))
+            answer = ask(query)
         except AgentAbsent:
             raise
         except ResourceUnavailable:
-            return None         # the host does not know the guest: not done
-        return answer if answer.state in done else None
+            return None
+        return answer if done(answer) else None
 
     return settle
+
+
+def settle_guest(name: str, *done: m.VmState) -> Settle:
+    """Settle a guest request by the guest's state on the host: done when it is in `done`."""
+    return settle_by(m.QueryVm(name=name), lambda answer: answer.state in done)
 
 
 # --- recording outcomes -------------------------------------------------------------------

@@ -37,7 +37,7 @@ from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
 from .placement import Demand, Planner
 from .queries import by_uuid
 from .resource_limits import CPU, MEMORY, PRIMARY_STORAGE, USER_VM, VOLUME
-from .steps import AgentStep, DbStep, Steps, WaitStep, settle_guest
+from .steps import AgentStep, DbStep, Settle, Steps, WaitStep, settle_guest
 from .template_jobs import COPY_TIMEOUT, await_copy, copy_after_expunge, copy_failed, copy_ready, drop_copy, plan_copy
 from .vms import (
     ALLOCATED,
@@ -157,7 +157,7 @@ def _create_volume(host: HostRef, vm_id: int, plan: dict, create: dict) -> Steps
         answer = yield AgentStep(host, m.CreateVolume(
             pool=pool, name=create["volume"], size_bytes=create["size"], format=create["format"],
             backing=copy["name"] if copy is not None else None),
-            TIMEOUTS[m.CreateVolume], settle=_discard_volume(pool, create["volume"]))
+            TIMEOUTS[m.CreateVolume], settle=discard_volume(pool, create["volume"]))
     except ResourceUnavailable as e:
         return None, e.text
     spec = yield DbStep(_volume_created, vm_id, plan, create, answer.disk)
@@ -172,7 +172,7 @@ def _template_on_pool(host: HostRef, pool: m.PoolSpec, create: dict, copy: dict)
         try:
             answer = yield AgentStep(host, m.CopyTemplate(
                 pool=pool, template=codec.decode(m.TemplateLocation, copy["location"]), name=copy["name"]),
-                TIMEOUTS[m.CopyTemplate], settle=_discard_volume(pool, copy["name"]))
+                TIMEOUTS[m.CopyTemplate], settle=discard_volume(pool, copy["name"]))
         except ResourceUnavailable as e:
             yield DbStep(copy_failed, copy["ref"])
             return (f"copying template {copy['template']} from image store {copy['store']} to storage pool "
@@ -299,7 +299,7 @@ def _guest_spec(vm: Any, volumes: list[Volume], host: Host, bridge: str) -> m.Vm
                     min_memory_mb=min_memory, cpu_cap=cpu_cap)
 
 
-def _discard_volume(pool: m.PoolSpec, name: str):
+def discard_volume(pool: m.PoolSpec, name: str) -> Settle:
     """Settle a CreateVolume that may have run: drop what it left (the volume never held data),
     then create it again."""
     def settle(ask: Callable[[m.Request], m.Answer]) -> m.Answer | None:
@@ -509,7 +509,8 @@ def _destroyed(ctx: Any, vm_id: int) -> None:
         return
     vm.state, vm.state_changed = DESTROYED, utcnow()
     for volume in ctx.vms.volumes(vm):
-        if volume.state != ALLOCATED:
+        # Data volumes stay as they are: the expunge detaches them, as CloudStack does.
+        if volume.state != ALLOCATED and volume.volume_type == ROOT:
             volume.state = DESTROY
     # A destroyed guest no longer counts; its volumes count until it is expunged.
     ctx.limits.change(ctx.session.get(Account, vm.account_id), {USER_VM: -1, CPU: -vm.cpu_number, MEMORY: -vm.memory_mb})
@@ -517,8 +518,8 @@ def _destroyed(ctx: Any, vm_id: int) -> None:
 
 
 def expunge_vm(vm_id: int) -> Steps:
-    """Delete the VM's volumes (root and data) from their pools, then the VM. The VM stays
-    Destroyed when that fails."""
+    """Delete the VM's root volume from its pool, detach its data volumes (they stay, as in
+    CloudStack), then the VM. The VM stays Destroyed when that fails."""
     target = yield DbStep(_begin_expunge, vm_id)
     try:
         for delete in target["deletes"]:
@@ -544,7 +545,7 @@ def _begin_expunge(ctx: Any, vm_id: int) -> dict:
     vm = ctx.vms.locked(vm_id)
     deletes = []
     for volume in ctx.vms.volumes(vm):
-        if volume.pool_id is None:
+        if volume.pool_id is None or volume.volume_type == DATADISK:
             continue
         pool = ctx.session.get(StoragePool, volume.pool_id)
         host = ctx.vms.host_for_pool(pool, vm.last_host_id)
@@ -554,7 +555,7 @@ def _begin_expunge(ctx: Any, vm_id: int) -> dict:
                 f"volume {volume.name}; bring a host of the pool's cluster Up and retry")
         deletes.append({"host": [host.guid, host.name], "pool": codec.encode(pool_spec(pool)),
                         "pool_name": pool.name, "volume": volume.uuid,
-                        "kind": "root" if volume.volume_type == ROOT else "data"})
+                        "kind": "root"})
     vm.state = EXPUNGING
     return {"name": vm.instance_name, "deletes": deletes}
 
@@ -566,6 +567,11 @@ def _expunged(ctx: Any, vm_id: int) -> list[dict]:
     now = utcnow()
     unused = []
     for volume in ctx.vms.volumes(vm):
+        if volume.volume_type == DATADISK:
+            volume.vm_id, volume.device_id, volume.attached = None, 0, None
+            ctx.event("VOLUME.DETACH", f"Detached volume {volume.name} from expunged VM {vm.name}", volume.uuid,
+                      account_id=volume.account_id)
+            continue
         volume.state, volume.removed = EXPUNGED, now
         ctx.limits.change(ctx.session.get(Account, vm.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
         ctx.event("VOLUME.DELETE", f"Deleted volume {volume.name} of {vm.instance_name}", volume.uuid)

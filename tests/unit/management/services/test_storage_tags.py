@@ -72,11 +72,20 @@ def test_a_start_places_each_volume_by_its_tags_and_attaches_the_data_volume(ctx
     spec = vm_lifecycle._guest_spec(fresh(ctx, vm), [root, data], host, "cloudbr0")
     assert [(d.device, d.source.path) for d in spec.disks] == [("vda", root.uuid), ("vdb", data.uuid)]
 
-    # Expunged: both volumes are deleted from their pools.
+    # Expunged: the root volume is deleted from its pool; the data volume is detached and kept.
     job = jobs.call(ctx.user, "destroyVirtualMachine", id=vm.uuid, expunge="true")
     assert job.status == 1, job.result
-    assert storage.volumes(ssd.uuid) == {} and storage.volumes(bulk.uuid) == {}
-    assert all(v.state == "Expunged" and v.removed is not None for v in volumes(ctx, vm))
+    assert storage.volumes(ssd.uuid) == {} and storage.volumes(bulk.uuid) == {data.uuid: 5 * GiB}
+    [root] = volumes(ctx, vm)
+    assert root.state == "Expunged" and root.removed is not None
+    data_id = data.id
+    data = ctx.session.execute(select(Volume).where(Volume.id == data_id)
+                               .execution_options(populate_existing=True)).scalar_one()
+    ctx.session.commit()
+    assert (data.vm_id, data.state, data.removed) == (None, "Ready", None)
+    job = jobs.call(ctx.user, "deleteVolume", id=data.uuid)
+    assert job.status == 1, job.result
+    assert storage.volumes(bulk.uuid) == {}
 
 
 def test_volumes_of_one_guest_share_a_pool_within_its_room(ctx, world):

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 from stackwright.agent.errors import HypervisorError, InsufficientCapacity, InvalidSpec
 from stackwright.agent.hypervisor.base import (
@@ -324,6 +325,46 @@ class LibvirtDriver(HypervisorDriver):
         if port > 0:
             return address, port
         raise HypervisorError(f"{name} has no VNC display")
+
+    # -- disks of running guests -------------------------------------------
+
+    def _running(self, name: str) -> Guest:
+        guest = Guest(self.host, self.host.get_domain(name))
+        if not guest.is_active:
+            raise HypervisorError(f"{name} is not running; its disks change with its definition at the next start")
+        return guest
+
+    def disks(self, name: str) -> list[str]:
+        return xml.disk_devices(self._running(name).xml())
+
+    def attach_disk(self, name: str, disk: DiskSpec) -> None:
+        if not DISK_DEVICE.fullmatch(disk.device) or disk.format not in DISK_FORMATS:
+            raise InvalidSpec(f"disk {disk.device!r} ({disk.format}) must look like vdb and be qcow2 or raw")
+        guest = self._running(name)
+        if disk.device in xml.disk_devices(guest.xml()):
+            return
+        guest.attach_device(build_disk(disk, self.nfs_identity).to_xml())
+        log.info("attached disk %s to %s", disk.device, name)
+
+    def detach_disk(self, name: str, device: str, timeout: float) -> None:
+        guest = self._running(name)
+        current = guest.xml()
+        if device not in xml.disk_devices(current):
+            return
+        guest.detach_device(xml.disk_element(current, device))
+        # The guest's OS releases the device when it acknowledges the unplug.
+        deadline = time.monotonic() + timeout
+        while device in xml.disk_devices(guest.xml()):
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"{name} did not release disk {device} within {timeout:.0f}s; the guest's "
+                                      "operating system must acknowledge the unplug (is it running and "
+                                      "hot-plug capable?)")
+            time.sleep(0.2)
+        log.info("detached disk %s from %s", device, name)
+
+    def resize_disk(self, name: str, device: str, size_bytes: int) -> None:
+        self._running(name).block_resize(device, size_bytes)
+        log.info("resized disk %s of %s to %s bytes", device, name, size_bytes)
 
     def list_vms(self) -> dict[str, VmState]:
         return {guest.name: guest.state for guest in (Guest(self.host, d) for d in self.host.list_domains())}

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
 
+# A hot-plugged device goes into the running guest and into its (transient) definition alike.
+LIVE_AND_CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
 # Libvirt domain states in CloudStack's words.
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: VmState.UNKNOWN,
@@ -111,6 +114,21 @@ class Guest:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
         log.info("undefined domain %s", self.name)
+
+    def attach_device(self, device_xml: str) -> None:
+        """Hot-plug a device into the running domain and its definition."""
+        with self.host.errors(f"attach a device to {self.name}"):
+            self.domain.attachDeviceFlags(device_xml, LIVE_AND_CONFIG)
+
+    def detach_device(self, device_xml: str) -> None:
+        """Ask the running domain to release a device (the guest acknowledges it later)."""
+        with self.host.errors(f"detach a device from {self.name}"):
+            self.domain.detachDeviceFlags(device_xml, LIVE_AND_CONFIG)
+
+    def block_resize(self, device: str, size_bytes: int) -> None:
+        """Grow a disk of the running domain (its image too); the guest sees the new size."""
+        with self.host.errors(f"resize disk {device} of {self.name}"):
+            self.domain.blockResize(device, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
     def xml(self) -> str:
         with self.host.errors(f"read definition of {self.name}"):

@@ -378,6 +378,21 @@ def vnc_display(domain_xml: str) -> tuple[str, int]:
     return "", -1
 
 
+def disk_devices(domain_xml: str) -> list[str]:
+    """The target devices (vda, vdb, ...) of a domain's disks, in their order."""
+    return [target.get("dev", "") for disk in ET.fromstring(domain_xml).iter("disk")
+            if (target := disk.find("target")) is not None]
+
+
+def disk_element(domain_xml: str, device: str) -> str:
+    """The ``<disk>`` of target ``device`` as the domain has it (what a detach names)."""
+    for disk in ET.fromstring(domain_xml).iter("disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev") == device:
+            return ET.tostring(disk, encoding="unicode")
+    raise KeyError(device)
+
+
 @dataclass
 class CharDevice(XmlElement):
     """``<serial type='pty'>`` or ``<console type='pty'>``."""

@@ -283,3 +283,25 @@ def test_only_guests_paused_by_storage_errors_are_resumed(driver):
     assert driver.io_paused() == [] and driver.resume_io_paused() == []
     assert domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED
     assert driver.list_vms()[spec.name] is VmState.RUNNING
+
+
+def test_the_disks_of_a_running_guest_and_the_element_a_detach_names(driver):
+    """libvirt's test driver cannot hot-plug (tests/e2e/test_templates_kvm.py does it on KVM);
+    what the driver reads from the live definition is checked here."""
+    data = DiskSpec(device="vdb", source=FileSource(path="/var/lib/images/data.qcow2"))
+    spec = make_spec(disks=[make_spec().disks[0], data])
+    driver.start(spec)
+    assert driver.disks(spec.name) == ["vda", "vdb"]
+    driver.attach_disk(spec.name, data)             # already there: nothing to do
+    live = driver.host.get_domain(spec.name).XMLDesc(0)
+    element = xml.disk_element(live, "vdb")
+    assert "data.qcow2" in element and element.startswith("<disk")
+    with pytest.raises(KeyError):
+        xml.disk_element(live, "vdc")
+    with pytest.raises(InvalidSpec):
+        driver.attach_disk(spec.name, DiskSpec(device="sdz1", source=FileSource(path="/x")))
+    driver.stop(spec.name, force=True)
+    with pytest.raises(VmNotFound):
+        driver.disks(spec.name)
+    with pytest.raises(VmNotFound):
+        driver.detach_disk(spec.name, "vdb", timeout=1)
