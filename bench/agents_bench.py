@@ -208,8 +208,7 @@ def document(results):
     table = report.table(
         ["agents", "ping interval", "all Up after start", "all Up after restart", "engine CPU, cores",
          "engine memory", "ping round trip p50 / p99", "load process CPU"], rows(results))
-    verdicts = report.table(["target", "measured", "verdict"],
-                            [[t, m, report.verdict(ok)] for t, m, ok in targets(results)])
+    verdicts = report.targets(targets(results))
     return "\n".join([
         "`bench/agents_bench.py` (method in its docstring): one load process holds N simulated agents,",
         "each with its own TLS client certificate from the engine's CA, against a real engine on",

@@ -46,9 +46,10 @@ from stackwright.management.api import signing  # noqa: E402
 # --- loading hosts through the service layer ---------------------------------------------
 
 
-def load_hosts(db_url, zone_name, count, hosts_per_cluster=1000, batch=1000, extend=False):
+def load_hosts(db_url, zone_name, count, hosts_per_cluster=1000, batch=1000, extend=False, key_file=None):
     """Create `zone_name` (one pod, clusters of `hosts_per_cluster`) with `count` Simulator hosts,
-    or with `extend`, add `count` more hosts to that zone. Returns (zone uuid, seconds)."""
+    or with `extend`, add `count` more hosts to that zone (`key_file`: the engine's key for
+    secrets at rest). Returns (zone uuid, seconds)."""
     from sqlalchemy import func, select
 
     from stackwright.management.context import Context
@@ -56,7 +57,7 @@ def load_hosts(db_url, zone_name, count, hosts_per_cluster=1000, batch=1000, ext
     from stackwright.management.options import Options
     from stackwright.management.persistence.models import Cluster, Host, Pod, User, Zone
 
-    engine = Engine(Options(db_url=db_url))
+    engine = Engine(Options(db_url=db_url, key_file=str(key_file) if key_file else None))
     engine.settings.load()
     started = time.monotonic()
     try:
@@ -284,8 +285,7 @@ def document(results):
         ["case", "clients", "requests", "req/s", "p50", "p99"],
         [[c["case"], c["clients"], "{:,}".format(c["requests"]), "{:,.0f}".format(c["rps"]),
           "%.2f ms" % c["p50_ms"], "%.2f ms" % c["p99_ms"]] for c in results["cases"]])
-    targets = report.table(["target", "measured", "verdict"],
-                           [[t, m, report.verdict(ok)] for t, m, ok in summary(results)])
+    targets = report.targets(summary(results))
     return "\n".join([
         "`bench/api_bench.py` (method in its docstring): a real engine on SQLite and a bare aiohttp",
         "handler on the same HTTP stack, both on loopback, driven by one client process on the same",
@@ -407,16 +407,10 @@ def main(argv=None):
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    for target, measured, met in summary(results):
-        print("%-90s %-30s %s" % (target, measured, "met" if met else "NOT MET"))
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.write_docs:
-        from bench import report
+    from bench import report
 
-        report.write_section(report.BENCHMARKS, "API", document(results),
-                             "python bench/api_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    report.finish("api_bench.py", argv, results, summary(results), "API",
+                  document(results) if args.write_docs else None, args.json)
     return 0
 
 

@@ -27,7 +27,6 @@ hosts, and deploys reach at least 0.5 x the pairs' rate measured in the same run
 
 import argparse
 import asyncio
-import json
 import pathlib
 import shutil
 import statistics
@@ -176,7 +175,7 @@ def measure(workdir, hosts, args):
     engine = EngineProcess(workdir / "engine", db_url, extra_args=["--log-level", "WARNING"])
     engine.setup_database()
     zone_name = "place-%d" % hosts
-    zone_id, load_seconds = load_hosts(db_url, zone_name, hosts)
+    zone_id, load_seconds = load_hosts(db_url, zone_name, hosts, key_file=engine.key_file)
     print("%d hosts: loaded in %.1f s" % (hosts, load_seconds), flush=True)
     result = {"hosts": hosts, "vms": args.vms, "clients": args.clients, "load_seconds": load_seconds}
     engine.start(timeout=120)
@@ -235,8 +234,7 @@ def document(results):
         [["{:,}".format(r["hosts"]), "{:,}".format(r["vms"]), r["clients"], "%.1f" % r["vms_per_s"],
           "%.0f ms" % r["deploy_p50_ms"], "%.0f ms" % r["deploy_p99_ms"], r["failed"], "%.1f" % r["pairs_per_s"],
           "%.2f ms" % r["planner_ms"]] for r in results])
-    targets = report.table(["target", "measured", "verdict"],
-                           [[t, m, report.verdict(ok)] for t, m, ok in summary(results)])
+    targets = report.targets(summary(results))
     return "\n".join([
         "`bench/placement_bench.py` (method in its docstring): a real engine on SQLite with one zone of",
         "Simulator hosts and their simulated agents, on loopback. A deploy counts when its job has",
@@ -268,16 +266,10 @@ def main(argv=None):
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    for target, measured, met in summary(results):
-        print("%-75s %-40s %s" % (target, measured, "met" if met else "NOT MET"))
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.write_docs:
-        from bench import report
+    from bench import report
 
-        report.write_section(report.BENCHMARKS, SECTION, document(results),
-                             "python bench/placement_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    report.finish("placement_bench.py", argv, results, summary(results), SECTION,
+                  document(results) if args.write_docs else None, args.json)
     return 0
 
 

@@ -67,6 +67,35 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[tuple[str, str, bool]]) -> str:
+    """The table of a benchmark's targets: rows of (target, measured, met)."""
+    return table(["target", "measured", "verdict"], [[t, m, verdict(ok)] for t, m, ok in rows])
+
+
+def print_targets(rows: list[tuple[str, str, bool]]) -> None:
+    """A benchmark's targets on the console, one line each."""
+    width = max((len(t) for t, _m, _ok in rows), default=0)
+    print()
+    for target, measured, met in rows:
+        print("%-*s  %-40s %s" % (width, target, measured, "met" if met else "NOT MET"))
+
+
+def finish(script: str, argv: list[str] | None, results: object, rows: list[tuple[str, str, bool]],
+           section: str, document: str | None, json_file: str | None = None) -> None:
+    """The end of a benchmark run: its targets on the console, its results as JSON to `json_file`
+    when asked, and with `document` (its section's text) that section of docs/benchmarks.md
+    rewritten, naming the command that measured it."""
+    import json
+    import sys
+
+    print_targets(rows)
+    if json_file:
+        Path(json_file).write_text(json.dumps(results, indent=2))
+    if document is not None:
+        args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs"]
+        write_section(BENCHMARKS, section, document, " ".join(["python", "bench/" + script, *args]))
+
+
 def write_section(document: Path, heading: str, body: str, command: str,
                   title: str = "# Benchmarks") -> None:
     """Replace (or append) the `## heading` section of `document` with `body`.

@@ -28,6 +28,8 @@ BENCHMARKS = {
     "storage": ("storage_bench.py", []),
     "migration": ("migration_bench.py", []),
     "templates": ("templates_bench.py", []),
+    "placement": ("placement_bench.py", []),
+    "ha": ("ha_bench.py", []),
 }
 
 

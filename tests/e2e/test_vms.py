@@ -187,6 +187,9 @@ def test_customized_offering_needs_details_at_deploy(api, world, unique):
     ({"cpunumber": 1, "cpuspeed": 500, "memory": 16},
      "Failed to create service offering {name}: specify the memory value between 32 and 2147483647 MB"),
     ({"storagetype": "nvme"}, "Invalid storage type nvme specified, valid types are: 'local' and 'shared'"),
+    ({"storagetype": "local"}, "storagetype local is not supported: volumes live on shared primary storage (cluster- "
+                               "or zone-wide pools); there is no host-local storage to place them on; use "
+                               "storagetype=shared"),
 ])
 def test_service_offering_errors(api, unique, params, text):
     name = "bad-" + unique

@@ -33,6 +33,7 @@ GiB = 1024 ** 3
 MAX_INT = 2 ** 31 - 1
 MIN_MEMORY_MB = 32
 STORAGE_TYPES = ("shared", "local")
+LOCAL = "local"
 PROVISIONING_TYPES = ("thin", "sparse", "fat")
 SIZE_MIN_KEY, SIZE_MAX_KEY = "custom.diskoffering.size.min", "custom.diskoffering.size.max"
 TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable", "executable", "community", "all")
@@ -87,10 +88,17 @@ def _by_unique_name(session: Session, model: type[ServiceOffering] | type[Templa
 
 
 def _storage_type(value: str | None) -> str:
+    """An offering's storage type: `shared`. `local` asks for volumes on host-local primary
+    storage, which this cloud does not have (pools are cluster- or zone-wide), so an offering
+    of it could never be deployed: it is refused when the offering is made."""
     storage_type = (value or "shared").lower()
     if storage_type not in STORAGE_TYPES:
         raise InvalidParameterValue(
             f"Invalid storage type {storage_type} specified, valid types are: 'local' and 'shared'")
+    if storage_type == LOCAL:
+        raise InvalidParameterValue(
+            "storagetype local is not supported: volumes live on shared primary storage (cluster- or zone-wide "
+            "pools); there is no host-local storage to place them on; use storagetype=shared")
     return storage_type
 
 

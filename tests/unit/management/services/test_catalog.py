@@ -33,8 +33,17 @@ def test_offering_sizes_come_all_or_none(ctx):
     with pytest.raises(InvalidParameterValue):
         service.create_offering(name="half", cpu_number=1, memory=64)
     sized = service.create_offering(name="sized", cpu_number=2, cpu_speed=100, memory=32, host_tags=["a", "a", "b"],
-                                    storage_type="LOCAL")
-    assert (sized.host_tags, sized.storage_type) == ("a,b", "local")
+                                    storage_type="SHARED")
+    assert (sized.host_tags, sized.storage_type) == ("a,b", "shared")
+
+
+def test_local_storage_offerings_are_refused(ctx):
+    service = catalog.CatalogService(ctx)
+    for create in (lambda: service.create_offering(name="local", cpu_number=1, cpu_speed=100, memory=64,
+                                                   storage_type="Local"),
+                   lambda: service.create_disk_offering(name="local", disk_size_gb=5, storage_type="local")):
+        with pytest.raises(InvalidParameterValue, match="storagetype local is not supported"):
+            create()
 
 
 def test_template_filters(ctx):
