@@ -96,6 +96,8 @@ class Planner:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.session = ctx.session
+        # {cluster id: (CPU, memory) allocated-capacity disable thresholds}, read once per plan.
+        self._thresholds: dict[int, tuple[float, float]] = {}
 
     def plan(self, label: str, zone: Zone, demand: Demand, *, host: Host | None = None, pod: Pod | None = None,
              cluster: Cluster | None = None, last_host_id: int | None = None, avoid_hosts: Collection[int] = (),
@@ -271,7 +273,11 @@ class Planner:
     def _still_fits(self, host: Host, clusters: Mapping[int, Cluster], demand: Demand) -> bool:
         """Lock the chosen host's row and check its capacity again: a concurrent plan (MySQL)
         that took it first has committed its guest by the time the lock is granted. One row
-        at a time, so plans and heartbeat updates cannot deadlock."""
+        at a time, so plans and heartbeat updates cannot deadlock. On SQLite a write
+        transaction holds the database's only write lock from its start (BEGIN IMMEDIATE):
+        what this plan read cannot have changed, and the host still fits."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            return True
         self.session.execute(select(Host.id).where(Host.id == host.id).with_for_update())
         fitting, _shortfall = self._with_capacity([host], clusters, demand)
         return bool(fitting)
@@ -279,11 +285,12 @@ class Planner:
     def _over_threshold(self, cluster: Cluster, capacity: Capacity | None, demand: Demand) -> bool:
         if capacity is None:
             return False
-        config = self.ctx.settings
-        cpu_limit = float(config.scoped_value("cluster.cpu.allocated.capacity.disablethreshold", "cluster", cluster))
-        memory_limit = float(config.scoped_value("cluster.memory.allocated.capacity.disablethreshold", "cluster",
-                                                 cluster))
-        return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, cpu_limit, memory_limit)
+        if cluster.id not in self._thresholds:
+            config = self.ctx.settings
+            self._thresholds[cluster.id] = (
+                float(config.scoped_value("cluster.cpu.allocated.capacity.disablethreshold", "cluster", cluster)),
+                float(config.scoped_value("cluster.memory.allocated.capacity.disablethreshold", "cluster", cluster)))
+        return capacity.beyond(demand.cpu_mhz, demand.memory_bytes, *self._thresholds[cluster.id])
 
     def volume_pool(self, cluster: Cluster, volume: VolumeDemand, label: str) -> StoragePool:
         """The pool a volume of a guest running in `cluster` goes on (its own when placed), by the
