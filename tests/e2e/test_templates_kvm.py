@@ -271,19 +271,19 @@ def hot_plug_a_volume(site, vm):
     wait_for("%s reports its disk" % name, lambda: disks_seen(name) == 1, 30)
     attached = api.attachVolume(id=volume["id"], virtualmachineid=vm["id"], fetch_result=True)["volume"]
     assert (attached["state"], attached["deviceid"], attached["virtualmachineid"]) == ("Ready", 1, vm["id"])
-    assert virsh(site, "domblklist", name).split()[3::2] == ["vda", "vdb"]
+    assert site.virsh("domblklist", name).split()[3::2] == ["vda", "vdb"]
     try:
         wait_for("%s sees the hot-plugged disk" % name, lambda: disks_seen(name) == 2, 60)
     except AssertionError as exc:
         raise AssertionError("%s\nconsole:\n%s" % (exc, console_log(name)[-1000:])) from None
     grown = api.resizeVolume(id=volume["id"], size=2, fetch_result=True)["volume"]
     assert grown["size"] == 2 << 30
-    capacity = [line.split()[1] for line in virsh(site, "domblkinfo", name, "vdb").splitlines()
+    capacity = [line.split()[1] for line in site.virsh("domblkinfo", name, "vdb").splitlines()
                 if line.startswith("Capacity:")]
     assert capacity == [str(2 << 30)]
     detached = api.detachVolume(id=volume["id"], fetch_result=True)["volume"]
     assert "virtualmachineid" not in detached
-    assert virsh(site, "domblklist", name).split()[3::2] == ["vda"]
+    assert site.virsh("domblklist", name).split()[3::2] == ["vda"]
     wait_for("%s lost the unplugged disk" % name, lambda: disks_seen(name) == 1, 60)
     [image] = list(site.primary.path.glob("%s*" % volume["id"]))
     # Detached, it grows on its pool (qemu-img resize).
