@@ -27,6 +27,7 @@ BENCHMARKS = {
     "failure": ("failure_bench.py", []),
     "storage": ("storage_bench.py", []),
     "migration": ("migration_bench.py", []),
+    "ha": ("ha_bench.py", []),
 }
 
 

@@ -12,13 +12,10 @@ import subprocess
 import sys
 import time
 
-from sqlalchemy import select
-
-from stackwright.management.persistence.db import Database
-from stackwright.management.persistence.models import ManagementServer
 from tests.e2e.test_vms import World
 from tests.support.engine import EngineProcess
 from tests.support.jobs import job_of
+from tests.support.servers import server_of
 from tests.support.waiting import wait_for
 
 HEARTBEAT_MS, THRESHOLD_MS = 500, 4000
@@ -26,14 +23,8 @@ LOADED = 4
 
 
 def server_id(engine):
-    """The listManagementServers id of `engine`, found by its agent port."""
-    db = Database(engine.db_url)
-    try:
-        with db.transaction(readonly=True) as s:
-            return s.execute(select(ManagementServer.uuid).where(
-                ManagementServer.agent_port == engine.agent_port)).scalar_one()
-    finally:
-        db.dispose()
+    """The listManagementServers id of `engine`."""
+    return server_of(engine)
 
 
 def servers_by_id(api):
