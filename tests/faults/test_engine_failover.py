@@ -13,8 +13,8 @@ through the balancer; read calls keep going through it the whole time. Then A is
 - the calls through the balancer fail only inside the failover window.
 
 With STACKWRIGHT_RECORD=1 the run is repeated (RECORD_RUNS) with one real KVM agent more (a
-namespaced KVM host with its own libvirtd, `tests/support/kvm_cloud.py`, whose agent reaches
-the engines through the balancer's agent port), and the figures go to docs/reliability.md.
+namespaced KVM host with its own libvirtd, `tests/support/kvm_cloud.py`, whose agent knows
+both engines as the simulated ones do), and the figures go to docs/reliability.md.
 The default run leaves the KVM host out: it alone would add a libvirtd start and an enrolment.
 """
 
@@ -40,7 +40,7 @@ from tests.e2e.test_vms import World
 from tests.support.engine import EngineProcess
 from tests.support.haproxy import Balancer
 from tests.support.jobs import job_ends
-from tests.support.hierarchy import new_cluster, physical_network
+from tests.support.hierarchy import new_cluster
 from tests.support.servers import server_of
 from tests.support.waiting import wait_for
 
@@ -98,9 +98,9 @@ def host_places(api, cluster_ids):
             for cluster_id in cluster_ids for h in api.listHosts(clusterid=cluster_id).get("host", [])}
 
 
-def kvm_host(balancer, api, zone, pod, workdir, unique):
-    """One real KVM host in a KVM cluster of the zone, its agent reaching the engines through
-    the balancer's agent port. Returns (the host, its cluster id)."""
+def kvm_host(a, b, api, zone, pod, workdir, unique):
+    """One real KVM host in a KVM cluster of the zone, its agent knowing both engines (A first),
+    added through A, which holds its agent. Returns (the host, its cluster id)."""
     from tests.support.kvm_cloud import ADDRESSES, BRIDGE, DEVICES, KvmHost
     from tests.support.nsforward import LoopbackForwarder
 
@@ -109,13 +109,15 @@ def kvm_host(balancer, api, zone, pod, workdir, unique):
     host.libvirtd.start()
     host.namespace.ip("link", "add", BRIDGE, "type", "bridge")
     host.namespace.ip("link", "set", BRIDGE, "up")
-    host.namespace.ip("link", "add", DEVICES[0], "type", "dummy")
+    # Its private device: one end of a veth pair whose other end stays in the namespace too.
+    host.namespace.ip("link", "add", DEVICES[0], "type", "veth", "peer", "name", DEVICES[0] + "p")
     host.namespace.ip("addr", "add", ADDRESSES[0] + "/24", "dev", DEVICES[0])
-    host.namespace.ip("link", "set", DEVICES[0], "up")
-    host.forwarder = LoopbackForwarder(host.namespace.name, [balancer.agent_port]).start()
+    for device in (DEVICES[0], DEVICES[0] + "p"):
+        host.namespace.ip("link", "set", device, "up")
+    host.forwarder = LoopbackForwarder(host.namespace.name, [a.agent_port, b.agent_port]).start()
     site = SimpleNamespace(zone=zone, pod=pod, cluster=cluster)
     token = api.createAgentEnrollmentToken()["agentenrollmenttoken"]["token"]
-    host.enroll(SimpleNamespace(agent_port=balancer.agent_port), site, token)
+    host.enroll(a, site, token, hosts="127.0.0.1:%d,127.0.0.1:%d" % (a.agent_port, b.agent_port))
     host.start_agent()
     host.id = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="KVM",
                           url="http://%s" % host.address, username="root", password="unused")["host"][0]["id"]
@@ -150,8 +152,7 @@ def run_failover(mariadb_server, workdir, with_kvm):
         load = loader(a, b, world.cluster["id"], "fo-" + unique)
         expected = AGENTS
         if with_kvm:
-            physical_network(api, world.zone, unique, traffic=("Guest",), label="cloudbr0")
-            kvm, kvm_cluster = kvm_host(balancer, api, world.zone, world.pod, workdir, unique)
+            kvm, kvm_cluster = kvm_host(a, b, api_a, world.zone, world.pod, workdir, unique)
             clusters.append(kvm_cluster)
             expected += 1
         wait_for("%d hosts Up" % expected, lambda: len([
