@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
 from bench.api_bench import Api, pod_pair, run_case  # noqa: E402
-from tests.support.engine import EngineProcess  # noqa: E402
+from tests.support.engine import EngineProcess, engine_pair, start_pair  # noqa: E402
 from tests.support.galera import GaleraCluster  # noqa: E402
 from tests.support.haproxy import Balancer  # noqa: E402
 from tests.support.mariadb import MariaDBServer  # noqa: E402
@@ -125,14 +125,8 @@ def takeover(args, work, results):
     a = b = load = db = None
     try:
         database = server.create_database(prefix="bench_takeover")
-        a = EngineProcess(work / "ta", database.url, extra_args=QUIET)
-        b = EngineProcess(work / "tb", database.url, extra_args=QUIET, key_file=a.key_file)
-        a.start()
-        api = a.client()
-        api.updateConfiguration(name="cluster.heartbeat.interval", value=str(args.heartbeat_ms))
-        api.updateConfiguration(name="cluster.heartbeat.threshold", value=str(args.threshold_ms))
-        b.api_key, b.api_secret = a.api_key, a.api_secret
-        b.start()
+        a, b = engine_pair(work / "takeover", database.url, extra_args=QUIET)
+        api = start_pair(a, b, args.heartbeat_ms, args.threshold_ms)
         zone = api.createZone(name="bench-takeover", dns1="8.8.8.8", networktype="Advanced")["zone"]
         cluster = new_cluster(api, new_pod(api, zone, "takeover"), "takeover")
         db = Database(database.url)

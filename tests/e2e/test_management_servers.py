@@ -13,7 +13,7 @@ import sys
 import time
 
 from tests.e2e.test_vms import World
-from tests.support.engine import EngineProcess
+from tests.support.engine import engine_pair, start_pair
 from tests.support.jobs import job_of
 from tests.support.servers import server_of
 from tests.support.waiting import wait_for
@@ -55,16 +55,10 @@ def load_generator(a, b, cluster_id, prefix):
 
 def test_two_engines_share_hosts_forward_calls_and_take_over_after_a_kill(mariadb_server, tmp_path, unique):
     database = mariadb_server.create_database(prefix="mgmt")
-    a = EngineProcess(tmp_path / "a", database.url)
-    b = EngineProcess(tmp_path / "b", database.url, key_file=a.key_file)
+    a, b = engine_pair(tmp_path, database.url)
     loader = None
     try:
-        a.start()
-        api_a = a.client()
-        api_a.updateConfiguration(name="cluster.heartbeat.interval", value=str(HEARTBEAT_MS))
-        api_a.updateConfiguration(name="cluster.heartbeat.threshold", value=str(THRESHOLD_MS))
-        b.api_key, b.api_secret = a.api_key, a.api_secret
-        b.start()
+        api_a = start_pair(a, b, HEARTBEAT_MS, THRESHOLD_MS)
         api_b = b.client()
         id_a, id_b = server_id(a), server_id(b)
         servers = servers_by_id(api_b)

@@ -37,7 +37,7 @@ from bench.report import table
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import AsyncJob, Event, ManagementServer
 from tests.e2e.test_vms import World
-from tests.support.engine import EngineProcess
+from tests.support.engine import engine_pair, start_pair
 from tests.support.haproxy import Balancer
 from tests.support.jobs import job_ends
 from tests.support.hierarchy import new_cluster
@@ -128,17 +128,10 @@ def run_failover(mariadb_server, workdir, with_kvm):
     """One kill of A under load; returns the figures of the run (asserting its guarantees)."""
     unique = uuid.uuid4().hex[:6]
     database = mariadb_server.create_database(prefix="failover")
-    a = EngineProcess(workdir / "a", database.url, extra_args=["--job-workers", str(JOB_WORKERS)])
-    b = EngineProcess(workdir / "b", database.url, extra_args=["--job-workers", str(JOB_WORKERS)],
-                      key_file=a.key_file)
+    a, b = engine_pair(workdir, database.url, extra_args=["--job-workers", str(JOB_WORKERS)])
     balancer = load = reads = kvm = None
     try:
-        a.start()
-        api_a = a.client()
-        api_a.updateConfiguration(name="cluster.heartbeat.interval", value=str(HEARTBEAT_MS))
-        api_a.updateConfiguration(name="cluster.heartbeat.threshold", value=str(THRESHOLD_MS))
-        b.api_key, b.api_secret = a.api_key, a.api_secret
-        b.start()
+        api_a = start_pair(a, b, HEARTBEAT_MS, THRESHOLD_MS)
         balancer = Balancer(workdir / "haproxy", [a, b]).start()
         api = balancer.client(a)
         id_a, id_b = server_of(a), server_of(b)

@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from tests.support.engine import free_port
+from tests.support.engine import free_port, terminate
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "haproxy"
 HAPROXY = "/usr/sbin/haproxy"
@@ -78,10 +78,4 @@ class Balancer:
         return CloudStack(endpoint=self.endpoint, key=engine.api_key, secret=engine.api_secret, timeout=30, **kw)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)

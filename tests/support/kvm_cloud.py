@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.engine import EngineProcess
+from tests.support.engine import EngineProcess, terminate
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.jobs import run_job
 from tests.support.libvirtd import IsolatedLibvirtd, isolated_workdir
@@ -130,13 +130,7 @@ class KvmHost(LibvirtNode):
         log.close()
 
     def stop(self):
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.terminate()
-            try:
-                self.agent.wait(20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait(10)
+        terminate(self.agent, 20)
         if self.forwarder is not None:
             self.forwarder.stop()
         self.stop_libvirt()
