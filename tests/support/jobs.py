@@ -23,12 +23,15 @@ def run_job(api, command, **params):
     return answer, job_of(api, answer["jobid"])
 
 
-# The line an engine logs when a job ends (services/jobs.py): "job <uuid> <command> finished in
-# <seconds>s" or "job <uuid> failed: <text> (<code>)".
-FINAL_LINE = re.compile(r"job ([0-9a-f-]{36}) (?:\S+ finished in|failed:)")
+# The lines an engine logs when a job ends (services/jobs.py): "job <uuid> <command> finished in
+# <seconds>s" once the job is final, and "job <uuid> failed: <text> (<code>)" when it fails, on
+# its own (a failure recorded after the run) or before the first (one recorded within it).
+FINISHED_LINE = re.compile(r"job ([0-9a-f-]{36}) \S+ finished in")
+FAILED_LINE = re.compile(r"job ([0-9a-f-]{36}) failed:")
 
 
 def job_ends(*log_files):
     """How many times each job ended, over the logs of one or more engines (or lives of one)."""
-    return collections.Counter(job for path in log_files
-                               for job in FINAL_LINE.findall(Path(path).read_text(errors="replace")))
+    text = "".join(Path(path).read_text(errors="replace") for path in log_files)
+    finished, failed = collections.Counter(FINISHED_LINE.findall(text)), collections.Counter(FAILED_LINE.findall(text))
+    return collections.Counter({job: max(finished[job], failed[job]) for job in finished.keys() | failed.keys()})
