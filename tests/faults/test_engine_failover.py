@@ -106,21 +106,25 @@ def kvm_host(a, b, api, zone, pod, workdir, unique):
 
     cluster = new_cluster(api, pod, unique, hypervisor="KVM")
     host = KvmHost(ADDRESSES[0], DEVICES[0], workdir / "kvm")
-    host.libvirtd.start()
-    host.namespace.ip("link", "add", BRIDGE, "type", "bridge")
-    host.namespace.ip("link", "set", BRIDGE, "up")
-    # Its private device: one end of a veth pair whose other end stays in the namespace too.
-    host.namespace.ip("link", "add", DEVICES[0], "type", "veth", "peer", "name", DEVICES[0] + "p")
-    host.namespace.ip("addr", "add", ADDRESSES[0] + "/24", "dev", DEVICES[0])
-    for device in (DEVICES[0], DEVICES[0] + "p"):
-        host.namespace.ip("link", "set", device, "up")
-    host.forwarder = LoopbackForwarder(host.namespace.name, [a.agent_port, b.agent_port]).start()
-    site = SimpleNamespace(zone=zone, pod=pod, cluster=cluster)
-    token = api.createAgentEnrollmentToken()["agentenrollmenttoken"]["token"]
-    host.enroll(a, site, token, hosts="127.0.0.1:%d,127.0.0.1:%d" % (a.agent_port, b.agent_port))
-    host.start_agent()
-    host.id = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="KVM",
-                          url="http://%s" % host.address, username="root", password="unused")["host"][0]["id"]
+    try:
+        host.libvirtd.start()
+        host.namespace.ip("link", "add", BRIDGE, "type", "bridge")
+        host.namespace.ip("link", "set", BRIDGE, "up")
+        # Its private device: one end of a veth pair whose other end stays in the namespace too.
+        host.namespace.ip("link", "add", DEVICES[0], "type", "veth", "peer", "name", DEVICES[0] + "p")
+        host.namespace.ip("addr", "add", ADDRESSES[0] + "/24", "dev", DEVICES[0])
+        for device in (DEVICES[0], DEVICES[0] + "p"):
+            host.namespace.ip("link", "set", device, "up")
+        host.forwarder = LoopbackForwarder(host.namespace.name, [a.agent_port, b.agent_port]).start()
+        site = SimpleNamespace(zone=zone, pod=pod, cluster=cluster)
+        token = api.createAgentEnrollmentToken()["agentenrollmenttoken"]["token"]
+        host.enroll(a, site, token, hosts="127.0.0.1:%d,127.0.0.1:%d" % (a.agent_port, b.agent_port))
+        host.start_agent()
+        host.id = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"], hypervisor="KVM",
+                              url="http://%s" % host.address, username="root", password="unused")["host"][0]["id"]
+    except BaseException:
+        host.stop()
+        raise
     return host, cluster["id"]
 
 
