@@ -29,6 +29,7 @@ BENCHMARKS = {
     "migration": ("migration_bench.py", []),
     "templates": ("templates_bench.py", []),
     "placement": ("placement_bench.py", []),
+    "management": ("management_bench.py", []),
     "ha": ("ha_bench.py", []),
 }
 

@@ -19,8 +19,9 @@ from sqlalchemy import select
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import ManagementServer
 from tests.e2e.test_vms import World
-from tests.support.engine import EngineProcess
+from tests.support.engine import engine_pair, start_pair
 from tests.support.jobs import job_of
+from tests.support.servers import server_of
 from tests.support.waiting import wait_for
 
 HEARTBEAT_MS, THRESHOLD_MS = 500, 4000
@@ -28,14 +29,8 @@ LOADED = 4
 
 
 def server_id(engine):
-    """The listManagementServers id of `engine`, found by its agent port."""
-    db = Database(engine.db_url)
-    try:
-        with db.transaction(readonly=True) as s:
-            return s.execute(select(ManagementServer.uuid).where(
-                ManagementServer.agent_port == engine.agent_port)).scalar_one()
-    finally:
-        db.dispose()
+    """The listManagementServers id of `engine`."""
+    return server_of(engine)
 
 
 def servers_by_id(api):
@@ -66,16 +61,10 @@ def load_generator(a, b, cluster_id, prefix):
 
 def test_two_engines_share_hosts_forward_calls_and_take_over_after_a_kill(mariadb_server, tmp_path, unique):
     database = mariadb_server.create_database(prefix="mgmt")
-    a = EngineProcess(tmp_path / "a", database.url)
-    b = EngineProcess(tmp_path / "b", database.url, key_file=a.key_file)
+    a, b = engine_pair(tmp_path, database.url)
     loader = None
     try:
-        a.start()
-        api_a = a.client()
-        api_a.updateConfiguration(name="cluster.heartbeat.interval", value=str(HEARTBEAT_MS))
-        api_a.updateConfiguration(name="cluster.heartbeat.threshold", value=str(THRESHOLD_MS))
-        b.api_key, b.api_secret = a.api_key, a.api_secret
-        b.start()
+        api_a = start_pair(a, b, HEARTBEAT_MS, THRESHOLD_MS)
         api_b = b.client()
         id_a, id_b = server_id(a), server_id(b)
         servers = servers_by_id(api_b)

@@ -34,6 +34,7 @@ from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Event, VmInstance, Volume
 from stackwright.protocol.pki import CertificateAuthority, client_context, write_file_atomic
 from tests.support.engine import EngineProcess
+from tests.support.jobs import job_ends
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.waiting import wait_for
 
@@ -48,7 +49,6 @@ SETTLE_TIMEOUT = 180.0        # restart until every job is final, on a loaded 2-
 SIM_TEMPLATE = "CentOS 5.6 (64-bit) no GUI (Simulator)"
 TiB = 1024 ** 4
 BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MariaDB"}
-FINAL_LINE = re.compile(r"job ([0-9a-f-]{36}) (?:\S+ succeeded in|failed)")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
@@ -246,7 +246,7 @@ def test_engine_killed_with_500_jobs_running(database_url, tmp_path, record_reli
             assert (after["jobstatus"], after.get("completed"), after.get("jobresult")) == (
                 job["jobstatus"], job.get("completed"), job.get("jobresult")), jobid
         # The log of both lives of the engine: a job reaches its end at most once.
-        ends = collections.Counter(FINAL_LINE.findall(engine.log_file.read_text(errors="replace")))
+        ends = job_ends(engine.log_file)
         repeated = {jobid: n for jobid, n in ends.items() if n > 1 and jobid in queued.jobs}
         assert not repeated, "jobs that ended more than once: %s" % repeated
         resumed = re.findall(r"resuming (\d+) pending async job", engine.log_file.read_text(errors="replace"))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.support.engine import terminate
+
 START_TIMEOUT = 30.0
 
 
@@ -117,13 +119,7 @@ class Chromium:
         return Page(session, ws)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 

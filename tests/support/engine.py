@@ -21,6 +21,35 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def terminate(proc, timeout=10.0):
+    """End a child process started by a test: SIGTERM, then SIGKILL after `timeout` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def engine_pair(workdir: Path, db_url: str, extra_args=()):
+    """Two engines `a` and `b` (not started) on one database, with one key file."""
+    a = EngineProcess(Path(workdir) / "a", db_url, extra_args=extra_args)
+    return a, EngineProcess(Path(workdir) / "b", db_url, extra_args=extra_args, key_file=a.key_file)
+
+
+def start_pair(a, b, heartbeat_ms, threshold_ms):
+    """Start `a`, set the heartbeat interval and threshold (milliseconds) through it, then start
+    `b` on the same database and keys; returns a client of `a`."""
+    a.start()
+    api_a = a.client()
+    api_a.updateConfiguration(name="cluster.heartbeat.interval", value=str(heartbeat_ms))
+    api_a.updateConfiguration(name="cluster.heartbeat.threshold", value=str(threshold_ms))
+    b.api_key, b.api_secret = a.api_key, a.api_secret
+    b.start()
+    return api_a
+
+
 class EngineProcess:
     """`stackwright-management` on loopback with its own database, logs and ports."""
 

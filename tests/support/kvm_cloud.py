@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.engine import EngineProcess
+from tests.support.engine import EngineProcess, terminate
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.jobs import run_job
 from tests.support.libvirtd import ISOLATED_VIRTLOGD_PID_FILE, IsolatedLibvirtd, isolated_workdir
@@ -146,13 +146,15 @@ class KvmHost(LibvirtNode):
         self.log_file = self.workdir / "agent.log"
         self.id = None
 
-    def enroll(self, engine, site, token):
+    def enroll(self, engine, site, token, hosts="127.0.0.1"):
+        """Enroll with `engine` (`hosts`: the agent's comma list of engines, by default the one
+        on loopback at `engine.agent_port`)."""
         token_file = self.workdir / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)
         run = subprocess.run(
             [str(BIN / "stackwright-setup-agent"), "--properties", str(self.properties), "--json",
-             "--host", "127.0.0.1", "--port", str(engine.agent_port), "--zone", site.zone["name"],
+             "--host", hosts, "--port", str(engine.agent_port), "--zone", site.zone["name"],
              "--pod", site.pod["name"], "--cluster", site.cluster["name"], "--private-device", self.device,
              "--hypervisor-driver", "libvirt", "--libvirt-uri", "qemu:///system",
              "--set", "storage.mode=userspace", "--set", "reconnect.backoff.max=2",

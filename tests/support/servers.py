@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
+from stackwright.management.persistence.db import Database
+from stackwright.management.persistence.models import ManagementServer
 from stackwright.management.services.cluster import ClusterService, ServerIdentity
 
 
@@ -11,3 +15,14 @@ def registered_server(db, name="ms-a", api_address="127.0.0.1:8080", service_por
     cluster = ClusterService(db, ServerIdentity.of(api_address, "127.0.0.1", service_port, name=name), sole=sole)
     cluster.register()
     return cluster
+
+
+def server_of(engine, column=ManagementServer.uuid):
+    """A column of the mshost row of a running `EngineProcess` (found by its agent port): by
+    default its `listManagementServers` id."""
+    db = Database(engine.db_url)
+    try:
+        with db.transaction(readonly=True) as s:
+            return s.execute(select(column).where(ManagementServer.agent_port == engine.agent_port)).scalar_one()
+    finally:
+        db.dispose()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from stackwright.agent.config import DEFAULT_PROPERTIES, AgentConfig, PropertiesFile
 from stackwright.agent.errors import AgentError, ConfigError, EnrollmentError
+from stackwright.agent.link import parse_endpoints
 from stackwright.protocol.channel import Channel, ChannelClosed, RemoteError
 from stackwright.protocol.messages import CaAnswer, Enroll, EnrollAnswer, GetCa
 from stackwright.protocol.pki import (
@@ -151,19 +152,25 @@ async def enroll(config: AgentConfig, token: str, timeout: float = 15.0) -> str:
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from None
     failures = []
-    for host in config.hosts:
-        endpoint = f"{host}:{config.port}"
+    try:
+        endpoints = parse_endpoints(config.hosts, config.port)
+    except ValueError as exc:
+        raise EnrollmentError(str(exc)) from None
+    # Each address of `host` with its own port, or `port` (HOST or HOST:PORT, as the agent connects).
+    for host, port in endpoints:
+        endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            await _enroll_with(endpoint, host, config, secret, ca_fingerprint, timeout)
+            await _enroll_with(endpoint, host, port, config, secret, ca_fingerprint, timeout)
             return endpoint
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             failures.append(f"{endpoint}: {exc or type(exc).__name__}")
     raise EnrollmentError("cannot reach any engine to enroll: " + "; ".join(failures))
 
 
-async def _enroll_with(endpoint: str, host: str, config: AgentConfig, secret: str, ca_fp: str, timeout: float) -> None:
+async def _enroll_with(endpoint: str, host: str, port: int, config: AgentConfig, secret: str, ca_fp: str,
+                       timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, config.port, ssl=enrollment_context())
+        reader, writer = await asyncio.open_connection(host, port, ssl=enrollment_context())
 
     async def no_requests(frame):
         return None

@@ -14,11 +14,10 @@ from stackwright.simulation.agent import SimulatedAgent
 from stackwright.management.agentlink.channel import AgentChannel
 from stackwright.management.engine import Engine
 from stackwright.management.options import Options
-from stackwright.management.persistence.models import Cluster, Host, Pod, Zone
+from stackwright.management.persistence.models import Host
 from stackwright.management.services.gateway import HostRef
 from stackwright.protocol import messages as m
-
-MiB = 1 << 20
+from tests.support.rows import MiB, simulator_cluster_with_host
 
 
 @pytest.fixture
@@ -34,21 +33,7 @@ def engine(tmp_path):
 @pytest.fixture
 def cluster_uuid(engine):
     """A Simulator cluster with one host, whose simulated agent the engine runs."""
-    with engine.db.transaction() as s:
-        zone = Zone(name="z", network_type="Advanced", details={})
-        s.add(zone)
-        s.flush()
-        pod = Pod(name="p", zone_id=zone.id, gateway="10.0.0.1", netmask="255.255.255.0",
-                  start_ip="10.0.0.10", end_ip="10.0.0.20")
-        s.add(pod)
-        s.flush()
-        cluster = Cluster(name="c", pod_id=pod.id, zone_id=zone.id, hypervisor="Simulator")
-        s.add(cluster)
-        s.flush()
-        s.add(Host(name="h0", guid="sim-0", zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
-                   hypervisor="Simulator", url="http://sim/c/h0?cpus=3&cpuspeed=1500&memory=%d" % (3072 * MiB),
-                   ip_address="172.16.0.5", state="Disconnected", resource_state="Enabled", details={}))
-        return cluster.uuid
+    return simulator_cluster_with_host(engine.db)
 
 
 def hosts(engine):

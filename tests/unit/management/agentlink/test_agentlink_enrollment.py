@@ -92,6 +92,18 @@ def test_enrollment_tries_the_next_engine(pki, tmp_path):
     asyncio.run(scenario())
 
 
+def test_enrollment_uses_each_engine_address_with_its_own_port(pki, tmp_path):
+    async def scenario():
+        server = await start_server(pki, Recorder())
+        # `host` as several engines are listed: HOST:PORT entries, `port` only for those without one
+        config = agent_config(tmp_path, 9, hosts=("127.0.0.2:%d" % server.port, "127.0.0.1:%d" % server.port))
+        assert await enroll(config, await pki.tokens.issue(ttl=60), timeout=5) == f"127.0.0.1:{server.port}"
+        assert pki.ca.verify(config.cert_file.read_bytes()) == "guid-e1"
+        await server.stop()
+
+    asyncio.run(scenario())
+
+
 def test_agent_reconnects_without_touching_guests(pki):
     async def scenario():
         events = Recorder()

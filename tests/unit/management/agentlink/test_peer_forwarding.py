@@ -15,11 +15,10 @@ from stackwright.management.errors import ResourceUnavailable
 from stackwright.management.options import Options
 from stackwright.management.persistence import crypto
 from stackwright.management.persistence.db import Database
-from stackwright.management.persistence.models import Cluster, Host, ManagementCa, Pod, Zone
+from stackwright.management.persistence.models import Host, ManagementCa
 from stackwright.management.services.gateway import AgentAbsent, HostRef
 from stackwright.protocol import messages as m
-
-MiB = 1 << 20
+from tests.support.rows import MiB, simulator_cluster_with_host
 
 
 def server(tmp_path, name, api_port):
@@ -39,21 +38,7 @@ def pair(tmp_path):
     Database("sqlite:///%s" % (tmp_path / "cloud.db")).upgrade()
     a, sock_a = server(tmp_path, "a", 8080)
     b, sock_b = server(tmp_path, "b", 8081)
-    with a.db.transaction() as s:
-        zone = Zone(name="z", network_type="Advanced", details={})
-        s.add(zone)
-        s.flush()
-        pod = Pod(name="p", zone_id=zone.id, gateway="10.0.0.1", netmask="255.255.255.0",
-                  start_ip="10.0.0.10", end_ip="10.0.0.20")
-        s.add(pod)
-        s.flush()
-        cluster = Cluster(name="c", pod_id=pod.id, zone_id=zone.id, hypervisor="Simulator")
-        s.add(cluster)
-        s.flush()
-        s.add(Host(name="h0", guid="sim-0", zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
-                   hypervisor="Simulator", url="http://sim/c/h0?cpus=3&cpuspeed=1500&memory=%d" % (3072 * MiB),
-                   ip_address="172.16.0.5", state="Disconnected", resource_state="Enabled", details={},
-                   mgmt_server_id=a.cluster.me.msid))
+    simulator_cluster_with_host(a.db, mgmt_server_id=a.cluster.me.msid)
     yield (a, sock_a), (b, sock_b)
     a.db.dispose()
     b.db.dispose()

@@ -15,14 +15,13 @@ from stackwright.management.persistence.models import (
     Domain,
     Host,
     ManagementServer,
-    Pod,
     User,
-    Zone,
     utcnow,
 )
 from stackwright.management.services.cluster import derive_msid
 from stackwright.management.services.configuration import ConfigurationService, GlobalSettings
 from stackwright.management.services.registration import RegistrationService
+from tests.support.rows import zone_and_pod
 from tests.support.servers import registered_server
 from tests.unit.management.services.test_registration import request
 
@@ -47,13 +46,7 @@ def servers(db):
 def place(db):
     """A zone, pod, KVM and Simulator clusters, and a user that owns jobs: their ids."""
     with db.transaction() as s:
-        zone = Zone(name="z1", network_type="Advanced", details={})
-        s.add(zone)
-        s.flush()
-        pod = Pod(name="p1", zone_id=zone.id, gateway="10.0.0.1", netmask="255.255.255.0",
-                  start_ip="10.0.0.10", end_ip="10.0.0.20")
-        s.add(pod)
-        s.flush()
+        zone, pod = zone_and_pod(s, "z1", "p1")
         kvm = Cluster(name="kvm", pod_id=pod.id, zone_id=zone.id, hypervisor="KVM")
         sim = Cluster(name="sim", pod_id=pod.id, zone_id=zone.id, hypervisor="Simulator")
         domain = Domain(name="ROOT", path="ROOT")

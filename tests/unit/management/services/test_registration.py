@@ -7,10 +7,11 @@ import pytest
 from sqlalchemy import select
 
 from stackwright.management.persistence.db import Database
-from stackwright.management.persistence.models import Cluster, Host, Pod, Zone
+from stackwright.management.persistence.models import Cluster, Host
 from stackwright.management.services.configuration import GlobalSettings
 from stackwright.management.services.registration import AgentRefused, RegistrationService
 from stackwright.protocol import messages as m
+from tests.support.rows import zone_and_pod
 from tests.support.servers import registered_server
 
 
@@ -19,13 +20,7 @@ def registration(tmp_path):
     db = Database("sqlite:///%s" % (tmp_path / "cloud.db"))
     db.upgrade()
     with db.transaction() as s:
-        zone = Zone(name="z1", network_type="Advanced", details={})
-        s.add(zone)
-        s.flush()
-        pod = Pod(name="p1", zone_id=zone.id, gateway="10.0.0.1", netmask="255.255.255.0",
-                  start_ip="10.0.0.10", end_ip="10.0.0.20")
-        s.add(pod)
-        s.flush()
+        zone, pod = zone_and_pod(s, "z1", "p1")
         kvm = Cluster(name="kvm", pod_id=pod.id, zone_id=zone.id, hypervisor="KVM")
         sim = Cluster(name="sim", pod_id=pod.id, zone_id=zone.id, hypervisor="Simulator")
         s.add_all([kvm, sim])
