@@ -14,10 +14,6 @@ import sys
 import time
 
 from cs import CloudStackApiException
-from sqlalchemy import select
-
-from stackwright.management.persistence.db import Database
-from stackwright.management.persistence.models import ManagementServer
 from tests.e2e.test_vms import World
 from tests.support.engine import engine_pair, start_pair
 from tests.support.jobs import job_of
@@ -160,8 +156,7 @@ def page_size_limit_seen(api):
 
 def test_a_global_setting_changed_through_one_engine_takes_effect_on_the_other(mariadb_server, tmp_path):
     database = mariadb_server.create_database(prefix="mgmt")
-    a = EngineProcess(tmp_path / "a", database.url)
-    b = EngineProcess(tmp_path / "b", database.url, key_file=a.key_file)
+    a, b = engine_pair(tmp_path, database.url)
     try:
         a.start()
         b.api_key, b.api_secret = a.api_key, a.api_secret

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.engine import EngineProcess, terminate
+from tests.support.engine import EngineProcess
 from tests.support.hierarchy import new_cluster, new_pod, new_zone, physical_network
 from tests.support.jobs import run_job
 from tests.support.libvirtd import ISOLATED_VIRTLOGD_PID_FILE, IsolatedLibvirtd, isolated_workdir
