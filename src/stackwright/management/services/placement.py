@@ -106,7 +106,8 @@ class Planner:
         restarts (`ha`), which prefer them, and guests an administrator places there (`host`)."""
         def fail(reason: str, storage: bool = False) -> NoReturn:
             if failures:
-                reason += "; earlier attempts: " + "; ".join(failures)
+                # What went wrong first is the cause; that nothing else fits follows from it.
+                reason = "; ".join(failures) + "; and no other host or pool can take it: " + reason
             # InsufficientServerCapacityException (4335) or InsufficientStorageCapacityException (4340)
             raise InsufficientCapacity(f"Unable to create a deployment for {label}: {reason}",
                                        cserrorcode=4340 if storage else 4335)

@@ -102,9 +102,11 @@ def test_when_every_host_refuses_the_failures_are_named(ctx, world, gateway, job
     vm = new_vm(ctx, world)
     code, text = failure(start(ctx, jobs, vm))
     assert code == 533
-    assert text.startswith("Unable to create a deployment for VM[User|%s]: no other Up and Enabled host left"
-                           % vm.instance_name)
-    assert "earlier attempts: %s: starting the guest failed:" % only.name in text
+    # The first failure leads; that no other host is left follows.
+    assert text.startswith("Unable to create a deployment for VM[User|%s]: %s: starting the guest failed:"
+                           % (vm.instance_name, only.name))
+    assert text.endswith("; and no other host or pool can take it: no other Up and Enabled host left in zone %s"
+                         % world.zone.name)
     vm = fresh(ctx, vm)
     assert (vm.state, vm.host_id) == ("Stopped", None)
     assert root(ctx, vm).state == "Ready"              # the volume was made; the next start reuses it

@@ -195,8 +195,8 @@ def test_avoided_hosts_and_earlier_failures_are_reported(ctx, world):
     host = world.host()
     world.pool()
     error = refused(ctx, world, avoid_hosts={host.id}, failures=["%s: starting the guest failed: boom" % host.name])
-    assert error.text.endswith("no other Up and Enabled host left in zone %s; earlier attempts: %s: starting the "
-                               "guest failed: boom" % (world.zone.name, host.name))
+    assert error.text.endswith(": %s: starting the guest failed: boom; and no other host or pool can take it: no "
+                               "other Up and Enabled host left in zone %s" % (host.name, world.zone.name))
 
 
 def test_last_host_is_preferred(ctx, world):
