@@ -30,17 +30,15 @@ import os
 import re
 import resource
 import signal
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import BENCHMARKS, table, verdict, write_section  # noqa: E402
+from bench.report import BENCHMARKS, table, verdict, run_in_workdir, write_section  # noqa: E402
 from tests.support.engine import EngineProcess  # noqa: E402
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
@@ -374,15 +372,7 @@ def main():
                  "compare hosts 0-512, compare rounds 1-5)")
     if not (COLLECTIONS / "ansible_collections" / "stackwright" / "cloudstack").exists():
         ap.error("the collection is not linked at %s; run `make collection`" % COLLECTIONS)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sw-playbook-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    try:
-        results = run(args, work)
-        results["wall"] = time.monotonic() - started
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+    results = run_in_workdir(args.workdir, "sw-playbook-bench-", lambda work: run(args, work))
     text, idempotent = report(results)
     print(text)
     if args.write_docs:

@@ -12,7 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,3 +119,18 @@ def write_section(document: Path, heading: str, body: str, command: str,
     tmp = document.with_suffix(document.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(document)
+
+
+def run_in_workdir(workdir: str | None, prefix: str, run: Callable[[Path], dict]) -> dict:
+    """`run(work)` in `workdir` (kept) or a temporary folder (removed after), its results with
+    the whole run's wall time under "wall"."""
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        results = run(work)
+        results["wall"] = time.monotonic() - started
+    finally:
+        if not workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return results

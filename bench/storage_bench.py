@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import BENCHMARKS, table, write_section  # noqa: E402
+from bench.report import BENCHMARKS, table, run_in_workdir, write_section  # noqa: E402
 from stackwright.agent.storage.base import PoolSpec  # noqa: E402
 from stackwright.agent.storage.nfs import NfsStorageDriver, kernel_nfs_available  # noqa: E402
 from tests.support.engine import EngineProcess  # noqa: E402
@@ -305,15 +304,7 @@ def main():
     problems = missing_prerequisites()
     if problems or shutil.which("ganesha.nfsd") is None:
         ap.error("cannot run here: %s" % "; ".join(problems or ["nfs-ganesha is not installed"]))
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sw-storage-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    try:
-        results = run(args, work)
-        results["wall"] = time.monotonic() - started
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+    results = run_in_workdir(args.workdir, "sw-storage-bench-", lambda work: run(args, work))
     text = report(results)
     print(text)
     if args.write_docs:

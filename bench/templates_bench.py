@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import BENCHMARKS, table, write_section  # noqa: E402
+from bench.report import BENCHMARKS, table, run_in_workdir, write_section  # noqa: E402
 from stackwright import bootimage  # noqa: E402
 from tests.support.kvm_cloud import kvm_site  # noqa: E402
 from tests.support.libvirtd import SystemLibvirtd, missing_prerequisites  # noqa: E402
@@ -399,15 +399,7 @@ def main():
             problems.append("%s is not installed" % tool)
     if problems:
         ap.error("cannot run here: %s" % "; ".join(problems))
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sw-templates-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    try:
-        results = run(args, work)
-        results["wall"] = time.monotonic() - started
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+    results = run_in_workdir(args.workdir, "sw-templates-bench-", lambda work: run(args, work))
     text = report(results)
     print(text)
     if args.write_docs:
