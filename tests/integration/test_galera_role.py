@@ -27,6 +27,7 @@ import pymysql
 import pytest
 
 from tests.support.ansible import changed_per_host, role_playbook
+from tests.support.engine import free_ports
 
 BIN = Path(sys.executable).parent
 NODES = ("node1", "node2", "node3")
@@ -34,19 +35,6 @@ RUN_TIMEOUT = 600
 PASSWORD = "galera-test-password"
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
-
-
-def free_ports(count):
-    sockets = []
-    try:
-        for _unused in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
 
 
 class Cluster:

@@ -4,25 +4,19 @@ returns, with the sessions left on the backup closed, so one server takes the wr
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pymysql
 import pytest
 
 from tests.support.ansible import private_supervisor, role_playbook, shutdown_supervisor
+from tests.support.engine import free_port
 from tests.support.mariadb import MariaDBServer
 
 RUN_TIMEOUT = 300
 WRITER, PASSWORD = "writer", "writer-password"
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

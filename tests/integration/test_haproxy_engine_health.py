@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 from cs import CloudStack
 
 from tests.support.ansible import private_supervisor, role_playbook, shutdown_supervisor
-from tests.support.engine import EngineProcess
+from tests.support.engine import EngineProcess, free_ports
 from tests.support.mariadb import MariaDBServer
 from tests.support.waiting import wait_for
 
@@ -26,19 +25,6 @@ RUN_TIMEOUT = 300
 CHECK_INTERVAL = 0.5
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
-
-
-def free_ports(count):
-    probes = []
-    try:
-        for _unused in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            probes.append(probe)
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def health(url):

@@ -21,24 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.support.ansible import private_supervisor, role_playbook, shutdown_supervisor
+from tests.support.engine import free_ports
 
 RUN_TIMEOUT = 300
 HEALTH_PATH = "/client/api/health"
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(count):
-    probes = []
-    try:
-        for _unused in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            probes.append(probe)
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 class Engine(http.server.ThreadingHTTPServer):

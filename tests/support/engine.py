@@ -21,6 +21,20 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(count, host="127.0.0.1"):
+    """`count` distinct free ports: each probe stays bound until all are chosen."""
+    probes = []
+    try:
+        for _unused in range(count):
+            probe = socket.socket()
+            probe.bind((host, 0))
+            probes.append(probe)
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def terminate(proc, timeout=10.0):
     """End a child process started by a test: SIGTERM, then SIGKILL after `timeout` seconds."""
     if proc is not None and proc.poll() is None:
