@@ -340,8 +340,8 @@ def test_repeated_partitions_agent_crashes_and_host_deaths(site, record_reliabil
         "| --- | --- | --- | --- | --- | --- |",
         *["| %s |" % " | ".join(str(cell) for cell in row) for row in rows],
         "| host death (agent, heartbeat, libvirtd, QEMU SIGKILLed) | %d | %d restarted, %d exactly once | %d | - | "
-        "%.1f s to Running elsewhere (median), %.1f s max |" % (deaths, restarted, once, double,
-                                                             statistics.median(times), max(times)),
+        "%.1f s to Running elsewhere (median), %.1f s max |" % (
+            deaths, restarted, once, double, statistics.median(times), max(times)),
     ])
     record_reliability("VM HA on real KVM hosts", body)
     assert [row[2:5] for row in rows] == [[0, 0, 0], [0, 0, 0]]

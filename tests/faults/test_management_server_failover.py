@@ -324,11 +324,11 @@ def test_engine_killed_under_load_through_haproxy(mariadb_server, tmp_path, reco
          ", ".join("%d, %d" % (r["pending"], r["of_a"]) for r in runs)],
         ["kill to every host Up on B (median, max)", "%.1f s, %.1f s" % (statistics.median(ups), max(ups))],
         ["kill to every job final (max)", "%.1f s" % max(r["final"] for r in runs)],
-        ["jobs succeeded / failed (all runs)", "%d / %d" % (sum(r["succeeded"] for r in runs),
-                                                           sum(r["failed"] for r in runs))],
+        ["jobs succeeded / failed (all runs)", "%d / %d" % (
+            sum(r["succeeded"] for r in runs), sum(r["failed"] for r in runs))],
         ["jobs lost, jobs ended twice", "0, 0"],
-        ["reads through the balancer / failed", "%d / %d" % (sum(r["reads"] for r in runs),
-                                                            sum(r["read_errors"] for r in runs))],
+        ["reads through the balancer / failed", "%d / %d" % (
+            sum(r["reads"] for r in runs), sum(r["read_errors"] for r in runs))],
         ["last failed read after the kill", "%.1f s" % max(r["error_span"] for r in runs)],
     ]
     reasons = collections.Counter()

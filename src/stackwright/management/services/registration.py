@@ -286,9 +286,9 @@ class RegistrationService:
                                                         f"guests paused by its outage are resumed",
                                    zone_id=pool.zone_id, pod_id=pool.pod_id, cluster_id=pool.cluster_id,
                                    resource_uuid=pool.uuid)
-            return [g for g in s.execute(select(Host.guid).where(
+            return list(s.execute(select(Host.guid).where(
                 Host.cluster_id == pool.cluster_id, Host.removed.is_(None), Host.state == "Up",
-                Host.guid.is_not(None))).scalars()]
+                Host.guid.is_not(None))).scalars())
 
     def guests_io_paused(self, guid: str, names: Sequence[str]) -> None:
         """Host `guid` reports guests newly paused by storage errors: an alert for each."""

@@ -494,4 +494,3 @@ def _deleted(ctx: Any, volume_id: int) -> None:
     volume.state, volume.removed = EXPUNGED, utcnow()
     ctx.limits.change(ctx.session.get(Account, volume.account_id), {VOLUME: -1, PRIMARY_STORAGE: -volume.size_bytes})
     ctx.event("VOLUME.DELETE", f"Deleted volume {volume.name}", volume.uuid, account_id=volume.account_id)
-

@@ -85,8 +85,8 @@ def build_disk(disk: DiskSpec | BackingSpec, nfs_identity: tuple[str, str] | Non
     backing = getattr(disk, "backing", None)
     below = build_disk(backing, nfs_identity, device) if backing is not None else None
     # The policies belong to the guest's disk; a backing store has no <driver> of its own.
-    policies = {} if isinstance(disk, BackingSpec) else {"error_policy": DISK_ERROR_POLICY,
-                                                          "rerror_policy": DISK_ERROR_POLICY}
+    policies = {} if isinstance(disk, BackingSpec) else {
+        "error_policy": DISK_ERROR_POLICY, "rerror_policy": DISK_ERROR_POLICY}
     if isinstance(disk.source, FileSource):
         return xml.Disk(target_dev=device, driver_type=disk.format, source_file=disk.source.path, backing=below,
                         **policies)
