@@ -22,6 +22,7 @@ Only one NFS server can run on a machine; run it under the lock the other NFS us
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
@@ -41,6 +42,7 @@ from stackwright.agent.storage.nfs import NfsStorageDriver, kernel_nfs_available
 from tests.support.engine import EngineProcess  # noqa: E402
 from tests.support.libvirtd import SystemLibvirtd, missing_prerequisites  # noqa: E402
 from tests.support.nfs import NfsTestServer  # noqa: E402
+from tests.support import waiting  # noqa: E402
 
 BIN = Path(sys.executable).parent
 POLL = 0.05
@@ -48,15 +50,8 @@ VOLUME_BYTES = 1 << 30          # the size of the built-in "Blank disk (no OS)" 
 CREATE_VOLUME = re.compile(r"host=(\S+) seq=\d+ CreateVolume -> VolumeAnswer in (\d+) ms")
 
 
-def wait_for(what, probe, timeout):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise RuntimeError("%s: not reached within %.0f s (last seen: %r)" % (what, timeout, value))
+# The tests' bounded polling, at this benchmark's interval.
+wait_for = functools.partial(waiting.wait_for, interval=POLL)
 
 
 def stats(values):

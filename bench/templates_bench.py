@@ -45,6 +45,7 @@ from stackwright import bootimage  # noqa: E402
 from tests.support.kvm_cloud import kvm_site  # noqa: E402
 from tests.support.libvirtd import SystemLibvirtd, missing_prerequisites  # noqa: E402
 from tests.support.nfs import NfsTestServer  # noqa: E402
+from tests.support import waiting  # noqa: E402
 
 POLL = 0.05
 MiB = 1 << 20
@@ -52,15 +53,8 @@ CREATE_VOLUME = re.compile(r"CreateVolume -> VolumeAnswer in (\d+) ms")
 CONSOLE_LOGS = Path("/var/log/libvirt/qemu")
 
 
-def wait_for(what, probe, timeout):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise RuntimeError("%s: not reached within %.0f s (last seen: %r)" % (what, timeout, value))
+# The tests' bounded polling, at this benchmark's interval.
+wait_for = functools.partial(waiting.wait_for, interval=POLL)
 
 
 def stats(values):
