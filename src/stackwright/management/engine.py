@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Importing the command families fills the registry.
 from . import commands  # noqa: F401  # pylint: disable=unused-import
@@ -18,12 +18,13 @@ from .api.authorize import RoleCache
 from .api.cache import ResponseCache
 from .api.execute import ApiJobs
 from .api.registry import REGISTRY
+from .context import Context
 from .errors import DatabaseUnavailable, Throttled
 from .persistence import crypto
 from .persistence.db import Database
 from .services import ha, throttling
 from .services.accounts import ROOT_ADMIN, AccountService
-from .services.alerts import AlertMailer
+from .services.alerts import AlertMailer, CapacityChecker
 from .services.cluster import ClusterService, ServerIdentity
 from .services.configuration import GlobalSettings
 from .services.console import ConsoleTokens
@@ -31,6 +32,8 @@ from .services.roles import role_of
 from .services.jobs import JobExecutor
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from .persistence.models import User
     from .context import Principal
     from .options import Options
@@ -141,6 +144,15 @@ def advertised_address(opts: Options) -> str:
         return "127.0.0.1"
 
 
+def capacity_checker(engine: Any) -> CapacityChecker:
+    """The capacity checker of `engine` (its database and settings): each check one transaction."""
+    def check(cluster_ids: Collection[int] | None) -> None:
+        with engine.db.transaction() as s:
+            Context(engine, s, None).alerts.check_capacity(cluster_ids)
+
+    return CapacityChecker(check, lambda: engine.settings.typed("capacity.check.period") / 1000.0)
+
+
 class ClusterMonitor:
     """This server's heartbeat, and the takeover of what peers found Down served.
 
@@ -225,6 +237,8 @@ class Engine:
         self.gateway = ChannelGateway()
         # Mails committed alerts when alert.email.addresses and alert.smtp.host are set.
         self.mailer = AlertMailer(self.db, self.settings)
+        # Capacity alerts: every capacity.check.period, and soon after guests start in a cluster.
+        self.capacity_checker = capacity_checker(self)
         # This server among the others on the same database (services/cluster.py).
         self.cluster = ClusterService(self.db, ServerIdentity.of(
             f"{settings.listen_host}:{settings.listen_port}", advertised_address(settings),
@@ -254,11 +268,13 @@ class Engine:
         self.jobs.lane("ha-worker", s.typed("ha.workers"), ha.JOBS)
         self.jobs.start()
         self.mailer.start()
+        self.capacity_checker.start()
         self.monitor.start()
 
     def stop(self) -> None:
         self.monitor.stop()
         self.mailer.stop()
+        self.capacity_checker.stop()
         self.jobs.stop()
         try:
             self.cluster.stopped()

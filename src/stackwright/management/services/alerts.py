@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import smtplib
 import threading
+import time
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from .events import between
 from .queries import EXACT, Filter, NOCASE, filtered, keyword, page
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Collection, Sequence
     from types import SimpleNamespace
 
     from sqlalchemy import ColumnElement
@@ -79,11 +80,25 @@ class AlertService:
         log.warning("alert %s: %s", alert.name, subject)
         return alert
 
+    def capacity_changed(self, cluster_id: int) -> None:
+        """Guests of the cluster now hold more: the engine's capacity checker looks at it soon
+        after this transaction commits (not in it: a job step pays no capacity computation)."""
+        checker = self.ctx.engine.capacity_checker
+        self.ctx.after_commit(lambda: checker.changed(cluster_id))
+
+    def check_capacity(self, cluster_ids: Collection[int] | None = None) -> None:
+        """check_cluster_capacity for `cluster_ids`, or for every cluster."""
+        if cluster_ids is None:
+            cluster_ids = self.session.execute(select(Cluster.id).where(Cluster.removed.is_(None))).scalars().all()
+        for cluster_id in sorted(cluster_ids):
+            self.check_cluster_capacity(cluster_id)
+
     def check_cluster_capacity(self, cluster_id: int) -> None:
         """Raise a memory or CPU alert when what the cluster's guests hold passes its
         notification threshold, unless one was raised for it within `alert.wait` seconds."""
-        cluster = self.session.get(Cluster, cluster_id)
-        if cluster is None:
+        # Locked: a checker on another management server waits, then sees this one's alert.
+        cluster = self.session.get(Cluster, cluster_id, with_for_update=True)
+        if cluster is None or cluster.removed is not None:
             return
         capacity = self.ctx.capacity.cluster_capacities({cluster.id: cluster}).get(cluster.id)
         if capacity is None:
@@ -142,6 +157,65 @@ def _which(ids: Sequence[Alert], type: int | None, start: dt.datetime | None,
     if type is not None:
         which.append(Alert.type == type)
     return which
+
+
+# --- capacity checks -----------------------------------------------------------------------------
+
+
+class CapacityChecker:
+    """Every cluster's allocated capacity against its notification thresholds, as CloudStack's
+    capacity checker does, every `capacity.check.period` milliseconds; and a cluster whose guests
+    took more (`changed`) within COALESCE seconds, once for however many starts came meanwhile.
+
+    `check(cluster_ids)`, given by the engine, checks them (None: every cluster) in a transaction."""
+
+    COALESCE = 1.0
+
+    def __init__(self, check: Callable[[Collection[int] | None], None], period: Callable[[], float]) -> None:
+        self._check = check
+        self._period = period
+        self._changed: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def changed(self, cluster_id: int) -> None:
+        with self._lock:
+            self._changed.add(cluster_id)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="capacity-checker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        due = time.monotonic() + self._period()
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            every = time.monotonic() >= due
+            if not every:
+                # Starts come in bursts: one look after the burst instead of one per start.
+                self._stop.wait(self.COALESCE)
+            self._wake.clear()
+            with self._lock:
+                changed, self._changed = self._changed, set()
+            try:
+                self._check(None if every else changed)
+            except Exception:  # the checker must survive a database that went away
+                log.exception("checking cluster capacity failed; retrying at the next change or period")
+                with self._lock:
+                    self._changed |= changed
+            if every:
+                due = time.monotonic() + self._period()
 
 
 # --- mail ---------------------------------------------------------------------------------------

@@ -262,6 +262,10 @@ class ConfigurationService:
     def __init__(self, session: Session, settings: GlobalSettings):
         self.session = session
         self.settings = settings
+        # {(scope, resource id): {name: stored value}} read so far in this transaction, one query
+        # per scope and resource: a job step asks for a dozen values (ratios, thresholds, limits)
+        # of the same few scopes. Writes through this service drop it.
+        self._stored: dict[tuple[str, int], dict[str, str | None]] = {}
 
     def get(self, name: str) -> str | None:
         """The effective global value of `name`, from the engine-wide cache."""
@@ -284,9 +288,20 @@ class ConfigurationService:
             )
         ).scalar_one_or_none()
 
+    def _stored_value(self, name: str, scope: str, resource_id: int) -> tuple[bool, str | None]:
+        """(whether `name` is set at `scope` for `resource_id`, its stored value) as this
+        transaction sees it."""
+        values = self._stored.get((scope, resource_id))
+        if values is None:
+            values = self._stored[(scope, resource_id)] = dict(self.session.execute(
+                select(ConfigValue.name, ConfigValue.value).where(
+                    ConfigValue.scope == scope, ConfigValue.resource_id == resource_id)).all())
+        return name in values, values.get(name)
+
     def global_value(self, name: str) -> str | None:
-        row = self._row(name, "global", 0)
-        return clear(name, row.value) if row is not None else key(name).default
+        """The global value of `name` as this transaction sees it (a change made in it counts at once)."""
+        found, value = self._stored_value(name, "global", 0)
+        return clear(name, value) if found else key(name).default
 
     def scoped_value(self, name: str, scope: str, resource: ScopeResource) -> str | None:
         """Effective value of `name` for `resource` at `scope` (scoped, else global)."""
@@ -294,9 +309,9 @@ class ConfigurationService:
             value = resource.detail(CLUSTER_DETAIL_OF[name])
             if value is not None:
                 return value
-        row = self._row(name, scope, resource.id)
-        if row is not None:
-            return clear(name, row.value)
+        found, value = self._stored_value(name, scope, resource.id)
+        if found:
+            return clear(name, value)
         return self.global_value(name)
 
     def listing(self, scope: str | None = None, resource: ScopeResource | None = None) -> list[tuple[Key, str | None]]:
@@ -320,6 +335,7 @@ class ConfigurationService:
         return [(k, values.get(k.name)) for k in sorted(keys, key=lambda k: k.name)]
 
     def set_global(self, name: str, value: str | None) -> None:
+        self._stored.clear()
         k = key(name)
         k.validate(value)
         row = self._row(name, "global", 0)
@@ -331,6 +347,7 @@ class ConfigurationService:
         self.settings.invalidate()
 
     def set_scoped(self, name: str, value: str | None, scope: str, resource: ScopeResource) -> None:
+        self._stored.clear()
         k = key(name)
         if scope not in k.scopes:
             raise InvalidParameterValue(f"Invalid scope id provided for the parameter {name}")
@@ -345,6 +362,7 @@ class ConfigurationService:
         self.session.flush()
 
     def reset(self, name: str, scope: str | None = None, resource: ScopeResource | None = None) -> str | None:
+        self._stored.clear()
         k = key(name)
         if scope is None:
             row = self._row(name, "global", 0)

@@ -362,7 +362,7 @@ def _started(ctx: Any, vm_id: int, plan: dict) -> None:
                               f"on the host or change the label", vm.uuid, level="WARN")
     ctx.event("VM.START", f"Started VM {vm.instance_name} on host {host.name}", vm.uuid)
     log.info("started %s (%s) on host %s", vm.instance_name, vm.uuid, host.name)
-    ctx.alerts.check_cluster_capacity(host.cluster_id)
+    ctx.alerts.capacity_changed(host.cluster_id)
 
 
 def _deploy_failed(ctx: Any, vm_id: int) -> None:

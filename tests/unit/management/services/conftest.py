@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.gateway import RecordingGateway
 from stackwright.management.context import Context
+from stackwright.management.engine import capacity_checker
 from stackwright.management.persistence import crypto
 from stackwright.management.persistence.db import Database
 from stackwright.management.persistence.models import Account, Domain, Pod, User, Zone
@@ -29,8 +30,10 @@ def engine_for(db, submitted=None):
     """What services reach of the engine: settings, the agent gateway, the job queue."""
     uuids = submitted if submitted is not None else []
     queue = SimpleNamespace(submit=lambda job_uuid, command=None: uuids.append(job_uuid))
-    return SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue,
-                           cluster=registered_server(db))
+    engine = SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=RecordingGateway(), jobs=queue,
+                             cluster=registered_server(db))
+    engine.capacity_checker = capacity_checker(engine)      # not started: tests check when they want
+    return engine
 
 
 def root_admin(session):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from stackwright.management.api.execute import ApiJobs
+from stackwright.management.engine import capacity_checker
 # Importing the command families fills the registry.
 import stackwright.management.commands  # noqa: F401  # pylint: disable=unused-import
 from stackwright.management.persistence.models import AsyncJob, User
@@ -24,6 +25,7 @@ class JobHarness:
         self.submitted: list[str] = []
         self.engine = SimpleNamespace(db=db, settings=GlobalSettings(db), gateway=gateway, cluster=registered_server(db),
                                       jobs=SimpleNamespace(submit=lambda job_uuid, command=None: self.submitted.append(job_uuid)))
+        self.engine.capacity_checker = capacity_checker(self.engine)    # not started
         self.executor = JobExecutor(self.engine, ApiJobs(self.engine), workers=0)
 
     def submit(self, user: User, command: str, instance_uuid: str | None = None, **params: str) -> str:

@@ -14,9 +14,10 @@ from stackwright.management.context import Context
 from stackwright.management.errors import InvalidParameterValue
 from stackwright.management.persistence.models import Alert, ConfigValue, Domain, Event, utcnow
 from stackwright.management.services import alerts
-from stackwright.management.services.alerts import AlertMailer
+from stackwright.management.services.alerts import AlertMailer, CapacityChecker
 from stackwright.management.services.configuration import GlobalSettings
 from tests.unit.management.services.conftest import engine_for, root_admin
+from tests.support.waiting import wait_for
 from tests.unit.management.services.test_vms import World
 
 LIST = ("id", "type", "level", "state", "startdate", "enddate", "resourceid", "resourcetype", "account",
@@ -113,6 +114,46 @@ def test_capacity_past_the_notification_threshold_raises_one_alert(ctx):
     raised = ctx.session.execute(select(Alert).where(Alert.cluster_id == world.cluster.id)).scalars().all()
     assert [(a.type, a.name) for a in raised] == [(0, "ALERT.MEMORY")]
     assert "Low Available memory in cluster" in raised[0].subject
+
+
+def test_the_capacity_checker_looks_once_at_the_clusters_changed_in_a_burst_and_at_all_each_period():
+    checked = []
+    checker = CapacityChecker(checked.append, lambda: 3600.0)
+    checker.start()
+    try:
+        for cluster_id in (3, 1, 3):
+            checker.changed(cluster_id)
+        wait_for("the changed clusters checked", lambda: checked, 10, interval=0.05)
+        assert checked == [{1, 3}]
+    finally:
+        checker.stop()
+    periodic = CapacityChecker(checked.append, lambda: 0.05)
+    periodic.start()
+    try:
+        wait_for("two periodic checks", lambda: checked.count(None) >= 2, 10, interval=0.05)
+    finally:
+        periodic.stop()
+
+
+def test_a_guest_start_leaves_the_capacity_check_to_the_checker_after_its_commit(ctx, monkeypatch):
+    world = World(ctx)
+    host = world.host(cpus=2, speed=1000, memory=2 * 1024 ** 3)
+    world.vm(host, cpus=1, speed=500, memory=1800)
+    checked = []
+    checker = CapacityChecker(checked.append, lambda: 3600.0)
+    monkeypatch.setattr(ctx.engine, "capacity_checker", checker)
+    checker.start()
+    try:
+        ctx.alerts.capacity_changed(world.cluster.id)
+        # Nothing is computed in the guest's own transaction, and the checker hears of it only
+        # once that transaction committed.
+        assert ctx.session.execute(select(Alert).where(Alert.cluster_id == world.cluster.id)).first() is None
+        assert checked == []
+        ctx.run_after_commit()
+        wait_for("the cluster checked", lambda: checked, 10, interval=0.05)
+        assert checked == [{world.cluster.id}]
+    finally:
+        checker.stop()
 
 
 class Inbox:
