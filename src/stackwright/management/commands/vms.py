@@ -29,7 +29,7 @@ from ..persistence.models import (
 from ..services import migration
 from ..services import vm_lifecycle as lifecycle
 from ..services.queries import by_id, by_uuid
-from ..services.steps import DbStep
+from ..services.steps import Result
 from ..services.vm_queries import VmQueries
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def deploy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     vm_id = _job_vm(ctx).id
     yield from lifecycle.deploy(vm_id, start=p.startvm, host_id=_id(p.hostid), pod_id=_id(p.podid),
                                 cluster_id=_id(p.clusterid))
-    return (yield DbStep(_view, vm_id))
+    return Result(_view, vm_id)
 
 
 @api_command(
@@ -202,7 +202,7 @@ def start_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     ctx.vms.check_placement(VmQueries(ctx).zone_of(vm), host=p.hostid, pod=p.podid, cluster=p.clusterid)
     yield from lifecycle.start_vm(vm.id, host_id=_id(p.hostid), pod_id=_id(p.podid), cluster_id=_id(p.clusterid),
                                   consider_last_host=p.considerlasthost)
-    return (yield DbStep(_view, vm.id))
+    return Result(_view, vm.id)
 
 
 @api_command(
@@ -216,7 +216,7 @@ def stop_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Stops a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.stop_vm(vm_id, forced=bool(p.forced))
-    return (yield DbStep(_view, vm_id))
+    return Result(_view, vm_id)
 
 
 @api_command("rebootVirtualMachine", response="virtualmachine", async_job=True, instance_type="VirtualMachine",
@@ -225,7 +225,7 @@ def reboot_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     """Reboots a virtual machine."""
     vm_id = ctx.vms.check_access(p.id).id
     yield from lifecycle.reboot_vm(vm_id)
-    return (yield DbStep(_view, vm_id))
+    return Result(_view, vm_id)
 
 
 @api_command(
@@ -241,7 +241,7 @@ def destroy_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
         raise PermissionDenied("Parameter expunge can be passed by Admin only. Or when the "
                                "allow.user.expunge.recover.vm key is set.")
     yield from lifecycle.destroy_vm(vm.id, expunge=bool(p.expunge))
-    return (yield DbStep(_view, vm.id))
+    return Result(_view, vm.id)
 
 
 @api_command(
@@ -291,7 +291,7 @@ def migrate_virtual_machine(ctx: Context, p: SimpleNamespace) -> Steps:
     if p.hostid is None and not p.autoselect:
         raise InvalidParameterValue("Either hostid or autoselect=true is required to migrate a VM")
     yield from migration.migrate_vm(vm_id, _id(p.hostid))
-    return (yield DbStep(_view, vm_id))
+    return Result(_view, vm_id)
 
 
 @api_command("getVirtualMachineUserData", response="virtualmachineuserdata", admin_only=False,

@@ -14,7 +14,7 @@ from ..formatting import compact, date
 from ..persistence.models import Cluster, DiskOffering, Domain, Host, Pod, StoragePool, VmInstance, Volume, Zone
 from ..services import volumes as jobs
 from ..services.queries import by_id, by_uuid
-from ..services.steps import DbStep
+from ..services.steps import DbStep, Result
 from ..services.volume_queries import VolumeQueries
 from ..services.vms import DESTROY, EXPUNGED
 
@@ -179,7 +179,7 @@ def create_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     make use of it."""
     volume = _job_volume(ctx)
     yield from jobs.create_volume(volume.id, p.virtualmachineid.id if p.virtualmachineid is not None else None)
-    return (yield DbStep(_view, volume.id))
+    return Result(_view, volume.id)
 
 
 def _admit_attach(ctx: Context, p: SimpleNamespace) -> None:
@@ -197,7 +197,7 @@ def _admit_attach(ctx: Context, p: SimpleNamespace) -> None:
 def attach_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     """Attaches a disk volume to a virtual machine."""
     yield from jobs.attach_volume(p.id.id, p.virtualmachineid.id, p.deviceid)
-    return (yield DbStep(_view, p.id.id))
+    return Result(_view, p.id.id)
 
 
 def _detached_volume(ctx: Context, p: SimpleNamespace) -> Volume:
@@ -236,7 +236,7 @@ def detach_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     volume_id = yield DbStep(_detach_target, p.id.id if p.id is not None else None,
                              p.virtualmachineid.id if p.virtualmachineid is not None else None, p.deviceid)
     yield from jobs.detach_volume(volume_id)
-    return (yield DbStep(_view, volume_id))
+    return Result(_view, volume_id)
 
 
 def _admit_resize(ctx: Context, p: SimpleNamespace) -> None:
@@ -257,7 +257,7 @@ def resize_volume(ctx: Context, p: SimpleNamespace) -> Steps:
     """Resizes a volume"""
     offering_id = p.diskofferingid.id if p.diskofferingid is not None else None
     yield from jobs.resize_volume(p.id.id, p.size, offering_id, bool(p.shrinkok))
-    return (yield DbStep(_view, p.id.id))
+    return Result(_view, p.id.id)
 
 
 def _admit_delete(ctx: Context, p: SimpleNamespace) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from ..errors import ApiError, DatabaseUnavailable, InvalidParameterValue, PermissionDenied, ResourceUnavailable
 from .gateway import AgentAbsent
 from ..persistence.models import AsyncJob, utcnow
-from .steps import AgentStep, DbStep, Step, Steps, WaitStep, record_error, record_value, replay
+from .steps import AgentStep, DbStep, Result, Step, Steps, WaitStep, record_error, record_value, replay
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -291,7 +291,7 @@ class JobExecutor:
             if inspect.isgenerator(begun.output):
                 cursor = _Cursor(begun.output, list(job.step_results or ()))
                 step = cursor.start()
-                result = begun.shape(cursor.value) if cursor.done else None
+                result = _shaped(begun, cursor.value, begun.context) if cursor.done else None
                 job.step = cursor.index
             else:
                 cursor, result = None, begun.shape(begun.output)
@@ -373,7 +373,7 @@ class JobExecutor:
                 else:
                     _record_into(job, cursor, recorded)
                     if cursor.done:
-                        _finish(job, begun.shape(cursor.value))
+                        _end(job, begun, cursor.value, ctx)
                         following = None
             pending.clear()     # recorded with the step
             self.commands.after_commit(ctx)
@@ -417,6 +417,7 @@ class JobExecutor:
                 failure: BaseException | None = None) -> None:
         """Record outcomes and the next step in a transaction of their own, with the final status
         when the job ended."""
+        ctx = None
         with self.engine.db.transaction() as s:
             job = _job(s, job_uuid, lock=True)
             if not self._mine(job):
@@ -425,7 +426,10 @@ class JobExecutor:
             if failure is not None:
                 _fail_into(job, failure)
             elif cursor.done:
-                _finish(job, begun.shape(cursor.value))
+                ctx = self.commands.context(s, job)
+                _end(job, begun, cursor.value, ctx)
+        if ctx is not None:
+            self.commands.after_commit(ctx)
 
     def _fail(self, job_uuid: str, error: BaseException) -> None:
         if getattr(error, "retry_job", False):
@@ -488,6 +492,28 @@ def _job(session: Session, job_uuid: str, lock: bool = False) -> AsyncJob | None
 def _record_into(job: AsyncJob, cursor: _Cursor, outcomes: list[dict]) -> None:
     job.step_results = list(job.step_results or ()) + outcomes
     job.step = cursor.index
+
+
+def _shaped(begun: Begun, value: Any, ctx: Any) -> dict:
+    """The job's result from what its command returned: a `Result` is read here, in `ctx`'s
+    transaction (the one recording the end)."""
+    if isinstance(value, Result):
+        value = value.fn(ctx, *value.args)
+    return begun.shape(value)
+
+
+def _end(job: AsyncJob, begun: Begun, value: Any, ctx: Any) -> None:
+    """The job ends with `value`: Succeeded with its shaped result, or Failed when reading it
+    failed (what the job did stays recorded)."""
+    try:
+        result = _shaped(begun, value, ctx)
+    except DatabaseUnavailable:
+        raise
+    except Exception as e:
+        log.warning("job %s: reading its result failed: %s", job.uuid, e)
+        _fail_into(job, e)
+    else:
+        _finish(job, result)
 
 
 def _finish(job: AsyncJob, result: dict) -> None:

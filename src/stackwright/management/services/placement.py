@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import select
+from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import InsufficientCapacity
 from ..persistence.models import Cluster, Host, StoragePool, Zone
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-HOST_BATCH = 64         # hosts the planner reads at a time
+HOST_BATCH = 64         # hosts the planner reads at a time at most
+FIRST_HOST_BATCH = 8    # ... and at first, doubling: first fit mostly ends in the first few hosts
 
 
 @dataclass
@@ -148,6 +151,8 @@ class Planner:
                     refusal = refusal or why
                     continue
                 if self._still_fits(candidate, clusters, demand):
+                    # Its cluster as read here (hosts are read without a join to it).
+                    set_committed_value(candidate, "cluster", c)
                     return Plan(candidate, pools[0], pools[1:])
                 raced = True
         if raced:
@@ -163,24 +168,26 @@ class Planner:
 
     def _host_batches(self, clusters: Mapping[int, Cluster], host: Host | None,
                       last_host_id: int | None) -> Iterator[tuple[list[Host], bool]]:
-        """Up and Enabled hosts of `clusters` (only `host` when given) in batches of HOST_BATCH
-        in id order, the last host first on its own (flagged True): first fit reads only as many
+        """Up and Enabled hosts of `clusters` (only `host` when given) in id order, in batches
+        growing from FIRST_HOST_BATCH to HOST_BATCH, the last host first on its own (flagged True): first fit reads only as many
         hosts as it takes to find one with room, however many the zone has."""
-        base = select(Host).where(Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
-                                  Host.state == "Up", Host.resource_state == "Enabled")
+        # A host's cluster is one of `clusters`, already in the session: no join to it per host.
+        base = select(Host).options(lazyload(Host.cluster)).where(
+            Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
+            Host.state == "Up", Host.resource_state == "Enabled")
         if host is not None:
             base = base.where(Host.id == host.id)
         elif last_host_id is not None:
             yield self.session.execute(base.where(Host.id == last_host_id)).unique().scalars().all(), True
-        after = 0
+        after, size = 0, min(FIRST_HOST_BATCH, HOST_BATCH)
         while True:
             rows = self.session.execute(
-                base.where(Host.id > after).order_by(Host.id).limit(HOST_BATCH)).unique().scalars().all()
+                base.where(Host.id > after).order_by(Host.id).limit(size)).unique().scalars().all()
             if rows:
                 yield rows, False
-            if len(rows) < HOST_BATCH:
+            if len(rows) < size:
                 return
-            after = rows[-1].id
+            after, size = rows[-1].id, min(size * 2, HOST_BATCH)
 
     def _clusters(self, zone: Zone, hypervisor: str, host: Host | None, pod: Pod | None,
                   cluster: Cluster | None) -> tuple[dict[int, Cluster], str | None]:

@@ -13,6 +13,8 @@ as the exception, where it may compensate with further steps. The executor
 - `WaitStep(fn, *args)`: `fn(waiter, *args)` outside any transaction, for waits that look
   at the database (read-only) and the agents between sleeps; its result is recorded like an
   agent's answer. It must be safe to run again.
+A job whose result is a read (the VM as its last step left it) returns `Result(fn, *args)`:
+the executor reads it in the transaction that records the job's end, not in a step of its own.
 
 Between steps the generator may only compute: it holds ids and plain values, never rows of
 a closed session. After a restart (or on another engine) the executor runs the generator
@@ -62,6 +64,19 @@ class AgentStep:
 
 @dataclasses.dataclass(frozen=True)
 class WaitStep:
+    fn: Callable[..., Any]
+    args: tuple = ()
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "args", args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a job returns when its result is a read: `fn(ctx, *args)` in the transaction that
+    records the job's end (its last database step's, or the one recording its last agent
+    answer), instead of a database step of its own that only reads."""
     fn: Callable[..., Any]
     args: tuple = ()
 

@@ -9,7 +9,7 @@ from stackwright.management.persistence.models import Event, Host, StoragePool, 
 from stackwright.management.services import system_jobs
 from stackwright.management.services.gateway import HostRef
 from stackwright.management.services.pool_attach import ATTACH_JOB
-from stackwright.management.services.steps import AgentStep, DbStep
+from stackwright.management.services.steps import AgentStep, DbStep, Result
 from stackwright.protocol import messages as m
 from tests.support.gateway import EngineKilled
 from tests.unit.management.services.job_harness import failure
@@ -106,6 +106,49 @@ def test_the_last_step_the_result_and_the_final_status_commit_together(ctx, worl
 
     job = jobs.call(ctx.user, kind(steps))
     assert (job.status, job.result, job.step) == (1, {"zone": "final"}, 2)
+
+
+def read_zone(ctx, zone_id):
+    return {"zone": ctx.session.get(Zone, zone_id).name, "steps": ctx.job.step}
+
+
+def test_a_result_is_read_in_the_transaction_that_records_the_end(ctx, world, gateway, jobs, kind):
+    zone_id = world.zone.id
+    host = world.host()
+    gateway.add(host.guid)
+    ref = HostRef(host.guid, host.name)
+    ctx.session.commit()
+
+    def after_a_database_step(ctx):
+        yield DbStep(rename, zone_id, "renamed")
+        return Result(read_zone, zone_id)
+
+    def after_an_agent_step(ctx):
+        yield DbStep(rename, zone_id, "again")
+        yield AgentStep(ref, m.GetHostStats(), 10.0)
+        return Result(read_zone, zone_id)
+
+    # No step of its own: the result is read with the last step's changes, and the job's
+    # record already counts that step.
+    job = jobs.call(ctx.user, kind(after_a_database_step))
+    assert (job.status, job.result, job.step, len(job.step_results)) == (1, {"zone": "renamed", "steps": 1}, 1, 1)
+    job = jobs.call(ctx.user, kind(after_an_agent_step, "testAgentResult"))
+    assert (job.status, job.result, job.step) == (1, {"zone": "again", "steps": 2}, 2)
+
+
+def test_a_result_that_cannot_be_read_fails_the_job_and_keeps_its_last_step(ctx, world, jobs, kind):
+    zone_id = world.zone.id
+
+    def unreadable(ctx, zone_id):
+        raise CloudRuntimeError(f"zone {zone_id} cannot be shown")
+
+    def steps(ctx):
+        yield DbStep(rename, zone_id, "kept")
+        return Result(unreadable, zone_id)
+
+    code, text = failure(jobs.call(ctx.user, kind(steps)))
+    assert (code, text) == (530, f"zone {zone_id} cannot be shown")
+    assert zone_name(ctx, zone_id) == "kept"
 
 
 def test_a_killed_job_replays_what_it_recorded_and_runs_no_database_step_twice(ctx, world, gateway, jobs, kind):

@@ -81,7 +81,7 @@ def test_start_runs_the_guest_on_the_planned_host_with_its_volume(ctx, world, ga
     assert volume.disk["source"]["@type"] == "NfsSource" and volume.disk["source"]["path"] == volume.uuid
     # Exactly these requests, and every step recorded in the job's row.
     assert gateway.calls() == [(host.guid, m.CreateVolume), (host.guid, m.StartVm)]
-    assert job.step == len(job.step_results) == 6
+    assert job.step == len(job.step_results) == 5
 
 
 def test_a_host_that_refuses_the_guest_is_avoided(ctx, world, gateway, jobs):
