@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select
 
 from ..errors import InvalidParameterValue, ParameterError
 
@@ -167,7 +167,17 @@ def rows_by_id(session: Session, model: type[E], ids: Iterable[int | None]) -> d
     ids = {i for i in ids if i is not None}
     if not ids:
         return {}
-    return {row.id: row for row in session.execute(select(model).where(model.id.in_(ids))).unique().scalars()}
+    # Rows this transaction holds already are not read again (one VM's view in a job's step).
+    found: dict[int, E] = {}
+    for i in ids:
+        row = session.identity_map.get(session.identity_key(model, i))
+        if row is not None and not inspect(row).expired:
+            found[i] = row
+    missing = ids - found.keys()
+    if missing:
+        found.update((row.id, row) for row in session.execute(
+            select(model).where(model.id.in_(missing))).unique().scalars())
+    return found
 
 
 def by_id(session: Session, model: type[E], row_id: int) -> E:

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import lazyload, object_session
 
 from stackwright.protocol import codec
 from stackwright.protocol import messages as m
@@ -335,8 +335,14 @@ def _volume_created(ctx: Any, vm_id: int, plan: dict, create: dict, disk: m.Disk
     if create["volume"] != plan["creates"][-1]["volume"]:
         return None
     vm = ctx.vms.locked(vm_id)
-    return codec.encode_as(_guest_spec(vm, ctx.vms.volumes(vm), ctx.session.get(Host, plan["host_id"]),
+    return codec.encode_as(_guest_spec(vm, ctx.vms.volumes(vm), _planned_host(ctx, plan),
                                        plan["bridge"]), m.VmSpec)
+
+
+def _planned_host(ctx: Any, plan: dict) -> Host:
+    """The Host row of the plan, without its cluster, pod and zone (a step records the guest's
+    progress on it; it reads the host's own columns only)."""
+    return ctx.session.get(Host, plan["host_id"], options=[lazyload(Host.cluster)])
 
 
 def _start_failed(ctx: Any, vm_id: int, host_name: str, reason: str) -> None:
@@ -353,7 +359,7 @@ def _start_abandoned(ctx: Any, vm_id: int, host_id: int, text: str) -> None:
 
 def _started(ctx: Any, vm_id: int, plan: dict) -> None:
     vm = ctx.vms.locked(vm_id)
-    host = ctx.session.get(Host, plan["host_id"])
+    host = _planned_host(ctx, plan)
     vm.state, vm.host_id, vm.last_host_id, vm.state_changed = RUNNING, host.id, host.id, utcnow()
     bridges = set(filter(None, (host.details or {}).get("bridges", "").split(",")))
     if plan["bridge"] not in bridges:
