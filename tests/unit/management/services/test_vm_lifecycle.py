@@ -192,22 +192,23 @@ def test_a_resumed_start_waits_for_the_agent_and_asks_the_host_before_creating_t
 
 def test_a_resumed_start_whose_agent_stays_away_fails_with_the_reason(ctx, world, gateway, jobs):
     host = world.host()
-    world.pool()
-    driver, _storage = gateway.add(host.guid)
+    pool = world.pool()
+    _driver, storage = gateway.add(host.guid)
     vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.StartVm)
+    gateway.kill_after.add(m.CreateVolume)
     job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
     with pytest.raises(EngineKilled):
         jobs.run(job_uuid)
     gateway.disconnect(host.guid)
     gateway.down_within = 0.5           # below the step's own wait (10 s): that one bounds it
     code, text = failure(jobs.run(job_uuid))
-    # The guest may run there: it is not started elsewhere while the host cannot say.
-    assert code == 530, text
-    assert ("host %s did not answer (the agent of host %s is not connected within 10 s; StartVm may have been "
-            "carried out before the engine restarted)" % (host.name, host.name)) in text
-    assert driver.boot_count(vm.instance_name) == 1
-    assert gateway.calls(m.StartVm) == [(host.guid, m.StartVm)]
+    assert code == 533, text
+    assert ("creating the root volume on storage pool %s failed: the agent of host %s is not connected within "
+            "10 s; CreateVolume may have been carried out before the engine restarted" % (pool.name, host.name)
+            ) in text
+    # Nothing was sent again; the volume goes back to be placed anew.
+    assert gateway.calls() == [(host.guid, m.CreateVolume)] and len(storage.volumes(pool.uuid)) == 1
+    assert (root(ctx, vm).state, fresh(ctx, vm).state) == ("Allocated", "Stopped")
 
 
 def test_a_start_whose_answer_was_lost_with_the_server_holding_the_agent_asks_the_host_once_it_is_back(
