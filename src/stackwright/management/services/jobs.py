@@ -396,7 +396,7 @@ class JobExecutor:
             if settle and step.settle is not None:
                 answer = step.settle(ask)
                 if answer is not None:
-                    log.info("%s to host %s was already carried out before the restart; not sent again",
+                    log.info("%s to host %s was already carried out (its answer was not recorded); not sent again",
                              type(step.request).__name__, step.host.name)
                     return True, answer
             return True, gateway.call(step.host, step.request, step.timeout, connect_wait=wait)
