@@ -198,9 +198,9 @@ class PeerClient:
             data = self._post(address, CALL_PATH, _payload(request),
                               {"X-Host-Guid": guid, "X-Timeout": str(timeout)}, timeout + FORWARD_MARGIN)
         except (OSError, http.client.HTTPException) as e:
-            # Nothing came back: the request may or may not have reached the agent.
+            # Sent, and nothing came back: the request may or may not have reached the agent.
             raise CallLost(f"Host {host_name} did not answer {what}: the management server holding its "
-                                      f"agent ({address[0]}:{address[1]}) did not answer: {e}") from None
+                           f"agent ({address[0]}:{address[1]}) did not answer: {e}") from None
         try:
             answer = decode_payload(data).message
         except ProtocolError as e:

@@ -418,10 +418,10 @@ class JobExecutor:
 
     def _connect_wait(self, step: AgentStep, settle: bool) -> float:
         """How long the step waits for the host's agent to be connected. A step that may have been
-        carried out already waits as long as a silent host stays anything but Down
-        (2 x ping.interval x ping.timeout + agent.reconnect.grace; at least the step's own wait): after a management
-        server stopped, its agents reconnect to another one, and only the host can say what it
-        did. A step that skips absent agents (no wait) still does not wait."""
+        carried out already waits as long as a silent host stays anything but Down (2 x
+        ping.interval x ping.timeout + agent.reconnect.grace; at least the step's own wait):
+        after a management server stopped, its agents reconnect to another one, and only the
+        host can say what it did. A step that skips absent agents (no wait) still does not wait."""
         if not settle or step.connect_wait <= 0:
             return step.connect_wait
         return max(step.connect_wait, self.engine.gateway.down_within)
