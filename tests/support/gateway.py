@@ -10,7 +10,7 @@ from stackwright.agent.handlers import Dispatcher, HandlerContext
 from stackwright.agent.hypervisor.simulator import SimulatorDriver
 from stackwright.agent.storage.simulator import SimulatorStorageDriver
 from stackwright.management.errors import ResourceUnavailable
-from stackwright.management.services.gateway import CONNECT_WAIT, AgentAbsent, HostRef
+from stackwright.management.services.gateway import CONNECT_WAIT, AgentAbsent, CallLost, HostRef
 from stackwright.protocol import messages as m
 
 
@@ -30,6 +30,9 @@ class RecordingGateway:
         self.unreachable: set[str] = set()      # guids whose requests never arrive (sent, no answer)
         self.absent: set[str] = set()           # guids whose agent is not connected (never sent)
         self.leave_after: dict[str, type] = {}  # guid -> request type after which its agent goes away
+        # guid -> request type whose answer is lost with the management server holding the agent
+        # (which goes away: its agent is not connected until `reconnect`)
+        self.lose_after: dict[str, type] = {}
         self.kill_after: set[type] = set()      # request types after which the engine is "killed"
         self.max_connect_wait = 0.2             # seconds a call waits for an absent agent, at most
         self.log: list[tuple[str, type]] = []   # (guid, request type) of the requests that arrived
@@ -81,6 +84,11 @@ class RecordingGateway:
             raise ResourceUnavailable(f"Host {guid} did not answer StartVm: timeout")
         if self.leave_after.get(guid) is type(request):
             self.absent.add(guid)
+        if self.lose_after.get(guid) is type(request):
+            del self.lose_after[guid]
+            self.disconnect(guid)
+            raise CallLost(f"Host {host.name} did not answer {type(request).__name__}: the management server "
+                           f"holding its agent did not answer")
         if type(request) in self.kill_after:
             self.kill_after.discard(type(request))
             raise EngineKilled(f"killed after {type(request).__name__} reached {guid}")

@@ -29,7 +29,7 @@ from stackwright.management.agentlink.events import AgentUnavailable, CommandTim
 from stackwright.management.errors import ResourceUnavailable
 from stackwright.management.persistence import crypto
 from stackwright.management.persistence.models import ManagementCa
-from stackwright.management.services.gateway import AgentAbsent
+from stackwright.management.services.gateway import AgentAbsent, CallLost
 from stackwright.protocol import messages as m
 from stackwright.protocol.channel import RemoteError
 from stackwright.protocol.framing import HEADER, Frame, ProtocolError, decode_payload, encode_frame
@@ -175,6 +175,11 @@ class PeerClient:
               timeout: float) -> bytes:
         conn = http.client.HTTPSConnection(address[0], address[1], context=self.context, timeout=timeout)
         try:
+            try:
+                conn.connect()
+            except OSError as e:
+                # Nothing was sent: the peer is gone (or going), its agents are moving.
+                raise PeerAbsent(f"the management server at {address[0]}:{address[1]} cannot be reached: {e}") from None
             conn.request("POST", path, body=body, headers=dict(headers, **{"Content-Type": "application/json"}))
             response = conn.getresponse()
             data = response.read()
@@ -193,9 +198,9 @@ class PeerClient:
             data = self._post(address, CALL_PATH, _payload(request),
                               {"X-Host-Guid": guid, "X-Timeout": str(timeout)}, timeout + FORWARD_MARGIN)
         except (OSError, http.client.HTTPException) as e:
-            # Nothing came back: the request may or may not have reached the agent.
-            raise ResourceUnavailable(f"Host {host_name} did not answer {what}: the management server holding its "
-                                      f"agent ({address[0]}:{address[1]}) did not answer: {e}") from None
+            # Sent, and nothing came back: the request may or may not have reached the agent.
+            raise CallLost(f"Host {host_name} did not answer {what}: the management server holding its "
+                           f"agent ({address[0]}:{address[1]}) did not answer: {e}") from None
         try:
             answer = decode_payload(data).message
         except ProtocolError as e:

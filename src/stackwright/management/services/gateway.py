@@ -29,6 +29,11 @@ class AgentAbsent(ResourceUnavailable):
     """The host's agent was not connected: the request was never sent."""
 
 
+class CallLost(ResourceUnavailable):
+    """The request went to the host's agent through another management server, which went away
+    before answering: the host may have carried it out, and its agent is reconnecting elsewhere."""
+
+
 class AgentGateway(Protocol):
     """What the engine's services need from the hosts' agents."""
 
@@ -38,8 +43,9 @@ class AgentGateway(Protocol):
         server holding the agent when that is another one).
 
         Raises `AgentAbsent` when no agent of that host connected within `connect_wait`
-        seconds (the request was never sent), `ResourceUnavailable` when it was sent and
-        failed, or no answer came within `timeout` (it may have taken effect)."""
+        seconds (the request was never sent), `CallLost` when the management server it went
+        through went away before answering, `ResourceUnavailable` when it was sent and failed,
+        or no answer came within `timeout` (it may have taken effect in both cases)."""
 
     def connected(self, guid: str, wait: float = 0.0) -> bool:
         """Whether the agent of host `guid` is connected, waiting up to `wait` seconds."""

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import ApiError, DatabaseUnavailable, InvalidParameterValue, PermissionDenied, ResourceUnavailable
-from .gateway import AgentAbsent
+from .gateway import AgentAbsent, CallLost
 from ..persistence.models import AsyncJob, utcnow
 from .steps import AgentStep, DbStep, Result, Step, Steps, WaitStep, record_error, record_value, replay
 
@@ -383,27 +383,48 @@ class JobExecutor:
             return self._outcome(job_uuid, cursor, pending, begun, False, failed.error)
 
     def _agent_step(self, step: AgentStep, settle: bool) -> tuple[bool, Any]:
+        """One agent step: its answer, or its failure. With `settle` (the step may have been
+        carried out already: sent before the engine that ran the job stopped), the host is asked
+        first, through the step's settle function, and the request is sent only if it was not."""
         gateway = self.engine.gateway
+        wait = self._connect_wait(step, settle)
 
         def ask(request: m.Request) -> m.Answer:
-            return gateway.call(step.host, request, step.timeout, connect_wait=step.connect_wait)
+            return gateway.call(step.host, request, step.timeout, connect_wait=wait)
 
         try:
             if settle and step.settle is not None:
                 answer = step.settle(ask)
                 if answer is not None:
-                    log.info("%s to host %s was already carried out before the restart; not sent again",
+                    log.info("%s to host %s was already carried out (its answer was not recorded); not sent again",
                              type(step.request).__name__, step.host.name)
                     return True, answer
-            return True, gateway.call(step.host, step.request, step.timeout, connect_wait=step.connect_wait)
+            return True, gateway.call(step.host, step.request, step.timeout, connect_wait=wait)
+        except CallLost as e:
+            if settle or step.settle is None:
+                return False, e
+            # The server holding the agent went away with the request: once the agent is back
+            # (here or on another server), the host says whether it carried it out.
+            log.warning("%s; asking the host whether it carried out %s", e.text, type(step.request).__name__)
+            return self._agent_step(step, True)
         except AgentAbsent as e:
             if settle:
-                # Sent before the restart, perhaps: the host's agent is away and cannot say.
-                return False, ResourceUnavailable(f"{e.text}; {type(step.request).__name__} may have been carried "
-                                                  f"out before the engine restarted")
+                # Sent before the restart, perhaps: the host's agent stayed away and cannot say.
+                return False, ResourceUnavailable(f"{e.text} within {wait:g} s; {type(step.request).__name__} may "
+                                                  f"have been carried out before the engine restarted")
             return False, e
         except Exception as e:
             return False, e
+
+    def _connect_wait(self, step: AgentStep, settle: bool) -> float:
+        """How long the step waits for the host's agent to be connected. A step that may have been
+        carried out already waits as long as a silent host stays anything but Down (2 x
+        ping.interval x ping.timeout + agent.reconnect.grace; at least the step's own wait):
+        after a management server stopped, its agents reconnect to another one, and only the
+        host can say what it did. A step that skips absent agents (no wait) still does not wait."""
+        if not settle or step.connect_wait <= 0:
+            return step.connect_wait
+        return max(step.connect_wait, self.engine.gateway.down_within)
 
     def _wait_step(self, job_uuid: str, step: WaitStep) -> tuple[bool, Any]:
         try:

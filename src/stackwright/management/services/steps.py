@@ -35,7 +35,7 @@ from stackwright.protocol import messages as m
 
 from .. import errors
 from ..errors import ApiError, CloudRuntimeError, ResourceUnavailable
-from .gateway import CONNECT_WAIT, AgentAbsent, HostRef
+from .gateway import CONNECT_WAIT, AgentAbsent, CallLost, HostRef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +102,8 @@ def settle_by(query: m.Request, done: Callable[[m.Answer], bool]) -> Settle:
     def settle(ask: Callable[[m.Request], m.Answer]) -> m.Answer | None:
         try:
             answer = ask(query)
-        except AgentAbsent:
-            raise
+        except (AgentAbsent, CallLost):
+            raise           # the host could not say
         except ResourceUnavailable:
             return None
         return answer if done(answer) else None

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from stackwright.management.agentlink.channel import AgentChannel
-from stackwright.management.agentlink.peers import PeerClient
+from stackwright.management.agentlink.peers import PeerAbsent, PeerClient
 from stackwright.management.daemon import bind_peer_socket
 from stackwright.management.engine import Engine
 from stackwright.management.errors import ResourceUnavailable
@@ -87,5 +87,34 @@ def test_a_call_made_on_one_server_reaches_the_agent_another_holds(pair, tmp_pat
             for engine, channel in ((b, channel_b), (a, channel_a)):
                 engine.gateway.detach()
                 await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_through_a_server_that_is_gone_is_never_sent_and_waits_for_the_agent(pair):
+    """A's listener is closed (the server died) while the database still says it holds the agent:
+    B's call was not sent anywhere, so it is not a lost answer but an absent agent, waited for."""
+    (a, sock_a), (b, sock_b) = pair
+
+    async def scenario():
+        channel_a = await AgentChannel(a, a.options, sock_a).start()
+        a.gateway.attach(channel_a)
+        channel_b = await AgentChannel(b, b.options, sock_b).start()
+        b.gateway.attach(channel_b)
+        try:
+            assert await asyncio.to_thread(a.gateway.connected, "sim-0", 30)
+            a.gateway.detach()
+            await channel_a.close()
+            address = (a.cluster.me.service_ip, a.cluster.me.service_port)
+            assert b.cluster.host_owner("sim-0") == a.cluster.me.msid and b.cluster.peer_address(
+                a.cluster.me.msid) == address
+            with pytest.raises(PeerAbsent, match="the management server at .* cannot be reached"):
+                await asyncio.to_thread(channel_b.peer_client.call, address, "sim-0", "h0", m.GetHostStats(), 5)
+            with pytest.raises(AgentAbsent, match="^the agent of host h0 is not connected$"):
+                await asyncio.to_thread(b.gateway.call, HostRef("sim-0", "h0"), m.GetHostStats(), 5,
+                                        connect_wait=1)
+        finally:
+            b.gateway.detach()
+            await channel_b.close()
 
     asyncio.run(scenario())

@@ -161,6 +161,93 @@ def test_a_start_killed_after_creating_the_volume_makes_it_once(ctx, world, gate
     assert driver.boot_count(vm.instance_name) == 1
 
 
+def back_after(gateway, guid, seconds):
+    """The agent of `guid` reconnects `seconds` from now (as agents do to a surviving server)."""
+    gateway.max_connect_wait = 10.0
+    timer = threading.Timer(seconds, gateway.reconnect, args=(guid,))
+    timer.start()
+    return timer
+
+
+def test_a_resumed_start_waits_for_the_agent_and_asks_the_host_before_creating_the_volume_again(
+        ctx, world, gateway, jobs):
+    host = world.host()
+    pool = world.pool()
+    driver, storage = gateway.add(host.guid)
+    vm = new_vm(ctx, world)
+    gateway.kill_after.add(m.CreateVolume)
+    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
+    with pytest.raises(EngineKilled):
+        jobs.run(job_uuid)
+    # The engine that ran the job is gone and so is the agent it held, reconnecting to the survivor.
+    gateway.disconnect(host.guid)
+    timer = back_after(gateway, host.guid, 0.3)
+    job = jobs.run(job_uuid)
+    timer.join()
+    assert job.status == 1 and fresh(ctx, vm).state == "Running"
+    assert [t for _g, t in gateway.calls()] == [m.CreateVolume, m.DeleteVolume, m.CreateVolume, m.StartVm]
+    assert storage.volumes(pool.uuid) == {root(ctx, vm).uuid: GiB}
+    assert driver.boot_count(vm.instance_name) == 1
+
+
+def test_a_resumed_start_whose_agent_stays_away_fails_with_the_reason(ctx, world, gateway, jobs):
+    host = world.host()
+    pool = world.pool()
+    _driver, storage = gateway.add(host.guid)
+    vm = new_vm(ctx, world)
+    gateway.kill_after.add(m.CreateVolume)
+    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
+    with pytest.raises(EngineKilled):
+        jobs.run(job_uuid)
+    gateway.disconnect(host.guid)
+    gateway.down_within = 0.5           # below the step's own wait (10 s): that one bounds it
+    code, text = failure(jobs.run(job_uuid))
+    assert code == 533, text
+    assert ("creating the root volume on storage pool %s failed: the agent of host %s is not connected within "
+            "10 s; CreateVolume may have been carried out before the engine restarted" % (pool.name, host.name)
+            ) in text
+    # Nothing was sent again; the volume goes back to be placed anew.
+    assert gateway.calls() == [(host.guid, m.CreateVolume)] and len(storage.volumes(pool.uuid)) == 1
+    assert (root(ctx, vm).state, fresh(ctx, vm).state) == ("Allocated", "Stopped")
+
+
+def test_a_start_whose_answer_was_lost_with_the_server_holding_the_agent_asks_the_host_once_it_is_back(
+        ctx, world, gateway, jobs):
+    host = world.host()
+    world.pool()
+    driver, _storage = gateway.add(host.guid)
+    vm = new_vm(ctx, world)
+    gateway.lose_after[host.guid] = m.StartVm
+    timer = back_after(gateway, host.guid, 0.3)
+    job = start(ctx, jobs, vm)
+    timer.join()
+    assert job.status == 1 and fresh(ctx, vm).state == "Running"
+    # The guest booted with the request whose answer was lost: the host said so, it was not sent again.
+    assert [t for _g, t in gateway.calls()][-2:] == [m.StartVm, m.QueryVm]
+    assert driver.boot_count(vm.instance_name) == 1
+
+
+def test_a_resumed_start_on_a_simulator_that_lost_its_state_sends_the_steps_again(ctx, world, gateway, jobs):
+    host = world.host()
+    pool = world.pool()
+    first, _storage = gateway.add(host.guid)
+    vm = new_vm(ctx, world)
+    gateway.kill_after.add(m.StartVm)
+    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
+    with pytest.raises(EngineKilled):
+        jobs.run(job_uuid)
+    assert first.boot_count(vm.instance_name) == 1
+    # An in-engine Simulator host taken over by another server: a new simulated agent, empty.
+    survivor, storage = gateway.add(host.guid)
+    gateway.log.clear()
+    job = jobs.run(job_uuid)
+    assert job.status == 1 and fresh(ctx, vm).state == "Running"
+    # Its host knows no such guest: not done there, so the guest is started (once) on it.
+    assert gateway.calls() == [(host.guid, m.QueryVm), (host.guid, m.StartVm)]
+    assert survivor.boot_count(vm.instance_name) == 1
+    assert storage.volumes(pool.uuid) == {}
+
+
 def test_a_stop_killed_after_the_guest_stopped_is_not_sent_again(ctx, world, gateway, jobs):
     host = world.host()
     world.pool()
