@@ -44,14 +44,21 @@ def pair(tmp_path):
     b.db.dispose()
 
 
+async def attached(*servers):
+    """The agent channels of `servers` ((engine, socket) pairs), started and attached to their gateways."""
+    channels = []
+    for engine, sock in servers:
+        channel = await AgentChannel(engine, engine.options, sock).start()
+        engine.gateway.attach(channel)
+        channels.append(channel)
+    return channels
+
+
 def test_a_call_made_on_one_server_reaches_the_agent_another_holds(pair, tmp_path):
     (a, sock_a), (b, sock_b) = pair
 
     async def scenario():
-        channel_a = await AgentChannel(a, a.options, sock_a).start()
-        a.gateway.attach(channel_a)
-        channel_b = await AgentChannel(b, b.options, sock_b).start()
-        b.gateway.attach(channel_b)
+        channel_a, channel_b = await attached((a, sock_a), (b, sock_b))
         try:
             assert await asyncio.to_thread(a.gateway.connected, "sim-0", 30)
             assert "sim-0" in channel_a.simulated and "sim-0" not in channel_b.simulated
@@ -97,10 +104,7 @@ def test_a_call_through_a_server_that_is_gone_is_never_sent_and_waits_for_the_ag
     (a, sock_a), (b, sock_b) = pair
 
     async def scenario():
-        channel_a = await AgentChannel(a, a.options, sock_a).start()
-        a.gateway.attach(channel_a)
-        channel_b = await AgentChannel(b, b.options, sock_b).start()
-        b.gateway.attach(channel_b)
+        channel_a, channel_b = await attached((a, sock_a), (b, sock_b))
         try:
             assert await asyncio.to_thread(a.gateway.connected, "sim-0", 30)
             a.gateway.detach()

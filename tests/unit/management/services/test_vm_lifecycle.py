@@ -124,15 +124,22 @@ def test_a_pool_that_cannot_hold_the_volume_is_avoided(ctx, world, gateway, jobs
     assert fresh(ctx, vm).state == "Stopped"
 
 
-def test_a_start_killed_after_the_guest_booted_resumes_without_booting_it_again(ctx, world, gateway, jobs):
+def killed_start(ctx, world, gateway, jobs, after):
+    """A start whose engine was killed right after the agent carried out `after` (a request
+    type), its answer not recorded: (host, pool, driver, storage, vm, job uuid)."""
     host = world.host()
-    world.pool()
-    driver, _storage = gateway.add(host.guid)
+    pool = world.pool()
+    driver, storage = gateway.add(host.guid)
     vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.StartVm)
+    gateway.kill_after.add(after)
     job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
     with pytest.raises(EngineKilled):
         jobs.run(job_uuid)
+    return host, pool, driver, storage, vm, job_uuid
+
+
+def test_a_start_killed_after_the_guest_booted_resumes_without_booting_it_again(ctx, world, gateway, jobs):
+    host, _pool, driver, _storage, vm, job_uuid = killed_start(ctx, world, gateway, jobs, m.StartVm)
     pending = jobs.job(job_uuid)
     assert pending.status == 0 and fresh(ctx, vm).state == "Starting"
     gateway.log.clear()
@@ -144,14 +151,7 @@ def test_a_start_killed_after_the_guest_booted_resumes_without_booting_it_again(
 
 
 def test_a_start_killed_after_creating_the_volume_makes_it_once(ctx, world, gateway, jobs):
-    host = world.host()
-    pool = world.pool()
-    driver, storage = gateway.add(host.guid)
-    vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.CreateVolume)
-    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
-    with pytest.raises(EngineKilled):
-        jobs.run(job_uuid)
+    _host, pool, driver, storage, vm, job_uuid = killed_start(ctx, world, gateway, jobs, m.CreateVolume)
     assert root(ctx, vm).state == "Creating"
     job = jobs.run(job_uuid)
     assert job.status == 1
@@ -171,14 +171,7 @@ def back_after(gateway, guid, seconds):
 
 def test_a_resumed_start_waits_for_the_agent_and_asks_the_host_before_creating_the_volume_again(
         ctx, world, gateway, jobs):
-    host = world.host()
-    pool = world.pool()
-    driver, storage = gateway.add(host.guid)
-    vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.CreateVolume)
-    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
-    with pytest.raises(EngineKilled):
-        jobs.run(job_uuid)
+    host, pool, driver, storage, vm, job_uuid = killed_start(ctx, world, gateway, jobs, m.CreateVolume)
     # The engine that ran the job is gone and so is the agent it held, reconnecting to the survivor.
     gateway.disconnect(host.guid)
     timer = back_after(gateway, host.guid, 0.3)
@@ -191,14 +184,7 @@ def test_a_resumed_start_waits_for_the_agent_and_asks_the_host_before_creating_t
 
 
 def test_a_resumed_start_whose_agent_stays_away_fails_with_the_reason(ctx, world, gateway, jobs):
-    host = world.host()
-    pool = world.pool()
-    _driver, storage = gateway.add(host.guid)
-    vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.CreateVolume)
-    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
-    with pytest.raises(EngineKilled):
-        jobs.run(job_uuid)
+    host, pool, _driver, storage, vm, job_uuid = killed_start(ctx, world, gateway, jobs, m.CreateVolume)
     gateway.disconnect(host.guid)
     gateway.down_within = 0.5           # below the step's own wait (10 s): that one bounds it
     code, text = failure(jobs.run(job_uuid))
@@ -228,14 +214,7 @@ def test_a_start_whose_answer_was_lost_with_the_server_holding_the_agent_asks_th
 
 
 def test_a_resumed_start_on_a_simulator_that_lost_its_state_sends_the_steps_again(ctx, world, gateway, jobs):
-    host = world.host()
-    pool = world.pool()
-    first, _storage = gateway.add(host.guid)
-    vm = new_vm(ctx, world)
-    gateway.kill_after.add(m.StartVm)
-    job_uuid = jobs.submit(ctx.user, "startVirtualMachine", id=vm.uuid)
-    with pytest.raises(EngineKilled):
-        jobs.run(job_uuid)
+    host, pool, first, _storage, vm, job_uuid = killed_start(ctx, world, gateway, jobs, m.StartVm)
     assert first.boot_count(vm.instance_name) == 1
     # An in-engine Simulator host taken over by another server: a new simulated agent, empty.
     survivor, storage = gateway.add(host.guid)
