@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 
-from ..errors import InvalidParameterValue
+from ..errors import DatabaseUnavailable, InvalidParameterValue
 from ..persistence.models import Alert, Cluster, utcnow
 from .events import between
 from .queries import EXACT, Filter, NOCASE, filtered, keyword, page
@@ -210,8 +210,11 @@ class CapacityChecker:
                 changed, self._changed = self._changed, set()
             try:
                 self._check(None if every else changed)
-            except Exception:  # the checker must survive a database that went away
-                log.exception("checking cluster capacity failed; retrying at the next change or period")
+            except Exception as e:  # the checker must survive a database that went away
+                if isinstance(e, DatabaseUnavailable):
+                    log.warning("cannot check cluster capacity: %s; retrying at the next change or period", e.text)
+                else:
+                    log.exception("checking cluster capacity failed; retrying at the next change or period")
                 with self._lock:
                     self._changed |= changed
             if every:
