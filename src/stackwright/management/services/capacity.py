@@ -174,7 +174,7 @@ class CapacityService:
     # --- per host -------------------------------------------------------------------
 
     def allocations(self, by: SQLColumnExpression[int], ids: Collection[int],
-                    clusters: Mapping[int, Cluster] | None = None) -> dict[int, Allocation]:
+                    ratios: Mapping[int, tuple[float, float]] | None = None) -> dict[int, Allocation]:
         """{id: Allocation} of the CPU and memory guests take, grouped by `by` (Host.id or
         Host.cluster_id) over `ids`, in one grouped query.
 
@@ -183,19 +183,19 @@ class CapacityService:
         """
         if not ids:
             return {}
-        return self._allocations(_allocation_query(by.in_(list(ids)), by), clusters=clusters)
+        return self._allocations(_allocation_query(by.in_(list(ids)), by), ratios=ratios)
 
     def _allocations(self, statement: CompoundSelect, params: Mapping[str, Any] | None = None,
-                     clusters: Mapping[int, Cluster] | None = None) -> dict[int, Allocation]:
+                     ratios: Mapping[int, tuple[float, float]] | None = None) -> dict[int, Allocation]:
         """{key: Allocation} from the rows of an `_allocation_query` statement. Each guest counts
         as its size ÷ the ratios it was started with (its details `cpuOvercommitRatio`,
         `memoryOvercommitRatio`) × its cluster's current ratios, so a ratio change rates only
         guests started after it; a guest without recorded ratios counts at its size. The
-        ratios of `clusters` (loaded with their details) are not read again."""
+        clusters' current `ratios` the caller has already (cluster id -> (CPU, memory)) are not
+        read again."""
         rows = self.session.execute(statement, params or {}).all()
-        wanted = {row[1] for row in rows}
-        known = {cid: self.ratios(clusters[cid]) for cid in wanted if clusters is not None and cid in clusters}
-        current = {**self.cluster_ratios(wanted - known.keys()), **known}
+        known = ratios or {}
+        current = {**self.cluster_ratios({row[1] for row in rows} - known.keys()), **known}
         held: dict[int, list[float]] = {}
         for key, cluster_id, cpu_ratio, memory_ratio, cpu, memory in rows:
             cpu_now, memory_now = current[cluster_id]
@@ -239,8 +239,8 @@ class CapacityService:
 
     def host_capacities(self, hosts: Sequence[Host], clusters: Mapping[int, Cluster]) -> dict[int, Capacity]:
         """{host id: Capacity} of Host rows `hosts`; `clusters` maps their cluster ids to Clusters."""
-        used = self.allocations(Host.id, [h.id for h in hosts], clusters)
         ratios = {cid: self.ratios(clusters[cid]) for cid in {h.cluster_id for h in hosts}}
+        used = self.allocations(Host.id, [h.id for h in hosts], ratios)
         return {h.id: host_capacity(h.cpus, h.cpu_speed, h.memory_bytes, ratios[h.cluster_id], used.get(h.id))
                 for h in hosts}
 
@@ -263,9 +263,10 @@ class CapacityService:
         which = Host.cluster_id.in_(list(clusters)) & (Host.state == "Up")
         if usable_only:
             which = which & (Host.resource_state == "Enabled")
-        used = self._allocations(_allocation_query(which, Host.cluster_id), clusters=clusters)
+        ratios = {cid: self.ratios(cluster) for cid, cluster in clusters.items()}
+        used = self._allocations(_allocation_query(which, Host.cluster_id), ratios=ratios)
         # SUM() is a Decimal on MySQL: whole numbers first, then the ratios.
-        return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *self.ratios(clusters[cluster_id]),
+        return {cluster_id: Capacity(int(cpu or 0), int(memory or 0), *ratios[cluster_id],
                                      used.get(cluster_id, _NOTHING))
                 for cluster_id, cpu, memory in self.session.execute(counted)}
 

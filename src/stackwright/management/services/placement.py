@@ -169,8 +169,9 @@ class Planner:
     def _host_batches(self, clusters: Mapping[int, Cluster], host: Host | None,
                       last_host_id: int | None) -> Iterator[tuple[list[Host], bool]]:
         """Up and Enabled hosts of `clusters` (only `host` when given) in id order, in batches
-        growing from FIRST_HOST_BATCH to HOST_BATCH, the last host first on its own (flagged True): first fit reads only as many
-        hosts as it takes to find one with room, however many the zone has."""
+        growing from FIRST_HOST_BATCH to HOST_BATCH, the last host first on its own (flagged
+        True): first fit reads only as many hosts as it takes to find one with room, however
+        many the zone has."""
         # A host's cluster is one of `clusters`, already in the session: no join to it per host.
         base = select(Host).options(lazyload(Host.cluster)).where(
             Host.cluster_id.in_(list(clusters)), Host.removed.is_(None), Host.type == "Routing",
