@@ -39,13 +39,18 @@ from .gateway import CONNECT_WAIT, AgentAbsent, CallLost, HostRef
 
 
 @dataclasses.dataclass(frozen=True)
-class DbStep:
+class _Call:
+    """`fn` and the arguments it is called with after its first one: `Kind(fn, *args)`."""
     fn: Callable[..., Any]
     args: tuple = ()
 
     def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "args", args)
+
+
+class DbStep(_Call):
+    """`fn(ctx, *args)` in a write transaction of its own."""
 
 
 # settle(ask) -> the answer the request would have given if it was already carried out, or None
@@ -62,27 +67,14 @@ class AgentStep:
     connect_wait: float = CONNECT_WAIT     # 0: an agent not connected now is skipped (AgentAbsent)
 
 
-@dataclasses.dataclass(frozen=True)
-class WaitStep:
-    fn: Callable[..., Any]
-    args: tuple = ()
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        object.__setattr__(self, "fn", fn)
-        object.__setattr__(self, "args", args)
+class WaitStep(_Call):
+    """`fn(waiter, *args)` outside any transaction."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Result:
+class Result(_Call):
     """What a job returns when its result is a read: `fn(ctx, *args)` in the transaction that
     records the job's end (its last database step's, or the one recording its last agent
     answer), instead of a database step of its own that only reads."""
-    fn: Callable[..., Any]
-    args: tuple = ()
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        object.__setattr__(self, "fn", fn)
-        object.__setattr__(self, "args", args)
 
 
 Step = DbStep | AgentStep | WaitStep
