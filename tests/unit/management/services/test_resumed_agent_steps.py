@@ -1,8 +1,6 @@
 """Agent steps that may have been carried out already (the job resumes after its engine
 stopped): the host's agent is waited for, then asked, before anything is sent again."""
 
-import threading
-
 import pytest
 
 from stackwright.management.services import system_jobs
@@ -10,6 +8,7 @@ from stackwright.management.services.gateway import HostRef
 from stackwright.management.services.steps import AgentStep, settle_guest
 from stackwright.protocol import messages as m
 from tests.support.gateway import EngineKilled
+from tests.unit.management.services.test_vm_lifecycle import back_after
 from tests.unit.management.services.test_vms import World
 
 
@@ -42,9 +41,8 @@ def test_a_resumed_agent_step_waits_for_the_agent_as_long_as_a_silent_host_stays
     with pytest.raises(EngineKilled):
         jobs.run(job_uuid)
     gateway.disconnect(host.guid)
-    gateway.max_connect_wait, gateway.down_within = 10.0, 1.0
-    timer = threading.Timer(away, gateway.reconnect, args=(host.guid,))
-    timer.start()
+    timer = back_after(gateway, host.guid, away)
+    gateway.down_within = 1.0
     try:
         job = jobs.run(job_uuid)
     finally:
